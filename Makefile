@@ -1,0 +1,43 @@
+# Tollgate: `make run` to try it, `make test` to check it.
+CARGO ?= cargo
+PYTHON ?= python3
+WASM := target/wasm32-wasip1/release/tollgate.wasm
+SIDECAR := target/release/tollgate-sidecar
+
+.PHONY: build run test unit e2e lint fmt setup clean
+
+build: $(WASM) $(SIDECAR)
+
+$(WASM): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+	$(CARGO) build --target wasm32-wasip1 --release -p tollgate
+
+$(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src -name '*.rs') sidecar/Cargo.toml
+	$(CARGO) build --release -p tollgate-sidecar
+
+# Installs what the build and the tests need (idempotent).
+setup:
+	rustup target add wasm32-wasip1
+	$(PYTHON) -m pip install --quiet -r wasm-tests/requirements.txt
+
+run: build
+	$(PYTHON) scripts/stack.py run
+
+unit:
+	$(CARGO) test --workspace
+
+e2e: build
+	cd wasm-tests && $(PYTHON) -m pytest -q
+
+test: lint unit e2e
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p tollgate --target wasm32-wasip1 --release -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf build

@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Run the Tollgate stack locally: mock provider, tollgate-sidecar and Envoy.
+
+`make run` uses `python3 scripts/stack.py run`; the end-to-end tests import
+`Stack` to start the same processes on free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "envoy" / "gateway.yaml"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
+SIDECAR = ROOT / "target" / "release" / "tollgate-sidecar"
+MOCK = ROOT / "wasm-tests" / "mock_provider.py"
+
+# Per provider cluster: the env var holding the real key, the secret it fills
+# (credential_injector) and the key the mock provider expects instead.
+PROVIDERS = {
+    "provider_openai": {"name": "openai", "env": "OPENAI_API_KEY", "secret": "openai_api_key",
+                        "mock_key": "mock-openai-key"},
+    "provider_anthropic": {"name": "anthropic", "env": "ANTHROPIC_API_KEY", "secret": "anthropic_api_key",
+                           "mock_key": "mock-anthropic-key"},
+    # Azure needs its resource endpoint too; its key reaches the VM by env.
+    "provider_azure": {"name": "azure", "env": "AZURE_OPENAI_API_KEY", "secret": None,
+                       "mock_key": "mock-azure-key", "endpoint_env": "AZURE_OPENAI_ENDPOINT"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def real_providers(env: dict) -> set[str]:
+    """Clusters whose real credentials are present in `env`."""
+    out = set()
+    for cluster, p in PROVIDERS.items():
+        if env.get(p["env"]) and (not p.get("endpoint_env") or env.get(p["endpoint_env"])):
+            out.add(cluster)
+    return out
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in overrides.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None,
+           real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1") -> str:
+    """The gateway config with ports filled in and non-real providers on the mock."""
+    azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
+    azure_host = azure_endpoint.split("://")[-1].strip("/") or "azure.invalid"
+    text = TEMPLATE.read_text()
+    for name, value in {"ADMIN_PORT": admin_port, "LISTEN_PORT": listen_port, "LISTEN_ADDRESS": listen_address,
+                        "SIDECAR_PORT": sidecar_port, "WASM_PATH": wasm, "AZURE_OPENAI_HOST": azure_host}.items():
+        text = text.replace("${%s}" % name, str(value))
+    config = yaml.safe_load(text)
+    resources = config["static_resources"]
+    for cluster in resources["clusters"]:
+        p = PROVIDERS.get(cluster["name"])
+        if p is None or cluster["name"] in real:
+            continue
+        if mock_port is None:
+            raise SystemExit(f"no key for {p['name']} ({p['env']}) and no mock provider to route to")
+        cluster["type"] = "STATIC"
+        cluster.pop("dns_lookup_family", None)
+        cluster.pop("transport_socket", None)
+        cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": mock_port}}}}]}]
+    mocked_secrets = {p["secret"]: p["mock_key"] for c, p in PROVIDERS.items() if c not in real and p["secret"]}
+    for secret in resources.get("secrets", []):
+        if secret["name"] in mocked_secrets:
+            secret["generic_secret"]["secret"] = {"inline_string": mocked_secrets[secret["name"]]}
+    if plugin_overrides:
+        wasm_config = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+        value = wasm_config["typed_config"]["config"]["configuration"]
+        value["value"] = json.dumps(merge(json.loads(value["value"]), plugin_overrides))
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def wait_until(check, what: str, timeout: float = 20.0, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as r:
+        return r.status == 200
+
+
+class Envoy:
+    """One Envoy process with a rendered gateway config."""
+
+    def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
+                 admin_port: int = 0, listen_address: str = "127.0.0.1"):
+        self.stack = stack
+        self.name = name
+        self.port = listen_port or free_port()
+        self.admin_port = admin_port or free_port()
+        self.config_path = stack.workdir / f"{name}.yaml"
+        self.log_path = stack.workdir / f"{name}.log"
+        self.config_path.write_text(render(
+            wasm=stack.wasm, listen_port=self.port, admin_port=self.admin_port, sidecar_port=stack.sidecar_port,
+            mock_port=stack.mock_port, real=stack.real, plugin_overrides=plugin_overrides,
+            listen_address=listen_address))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Envoy":
+        env = dict(os.environ)
+        if "provider_azure" not in self.stack.real:
+            env["AZURE_OPENAI_API_KEY"] = PROVIDERS["provider_azure"]["mock_key"]
+        envoy = shutil.which("envoy") or "envoy"
+        cmd = [envoy, "-c", str(self.config_path), "--concurrency", str(self.stack.envoy_workers),
+               "--disable-hot-restart", "-l", self.stack.envoy_log_level, "--log-path", str(self.log_path)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/ready"), f"envoy {self.name}",
+                   proc=self.proc, log=self.log_path)
+        return self
+
+    def stats(self, filter_: str = "") -> dict[str, int]:
+        url = f"http://127.0.0.1:{self.admin_port}/stats?format=json&filter={filter_}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            data = json.load(r)
+        return {s["name"]: s.get("value", 0) for s in data["stats"] if "value" in s}
+
+    def stop(self):
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen | None):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Stack:
+    """Mock provider + sidecar + one Envoy, on free ports unless given."""
+
+    def __init__(self, workdir: Path, *, real: set[str] | None = None, ports: dict | None = None,
+                 plugin_overrides: dict | None = None, envoy_workers: int = 1, envoy_log_level: str = "info",
+                 listen_address: str = "127.0.0.1"):
+        ports = ports or {}
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.real = real or set()
+        self.wasm = WASM
+        self.master_key = "tgm-" + secrets.token_urlsafe(24)
+        self.db = self.workdir / "tollgate.db"
+        self.sidecar_port = ports.get("sidecar") or free_port()
+        self.mock_port = None if self.real >= set(PROVIDERS) else (ports.get("mock") or free_port())
+        self.envoy_workers = envoy_workers
+        self.envoy_log_level = envoy_log_level
+        self._envoy_args = dict(plugin_overrides=plugin_overrides, listen_port=ports.get("listen", 0),
+                                admin_port=ports.get("admin", 0), listen_address=listen_address)
+        self.mock_proc = self.sidecar_proc = None
+        self.envoys: list[Envoy] = []
+
+    def start(self) -> "Stack":
+        for path, what in [(self.wasm, "the wasm filter"), (SIDECAR, "tollgate-sidecar")]:
+            if not path.exists():
+                raise SystemExit(f"{path} is missing: build {what} first (make build)")
+        if self.mock_port:
+            log = open(self.workdir / "mock.log", "w")
+            self.mock_proc = subprocess.Popen([sys.executable, str(MOCK), "--port", str(self.mock_port)],
+                                              stdout=log, stderr=subprocess.STDOUT)
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{self.mock_port}/__mock/health"), "mock provider",
+                       proc=self.mock_proc, log=self.workdir / "mock.log")
+        self.start_sidecar()
+        self.envoy = self.add_envoy("envoy", **self._envoy_args)
+        return self
+
+    def add_envoy(self, name: str, **kwargs) -> Envoy:
+        envoy = Envoy(self, name, **kwargs).start()
+        self.envoys.append(envoy)
+        return envoy
+
+    def start_sidecar(self):
+        log = open(self.workdir / "sidecar.log", "a")
+        env = dict(os.environ, TOLLGATE_MASTER_KEY=self.master_key, RUST_LOG="info")
+        self.sidecar_proc = subprocess.Popen(
+            [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{self.sidecar_port}"],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.sidecar_port}/readyz"), "tollgate-sidecar",
+                   proc=self.sidecar_proc, log=self.workdir / "sidecar.log")
+
+    def stop_sidecar(self):
+        stop_process(self.sidecar_proc)
+
+    def stop(self):
+        for envoy in self.envoys:
+            envoy.stop()
+        stop_process(self.sidecar_proc)
+        stop_process(self.mock_proc)
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> dict:
+        """Calls the sidecar admin API with the master key."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.sidecar_port}{path}", data=data, method=method,
+                                     headers={"authorization": f"Bearer {self.master_key}",
+                                              "content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.load(r)
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run([str(SIDECAR), "--db", str(self.db), *args], check=True, capture_output=True,
+                             text=True)
+        return out.stdout
+
+    def mock(self, method: str, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.mock_port}{path}", data=data, method=method,
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+
+def run(args):
+    """`make run`: start everything on fixed ports, make a first key, wait."""
+    real = real_providers(os.environ)
+    workdir = ROOT / "build" / "run"
+    stack = Stack(workdir, real=real, envoy_workers=args.workers, envoy_log_level="warning",
+                  ports={"listen": args.port, "admin": args.admin_port, "sidecar": args.sidecar_port,
+                         "mock": args.mock_port})
+    stack.start()
+    try:
+        created = json.loads(stack.cli("keys", "create", "--team", "default", "--name", "make-run", "--json"))
+        print_welcome(stack, created["key"], real)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping Tollgate...")
+        stack.stop()
+
+
+def print_welcome(stack: Stack, key: str, real: set[str]):
+    base = stack.envoy.base_url
+    print("\nTollgate is running.\n")
+    for cluster, p in PROVIDERS.items():
+        where = "real provider" if cluster in real else f"MOCK provider on 127.0.0.1:{stack.mock_port}"
+        hint = "" if cluster in real else f" (set {p['env']} to use the real one)"
+        print(f"  {p['name']:<10} -> {where}{hint}")
+    print(f"""
+  gateway      {base}
+  envoy admin  http://127.0.0.1:{stack.envoy.admin_port}
+  sidecar      http://127.0.0.1:{stack.sidecar_port}   (master key: {stack.master_key})
+  files        {stack.workdir}
+
+Your first key (shown once): {key}
+
+OpenAI SDK:
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}/v1", api_key="{key}")
+  print(client.chat.completions.create(model="gpt-4o-mini",
+        messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+
+Anthropic SDK:
+  from anthropic import Anthropic
+  client = Anthropic(base_url="{base}", api_key="{key}")
+  print(client.messages.create(model="claude-haiku-4-5", max_tokens=200,
+        messages=[{{"role": "user", "content": "Hello"}}]).content[0].text)
+
+More keys: target/release/tollgate-sidecar --db {stack.db} keys create --team ml --models 'gpt-4o*,claude-*'
+Press Ctrl-C to stop.""", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="start mock/sidecar/Envoy and print a first key")
+    r.add_argument("--port", type=int, default=10000)
+    r.add_argument("--admin-port", type=int, default=9901)
+    r.add_argument("--sidecar-port", type=int, default=8790)
+    r.add_argument("--mock-port", type=int, default=18000)
+    r.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if args.command == "run":
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+//! Plugin configuration: the JSON in the Envoy YAML, parsed and validated once
+//! at start-up so that mistakes fail loudly instead of on the first request.
+
+use super::glob;
+use serde::Deserialize;
+
+/// What the request stage does when the sidecar cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Refuse with 503: no request passes unchecked (default).
+    #[default]
+    Closed,
+    /// Let the request through without key checks, and log it.
+    Open,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// Envoy cluster that reaches tollgate-sidecar.
+    #[serde(default = "default_sidecar_cluster")]
+    pub cluster: String,
+    /// `:authority` sent on callouts.
+    #[serde(default = "default_sidecar_authority")]
+    pub authority: String,
+    #[serde(default = "default_sidecar_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        SidecarConfig {
+            cluster: default_sidecar_cluster(),
+            authority: default_sidecar_authority(),
+            timeout_ms: default_sidecar_timeout_ms(),
+            failure_mode: FailureMode::Closed,
+        }
+    }
+}
+
+fn default_sidecar_cluster() -> String {
+    "tollgate_sidecar".into()
+}
+fn default_sidecar_authority() -> String {
+    "tollgate-sidecar".into()
+}
+fn default_sidecar_timeout_ms() -> u64 {
+    1000
+}
+
+/// The wire format an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Azure,
+    OpenaiCompatible,
+}
+
+/// How the provider credential is added to upstream requests.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProviderAuth {
+    /// Envoy adds it (the credential_injector upstream filter on the provider
+    /// cluster, reading an SDS secret): the key never enters the wasm VM.
+    #[default]
+    Envoy,
+    /// The route stage sets the provider's auth header from an environment
+    /// variable of the Envoy process, exposed to the VM with
+    /// `vm_config.environment_variables.host_env_keys`.
+    Env { var: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// The Envoy cluster requests to this provider go to.
+    pub cluster: String,
+    #[serde(default)]
+    pub auth: ProviderAuth,
+    /// Azure OpenAI `api-version` query parameter.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Path prefix of the API on the upstream, e.g. `/openai/v1` for an
+    /// OpenAI-compatible server; default `/v1` (unused for azure).
+    #[serde(default)]
+    pub base_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRoute {
+    /// Client-facing model name, alias or pattern (`claude-*`).
+    pub name: String,
+    /// Name of an entry in `providers`.
+    pub provider: String,
+    /// Model name sent upstream; default: the client's name unchanged.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Azure deployment name; default: the upstream model name.
+    #[serde(default)]
+    pub deployment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sidecar: SidecarConfig,
+    /// How long a key check answer is reused; bounds how late a revocation bites.
+    #[serde(default = "default_key_cache_ttl_ms")]
+    pub key_cache_ttl_ms: u64,
+    /// Bodies above this size get 413 before reaching a provider.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    pub providers: Vec<Provider>,
+    pub models: Vec<ModelRoute>,
+}
+
+fn default_key_cache_ttl_ms() -> u64 {
+    10_000
+}
+fn default_max_request_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+/// Longest cache TTL accepted: a revoked key must stop working promptly.
+const MAX_KEY_CACHE_TTL_MS: u64 = 300_000;
+
+impl Config {
+    /// Parses and validates; the error lists every problem found, one per line.
+    pub fn parse(bytes: &[u8]) -> Result<Config, String> {
+        let config: Config = serde_json::from_slice(bytes)
+            .map_err(|e| format!("invalid tollgate configuration JSON: {e}"))?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(format!(
+                "invalid tollgate configuration:\n  - {}",
+                problems.join("\n  - ")
+            ))
+        }
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.sidecar.cluster.trim().is_empty() {
+            out.push("sidecar.cluster must name the Envoy cluster of tollgate-sidecar".into());
+        }
+        if self.sidecar.timeout_ms == 0 {
+            out.push("sidecar.timeout_ms must be greater than 0".into());
+        }
+        if self.key_cache_ttl_ms > MAX_KEY_CACHE_TTL_MS {
+            out.push(format!(
+                "key_cache_ttl_ms is {} but at most {MAX_KEY_CACHE_TTL_MS} is allowed, so revoked keys stop working promptly",
+                self.key_cache_ttl_ms
+            ));
+        }
+        if self.max_request_bytes == 0 {
+            out.push("max_request_bytes must be greater than 0".into());
+        }
+        if self.providers.is_empty() {
+            out.push("providers is empty: configure at least one provider".into());
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            out.extend(provider_problems(i, p));
+            if self.providers.iter().take(i).any(|q| q.name == p.name) {
+                out.push(format!(
+                    "providers[{i}]: duplicate provider name `{}`",
+                    p.name
+                ));
+            }
+        }
+        if self.models.is_empty() {
+            out.push("models is empty: map at least one model name to a provider".into());
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            out.extend(self.model_problems(i, m));
+        }
+        out
+    }
+
+    fn model_problems(&self, i: usize, m: &ModelRoute) -> Vec<String> {
+        let mut out = Vec::new();
+        if m.name.trim().is_empty() || m.name.chars().any(char::is_whitespace) {
+            out.push(format!(
+                "models[{i}]: name `{}` must be non-empty without spaces",
+                m.name
+            ));
+        }
+        let Some(provider) = self.provider(&m.provider) else {
+            let known: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
+            out.push(format!(
+                "models[{i}] (`{}`): unknown provider `{}`; known providers: {}",
+                m.name,
+                m.provider,
+                known.join(", ")
+            ));
+            return out;
+        };
+        if glob::is_pattern(&m.name) && m.upstream_model.is_some() {
+            out.push(format!(
+                "models[{i}]: `{}` is a pattern, so upstream_model cannot be set (every matching name would map to one model)",
+                m.name
+            ));
+        }
+        if provider.kind != ProviderKind::Azure && m.deployment.is_some() {
+            out.push(format!(
+                "models[{i}]: deployment is only meaningful for azure providers, `{}` is {:?}",
+                provider.name, provider.kind
+            ));
+        }
+        out
+    }
+}
+
+fn provider_problems(i: usize, p: &Provider) -> Vec<String> {
+    let mut out = Vec::new();
+    if p.name.trim().is_empty() {
+        out.push(format!("providers[{i}]: name must not be empty"));
+    }
+    if p.cluster.trim().is_empty() {
+        out.push(format!(
+            "providers[{i}] (`{}`): cluster must name an Envoy cluster",
+            p.name
+        ));
+    }
+    match (p.kind, &p.api_version) {
+        (ProviderKind::Azure, None) => out.push(format!(
+            "providers[{i}] (`{}`): azure providers need api_version (e.g. \"2024-10-21\")",
+            p.name
+        )),
+        (ProviderKind::Azure, Some(_)) | (_, None) => {}
+        (_, Some(_)) => out.push(format!(
+            "providers[{i}] (`{}`): api_version is only used by azure providers",
+            p.name
+        )),
+    }
+    if let Some(base) = &p.base_path {
+        if !base.starts_with('/')
+            || base.ends_with('/')
+            || base
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '?')
+        {
+            out.push(format!(
+                "providers[{i}] (`{}`): base_path `{base}` must start with `/`, not end with `/`, and hold no spaces or query",
+                p.name
+            ));
+        }
+    }
+    if let ProviderAuth::Env { var } = &p.auth {
+        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            out.push(format!(
+                "providers[{i}] (`{}`): auth.var `{var}` is not an environment variable name",
+                p.name
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+        "providers": [
+            {"name": "openai", "kind": "openai", "cluster": "openai"},
+            {"name": "azure", "kind": "azure", "cluster": "azure", "api_version": "2024-10-21",
+             "auth": {"type": "env", "var": "AZURE_OPENAI_API_KEY"}}
+        ],
+        "models": [
+            {"name": "gpt-4o*", "provider": "openai"},
+            {"name": "fast", "provider": "openai", "upstream_model": "gpt-4o-mini"},
+            {"name": "azure-4o", "provider": "azure", "deployment": "prod-4o"}
+        ]
+    }"#;
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::parse(GOOD.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.sidecar.cluster, "tollgate_sidecar");
+        assert_eq!(c.sidecar.failure_mode, FailureMode::Closed);
+        assert_eq!(c.key_cache_ttl_ms, 10_000);
+        assert_eq!(c.max_request_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.providers[0].auth, ProviderAuth::Envoy);
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let bad = r#"{
+            "key_cache_ttl_ms": 999999999,
+            "providers": [
+                {"name": "a", "kind": "azure", "cluster": ""},
+                {"name": "a", "kind": "openai", "cluster": "x", "api_version": "1"}
+            ],
+            "models": [{"name": "m", "provider": "nope"}, {"name": "c-*", "provider": "a", "upstream_model": "z"}]
+        }"#;
+        let err = Config::parse(bad.as_bytes()).err().unwrap_or_default();
+        for needle in [
+            "key_cache_ttl_ms",
+            "cluster must name",
+            "need api_version",
+            "only used by azure",
+            "duplicate provider name",
+            "unknown provider `nope`",
+            "is a pattern",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_kinds() {
+        let err = Config::parse(br#"{"providers": [], "models": [], "sidcar": {}}"#)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("unknown field `sidcar`"), "{err}");
+        let err = Config::parse(
+            br#"{"providers": [{"name": "x", "kind": "gemini", "cluster": "c"}], "models": []}"#,
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(err.contains("unknown variant `gemini`"), "{err}");
+    }
+}

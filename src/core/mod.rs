@@ -1,0 +1,14 @@
+//! The host-free core: everything that can be decided without Envoy.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod decision;
+pub mod error;
+pub mod glob;
+pub mod key;
+pub mod models;
+pub mod request;
+pub mod routing;
+pub mod sse;
+pub mod usage;

@@ -1,0 +1,114 @@
+//! Parsing a client request body: parsed once, validated, model rewritten.
+
+use super::error::GatewayError;
+use serde_json::Value;
+
+/// A parsed LLM request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmRequest {
+    pub body: Value,
+    pub model: String,
+    pub stream: bool,
+}
+
+impl LlmRequest {
+    /// Parses a JSON object with a string `model`. Errors name the problem,
+    /// never echo the body.
+    pub fn parse(bytes: &[u8]) -> Result<LlmRequest, GatewayError> {
+        if bytes.is_empty() {
+            return Err(GatewayError::BadRequest(
+                "Request body is empty: expected a JSON object.".into(),
+            ));
+        }
+        let body: Value = serde_json::from_slice(bytes).map_err(|e| {
+            GatewayError::BadRequest(format!("Request body is not valid JSON: {e}."))
+        })?;
+        let Some(object) = body.as_object() else {
+            return Err(GatewayError::BadRequest(
+                "Request body must be a JSON object.".into(),
+            ));
+        };
+        let model = match object.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            Some(_) => {
+                return Err(GatewayError::BadRequest(
+                    "`model` must be a non-empty string.".into(),
+                ))
+            }
+            None => {
+                return Err(GatewayError::BadRequest(
+                    "Missing required parameter: `model`.".into(),
+                ))
+            }
+        };
+        let stream = match object.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(GatewayError::BadRequest(
+                    "`stream` must be a boolean.".into(),
+                ))
+            }
+        };
+        Ok(LlmRequest {
+            body,
+            model,
+            stream,
+        })
+    }
+
+    /// The body to send upstream with `model` replaced; `None` when the
+    /// original bytes can go unchanged.
+    pub fn rewritten_for(&mut self, upstream_model: &str) -> Option<Vec<u8>> {
+        if upstream_model == self.model {
+            return None;
+        }
+        let object = self.body.as_object_mut()?;
+        object.insert("model".into(), Value::String(upstream_model.into()));
+        serde_json::to_vec(&self.body).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_model_and_stream() {
+        let r = LlmRequest::parse(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#).unwrap();
+        assert_eq!((r.model.as_str(), r.stream), ("gpt-4o", true));
+        let r = LlmRequest::parse(br#"{"model":"m","stream":null}"#).unwrap();
+        assert!(!r.stream);
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        for body in [
+            &b""[..],
+            b"{",
+            b"[1]",
+            br#"{"messages":[]}"#,
+            br#"{"model":5}"#,
+            br#"{"model":""}"#,
+            br#"{"model":"m","stream":"yes"}"#,
+            b"{\"model\":\"\xff\"}",
+        ] {
+            assert!(
+                matches!(LlmRequest::parse(body), Err(GatewayError::BadRequest(_))),
+                "{body:?}"
+            );
+        }
+        let deep = "[".repeat(100_000);
+        assert!(LlmRequest::parse(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn rewrites_only_when_needed() {
+        let mut r = LlmRequest::parse(br#"{"model":"fast","messages":[]}"#).unwrap();
+        assert_eq!(r.rewritten_for("fast"), None);
+        let out = r.rewritten_for("gpt-4o-mini").unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "gpt-4o-mini");
+        assert_eq!(v["messages"], serde_json::json!([]));
+    }
+}

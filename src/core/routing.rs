@@ -1,0 +1,171 @@
+//! Model routing: the client's model name -> provider, upstream model and path.
+
+use super::api::Api;
+use super::config::{Config, ModelRoute, Provider, ProviderKind};
+use super::error::GatewayError;
+use super::glob;
+
+/// Where one request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub provider: &'a Provider,
+    /// Model name to put in the upstream body.
+    pub upstream_model: String,
+    /// Upstream `:path` (with query for Azure).
+    pub path: String,
+}
+
+/// Finds the entry for `model`: an exact name wins over patterns, then the
+/// first matching pattern in configuration order.
+pub fn find_entry<'a>(config: &'a Config, model: &str) -> Option<&'a ModelRoute> {
+    config
+        .models
+        .iter()
+        .find(|m| !glob::is_pattern(&m.name) && m.name == model)
+        .or_else(|| {
+            config
+                .models
+                .iter()
+                .find(|m| glob::is_pattern(&m.name) && glob::matches(&m.name, model))
+        })
+}
+
+/// Resolves the route for a client API call to `model`.
+pub fn resolve<'a>(config: &'a Config, api: Api, model: &str) -> Result<Route<'a>, GatewayError> {
+    let entry =
+        find_entry(config, model).ok_or_else(|| GatewayError::UnknownModel(model.into()))?;
+    let provider = config
+        .provider(&entry.provider)
+        .ok_or(GatewayError::Internal("model mapped to a missing provider"))?;
+    let upstream_model = entry
+        .upstream_model
+        .clone()
+        .unwrap_or_else(|| model.to_string());
+    let path = upstream_path(
+        provider,
+        api,
+        entry.deployment.as_deref().unwrap_or(&upstream_model),
+    )
+    .ok_or_else(|| unsupported(api, model, provider))?;
+    Ok(Route {
+        provider,
+        upstream_model,
+        path,
+    })
+}
+
+fn upstream_path(provider: &Provider, api: Api, deployment: &str) -> Option<String> {
+    let base = provider.base_path.as_deref().unwrap_or("/v1");
+    match (provider.kind, api) {
+        (ProviderKind::Openai, Api::ChatCompletions | Api::Responses)
+        | (ProviderKind::OpenaiCompatible, Api::ChatCompletions) => {
+            let tail = if api == Api::Responses {
+                "/responses"
+            } else {
+                "/chat/completions"
+            };
+            Some(format!("{base}{tail}"))
+        }
+        (ProviderKind::Anthropic, Api::Messages) => Some(format!("{base}/messages")),
+        (ProviderKind::Azure, Api::ChatCompletions) => Some(format!(
+            "/openai/deployments/{}/chat/completions?api-version={}",
+            url_segment(deployment),
+            provider.api_version.as_deref().unwrap_or_default()
+        )),
+        _ => None,
+    }
+}
+
+/// Percent-encodes a path segment so a deployment name cannot alter the path.
+fn url_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn unsupported(api: Api, model: &str, provider: &Provider) -> GatewayError {
+    let client_api = match api {
+        Api::ChatCompletions => "OpenAI Chat Completions",
+        Api::Responses => "OpenAI Responses",
+        Api::Messages => "Anthropic Messages",
+        Api::Models => "models",
+    };
+    GatewayError::BadRequest(format!(
+        "The model `{model}` is served by provider `{}`, which this gateway cannot reach through the {client_api} API yet.",
+        provider.name
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::parse(
+            br#"{
+            "providers": [
+                {"name": "openai", "kind": "openai", "cluster": "c_openai"},
+                {"name": "anthropic", "kind": "anthropic", "cluster": "c_anthropic"},
+                {"name": "azure", "kind": "azure", "cluster": "c_azure", "api_version": "2024-10-21"},
+                {"name": "local", "kind": "openai-compatible", "cluster": "c_local", "base_path": "/api/v1"}
+            ],
+            "models": [
+                {"name": "claude-*", "provider": "anthropic"},
+                {"name": "gpt-4o*", "provider": "openai"},
+                {"name": "gpt-4o-mini", "provider": "azure", "deployment": "mini/prod"},
+                {"name": "fast", "provider": "openai", "upstream_model": "gpt-4o-mini"},
+                {"name": "llama", "provider": "local", "upstream_model": "llama-3.1-8b"}
+            ]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn exact_beats_pattern_and_aliases_map() {
+        let c = config();
+        let r = resolve(&c, Api::ChatCompletions, "gpt-4o-mini").unwrap();
+        assert_eq!(r.provider.name, "azure");
+        assert_eq!(
+            r.path,
+            "/openai/deployments/mini%2Fprod/chat/completions?api-version=2024-10-21"
+        );
+        let r = resolve(&c, Api::ChatCompletions, "fast").unwrap();
+        assert_eq!(
+            (r.provider.name.as_str(), r.upstream_model.as_str()),
+            ("openai", "gpt-4o-mini")
+        );
+        assert_eq!(r.path, "/v1/chat/completions");
+        let r = resolve(&c, Api::Messages, "claude-sonnet-4-5").unwrap();
+        assert_eq!(
+            (r.path.as_str(), r.upstream_model.as_str()),
+            ("/v1/messages", "claude-sonnet-4-5")
+        );
+        let r = resolve(&c, Api::Responses, "gpt-4o").unwrap();
+        assert_eq!(r.path, "/v1/responses");
+        let r = resolve(&c, Api::ChatCompletions, "llama").unwrap();
+        assert_eq!(r.path, "/api/v1/chat/completions");
+    }
+
+    #[test]
+    fn unknown_and_unreachable() {
+        let c = config();
+        assert_eq!(
+            resolve(&c, Api::ChatCompletions, "gemini-pro"),
+            Err(GatewayError::UnknownModel("gemini-pro".into()))
+        );
+        assert!(matches!(
+            resolve(&c, Api::Messages, "gpt-4o"),
+            Err(GatewayError::BadRequest(_))
+        ));
+        assert!(matches!(
+            resolve(&c, Api::Responses, "llama"),
+            Err(GatewayError::BadRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,16 @@
+//! The proxy-wasm adapter: the only code that talks to Envoy. Every host call
+//! goes through `proxy_wasm::hostcalls` and its `Result`, never the SDK's
+//! panicking trait helpers, because a panic kills the VM for the worker.
+
+mod host;
+mod metrics;
+mod request_stage;
+mod root;
+mod route_stage;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::Root::default())
+    });
+}}

@@ -1,0 +1,399 @@
+//! Request stage: key check (cached sidecar callout), body parsing, model
+//! routing and the routing decision; on the way back, token usage.
+//!
+//! It pauses in the header phase only while a key callout is in flight
+//! (Envoy then holds the body), and buffers the body until it is complete.
+
+use super::host;
+use super::metrics;
+use super::root::Shared;
+use crate::core::api::{self, Api, ClientFormat};
+use crate::core::auth::{self, KeyCheck, KeyInfo};
+use crate::core::config::{FailureMode, ProviderAuth, ProviderKind};
+use crate::core::decision::{EnvAuth, RouteDecision};
+use crate::core::error::GatewayError;
+use crate::core::key;
+use crate::core::models;
+use crate::core::request::LlmRequest;
+use crate::core::routing;
+use crate::core::sse::SseFramer;
+use crate::core::usage::{StreamUsage, Usage};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Non-streamed response bytes kept for reading usage; beyond this the usage
+/// of that response is not counted rather than growing the VM's memory.
+const MAX_RESPONSE_CAPTURE: usize = 4 * 1024 * 1024;
+
+/// Where a request stands on the way up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Headers seen, key not yet known.
+    Headers,
+    /// Waiting for the sidecar; the header phase returned Pause.
+    Authorizing,
+    /// Key accepted (or failed open); body flowing.
+    Authorized,
+    /// Routed upstream.
+    Forwarded,
+    /// Answered locally.
+    Done,
+}
+
+/// Response-side state for usage accounting.
+#[derive(Default)]
+struct ResponseTally {
+    stream: bool,
+    framer: SseFramer,
+    stream_usage: StreamUsage,
+    body: Vec<u8>,
+    usage: Option<Usage>,
+}
+
+pub struct RequestStage {
+    shared: Rc<Shared>,
+    phase: Phase,
+    api: Option<Api>,
+    format: ClientFormat,
+    key_hash: String,
+    key: Option<Rc<KeyCheck>>,
+    /// The request body ended with the headers (no body callbacks follow).
+    headers_ended: bool,
+    model: String,
+    provider: String,
+    started_ms: u64,
+    response: ResponseTally,
+}
+
+impl RequestStage {
+    pub fn new(shared: Rc<Shared>) -> RequestStage {
+        RequestStage {
+            shared,
+            phase: Phase::Headers,
+            api: None,
+            format: ClientFormat::OpenAi,
+            key_hash: String::new(),
+            key: None,
+            headers_ended: false,
+            model: String::new(),
+            provider: String::new(),
+            started_ms: 0,
+            response: ResponseTally::default(),
+        }
+    }
+
+    fn reject(&mut self, error: &GatewayError) -> Action {
+        log::debug!(
+            "tollgate: rejected {} with {}",
+            self.api.map_or("unknown", Api::name),
+            error.status()
+        );
+        metrics::add(self.shared.metrics.rejected, 1);
+        host::send_json(error.status(), &error.body(self.format));
+        self.phase = Phase::Done;
+        Action::Pause
+    }
+
+    /// Header phase up to the key check; `Ok(true)` when a callout is pending.
+    fn start(&mut self) -> Result<bool, GatewayError> {
+        let method = host::request_header(":method").unwrap_or_default();
+        let path = host::request_header(":path").unwrap_or_default();
+        self.api = Api::detect(&method, &path);
+        self.format = api::client_format(
+            self.api,
+            host::request_header("anthropic-version").is_some(),
+        );
+        if self.api.is_none() {
+            let path = path.split('?').next().unwrap_or_default().to_string();
+            return Err(GatewayError::NotFound(path));
+        }
+        let authorization = host::request_header("authorization");
+        let x_api_key = host::request_header("x-api-key");
+        let client_key = key::extract(authorization.as_deref(), x_api_key.as_deref())
+            .ok_or(GatewayError::MissingKey)?;
+        self.key_hash = key::hash(client_key);
+        let declared = host::request_header("content-length").and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > self.shared.config.max_request_bytes) {
+            return Err(GatewayError::TooLarge(self.shared.config.max_request_bytes));
+        }
+        // The gateway key never goes upstream (the provider key is added
+        // later), and the buffer filter re-sets content-length for a rewritten body.
+        for header in ["authorization", "x-api-key", "api-key", "content-length"] {
+            host::set_request_header(header, None);
+        }
+        let now = host::now_ms();
+        let cached = self.shared.cache.borrow().get(&self.key_hash, now);
+        if let Some(check) = cached {
+            self.key = Some(check);
+            return Ok(false);
+        }
+        self.authorize_callout().map(|()| true)
+    }
+
+    fn authorize_callout(&mut self) -> Result<(), GatewayError> {
+        let sidecar = &self.shared.config.sidecar;
+        let headers = vec![
+            (":method", "POST"),
+            (":path", "/v1/authorize"),
+            (":authority", sidecar.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let body = auth::authorize_request(&self.key_hash);
+        let timeout = Duration::from_millis(sidecar.timeout_ms);
+        match hostcalls::dispatch_http_call(&sidecar.cluster, headers, Some(&body), vec![], timeout)
+        {
+            Ok(_) => {
+                self.phase = Phase::Authorizing;
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!(
+                    "tollgate: cannot call sidecar cluster {}: {e:?}",
+                    sidecar.cluster
+                );
+                self.sidecar_failed()
+            }
+        }
+    }
+
+    /// Applies the failure mode when the sidecar cannot answer.
+    fn sidecar_failed(&mut self) -> Result<(), GatewayError> {
+        metrics::add(self.shared.metrics.sidecar_failures, 1);
+        match self.shared.config.sidecar.failure_mode {
+            FailureMode::Closed => Err(GatewayError::SidecarUnavailable),
+            FailureMode::Open => {
+                log::warn!("tollgate: key service unavailable, failing open: request passes without key checks");
+                self.key = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// The key is known (or failed open): checks it and answers what needs no body.
+    fn key_known(&mut self) -> Result<Option<Vec<u8>>, GatewayError> {
+        self.phase = Phase::Authorized;
+        let info = self.key_info()?;
+        if self.api == Some(Api::Models) {
+            return Ok(Some(models::list(&self.shared.config, info, self.format)));
+        }
+        if self.headers_ended {
+            self.route(&[])?;
+        }
+        Ok(None)
+    }
+
+    /// The valid key's details; `None` when failing open.
+    fn key_info(&self) -> Result<Option<&KeyInfo>, GatewayError> {
+        match &self.key {
+            Some(check) => check.verdict(host::now_ms() / 1000).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Parses the complete body, picks the provider and records the decision.
+    fn route(&mut self, body: &[u8]) -> Result<(), GatewayError> {
+        let api = self
+            .api
+            .ok_or(GatewayError::Internal("request without API"))?;
+        let mut request = LlmRequest::parse(body)?;
+        if let Some(info) = self.key_info()? {
+            if !info.allows(&request.model) {
+                return Err(GatewayError::ModelNotAllowed(request.model));
+            }
+        }
+        let config = &self.shared.config;
+        let route = routing::resolve(config, api, &request.model)?;
+        if let Some(new_body) = request.rewritten_for(&route.upstream_model) {
+            hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &new_body)
+                .map_err(|_| GatewayError::Internal("could not rewrite the request body"))?;
+        }
+        let client_path = host::request_header(":path").unwrap_or_default();
+        let decision = RouteDecision {
+            cluster: route.provider.cluster.clone(),
+            path: (route.path != client_path).then(|| route.path.clone()),
+            auth: env_auth(route.provider.kind, &route.provider.auth),
+        };
+        hostcalls::set_property(vec!["tollgate.route"], Some(decision.encode().as_bytes()))
+            .map_err(|_| GatewayError::Internal("could not record the routing decision"))?;
+        self.model = request.model;
+        self.provider = route.provider.name.clone();
+        self.phase = Phase::Forwarded;
+        Ok(())
+    }
+
+    fn observe_response_chunk(&mut self, size: usize, end: bool) {
+        let chunk = host::buffer(BufferType::HttpResponseBody, size);
+        let tally = &mut self.response;
+        if tally.stream {
+            for event in tally.framer.push(&chunk) {
+                tally.stream_usage.observe(&event.data);
+            }
+            if end {
+                if let Some(event) = tally.framer.finish() {
+                    tally.stream_usage.observe(&event.data);
+                }
+                tally.usage = tally.stream_usage.usage();
+            }
+        } else {
+            if tally.body.len() + chunk.len() <= MAX_RESPONSE_CAPTURE {
+                tally.body.extend_from_slice(&chunk);
+            }
+            if end {
+                tally.usage = Usage::from_response_body(&tally.body);
+                tally.body = Vec::new();
+            }
+        }
+    }
+}
+
+/// How the route stage adds the provider key when Envoy does not.
+fn env_auth(kind: ProviderKind, auth: &ProviderAuth) -> Option<EnvAuth> {
+    let ProviderAuth::Env { var } = auth else {
+        return None;
+    };
+    let (header, prefix) = match kind {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => ("authorization", "Bearer "),
+        ProviderKind::Anthropic => ("x-api-key", ""),
+        ProviderKind::Azure => ("api-key", ""),
+    };
+    Some(EnvAuth {
+        header: header.into(),
+        prefix: prefix.into(),
+        var: var.clone(),
+    })
+}
+
+impl Context for RequestStage {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let status = hostcalls::get_map_value(
+            proxy_wasm::types::MapType::HttpCallResponseHeaders,
+            ":status",
+        )
+        .ok()
+        .flatten();
+        let body = host::buffer(BufferType::HttpCallResponseBody, body_size);
+        let answer = match status.as_deref() {
+            Some("200") => auth::parse_authorize_response(&body),
+            Some(other) => Err(format!("sidecar answered HTTP {other}")),
+            None => Err("sidecar unreachable or timed out".to_string()),
+        };
+        let outcome = match answer {
+            Ok(check) => {
+                let check = Rc::new(check);
+                let now = host::now_ms();
+                self.shared.cache.borrow_mut().insert(
+                    self.key_hash.clone(),
+                    Rc::clone(&check),
+                    now,
+                );
+                self.key = Some(check);
+                Ok(())
+            }
+            Err(why) => {
+                log::warn!("tollgate: key check failed: {why}");
+                self.sidecar_failed()
+            }
+        };
+        let result = outcome.and_then(|()| self.key_known());
+        match result {
+            Ok(Some(listing)) => {
+                host::send_json(200, &listing);
+                self.phase = Phase::Done;
+            }
+            Ok(None) => {
+                if let Err(e) = hostcalls::resume_http_request() {
+                    log::error!("tollgate: could not resume request: {e:?}");
+                }
+            }
+            Err(error) => {
+                self.reject(&error);
+            }
+        }
+    }
+}
+
+impl HttpContext for RequestStage {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        self.started_ms = host::now_ms();
+        self.headers_ended = end_of_stream;
+        metrics::add(self.shared.metrics.requests, 1);
+        match self.start() {
+            Ok(true) => Action::Pause,
+            Ok(false) => match self.key_known() {
+                Ok(Some(listing)) => {
+                    host::send_json(200, &listing);
+                    self.phase = Phase::Done;
+                    Action::Pause
+                }
+                Ok(None) => Action::Continue,
+                Err(error) => self.reject(&error),
+            },
+            Err(error) => self.reject(&error),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.phase != Phase::Authorized {
+            return Action::Continue;
+        }
+        let limit = self.shared.config.max_request_bytes;
+        if body_size > limit {
+            return self.reject(&GatewayError::TooLarge(limit));
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = host::buffer(BufferType::HttpRequestBody, body_size);
+        match self.route(&body) {
+            Ok(()) => Action::Continue,
+            Err(error) => self.reject(&error),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        if self.phase == Phase::Forwarded {
+            self.response.stream = host::response_header("content-type")
+                .is_some_and(|t| t.starts_with("text/event-stream"));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.phase == Phase::Forwarded {
+            self.observe_response_chunk(body_size, end_of_stream);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if self.phase != Phase::Forwarded {
+            return;
+        }
+        let usage = self.response.usage.unwrap_or_default();
+        metrics::add(self.shared.metrics.input_tokens, usage.input_tokens);
+        metrics::add(self.shared.metrics.output_tokens, usage.output_tokens);
+        let key_id = match self.key.as_deref() {
+            Some(KeyCheck::Valid(info)) => info.key_id.as_str(),
+            _ => "-",
+        };
+        log::debug!(
+            "tollgate: {} key={key_id} model={} provider={} stream={} input_tokens={} output_tokens={} ms={}",
+            self.api.map_or("unknown", Api::name),
+            self.model,
+            self.provider,
+            self.response.stream,
+            usage.input_tokens,
+            usage.output_tokens,
+            host::now_ms().saturating_sub(self.started_ms)
+        );
+    }
+}
