@@ -139,16 +139,17 @@ class Envoy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Envoy":
+    def start(self, timeout: float = 20) -> "Envoy":
         env = dict(os.environ)
         if "provider_azure" not in self.stack.real:
             env["AZURE_OPENAI_API_KEY"] = PROVIDERS["provider_azure"]["mock_key"]
         envoy = shutil.which("envoy") or "envoy"
         cmd = [envoy, "-c", str(self.config_path), "--concurrency", str(self.stack.envoy_workers),
-               "--disable-hot-restart", "-l", self.stack.envoy_log_level, "--log-path", str(self.log_path)]
+               "--disable-hot-restart", "-l", self.stack.envoy_log_level, "--log-path", str(self.log_path),
+               "--file-flush-interval-msec", "200"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/ready"), f"envoy {self.name}",
-                   proc=self.proc, log=self.log_path)
+                   timeout=timeout, proc=self.proc, log=self.log_path)
         return self
 
     def stats(self, filter_: str = "") -> dict[str, int]:
@@ -292,7 +293,7 @@ Your first key (shown once): {key}
 OpenAI SDK:
   from openai import OpenAI
   client = OpenAI(base_url="{base}/v1", api_key="{key}")
-  print(client.chat.completions.create(model="gpt-4o-mini",
+  print(client.chat.completions.create(model="gpt-5.4-mini",
         messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
 
 Anthropic SDK:

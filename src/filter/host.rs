@@ -1,47 +1,234 @@
-//! Small `Result`-aware wrappers over the host calls the stages use.
+//! The host calls the stages use, declared here rather than taken from
+//! `proxy_wasm::hostcalls`: those return `Result` but panic on any status they
+//! did not expect (e.g. BadArgument when a header map is gone, or a non-UTF-8
+//! header value), and a panic kills the VM for the whole worker. Here every
+//! status is a value. The one exception is `dispatch_http_call`, which must
+//! go through the SDK so it can route the answer to the calling context.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
-use std::time::UNIX_EPOCH;
+use std::ptr::null_mut;
+
+const STATUS_OK: u32 = 0;
+const STATUS_NOT_FOUND: u32 = 1;
+
+// Map and buffer kinds and stream types of the proxy-wasm ABI 0.2.
+pub const REQUEST_HEADERS: u32 = 0;
+pub const RESPONSE_HEADERS: u32 = 2;
+pub const CALL_RESPONSE_HEADERS: u32 = 6;
+pub const REQUEST_BODY: u32 = 0;
+pub const RESPONSE_BODY: u32 = 1;
+pub const CALL_RESPONSE_BODY: u32 = 4;
+pub const PLUGIN_CONFIGURATION: u32 = 7;
+const STREAM_HTTP_REQUEST: u32 = 0;
+const METRIC_COUNTER: u32 = 0;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        kind: u32,
+        start: usize,
+        max: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        kind: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_continue_stream(stream: u32) -> u32;
+    fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+}
+
+/// Takes ownership of bytes the host allocated through the SDK's
+/// `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes).
+fn owned(status: u32, data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    match status {
+        STATUS_OK if data.is_null() => Some(Vec::new()),
+        // SAFETY: on Ok the host returned a buffer of `size` bytes allocated
+        // by this module's allocator, which we now own.
+        STATUS_OK => Some(unsafe { Vec::from_raw_parts(data, size, size) }),
+        STATUS_NOT_FOUND => None,
+        other => {
+            log::debug!("tollgate: host call refused with status {other}");
+            None
+        }
+    }
+}
+
+pub fn header(map: u32, name: &str) -> Option<String> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: pointers to live locals and a borrowed str.
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+    owned(status, data, size).map(|v| String::from_utf8_lossy(&v).into_owned())
+}
 
 pub fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+    header(REQUEST_HEADERS, name)
 }
 
 pub fn response_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
+    header(RESPONSE_HEADERS, name)
 }
 
 /// Sets (or with `None` removes) a request header; false if the host refused.
 pub fn set_request_header(name: &str, value: Option<&str>) -> bool {
-    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value).is_ok()
+    // SAFETY: borrowed slices valid for the call.
+    let status = unsafe {
+        match value {
+            Some(v) => proxy_replace_header_map_value(
+                REQUEST_HEADERS,
+                name.as_ptr(),
+                name.len(),
+                v.as_ptr(),
+                v.len(),
+            ),
+            None => proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len()),
+        }
+    };
+    status == STATUS_OK
 }
 
-pub fn buffer(kind: BufferType, size: usize) -> Vec<u8> {
-    hostcalls::get_buffer(kind, 0, size)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+pub fn buffer(kind: u32, size: usize) -> Vec<u8> {
+    let (mut data, mut len) = (null_mut(), 0);
+    // SAFETY: pointers to live locals.
+    let status = unsafe { proxy_get_buffer_bytes(kind, 0, size, &mut data, &mut len) };
+    owned(status, data, len).unwrap_or_default()
+}
+
+/// Replaces the first `size` bytes of a body buffer with `value`.
+pub fn set_buffer(kind: u32, size: usize, value: &[u8]) -> bool {
+    // SAFETY: borrowed slice valid for the call.
+    unsafe { proxy_set_buffer_bytes(kind, 0, size, value.as_ptr(), value.len()) == STATUS_OK }
+}
+
+pub fn property(name: &str) -> Option<Vec<u8>> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: pointers to live locals and a borrowed str.
+    let status = unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) };
+    owned(status, data, size)
+}
+
+/// Sets a filter state value (one path segment, e.g. `tollgate.route`).
+pub fn set_property(name: &str, value: &[u8]) -> bool {
+    // SAFETY: borrowed slices valid for the call.
+    unsafe {
+        proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) == STATUS_OK
+    }
+}
+
+pub fn resume_request() -> bool {
+    // SAFETY: no pointers.
+    unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) == STATUS_OK }
 }
 
 pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    let mut nanos = 0u64;
+    // SAFETY: pointer to a live local.
+    match unsafe { proxy_get_current_time_nanoseconds(&mut nanos) } {
+        STATUS_OK => nanos / 1_000_000,
+        _ => 0,
+    }
+}
+
+pub fn define_counter(name: &str) -> Option<u32> {
+    let mut id = 0u32;
+    // SAFETY: pointer to a live local and a borrowed str.
+    let status = unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
+    (status == STATUS_OK).then_some(id)
+}
+
+/// Adds to a counter; a missing metric or a host error only loses a count.
+pub fn add_to_counter(id: Option<u32>, n: u64) {
+    if let (Some(id), Ok(n)) = (id, i64::try_from(n)) {
+        if n > 0 {
+            // SAFETY: no pointers.
+            unsafe { proxy_increment_metric(id, n) };
+        }
+    }
 }
 
 /// Answers the client locally with a JSON body.
 pub fn send_json(status: u32, body: &[u8]) {
-    let headers = vec![
+    let headers = serialize_headers(&[
         ("content-type", "application/json"),
         ("x-tollgate", "gateway"),
-    ];
-    if let Err(e) = hostcalls::send_http_response(status, headers, Some(body)) {
-        log::error!("tollgate: could not send local reply {status}: {e:?}");
+    ]);
+    // SAFETY: borrowed slices valid for the call; no details string.
+    let result = unsafe {
+        proxy_send_local_response(
+            status,
+            std::ptr::null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    };
+    if result != STATUS_OK {
+        log::error!("tollgate: could not send local reply {status}: host status {result}");
     }
+}
+
+/// The ABI's header map encoding: count, then (name len, value len) pairs,
+/// then each name and value NUL-terminated; all lengths little-endian u32.
+fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let len = |n: usize| u32::try_from(n).unwrap_or(0).to_le_bytes();
+    out.extend_from_slice(&len(headers.len()));
+    for (name, value) in headers {
+        out.extend_from_slice(&len(name.len()));
+        out.extend_from_slice(&len(value.len()));
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
 }

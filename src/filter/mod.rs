@@ -1,9 +1,8 @@
-//! The proxy-wasm adapter: the only code that talks to Envoy. Every host call
-//! goes through `proxy_wasm::hostcalls` and its `Result`, never the SDK's
-//! panicking trait helpers, because a panic kills the VM for the worker.
+//! The proxy-wasm adapter: the only code that talks to Envoy. Host calls go
+//! through `host`, where every failure is a value, because a panic kills the
+//! VM for the worker.
 
 mod host;
-mod metrics;
 mod request_stage;
 mod root;
 mod route_stage;

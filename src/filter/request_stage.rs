@@ -5,7 +5,6 @@
 //! (Envoy then holds the body), and buffers the body until it is complete.
 
 use super::host;
-use super::metrics;
 use super::root::Shared;
 use crate::core::api::{self, Api, ClientFormat};
 use crate::core::auth::{self, KeyCheck, KeyInfo};
@@ -20,13 +19,18 @@ use crate::core::sse::SseFramer;
 use crate::core::usage::{StreamUsage, Usage};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType};
+use proxy_wasm::types::Action;
 use std::rc::Rc;
 use std::time::Duration;
 
 /// Non-streamed response bytes kept for reading usage; beyond this the usage
 /// of that response is not counted rather than growing the VM's memory.
 const MAX_RESPONSE_CAPTURE: usize = 4 * 1024 * 1024;
+
+/// Oversized bodies are read and discarded up to this many bytes before the
+/// 413 goes out: answering mid-upload makes Envoy close the connection and
+/// the client often sees a reset instead of the error.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
 
 /// Where a request stands on the way up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +41,22 @@ enum Phase {
     Authorizing,
     /// Key accepted (or failed open); body flowing.
     Authorized,
+    /// Body over the limit: discarding it, then 413.
+    Draining,
     /// Routed upstream.
     Forwarded,
     /// Answered locally.
     Done,
+}
+
+/// How the header phase ended.
+enum Start {
+    /// The key's verdict is known (cache hit, or failing open).
+    KeyKnown,
+    /// Waiting for the sidecar.
+    Callout,
+    /// The declared body is over the limit.
+    Drain,
 }
 
 /// Response-side state for usage accounting.
@@ -60,6 +76,10 @@ pub struct RequestStage {
     format: ClientFormat,
     key_hash: String,
     key: Option<Rc<KeyCheck>>,
+    /// `:path` as the client sent it (header maps are gone after the header phase).
+    client_path: String,
+    /// Bytes of an oversized body discarded so far.
+    drained: usize,
     /// The request body ended with the headers (no body callbacks follow).
     headers_ended: bool,
     model: String,
@@ -77,6 +97,8 @@ impl RequestStage {
             format: ClientFormat::OpenAi,
             key_hash: String::new(),
             key: None,
+            client_path: String::new(),
+            drained: 0,
             headers_ended: false,
             model: String::new(),
             provider: String::new(),
@@ -91,17 +113,18 @@ impl RequestStage {
             self.api.map_or("unknown", Api::name),
             error.status()
         );
-        metrics::add(self.shared.metrics.rejected, 1);
+        host::add_to_counter(self.shared.metrics.rejected, 1);
         host::send_json(error.status(), &error.body(self.format));
         self.phase = Phase::Done;
         Action::Pause
     }
 
-    /// Header phase up to the key check; `Ok(true)` when a callout is pending.
-    fn start(&mut self) -> Result<bool, GatewayError> {
+    /// Header phase up to the key check.
+    fn start(&mut self) -> Result<Start, GatewayError> {
         let method = host::request_header(":method").unwrap_or_default();
-        let path = host::request_header(":path").unwrap_or_default();
-        self.api = Api::detect(&method, &path);
+        self.client_path = host::request_header(":path").unwrap_or_default();
+        let path = &self.client_path;
+        self.api = Api::detect(&method, path);
         self.format = api::client_format(
             self.api,
             host::request_header("anthropic-version").is_some(),
@@ -117,7 +140,8 @@ impl RequestStage {
         self.key_hash = key::hash(client_key);
         let declared = host::request_header("content-length").and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > self.shared.config.max_request_bytes) {
-            return Err(GatewayError::TooLarge(self.shared.config.max_request_bytes));
+            self.phase = Phase::Draining;
+            return Ok(Start::Drain);
         }
         // The gateway key never goes upstream (the provider key is added
         // later), and the buffer filter re-sets content-length for a rewritten body.
@@ -128,9 +152,28 @@ impl RequestStage {
         let cached = self.shared.cache.borrow().get(&self.key_hash, now);
         if let Some(check) = cached {
             self.key = Some(check);
-            return Ok(false);
+            return Ok(Start::KeyKnown);
         }
-        self.authorize_callout().map(|()| true)
+        self.authorize_callout()?;
+        Ok(if self.phase == Phase::Authorizing {
+            Start::Callout
+        } else {
+            Start::KeyKnown
+        })
+    }
+
+    /// Discards an oversized body, answering 413 once it is all read.
+    fn drain(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.phase = Phase::Draining;
+        self.drained = self.drained.saturating_add(body_size);
+        let limit = self.shared.config.max_request_bytes;
+        if end_of_stream
+            || self.drained > MAX_DRAIN_BYTES
+            || !host::set_buffer(host::REQUEST_BODY, body_size, &[])
+        {
+            return self.reject(&GatewayError::TooLarge(limit));
+        }
+        Action::Pause
     }
 
     fn authorize_callout(&mut self) -> Result<(), GatewayError> {
@@ -161,7 +204,7 @@ impl RequestStage {
 
     /// Applies the failure mode when the sidecar cannot answer.
     fn sidecar_failed(&mut self) -> Result<(), GatewayError> {
-        metrics::add(self.shared.metrics.sidecar_failures, 1);
+        host::add_to_counter(self.shared.metrics.sidecar_failures, 1);
         match self.shared.config.sidecar.failure_mode {
             FailureMode::Closed => Err(GatewayError::SidecarUnavailable),
             FailureMode::Open => {
@@ -207,17 +250,20 @@ impl RequestStage {
         let config = &self.shared.config;
         let route = routing::resolve(config, api, &request.model)?;
         if let Some(new_body) = request.rewritten_for(&route.upstream_model) {
-            hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &new_body)
-                .map_err(|_| GatewayError::Internal("could not rewrite the request body"))?;
+            if !host::set_buffer(host::REQUEST_BODY, body.len(), &new_body) {
+                return Err(GatewayError::Internal("could not rewrite the request body"));
+            }
         }
-        let client_path = host::request_header(":path").unwrap_or_default();
         let decision = RouteDecision {
             cluster: route.provider.cluster.clone(),
-            path: (route.path != client_path).then(|| route.path.clone()),
+            path: (route.path != self.client_path).then(|| route.path.clone()),
             auth: env_auth(route.provider.kind, &route.provider.auth),
         };
-        hostcalls::set_property(vec!["tollgate.route"], Some(decision.encode().as_bytes()))
-            .map_err(|_| GatewayError::Internal("could not record the routing decision"))?;
+        if !host::set_property("tollgate.route", decision.encode().as_bytes()) {
+            return Err(GatewayError::Internal(
+                "could not record the routing decision",
+            ));
+        }
         self.model = request.model;
         self.provider = route.provider.name.clone();
         self.phase = Phase::Forwarded;
@@ -225,7 +271,7 @@ impl RequestStage {
     }
 
     fn observe_response_chunk(&mut self, size: usize, end: bool) {
-        let chunk = host::buffer(BufferType::HttpResponseBody, size);
+        let chunk = host::buffer(host::RESPONSE_BODY, size);
         let tally = &mut self.response;
         if tally.stream {
             for event in tally.framer.push(&chunk) {
@@ -274,13 +320,8 @@ impl Context for RequestStage {
         body_size: usize,
         _trailers: usize,
     ) {
-        let status = hostcalls::get_map_value(
-            proxy_wasm::types::MapType::HttpCallResponseHeaders,
-            ":status",
-        )
-        .ok()
-        .flatten();
-        let body = host::buffer(BufferType::HttpCallResponseBody, body_size);
+        let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
+        let body = host::buffer(host::CALL_RESPONSE_BODY, body_size);
         let answer = match status.as_deref() {
             Some("200") => auth::parse_authorize_response(&body),
             Some(other) => Err(format!("sidecar answered HTTP {other}")),
@@ -310,8 +351,8 @@ impl Context for RequestStage {
                 self.phase = Phase::Done;
             }
             Ok(None) => {
-                if let Err(e) = hostcalls::resume_http_request() {
-                    log::error!("tollgate: could not resume request: {e:?}");
+                if !host::resume_request() {
+                    log::error!("tollgate: could not resume the request after the key check");
                 }
             }
             Err(error) => {
@@ -325,10 +366,11 @@ impl HttpContext for RequestStage {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         self.started_ms = host::now_ms();
         self.headers_ended = end_of_stream;
-        metrics::add(self.shared.metrics.requests, 1);
+        host::add_to_counter(self.shared.metrics.requests, 1);
         match self.start() {
-            Ok(true) => Action::Pause,
-            Ok(false) => match self.key_known() {
+            Ok(Start::Callout) => Action::Pause,
+            Ok(Start::Drain) => Action::Continue,
+            Ok(Start::KeyKnown) => match self.key_known() {
                 Ok(Some(listing)) => {
                     host::send_json(200, &listing);
                     self.phase = Phase::Done;
@@ -342,17 +384,17 @@ impl HttpContext for RequestStage {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.phase != Phase::Authorized {
-            return Action::Continue;
-        }
-        let limit = self.shared.config.max_request_bytes;
-        if body_size > limit {
-            return self.reject(&GatewayError::TooLarge(limit));
+        let oversized = body_size > self.shared.config.max_request_bytes;
+        match self.phase {
+            Phase::Draining => return self.drain(body_size, end_of_stream),
+            Phase::Authorized if oversized => return self.drain(body_size, end_of_stream),
+            Phase::Authorized => {}
+            _ => return Action::Continue,
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = host::buffer(BufferType::HttpRequestBody, body_size);
+        let body = host::buffer(host::REQUEST_BODY, body_size);
         match self.route(&body) {
             Ok(()) => Action::Continue,
             Err(error) => self.reject(&error),
@@ -379,8 +421,8 @@ impl HttpContext for RequestStage {
             return;
         }
         let usage = self.response.usage.unwrap_or_default();
-        metrics::add(self.shared.metrics.input_tokens, usage.input_tokens);
-        metrics::add(self.shared.metrics.output_tokens, usage.output_tokens);
+        host::add_to_counter(self.shared.metrics.input_tokens, usage.input_tokens);
+        host::add_to_counter(self.shared.metrics.output_tokens, usage.output_tokens);
         let key_id = match self.key.as_deref() {
             Some(KeyCheck::Valid(info)) => info.key_id.as_str(),
             _ => "-",

@@ -3,21 +3,40 @@
 //! "route") needs no configuration.
 
 use super::host;
-use super::metrics::Metrics;
 use super::request_stage::RequestStage;
 use super::route_stage::{RouteStage, SecretCache};
 use crate::core::api::ClientFormat;
 use crate::core::auth::AuthCache;
 use crate::core::config::Config;
 use crate::core::error::GatewayError;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType};
+use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
 /// Distinct keys remembered per worker before the cache is pruned.
 const KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// Envoy counters, shown as `wasmcustom.tollgate_*` in /stats.
+pub struct Metrics {
+    pub requests: Option<u32>,
+    pub rejected: Option<u32>,
+    pub sidecar_failures: Option<u32>,
+    pub input_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
+}
+
+impl Metrics {
+    fn define() -> Metrics {
+        Metrics {
+            requests: host::define_counter("tollgate_requests_total"),
+            rejected: host::define_counter("tollgate_rejected_total"),
+            sidecar_failures: host::define_counter("tollgate_sidecar_failures_total"),
+            input_tokens: host::define_counter("tollgate_input_tokens_total"),
+            output_tokens: host::define_counter("tollgate_output_tokens_total"),
+        }
+    }
+}
 
 /// What every request-stage context of a worker shares.
 pub struct Shared {
@@ -38,19 +57,11 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
-        let root_id = hostcalls::get_property(vec!["plugin_root_id"])
-            .ok()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        if root_id == "route" {
+        if host::property("plugin_root_id").as_deref() == Some(b"route") {
             *self = Root::Route(Rc::default());
             return true;
         }
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes = host::buffer(host::PLUGIN_CONFIGURATION, size);
         match Config::parse(&bytes) {
             Ok(config) => {
                 log::info!(

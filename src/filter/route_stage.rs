@@ -6,7 +6,6 @@ use super::host;
 use crate::core::api::ClientFormat;
 use crate::core::decision::RouteDecision;
 use crate::core::error::GatewayError;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::cell::RefCell;
@@ -74,10 +73,8 @@ impl Context for RouteStage {}
 
 impl HttpContext for RouteStage {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let decision = hostcalls::get_property(vec!["tollgate.route"])
-            .ok()
-            .flatten()
-            .and_then(|bytes| RouteDecision::decode(&bytes));
+        let decision =
+            host::property("tollgate.route").and_then(|bytes| RouteDecision::decode(&bytes));
         let result = match decision {
             Some(decision) => self.apply(&decision),
             None => Err(GatewayError::Internal(

@@ -1,0 +1,458 @@
+//! Command-line interface. Key and team commands work directly on the SQLite
+//! file through the same `Store` and validation as the HTTP API, so no server
+//! needs to be running.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::{
+    unix_now, CreateKeyRequest, CreateTeamRequest, KeyList, KeyRecord, StatusChange, Team,
+    TeamList, UpdateKeyRequest, UpdateTeamRequest,
+};
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate-sidecar",
+    version,
+    about = "Tollgate sidecar: virtual keys and teams for the Tollgate Envoy filter"
+)]
+pub struct Cli {
+    /// SQLite database file (created if missing)
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_DB",
+        default_value = "tollgate.db"
+    )]
+    pub db: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (authorize endpoint, health probes, admin API)
+    Serve(ServeArgs),
+    /// Manage virtual keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage teams
+    #[command(subcommand)]
+    Teams(TeamsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8790")]
+    pub listen: SocketAddr,
+    /// Master key for the admin API (prefer the env var: flags show up in `ps`)
+    #[arg(long, env = "TOLLGATE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; the key itself is printed once and never again
+    Create {
+        /// Team to attach the key to (created if it does not exist)
+        #[arg(long)]
+        team: Option<String>,
+        /// Comma-separated model glob patterns, e.g. 'gpt-4o*,claude-*' (default: all models)
+        #[arg(long)]
+        models: Option<String>,
+        /// Owner user id
+        #[arg(long)]
+        user: Option<String>,
+        /// Human-readable label
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime such as 30d, 12h, 45m or 3600s
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// Absolute expiry in unix seconds
+        #[arg(long)]
+        expires_at: Option<i64>,
+        /// JSON object, e.g. '{"cost_center":"r&d"}'
+        #[arg(long)]
+        metadata: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List keys
+    List {
+        /// Only keys of this team
+        #[arg(long)]
+        team: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Show one key
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Revoke a key permanently
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Re-activate an inactive key (revoked keys cannot be re-activated)
+    Activate {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Temporarily disable a key
+    Deactivate {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Change a key's settings
+    Update {
+        id: String,
+        /// Move the key to this team (created if it does not exist)
+        #[arg(long)]
+        team: Option<String>,
+        /// Comma-separated model glob patterns; '' allows all models
+        #[arg(long)]
+        models: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// New lifetime counted from now, such as 30d, 12h, 45m or 3600s
+        #[arg(long, conflicts_with_all = ["expires_at", "no_expiry"])]
+        expires_in: Option<String>,
+        /// New absolute expiry in unix seconds
+        #[arg(long, conflicts_with = "no_expiry")]
+        expires_at: Option<i64>,
+        /// Remove the expiry
+        #[arg(long)]
+        no_expiry: bool,
+        /// Replacement metadata JSON object
+        #[arg(long)]
+        metadata: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamsCommand {
+    /// Create a team
+    Create {
+        name: String,
+        /// Comma-separated model glob patterns (default: all models)
+        #[arg(long)]
+        models: Option<String>,
+        /// JSON object
+        #[arg(long)]
+        metadata: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List teams
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Show one team
+    Show {
+        name: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Change a team's models or metadata
+    Update {
+        name: String,
+        /// Comma-separated model glob patterns; '' allows all models
+        #[arg(long)]
+        models: Option<String>,
+        /// Replacement metadata JSON object
+        #[arg(long)]
+        metadata: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print JSON (one line, same shape as the admin API) instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_keys(store: &Store, cmd: KeysCommand, w: &mut dyn Write) -> Result<()> {
+    match cmd {
+        KeysCommand::Create {
+            team,
+            models,
+            user,
+            name,
+            expires_in,
+            expires_at,
+            metadata,
+            out,
+        } => {
+            let req = CreateKeyRequest {
+                team,
+                user,
+                name,
+                models: models.as_deref().map(split_models),
+                expires_at,
+                expires_in,
+                metadata: metadata.as_deref().map(parse_metadata).transpose()?,
+            };
+            let created = store.create_key(req.validate(unix_now())?)?;
+            if out.json {
+                return print_json(w, &created);
+            }
+            if let (true, Some(team)) = (created.team_created, &created.record.team) {
+                writeln!(
+                    w,
+                    "Team {team} did not exist; created it with no model restriction."
+                )?;
+            }
+            write_key(w, &created.record)?;
+            writeln!(w, "\nkey: {}\n", created.key)?;
+            writeln!(
+                w,
+                "Save this key now: it will not be shown again (only its hash is stored)."
+            )?;
+            Ok(())
+        }
+        KeysCommand::List { team, out } => {
+            let keys = store.list_keys(team.as_deref())?;
+            if out.json {
+                return print_json(w, &KeyList { keys: &keys });
+            }
+            let mut rows = vec![[
+                "ID", "PREFIX", "STATUS", "TEAM", "USER", "NAME", "MODELS", "EXPIRES",
+            ]
+            .map(String::from)];
+            rows.extend(keys.iter().map(|k| {
+                [
+                    k.id.clone(),
+                    k.key_prefix.clone(),
+                    k.status.to_string(),
+                    or_dash(k.team.as_deref()),
+                    or_dash(k.user.as_deref()),
+                    or_dash(k.name.as_deref()),
+                    models_text(&k.models),
+                    k.expires_at.map_or_else(|| "never".to_owned(), format_time),
+                ]
+            }));
+            write_table(w, &rows)
+        }
+        KeysCommand::Show { id, out } => show_key(w, &store.get_key(&id)?, out),
+        KeysCommand::Revoke { id, out } => {
+            show_key(w, &store.set_key_status(&id, StatusChange::Revoke)?, out)
+        }
+        KeysCommand::Activate { id, out } => {
+            show_key(w, &store.set_key_status(&id, StatusChange::Activate)?, out)
+        }
+        KeysCommand::Deactivate { id, out } => show_key(
+            w,
+            &store.set_key_status(&id, StatusChange::Deactivate)?,
+            out,
+        ),
+        KeysCommand::Update {
+            id,
+            team,
+            models,
+            user,
+            name,
+            expires_in,
+            expires_at,
+            no_expiry,
+            metadata,
+            out,
+        } => {
+            let req = UpdateKeyRequest {
+                team: team.map(Some),
+                user: user.map(Some),
+                name: name.map(Some),
+                models: models.as_deref().map(split_models),
+                expires_at: if no_expiry {
+                    Some(None)
+                } else {
+                    expires_at.map(Some)
+                },
+                expires_in,
+                metadata: metadata.as_deref().map(parse_metadata).transpose()?,
+            };
+            show_key(w, &store.update_key(&id, req.validate(unix_now())?)?, out)
+        }
+    }
+}
+
+pub fn run_teams(store: &Store, cmd: TeamsCommand, w: &mut dyn Write) -> Result<()> {
+    match cmd {
+        TeamsCommand::Create {
+            name,
+            models,
+            metadata,
+            out,
+        } => {
+            let req = CreateTeamRequest {
+                name,
+                models: models.as_deref().map(split_models),
+                metadata: metadata.as_deref().map(parse_metadata).transpose()?,
+            };
+            show_team(w, &store.create_team(req.validate()?)?, out)
+        }
+        TeamsCommand::List { out } => {
+            let teams = store.list_teams()?;
+            if out.json {
+                return print_json(w, &TeamList { teams: &teams });
+            }
+            let mut rows = vec![["NAME", "MODELS", "METADATA", "CREATED"].map(String::from)];
+            rows.extend(teams.iter().map(|t| {
+                [
+                    t.name.clone(),
+                    models_text(&t.models),
+                    Value::Object(t.metadata.clone()).to_string(),
+                    format_time(t.created_at),
+                ]
+            }));
+            write_table(w, &rows)
+        }
+        TeamsCommand::Show { name, out } => show_team(w, &store.get_team(&name)?, out),
+        TeamsCommand::Update {
+            name,
+            models,
+            metadata,
+            out,
+        } => {
+            let req = UpdateTeamRequest {
+                models: models.as_deref().map(split_models),
+                metadata: metadata.as_deref().map(parse_metadata).transpose()?,
+            };
+            show_team(w, &store.update_team(&name, req.validate()?)?, out)
+        }
+    }
+}
+
+/// `'gpt-4o*, claude-*'` → `["gpt-4o*", "claude-*"]`; an empty string means
+/// no restriction.
+fn split_models(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn parse_metadata(s: &str) -> Result<Value> {
+    serde_json::from_str(s).context("--metadata must be a JSON object, e.g. '{\"k\":\"v\"}'")
+}
+
+fn print_json(w: &mut dyn Write, value: &impl Serialize) -> Result<()> {
+    serde_json::to_writer(&mut *w, value)?;
+    writeln!(w)?;
+    Ok(())
+}
+
+fn show_key(w: &mut dyn Write, key: &KeyRecord, out: Output) -> Result<()> {
+    if out.json {
+        print_json(w, key)
+    } else {
+        write_key(w, key)
+    }
+}
+
+fn write_key(w: &mut dyn Write, k: &KeyRecord) -> Result<()> {
+    let expires = k.expires_at.map_or_else(
+        || "never".to_owned(),
+        |at| format!("{} ({at})", format_time(at)),
+    );
+    write_fields(
+        w,
+        &[
+            ("id", k.id.clone()),
+            ("prefix", k.key_prefix.clone()),
+            ("status", k.status.to_string()),
+            ("name", or_dash(k.name.as_deref())),
+            ("team", or_dash(k.team.as_deref())),
+            ("user", or_dash(k.user.as_deref())),
+            ("models", models_text(&k.models)),
+            ("expires", expires),
+            ("metadata", Value::Object(k.metadata.clone()).to_string()),
+            ("created", format_time(k.created_at)),
+            ("updated", format_time(k.updated_at)),
+        ],
+    )
+}
+
+fn show_team(w: &mut dyn Write, t: &Team, out: Output) -> Result<()> {
+    if out.json {
+        return print_json(w, t);
+    }
+    write_fields(
+        w,
+        &[
+            ("name", t.name.clone()),
+            ("models", models_text(&t.models)),
+            ("metadata", Value::Object(t.metadata.clone()).to_string()),
+            ("created", format_time(t.created_at)),
+            ("updated", format_time(t.updated_at)),
+        ],
+    )
+}
+
+fn write_fields(w: &mut dyn Write, fields: &[(&str, String)]) -> Result<()> {
+    for (label, value) in fields {
+        writeln!(w, "{label:<9} {value}")?;
+    }
+    Ok(())
+}
+
+/// Left-aligned columns sized to their widest cell.
+fn write_table<const N: usize>(w: &mut dyn Write, rows: &[[String; N]]) -> Result<()> {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let line = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        writeln!(w, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn models_text(models: &[String]) -> String {
+    if models.is_empty() {
+        "(all)".to_owned()
+    } else {
+        models.join(",")
+    }
+}
+
+fn or_dash(s: Option<&str>) -> String {
+    s.unwrap_or("-").to_owned()
+}
+
+fn format_time(unix: i64) -> String {
+    let secs = u64::try_from(unix).unwrap_or(0);
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}

@@ -1,0 +1,374 @@
+//! HTTP API: the filter's `/v1/authorize` lookup, health probes and the
+//! master-key protected admin API. Every error is JSON:
+//! `{"error":{"message":..,"type":..}}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use crate::error::Error;
+use crate::keys;
+use crate::model::{
+    unix_now, Authorization, CreateKeyRequest, CreateTeamRequest, DenyReason, KeyList, KeyRecord,
+    StatusChange, Team, TeamList, UpdateKeyRequest, UpdateTeamRequest,
+};
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    store: Arc<Store>,
+    /// Only the digest is kept, so comparisons run over fixed-length values.
+    master_digest: [u8; 32],
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, master_key: &str) -> Self {
+        AppState {
+            store,
+            master_digest: keys::sha256(master_key.as_bytes()),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/admin/keys", post(create_key).get(list_keys))
+        .route("/admin/keys/{id}", get(get_key).patch(update_key))
+        .route("/admin/keys/{id}/revoke", post(revoke_key))
+        .route("/admin/keys/{id}/deactivate", post(deactivate_key))
+        .route("/admin/keys/{id}/activate", post(activate_key))
+        .route("/admin/teams", post(create_team).get(list_teams))
+        .route("/admin/teams/{name}", get(get_team).patch(update_team))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_master_key,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/authorize", post(authorize))
+        .merge(admin)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed for this route",
+            )
+        })
+        .with_state(state)
+}
+
+/// An error response: `{"error":{"message","type"}}` with a status code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn unauthorized(message: &str) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; see the sidecar logs",
+        )
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(msg) => ApiError::bad_request(msg),
+            Error::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            Error::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            Error::Schema(_) | Error::Db(_) | Error::Json(_) | Error::Rng(_) => {
+                // Details stay in the log: they are for the operator, not the caller.
+                error!(error = %e, "request failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"message": self.message, "type": self.kind}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Like `axum::Json` but with our error shape, and it ignores Content-Type so
+/// callers (notably the Envoy filter) need not set it. An empty body reads as
+/// `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
+        let body: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        serde_json::from_slice(body)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Runs a blocking store call off the async worker threads.
+async fn with_store<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
+{
+    let store = Arc::clone(&state.store);
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => {
+            error!(error = %e, "store task failed");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+async fn require_master_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match token {
+        None => ApiError::unauthorized(
+            "missing master key: send `Authorization: Bearer <TOLLGATE_MASTER_KEY>`",
+        )
+        .into_response(),
+        Some(token)
+            if keys::constant_time_eq(&keys::sha256(token.as_bytes()), &state.master_digest) =>
+        {
+            next.run(req).await
+        }
+        Some(_) => {
+            warn!(path = %req.uri().path(), "admin request rejected: wrong master key");
+            ApiError::unauthorized("invalid master key").into_response()
+        }
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match with_store(&state, |s| s.ping()).await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            warn!(error = %e.message, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AuthorizeRequest {
+    key_hash: String,
+}
+
+#[derive(Serialize)]
+struct GrantedBody<'a> {
+    valid: bool,
+    key_id: &'a str,
+    team: Option<&'a str>,
+    user: Option<&'a str>,
+    models: &'a [String],
+    team_models: &'a [String],
+    expires_at: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct DeniedBody {
+    valid: bool,
+    reason: DenyReason,
+}
+
+/// The filter's per-request lookup: one indexed query, no master key.
+async fn authorize(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<AuthorizeRequest>,
+) -> Result<Response, ApiError> {
+    let hash = keys::normalize_key_hash(&req.key_hash).ok_or_else(|| {
+        ApiError::bad_request("key_hash must be 64 hex characters (SHA-256 of the key)")
+    })?;
+    let now = unix_now();
+    let decision = with_store(&state, move |s| s.authorize(&hash, now)).await?;
+    Ok(match &decision {
+        Authorization::Granted(g) => Json(GrantedBody {
+            valid: true,
+            key_id: &g.key_id,
+            team: g.team.as_deref(),
+            user: g.user.as_deref(),
+            models: &g.models,
+            team_models: &g.team_models,
+            expires_at: g.expires_at,
+        })
+        .into_response(),
+        Authorization::Denied(reason) => Json(DeniedBody {
+            valid: false,
+            reason: *reason,
+        })
+        .into_response(),
+    })
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<CreateKeyRequest>,
+) -> Result<Response, ApiError> {
+    let new = req.validate(unix_now())?;
+    let created = with_store(&state, move |s| s.create_key(new)).await?;
+    info!(
+        id = %created.record.id,
+        team = %created.record.team.as_deref().unwrap_or("-"),
+        user = %created.record.user.as_deref().unwrap_or("-"),
+        "key created"
+    );
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListKeysQuery {
+    team: Option<String>,
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    query: Result<Query<ListKeysQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let keys = with_store(&state, move |s| s.list_keys(query.team.as_deref())).await?;
+    Ok(Json(KeyList { keys: &keys }).into_response())
+}
+
+async fn get_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    Ok(Json(with_store(&state, move |s| s.get_key(&id)).await?))
+}
+
+async fn update_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<UpdateKeyRequest>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    let update = req.validate(unix_now())?;
+    let key = with_store(&state, move |s| s.update_key(&id, update)).await?;
+    info!(id = %key.id, "key updated");
+    Ok(Json(key))
+}
+
+async fn change_status(
+    state: AppState,
+    id: String,
+    change: StatusChange,
+) -> Result<Json<KeyRecord>, ApiError> {
+    let key = with_store(&state, move |s| s.set_key_status(&id, change)).await?;
+    let verb = match change {
+        StatusChange::Revoke => "revoked",
+        StatusChange::Deactivate => "deactivated",
+        StatusChange::Activate => "activated",
+    };
+    info!(id = %key.id, "key {verb}");
+    Ok(Json(key))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    change_status(state, id, StatusChange::Revoke).await
+}
+
+async fn deactivate_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    change_status(state, id, StatusChange::Deactivate).await
+}
+
+async fn activate_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    change_status(state, id, StatusChange::Activate).await
+}
+
+async fn create_team(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<CreateTeamRequest>,
+) -> Result<Response, ApiError> {
+    let new = req.validate()?;
+    let team = with_store(&state, move |s| s.create_team(new)).await?;
+    info!(team = %team.name, "team created");
+    Ok((StatusCode::CREATED, Json(team)).into_response())
+}
+
+async fn list_teams(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let teams = with_store(&state, |s| s.list_teams()).await?;
+    Ok(Json(TeamList { teams: &teams }).into_response())
+}
+
+async fn get_team(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Team>, ApiError> {
+    Ok(Json(with_store(&state, move |s| s.get_team(&name)).await?))
+}
+
+async fn update_team(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<UpdateTeamRequest>,
+) -> Result<Json<Team>, ApiError> {
+    let update = req.validate()?;
+    let team = with_store(&state, move |s| s.update_team(&name, update)).await?;
+    info!(team = %team.name, "team updated");
+    Ok(Json(team))
+}

@@ -1,0 +1,152 @@
+//! Virtual key material: generation, hashing and identifiers.
+//!
+//! The plaintext key only ever exists in memory between `generate_key` and the
+//! response that hands it to the operator; the store keeps its SHA-256 hash,
+//! which is also what the Envoy filter sends us.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Every virtual key starts with this, so leaked keys are easy to grep for.
+pub const KEY_PREFIX: &str = "tg-";
+/// How many leading characters of a key are kept for display.
+pub const DISPLAY_PREFIX_LEN: usize = 8;
+const KEY_ID_PREFIX: &str = "key_";
+const KEY_ID_RANDOM_LEN: usize = 12;
+const ID_ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A freshly minted key: the plaintext plus what the store keeps of it.
+pub struct GeneratedKey {
+    pub plaintext: String,
+    pub hash: String,
+    pub prefix: String,
+}
+
+/// `tg-` + URL-safe base64 (no padding) of 32 bytes from the OS RNG: 46 chars.
+pub fn generate_key() -> Result<GeneratedKey> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(Error::Rng)?;
+    let mut plaintext = String::with_capacity(KEY_PREFIX.len() + 43);
+    plaintext.push_str(KEY_PREFIX);
+    URL_SAFE_NO_PAD.encode_string(bytes, &mut plaintext);
+    let hash = hash_key(&plaintext);
+    let prefix = plaintext.chars().take(DISPLAY_PREFIX_LEN).collect();
+    Ok(GeneratedKey {
+        plaintext,
+        hash,
+        prefix,
+    })
+}
+
+/// SHA-256 of the key as lowercase hex; must match the filter's hashing.
+pub fn hash_key(key: &str) -> String {
+    hex_lower(&Sha256::digest(key.as_bytes()))
+}
+
+/// `key_` + 12 random lowercase alphanumerics.
+pub fn new_key_id() -> Result<String> {
+    let mut id = String::with_capacity(KEY_ID_PREFIX.len() + KEY_ID_RANDOM_LEN);
+    id.push_str(KEY_ID_PREFIX);
+    let mut buf = [0u8; 32];
+    while id.len() < KEY_ID_PREFIX.len() + KEY_ID_RANDOM_LEN {
+        getrandom::fill(&mut buf).map_err(Error::Rng)?;
+        for &b in &buf {
+            // Reject the top 4 byte values so `b % 36` stays uniform (252 = 7 * 36).
+            if b < 252 && id.len() < KEY_ID_PREFIX.len() + KEY_ID_RANDOM_LEN {
+                if let Some(&c) = ID_ALPHABET.get(usize::from(b % 36)) {
+                    id.push(char::from(c));
+                }
+            }
+        }
+    }
+    Ok(id)
+}
+
+/// Accepts 64 hex digits in either case and returns them lowercased, which is
+/// how hashes are stored.
+pub fn normalize_key_hash(s: &str) -> Option<String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some(s.to_ascii_lowercase())
+    } else {
+        None
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        for nibble in [b >> 4, b & 0x0f] {
+            if let Some(&c) = HEX.get(usize::from(nibble)) {
+                out.push(char::from(c));
+            }
+        }
+    }
+    out
+}
+
+/// Equality that takes the same time wherever the inputs differ, for secrets.
+pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// SHA-256 digest, used to compare master keys at a fixed length.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_has_documented_shape() {
+        let k = generate_key().unwrap();
+        assert_eq!(k.plaintext.len(), 46);
+        assert!(k.plaintext.starts_with("tg-"));
+        assert!(k.plaintext[3..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(k.prefix, &k.plaintext[..8]);
+        assert_eq!(k.hash, hash_key(&k.plaintext));
+        assert_ne!(generate_key().unwrap().plaintext, k.plaintext);
+    }
+
+    #[test]
+    fn hash_matches_known_sha256() {
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn key_ids_are_prefixed_lowercase_alnum() {
+        let id = new_key_id().unwrap();
+        assert_eq!(id.len(), 16);
+        assert!(id.starts_with("key_"));
+        assert!(id[4..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    }
+
+    #[test]
+    fn key_hash_normalization() {
+        let h = "A".repeat(64);
+        assert_eq!(normalize_key_hash(&h).unwrap(), "a".repeat(64));
+        assert!(normalize_key_hash(&"g".repeat(64)).is_none());
+        assert!(normalize_key_hash(&"a".repeat(63)).is_none());
+        assert!(normalize_key_hash("").is_none());
+    }
+
+    #[test]
+    fn constant_time_eq_detects_difference() {
+        let a = sha256(b"one");
+        assert!(constant_time_eq(&a, &sha256(b"one")));
+        assert!(!constant_time_eq(&a, &sha256(b"two")));
+    }
+}

@@ -1,0 +1,136 @@
+//! Property test: random and mutated inputs to every parser the filter runs
+//! on client or provider bytes must never panic (a panic kills the wasm VM).
+//! Deterministic seeds, so a failure reproduces; raise FUZZ_ITERATIONS to
+//! search longer.
+#![allow(clippy::indexing_slicing)] // test code: a panic is a failure report
+
+use tollgate::core::auth::parse_authorize_response;
+use tollgate::core::config::Config;
+use tollgate::core::decision::RouteDecision;
+use tollgate::core::request::LlmRequest;
+use tollgate::core::sse::SseFramer;
+use tollgate::core::usage::{StreamUsage, Usage};
+
+/// xorshift64*: tiny, seedable, good enough to drive mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const SEEDS: &[&[u8]] = &[
+    br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi \u00e9"}]}"#,
+    br#"{"model":"claude-3","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"x"}]}]}"#,
+    b"event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\r\n\r\n",
+    b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
+    br#"{"valid":true,"key_id":"k","models":["a*"],"team_models":[],"expires_at":1}"#,
+    b"cluster\n/path\nauthorization\nBearer \nVAR",
+];
+
+const INTERESTING: &[&[u8]] = &[
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\"",
+    b"{",
+    b"}",
+    b"[",
+    b"\\u",
+    b"\xff",
+    b"\xe2\x82",
+    b":",
+    b"data:",
+    b"\0",
+];
+
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..=rng.below(8) {
+        let at = rng.below(out.len() + 1);
+        match rng.below(5) {
+            0 if !out.is_empty() => {
+                let i = rng.below(out.len());
+                out[i] = rng.next() as u8;
+            }
+            1 => {
+                let piece = INTERESTING[rng.below(INTERESTING.len())];
+                out.splice(at..at, piece.iter().copied());
+            }
+            2 if at < out.len() => {
+                let end = (at + rng.below(16)).min(out.len());
+                out.drain(at..end);
+            }
+            3 => {
+                let from = rng.below(out.len());
+                let piece: Vec<u8> = out.iter().skip(from).take(rng.below(32)).copied().collect();
+                out.splice(at..at, piece);
+            }
+            _ => out.truncate(at),
+        }
+    }
+    out
+}
+
+fn exercise(bytes: &[u8], rng: &mut Rng) {
+    if let Ok(mut request) = LlmRequest::parse(bytes) {
+        let _ = request.rewritten_for("other-model");
+    }
+    let _ = Usage::from_response_body(bytes);
+    let _ = parse_authorize_response(bytes);
+    let _ = RouteDecision::decode(bytes);
+    let _ = Config::parse(bytes);
+    // The framer sees the same bytes cut at random points.
+    let mut framer = SseFramer::new();
+    let mut usage = StreamUsage::default();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
+        for event in framer.push(chunk) {
+            usage.observe(&event.data);
+        }
+        rest = tail;
+    }
+    if let Some(event) = framer.finish() {
+        usage.observe(&event.data);
+    }
+}
+
+#[test]
+fn parsers_never_panic_on_random_and_mutated_input() {
+    let iterations: usize = std::env::var("FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in 0..iterations {
+        let input = if i % 4 == 0 {
+            (0..rng.below(256)).map(|_| rng.next() as u8).collect()
+        } else {
+            let seed = SEEDS[rng.below(SEEDS.len())];
+            mutate(&mut rng, seed)
+        };
+        exercise(&input, &mut rng);
+    }
+}
+
+#[test]
+fn deep_nesting_and_huge_inputs_are_rejected_cleanly() {
+    let mut rng = Rng(7);
+    let deep = format!(
+        "{{\"model\":\"m\",\"x\":{}{}}}",
+        "[".repeat(200_000),
+        "]".repeat(200_000)
+    );
+    assert!(LlmRequest::parse(deep.as_bytes()).is_err());
+    exercise(deep.as_bytes(), &mut rng);
+    let big_line = vec![b'a'; 3 << 20];
+    exercise(&big_line, &mut rng);
+}

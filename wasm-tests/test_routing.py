@@ -1,0 +1,142 @@
+"""Requests that should reach a provider: both SDKs, streaming and not,
+model aliases, Azure deployment paths, and the local model listing."""
+
+import json
+import time
+
+import pytest
+
+from conftest import anthropic_client, openai_client, wait_for
+
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+
+def provider_requests(stack, path_part: str) -> list[dict]:
+    return [r for r in stack.mock("GET", "/__mock/requests") if path_part in r["path"]]
+
+
+def assert_no_gateway_key(request: dict, key: str):
+    for name, value in request["headers"].items():
+        assert key not in value, f"gateway key leaked upstream in {name}"
+
+
+def test_chat_completion(stack, key):
+    client = openai_client(stack.envoy.base_url, key)
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert reply.choices[0].message.content == "Hello! This is the mock gpt-4o-mini reply."
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+    (upstream,) = provider_requests(stack, "/v1/chat/completions")
+    assert upstream["headers"]["authorization"] == "Bearer mock-openai-key"
+    assert upstream["body"]["model"] == "gpt-4o-mini"
+    assert_no_gateway_key(upstream, key)
+
+
+def test_chat_completion_stream(stack, key):
+    client = openai_client(stack.envoy.base_url, key)
+    stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello! This is the mock gpt-4o reply."
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 2
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_stream_is_not_buffered(stack, key):
+    """Chunks reach the client as the provider sends them."""
+    client = openai_client(stack.envoy.base_url, key)
+    start = time.monotonic()
+    stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                            extra_headers={"x-mock-chunk-delay-ms": "150"})
+    arrivals = [time.monotonic() - start for _ in stream]
+    assert len(arrivals) >= 5
+    # The whole stream takes >= 0.6 s; the first chunk must not wait for it.
+    assert arrivals[-1] - arrivals[0] > 0.5, arrivals
+
+
+def test_anthropic_message(stack, key):
+    client = anthropic_client(stack.envoy.base_url, key)
+    message = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES)
+    assert message.content[0].text == "Hello! This is the mock claude-haiku-4-5 reply."
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    (upstream,) = provider_requests(stack, "/v1/messages")
+    assert upstream["headers"]["x-api-key"] == "mock-anthropic-key"
+    assert "authorization" not in upstream["headers"]
+    assert_no_gateway_key(upstream, key)
+
+
+def test_anthropic_stream(stack, key):
+    client = anthropic_client(stack.envoy.base_url, key)
+    with client.messages.stream(model="claude-sonnet-4-6", max_tokens=100, messages=MESSAGES) as stream:
+        deltas = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(deltas) > 2
+    assert "".join(deltas) == final.content[0].text == "Hello! This is the mock claude-sonnet-4-6 reply."
+    assert final.usage.output_tokens > 0
+
+
+def test_alias_maps_model(stack, key):
+    client = openai_client(stack.envoy.base_url, key)
+    reply = client.chat.completions.create(model="fast", messages=MESSAGES)
+    assert reply.model == "gpt-5.4-mini"
+    (upstream,) = provider_requests(stack, "/v1/chat/completions")
+    assert upstream["body"]["model"] == "gpt-5.4-mini"
+    assert upstream["body"]["messages"] == MESSAGES
+
+
+def test_azure_deployment_path_and_env_auth(stack, key):
+    client = openai_client(stack.envoy.base_url, key)
+    reply = client.chat.completions.create(model="azure-gpt-4o", messages=MESSAGES)
+    assert reply.choices[0].message.content
+    (upstream,) = provider_requests(stack, "/openai/deployments/")
+    assert upstream["path"] == "/openai/deployments/gpt-4o/chat/completions"
+    assert upstream["query"] == {"api-version": "2024-10-21"}
+    assert upstream["headers"]["api-key"] == "mock-azure-key"
+    assert_no_gateway_key(upstream, key)
+
+
+def test_responses_api_passes_through(stack, key):
+    client = openai_client(stack.envoy.base_url, key)
+    response = client.responses.create(model="gpt-4o", input="Say hello")
+    assert response.output_text == "Hello! This is the mock gpt-4o reply."
+    assert response.usage.input_tokens > 0
+
+
+def test_models_listing_follows_key_scope(stack, make_key):
+    everything = openai_client(stack.envoy.base_url, make_key())
+    ids = [m.id for m in everything.models.list()]
+    assert {"gpt-4o", "gpt-4o-mini", "claude-sonnet-4-6", "fast"} <= set(ids)
+    assert not any("*" in i for i in ids)
+    claude_only = make_key(models=["claude-*"])
+    ids = [m.id for m in openai_client(stack.envoy.base_url, claude_only).models.list()]
+    assert ids and all(i.startswith("claude-") for i in ids)
+    listed = anthropic_client(stack.envoy.base_url, claude_only).models.list()
+    assert [m.id for m in listed.data] == ids
+    assert provider_requests(stack, "/v1/models") == [], "listing is answered by the gateway"
+
+
+def test_usage_counted_in_envoy_stats(stack, key):
+    def output_tokens():
+        return sum(v for n, v in stack.envoy.stats("tollgate_output_tokens_total").items())
+
+    before = output_tokens()
+    reply = openai_client(stack.envoy.base_url, key).chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    # on_log runs just after the response is sent; poll briefly.
+    after, _ = wait_for(lambda: output_tokens() - before >= reply.usage.completion_tokens or None, timeout=3)
+    assert after, "output tokens not counted"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_provider_never_sees_gateway_key(stack, key, path):
+    import urllib.request
+    body = {"model": "gpt-4o" if "chat" in path else "claude-haiku-4-5", "max_tokens": 10, "messages": MESSAGES}
+    req = urllib.request.Request(f"{stack.envoy.base_url}{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"authorization": f"Bearer {key}", "x-api-key": key,
+                                          "api-key": key, "anthropic-version": "2023-06-01",
+                                          "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    (upstream,) = provider_requests(stack, path)
+    assert_no_gateway_key(upstream, key)
