@@ -4,7 +4,7 @@ PYTHON ?= python3
 WASM := target/wasm32-wasip1/release/tollgate.wasm
 SIDECAR := target/release/tollgate-sidecar
 
-.PHONY: build run test unit e2e lint fmt setup clean
+.PHONY: build run test unit e2e lint fmt setup clean bench
 
 build: $(WASM) $(SIDECAR)
 
@@ -41,3 +41,7 @@ fmt:
 clean:
 	$(CARGO) clean
 	rm -rf build
+
+# Side-by-side latency: mock directly, Envoy without Tollgate, Envoy with it.
+bench: build
+	$(PYTHON) bench/latency.py

@@ -66,8 +66,12 @@ def merge(base: dict, overrides: dict) -> dict:
 
 
 def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None,
-           real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1") -> str:
-    """The gateway config with ports filled in and non-real providers on the mock."""
+           real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1",
+           bare_cluster: str | None = None) -> str:
+    """The gateway config with ports filled in and non-real providers on the mock.
+
+    `bare_cluster` drops the Tollgate filters and routes everything to that
+    cluster: the same Envoy without Tollgate, for side-by-side benchmarks."""
     azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
     azure_host = azure_endpoint.split("://")[-1].strip("/") or "azure.invalid"
     text = TEMPLATE.read_text()
@@ -91,6 +95,12 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
     for secret in resources.get("secrets", []):
         if secret["name"] in mocked_secrets:
             secret["generic_secret"]["secret"] = {"inline_string": mocked_secrets[secret["name"]]}
+    hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    if bare_cluster:
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
+        route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+        route.pop("cluster_header")
+        route["cluster"] = bare_cluster
     if plugin_overrides:
         wasm_config = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
         value = wasm_config["typed_config"]["config"]["configuration"]
@@ -122,7 +132,7 @@ class Envoy:
     """One Envoy process with a rendered gateway config."""
 
     def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
-                 admin_port: int = 0, listen_address: str = "127.0.0.1"):
+                 admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None):
         self.stack = stack
         self.name = name
         self.port = listen_port or free_port()
@@ -132,7 +142,7 @@ class Envoy:
         self.config_path.write_text(render(
             wasm=stack.wasm, listen_port=self.port, admin_port=self.admin_port, sidecar_port=stack.sidecar_port,
             mock_port=stack.mock_port, real=stack.real, plugin_overrides=plugin_overrides,
-            listen_address=listen_address))
+            listen_address=listen_address, bare_cluster=bare_cluster))
         self.proc: subprocess.Popen | None = None
 
     @property
