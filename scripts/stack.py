@@ -29,6 +29,7 @@ TEMPLATE = ROOT / "envoy" / "gateway.yaml"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
 SIDECAR = ROOT / "target" / "release" / "tollgate-sidecar"
 MOCK = ROOT / "wasm-tests" / "mock_provider.py"
+OTLP_RECEIVER = ROOT / "wasm-tests" / "otlp_receiver.py"
 
 # Per provider cluster: the env var holding the real key, the secret it fills
 # (credential_injector) and the key the mock provider expects instead.
@@ -65,7 +66,7 @@ def merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None,
+def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None, otlp_port: int,
            real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1",
            bare_cluster: str | None = None) -> str:
     """The gateway config with ports filled in and non-real providers on the mock.
@@ -76,7 +77,7 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
     azure_host = azure_endpoint.split("://")[-1].strip("/") or "azure.invalid"
     text = TEMPLATE.read_text()
     for name, value in {"ADMIN_PORT": admin_port, "LISTEN_PORT": listen_port, "LISTEN_ADDRESS": listen_address,
-                        "SIDECAR_PORT": sidecar_port, "WASM_PATH": wasm, "AZURE_OPENAI_HOST": azure_host}.items():
+                        "SIDECAR_PORT": sidecar_port, "OTLP_PORT": otlp_port, "WASM_PATH": wasm, "AZURE_OPENAI_HOST": azure_host}.items():
         text = text.replace("${%s}" % name, str(value))
     config = yaml.safe_load(text)
     resources = config["static_resources"]
@@ -132,7 +133,8 @@ class Envoy:
     """One Envoy process with a rendered gateway config."""
 
     def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
-                 admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None):
+                 admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None,
+                 otlp_port: int | None = None):
         self.stack = stack
         self.name = name
         self.port = listen_port or free_port()
@@ -141,7 +143,7 @@ class Envoy:
         self.log_path = stack.workdir / f"{name}.log"
         self.config_path.write_text(render(
             wasm=stack.wasm, listen_port=self.port, admin_port=self.admin_port, sidecar_port=stack.sidecar_port,
-            mock_port=stack.mock_port, real=stack.real, plugin_overrides=plugin_overrides,
+            mock_port=stack.mock_port, otlp_port=otlp_port or stack.otlp_port, real=stack.real, plugin_overrides=plugin_overrides,
             listen_address=listen_address, bare_cluster=bare_cluster))
         self.proc: subprocess.Popen | None = None
 
@@ -188,7 +190,7 @@ class Stack:
 
     def __init__(self, workdir: Path, *, real: set[str] | None = None, ports: dict | None = None,
                  plugin_overrides: dict | None = None, envoy_workers: int = 1, envoy_log_level: str = "info",
-                 listen_address: str = "127.0.0.1"):
+                 listen_address: str = "127.0.0.1", otlp_receiver: bool = False):
         ports = ports or {}
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +200,11 @@ class Stack:
         self.db = self.workdir / "tollgate.db"
         self.sidecar_port = ports.get("sidecar") or free_port()
         self.mock_port = None if self.real >= set(PROVIDERS) else (ports.get("mock") or free_port())
+        # Where spans go: the test receiver when asked for, else a collector
+        # the user may run on the OTLP/HTTP default port.
+        self.otlp_port = ports.get("otlp") or (free_port() if otlp_receiver else 4318)
+        self.otlp_receiver = otlp_receiver
+        self.otlp_proc = None
         self.envoy_workers = envoy_workers
         self.envoy_log_level = envoy_log_level
         self._envoy_args = dict(plugin_overrides=plugin_overrides, listen_port=ports.get("listen", 0),
@@ -215,6 +222,12 @@ class Stack:
                                               stdout=log, stderr=subprocess.STDOUT)
             wait_until(lambda: http_ok(f"http://127.0.0.1:{self.mock_port}/__mock/health"), "mock provider",
                        proc=self.mock_proc, log=self.workdir / "mock.log")
+        if self.otlp_receiver:
+            log = open(self.workdir / "otlp.log", "w")
+            self.otlp_proc = subprocess.Popen([sys.executable, str(OTLP_RECEIVER), "--port", str(self.otlp_port)],
+                                              stdout=log, stderr=subprocess.STDOUT)
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{self.otlp_port}/__otlp/health"), "otlp receiver",
+                       proc=self.otlp_proc, log=self.workdir / "otlp.log")
         self.start_sidecar()
         self.envoy = self.add_envoy("envoy", **self._envoy_args)
         return self
@@ -241,6 +254,7 @@ class Stack:
             envoy.stop()
         stop_process(self.sidecar_proc)
         stop_process(self.mock_proc)
+        stop_process(self.otlp_proc)
 
     def admin(self, method: str, path: str, body: dict | None = None) -> dict:
         """Calls the sidecar admin API with the master key."""
@@ -257,8 +271,14 @@ class Stack:
         return out.stdout
 
     def mock(self, method: str, path: str, body: dict | None = None):
+        return self._call(self.mock_port, method, path, body)
+
+    def otlp(self, method: str, path: str, body: dict | None = None):
+        return self._call(self.otlp_port, method, path, body)
+
+    def _call(self, port: int, method: str, path: str, body: dict | None):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.mock_port}{path}", data=data, method=method,
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
                                      headers={"content-type": "application/json"})
         with urllib.request.urlopen(req, timeout=5) as r:
             raw = r.read()

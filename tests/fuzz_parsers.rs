@@ -9,7 +9,7 @@ use tollgate::core::config::Config;
 use tollgate::core::decision::RouteDecision;
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
-use tollgate::core::usage::{StreamUsage, Usage};
+use tollgate::core::usage::ResponseSummary;
 
 /// xorshift64*: tiny, seedable, good enough to drive mutations.
 struct Rng(u64);
@@ -83,23 +83,23 @@ fn exercise(bytes: &[u8], rng: &mut Rng) {
     if let Ok(mut request) = LlmRequest::parse(bytes) {
         let _ = request.rewritten_for("other-model");
     }
-    let _ = Usage::from_response_body(bytes);
+    let _ = ResponseSummary::from_body(bytes);
     let _ = parse_authorize_response(bytes);
     let _ = RouteDecision::decode(bytes);
     let _ = Config::parse(bytes);
     // The framer sees the same bytes cut at random points.
     let mut framer = SseFramer::new();
-    let mut usage = StreamUsage::default();
+    let mut usage = ResponseSummary::default();
     let mut rest = bytes;
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
         for event in framer.push(chunk) {
-            usage.observe(&event.data);
+            usage.observe_event(&event.data);
         }
         rest = tail;
     }
     if let Some(event) = framer.finish() {
-        usage.observe(&event.data);
+        usage.observe_event(&event.data);
     }
 }
 

@@ -19,7 +19,8 @@ CACHE_TTL_MS = 1500
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("stack"), plugin_overrides={"key_cache_ttl_ms": CACHE_TTL_MS})
+    s = Stack(tmp_path_factory.mktemp("stack"), otlp_receiver=True,
+              plugin_overrides={"key_cache_ttl_ms": CACHE_TTL_MS, "tracing": {"flush_interval_ms": 100}})
     s.start()
     yield s
     s.stop()

@@ -2,6 +2,7 @@
 //! at start-up so that mistakes fail loudly instead of on the first request.
 
 use super::glob;
+use super::telemetry::TracingConfig;
 use serde::Deserialize;
 
 /// What the request stage does when the sidecar cannot be reached.
@@ -108,7 +109,7 @@ pub struct ModelRoute {
     pub deployment: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -121,6 +122,9 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub providers: Vec<Provider>,
     pub models: Vec<ModelRoute>,
+    /// OTLP trace export; absent = off.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
 }
 
 fn default_key_cache_ttl_ms() -> u64 {
@@ -187,6 +191,9 @@ impl Config {
         }
         for (i, m) in self.models.iter().enumerate() {
             out.extend(self.model_problems(i, m));
+        }
+        if let Some(tracing) = &self.tracing {
+            out.extend(tracing.problems());
         }
         out
     }

@@ -17,12 +17,19 @@ pub struct RouteDecision {
     pub cluster: String,
     /// New `:path`, or `None` to keep the client's.
     pub path: Option<String>,
+    /// `traceparent` for the provider, naming the gateway's upstream span.
+    pub traceparent: Option<String>,
     pub auth: Option<EnvAuth>,
 }
 
 impl RouteDecision {
     pub fn encode(&self) -> String {
-        let mut out = format!("{}\n{}", self.cluster, self.path.as_deref().unwrap_or(""));
+        let mut out = format!(
+            "{}\n{}\n{}",
+            self.cluster,
+            self.path.as_deref().unwrap_or(""),
+            self.traceparent.as_deref().unwrap_or("")
+        );
         if let Some(a) = &self.auth {
             out.push_str(&format!("\n{}\n{}\n{}", a.header, a.prefix, a.var));
         }
@@ -34,6 +41,7 @@ impl RouteDecision {
         let mut fields = text.split('\n');
         let cluster = fields.next().filter(|c| !c.is_empty())?.to_string();
         let path = fields.next().filter(|p| !p.is_empty()).map(String::from);
+        let traceparent = fields.next().filter(|t| !t.is_empty()).map(String::from);
         let auth = match (fields.next(), fields.next(), fields.next()) {
             (Some(header), Some(prefix), Some(var)) => Some(EnvAuth {
                 header: header.into(),
@@ -45,6 +53,7 @@ impl RouteDecision {
         Some(RouteDecision {
             cluster,
             path,
+            traceparent,
             auth,
         })
     }
@@ -59,6 +68,7 @@ mod tests {
         let plain = RouteDecision {
             cluster: "openai".into(),
             path: None,
+            traceparent: None,
             auth: None,
         };
         assert_eq!(
@@ -68,6 +78,7 @@ mod tests {
         let full = RouteDecision {
             cluster: "azure".into(),
             path: Some("/openai/deployments/d/chat/completions?api-version=1".into()),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             auth: Some(EnvAuth {
                 header: "api-key".into(),
                 prefix: String::new(),

@@ -38,54 +38,106 @@ impl Usage {
                 .unwrap_or(0),
         })
     }
+}
 
-    /// Usage of a complete (non-streamed) response body.
-    pub fn from_response_body(body: &[u8]) -> Option<Usage> {
-        let v: Value = serde_json::from_slice(body).ok()?;
-        Usage::from_usage_object(v.get("usage")?)
+/// What the tracer reports about a response besides usage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseMeta {
+    pub id: Option<String>,
+    pub model: Option<String>,
+    pub finish_reasons: Vec<String>,
+}
+
+impl ResponseMeta {
+    /// Reads id, model and finish reasons from a response body or one stream
+    /// event of any of the three APIs.
+    pub fn observe(&mut self, v: &Value) {
+        // Anthropic message_start and Responses events wrap the object.
+        let object = v.get("message").or_else(|| v.get("response")).unwrap_or(v);
+        if self.id.is_none() {
+            self.id = object.get("id").and_then(Value::as_str).map(String::from);
+        }
+        if let Some(model) = object.get("model").and_then(Value::as_str) {
+            if self.model.as_deref() != Some(model) {
+                self.model = Some(model.to_string());
+            }
+        }
+        let mut reason = |r: Option<&str>| {
+            if let Some(r) = r {
+                if !self.finish_reasons.iter().any(|f| f == r) {
+                    self.finish_reasons.push(r.to_string());
+                }
+            }
+        };
+        if let Some(choices) = object.get("choices").and_then(Value::as_array) {
+            for choice in choices {
+                reason(choice.get("finish_reason").and_then(Value::as_str));
+            }
+        }
+        reason(object.get("stop_reason").and_then(Value::as_str));
+        reason(v.pointer("/delta/stop_reason").and_then(Value::as_str));
+        if object.get("object").and_then(Value::as_str) == Some("response") {
+            match object.get("status").and_then(Value::as_str) {
+                Some("completed") => reason(Some("stop")),
+                Some("incomplete") => reason(Some("length")),
+                _ => {}
+            }
+        }
     }
 }
 
-/// Accumulates usage over a stream's events. Anthropic splits it: input in
-/// `message_start`, output in `message_delta`; OpenAI sends one final chunk;
-/// Responses puts it in `response.completed`.
-#[derive(Debug, Default)]
-pub struct StreamUsage {
-    usage: Option<Usage>,
+/// Usage and metadata of a whole response.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseSummary {
+    pub usage: Option<Usage>,
+    pub meta: ResponseMeta,
 }
 
-impl StreamUsage {
-    pub fn observe(&mut self, data: &str) {
-        // Cheap pre-check: most chunks are text deltas without usage.
-        if !data.contains("\"usage\"") {
+impl ResponseSummary {
+    /// Summary of a complete (non-streamed) JSON body.
+    pub fn from_body(body: &[u8]) -> ResponseSummary {
+        let mut summary = ResponseSummary::default();
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            summary.usage = v.get("usage").and_then(Usage::from_usage_object);
+            summary.meta.observe(&v);
+        }
+        summary
+    }
+
+    /// Folds in one stream event's data. Anthropic splits usage (input in
+    /// `message_start`, output in `message_delta`), OpenAI sends one final
+    /// chunk, Responses puts it in `response.completed`. Events that can
+    /// carry nothing new are not parsed: most are text deltas.
+    pub fn observe_event(&mut self, data: &str) {
+        let worth_parsing = self.meta.id.is_none()
+            || data.contains("\"usage\"")
+            || data.contains("_reason\":\"")
+            || data.contains("\"response.completed\"")
+            || data.contains("\"response.incomplete\"");
+        if !worth_parsing {
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
+        self.meta.observe(&v);
         let found = v
             .get("usage")
             .or_else(|| v.pointer("/message/usage"))
             .or_else(|| v.pointer("/response/usage"))
             .and_then(Usage::from_usage_object);
-        let Some(found) = found else {
-            return;
-        };
-        let merged = match self.usage {
-            // message_delta repeats or omits input; keep the larger counts.
-            Some(prev) => Usage {
-                input_tokens: prev.input_tokens.max(found.input_tokens),
-                output_tokens: prev.output_tokens.max(found.output_tokens),
-                cached_tokens: prev.cached_tokens.max(found.cached_tokens),
-                reasoning_tokens: prev.reasoning_tokens.max(found.reasoning_tokens),
-            },
-            None => found,
-        };
-        self.usage = Some(merged);
-    }
-
-    pub fn usage(&self) -> Option<Usage> {
-        self.usage
+        if let Some(found) = found {
+            self.usage = Some(match self.usage {
+                // message_delta repeats or omits input; keep the larger counts.
+                Some(prev) => Usage {
+                    input_tokens: prev.input_tokens.max(found.input_tokens),
+                    output_tokens: prev.output_tokens.max(found.output_tokens),
+                    cached_tokens: prev.cached_tokens.max(found.cached_tokens),
+                    reasoning_tokens: prev.reasoning_tokens.max(found.reasoning_tokens),
+                },
+                None => found,
+            });
+        }
     }
 }
 
@@ -97,7 +149,7 @@ mod tests {
     fn reads_each_format() {
         let chat = br#"{"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":1}}}"#;
         assert_eq!(
-            Usage::from_response_body(chat),
+            ResponseSummary::from_body(chat).usage,
             Some(Usage {
                 input_tokens: 10,
                 output_tokens: 5,
@@ -105,30 +157,44 @@ mod tests {
                 reasoning_tokens: 1
             })
         );
-        let anthropic =
-            br#"{"usage":{"input_tokens":7,"output_tokens":3,"cache_read_input_tokens":4}}"#;
+        let anthropic = br#"{"id":"msg_1","model":"claude-x","stop_reason":"end_turn","usage":{"input_tokens":7,"output_tokens":3,"cache_read_input_tokens":4}}"#;
+        let summary = ResponseSummary::from_body(anthropic);
         assert_eq!(
-            Usage::from_response_body(anthropic).map(|u| (u.input_tokens, u.cached_tokens)),
+            summary.usage.map(|u| (u.input_tokens, u.cached_tokens)),
             Some((7, 4))
         );
-        assert_eq!(Usage::from_response_body(b"{}"), None);
-        assert_eq!(Usage::from_response_body(b"not json"), None);
+        assert_eq!(summary.meta.finish_reasons, vec!["end_turn".to_string()]);
+        assert_eq!(ResponseSummary::from_body(b"{}").usage, None);
+        assert_eq!(ResponseSummary::from_body(b"not json").usage, None);
     }
 
     #[test]
-    fn accumulates_anthropic_stream() {
-        let mut s = StreamUsage::default();
-        s.observe(
-            r#"{"type":"message_start","message":{"usage":{"input_tokens":12,"output_tokens":1}}}"#,
-        );
-        s.observe(r#"{"type":"content_block_delta","delta":{"text":"hi"}}"#);
-        s.observe(r#"{"type":"message_delta","usage":{"output_tokens":9}}"#);
+    fn accumulates_anthropic_and_responses_streams() {
+        let mut s = ResponseSummary::default();
+        s.observe_event(r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-x","usage":{"input_tokens":12,"output_tokens":1}}}"#);
+        s.observe_event(r#"{"type":"content_block_delta","delta":{"text":"hi"}}"#);
+        s.observe_event(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#);
         assert_eq!(
-            s.usage().map(|u| (u.input_tokens, u.output_tokens)),
+            s.usage.map(|u| (u.input_tokens, u.output_tokens)),
             Some((12, 9))
         );
-        let mut r = StreamUsage::default();
-        r.observe(r#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":4}}}"#);
-        assert_eq!(r.usage().map(|u| u.output_tokens), Some(4));
+        assert_eq!(s.meta.id.as_deref(), Some("msg_1"));
+        assert_eq!(s.meta.model.as_deref(), Some("claude-x"));
+        assert_eq!(s.meta.finish_reasons, vec!["end_turn".to_string()]);
+        let mut r = ResponseSummary::default();
+        r.observe_event(r#"{"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4o"}}"#);
+        r.observe_event(r#"{"type":"response.completed","response":{"id":"resp_1","object":"response","status":"completed","usage":{"input_tokens":3,"output_tokens":4}}}"#);
+        assert_eq!(r.usage.map(|u| u.output_tokens), Some(4));
+        assert_eq!(r.meta.finish_reasons, vec!["stop".to_string()]);
+    }
+
+    #[test]
+    fn chat_stream_meta() {
+        let mut s = ResponseSummary::default();
+        s.observe_event(r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#);
+        s.observe_event(r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{"content":"x"},"finish_reason":null}]}"#);
+        s.observe_event(r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#);
+        assert_eq!(s.meta.id.as_deref(), Some("chatcmpl-1"));
+        assert_eq!(s.meta.finish_reasons, vec!["tool_calls".to_string()]);
     }
 }

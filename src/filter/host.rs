@@ -20,6 +20,7 @@ pub const CALL_RESPONSE_BODY: u32 = 4;
 pub const PLUGIN_CONFIGURATION: u32 = 7;
 const STREAM_HTTP_REQUEST: u32 = 0;
 const METRIC_COUNTER: u32 = 0;
+const METRIC_GAUGE: u32 = 1;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -79,6 +80,8 @@ extern "C" {
     fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
 }
 
 /// Takes ownership of bytes the host allocated through the SDK's
@@ -144,10 +147,12 @@ pub fn set_buffer(kind: u32, size: usize, value: &[u8]) -> bool {
     unsafe { proxy_set_buffer_bytes(kind, 0, size, value.as_ptr(), value.len()) == STATUS_OK }
 }
 
-pub fn property(name: &str) -> Option<Vec<u8>> {
+/// Reads a property; `path` segments as in `["node", "id"]`.
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    let joined = path.join("\0");
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: pointers to live locals and a borrowed str.
-    let status = unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) };
+    let status = unsafe { proxy_get_property(joined.as_ptr(), joined.len(), &mut data, &mut size) };
     owned(status, data, size)
 }
 
@@ -164,20 +169,46 @@ pub fn resume_request() -> bool {
     unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) == STATUS_OK }
 }
 
-pub fn now_ms() -> u64 {
+pub fn now_ns() -> u64 {
     let mut nanos = 0u64;
     // SAFETY: pointer to a live local.
     match unsafe { proxy_get_current_time_nanoseconds(&mut nanos) } {
-        STATUS_OK => nanos / 1_000_000,
+        STATUS_OK => nanos,
         _ => 0,
     }
 }
 
-pub fn define_counter(name: &str) -> Option<u32> {
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+/// Asks for `on_tick` every `ms` milliseconds on this root context.
+pub fn set_tick_period_ms(ms: u64) -> bool {
+    let ms = u32::try_from(ms).unwrap_or(u32::MAX);
+    // SAFETY: no pointers.
+    unsafe { proxy_set_tick_period_milliseconds(ms) == STATUS_OK }
+}
+
+fn define_metric(kind: u32, name: &str) -> Option<u32> {
     let mut id = 0u32;
     // SAFETY: pointer to a live local and a borrowed str.
-    let status = unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
+    let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
     (status == STATUS_OK).then_some(id)
+}
+
+pub fn define_counter(name: &str) -> Option<u32> {
+    define_metric(METRIC_COUNTER, name)
+}
+
+pub fn define_gauge(name: &str) -> Option<u32> {
+    define_metric(METRIC_GAUGE, name)
+}
+
+pub fn set_gauge(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        // SAFETY: no pointers.
+        unsafe { proxy_record_metric(id, value) };
+    }
 }
 
 /// Adds to a counter; a missing metric or a host error only loses a count.

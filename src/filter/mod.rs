@@ -2,10 +2,13 @@
 //! through `host`, where every failure is a value, because a panic kills the
 //! VM for the worker.
 
+mod exporter;
 mod host;
 mod request_stage;
+mod response;
 mod root;
 mod route_stage;
+mod trace;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);

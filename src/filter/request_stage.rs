@@ -5,7 +5,9 @@
 //! (Envoy then holds the body), and buffers the body until it is complete.
 
 use super::host;
+use super::response::ResponseState;
 use super::root::Shared;
+use super::trace::RequestTrace;
 use crate::core::api::{self, Api, ClientFormat};
 use crate::core::auth::{self, KeyCheck, KeyInfo};
 use crate::core::config::{FailureMode, ProviderAuth, ProviderKind};
@@ -15,17 +17,12 @@ use crate::core::key;
 use crate::core::models;
 use crate::core::request::LlmRequest;
 use crate::core::routing;
-use crate::core::sse::SseFramer;
-use crate::core::usage::{StreamUsage, Usage};
+use crate::core::telemetry::{RequestParams, RequestRecord};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// Non-streamed response bytes kept for reading usage; beyond this the usage
-/// of that response is not counted rather than growing the VM's memory.
-const MAX_RESPONSE_CAPTURE: usize = 4 * 1024 * 1024;
 
 /// Oversized bodies are read and discarded up to this many bytes before the
 /// 413 goes out: answering mid-upload makes Envoy close the connection and
@@ -59,14 +56,17 @@ enum Start {
     Drain,
 }
 
-/// Response-side state for usage accounting.
-#[derive(Default)]
-struct ResponseTally {
-    stream: bool,
-    framer: SseFramer,
-    stream_usage: StreamUsage,
-    body: Vec<u8>,
-    usage: Option<Usage>,
+/// What was decided about a request that went upstream.
+struct Forwarded {
+    /// The client's model name.
+    model: String,
+    provider: String,
+    provider_kind: ProviderKind,
+    upstream_api: Api,
+    params: RequestParams,
+    upstream_start_ns: u64,
+    /// Request messages for traces, when content capture is on.
+    input_messages: Option<String>,
 }
 
 pub struct RequestStage {
@@ -82,10 +82,10 @@ pub struct RequestStage {
     drained: usize,
     /// The request body ended with the headers (no body callbacks follow).
     headers_ended: bool,
-    model: String,
-    provider: String,
-    started_ms: u64,
-    response: ResponseTally,
+    started_ns: u64,
+    trace: Option<RequestTrace>,
+    forwarded: Option<Forwarded>,
+    response: ResponseState,
 }
 
 impl RequestStage {
@@ -100,10 +100,10 @@ impl RequestStage {
             client_path: String::new(),
             drained: 0,
             headers_ended: false,
-            model: String::new(),
-            provider: String::new(),
-            started_ms: 0,
-            response: ResponseTally::default(),
+            started_ns: 0,
+            trace: None,
+            forwarded: None,
+            response: ResponseState::default(),
         }
     }
 
@@ -257,6 +257,7 @@ impl RequestStage {
         let decision = RouteDecision {
             cluster: route.provider.cluster.clone(),
             path: (route.path != self.client_path).then(|| route.path.clone()),
+            traceparent: self.trace.as_ref().map(RequestTrace::upstream_traceparent),
             auth: env_auth(route.provider.kind, &route.provider.auth),
         };
         if !host::set_property("tollgate.route", decision.encode().as_bytes()) {
@@ -264,35 +265,80 @@ impl RequestStage {
                 "could not record the routing decision",
             ));
         }
-        self.model = request.model;
-        self.provider = route.provider.name.clone();
+        let input_messages =
+            RequestTrace::captures_content(&self.shared).then(|| input_messages(&request.body));
+        self.forwarded = Some(Forwarded {
+            params: RequestParams::from_body(&request.body, request.stream),
+            model: request.model,
+            provider: route.provider.name.clone(),
+            provider_kind: route.provider.kind,
+            upstream_api: api,
+            upstream_start_ns: host::now_ns(),
+            input_messages,
+        });
         self.phase = Phase::Forwarded;
         Ok(())
     }
 
-    fn observe_response_chunk(&mut self, size: usize, end: bool) {
-        let chunk = host::buffer(host::RESPONSE_BODY, size);
-        let tally = &mut self.response;
-        if tally.stream {
-            for event in tally.framer.push(&chunk) {
-                tally.stream_usage.observe(&event.data);
-            }
-            if end {
-                if let Some(event) = tally.framer.finish() {
-                    tally.stream_usage.observe(&event.data);
-                }
-                tally.usage = tally.stream_usage.usage();
-            }
-        } else {
-            if tally.body.len() + chunk.len() <= MAX_RESPONSE_CAPTURE {
-                tally.body.extend_from_slice(&chunk);
-            }
-            if end {
-                tally.usage = Usage::from_response_body(&tally.body);
-                tally.body = Vec::new();
-            }
+    /// Usage counters, a debug line and the trace of a forwarded request.
+    fn record(&self, forwarded: &Forwarded) {
+        let usage = self.response.summary.usage.unwrap_or_default();
+        host::add_to_counter(self.shared.metrics.input_tokens, usage.input_tokens);
+        host::add_to_counter(self.shared.metrics.output_tokens, usage.output_tokens);
+        let key = match self.key.as_deref() {
+            Some(KeyCheck::Valid(info)) => Some(info),
+            _ => None,
+        };
+        let now = host::now_ns();
+        log::debug!(
+            "tollgate: {} key={} model={} provider={} status={} stream={} input_tokens={} output_tokens={} ms={}",
+            self.api.map_or("unknown", Api::name),
+            key.map_or("-", |k| k.key_id.as_str()),
+            forwarded.model,
+            forwarded.provider,
+            self.response.status,
+            self.response.stream,
+            usage.input_tokens,
+            usage.output_tokens,
+            now.saturating_sub(self.started_ns) / 1_000_000
+        );
+        let (Some(trace), Some(client_api)) = (&self.trace, self.api) else {
+            return;
+        };
+        trace.finish(
+            &self.shared,
+            &RequestRecord {
+                ids: trace.ids,
+                client_api,
+                upstream_api: forwarded.upstream_api,
+                provider: forwarded.provider.clone(),
+                provider_kind: forwarded.provider_kind,
+                request_model: forwarded.model.clone(),
+                params: forwarded.params.clone(),
+                summary: self.response.summary.clone(),
+                status: self.response.status,
+                key_id: key.map(|k| k.key_id.clone()),
+                team: key.and_then(|k| k.team.clone()),
+                start_ns: self.started_ns,
+                upstream_start_ns: forwarded.upstream_start_ns,
+                first_chunk_ns: self.response.first_chunk_ns,
+                end_ns: now,
+                input_messages: forwarded.input_messages.clone(),
+                output_messages: None,
+            },
+        );
+    }
+}
+
+/// The conversation part of a request body, for content capture.
+fn input_messages(body: &serde_json::Value) -> String {
+    let mut out = serde_json::Map::new();
+    for field in ["system", "instructions", "messages", "input"] {
+        if let Some(v) = body.get(field) {
+            out.insert(field.into(), v.clone());
         }
     }
+    serde_json::Value::Object(out).to_string()
 }
 
 /// How the route stage adds the provider key when Envoy does not.
@@ -364,8 +410,9 @@ impl Context for RequestStage {
 
 impl HttpContext for RequestStage {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        self.started_ms = host::now_ms();
+        self.started_ns = host::now_ns();
         self.headers_ended = end_of_stream;
+        self.trace = RequestTrace::start(&self.shared, self.started_ns);
         host::add_to_counter(self.shared.metrics.requests, 1);
         match self.start() {
             Ok(Start::Callout) => Action::Pause,
@@ -403,39 +450,21 @@ impl HttpContext for RequestStage {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if self.phase == Phase::Forwarded {
-            self.response.stream = host::response_header("content-type")
-                .is_some_and(|t| t.starts_with("text/event-stream"));
+            self.response.on_headers();
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.phase == Phase::Forwarded {
-            self.observe_response_chunk(body_size, end_of_stream);
+            self.response.on_body(body_size, end_of_stream);
         }
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        if self.phase != Phase::Forwarded {
-            return;
+        if let Some(forwarded) = &self.forwarded {
+            self.record(forwarded);
         }
-        let usage = self.response.usage.unwrap_or_default();
-        host::add_to_counter(self.shared.metrics.input_tokens, usage.input_tokens);
-        host::add_to_counter(self.shared.metrics.output_tokens, usage.output_tokens);
-        let key_id = match self.key.as_deref() {
-            Some(KeyCheck::Valid(info)) => info.key_id.as_str(),
-            _ => "-",
-        };
-        log::debug!(
-            "tollgate: {} key={key_id} model={} provider={} stream={} input_tokens={} output_tokens={} ms={}",
-            self.api.map_or("unknown", Api::name),
-            self.model,
-            self.provider,
-            self.response.stream,
-            usage.input_tokens,
-            usage.output_tokens,
-            host::now_ms().saturating_sub(self.started_ms)
-        );
     }
 }

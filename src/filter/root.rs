@@ -2,6 +2,7 @@
 //! owns the configuration and the key cache; the route stage (root_id
 //! "route") needs no configuration.
 
+use super::exporter::Exporter;
 use super::host;
 use super::request_stage::RequestStage;
 use super::route_stage::{RouteStage, SecretCache};
@@ -43,6 +44,10 @@ pub struct Shared {
     pub config: Config,
     pub cache: RefCell<AuthCache>,
     pub metrics: Metrics,
+    /// Trace export, when `tracing` is configured.
+    pub exporter: Option<RefCell<Exporter>>,
+    /// Makes span ids unique within the worker.
+    pub request_counter: std::cell::Cell<u64>,
 }
 
 #[derive(Default)]
@@ -53,11 +58,26 @@ pub enum Root {
     Route(Rc<RefCell<SecretCache>>),
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        if let Root::Request(shared) = self {
+            if let Some(exporter) = &shared.exporter {
+                let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
+                exporter.borrow_mut().on_response(status);
+            }
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
-        if host::property("plugin_root_id").as_deref() == Some(b"route") {
+        if host::property(&["plugin_root_id"]).as_deref() == Some(b"route") {
             *self = Root::Route(Rc::default());
             return true;
         }
@@ -74,10 +94,16 @@ impl RootContext for Root {
                 );
                 let cache =
                     RefCell::new(AuthCache::new(config.key_cache_ttl_ms, KEY_CACHE_CAPACITY));
+                let exporter = config.tracing.clone().map(|t| {
+                    host::set_tick_period_ms(t.flush_interval_ms);
+                    RefCell::new(Exporter::new(t))
+                });
                 *self = Root::Request(Rc::new(Shared {
                     config,
                     cache,
                     metrics: Metrics::define(),
+                    exporter,
+                    request_counter: std::cell::Cell::new(0),
                 }));
                 true
             }
@@ -93,6 +119,14 @@ impl RootContext for Root {
             Root::Request(shared) => Some(Box::new(RequestStage::new(Rc::clone(shared)))),
             Root::Route(secrets) => Some(Box::new(RouteStage::new(Rc::clone(secrets)))),
             Root::Unconfigured => Some(Box::new(Unconfigured)),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Root::Request(shared) = self {
+            if let Some(exporter) = &shared.exporter {
+                exporter.borrow_mut().flush();
+            }
         }
     }
 

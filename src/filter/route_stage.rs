@@ -58,6 +58,9 @@ impl RouteStage {
                 ));
             }
         }
+        if let Some(traceparent) = &decision.traceparent {
+            host::set_request_header("traceparent", Some(traceparent));
+        }
         // Set last: changing headers makes Envoy pick the route again, now
         // with the provider's cluster.
         if !host::set_request_header(CLUSTER_HEADER, Some(&decision.cluster)) {
@@ -74,7 +77,7 @@ impl Context for RouteStage {}
 impl HttpContext for RouteStage {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let decision =
-            host::property("tollgate.route").and_then(|bytes| RouteDecision::decode(&bytes));
+            host::property(&["tollgate.route"]).and_then(|bytes| RouteDecision::decode(&bytes));
         let result = match decision {
             Some(decision) => self.apply(&decision),
             None => Err(GatewayError::Internal(

@@ -1,0 +1,438 @@
+//! Traces: configuration, and one request turned into OTLP spans with the
+//! OpenTelemetry GenAI semantic conventions (a `gateway` server span and an
+//! `upstream` client span under it).
+
+use super::api::Api;
+use super::config::ProviderKind;
+use super::otlp::{AttrValue, Attributes, Span, SpanKind};
+use super::usage::ResponseSummary;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Envoy cluster of the OTLP/HTTP collector.
+    pub cluster: String,
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Extra headers, e.g. a hosted collector's API key.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Share of new traces recorded; a client's `traceparent` decides for its own.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// `service.instance.id`; default: the Envoy node id.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Adds `gen_ai.input.messages` / `gen_ai.output.messages` (off by default).
+    #[serde(default)]
+    pub capture_content: bool,
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Spans waiting for export per worker; beyond it new spans are dropped (and counted).
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// Exports in flight per worker; a hung collector cannot make more.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_authority() -> String {
+    "otel-collector".into()
+}
+fn default_path() -> String {
+    "/v1/traces".into()
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_service_name() -> String {
+    "tollgate".into()
+}
+fn default_flush_interval_ms() -> u64 {
+    500
+}
+fn default_max_batch() -> usize {
+    256
+}
+fn default_max_queue() -> usize {
+    4096
+}
+fn default_max_in_flight() -> usize {
+    2
+}
+
+impl TracingConfig {
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.cluster.trim().is_empty() {
+            out.push("tracing.cluster must name the Envoy cluster of the OTLP collector".into());
+        }
+        if !self.path.starts_with('/') {
+            out.push(format!("tracing.path `{}` must start with `/`", self.path));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            out.push(format!(
+                "tracing.sample_ratio {} must be between 0 and 1",
+                self.sample_ratio
+            ));
+        }
+        for (name, value) in [
+            ("timeout_ms", self.timeout_ms),
+            ("flush_interval_ms", self.flush_interval_ms),
+            ("max_batch", self.max_batch as u64),
+            ("max_queue", self.max_queue as u64),
+            ("max_in_flight", self.max_in_flight as u64),
+        ] {
+            if value == 0 {
+                out.push(format!("tracing.{name} must be greater than 0"));
+            }
+        }
+        out
+    }
+
+    /// Head sampling of a new trace, from its id so every worker agrees.
+    pub fn samples(&self, trace_id: &[u8; 16]) -> bool {
+        let mut high = [0u8; 8];
+        if let Some(bytes) = trace_id.get(8..16) {
+            high.copy_from_slice(bytes);
+        }
+        let threshold = (self.sample_ratio * u64::MAX as f64) as u64;
+        self.sample_ratio >= 1.0 || u64::from_be_bytes(high) < threshold
+    }
+}
+
+/// Ids of one request's spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub upstream_span_id: [u8; 8],
+    /// The client's span, when it sent `traceparent`.
+    pub parent: Option<[u8; 8]>,
+}
+
+/// Request parameters the conventions record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestParams {
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stream: bool,
+}
+
+impl RequestParams {
+    pub fn from_body(body: &serde_json::Value, stream: bool) -> RequestParams {
+        let num = |k: &str| body.get(k).and_then(serde_json::Value::as_u64);
+        RequestParams {
+            max_tokens: num("max_tokens")
+                .or_else(|| num("max_completion_tokens"))
+                .or_else(|| num("max_output_tokens")),
+            temperature: body.get("temperature").and_then(serde_json::Value::as_f64),
+            top_p: body.get("top_p").and_then(serde_json::Value::as_f64),
+            stream,
+        }
+    }
+}
+
+/// Everything the filter learned about one forwarded request.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub ids: TraceIds,
+    pub client_api: Api,
+    pub upstream_api: Api,
+    pub provider: String,
+    pub provider_kind: ProviderKind,
+    pub request_model: String,
+    pub params: RequestParams,
+    pub summary: ResponseSummary,
+    pub status: u32,
+    pub key_id: Option<String>,
+    pub team: Option<String>,
+    pub start_ns: u64,
+    pub upstream_start_ns: u64,
+    pub first_chunk_ns: Option<u64>,
+    pub end_ns: u64,
+    pub input_messages: Option<String>,
+    pub output_messages: Option<String>,
+}
+
+/// The semantic-convention provider name.
+pub fn provider_name(kind: ProviderKind, configured: &str) -> String {
+    match kind {
+        ProviderKind::Openai => "openai".into(),
+        ProviderKind::Anthropic => "anthropic".into(),
+        ProviderKind::Azure => "azure.ai.openai".into(),
+        ProviderKind::OpenaiCompatible => configured.into(),
+    }
+}
+
+fn error_type(status: u32) -> Option<String> {
+    match status {
+        0 => Some("upstream_reset".into()),
+        400..=599 => Some(status.to_string()),
+        _ => None,
+    }
+}
+
+/// The gateway span and its upstream child.
+pub fn spans(r: &RequestRecord) -> [Span; 2] {
+    let operation = "chat";
+    let mut attrs: Attributes = vec![
+        ("gen_ai.operation.name", AttrValue::Str(operation.into())),
+        (
+            "gen_ai.provider.name",
+            AttrValue::Str(provider_name(r.provider_kind, &r.provider)),
+        ),
+        (
+            "gen_ai.request.model",
+            AttrValue::Str(r.request_model.clone()),
+        ),
+        ("gen_ai.request.stream", AttrValue::Bool(r.params.stream)),
+        (
+            "http.response.status_code",
+            AttrValue::Int(i64::from(r.status)),
+        ),
+        ("tollgate.api", AttrValue::Str(r.client_api.name().into())),
+        ("tollgate.provider", AttrValue::Str(r.provider.clone())),
+    ];
+    let opt = |attrs: &mut Attributes, key: &'static str, value: Option<AttrValue>| {
+        if let Some(v) = value {
+            attrs.push((key, v));
+        }
+    };
+    let p = &r.params;
+    opt(
+        &mut attrs,
+        "gen_ai.request.max_tokens",
+        p.max_tokens.map(|v| AttrValue::Int(v as i64)),
+    );
+    opt(
+        &mut attrs,
+        "gen_ai.request.temperature",
+        p.temperature.map(AttrValue::Double),
+    );
+    opt(
+        &mut attrs,
+        "gen_ai.request.top_p",
+        p.top_p.map(AttrValue::Double),
+    );
+    let meta = &r.summary.meta;
+    opt(
+        &mut attrs,
+        "gen_ai.response.model",
+        meta.model.clone().map(AttrValue::Str),
+    );
+    opt(
+        &mut attrs,
+        "gen_ai.response.id",
+        meta.id.clone().map(AttrValue::Str),
+    );
+    if !meta.finish_reasons.is_empty() {
+        attrs.push((
+            "gen_ai.response.finish_reasons",
+            AttrValue::StrArray(meta.finish_reasons.clone()),
+        ));
+    }
+    if let Some(u) = r.summary.usage {
+        attrs.push((
+            "gen_ai.usage.input_tokens",
+            AttrValue::Int(u.input_tokens as i64),
+        ));
+        attrs.push((
+            "gen_ai.usage.output_tokens",
+            AttrValue::Int(u.output_tokens as i64),
+        ));
+        attrs.push((
+            "gen_ai.usage.cache_read.input_tokens",
+            AttrValue::Int(u.cached_tokens as i64),
+        ));
+        attrs.push((
+            "gen_ai.usage.reasoning.output_tokens",
+            AttrValue::Int(u.reasoning_tokens as i64),
+        ));
+    }
+    if let Some(first) = r.first_chunk_ns {
+        let seconds = first.saturating_sub(r.upstream_start_ns) as f64 / 1e9;
+        attrs.push((
+            "gen_ai.response.time_to_first_chunk",
+            AttrValue::Double(seconds),
+        ));
+    }
+    let error = error_type(r.status);
+    opt(&mut attrs, "error.type", error.clone().map(AttrValue::Str));
+    opt(
+        &mut attrs,
+        "tollgate.key_id",
+        r.key_id.clone().map(AttrValue::Str),
+    );
+    opt(
+        &mut attrs,
+        "tollgate.team",
+        r.team.clone().map(AttrValue::Str),
+    );
+    if r.client_api != r.upstream_api {
+        attrs.push((
+            "tollgate.translated_from",
+            AttrValue::Str(r.client_api.name().into()),
+        ));
+        attrs.push((
+            "tollgate.translated_to",
+            AttrValue::Str(r.upstream_api.name().into()),
+        ));
+    }
+    opt(
+        &mut attrs,
+        "gen_ai.input.messages",
+        r.input_messages.clone().map(AttrValue::Str),
+    );
+    opt(
+        &mut attrs,
+        "gen_ai.output.messages",
+        r.output_messages.clone().map(AttrValue::Str),
+    );
+    let name = format!("{operation} {}", r.request_model);
+    let error_message = error.map(|e| format!("HTTP {e}"));
+    let upstream = Span {
+        trace_id: r.ids.trace_id,
+        span_id: r.ids.upstream_span_id,
+        parent_span_id: Some(r.ids.span_id),
+        name: format!("{name} upstream"),
+        kind: SpanKind::Client,
+        start_ns: r.upstream_start_ns,
+        end_ns: r.end_ns,
+        attributes: vec![
+            (
+                "gen_ai.provider.name",
+                AttrValue::Str(provider_name(r.provider_kind, &r.provider)),
+            ),
+            (
+                "tollgate.upstream_api",
+                AttrValue::Str(r.upstream_api.name().into()),
+            ),
+            (
+                "http.response.status_code",
+                AttrValue::Int(i64::from(r.status)),
+            ),
+        ],
+        events: vec![],
+        error: error_message.clone(),
+    };
+    let gateway = Span {
+        trace_id: r.ids.trace_id,
+        span_id: r.ids.span_id,
+        parent_span_id: r.ids.parent,
+        name,
+        kind: SpanKind::Server,
+        start_ns: r.start_ns,
+        end_ns: r.end_ns,
+        attributes: attrs,
+        events: vec![],
+        error: error_message,
+    };
+    [gateway, upstream]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::usage::Usage;
+
+    fn record() -> RequestRecord {
+        RequestRecord {
+            ids: TraceIds {
+                trace_id: [1; 16],
+                span_id: [2; 8],
+                upstream_span_id: [3; 8],
+                parent: None,
+            },
+            client_api: Api::Messages,
+            upstream_api: Api::ChatCompletions,
+            provider: "openai".into(),
+            provider_kind: ProviderKind::Openai,
+            request_model: "gpt-4o".into(),
+            params: RequestParams {
+                max_tokens: Some(100),
+                temperature: Some(0.5),
+                top_p: None,
+                stream: true,
+            },
+            summary: ResponseSummary {
+                usage: Some(Usage {
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cached_tokens: 0,
+                    reasoning_tokens: 0,
+                }),
+                meta: Default::default(),
+            },
+            status: 200,
+            key_id: Some("key_1".into()),
+            team: None,
+            start_ns: 10,
+            upstream_start_ns: 20,
+            first_chunk_ns: Some(1_000_000_020),
+            end_ns: 2_000_000_000,
+            input_messages: None,
+            output_messages: None,
+        }
+    }
+
+    fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AttrValue> {
+        span.attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
+    #[test]
+    fn gateway_span_carries_conventions() {
+        let [gateway, upstream] = spans(&record());
+        assert_eq!(gateway.name, "chat gpt-4o");
+        assert_eq!(
+            attr(&gateway, "gen_ai.usage.output_tokens"),
+            Some(&AttrValue::Int(5))
+        );
+        assert_eq!(
+            attr(&gateway, "tollgate.translated_to"),
+            Some(&AttrValue::Str("chat_completions".into()))
+        );
+        assert_eq!(
+            attr(&gateway, "gen_ai.response.time_to_first_chunk"),
+            Some(&AttrValue::Double(1.0))
+        );
+        assert_eq!(attr(&gateway, "error.type"), None);
+        assert_eq!(upstream.parent_span_id, Some(gateway.span_id));
+        let mut failed = record();
+        failed.status = 503;
+        let [gateway, _] = spans(&failed);
+        assert_eq!(
+            attr(&gateway, "error.type"),
+            Some(&AttrValue::Str("503".into()))
+        );
+        assert!(gateway.error.is_some());
+    }
+
+    #[test]
+    fn sampling_ratio_is_respected() {
+        let mut config: TracingConfig =
+            serde_json::from_str(r#"{"cluster":"c","sample_ratio":0.25}"#).unwrap();
+        let sampled = (0u8..=255).filter(|i| config.samples(&[*i; 16])).count();
+        assert!((40..=90).contains(&sampled), "{sampled} of 256");
+        config.sample_ratio = 0.0;
+        assert!(!config.samples(&[9; 16]));
+        assert!(config.problems().is_empty());
+    }
+}

@@ -1,0 +1,105 @@
+//! Fire-and-forget OTLP export, per worker: spans queue up (bounded) and the
+//! root context sends them in batches on its tick. A dead, hung or failing
+//! collector costs at most `max_in_flight` pending calls and `max_queue`
+//! spans; the rest are dropped and counted, never retried without bound.
+
+use super::host;
+use crate::core::otlp::{self, AttrValue, Span};
+use crate::core::telemetry::TracingConfig;
+use std::time::Duration;
+
+pub struct Exporter {
+    pub config: TracingConfig,
+    resource: Vec<(String, AttrValue)>,
+    queue: Vec<Span>,
+    in_flight: usize,
+    dropped: Option<u32>,
+    failures: Option<u32>,
+    exported: Option<u32>,
+    queued: Option<u32>,
+}
+
+impl Exporter {
+    pub fn new(config: TracingConfig) -> Exporter {
+        let instance = config.instance.clone().or_else(|| {
+            host::property(&["node", "id"]).map(|id| String::from_utf8_lossy(&id).into_owned())
+        });
+        let mut resource = vec![(
+            "service.name".to_string(),
+            AttrValue::Str(config.service_name.clone()),
+        )];
+        if let Some(instance) = instance.filter(|i| !i.is_empty()) {
+            resource.push(("service.instance.id".into(), AttrValue::Str(instance)));
+        }
+        Exporter {
+            config,
+            resource,
+            queue: Vec::new(),
+            in_flight: 0,
+            dropped: host::define_counter("tollgate_trace_spans_dropped_total"),
+            failures: host::define_counter("tollgate_trace_export_failures_total"),
+            exported: host::define_counter("tollgate_trace_spans_exported_total"),
+            queued: host::define_gauge("tollgate_trace_spans_queued"),
+        }
+    }
+
+    pub fn push(&mut self, spans: impl IntoIterator<Item = Span>) {
+        for span in spans {
+            if self.queue.len() >= self.config.max_queue {
+                host::add_to_counter(self.dropped, 1);
+            } else {
+                self.queue.push(span);
+            }
+        }
+        host::set_gauge(self.queued, self.queue.len() as u64);
+    }
+
+    /// Sends one batch if a slot is free; called from the root context's tick.
+    pub fn flush(&mut self) {
+        if self.queue.is_empty() || self.in_flight >= self.config.max_in_flight {
+            return;
+        }
+        let take = self.queue.len().min(self.config.max_batch);
+        let batch: Vec<Span> = self.queue.drain(..take).collect();
+        host::set_gauge(self.queued, self.queue.len() as u64);
+        let body = otlp::encode_export(&self.resource, "tollgate", &batch);
+        let c = &self.config;
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", c.path.as_str()),
+            (":authority", c.authority.as_str()),
+            ("content-type", "application/x-protobuf"),
+        ];
+        headers.extend(c.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let timeout = Duration::from_millis(c.timeout_ms);
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            &c.cluster,
+            headers,
+            Some(&body),
+            vec![],
+            timeout,
+        ) {
+            Ok(_) => {
+                self.in_flight += 1;
+                host::add_to_counter(self.exported, batch.len() as u64);
+            }
+            Err(e) => {
+                host::add_to_counter(self.failures, 1);
+                host::add_to_counter(self.dropped, batch.len() as u64);
+                log::debug!("tollgate: trace export not sent: {e:?}");
+            }
+        }
+    }
+
+    /// The collector answered (or the call failed or timed out).
+    pub fn on_response(&mut self, status: Option<String>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if !status.as_deref().is_some_and(|s| s.starts_with('2')) {
+            host::add_to_counter(self.failures, 1);
+            log::debug!(
+                "tollgate: trace export failed: {}",
+                status.as_deref().unwrap_or("no answer")
+            );
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The response side of a forwarded request: status, time to first chunk,
+//! usage and metadata, read from the JSON body or the SSE stream as it passes
+//! (nothing is held back here).
+
+use super::host;
+use crate::core::sse::SseFramer;
+use crate::core::usage::ResponseSummary;
+
+/// Non-streamed response bytes kept for reading usage; beyond this the usage
+/// of that response is not counted rather than growing the VM's memory.
+const MAX_RESPONSE_CAPTURE: usize = 4 * 1024 * 1024;
+
+#[derive(Default)]
+pub struct ResponseState {
+    /// Upstream status; 0 until response headers arrive (e.g. a reset).
+    pub status: u32,
+    pub stream: bool,
+    pub first_chunk_ns: Option<u64>,
+    pub summary: ResponseSummary,
+    framer: SseFramer,
+    body: Vec<u8>,
+}
+
+impl ResponseState {
+    pub fn on_headers(&mut self) {
+        self.status = host::response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        self.stream = host::response_header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+    }
+
+    pub fn on_body(&mut self, size: usize, end: bool) {
+        if self.first_chunk_ns.is_none() && size > 0 {
+            self.first_chunk_ns = Some(host::now_ns());
+        }
+        let chunk = host::buffer(host::RESPONSE_BODY, size);
+        if self.stream {
+            for event in self.framer.push(&chunk) {
+                self.summary.observe_event(&event.data);
+            }
+            if end {
+                if let Some(event) = self.framer.finish() {
+                    self.summary.observe_event(&event.data);
+                }
+            }
+        } else {
+            if self.body.len() + chunk.len() <= MAX_RESPONSE_CAPTURE {
+                self.body.extend_from_slice(&chunk);
+            }
+            if end {
+                self.summary = ResponseSummary::from_body(&self.body);
+                self.body = Vec::new();
+            }
+        }
+    }
+}

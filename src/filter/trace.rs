@@ -1,0 +1,64 @@
+//! Per-request trace state: ids (continuing the client's `traceparent`),
+//! the sampling decision, and the spans handed to the worker's exporter.
+
+use super::host;
+use super::root::Shared;
+use crate::core::telemetry::{self, RequestRecord, TraceIds};
+use crate::core::tracecontext;
+
+pub struct RequestTrace {
+    pub ids: TraceIds,
+    pub sampled: bool,
+}
+
+impl RequestTrace {
+    /// `None` when tracing is off.
+    pub fn start(shared: &Shared, now_ns: u64) -> Option<RequestTrace> {
+        let exporter = shared.exporter.as_ref()?;
+        let counter = shared.request_counter.get().wrapping_add(1);
+        shared.request_counter.set(counter);
+        let request_id = host::request_header("x-request-id").unwrap_or_default();
+        let (minted_trace, span_id) =
+            tracecontext::mint_ids(&format!("{request_id}:{now_ns}:{counter}"));
+        let (_, upstream_span_id) =
+            tracecontext::mint_ids(&format!("{request_id}:{now_ns}:{counter}:upstream"));
+        let parent = host::request_header("traceparent").and_then(|h| tracecontext::parse(&h));
+        let (trace_id, sampled) = match parent {
+            Some(p) => (p.trace_id, p.sampled),
+            None => (
+                minted_trace,
+                exporter.borrow().config.samples(&minted_trace),
+            ),
+        };
+        Some(RequestTrace {
+            ids: TraceIds {
+                trace_id,
+                span_id,
+                upstream_span_id,
+                parent: parent.map(|p| p.parent_id),
+            },
+            sampled,
+        })
+    }
+
+    /// The `traceparent` the provider receives: its parent is our upstream span.
+    pub fn upstream_traceparent(&self) -> String {
+        tracecontext::format(&self.ids.trace_id, &self.ids.upstream_span_id, self.sampled)
+    }
+
+    pub fn finish(&self, shared: &Shared, record: &RequestRecord) {
+        if !self.sampled {
+            return;
+        }
+        if let Some(exporter) = &shared.exporter {
+            exporter.borrow_mut().push(telemetry::spans(record));
+        }
+    }
+
+    pub fn captures_content(shared: &Shared) -> bool {
+        shared
+            .exporter
+            .as_ref()
+            .is_some_and(|e| e.borrow().config.capture_content)
+    }
+}
