@@ -4,6 +4,7 @@ model aliases, Azure deployment paths, and the local model listing."""
 import json
 import time
 
+import openai
 import pytest
 
 from conftest import anthropic_client, openai_client, wait_for
@@ -117,15 +118,30 @@ def test_models_listing_follows_key_scope(stack, make_key):
     assert provider_requests(stack, "/v1/models") == [], "listing is answered by the gateway"
 
 
-def test_usage_counted_in_envoy_stats(stack, key):
-    def output_tokens():
-        return sum(v for n, v in stack.envoy.stats("tollgate_output_tokens_total").items())
+def prometheus(stack) -> dict[str, float]:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.envoy.admin_port}/stats/prometheus", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("tollgate_")}
 
-    before = output_tokens()
+
+def test_usage_and_requests_in_prometheus_stats(stack, key):
+    requests = 'tollgate_requests{api="chat_completions",provider="openai",model="gpt-4o",status="2xx"}'
+    output = 'tollgate_tokens{provider="openai",model="gpt-4o",direction="output"}'
+    before = prometheus(stack)
     reply = openai_client(stack.envoy.base_url, key).chat.completions.create(model="gpt-4o", messages=MESSAGES)
-    # on_log runs just after the response is sent; poll briefly.
-    after, _ = wait_for(lambda: output_tokens() - before >= reply.usage.completion_tokens or None, timeout=3)
-    assert after, "output tokens not counted"
+    with pytest.raises(openai.NotFoundError):
+        openai_client(stack.envoy.base_url, key).chat.completions.create(model="no-such-model", messages=MESSAGES)
+
+    def counted():
+        now = prometheus(stack)
+        grew = now.get(requests, 0) - before.get(requests, 0) == 1
+        return now if grew else None
+    after, _ = wait_for(counted, timeout=3)
+    assert after, "request not counted"
+    assert after[output] - before.get(output, 0) == reply.usage.completion_tokens
+    rejected = 'tollgate_rejected{api="chat_completions",reason="model_not_found"}'
+    assert after[rejected] - before.get(rejected, 0) == 1
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])

@@ -119,11 +119,11 @@ def test_collector_failing_or_hung_does_not_affect_responses(stack, key, small_q
         collector_mode(mode)
         times = latencies(small_queue_envoy.base_url, key, 60)
         assert statistics.median(times) < baseline + 0.01, (mode, baseline, statistics.median(times))
-        stats = small_queue_envoy.stats("tollgate_trace")
-        queued = next(v for n, v in stats.items() if n.endswith("tollgate_trace_spans_queued"))
+        stats = small_queue_envoy.stats("tollgate.trace")
+        queued = next(v for n, v in stats.items() if n.endswith("tollgate.trace.spans_queued"))
         assert queued <= 10, "the export queue is bounded"
-    dropped = next(v for n, v in small_queue_envoy.stats("tollgate_trace").items()
-                   if n.endswith("tollgate_trace_spans_dropped_total"))
+    dropped = next(v for n, v in small_queue_envoy.stats("tollgate.trace").items()
+                   if n.endswith("tollgate.trace.spans_dropped"))
     assert dropped > 0, "a hung collector makes the filter drop spans, not pile them up"
 
 
@@ -132,6 +132,6 @@ def test_dead_collector_does_not_affect_responses(stack, key):
                            plugin_overrides={"key_cache_ttl_ms": CACHE_TTL_MS, "tracing": {"flush_interval_ms": 50}})
     times = latencies(dead.base_url, key, 30)
     assert statistics.median(times) < 0.05
-    failures, _ = wait_for(lambda: next(v for n, v in dead.stats("tollgate_trace").items()
-                                        if n.endswith("tollgate_trace_export_failures_total")), timeout=3)
+    failures, _ = wait_for(lambda: next(v for n, v in dead.stats("tollgate.trace").items()
+                                        if n.endswith("tollgate.trace.export_failures")), timeout=3)
     assert failures > 0

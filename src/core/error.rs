@@ -45,6 +45,11 @@ impl GatewayError {
         }
     }
 
+    /// A stable machine-readable name, also used as a stats tag.
+    pub fn code(&self) -> &'static str {
+        self.openai_type_and_code().1
+    }
+
     /// OpenAI `error.type` / `error.code` values, matching what the SDKs expect.
     fn openai_type_and_code(&self) -> (&'static str, &'static str) {
         match self {

@@ -36,10 +36,10 @@ impl Exporter {
             resource,
             queue: Vec::new(),
             in_flight: 0,
-            dropped: host::define_counter("tollgate_trace_spans_dropped_total"),
-            failures: host::define_counter("tollgate_trace_export_failures_total"),
-            exported: host::define_counter("tollgate_trace_spans_exported_total"),
-            queued: host::define_gauge("tollgate_trace_spans_queued"),
+            dropped: host::define_counter("tollgate.trace.spans_dropped"),
+            failures: host::define_counter("tollgate.trace.export_failures"),
+            exported: host::define_counter("tollgate.trace.spans_exported"),
+            queued: host::define_gauge("tollgate.trace.spans_queued"),
         }
     }
 

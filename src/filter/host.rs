@@ -21,6 +21,7 @@ pub const PLUGIN_CONFIGURATION: u32 = 7;
 const STREAM_HTTP_REQUEST: u32 = 0;
 const METRIC_COUNTER: u32 = 0;
 const METRIC_GAUGE: u32 = 1;
+const METRIC_HISTOGRAM: u32 = 2;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -202,6 +203,15 @@ pub fn define_counter(name: &str) -> Option<u32> {
 
 pub fn define_gauge(name: &str) -> Option<u32> {
     define_metric(METRIC_GAUGE, name)
+}
+
+pub fn define_histogram(name: &str) -> Option<u32> {
+    define_metric(METRIC_HISTOGRAM, name)
+}
+
+/// Sets a gauge or records a histogram sample.
+pub fn record_value(id: Option<u32>, value: u64) {
+    set_gauge(id, value);
 }
 
 pub fn set_gauge(id: Option<u32>, value: u64) {

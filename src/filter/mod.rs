@@ -8,6 +8,7 @@ mod request_stage;
 mod response;
 mod root;
 mod route_stage;
+mod stats;
 mod trace;
 
 proxy_wasm::main! {{

@@ -7,6 +7,7 @@
 use super::host;
 use super::response::ResponseState;
 use super::root::Shared;
+use super::stats;
 use super::trace::RequestTrace;
 use crate::core::api::{self, Api, ClientFormat};
 use crate::core::auth::{self, KeyCheck, KeyInfo};
@@ -113,7 +114,11 @@ impl RequestStage {
             self.api.map_or("unknown", Api::name),
             error.status()
         );
-        host::add_to_counter(self.shared.metrics.rejected, 1);
+        let api = self.api.map_or("unknown", Api::name);
+        self.shared.stats.count(
+            format!("tollgate.rejected.api.{api}.reason.{}", error.code()),
+            1,
+        );
         host::send_json(error.status(), &error.body(self.format));
         self.phase = Phase::Done;
         Action::Pause
@@ -204,7 +209,9 @@ impl RequestStage {
 
     /// Applies the failure mode when the sidecar cannot answer.
     fn sidecar_failed(&mut self) -> Result<(), GatewayError> {
-        host::add_to_counter(self.shared.metrics.sidecar_failures, 1);
+        self.shared
+            .stats
+            .count("tollgate.sidecar_failures".into(), 1);
         match self.shared.config.sidecar.failure_mode {
             FailureMode::Closed => Err(GatewayError::SidecarUnavailable),
             FailureMode::Open => {
@@ -280,11 +287,45 @@ impl RequestStage {
         Ok(())
     }
 
+    fn count(&self, forwarded: &Forwarded, usage: &crate::core::usage::Usage) {
+        let stats = &self.shared.stats;
+        let api = self.api.map_or("unknown", Api::name);
+        let provider = stats::tag(&forwarded.provider);
+        let model = stats.model_tag(&forwarded.model);
+        let status = stats::status_class(self.response.status);
+        stats.count(
+            format!(
+                "tollgate.requests.api.{api}.provider.{provider}.model.{model}.status.{status}"
+            ),
+            1,
+        );
+        for (direction, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+        ] {
+            stats.count(
+                format!("tollgate.tokens.direction.{direction}.provider.{provider}.model.{model}"),
+                n,
+            );
+        }
+        let upstream_ms = host::now_ns().saturating_sub(forwarded.upstream_start_ns) / 1_000_000;
+        stats.record(
+            format!("tollgate.upstream_ms.provider.{provider}"),
+            upstream_ms,
+        );
+        if let Some(first) = self.response.first_chunk_ns {
+            let ttft = first.saturating_sub(forwarded.upstream_start_ns) / 1_000_000;
+            stats.record(
+                format!("tollgate.time_to_first_chunk_ms.provider.{provider}"),
+                ttft,
+            );
+        }
+    }
+
     /// Usage counters, a debug line and the trace of a forwarded request.
     fn record(&self, forwarded: &Forwarded) {
         let usage = self.response.summary.usage.unwrap_or_default();
-        host::add_to_counter(self.shared.metrics.input_tokens, usage.input_tokens);
-        host::add_to_counter(self.shared.metrics.output_tokens, usage.output_tokens);
+        self.count(forwarded, &usage);
         let key = match self.key.as_deref() {
             Some(KeyCheck::Valid(info)) => Some(info),
             _ => None,
@@ -413,7 +454,6 @@ impl HttpContext for RequestStage {
         self.started_ns = host::now_ns();
         self.headers_ended = end_of_stream;
         self.trace = RequestTrace::start(&self.shared, self.started_ns);
-        host::add_to_counter(self.shared.metrics.requests, 1);
         match self.start() {
             Ok(Start::Callout) => Action::Pause,
             Ok(Start::Drain) => Action::Continue,

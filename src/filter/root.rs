@@ -6,6 +6,7 @@ use super::exporter::Exporter;
 use super::host;
 use super::request_stage::RequestStage;
 use super::route_stage::{RouteStage, SecretCache};
+use super::stats::Stats;
 use crate::core::api::ClientFormat;
 use crate::core::auth::AuthCache;
 use crate::core::config::Config;
@@ -18,32 +19,11 @@ use std::rc::Rc;
 /// Distinct keys remembered per worker before the cache is pruned.
 const KEY_CACHE_CAPACITY: usize = 10_000;
 
-/// Envoy counters, shown as `wasmcustom.tollgate_*` in /stats.
-pub struct Metrics {
-    pub requests: Option<u32>,
-    pub rejected: Option<u32>,
-    pub sidecar_failures: Option<u32>,
-    pub input_tokens: Option<u32>,
-    pub output_tokens: Option<u32>,
-}
-
-impl Metrics {
-    fn define() -> Metrics {
-        Metrics {
-            requests: host::define_counter("tollgate_requests_total"),
-            rejected: host::define_counter("tollgate_rejected_total"),
-            sidecar_failures: host::define_counter("tollgate_sidecar_failures_total"),
-            input_tokens: host::define_counter("tollgate_input_tokens_total"),
-            output_tokens: host::define_counter("tollgate_output_tokens_total"),
-        }
-    }
-}
-
 /// What every request-stage context of a worker shares.
 pub struct Shared {
     pub config: Config,
     pub cache: RefCell<AuthCache>,
-    pub metrics: Metrics,
+    pub stats: Stats,
     /// Trace export, when `tracing` is configured.
     pub exporter: Option<RefCell<Exporter>>,
     /// Makes span ids unique within the worker.
@@ -101,7 +81,7 @@ impl RootContext for Root {
                 *self = Root::Request(Rc::new(Shared {
                     config,
                     cache,
-                    metrics: Metrics::define(),
+                    stats: Stats::default(),
                     exporter,
                     request_counter: std::cell::Cell::new(0),
                 }));
