@@ -1,6 +1,7 @@
 //! Plugin configuration: the JSON in the Envoy YAML, parsed and validated once
 //! at start-up so that mistakes fail loudly instead of on the first request.
 
+use super::budget::BudgetConfig;
 use super::glob;
 use super::telemetry::TracingConfig;
 use serde::Deserialize;
@@ -125,6 +126,9 @@ pub struct Config {
     /// OTLP trace export; absent = off.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
+    /// Budget reservations and usage reports to the sidecar; absent = off.
+    #[serde(default)]
+    pub budgets: Option<BudgetConfig>,
 }
 
 fn default_key_cache_ttl_ms() -> u64 {
@@ -194,6 +198,9 @@ impl Config {
         }
         if let Some(tracing) = &self.tracing {
             out.extend(tracing.problems());
+        }
+        if let Some(budgets) = &self.budgets {
+            out.extend(budgets.problems());
         }
         out
     }

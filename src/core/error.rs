@@ -14,6 +14,16 @@ pub enum GatewayError {
     TooLarge(usize),
     NotFound(String),
     SidecarUnavailable,
+    /// A hard budget is used up; the message names the limit and the reset.
+    BudgetExceeded {
+        message: String,
+        retry_after_s: u64,
+    },
+    /// A per-minute rate limit.
+    RateLimited {
+        message: String,
+        retry_after_s: u64,
+    },
     Internal(&'static str),
 }
 
@@ -26,7 +36,17 @@ impl GatewayError {
             GatewayError::BadRequest(_) => 400,
             GatewayError::TooLarge(_) => 413,
             GatewayError::SidecarUnavailable => 503,
+            GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => 429,
             GatewayError::Internal(_) => 500,
+        }
+    }
+
+    /// Seconds the client should wait, for a `retry-after` header.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            GatewayError::BudgetExceeded { retry_after_s, .. }
+            | GatewayError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
         }
     }
 
@@ -40,7 +60,8 @@ impl GatewayError {
             GatewayError::BadRequest(m) => m.clone(),
             GatewayError::TooLarge(limit) => format!("Request body is larger than the gateway limit of {limit} bytes."),
             GatewayError::NotFound(path) => format!("Unknown endpoint `{path}`: the gateway serves /v1/chat/completions, /v1/responses, /v1/messages and /v1/models."),
-            GatewayError::SidecarUnavailable => "The gateway cannot verify keys right now (key service unavailable); try again shortly.".into(),
+            GatewayError::SidecarUnavailable => "The gateway's key and budget service is unavailable; try again shortly.".into(),
+            GatewayError::BudgetExceeded { message, .. } | GatewayError::RateLimited { message, .. } => message.clone(),
             GatewayError::Internal(what) => format!("Internal gateway error: {what}."),
         }
     }
@@ -62,6 +83,8 @@ impl GatewayError {
             GatewayError::TooLarge(_) => ("invalid_request_error", "request_too_large"),
             GatewayError::NotFound(_) => ("invalid_request_error", "unknown_url"),
             GatewayError::SidecarUnavailable => ("service_unavailable", "key_service_unavailable"),
+            GatewayError::BudgetExceeded { .. } => ("insufficient_quota", "budget_exceeded"),
+            GatewayError::RateLimited { .. } => ("requests", "rate_limit_exceeded"),
             GatewayError::Internal(_) => ("server_error", "internal_error"),
         }
     }
@@ -75,6 +98,9 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "invalid_request_error",
             GatewayError::TooLarge(_) => "request_too_large",
             GatewayError::SidecarUnavailable => "overloaded_error",
+            GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => {
+                "rate_limit_error"
+            }
             GatewayError::Internal(_) => "api_error",
         }
     }

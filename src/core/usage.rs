@@ -40,6 +40,46 @@ impl Usage {
     }
 }
 
+/// Characters of generated text in one stream event, found without parsing
+/// it: the string values of the keys that carry text deltas. Used only to
+/// estimate output tokens when a stream ends without usage.
+pub fn text_chars(data: &str) -> usize {
+    const KEYS: [&str; 5] = [
+        "\"content\":\"",
+        "\"text\":\"",
+        "\"delta\":\"",
+        "\"arguments\":\"",
+        "\"partial_json\":\"",
+    ];
+    let mut total = 0;
+    for key in KEYS {
+        let mut rest = data;
+        while let Some(at) = rest.find(key) {
+            let value = rest.get(at + key.len()..).unwrap_or("");
+            let mut escaped = false;
+            let mut len = 0;
+            let mut end = value.len();
+            for (i, c) in value.char_indices() {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+                if !escaped {
+                    len += 1;
+                }
+            }
+            total += len;
+            rest = value.get(end..).unwrap_or("");
+        }
+    }
+    total
+}
+
 /// What the tracer reports about a response besides usage.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseMeta {
@@ -186,6 +226,26 @@ mod tests {
         r.observe_event(r#"{"type":"response.completed","response":{"id":"resp_1","object":"response","status":"completed","usage":{"input_tokens":3,"output_tokens":4}}}"#);
         assert_eq!(r.usage.map(|u| u.output_tokens), Some(4));
         assert_eq!(r.meta.finish_reasons, vec!["stop".to_string()]);
+    }
+
+    #[test]
+    fn counts_delta_text() {
+        assert_eq!(
+            text_chars(r#"{"choices":[{"delta":{"content":"Hello \"x\""}}]}"#),
+            9
+        );
+        assert_eq!(
+            text_chars(
+                r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"héllo"}}"#
+            ),
+            5
+        );
+        assert_eq!(
+            text_chars(r#"{"type":"response.output_text.delta","delta":"abc"}"#),
+            3
+        );
+        assert_eq!(text_chars(r#"{"delta":"unterminated"#), 12);
+        assert_eq!(text_chars("no text"), 0);
     }
 
     #[test]

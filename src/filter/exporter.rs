@@ -12,7 +12,9 @@ pub struct Exporter {
     pub config: TracingConfig,
     resource: Vec<(String, AttrValue)>,
     queue: Vec<Span>,
-    in_flight: usize,
+    /// Tokens of export calls in flight.
+    in_flight: Vec<u32>,
+    last_flush_ms: u64,
     dropped: Option<u32>,
     failures: Option<u32>,
     exported: Option<u32>,
@@ -35,7 +37,8 @@ impl Exporter {
             config,
             resource,
             queue: Vec::new(),
-            in_flight: 0,
+            in_flight: Vec::new(),
+            last_flush_ms: 0,
             dropped: host::define_counter("tollgate.trace.spans_dropped"),
             failures: host::define_counter("tollgate.trace.export_failures"),
             exported: host::define_counter("tollgate.trace.spans_exported"),
@@ -54,11 +57,15 @@ impl Exporter {
         host::set_gauge(self.queued, self.queue.len() as u64);
     }
 
-    /// Sends one batch if a slot is free; called from the root context's tick.
-    pub fn flush(&mut self) {
-        if self.queue.is_empty() || self.in_flight >= self.config.max_in_flight {
+    /// Sends one batch when due and a slot is free; called on the root context's tick.
+    pub fn flush(&mut self, now_ms: u64) {
+        if self.queue.is_empty()
+            || self.in_flight.len() >= self.config.max_in_flight
+            || now_ms.saturating_sub(self.last_flush_ms) < self.config.flush_interval_ms
+        {
             return;
         }
+        self.last_flush_ms = now_ms;
         let take = self.queue.len().min(self.config.max_batch);
         let batch: Vec<Span> = self.queue.drain(..take).collect();
         host::set_gauge(self.queued, self.queue.len() as u64);
@@ -79,8 +86,8 @@ impl Exporter {
             vec![],
             timeout,
         ) {
-            Ok(_) => {
-                self.in_flight += 1;
+            Ok(token) => {
+                self.in_flight.push(token);
                 host::add_to_counter(self.exported, batch.len() as u64);
             }
             Err(e) => {
@@ -91,9 +98,13 @@ impl Exporter {
         }
     }
 
+    pub fn owns(&self, token: u32) -> bool {
+        self.in_flight.contains(&token)
+    }
+
     /// The collector answered (or the call failed or timed out).
-    pub fn on_response(&mut self, status: Option<String>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+    pub fn on_response(&mut self, token: u32, status: Option<String>) {
+        self.in_flight.retain(|t| *t != token);
         if !status.as_deref().is_some_and(|s| s.starts_with('2')) {
             host::add_to_counter(self.failures, 1);
             log::debug!(

@@ -231,12 +231,17 @@ pub fn add_to_counter(id: Option<u32>, n: u64) {
     }
 }
 
-/// Answers the client locally with a JSON body.
-pub fn send_json(status: u32, body: &[u8]) {
-    let headers = serialize_headers(&[
+/// Answers the client locally with a JSON body (and `retry-after` for 429s).
+pub fn send_json(status: u32, body: &[u8], retry_after_s: Option<u64>) {
+    let retry = retry_after_s.map(|s| s.to_string());
+    let mut pairs = vec![
         ("content-type", "application/json"),
         ("x-tollgate", "gateway"),
-    ]);
+    ];
+    if let Some(retry) = &retry {
+        pairs.push(("retry-after", retry.as_str()));
+    }
+    let headers = serialize_headers(&pairs);
     // SAFETY: borrowed slices valid for the call; no details string.
     let result = unsafe {
         proxy_send_local_response(

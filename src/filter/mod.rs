@@ -4,6 +4,7 @@
 
 mod exporter;
 mod host;
+mod reporter;
 mod request_stage;
 mod response;
 mod root;

@@ -11,6 +11,7 @@ use super::stats;
 use super::trace::RequestTrace;
 use crate::core::api::{self, Api, ClientFormat};
 use crate::core::auth::{self, KeyCheck, KeyInfo};
+use crate::core::budget::{self, ReserveAnswer, ReserveRequest, UsageReport};
 use crate::core::config::{FailureMode, ProviderAuth, ProviderKind};
 use crate::core::decision::{EnvAuth, RouteDecision};
 use crate::core::error::GatewayError;
@@ -41,6 +42,8 @@ enum Phase {
     Authorized,
     /// Body over the limit: discarding it, then 413.
     Draining,
+    /// Routed; waiting for the sidecar's budget reservation.
+    Reserving,
     /// Routed upstream.
     Forwarded,
     /// Answered locally.
@@ -61,6 +64,10 @@ enum Start {
 struct Forwarded {
     /// The client's model name.
     model: String,
+    upstream_model: String,
+    /// Input tokens estimated from the body, for reserving and as a fallback.
+    estimated_input: u64,
+    reservation_id: Option<String>,
     provider: String,
     provider_kind: ProviderKind,
     upstream_api: Api,
@@ -84,6 +91,7 @@ pub struct RequestStage {
     /// The request body ended with the headers (no body callbacks follow).
     headers_ended: bool,
     started_ns: u64,
+    request_id: String,
     trace: Option<RequestTrace>,
     forwarded: Option<Forwarded>,
     response: ResponseState,
@@ -102,6 +110,7 @@ impl RequestStage {
             drained: 0,
             headers_ended: false,
             started_ns: 0,
+            request_id: String::new(),
             trace: None,
             forwarded: None,
             response: ResponseState::default(),
@@ -119,7 +128,11 @@ impl RequestStage {
             format!("tollgate.rejected.api.{api}.reason.{}", error.code()),
             1,
         );
-        host::send_json(error.status(), &error.body(self.format));
+        host::send_json(
+            error.status(),
+            &error.body(self.format),
+            error.retry_after_s(),
+        );
         self.phase = Phase::Done;
         Action::Pause
     }
@@ -274,8 +287,17 @@ impl RequestStage {
         }
         let input_messages =
             RequestTrace::captures_content(&self.shared).then(|| input_messages(&request.body));
+        let budgets = self.shared.config.budgets.as_ref();
+        let estimated_input = budget::estimate_input_tokens(&request.body);
+        let max_output = budget::max_output_tokens(
+            &request.body,
+            budgets.map_or(0, |b| b.default_max_output_tokens),
+        );
         self.forwarded = Some(Forwarded {
             params: RequestParams::from_body(&request.body, request.stream),
+            upstream_model: route.upstream_model.clone(),
+            estimated_input,
+            reservation_id: None,
             model: request.model,
             provider: route.provider.name.clone(),
             provider_kind: route.provider.kind,
@@ -284,7 +306,140 @@ impl RequestStage {
             input_messages,
         });
         self.phase = Phase::Forwarded;
+        if budgets.is_some_and(|b| b.enforce) {
+            self.reserve(max_output)?;
+        }
         Ok(())
+    }
+
+    /// Asks the sidecar to reserve this request against the key's, team's
+    /// and user's budgets (only for a known key: failing open has none).
+    fn reserve(&mut self, max_output_tokens: u64) -> Result<(), GatewayError> {
+        let (Some(KeyCheck::Valid(info)), Some(f)) = (self.key.as_deref(), &self.forwarded) else {
+            return Ok(());
+        };
+        let body = serde_json::to_vec(&ReserveRequest {
+            request_id: &self.request_id,
+            key_id: &info.key_id,
+            team: info.team.as_deref(),
+            user: info.user.as_deref(),
+            model: &f.model,
+            upstream_model: &f.upstream_model,
+            provider: &f.provider,
+            estimated_input_tokens: f.estimated_input,
+            max_output_tokens,
+        })
+        .map_err(|_| GatewayError::Internal("could not encode the budget reservation"))?;
+        let sidecar = &self.shared.config.sidecar;
+        let headers = vec![
+            (":method", "POST"),
+            (":path", "/v1/reserve"),
+            (":authority", sidecar.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let timeout = Duration::from_millis(sidecar.timeout_ms);
+        match hostcalls::dispatch_http_call(&sidecar.cluster, headers, Some(&body), vec![], timeout)
+        {
+            Ok(_) => {
+                self.phase = Phase::Reserving;
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!(
+                    "tollgate: cannot call sidecar cluster {} to reserve: {e:?}",
+                    sidecar.cluster
+                );
+                self.budget_unavailable()
+            }
+        }
+    }
+
+    /// Applies the budget failure mode when a reservation cannot be made.
+    fn budget_unavailable(&mut self) -> Result<(), GatewayError> {
+        self.shared
+            .stats
+            .count("tollgate.sidecar_failures".into(), 1);
+        let mode = self
+            .shared
+            .config
+            .budgets
+            .as_ref()
+            .and_then(|b| b.failure_mode)
+            .unwrap_or(self.shared.config.sidecar.failure_mode);
+        match mode {
+            FailureMode::Closed => Err(GatewayError::SidecarUnavailable),
+            FailureMode::Open => {
+                log::warn!("tollgate: budget service unavailable, failing open: request passes without a reservation");
+                self.phase = Phase::Forwarded;
+                Ok(())
+            }
+        }
+    }
+
+    /// The sidecar answered a reservation: forward, or refuse with 429.
+    fn reserved(&mut self, status: Option<String>, body: &[u8]) -> Result<(), GatewayError> {
+        let answer = match status.as_deref() {
+            Some("200") => budget::parse_reserve_response(body),
+            Some(other) => Err(format!("sidecar answered HTTP {other}")),
+            None => Err("sidecar unreachable or timed out".to_string()),
+        };
+        match answer {
+            Ok(ReserveAnswer::Allowed { reservation_id }) => {
+                if let Some(f) = &mut self.forwarded {
+                    f.reservation_id = Some(reservation_id);
+                }
+                self.phase = Phase::Forwarded;
+                Ok(())
+            }
+            Ok(ReserveAnswer::Denied(error)) => {
+                self.forwarded = None;
+                self.shared.stats.count(
+                    format!("tollgate.budget_denials.reason.{}", error.code()),
+                    1,
+                );
+                Err(error)
+            }
+            Err(why) => {
+                log::warn!("tollgate: budget reservation failed: {why}");
+                self.budget_unavailable()
+            }
+        }
+    }
+
+    /// The usage report for the sidecar; tokens are estimated when the
+    /// provider sent no usage (or the response was cut short).
+    fn usage_report(&self, f: &Forwarded, key: Option<&KeyInfo>, now_ns: u64) -> UsageReport {
+        let response = &self.response;
+        let reported = response.summary.usage;
+        let failed_before_output = response.status >= 400 && reported.is_none();
+        let estimated = reported.is_none() && !failed_before_output;
+        let usage = reported.unwrap_or_default();
+        let (input, output) = if estimated {
+            (f.estimated_input, (response.text_chars as u64).div_ceil(4))
+        } else {
+            (usage.input_tokens, usage.output_tokens)
+        };
+        UsageReport {
+            request_id: self.request_id.clone(),
+            reservation_id: f.reservation_id.clone(),
+            key_id: key.map(|k| k.key_id.clone()),
+            team: key.and_then(|k| k.team.clone()),
+            user: key.and_then(|k| k.user.clone()),
+            model: f.model.clone(),
+            upstream_model: f.upstream_model.clone(),
+            provider: f.provider.clone(),
+            api: self.api.map_or("unknown", Api::name),
+            input_tokens: input,
+            output_tokens: output,
+            cached_tokens: usage.cached_tokens,
+            reasoning_tokens: usage.reasoning_tokens,
+            status: response.status,
+            latency_ms: now_ns.saturating_sub(self.started_ns) / 1_000_000,
+            estimated,
+            stream: response.stream,
+            guardrail_events: Vec::new(),
+            ts: now_ns / 1_000_000_000,
+        }
     }
 
     fn count(&self, forwarded: &Forwarded, usage: &crate::core::usage::Usage) {
@@ -343,6 +498,11 @@ impl RequestStage {
             usage.output_tokens,
             now.saturating_sub(self.started_ns) / 1_000_000
         );
+        if let Some(reporter) = &self.shared.reporter {
+            reporter
+                .borrow_mut()
+                .push(self.usage_report(forwarded, key, now));
+        }
         let (Some(trace), Some(client_api)) = (&self.trace, self.api) else {
             return;
         };
@@ -409,6 +569,19 @@ impl Context for RequestStage {
     ) {
         let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
         let body = host::buffer(host::CALL_RESPONSE_BODY, body_size);
+        if self.phase == Phase::Reserving {
+            match self.reserved(status, &body) {
+                Ok(()) => {
+                    if !host::resume_request() {
+                        log::error!("tollgate: could not resume the request after the reservation");
+                    }
+                }
+                Err(error) => {
+                    self.reject(&error);
+                }
+            }
+            return;
+        }
         let answer = match status.as_deref() {
             Some("200") => auth::parse_authorize_response(&body),
             Some(other) => Err(format!("sidecar answered HTTP {other}")),
@@ -434,7 +607,7 @@ impl Context for RequestStage {
         let result = outcome.and_then(|()| self.key_known());
         match result {
             Ok(Some(listing)) => {
-                host::send_json(200, &listing);
+                host::send_json(200, &listing, None);
                 self.phase = Phase::Done;
             }
             Ok(None) => {
@@ -454,12 +627,13 @@ impl HttpContext for RequestStage {
         self.started_ns = host::now_ns();
         self.headers_ended = end_of_stream;
         self.trace = RequestTrace::start(&self.shared, self.started_ns);
+        self.request_id = host::request_header("x-request-id").unwrap_or_default();
         match self.start() {
             Ok(Start::Callout) => Action::Pause,
             Ok(Start::Drain) => Action::Continue,
             Ok(Start::KeyKnown) => match self.key_known() {
                 Ok(Some(listing)) => {
-                    host::send_json(200, &listing);
+                    host::send_json(200, &listing, None);
                     self.phase = Phase::Done;
                     Action::Pause
                 }
@@ -483,6 +657,7 @@ impl HttpContext for RequestStage {
         }
         let body = host::buffer(host::REQUEST_BODY, body_size);
         match self.route(&body) {
+            Ok(()) if self.phase == Phase::Reserving => Action::Pause,
             Ok(()) => Action::Continue,
             Err(error) => self.reject(&error),
         }

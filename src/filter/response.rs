@@ -4,7 +4,7 @@
 
 use super::host;
 use crate::core::sse::SseFramer;
-use crate::core::usage::ResponseSummary;
+use crate::core::usage::{self, ResponseSummary};
 
 /// Non-streamed response bytes kept for reading usage; beyond this the usage
 /// of that response is not counted rather than growing the VM's memory.
@@ -17,6 +17,10 @@ pub struct ResponseState {
     pub stream: bool,
     pub first_chunk_ns: Option<u64>,
     pub summary: ResponseSummary,
+    /// The upstream body ended (false when the client or provider left early).
+    pub ended: bool,
+    /// Generated text seen in a stream, for estimating output tokens.
+    pub text_chars: usize,
     framer: SseFramer,
     body: Vec<u8>,
 }
@@ -31,12 +35,14 @@ impl ResponseState {
     }
 
     pub fn on_body(&mut self, size: usize, end: bool) {
+        self.ended |= end;
         if self.first_chunk_ns.is_none() && size > 0 {
             self.first_chunk_ns = Some(host::now_ns());
         }
         let chunk = host::buffer(host::RESPONSE_BODY, size);
         if self.stream {
             for event in self.framer.push(&chunk) {
+                self.text_chars += usage::text_chars(&event.data);
                 self.summary.observe_event(&event.data);
             }
             if end {

@@ -4,6 +4,7 @@
 
 use super::exporter::Exporter;
 use super::host;
+use super::reporter::Reporter;
 use super::request_stage::RequestStage;
 use super::route_stage::{RouteStage, SecretCache};
 use super::stats::Stats;
@@ -26,6 +27,8 @@ pub struct Shared {
     pub stats: Stats,
     /// Trace export, when `tracing` is configured.
     pub exporter: Option<RefCell<Exporter>>,
+    /// Usage reports to the sidecar, when `budgets` is configured.
+    pub reporter: Option<RefCell<Reporter>>,
     /// Makes span ids unique within the worker.
     pub request_counter: std::cell::Cell<u64>,
 }
@@ -41,16 +44,19 @@ pub enum Root {
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
-        _token: u32,
+        token: u32,
         _headers: usize,
         _body: usize,
         _trailers: usize,
     ) {
-        if let Root::Request(shared) = self {
-            if let Some(exporter) = &shared.exporter {
-                let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
-                exporter.borrow_mut().on_response(status);
-            }
+        let Root::Request(shared) = self else {
+            return;
+        };
+        let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
+        if let Some(reporter) = shared.reporter.as_ref().filter(|r| r.borrow().owns(token)) {
+            reporter.borrow_mut().on_response(status);
+        } else if let Some(exporter) = shared.exporter.as_ref().filter(|e| e.borrow().owns(token)) {
+            exporter.borrow_mut().on_response(token, status);
         }
     }
 }
@@ -74,15 +80,30 @@ impl RootContext for Root {
                 );
                 let cache =
                     RefCell::new(AuthCache::new(config.key_cache_ttl_ms, KEY_CACHE_CAPACITY));
-                let exporter = config.tracing.clone().map(|t| {
-                    host::set_tick_period_ms(t.flush_interval_ms);
-                    RefCell::new(Exporter::new(t))
-                });
+                let exporter = config
+                    .tracing
+                    .clone()
+                    .map(|t| RefCell::new(Exporter::new(t)));
+                let reporter = config
+                    .budgets
+                    .clone()
+                    .map(|b| RefCell::new(Reporter::new(b, config.sidecar.clone())));
+                let tick = [
+                    config.tracing.as_ref().map(|t| t.flush_interval_ms),
+                    config.budgets.as_ref().map(|b| b.flush_interval_ms),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                if let Some(ms) = tick {
+                    host::set_tick_period_ms(ms);
+                }
                 *self = Root::Request(Rc::new(Shared {
                     config,
                     cache,
                     stats: Stats::default(),
                     exporter,
+                    reporter,
                     request_counter: std::cell::Cell::new(0),
                 }));
                 true
@@ -105,7 +126,10 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Root::Request(shared) = self {
             if let Some(exporter) = &shared.exporter {
-                exporter.borrow_mut().flush();
+                exporter.borrow_mut().flush(host::now_ms());
+            }
+            if let Some(reporter) = &shared.reporter {
+                reporter.borrow_mut().tick(host::now_ms());
             }
         }
     }
@@ -125,7 +149,11 @@ impl HttpContext for Unconfigured {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let error =
             GatewayError::Internal("the gateway filter is not configured; see the Envoy log");
-        host::send_json(error.status(), &error.body(ClientFormat::OpenAi));
+        host::send_json(
+            error.status(),
+            &error.body(ClientFormat::OpenAi),
+            error.retry_after_s(),
+        );
         Action::Pause
     }
 }

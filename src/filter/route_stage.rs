@@ -92,7 +92,7 @@ impl HttpContext for RouteStage {
                 } else {
                     ClientFormat::OpenAi
                 };
-                host::send_json(error.status(), &error.body(format));
+                host::send_json(error.status(), &error.body(format), error.retry_after_s());
                 Action::Pause
             }
         }
