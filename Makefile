@@ -42,6 +42,7 @@ clean:
 	$(CARGO) clean
 	rm -rf build
 
-# Side-by-side latency: mock directly, Envoy without Tollgate, Envoy with it.
+# Side-by-side benchmark (needs wrk): see bench/run.py.
 bench: build
-	$(PYTHON) bench/latency.py
+	$(CARGO) build --release -p tollgate-fast-mock
+	$(PYTHON) bench/run.py

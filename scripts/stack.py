@@ -124,6 +124,11 @@ def wait_until(check, what: str, timeout: float = 20.0, proc: subprocess.Popen |
     raise TimeoutError(f"{what} not ready after {timeout}s")
 
 
+def port_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=1) as r:
         return r.status == 200
@@ -190,7 +195,8 @@ class Stack:
 
     def __init__(self, workdir: Path, *, real: set[str] | None = None, ports: dict | None = None,
                  plugin_overrides: dict | None = None, envoy_workers: int = 1, envoy_log_level: str = "info",
-                 listen_address: str = "127.0.0.1", otlp_receiver: bool = False):
+                 listen_address: str = "127.0.0.1", otlp_receiver: bool = False,
+                 mock_command: list[str] | None = None, sidecar_args: list[str] | None = None):
         ports = ports or {}
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +210,10 @@ class Stack:
         # the user may run on the OTLP/HTTP default port.
         self.otlp_port = ports.get("otlp") or (free_port() if otlp_receiver else 4318)
         self.otlp_receiver = otlp_receiver
+        # The provider stand-in: the scripted mock by default, or e.g. the
+        # fast benchmark mock; called with the port appended.
+        self.mock_command = mock_command or [sys.executable, str(MOCK), "--port"]
+        self.sidecar_args = sidecar_args or []
         self.otlp_proc = None
         self.envoy_workers = envoy_workers
         self.envoy_log_level = envoy_log_level
@@ -218,10 +228,10 @@ class Stack:
                 raise SystemExit(f"{path} is missing: build {what} first (make build)")
         if self.mock_port:
             log = open(self.workdir / "mock.log", "w")
-            self.mock_proc = subprocess.Popen([sys.executable, str(MOCK), "--port", str(self.mock_port)],
+            self.mock_proc = subprocess.Popen([*self.mock_command, str(self.mock_port)],
                                               stdout=log, stderr=subprocess.STDOUT)
-            wait_until(lambda: http_ok(f"http://127.0.0.1:{self.mock_port}/__mock/health"), "mock provider",
-                       proc=self.mock_proc, log=self.workdir / "mock.log")
+            wait_until(lambda: port_open(self.mock_port), "mock provider", proc=self.mock_proc,
+                       log=self.workdir / "mock.log")
         if self.otlp_receiver:
             log = open(self.workdir / "otlp.log", "w")
             self.otlp_proc = subprocess.Popen([sys.executable, str(OTLP_RECEIVER), "--port", str(self.otlp_port)],
@@ -241,7 +251,8 @@ class Stack:
         log = open(self.workdir / "sidecar.log", "a")
         env = dict(os.environ, TOLLGATE_MASTER_KEY=self.master_key, RUST_LOG="info")
         self.sidecar_proc = subprocess.Popen(
-            [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{self.sidecar_port}"],
+            [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{self.sidecar_port}",
+             *self.sidecar_args],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.sidecar_port}/readyz"), "tollgate-sidecar",
                    proc=self.sidecar_proc, log=self.workdir / "sidecar.log")

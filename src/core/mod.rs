@@ -7,6 +7,7 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod glob;
+pub mod header_map;
 pub mod key;
 pub mod models;
 pub mod otlp;

@@ -5,6 +5,7 @@
 //! status is a value. The one exception is `dispatch_http_call`, which must
 //! go through the SDK so it can route the answer to the calling context.
 
+use crate::core::header_map;
 use std::ptr::null_mut;
 
 const STATUS_OK: u32 = 0;
@@ -25,6 +26,7 @@ const METRIC_HISTOGRAM: u32 = 2;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
+    fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_get_header_map_value(
         map: u32,
         key: *const u8,
@@ -83,6 +85,7 @@ extern "C" {
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_log_level(level: *mut u32) -> u32;
 }
 
 /// Takes ownership of bytes the host allocated through the SDK's
@@ -107,6 +110,16 @@ pub fn header(map: u32, name: &str) -> Option<String> {
     let status =
         unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
     owned(status, data, size).map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// All headers of a map in one host call.
+pub fn headers(map: u32) -> Vec<(String, String)> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: pointers to live locals.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    owned(status, data, size)
+        .and_then(|bytes| header_map::decode(&bytes))
+        .unwrap_or_default()
 }
 
 pub fn request_header(name: &str) -> Option<String> {
@@ -181,6 +194,25 @@ pub fn now_ns() -> u64 {
 
 pub fn now_ms() -> u64 {
     now_ns() / 1_000_000
+}
+
+/// Lets through only the log records Envoy will print (its `wasm` log
+/// level), so filtered-out debug lines cost no formatting or host call.
+pub fn follow_envoy_log_level() {
+    use proxy_wasm::types::LogLevel;
+    let mut raw = 0u32;
+    // SAFETY: pointer to a live local.
+    if unsafe { proxy_get_log_level(&mut raw) } != STATUS_OK {
+        return;
+    }
+    let level = match raw {
+        0 => LogLevel::Trace,
+        1 => LogLevel::Debug,
+        2 => LogLevel::Info,
+        3 => LogLevel::Warn,
+        _ => LogLevel::Error,
+    };
+    proxy_wasm::set_log_level(level);
 }
 
 /// Asks for `on_tick` every `ms` milliseconds on this root context.

@@ -138,35 +138,35 @@ impl RequestStage {
     }
 
     /// Header phase up to the key check.
-    fn start(&mut self) -> Result<Start, GatewayError> {
-        let method = host::request_header(":method").unwrap_or_default();
-        self.client_path = host::request_header(":path").unwrap_or_default();
+    fn start(&mut self, headers: &[(String, String)]) -> Result<Start, GatewayError> {
+        let method = header(headers, ":method").unwrap_or_default();
+        self.client_path = header(headers, ":path").unwrap_or_default().to_string();
         let path = &self.client_path;
-        self.api = Api::detect(&method, path);
-        self.format = api::client_format(
-            self.api,
-            host::request_header("anthropic-version").is_some(),
-        );
+        self.api = Api::detect(method, path);
+        self.format = api::client_format(self.api, header(headers, "anthropic-version").is_some());
         if self.api.is_none() {
             let path = path.split('?').next().unwrap_or_default().to_string();
             return Err(GatewayError::NotFound(path));
         }
-        let authorization = host::request_header("authorization");
-        let x_api_key = host::request_header("x-api-key");
-        let client_key = key::extract(authorization.as_deref(), x_api_key.as_deref())
-            .ok_or(GatewayError::MissingKey)?;
+        let client_key = key::extract(
+            header(headers, "authorization"),
+            header(headers, "x-api-key"),
+        )
+        .ok_or(GatewayError::MissingKey)?;
         self.key_hash = key::hash(client_key);
-        let declared = host::request_header("content-length").and_then(|v| v.parse::<usize>().ok());
+        let declared = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > self.shared.config.max_request_bytes) {
             self.phase = Phase::Draining;
             return Ok(Start::Drain);
         }
         // The gateway key never goes upstream (the provider key is added
         // later), and the buffer filter re-sets content-length for a rewritten body.
-        for header in ["authorization", "x-api-key", "api-key", "content-length"] {
-            host::set_request_header(header, None);
+        for name in ["authorization", "x-api-key", "api-key", "content-length"] {
+            if header(headers, name).is_some() {
+                host::set_request_header(name, None);
+            }
         }
-        let now = host::now_ms();
+        let now = self.started_ns / 1_000_000;
         let cached = self.shared.cache.borrow().get(&self.key_hash, now);
         if let Some(check) = cached {
             self.key = Some(check);
@@ -531,6 +531,14 @@ impl RequestStage {
     }
 }
 
+/// A header from a map read with `host::headers` (names are lowercase).
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// The conversation part of a request body, for content capture.
 fn input_messages(body: &serde_json::Value) -> String {
     let mut out = serde_json::Map::new();
@@ -626,9 +634,12 @@ impl HttpContext for RequestStage {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         self.started_ns = host::now_ns();
         self.headers_ended = end_of_stream;
-        self.trace = RequestTrace::start(&self.shared, self.started_ns);
-        self.request_id = host::request_header("x-request-id").unwrap_or_default();
-        match self.start() {
+        let headers = host::headers(host::REQUEST_HEADERS);
+        self.trace = RequestTrace::start(&self.shared, self.started_ns, &headers);
+        self.request_id = header(&headers, "x-request-id")
+            .unwrap_or_default()
+            .to_string();
+        match self.start(&headers) {
             Ok(Start::Callout) => Action::Pause,
             Ok(Start::Drain) => Action::Continue,
             Ok(Start::KeyKnown) => match self.key_known() {

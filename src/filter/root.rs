@@ -17,6 +17,14 @@ use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
+/// How often the VM memory gauge is refreshed.
+const MEMORY_GAUGE_INTERVAL_MS: u64 = 1000;
+
+/// The wasm linear memory size: what this worker's VM holds.
+fn vm_memory_bytes() -> u64 {
+    core::arch::wasm32::memory_size(0) as u64 * 65536
+}
+
 /// Distinct keys remembered per worker before the cache is pruned.
 const KEY_CACHE_CAPACITY: usize = 10_000;
 
@@ -29,6 +37,8 @@ pub struct Shared {
     pub exporter: Option<RefCell<Exporter>>,
     /// Usage reports to the sidecar, when `budgets` is configured.
     pub reporter: Option<RefCell<Reporter>>,
+    /// `tollgate.vm.memory_bytes`: this worker VM's linear memory.
+    pub memory_gauge: Option<u32>,
     /// Makes span ids unique within the worker.
     pub request_counter: std::cell::Cell<u64>,
 }
@@ -63,6 +73,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
+        host::follow_envoy_log_level();
         if host::property(&["plugin_root_id"]).as_deref() == Some(b"route") {
             *self = Root::Route(Rc::default());
             return true;
@@ -89,21 +100,22 @@ impl RootContext for Root {
                     .clone()
                     .map(|b| RefCell::new(Reporter::new(b, config.sidecar.clone())));
                 let tick = [
+                    Some(MEMORY_GAUGE_INTERVAL_MS),
                     config.tracing.as_ref().map(|t| t.flush_interval_ms),
                     config.budgets.as_ref().map(|b| b.flush_interval_ms),
                 ]
                 .into_iter()
                 .flatten()
-                .min();
-                if let Some(ms) = tick {
-                    host::set_tick_period_ms(ms);
-                }
+                .min()
+                .unwrap_or(MEMORY_GAUGE_INTERVAL_MS);
+                host::set_tick_period_ms(tick);
                 *self = Root::Request(Rc::new(Shared {
                     config,
                     cache,
                     stats: Stats::default(),
                     exporter,
                     reporter,
+                    memory_gauge: host::define_gauge("tollgate.vm.memory_bytes"),
                     request_counter: std::cell::Cell::new(0),
                 }));
                 true
@@ -131,6 +143,9 @@ impl RootContext for Root {
             if let Some(reporter) = &shared.reporter {
                 reporter.borrow_mut().tick(host::now_ms());
             }
+            host::set_gauge(shared.memory_gauge, vm_memory_bytes());
+            // Envoy's log level can change at runtime (admin /logging).
+            host::follow_envoy_log_level();
         }
     }
 

@@ -1,7 +1,7 @@
 //! Per-request trace state: ids (continuing the client's `traceparent`),
 //! the sampling decision, and the spans handed to the worker's exporter.
 
-use super::host;
+use super::request_stage::header;
 use super::root::Shared;
 use crate::core::telemetry::{self, RequestRecord, TraceIds};
 use crate::core::tracecontext;
@@ -13,16 +13,20 @@ pub struct RequestTrace {
 
 impl RequestTrace {
     /// `None` when tracing is off.
-    pub fn start(shared: &Shared, now_ns: u64) -> Option<RequestTrace> {
+    pub fn start(
+        shared: &Shared,
+        now_ns: u64,
+        headers: &[(String, String)],
+    ) -> Option<RequestTrace> {
         let exporter = shared.exporter.as_ref()?;
         let counter = shared.request_counter.get().wrapping_add(1);
         shared.request_counter.set(counter);
-        let request_id = host::request_header("x-request-id").unwrap_or_default();
+        let request_id = header(headers, "x-request-id").unwrap_or_default();
         let (minted_trace, span_id) =
             tracecontext::mint_ids(&format!("{request_id}:{now_ns}:{counter}"));
         let (_, upstream_span_id) =
             tracecontext::mint_ids(&format!("{request_id}:{now_ns}:{counter}:upstream"));
-        let parent = host::request_header("traceparent").and_then(|h| tracecontext::parse(&h));
+        let parent = header(headers, "traceparent").and_then(tracecontext::parse);
         let (trace_id, sampled) = match parent {
             Some(p) => (p.trace_id, p.sampled),
             None => (
