@@ -80,7 +80,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 }
 
 fn exercise(bytes: &[u8], rng: &mut Rng) {
-    if let Ok(mut request) = LlmRequest::parse(bytes) {
+    if let Ok(mut request) = LlmRequest::parse(bytes, None) {
         let _ = request.rewritten_for("other-model");
     }
     let _ = ResponseSummary::from_body(bytes);
@@ -129,7 +129,7 @@ fn deep_nesting_and_huge_inputs_are_rejected_cleanly() {
         "[".repeat(200_000),
         "]".repeat(200_000)
     );
-    assert!(LlmRequest::parse(deep.as_bytes()).is_err());
+    assert!(LlmRequest::parse(deep.as_bytes(), None).is_err());
     exercise(deep.as_bytes(), &mut rng);
     let big_line = vec![b'a'; 3 << 20];
     exercise(&big_line, &mut rng);

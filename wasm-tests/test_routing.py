@@ -156,3 +156,16 @@ def test_provider_never_sees_gateway_key(stack, key, path):
         assert r.status == 200
     (upstream,) = provider_requests(stack, path)
     assert_no_gateway_key(upstream, key)
+
+
+def test_azure_sdk_inbound(stack, key):
+    """The AzureOpenAI SDK (deployment paths, `api-key` header) works against any provider."""
+    client = openai.AzureOpenAI(azure_endpoint=stack.envoy.base_url, api_key=key, api_version="2024-10-21",
+                                max_retries=0, timeout=20)
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert reply.choices[0].message.content == "Hello! This is the mock gpt-4o-mini reply."
+    (upstream,) = provider_requests(stack, "/v1/chat/completions")
+    assert upstream["query"] == {}
+    assert upstream["headers"]["authorization"] == "Bearer mock-openai-key"
+    assert "api-key" not in upstream["headers"]
+    assert_no_gateway_key(upstream, key)

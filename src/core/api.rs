@@ -21,10 +21,23 @@ pub enum ClientFormat {
 }
 
 impl Api {
-    /// Detects the API; `None` for paths the gateway does not serve.
+    /// Detects the API; `None` for paths the gateway does not serve. Azure
+    /// OpenAI style paths (`/openai/deployments/{d}/chat/completions`,
+    /// `/openai/v1/...`) count as the OpenAI API they carry.
     pub fn detect(method: &str, path: &str) -> Option<Api> {
         let path = path.split(['?', '#']).next().unwrap_or("");
         let path = path.strip_suffix('/').unwrap_or(path);
+        if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+            let (_, tail) = rest.split_once('/')?;
+            return match (method, tail) {
+                ("POST", "chat/completions") => Some(Api::ChatCompletions),
+                _ => None,
+            };
+        }
+        let path = match path.strip_prefix("/openai") {
+            Some(rest) if rest.starts_with("/v1/") => rest,
+            _ => path,
+        };
         match (method, path) {
             ("POST", "/v1/chat/completions") => Some(Api::ChatCompletions),
             ("POST", "/v1/responses") => Some(Api::Responses),
@@ -43,6 +56,14 @@ impl Api {
             Api::Models => "models",
         }
     }
+}
+
+/// The deployment named by an Azure-style path: the client's model name
+/// when the body has none.
+pub fn azure_deployment(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/openai/deployments/")?;
+    let (deployment, _) = rest.split_once('/')?;
+    (!deployment.is_empty()).then_some(deployment)
 }
 
 /// The format to answer in. Anthropic clients are recognised by the Messages
@@ -75,6 +96,18 @@ mod tests {
         assert_eq!(Api::detect("GET", "/v1/models"), Some(Api::Models));
         assert_eq!(Api::detect("GET", "/v1/chat/completions"), None);
         assert_eq!(Api::detect("POST", "/v2/other"), None);
+        let azure = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
+        assert_eq!(Api::detect("POST", azure), Some(Api::ChatCompletions));
+        assert_eq!(azure_deployment(azure), Some("gpt-4o"));
+        assert_eq!(
+            Api::detect("POST", "/openai/v1/responses"),
+            Some(Api::Responses)
+        );
+        assert_eq!(
+            Api::detect("POST", "/openai/deployments/x/embeddings"),
+            None
+        );
+        assert_eq!(azure_deployment("/v1/chat/completions"), None);
     }
 
     #[test]

@@ -81,11 +81,18 @@ fn count_text(v: &Value, chars: &mut usize) {
         Value::Array(items) => items.iter().for_each(|i| count_text(i, chars)),
         Value::Object(map) => {
             for (key, value) in map {
-                // Base64 images and URLs are not text the model reads as tokens this way.
-                if !matches!(
-                    key.as_str(),
-                    "data" | "url" | "image_url" | "source" | "id" | "tool_call_id"
-                ) {
+                // Images, ids and structural tags are not text the model reads.
+                let skip = [
+                    "data",
+                    "url",
+                    "image_url",
+                    "source",
+                    "id",
+                    "tool_call_id",
+                    "type",
+                    "role",
+                ];
+                if !skip.contains(&key.as_str()) {
                     count_text(value, chars);
                 }
             }
@@ -210,8 +217,8 @@ mod tests {
                 {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "A".repeat(10_000)}}]}
             ]
         });
-        // 4 + 8 + "user"*2 = 20 chars -> 5 tokens, + 4 * (1 system + 2 messages)
-        assert_eq!(estimate_input_tokens(&body), 5 + 12);
+        // "abcd" + "12345678" = 12 chars -> 3 tokens, + 4 * (1 system + 2 messages)
+        assert_eq!(estimate_input_tokens(&body), 3 + 12);
         assert_eq!(
             max_output_tokens(&json!({"max_completion_tokens": 9}), 4096),
             9

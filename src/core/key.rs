@@ -5,8 +5,9 @@ use sha2::{Digest, Sha256};
 /// Longest key accepted; anything longer is not a Tollgate key.
 const MAX_KEY_LEN: usize = 256;
 
-/// The key from `Authorization: Bearer <key>` (OpenAI SDK) or `x-api-key`
-/// (Anthropic SDK); the bearer header wins when both are present.
+/// The key from `Authorization: Bearer <key>` (OpenAI and current Anthropic
+/// SDKs), `x-api-key` (older Anthropic SDKs) or `api-key` (Azure OpenAI
+/// SDK); the bearer header wins when several are present.
 pub fn extract<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -> Option<&'a str> {
     let bearer = authorization.and_then(|h| {
         let (scheme, rest) = h.trim().split_once(' ')?;

@@ -9,12 +9,25 @@ pub struct LlmRequest {
     pub body: Value,
     pub model: String,
     pub stream: bool,
+    /// False when the model came from an Azure deployment path.
+    pub model_in_body: bool,
+}
+
+fn stream_flag(object: &serde_json::Map<String, Value>) -> Result<bool, GatewayError> {
+    match object.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(GatewayError::BadRequest(
+            "`stream` must be a boolean.".into(),
+        )),
+    }
 }
 
 impl LlmRequest {
-    /// Parses a JSON object with a string `model`. Errors name the problem,
+    /// Parses a JSON object with a string `model` (or, for Azure-style
+    /// paths, `default_model` from the deployment). Errors name the problem,
     /// never echo the body.
-    pub fn parse(bytes: &[u8]) -> Result<LlmRequest, GatewayError> {
+    pub fn parse(bytes: &[u8], default_model: Option<&str>) -> Result<LlmRequest, GatewayError> {
         if bytes.is_empty() {
             return Err(GatewayError::BadRequest(
                 "Request body is empty: expected a JSON object.".into(),
@@ -28,25 +41,18 @@ impl LlmRequest {
                 "Request body must be a JSON object.".into(),
             ));
         };
-        let model = match object.get("model") {
-            Some(Value::String(m)) if !m.is_empty() => m.clone(),
-            Some(_) => {
+        let stream = stream_flag(object)?;
+        let (model, model_in_body) = match (object.get("model"), default_model) {
+            (Some(Value::String(m)), _) if !m.is_empty() => (m.clone(), true),
+            (Some(_), _) => {
                 return Err(GatewayError::BadRequest(
                     "`model` must be a non-empty string.".into(),
                 ))
             }
-            None => {
+            (None, Some(model)) => (model.to_string(), false),
+            (None, None) => {
                 return Err(GatewayError::BadRequest(
                     "Missing required parameter: `model`.".into(),
-                ))
-            }
-        };
-        let stream = match object.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(GatewayError::BadRequest(
-                    "`stream` must be a boolean.".into(),
                 ))
             }
         };
@@ -54,13 +60,14 @@ impl LlmRequest {
             body,
             model,
             stream,
+            model_in_body,
         })
     }
 
     /// The body to send upstream with `model` replaced; `None` when the
     /// original bytes can go unchanged.
     pub fn rewritten_for(&mut self, upstream_model: &str) -> Option<Vec<u8>> {
-        if upstream_model == self.model {
+        if upstream_model == self.model && self.model_in_body {
             return None;
         }
         let object = self.body.as_object_mut()?;
@@ -75,9 +82,10 @@ mod tests {
 
     #[test]
     fn parses_model_and_stream() {
-        let r = LlmRequest::parse(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#).unwrap();
+        let r =
+            LlmRequest::parse(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#, None).unwrap();
         assert_eq!((r.model.as_str(), r.stream), ("gpt-4o", true));
-        let r = LlmRequest::parse(br#"{"model":"m","stream":null}"#).unwrap();
+        let r = LlmRequest::parse(br#"{"model":"m","stream":null}"#, None).unwrap();
         assert!(!r.stream);
     }
 
@@ -94,17 +102,31 @@ mod tests {
             b"{\"model\":\"\xff\"}",
         ] {
             assert!(
-                matches!(LlmRequest::parse(body), Err(GatewayError::BadRequest(_))),
+                matches!(
+                    LlmRequest::parse(body, None),
+                    Err(GatewayError::BadRequest(_))
+                ),
                 "{body:?}"
             );
         }
         let deep = "[".repeat(100_000);
-        assert!(LlmRequest::parse(deep.as_bytes()).is_err());
+        assert!(LlmRequest::parse(deep.as_bytes(), None).is_err());
+    }
+
+    #[test]
+    fn model_from_deployment() {
+        let mut r = LlmRequest::parse(br#"{"messages":[]}"#, Some("gpt-4o")).unwrap();
+        assert_eq!(r.model, "gpt-4o");
+        assert!(!r.model_in_body);
+        let out = r.rewritten_for("gpt-4o").unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("\"model\":\"gpt-4o\""));
+        let r = LlmRequest::parse(br#"{"model":"other","messages":[]}"#, Some("gpt-4o")).unwrap();
+        assert_eq!(r.model, "other");
     }
 
     #[test]
     fn rewrites_only_when_needed() {
-        let mut r = LlmRequest::parse(br#"{"model":"fast","messages":[]}"#).unwrap();
+        let mut r = LlmRequest::parse(br#"{"model":"fast","messages":[]}"#, None).unwrap();
         assert_eq!(r.rewritten_for("fast"), None);
         let out = r.rewritten_for("gpt-4o-mini").unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();

@@ -150,7 +150,7 @@ impl RequestStage {
         }
         let client_key = key::extract(
             header(headers, "authorization"),
-            header(headers, "x-api-key"),
+            header(headers, "x-api-key").or(header(headers, "api-key")),
         )
         .ok_or(GatewayError::MissingKey)?;
         self.key_hash = key::hash(client_key);
@@ -261,7 +261,7 @@ impl RequestStage {
         let api = self
             .api
             .ok_or(GatewayError::Internal("request without API"))?;
-        let mut request = LlmRequest::parse(body)?;
+        let mut request = LlmRequest::parse(body, api::azure_deployment(&self.client_path))?;
         if let Some(info) = self.key_info()? {
             if !info.allows(&request.model) {
                 return Err(GatewayError::ModelNotAllowed(request.model));
