@@ -139,7 +139,7 @@ class Envoy:
 
     def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
                  admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None,
-                 otlp_port: int | None = None):
+                 otlp_port: int | None = None, sidecar_port: int | None = None):
         self.stack = stack
         self.name = name
         self.port = listen_port or free_port()
@@ -147,7 +147,8 @@ class Envoy:
         self.config_path = stack.workdir / f"{name}.yaml"
         self.log_path = stack.workdir / f"{name}.log"
         self.config_path.write_text(render(
-            wasm=stack.wasm, listen_port=self.port, admin_port=self.admin_port, sidecar_port=stack.sidecar_port,
+            wasm=stack.wasm, listen_port=self.port, admin_port=self.admin_port,
+            sidecar_port=sidecar_port or stack.sidecar_port,
             mock_port=stack.mock_port, otlp_port=otlp_port or stack.otlp_port, real=stack.real, plugin_overrides=plugin_overrides,
             listen_address=listen_address, bare_cluster=bare_cluster))
         self.proc: subprocess.Popen | None = None

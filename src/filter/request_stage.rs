@@ -154,17 +154,19 @@ impl RequestStage {
         )
         .ok_or(GatewayError::MissingKey)?;
         self.key_hash = key::hash(client_key);
-        let declared = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > self.shared.config.max_request_bytes) {
-            self.phase = Phase::Draining;
-            return Ok(Start::Drain);
-        }
         // The gateway key never goes upstream (the provider key is added
         // later), and the buffer filter re-sets content-length for a rewritten body.
         for name in ["authorization", "x-api-key", "api-key", "content-length"] {
             if header(headers, name).is_some() {
                 host::set_request_header(name, None);
             }
+        }
+        // Checked after content-length is gone, so the buffer filter cannot
+        // answer first with its own plain-text 413.
+        let declared = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > self.shared.config.max_request_bytes) {
+            self.phase = Phase::Draining;
+            return Ok(Start::Drain);
         }
         let now = self.started_ns / 1_000_000;
         let cached = self.shared.cache.borrow().get(&self.key_hash, now);
