@@ -3,6 +3,29 @@
 //! value length) u32 pair per header, then each name and value followed by a
 //! NUL byte.
 
+/// Encodes pairs in that layout (e.g. headers of a local reply).
+pub fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let len = |n: usize| u32::try_from(n).unwrap_or(0).to_le_bytes();
+    let mut out = Vec::with_capacity(
+        4 + pairs
+            .iter()
+            .map(|(n, v)| 10 + n.len() + v.len())
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(&len(pairs.len()));
+    for (name, value) in pairs {
+        out.extend_from_slice(&len(name.len()));
+        out.extend_from_slice(&len(value.len()));
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
 /// Decodes a serialized map; `None` if the bytes do not follow the layout.
 pub fn decode(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     let u32_at = |at: usize| -> Option<usize> {
@@ -33,21 +56,6 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (n, v) in pairs {
-            out.extend((n.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (n, v) in pairs {
-            out.extend(n.as_bytes());
-            out.push(0);
-            out.extend(v.as_bytes());
-            out.push(0);
-        }
-        out
-    }
 
     #[test]
     fn round_trips_and_rejects_truncation() {

@@ -273,7 +273,7 @@ pub fn send_json(status: u32, body: &[u8], retry_after_s: Option<u64>) {
     if let Some(retry) = &retry {
         pairs.push(("retry-after", retry.as_str()));
     }
-    let headers = serialize_headers(&pairs);
+    let headers = header_map::encode(&pairs);
     // SAFETY: borrowed slices valid for the call; no details string.
     let result = unsafe {
         proxy_send_local_response(
@@ -290,23 +290,4 @@ pub fn send_json(status: u32, body: &[u8], retry_after_s: Option<u64>) {
     if result != STATUS_OK {
         log::error!("tollgate: could not send local reply {status}: host status {result}");
     }
-}
-
-/// The ABI's header map encoding: count, then (name len, value len) pairs,
-/// then each name and value NUL-terminated; all lengths little-endian u32.
-fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let len = |n: usize| u32::try_from(n).unwrap_or(0).to_le_bytes();
-    out.extend_from_slice(&len(headers.len()));
-    for (name, value) in headers {
-        out.extend_from_slice(&len(name.len()));
-        out.extend_from_slice(&len(value.len()));
-    }
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.extend_from_slice(value.as_bytes());
-        out.push(0);
-    }
-    out
 }

@@ -197,44 +197,58 @@ impl RequestStage {
     }
 
     fn authorize_callout(&mut self) -> Result<(), GatewayError> {
+        let body = auth::authorize_request(&self.key_hash);
+        if self.call_sidecar("/v1/authorize", &body) {
+            self.phase = Phase::Authorizing;
+            Ok(())
+        } else {
+            self.sidecar_failed()
+        }
+    }
+
+    /// POSTs JSON to the sidecar; the answer arrives in
+    /// `on_http_call_response`. False (logged) when the call cannot start.
+    fn call_sidecar(&self, path: &str, body: &[u8]) -> bool {
         let sidecar = &self.shared.config.sidecar;
         let headers = vec![
             (":method", "POST"),
-            (":path", "/v1/authorize"),
+            (":path", path),
             (":authority", sidecar.authority.as_str()),
             ("content-type", "application/json"),
         ];
-        let body = auth::authorize_request(&self.key_hash);
         let timeout = Duration::from_millis(sidecar.timeout_ms);
-        match hostcalls::dispatch_http_call(&sidecar.cluster, headers, Some(&body), vec![], timeout)
+        match hostcalls::dispatch_http_call(&sidecar.cluster, headers, Some(body), vec![], timeout)
         {
-            Ok(_) => {
-                self.phase = Phase::Authorizing;
-                Ok(())
-            }
+            Ok(_) => true,
             Err(e) => {
                 log::warn!(
-                    "tollgate: cannot call sidecar cluster {}: {e:?}",
+                    "tollgate: cannot call sidecar cluster {} ({path}): {e:?}",
                     sidecar.cluster
                 );
-                self.sidecar_failed()
+                false
             }
         }
     }
 
-    /// Applies the failure mode when the sidecar cannot answer.
-    fn sidecar_failed(&mut self) -> Result<(), GatewayError> {
+    /// Whether to go on without the sidecar (`Ok`, logged) or refuse with 503.
+    fn unavailable(&self, mode: FailureMode, passes_without: &str) -> Result<(), GatewayError> {
         self.shared
             .stats
             .count("tollgate.sidecar_failures".into(), 1);
-        match self.shared.config.sidecar.failure_mode {
+        match mode {
             FailureMode::Closed => Err(GatewayError::SidecarUnavailable),
             FailureMode::Open => {
-                log::warn!("tollgate: key service unavailable, failing open: request passes without key checks");
-                self.key = None;
+                log::warn!("tollgate: sidecar unavailable, failing open: request passes without {passes_without}");
                 Ok(())
             }
         }
+    }
+
+    /// Applies the failure mode when the key check cannot be made.
+    fn sidecar_failed(&mut self) -> Result<(), GatewayError> {
+        self.unavailable(self.shared.config.sidecar.failure_mode, "key checks")?;
+        self.key = None;
+        Ok(())
     }
 
     /// The key is known (or failed open): checks it and answers what needs no body.
@@ -332,50 +346,25 @@ impl RequestStage {
             max_output_tokens,
         })
         .map_err(|_| GatewayError::Internal("could not encode the budget reservation"))?;
-        let sidecar = &self.shared.config.sidecar;
-        let headers = vec![
-            (":method", "POST"),
-            (":path", "/v1/reserve"),
-            (":authority", sidecar.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        let timeout = Duration::from_millis(sidecar.timeout_ms);
-        match hostcalls::dispatch_http_call(&sidecar.cluster, headers, Some(&body), vec![], timeout)
-        {
-            Ok(_) => {
-                self.phase = Phase::Reserving;
-                Ok(())
-            }
-            Err(e) => {
-                log::warn!(
-                    "tollgate: cannot call sidecar cluster {} to reserve: {e:?}",
-                    sidecar.cluster
-                );
-                self.budget_unavailable()
-            }
+        if self.call_sidecar("/v1/reserve", &body) {
+            self.phase = Phase::Reserving;
+            Ok(())
+        } else {
+            self.budget_unavailable()
         }
     }
 
     /// Applies the budget failure mode when a reservation cannot be made.
     fn budget_unavailable(&mut self) -> Result<(), GatewayError> {
-        self.shared
-            .stats
-            .count("tollgate.sidecar_failures".into(), 1);
-        let mode = self
-            .shared
-            .config
+        let config = &self.shared.config;
+        let mode = config
             .budgets
             .as_ref()
             .and_then(|b| b.failure_mode)
-            .unwrap_or(self.shared.config.sidecar.failure_mode);
-        match mode {
-            FailureMode::Closed => Err(GatewayError::SidecarUnavailable),
-            FailureMode::Open => {
-                log::warn!("tollgate: budget service unavailable, failing open: request passes without a reservation");
-                self.phase = Phase::Forwarded;
-                Ok(())
-            }
-        }
+            .unwrap_or(config.sidecar.failure_mode);
+        self.unavailable(mode, "a budget reservation")?;
+        self.phase = Phase::Forwarded;
+        Ok(())
     }
 
     /// The sidecar answered a reservation: forward, or refuse with 429.
