@@ -2,6 +2,7 @@
 conventions, decoded by a receiver using the official protobuf schema; a
 dead, failing or hung collector never affects responses."""
 
+import json
 import statistics
 import time
 
@@ -135,3 +136,26 @@ def test_dead_collector_does_not_affect_responses(stack, key):
     failures, _ = wait_for(lambda: next(v for n, v in dead.stats("tollgate.trace").items()
                                         if n.endswith("tollgate.trace.export_failures")), timeout=3)
     assert failures > 0
+
+
+def test_content_capture_is_opt_in(stack, key):
+    capturing = stack.add_envoy("envoy-capture", plugin_overrides={
+        "key_cache_ttl_ms": CACHE_TTL_MS, "tracing": {"flush_interval_ms": 100, "capture_content": True}})
+    trace = "5bf92f3577b34da6a3ce929d0e0e4736"
+    reply = openai_client(capturing.base_url, key).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "echo: the capture works"}],
+        extra_headers={"traceparent": f"00-{trace}-{CLIENT_SPAN}-01"})
+    gateway = next(s for s in spans_of(stack, trace) if s["parent_span_id"] == CLIENT_SPAN)
+    inputs = json.loads(gateway["attributes"]["gen_ai.input.messages"])
+    assert inputs == [{"role": "user", "parts": [{"type": "text", "content": "echo: the capture works"}]}]
+    outputs = json.loads(gateway["attributes"]["gen_ai.output.messages"])
+    assert outputs[0]["parts"][0]["content"] == reply.choices[0].message.content == "the capture works"
+    stream_trace = "6bf92f3577b34da6a3ce929d0e0e4736"
+    with anthropic_client(capturing.base_url, key).messages.stream(
+            model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "echo: streamed words"}],
+            extra_headers={"traceparent": f"00-{stream_trace}-{CLIENT_SPAN}-01"}) as stream:
+        final = stream.get_final_message()
+    gateway = next(s for s in spans_of(stack, stream_trace) if s["parent_span_id"] == CLIENT_SPAN)
+    outputs = json.loads(gateway["attributes"]["gen_ai.output.messages"])
+    assert outputs[0]["parts"][0]["content"] == final.content[0].text == "streamed words"
+    assert outputs[0]["finish_reason"] == "end_turn"

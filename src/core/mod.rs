@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod budget;
 pub mod config;
+pub mod content;
 pub mod decision;
 pub mod error;
 pub mod glob;

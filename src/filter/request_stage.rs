@@ -13,6 +13,7 @@ use crate::core::api::{self, Api, ClientFormat};
 use crate::core::auth::{self, KeyCheck, KeyInfo};
 use crate::core::budget::{self, ReserveAnswer, ReserveRequest, UsageReport};
 use crate::core::config::{FailureMode, ProviderAuth, ProviderKind};
+use crate::core::content;
 use crate::core::decision::{EnvAuth, RouteDecision};
 use crate::core::error::GatewayError;
 use crate::core::key;
@@ -301,8 +302,10 @@ impl RequestStage {
                 "could not record the routing decision",
             ));
         }
-        let input_messages =
-            RequestTrace::captures_content(&self.shared).then(|| input_messages(&request.body));
+        let capture = RequestTrace::captures_content(&self.shared)
+            && self.trace.as_ref().is_some_and(|t| t.sampled);
+        let input_messages = capture.then(|| content::input_messages(&request.body));
+        self.response.captured = capture.then(String::new);
         let budgets = self.shared.config.budgets.as_ref();
         let estimated_input = budget::estimate_input_tokens(&request.body);
         let max_output = budget::max_output_tokens(
@@ -516,7 +519,17 @@ impl RequestStage {
                 first_chunk_ns: self.response.first_chunk_ns,
                 end_ns: now,
                 input_messages: forwarded.input_messages.clone(),
-                output_messages: None,
+                output_messages: self.response.captured.as_deref().map(|text| {
+                    content::output_messages(
+                        text,
+                        self.response
+                            .summary
+                            .meta
+                            .finish_reasons
+                            .first()
+                            .map(String::as_str),
+                    )
+                }),
             },
         );
     }
@@ -528,17 +541,6 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// The conversation part of a request body, for content capture.
-fn input_messages(body: &serde_json::Value) -> String {
-    let mut out = serde_json::Map::new();
-    for field in ["system", "instructions", "messages", "input"] {
-        if let Some(v) = body.get(field) {
-            out.insert(field.into(), v.clone());
-        }
-    }
-    serde_json::Value::Object(out).to_string()
 }
 
 /// How the route stage adds the provider key when Envoy does not.

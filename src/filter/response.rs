@@ -3,6 +3,7 @@
 //! (nothing is held back here).
 
 use super::host;
+use crate::core::content;
 use crate::core::sse::SseFramer;
 use crate::core::usage::{self, ResponseSummary};
 
@@ -21,6 +22,8 @@ pub struct ResponseState {
     pub ended: bool,
     /// Generated text seen in a stream, for estimating output tokens.
     pub text_chars: usize,
+    /// The generated text, when traces capture content.
+    pub captured: Option<String>,
     framer: SseFramer,
     body: Vec<u8>,
 }
@@ -43,6 +46,9 @@ impl ResponseState {
         if self.stream {
             for event in self.framer.push(&chunk) {
                 self.text_chars += usage::text_chars(&event.data);
+                if let Some(text) = &mut self.captured {
+                    content::push_stream_text(&event.data, text);
+                }
                 self.summary.observe_event(&event.data);
             }
             if end {
@@ -56,6 +62,10 @@ impl ResponseState {
             }
             if end {
                 self.summary = ResponseSummary::from_body(&self.body);
+                if self.captured.is_some() {
+                    let body = serde_json::from_slice(&self.body).unwrap_or_default();
+                    self.captured = Some(content::output_text(&body));
+                }
                 self.body = Vec::new();
             }
         }
