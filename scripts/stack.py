@@ -38,6 +38,9 @@ PROVIDERS = {
                         "mock_key": "mock-openai-key"},
     "provider_anthropic": {"name": "anthropic", "env": "ANTHROPIC_API_KEY", "secret": "anthropic_api_key",
                            "mock_key": "mock-anthropic-key"},
+    # An OpenAI-compatible server on 127.0.0.1:8000, real when LOCAL_LLM_API_KEY is set.
+    "provider_local": {"name": "local", "env": "LOCAL_LLM_API_KEY", "secret": None,
+                       "mock_key": "mock-openai-key"},
     # Azure needs its resource endpoint too; its key reaches the VM by env.
     "provider_azure": {"name": "azure", "env": "AZURE_OPENAI_API_KEY", "secret": None,
                        "mock_key": "mock-azure-key", "endpoint_env": "AZURE_OPENAI_ENDPOINT"},
@@ -159,8 +162,9 @@ class Envoy:
 
     def start(self, timeout: float = 20) -> "Envoy":
         env = dict(os.environ)
-        if "provider_azure" not in self.stack.real:
-            env["AZURE_OPENAI_API_KEY"] = PROVIDERS["provider_azure"]["mock_key"]
+        for cluster in ("provider_azure", "provider_local"):
+            if cluster not in self.stack.real:
+                env[PROVIDERS[cluster]["env"]] = PROVIDERS[cluster]["mock_key"]
         envoy = shutil.which("envoy") or "envoy"
         cmd = [envoy, "-c", str(self.config_path), "--concurrency", str(self.stack.envoy_workers),
                "--disable-hot-restart", "-l", self.stack.envoy_log_level, "--log-path", str(self.log_path),

@@ -1,5 +1,6 @@
 //! The request stage's routing decision, handed to the route stage through
-//! Envoy filter state (`tollgate.route`) as a few newline-separated fields.
+//! Envoy filter state (`tollgate.route`) as `key=value` lines (values hold
+//! no newlines: they come from configuration and validated headers).
 
 /// How the route stage sets the provider credential, when Envoy does not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +13,7 @@ pub struct EnvAuth {
     pub var: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteDecision {
     pub cluster: String,
     /// New `:path`, or `None` to keep the client's.
@@ -20,42 +21,56 @@ pub struct RouteDecision {
     /// `traceparent` for the provider, naming the gateway's upstream span.
     pub traceparent: Option<String>,
     pub auth: Option<EnvAuth>,
+    /// Headers the provider needs that the client may not have sent (e.g.
+    /// `anthropic-version` when an OpenAI client is routed to Anthropic);
+    /// set only when absent.
+    pub defaults: Vec<(String, String)>,
 }
 
 impl RouteDecision {
     pub fn encode(&self) -> String {
-        let mut out = format!(
-            "{}\n{}\n{}",
-            self.cluster,
-            self.path.as_deref().unwrap_or(""),
-            self.traceparent.as_deref().unwrap_or("")
-        );
+        let mut out = format!("c={}", self.cluster);
+        if let Some(p) = &self.path {
+            out.push_str(&format!("\np={p}"));
+        }
+        if let Some(t) = &self.traceparent {
+            out.push_str(&format!("\nt={t}"));
+        }
         if let Some(a) = &self.auth {
-            out.push_str(&format!("\n{}\n{}\n{}", a.header, a.prefix, a.var));
+            out.push_str(&format!("\na={}\t{}\t{}", a.header, a.prefix, a.var));
+        }
+        for (name, value) in &self.defaults {
+            out.push_str(&format!("\nh={name}\t{value}"));
         }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<RouteDecision> {
         let text = std::str::from_utf8(bytes).ok()?;
-        let mut fields = text.split('\n');
-        let cluster = fields.next().filter(|c| !c.is_empty())?.to_string();
-        let path = fields.next().filter(|p| !p.is_empty()).map(String::from);
-        let traceparent = fields.next().filter(|t| !t.is_empty()).map(String::from);
-        let auth = match (fields.next(), fields.next(), fields.next()) {
-            (Some(header), Some(prefix), Some(var)) => Some(EnvAuth {
-                header: header.into(),
-                prefix: prefix.into(),
-                var: var.into(),
-            }),
-            _ => None,
-        };
-        Some(RouteDecision {
-            cluster,
-            path,
-            traceparent,
-            auth,
-        })
+        let mut d = RouteDecision::default();
+        for line in text.lines() {
+            let (key, value) = line.split_once('=')?;
+            match key {
+                "c" => d.cluster = value.into(),
+                "p" => d.path = Some(value.into()),
+                "t" => d.traceparent = Some(value.into()),
+                "a" => {
+                    let mut f = value.split('\t');
+                    let (header, prefix, var) = (f.next()?, f.next()?, f.next()?);
+                    d.auth = Some(EnvAuth {
+                        header: header.into(),
+                        prefix: prefix.into(),
+                        var: var.into(),
+                    });
+                }
+                "h" => {
+                    let (name, value) = value.split_once('\t')?;
+                    d.defaults.push((name.into(), value.into()));
+                }
+                _ => return None,
+            }
+        }
+        (!d.cluster.is_empty()).then_some(d)
     }
 }
 
@@ -67,9 +82,7 @@ mod tests {
     fn round_trips() {
         let plain = RouteDecision {
             cluster: "openai".into(),
-            path: None,
-            traceparent: None,
-            auth: None,
+            ..RouteDecision::default()
         };
         assert_eq!(
             RouteDecision::decode(plain.encode().as_bytes()),
@@ -80,13 +93,15 @@ mod tests {
             path: Some("/openai/deployments/d/chat/completions?api-version=1".into()),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             auth: Some(EnvAuth {
-                header: "api-key".into(),
-                prefix: String::new(),
+                header: "authorization".into(),
+                prefix: "Bearer ".into(),
                 var: "AZ".into(),
             }),
+            defaults: vec![("anthropic-version".into(), "2023-06-01".into())],
         };
         assert_eq!(RouteDecision::decode(full.encode().as_bytes()), Some(full));
         assert_eq!(RouteDecision::decode(b""), None);
         assert_eq!(RouteDecision::decode(b"\xff"), None);
+        assert_eq!(RouteDecision::decode(b"c=x\nz=1"), None);
     }
 }

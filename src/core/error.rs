@@ -19,6 +19,8 @@ pub enum GatewayError {
         message: String,
         retry_after_s: u64,
     },
+    /// The provider answered something that cannot be read or translated.
+    UpstreamInvalid(&'static str),
     /// A per-minute rate limit.
     RateLimited {
         message: String,
@@ -37,6 +39,7 @@ impl GatewayError {
             GatewayError::TooLarge(_) => 413,
             GatewayError::SidecarUnavailable => 503,
             GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => 429,
+            GatewayError::UpstreamInvalid(_) => 502,
             GatewayError::Internal(_) => 500,
         }
     }
@@ -62,6 +65,7 @@ impl GatewayError {
             GatewayError::NotFound(path) => format!("Unknown endpoint `{path}`: the gateway serves /v1/chat/completions, /v1/responses, /v1/messages and /v1/models."),
             GatewayError::SidecarUnavailable => "The gateway's key and budget service is unavailable; try again shortly.".into(),
             GatewayError::BudgetExceeded { message, .. } | GatewayError::RateLimited { message, .. } => message.clone(),
+            GatewayError::UpstreamInvalid(what) => format!("Bad answer from the provider: {what}."),
             GatewayError::Internal(what) => format!("Internal gateway error: {what}."),
         }
     }
@@ -85,6 +89,7 @@ impl GatewayError {
             GatewayError::SidecarUnavailable => ("service_unavailable", "key_service_unavailable"),
             GatewayError::BudgetExceeded { .. } => ("insufficient_quota", "budget_exceeded"),
             GatewayError::RateLimited { .. } => ("requests", "rate_limit_exceeded"),
+            GatewayError::UpstreamInvalid(_) => ("server_error", "bad_upstream_response"),
             GatewayError::Internal(_) => ("server_error", "internal_error"),
         }
     }
@@ -101,7 +106,7 @@ impl GatewayError {
             GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => {
                 "rate_limit_error"
             }
-            GatewayError::Internal(_) => "api_error",
+            GatewayError::Internal(_) | GatewayError::UpstreamInvalid(_) => "api_error",
         }
     }
 

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod content;
+pub mod convert;
 pub mod decision;
 pub mod error;
 pub mod glob;

@@ -2,6 +2,7 @@
 
 use super::api::Api;
 use super::config::{Config, ModelRoute, Provider, ProviderKind};
+use super::convert;
 use super::error::GatewayError;
 use super::glob;
 
@@ -13,6 +14,8 @@ pub struct Route<'a> {
     pub upstream_model: String,
     /// Upstream `:path` (with query for Azure).
     pub path: String,
+    /// The API the provider is spoken to in (translated when it differs).
+    pub upstream_api: Api,
 }
 
 /// Finds the entry for `model`: an exact name wins over patterns, then the
@@ -41,16 +44,15 @@ pub fn resolve<'a>(config: &'a Config, api: Api, model: &str) -> Result<Route<'a
         .upstream_model
         .clone()
         .unwrap_or_else(|| model.to_string());
-    let path = upstream_path(
-        provider,
-        api,
-        entry.deployment.as_deref().unwrap_or(&upstream_model),
-    )
-    .ok_or_else(|| unsupported(api, model, provider))?;
+    let upstream_api = convert::upstream_api(api, provider.kind);
+    let deployment = entry.deployment.as_deref().unwrap_or(&upstream_model);
+    let path = upstream_path(provider, upstream_api, deployment)
+        .ok_or(GatewayError::Internal("no upstream path for this API"))?;
     Ok(Route {
         provider,
         upstream_model,
         path,
+        upstream_api,
     })
 }
 
@@ -87,19 +89,6 @@ fn url_segment(s: &str) -> String {
         }
     }
     out
-}
-
-fn unsupported(api: Api, model: &str, provider: &Provider) -> GatewayError {
-    let client_api = match api {
-        Api::ChatCompletions => "OpenAI Chat Completions",
-        Api::Responses => "OpenAI Responses",
-        Api::Messages => "Anthropic Messages",
-        Api::Models => "models",
-    };
-    GatewayError::BadRequest(format!(
-        "The model `{model}` is served by provider `{}`, which this gateway cannot reach through the {client_api} API yet.",
-        provider.name
-    ))
 }
 
 #[cfg(test)]
@@ -153,19 +142,32 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_unreachable() {
+    fn unknown_model_and_translated_routes() {
         let c = config();
         assert_eq!(
             resolve(&c, Api::ChatCompletions, "gemini-pro"),
             Err(GatewayError::UnknownModel("gemini-pro".into()))
         );
-        assert!(matches!(
-            resolve(&c, Api::Messages, "gpt-4o"),
-            Err(GatewayError::BadRequest(_))
-        ));
-        assert!(matches!(
-            resolve(&c, Api::Responses, "llama"),
-            Err(GatewayError::BadRequest(_))
-        ));
+        let r = resolve(&c, Api::Messages, "gpt-4o").unwrap();
+        assert_eq!(
+            (r.upstream_api, r.path.as_str()),
+            (Api::ChatCompletions, "/v1/chat/completions")
+        );
+        let r = resolve(&c, Api::Responses, "llama").unwrap();
+        assert_eq!(
+            (r.upstream_api, r.path.as_str()),
+            (Api::ChatCompletions, "/api/v1/chat/completions")
+        );
+        let r = resolve(&c, Api::ChatCompletions, "claude-x").unwrap();
+        assert_eq!(
+            (r.upstream_api, r.path.as_str()),
+            (Api::Messages, "/v1/messages")
+        );
+        let r = resolve(&c, Api::Responses, "gpt-4o-mini").unwrap();
+        assert_eq!(
+            r.upstream_api,
+            Api::ChatCompletions,
+            "azure deployments speak chat"
+        );
     }
 }

@@ -148,6 +148,24 @@ pub fn set_request_header(name: &str, value: Option<&str>) -> bool {
     status == STATUS_OK
 }
 
+/// Sets (or with `None` removes) a response header; false if the host refused.
+pub fn set_response_header(name: &str, value: Option<&str>) -> bool {
+    // SAFETY: borrowed slices valid for the call.
+    let status = unsafe {
+        match value {
+            Some(v) => proxy_replace_header_map_value(
+                RESPONSE_HEADERS,
+                name.as_ptr(),
+                name.len(),
+                v.as_ptr(),
+                v.len(),
+            ),
+            None => proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len()),
+        }
+    };
+    status == STATUS_OK
+}
+
 pub fn buffer(kind: u32, size: usize) -> Vec<u8> {
     let (mut data, mut len) = (null_mut(), 0);
     // SAFETY: pointers to live locals.

@@ -14,6 +14,7 @@ use crate::core::auth::{self, KeyCheck, KeyInfo};
 use crate::core::budget::{self, ReserveAnswer, ReserveRequest, UsageReport};
 use crate::core::config::{FailureMode, ProviderAuth, ProviderKind};
 use crate::core::content;
+use crate::core::convert;
 use crate::core::decision::{EnvAuth, RouteDecision};
 use crate::core::error::GatewayError;
 use crate::core::key;
@@ -31,6 +32,9 @@ use std::time::Duration;
 /// 413 goes out: answering mid-upload makes Envoy close the connection and
 /// the client often sees a reset instead of the error.
 const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
+/// The Messages API version sent to Anthropic for clients of other APIs.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Where a request stands on the way up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,7 +290,22 @@ impl RequestStage {
         }
         let config = &self.shared.config;
         let route = routing::resolve(config, api, &request.model)?;
-        if let Some(new_body) = request.rewritten_for(&route.upstream_model) {
+        // Another API upstream, or a chat stream (usage must be asked for):
+        // translate; otherwise at most the model name changes.
+        let new_body =
+            if route.upstream_api != api || (request.stream && api == Api::ChatCompletions) {
+                let (translated, translation) = convert::request::translate(
+                    api,
+                    route.upstream_api,
+                    &request.body,
+                    &route.upstream_model,
+                )?;
+                self.response.translation = translation.rewrites().then_some(translation);
+                serde_json::to_vec(&translated).ok()
+            } else {
+                request.rewritten_for(&route.upstream_model)
+            };
+        if let Some(new_body) = new_body {
             if !host::set_buffer(host::REQUEST_BODY, body.len(), &new_body) {
                 return Err(GatewayError::Internal("could not rewrite the request body"));
             }
@@ -296,6 +315,11 @@ impl RequestStage {
             path: (route.path != self.client_path).then(|| route.path.clone()),
             traceparent: self.trace.as_ref().map(RequestTrace::upstream_traceparent),
             auth: env_auth(route.provider.kind, &route.provider.auth),
+            defaults: if route.upstream_api == Api::Messages && api != Api::Messages {
+                vec![("anthropic-version".into(), ANTHROPIC_VERSION.into())]
+            } else {
+                Vec::new()
+            },
         };
         if !host::set_property("tollgate.route", decision.encode().as_bytes()) {
             return Err(GatewayError::Internal(
@@ -320,7 +344,7 @@ impl RequestStage {
             model: request.model,
             provider: route.provider.name.clone(),
             provider_kind: route.provider.kind,
-            upstream_api: api,
+            upstream_api: route.upstream_api,
             upstream_start_ns: host::now_ns(),
             input_messages,
         });
@@ -676,7 +700,7 @@ impl HttpContext for RequestStage {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.phase == Phase::Forwarded {
-            self.response.on_body(body_size, end_of_stream);
+            return self.response.on_body(body_size, end_of_stream);
         }
         Action::Continue
     }

@@ -58,6 +58,11 @@ impl RouteStage {
                 ));
             }
         }
+        for (name, value) in &decision.defaults {
+            if host::request_header(name).is_none() {
+                host::set_request_header(name, Some(value));
+            }
+        }
         if let Some(traceparent) = &decision.traceparent {
             host::set_request_header("traceparent", Some(traceparent));
         }
