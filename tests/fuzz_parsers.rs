@@ -4,8 +4,11 @@
 //! search longer.
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failure report
 
+use tollgate::core::api::{Api, ClientFormat};
 use tollgate::core::auth::parse_authorize_response;
 use tollgate::core::config::Config;
+use tollgate::core::convert::stream::StreamTranslator;
+use tollgate::core::convert::{self, Translation};
 use tollgate::core::decision::RouteDecision;
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
@@ -32,8 +35,42 @@ const SEEDS: &[&[u8]] = &[
     b"event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\r\n\r\n",
     b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
     br#"{"valid":true,"key_id":"k","models":["a*"],"team_models":[],"expires_at":1}"#,
-    b"cluster\n/path\nauthorization\nBearer \nVAR",
+    b"c=cluster\np=/path\na=authorization\tBearer \tVAR",
+    br#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+    br#"{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"o"}],"instructions":"s"}"#,
+    br#"{"id":"m","content":[{"type":"tool_use","id":"t","name":"f","input":{}}],"stop_reason":"tool_use","usage":{"input_tokens":1}}"#,
+    b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\"}}\n\n",
+    b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":3,\"function\":{\"arguments\":\"{\"}}]}}]}\n\n",
 ];
+
+const APIS: [Api; 3] = [Api::ChatCompletions, Api::Responses, Api::Messages];
+
+/// Every translator sees the bytes: as a request of each API, as an
+/// answer and an error of each upstream, and as a stream cut at random.
+fn exercise_translators(bytes: &[u8], rng: &mut Rng) {
+    let value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
+    for client in APIS {
+        for upstream in [Api::ChatCompletions, Api::Messages] {
+            let _ = convert::request::translate(client, upstream, &value, "m");
+            let t = Translation {
+                client,
+                upstream,
+                stream: true,
+                client_wants_usage: rng.below(2) == 0,
+            };
+            let _ = convert::response::translate(&t, bytes, 0);
+            let mut s = StreamTranslator::new(&t, 0);
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
+                let _ = s.push(chunk);
+                rest = tail;
+            }
+            let _ = s.finish();
+        }
+    }
+    let _ = convert::error::translate(ClientFormat::Anthropic, 400 + rng.below(200) as u32, bytes);
+}
 
 const INTERESTING: &[&[u8]] = &[
     b"\r",
@@ -101,6 +138,7 @@ fn exercise(bytes: &[u8], rng: &mut Rng) {
     if let Some(event) = framer.finish() {
         usage.observe_event(&event.data);
     }
+    exercise_translators(bytes, rng);
 }
 
 #[test]
@@ -108,7 +146,7 @@ fn parsers_never_panic_on_random_and_mutated_input() {
     let iterations: usize = std::env::var("FUZZ_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(5_000);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for i in 0..iterations {
         let input = if i % 4 == 0 {
