@@ -176,3 +176,10 @@ pub(crate) fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 pub(crate) fn u64_of(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
+
+/// Sets a field of a JSON object (no-op on other values, so it cannot panic).
+pub(crate) fn set(v: &mut Value, key: &str, value: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.into(), value);
+    }
+}

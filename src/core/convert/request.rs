@@ -2,7 +2,8 @@
 //! `Conversation` written for Chat Completions or Messages upstreams.
 
 use super::{
-    str_of, Conversation, Message, Part, Role, Tool, ToolChoice, Translation, DEFAULT_MAX_TOKENS,
+    set, str_of, Conversation, Message, Part, Role, Tool, ToolChoice, Translation,
+    DEFAULT_MAX_TOKENS,
 };
 use crate::core::api::Api;
 use crate::core::error::GatewayError;
@@ -283,9 +284,11 @@ fn anthropic_parts(content: &Value, role: Role) -> Result<Vec<Part>, GatewayErro
             }),
             // Thinking blocks are the model's own and are not sent to other providers.
             Some("thinking") | Some("redacted_thinking") => {}
-            Some(other) => return Err(GatewayError::BadRequest(format!(
+            Some(other) => {
+                return Err(GatewayError::BadRequest(format!(
                 "Content blocks of type `{other}` cannot be translated for this model's provider."
-            ))),
+            )))
+            }
             None => return Err(bad("content block without type")),
         }
     }
@@ -533,7 +536,7 @@ pub fn to_chat(conv: &Conversation, model: &str) -> Value {
                     .collect();
                 let mut msg = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
                 if !calls.is_empty() {
-                    msg["tool_calls"] = Value::Array(calls);
+                    set(&mut msg, "tool_calls", Value::Array(calls));
                 }
                 messages.push(msg);
             }
@@ -637,8 +640,8 @@ pub fn to_messages(conv: &Conversation, model: &str) -> Value {
         // Anthropic wants alternating roles: merge consecutive same-role turns
         // (e.g. several OpenAI `tool` messages become one user turn).
         match messages.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(existing) = last["content"].as_array_mut() {
+            Some(last) if last.get("role").and_then(Value::as_str) == Some(role) => {
+                if let Some(existing) = last.get_mut("content").and_then(Value::as_array_mut) {
                     existing.extend(blocks);
                 }
             }
@@ -667,7 +670,7 @@ pub fn to_messages(conv: &Conversation, model: &str) -> Value {
             .map(|t| {
                 let mut tool = json!({"name": t.name, "input_schema": t.parameters});
                 if let Some(d) = &t.description {
-                    tool["description"] = Value::String(d.clone());
+                    set(&mut tool, "description", Value::String(d.clone()));
                 }
                 tool
             })
@@ -686,7 +689,7 @@ pub fn to_messages(conv: &Conversation, model: &str) -> Value {
     };
     if conv.parallel_tool_calls == Some(false) {
         if let Some(c) = choice.as_mut().filter(|c| c["type"] != "none") {
-            c["disable_parallel_tool_use"] = Value::Bool(true);
+            set(c, "disable_parallel_tool_use", Value::Bool(true));
         }
     }
     insert_opt(&mut out, "tool_choice", choice);

@@ -2,7 +2,7 @@
 //! written in the client's API shape. Ids and the model name are the
 //! upstream's own.
 
-use super::{str_of, u64_of, Finish, Part, Reply, Translation};
+use super::{set, str_of, u64_of, Finish, Part, Reply, Translation};
 use crate::core::api::Api;
 use crate::core::error::GatewayError;
 use crate::core::usage::Usage;
@@ -168,7 +168,7 @@ pub fn to_chat(r: &Reply) -> Value {
         .collect();
     let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }, "refusal": null});
     if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
+        set(&mut message, "tool_calls", Value::Array(calls));
     }
     json!({
         "id": r.id, "object": "chat.completion", "created": r.created, "model": r.model,

@@ -4,7 +4,7 @@
 //! that ends early still gets a valid terminal sequence for its client.
 
 use super::response::{anthropic_usage, chat_usage, responses_usage};
-use super::{str_of, u64_of, Finish, Part, Reply, Translation};
+use super::{set, str_of, u64_of, Finish, Part, Reply, Translation};
 use crate::core::api::Api;
 use crate::core::sse::{SseEvent, SseFramer};
 use crate::core::usage::Usage;
@@ -398,7 +398,7 @@ impl Encoder {
     fn chat_chunk(&mut self, choices: Value, usage: Option<Value>, out: &mut Vec<u8>) {
         let mut chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.now_s, "model": self.model, "choices": choices});
         if let Some(u) = usage {
-            chunk["usage"] = u;
+            set(&mut chunk, "usage", u);
         }
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(chunk.to_string().as_bytes());
