@@ -7,6 +7,9 @@
   (d) (c) + the budget reservation and usage reports to the sidecar
   (e) (c) with an OpenAI Chat request to an Anthropic model (translation)
   (f) (c) streaming: 20-chunk SSE chat answers
+  (g) (f) translated: an OpenAI chat stream from an Anthropic model
+
+and the time to first byte of a streamed answer, untranslated vs translated.
 
 For each: throughput at saturation (wrk, 16 connections) and p50/p99 latency
 at a fixed moderate rate (wrk, 4 connections pausing between requests), plus
@@ -101,6 +104,8 @@ def main():
                   {**CHAT, "model": "claude-haiku-4-5"}, stack.envoy),
             "f": ("(c), streaming 20 chunks", f"{stack.envoy.base_url}/v1/chat/completions", stream_body,
                   stack.envoy),
+            "g": ("(f), OpenAI -> Anthropic stream", f"{stack.envoy.base_url}/v1/chat/completions",
+                  {**stream_body, "model": "claude-haiku-4-5"}, stack.envoy),
         }
         chosen = args.only.split(",") if args.only else list(variants)
         rows = {}
@@ -118,13 +123,41 @@ def main():
                             "mem_before": before, "mem_after": after}
             print(f"({letter}) {name}: {saturated['rps']:.0f} req/s, p50 {paced['p50']:.3f} ms, "
                   f"p99 {paced['p99']:.3f} ms, errors {rows[letter]['errors']}", flush=True)
+        ttfb = {name: time_to_first_byte(stack.envoy.port, key, body) for name, body in [
+            ("untranslated (OpenAI -> OpenAI)", stream_body),
+            ("translated (OpenAI -> Anthropic)", {**stream_body, "model": "claude-haiku-4-5"})]}
     finally:
         stack.stop()
-    report = table(rows, args)
+    report = table(rows, args) + ttfb_table(ttfb)
     print("\n" + report)
     out = ROOT / "bench" / "results" / f"{datetime.date.today().isoformat()}.md"
     out.write_text(report)
     print(f"written to {out.relative_to(ROOT)}")
+
+
+def time_to_first_byte(port: int, key: str, body: dict, n: int = 300) -> tuple[float, float]:
+    """p50 and p99 ms from sending a streamed request to its first body byte."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    samples = []
+    payload = json.dumps(body).encode()
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    for _ in range(n):
+        start = time.perf_counter()
+        conn.request("POST", "/v1/chat/completions", body=payload, headers=headers)
+        response = conn.getresponse()
+        response.read(1)
+        samples.append((time.perf_counter() - start) * 1000)
+        response.read()
+    conn.close()
+    samples.sort()
+    return samples[len(samples) // 2], samples[min(len(samples) - 1, len(samples) * 99 // 100)]
+
+
+def ttfb_table(ttfb: dict) -> str:
+    lines = ["", "| streamed answer, time to first byte | p50 ms | p99 ms |", "|---|---:|---:|"]
+    lines += [f"| {name} | {p50:.3f} | {p99:.3f} |" for name, (p50, p99) in ttfb.items()]
+    return "\n".join(lines) + "\n"
 
 
 def mib(v):
@@ -147,7 +180,7 @@ def table(rows: dict, args) -> str:
     if "b" in rows:
         b = rows["b"]
         lines += ["", "| ratio to (b) | throughput | added p50 ms | added p99 ms |", "|---|---:|---:|---:|"]
-        for letter in ["c", "d", "e", "f"]:
+        for letter in ["c", "d", "e", "f", "g"]:
             if letter in rows:
                 r = rows[letter]
                 lines.append(f"| ({letter})/(b) | {r['rps'] / b['rps']:.2f} | {r['p50'] - b['p50']:+.3f} | "
