@@ -46,13 +46,14 @@ def test_reset_mid_stream_and_broken_sse(stack, key):
     with pytest.raises((openai.APIError, Exception)):
         list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
                                             extra_headers={"x-mock-fault": "reset-mid-stream"}))
-    # A broken event passes through as the provider sent it; the gateway neither
+    # A broken event becomes an error event in the client's format (the
+    # stream is re-encoded for the output guardrails); the gateway neither
     # crashes nor blocks later requests.
     status, body = raw_post(stack.envoy.base_url, "/v1/chat/completions",
                             json.dumps({"model": "gpt-4o", "messages": MESSAGES, "stream": True}).encode(),
                             {"authorization": f"Bearer {key}", "content-type": "application/json",
                              "x-mock-fault": "bad-sse"})
-    assert status == 200 and b"this is not json" in body and b"[DONE]" in body
+    assert status == 200 and b"malformed stream event" in body and body.endswith(b"data: [DONE]\n\n")
     assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices[0].message.content
 
 

@@ -3,6 +3,7 @@
 
 use super::budget::BudgetConfig;
 use super::glob;
+use super::guard::{GuardrailConfig, Guardrails};
 use super::telemetry::TracingConfig;
 use serde::Deserialize;
 
@@ -129,6 +130,9 @@ pub struct Config {
     /// Budget reservations and usage reports to the sidecar; absent = off.
     #[serde(default)]
     pub budgets: Option<BudgetConfig>,
+    /// PII, secrets and prompt injection checks; absent = off.
+    #[serde(default)]
+    pub guardrails: Option<GuardrailConfig>,
 }
 
 fn default_key_cache_ttl_ms() -> u64 {
@@ -201,6 +205,11 @@ impl Config {
         }
         if let Some(budgets) = &self.budgets {
             out.extend(budgets.problems());
+        }
+        if let Some(guardrails) = &self.guardrails {
+            if let Err(e) = Guardrails::new(guardrails) {
+                out.push(format!("guardrails: {e}"));
+            }
         }
         out
     }

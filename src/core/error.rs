@@ -19,6 +19,11 @@ pub enum GatewayError {
         message: String,
         retry_after_s: u64,
     },
+    /// A guardrail refused the request (never names the matched text).
+    GuardrailBlocked {
+        guardrail: &'static str,
+        kind: String,
+    },
     /// The provider answered something that cannot be read or translated.
     UpstreamInvalid(&'static str),
     /// A per-minute rate limit.
@@ -40,6 +45,7 @@ impl GatewayError {
             GatewayError::SidecarUnavailable => 503,
             GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => 429,
             GatewayError::UpstreamInvalid(_) => 502,
+            GatewayError::GuardrailBlocked { .. } => 400,
             GatewayError::Internal(_) => 500,
         }
     }
@@ -66,6 +72,9 @@ impl GatewayError {
             GatewayError::SidecarUnavailable => "The gateway's key and budget service is unavailable; try again shortly.".into(),
             GatewayError::BudgetExceeded { message, .. } | GatewayError::RateLimited { message, .. } => message.clone(),
             GatewayError::UpstreamInvalid(what) => format!("Bad answer from the provider: {what}."),
+            GatewayError::GuardrailBlocked { guardrail, kind } => {
+                format!("The request was blocked by the {guardrail} guardrail ({kind}).")
+            }
             GatewayError::Internal(what) => format!("Internal gateway error: {what}."),
         }
     }
@@ -90,6 +99,7 @@ impl GatewayError {
             GatewayError::BudgetExceeded { .. } => ("insufficient_quota", "budget_exceeded"),
             GatewayError::RateLimited { .. } => ("requests", "rate_limit_exceeded"),
             GatewayError::UpstreamInvalid(_) => ("server_error", "bad_upstream_response"),
+            GatewayError::GuardrailBlocked { .. } => ("invalid_request_error", "guardrail_blocked"),
             GatewayError::Internal(_) => ("server_error", "internal_error"),
         }
     }
@@ -100,7 +110,9 @@ impl GatewayError {
             GatewayError::MissingKey | GatewayError::InvalidKey(_) => "authentication_error",
             GatewayError::ModelNotAllowed(_) => "permission_error",
             GatewayError::UnknownModel(_) | GatewayError::NotFound(_) => "not_found_error",
-            GatewayError::BadRequest(_) => "invalid_request_error",
+            GatewayError::BadRequest(_) | GatewayError::GuardrailBlocked { .. } => {
+                "invalid_request_error"
+            }
             GatewayError::TooLarge(_) => "request_too_large",
             GatewayError::SidecarUnavailable => "overloaded_error",
             GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => {

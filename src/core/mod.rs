@@ -9,6 +9,7 @@ pub mod convert;
 pub mod decision;
 pub mod error;
 pub mod glob;
+pub mod guard;
 pub mod header_map;
 pub mod key;
 pub mod models;

@@ -11,6 +11,8 @@ pub struct LlmRequest {
     pub stream: bool,
     /// False when the model came from an Azure deployment path.
     pub model_in_body: bool,
+    /// The body was changed in place (e.g. redacted) and must be re-sent.
+    pub modified: bool,
 }
 
 fn stream_flag(object: &serde_json::Map<String, Value>) -> Result<bool, GatewayError> {
@@ -61,13 +63,14 @@ impl LlmRequest {
             model,
             stream,
             model_in_body,
+            modified: false,
         })
     }
 
     /// The body to send upstream with `model` replaced; `None` when the
     /// original bytes can go unchanged.
     pub fn rewritten_for(&mut self, upstream_model: &str) -> Option<Vec<u8>> {
-        if upstream_model == self.model && self.model_in_body {
+        if upstream_model == self.model && self.model_in_body && !self.modified {
             return None;
         }
         let object = self.body.as_object_mut()?;

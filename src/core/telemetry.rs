@@ -167,6 +167,8 @@ pub struct RequestRecord {
     pub end_ns: u64,
     pub input_messages: Option<String>,
     pub output_messages: Option<String>,
+    /// `guardrail/kind/direction/action` of each guardrail event.
+    pub guard_events: Vec<String>,
 }
 
 /// The semantic-convention provider name.
@@ -293,6 +295,12 @@ pub fn spans(r: &RequestRecord) -> [Span; 2] {
             AttrValue::Str(r.upstream_api.name().into()),
         ));
     }
+    if !r.guard_events.is_empty() {
+        attrs.push((
+            "tollgate.guardrail.events",
+            AttrValue::StrArray(r.guard_events.clone()),
+        ));
+    }
     opt(
         &mut attrs,
         "gen_ai.input.messages",
@@ -387,6 +395,7 @@ mod tests {
             end_ns: 2_000_000_000,
             input_messages: None,
             output_messages: None,
+            guard_events: vec![],
         }
     }
 

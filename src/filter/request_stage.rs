@@ -11,12 +11,13 @@ use super::stats;
 use super::trace::RequestTrace;
 use crate::core::api::{self, Api, ClientFormat};
 use crate::core::auth::{self, KeyCheck, KeyInfo};
-use crate::core::budget::{self, ReserveAnswer, ReserveRequest, UsageReport};
+use crate::core::budget::{self, GuardrailEventReport, ReserveAnswer, ReserveRequest, UsageReport};
 use crate::core::config::{FailureMode, ProviderAuth, ProviderKind};
 use crate::core::content;
 use crate::core::convert;
 use crate::core::decision::{EnvAuth, RouteDecision};
 use crate::core::error::GatewayError;
+use crate::core::guard::GuardEvent;
 use crate::core::key;
 use crate::core::models;
 use crate::core::request::LlmRequest;
@@ -97,6 +98,8 @@ pub struct RequestStage {
     headers_ended: bool,
     started_ns: u64,
     request_id: String,
+    /// Guardrail events of the request (output ones are in `response`).
+    guard_events: Vec<GuardEvent>,
     trace: Option<RequestTrace>,
     forwarded: Option<Forwarded>,
     response: ResponseState,
@@ -116,6 +119,7 @@ impl RequestStage {
             headers_ended: false,
             started_ns: 0,
             request_id: String::new(),
+            guard_events: Vec::new(),
             trace: None,
             forwarded: None,
             response: ResponseState::default(),
@@ -288,8 +292,10 @@ impl RequestStage {
                 return Err(GatewayError::ModelNotAllowed(request.model));
             }
         }
+        self.check_input(api, &mut request)?;
         let config = &self.shared.config;
         let route = routing::resolve(config, api, &request.model)?;
+        self.response.apis = Some((api, route.upstream_api));
         // Another API upstream, or a chat stream (usage must be asked for):
         // translate; otherwise at most the model name changes.
         let new_body =
@@ -353,6 +359,38 @@ impl RequestStage {
             self.reserve(max_output)?;
         }
         Ok(())
+    }
+
+    /// Input guardrails: blocks, or redacts the body in place; records events
+    /// and sets up the output guardrails for the answer.
+    fn check_input(&mut self, api: Api, request: &mut LlmRequest) -> Result<(), GatewayError> {
+        let shared = Rc::clone(&self.shared);
+        let Some(guardrails) = &shared.guardrails else {
+            return Ok(());
+        };
+        let (team, key_id) = match self.key.as_deref() {
+            Some(KeyCheck::Valid(info)) => (info.team.clone(), Some(info.key_id.clone())),
+            _ => (None, None),
+        };
+        let policy = guardrails.policy(team.as_deref(), key_id.as_deref());
+        let outcome = guardrails.check_request(api, &mut request.body, &policy);
+        request.modified |= outcome.changed;
+        self.record_guard_events(&outcome.events);
+        if let Some(b) = outcome.blocked {
+            return Err(GatewayError::GuardrailBlocked {
+                guardrail: b.guardrail,
+                kind: b.kind,
+            });
+        }
+        if policy.any_output() {
+            self.response.output_policy = Some(policy);
+        }
+        Ok(())
+    }
+
+    fn record_guard_events(&mut self, events: &[GuardEvent]) {
+        count_guard_events(&self.shared.stats, events);
+        self.guard_events.extend_from_slice(events);
     }
 
     /// Asks the sidecar to reserve this request against the key's, team's
@@ -455,7 +493,17 @@ impl RequestStage {
             latency_ms: now_ns.saturating_sub(self.started_ns) / 1_000_000,
             estimated,
             stream: response.stream,
-            guardrail_events: Vec::new(),
+            guardrail_events: self
+                .guard_events
+                .iter()
+                .chain(&response.guard_events)
+                .map(|e| GuardrailEventReport {
+                    guardrail: e.guardrail.into(),
+                    kind: e.kind.clone(),
+                    direction: e.direction.name().into(),
+                    action: e.action.name().into(),
+                })
+                .collect(),
             ts: now_ns / 1_000_000_000,
         }
     }
@@ -543,6 +591,20 @@ impl RequestStage {
                 first_chunk_ns: self.response.first_chunk_ns,
                 end_ns: now,
                 input_messages: forwarded.input_messages.clone(),
+                guard_events: self
+                    .guard_events
+                    .iter()
+                    .chain(&self.response.guard_events)
+                    .map(|e| {
+                        format!(
+                            "{}/{}/{}/{}",
+                            e.guardrail,
+                            e.kind,
+                            e.direction.name(),
+                            e.action.name()
+                        )
+                    })
+                    .collect(),
                 output_messages: self.response.captured.as_deref().map(|text| {
                     content::output_messages(
                         text,
@@ -565,6 +627,22 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// Guardrail events by guardrail, kind, direction and action (never text).
+fn count_guard_events(stats: &stats::Stats, events: &[GuardEvent]) {
+    for e in events {
+        let (guardrail, kind, direction, action) = (
+            e.guardrail,
+            stats::tag(&e.kind),
+            e.direction.name(),
+            e.action.name(),
+        );
+        stats.count(
+            format!("tollgate.guardrail_events.guardrail.{guardrail}.kind.{kind}.direction.{direction}.action.{action}"),
+            1,
+        );
+    }
 }
 
 /// How the route stage adds the provider key when Envoy does not.
@@ -700,7 +778,13 @@ impl HttpContext for RequestStage {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.phase == Phase::Forwarded {
-            return self.response.on_body(body_size, end_of_stream);
+            let action =
+                self.response
+                    .on_body(body_size, end_of_stream, self.shared.guardrails.as_ref());
+            let new_events = std::mem::take(&mut self.response.new_guard_events);
+            count_guard_events(&self.shared.stats, &new_events);
+            self.response.guard_events.extend(new_events);
+            return action;
         }
         Action::Continue
     }

@@ -6,8 +6,10 @@
 use super::host;
 use crate::core::api::{Api, ClientFormat};
 use crate::core::content;
-use crate::core::convert::stream::StreamTranslator;
-use crate::core::convert::{self, Translation};
+use crate::core::convert::stream::{Event, StreamTranslator};
+use crate::core::convert::{self, Finish, Translation};
+use crate::core::guard::stream::OutputGuard;
+use crate::core::guard::{self, Blocked, GuardEvent, Guardrails, Policy};
 use crate::core::sse::SseFramer;
 use crate::core::usage::{self, ResponseSummary};
 use proxy_wasm::types::Action;
@@ -33,6 +35,16 @@ pub struct ResponseState {
     /// see the usage chunk the gateway asked for).
     pub translation: Option<Translation>,
     translator: Option<StreamTranslator>,
+    /// The client's and the upstream's API (set when forwarded).
+    pub apis: Option<(Api, Api)>,
+    /// Output guardrails for this request, when any is on.
+    pub output_policy: Option<Policy>,
+    output_guard: OutputGuard,
+    /// A guardrail ended the stream; later upstream events are dropped.
+    guard_stopped: bool,
+    pub guard_events: Vec<GuardEvent>,
+    /// Events since the stage last looked (for stats).
+    pub new_guard_events: Vec<GuardEvent>,
     framer: SseFramer,
     body: Vec<u8>,
 }
@@ -44,28 +56,54 @@ impl ResponseState {
             .unwrap_or(0);
         self.stream = host::response_header("content-type")
             .is_some_and(|t| t.starts_with("text/event-stream"));
-        let Some(t) = &self.translation else {
+        let guarded = self.output_policy.is_some() && self.status < 400 && self.guardable();
+        if self.translation.is_none() && !guarded {
             return;
-        };
+        }
         // The body changes size; Envoy sends it chunked.
         host::set_response_header("content-length", None);
+        let now_s = host::now_ms() / 1000;
         if self.status >= 400 {
             let status = convert::error::client_status(self.status).to_string();
             host::set_response_header(":status", Some(&status));
             host::set_response_header("content-type", Some("application/json"));
         } else if self.stream {
-            self.translator = Some(StreamTranslator::new(t, host::now_ms() / 1000));
+            self.translator = match (&self.translation, self.apis) {
+                (Some(t), _) if guarded => Some(StreamTranslator::reencoding(t, now_s)),
+                (Some(t), _) => Some(StreamTranslator::new(t, now_s)),
+                (None, Some((client, upstream))) => {
+                    let t = Translation {
+                        client,
+                        upstream,
+                        stream: true,
+                        client_wants_usage: true,
+                    };
+                    Some(StreamTranslator::reencoding(&t, now_s))
+                }
+                (None, None) => None,
+            };
         }
     }
 
+    /// Output guardrails need the upstream's events decoded: Chat and
+    /// Messages streams can be; a Responses upstream stream is not scanned.
+    fn guardable(&self) -> bool {
+        !self.stream
+            || self
+                .apis
+                .is_some_and(|(_, upstream)| upstream != Api::Responses)
+    }
+
     /// Observes (and when translating, rewrites) a body chunk.
-    pub fn on_body(&mut self, size: usize, end: bool) -> Action {
+    pub fn on_body(&mut self, size: usize, end: bool, guardrails: Option<&Guardrails>) -> Action {
         self.ended |= end;
         if self.first_chunk_ns.is_none() && size > 0 {
             self.first_chunk_ns = Some(host::now_ns());
         }
-        // Translated JSON and errors are rewritten whole: hold the chunks.
-        let whole_body = self.translation.is_some() && self.translator.is_none();
+        // Translated or guarded JSON, and translated errors, are rewritten
+        // whole: hold the chunks.
+        let guard_body = self.output_policy.is_some() && !self.stream && self.status < 400;
+        let whole_body = (self.translation.is_some() || guard_body) && self.translator.is_none();
         if whole_body && !end {
             return Action::Pause;
         }
@@ -76,20 +114,46 @@ impl ResponseState {
             self.observe_body(&chunk, end);
         }
         if let Some(translator) = &mut self.translator {
-            let mut out = translator.push(&chunk);
-            if end {
-                out.extend(translator.finish());
-            }
-            host::set_buffer(host::RESPONSE_BODY, size, &out);
-        } else if let (true, Some(t)) = (whole_body, &self.translation) {
-            let out = if self.status >= 400 {
-                convert::error::translate(client_format(t.client), self.status, &chunk).1
-            } else {
-                match convert::response::translate(t, &chunk, host::now_ms() / 1000) {
-                    Ok(out) => out,
-                    Err(error) => error.body(client_format(t.client)),
+            let guard = (guardrails, self.output_policy.as_ref());
+            let (og, stopped, events) = (
+                &mut self.output_guard,
+                &mut self.guard_stopped,
+                &mut self.new_guard_events,
+            );
+            let at_end = std::cell::Cell::new(false);
+            let mut hook = |batch: &mut Vec<Event>| {
+                if let (Some(g), Some(p)) = guard {
+                    guard_stream(g, p, og, stopped, batch, at_end.get());
+                    events.append(&mut og.events);
                 }
             };
+            let mut out = translator.push_with(&chunk, &mut hook);
+            if end {
+                at_end.set(true);
+                out.extend(translator.finish_with(&mut hook));
+            }
+            host::set_buffer(host::RESPONSE_BODY, size, &out);
+        } else if whole_body {
+            let client = self.apis.map_or(Api::ChatCompletions, |(c, _)| c);
+            let mut out = match &self.translation {
+                Some(t) if self.status >= 400 => {
+                    convert::error::translate(client_format(t.client), self.status, &chunk).1
+                }
+                Some(t) => match convert::response::translate(t, &chunk, host::now_ms() / 1000) {
+                    Ok(out) => out,
+                    Err(error) => error.body(client_format(t.client)),
+                },
+                None => chunk,
+            };
+            if let (true, Some(g), Some(p)) = (guard_body, guardrails, &self.output_policy) {
+                if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&out) {
+                    let outcome = g.check_response(client, &mut body, p);
+                    self.new_guard_events.extend(outcome.events);
+                    if outcome.changed {
+                        out = serde_json::to_vec(&body).unwrap_or(out);
+                    }
+                }
+            }
             host::set_buffer(host::RESPONSE_BODY, size, &out);
         }
         Action::Continue
@@ -123,6 +187,48 @@ impl ResponseState {
             self.body = Vec::new();
         }
     }
+}
+
+/// Runs stream text through the output guard: deltas are released as the
+/// hold-back window allows (and flushed before any other event); a block
+/// replaces the rest with a notice and a content-filter finish.
+fn guard_stream(
+    g: &Guardrails,
+    p: &Policy,
+    og: &mut OutputGuard,
+    stopped: &mut bool,
+    batch: &mut Vec<Event>,
+    at_end: bool,
+) {
+    let mut out = Vec::with_capacity(batch.len());
+    let release =
+        |result: Result<String, Blocked>, out: &mut Vec<Event>, stopped: &mut bool| match result {
+            Ok(text) if !text.is_empty() => out.push(Event::TextDelta(text)),
+            Ok(_) => {}
+            Err(b) => {
+                out.push(Event::TextDelta(format!(" {}", guard::blocked_notice(&b))));
+                out.push(Event::Finish(Finish::ContentFilter));
+                *stopped = true;
+            }
+        };
+    for event in batch.drain(..) {
+        if *stopped {
+            break;
+        }
+        match event {
+            Event::TextDelta(text) => release(og.push(g, p, &text), &mut out, stopped),
+            other => {
+                release(og.flush(g, p), &mut out, stopped);
+                if !*stopped {
+                    out.push(other);
+                }
+            }
+        }
+    }
+    if at_end && !*stopped {
+        release(og.flush(g, p), &mut out, stopped);
+    }
+    *batch = out;
 }
 
 fn client_format(api: Api) -> ClientFormat {

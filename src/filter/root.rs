@@ -12,6 +12,7 @@ use crate::core::api::ClientFormat;
 use crate::core::auth::AuthCache;
 use crate::core::config::Config;
 use crate::core::error::GatewayError;
+use crate::core::guard::Guardrails;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
@@ -35,6 +36,8 @@ pub struct Shared {
     pub stats: Stats,
     /// Trace export, when `tracing` is configured.
     pub exporter: Option<RefCell<Exporter>>,
+    /// Compiled guardrails, when `guardrails` is configured.
+    pub guardrails: Option<Guardrails>,
     /// Usage reports to the sidecar, when `budgets` is configured.
     pub reporter: Option<RefCell<Reporter>>,
     /// `tollgate.vm.memory_bytes`: this worker VM's linear memory.
@@ -95,6 +98,11 @@ impl RootContext for Root {
                     .tracing
                     .clone()
                     .map(|t| RefCell::new(Exporter::new(t)));
+                // Validated in Config::parse, so this only compiles the regexes.
+                let guardrails = config
+                    .guardrails
+                    .as_ref()
+                    .and_then(|g| Guardrails::new(g).ok());
                 let reporter = config
                     .budgets
                     .clone()
@@ -115,6 +123,7 @@ impl RootContext for Root {
                     stats: Stats::default(),
                     exporter,
                     reporter,
+                    guardrails,
                     memory_gauge: host::define_gauge("tollgate.vm.memory_bytes"),
                     request_counter: std::cell::Cell::new(0),
                 }));

@@ -717,24 +717,53 @@ impl StreamTranslator {
     }
 
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.push_with(chunk, &mut |_| {})
+    }
+
+    /// Like `push`, with `hook` seeing (and free to change) the canonical
+    /// events between decoding and encoding: the output guardrails' seat.
+    pub fn push_with(&mut self, chunk: &[u8], hook: &mut dyn FnMut(&mut Vec<Event>)) -> Vec<u8> {
         let mut out = Vec::with_capacity(chunk.len() * 2);
         for event in self.framer.push(chunk) {
-            self.event(&event, &mut out);
+            self.event(&event, &mut out, hook);
         }
         out
+    }
+
+    /// Decodes and re-encodes even same-API streams, so a hook sees them.
+    pub fn reencoding(t: &Translation, now_s: u64) -> StreamTranslator {
+        StreamTranslator {
+            framer: SseFramer::new(),
+            mode: Mode::Translate(Decoder::new(t.upstream), Box::new(Encoder::new(t, now_s))),
+        }
     }
 
     /// The upstream ended. An event it left unterminated is dropped, as the
     /// SSE spec says; the client still gets a complete terminal sequence.
     pub fn finish(&mut self) -> Vec<u8> {
+        self.finish_with(&mut |_| {})
+    }
+
+    /// Like `finish`; `hook` gets a last (possibly empty) batch to flush into.
+    pub fn finish_with(&mut self, hook: &mut dyn FnMut(&mut Vec<Event>)) -> Vec<u8> {
         let mut out = Vec::new();
         if let Mode::Translate(_, encoder) = &mut self.mode {
+            let mut last = Vec::new();
+            hook(&mut last);
+            for e in last {
+                encoder.encode(e, &mut out);
+            }
             encoder.finish(&mut out);
         }
         out
     }
 
-    fn event(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
+    fn event(
+        &mut self,
+        event: &SseEvent,
+        out: &mut Vec<u8>,
+        hook: &mut dyn FnMut(&mut Vec<Event>),
+    ) {
         match &mut self.mode {
             Mode::DropUsageChunk => {
                 let usage_only = event.data.contains("\"usage\"")
@@ -755,6 +784,7 @@ impl StreamTranslator {
             Mode::Translate(decoder, encoder) => {
                 let mut events = Vec::new();
                 decoder.decode(event, &mut events);
+                hook(&mut events);
                 for e in events {
                     encoder.encode(e, out);
                 }

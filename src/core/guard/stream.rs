@@ -1,0 +1,188 @@
+//! Output guardrails on streams: text deltas pass through a small hold-back
+//! window so an entity split across chunks is still caught and redacted in
+//! flight. Only what could still grow into an entity is held: the last word,
+//! digit groups before it (cards, phones, IBANs), the name of an assignment
+//! (`password = ...`), or a partial match; at most `HOLD_BACK` characters.
+
+use super::{Blocked, Direction, GuardAction, GuardEvent, Guardrails, Placeholders, Policy};
+
+/// Most bytes held back at the end of the text seen so far.
+pub const HOLD_BACK: usize = 48;
+
+/// Where the possibly-unfinished tail of `text` starts.
+fn hold_start(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let floor = text.len().saturating_sub(HOLD_BACK);
+    let word_start = |end: usize| {
+        bytes
+            .get(..end)
+            .and_then(|b| b.iter().rposition(u8::is_ascii_whitespace))
+            .map_or(0, |p| p + 1)
+    };
+    let mut start = word_start(text.len());
+    loop {
+        // The word before the held part, and what separates them.
+        let gap_start = bytes.get(..start).map_or(0, |b| {
+            b.iter()
+                .rposition(|c| !c.is_ascii_whitespace())
+                .map_or(0, |p| p + 1)
+        });
+        if gap_start == 0 || gap_start <= floor {
+            break;
+        }
+        let prev_start = word_start(gap_start);
+        let prev = text.get(prev_start..gap_start).unwrap_or("");
+        let held = text
+            .get(start..)
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        // Digit groups (cards, phones) or upper-case groups (IBANs).
+        let groups = |w: &str| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-().".contains(c))
+                && (w.chars().any(|c| c.is_ascii_digit())
+                    || w.chars().all(|c| !c.is_ascii_lowercase()))
+        };
+        let assignment = prev.ends_with(['=', ':']) || held.starts_with(['=', ':']);
+        if (groups(prev) && (held.is_empty() || groups(held))) || assignment {
+            start = prev_start;
+        } else {
+            break;
+        }
+    }
+    start.max(floor)
+}
+
+#[derive(Debug, Default)]
+pub struct OutputGuard {
+    pending: String,
+    placeholders: Placeholders,
+    pub events: Vec<GuardEvent>,
+}
+
+impl OutputGuard {
+    /// Adds a delta; returns the text that is safe to send now.
+    pub fn push(&mut self, g: &Guardrails, p: &Policy, text: &str) -> Result<String, Blocked> {
+        self.pending.push_str(text);
+        self.release(g, p, false)
+    }
+
+    /// Releases everything held (before a tool call, or at the end).
+    pub fn flush(&mut self, g: &Guardrails, p: &Policy) -> Result<String, Blocked> {
+        self.release(g, p, true)
+    }
+
+    fn release(&mut self, g: &Guardrails, p: &Policy, all: bool) -> Result<String, Blocked> {
+        let findings = g.scan(&self.pending, p, Direction::Output);
+        let mut cut = if all {
+            self.pending.len()
+        } else {
+            hold_start(&self.pending)
+        };
+        while !self.pending.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        // Never release part of a match: it may still grow.
+        for f in &findings {
+            if f.start < cut && f.end > cut {
+                cut = f.start;
+            }
+        }
+        let released: Vec<_> = findings.iter().filter(|f| f.end <= cut).collect();
+        for f in &released {
+            let action = p.action(f.guardrail, Direction::Output);
+            self.events.push(GuardEvent {
+                guardrail: f.guardrail,
+                kind: f.kind.clone(),
+                direction: Direction::Output,
+                action,
+            });
+            if action == GuardAction::Block {
+                return Err(Blocked {
+                    guardrail: f.guardrail,
+                    kind: f.kind.clone(),
+                });
+            }
+        }
+        let redact: Vec<_> = released
+            .into_iter()
+            .filter(|f| p.action(f.guardrail, Direction::Output) == GuardAction::Redact)
+            .collect();
+        let head = self.pending.get(..cut).unwrap_or("").to_string();
+        let out = self.placeholders.redact(&head, &redact);
+        self.pending = self.pending.get(cut..).unwrap_or("").to_string();
+        Ok(out)
+    }
+
+    pub fn held(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::guard::GuardrailConfig;
+
+    #[test]
+    fn entity_split_at_every_offset_is_redacted() {
+        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        let p = g.policy(None, None);
+        let text = "Contact me at jane.doe@example.com or card 4111 1111 1111 1111, thanks a lot for everything!";
+        for cut in 0..=text.len() {
+            if !text.is_char_boundary(cut) {
+                continue;
+            }
+            let mut guard = OutputGuard::default();
+            let mut out = guard.push(&g, &p, &text[..cut]).unwrap();
+            out += &guard.push(&g, &p, &text[cut..]).unwrap();
+            out += &guard.flush(&g, &p).unwrap();
+            assert_eq!(
+                out, "Contact me at [EMAIL_1] or card [CARD_1], thanks a lot for everything!",
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn holds_only_what_may_grow() {
+        assert_eq!(
+            hold_start("Hello there, my friend"),
+            "Hello there, my ".len()
+        );
+        assert_eq!(hold_start("card 4111 1111 11"), "card ".len());
+        assert_eq!(hold_start("set password = hun"), "set ".len());
+        assert_eq!(hold_start("ends with space "), "ends with space ".len());
+    }
+
+    #[test]
+    fn holds_back_only_a_window_and_blocks() {
+        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        let p = g.policy(None, None);
+        let mut guard = OutputGuard::default();
+        for _ in 0..100 {
+            guard.push(&g, &p, "a perfectly benign sentence, ").unwrap();
+            assert!(guard.held() <= HOLD_BACK);
+        }
+        let config: GuardrailConfig =
+            serde_json::from_str(r#"{"secrets": {"output": "block"}}"#).unwrap();
+        let g = Guardrails::new(&config).unwrap();
+        let p = g.policy(None, None);
+        let mut guard = OutputGuard::default();
+        let mut blocked = guard.push(
+            &g,
+            &p,
+            "here: AKIAIOSFODNN7EXAMPLE and more text to push it out of the window ....",
+        );
+        if blocked.is_ok() {
+            blocked = guard.flush(&g, &p);
+        }
+        assert_eq!(
+            blocked.err().map(|b| b.kind),
+            Some("aws_access_key".to_string())
+        );
+    }
+}
