@@ -18,6 +18,9 @@ struct Pattern {
     kind: &'static str,
     regex: Regex,
     validate: fn(&str) -> bool,
+    /// Literals one of which a match must contain: a cheap test that skips
+    /// the regex (regex-lite has no literal optimizations) for most text.
+    needs: &'static [&'static str],
 }
 
 fn any(_: &str) -> bool {
@@ -110,6 +113,40 @@ fn password(s: &str) -> bool {
         && !value.starts_with('{')
 }
 
+const DIGITS: &[&str] = &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+fn needs_for(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "email" => &["@"],
+        "aws_access_key" => &["AKIA", "ASIA"],
+        "github_token" => &["gh", "github_pat_"],
+        "slack_token" => &["xox"],
+        "stripe_key" => &["_live_"],
+        "google_api_key" => &["AIza"],
+        "anthropic_key" | "openai_key" => &["sk-"],
+        "private_key" => &["PRIVATE KEY"],
+        "jwt" => &["eyJ"],
+        "password" => &["=", ":"],
+        _ => DIGITS,
+    }
+}
+
+/// `version 1.2.3.4` and `v1.2.3.4` are versions, not addresses.
+fn version_number(kind: &str, text: &str, start: usize) -> bool {
+    if kind != "ip_address" {
+        return false;
+    }
+    let before = text
+        .get(start.saturating_sub(12)..start)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let before = before.trim_end();
+    before.ends_with("version")
+        || before.ends_with('v')
+        || before.ends_with("release")
+        || before.ends_with("build")
+}
+
 fn pattern(
     guardrail: &'static str,
     kind: &'static str,
@@ -122,6 +159,7 @@ fn pattern(
         kind,
         regex,
         validate,
+        needs: needs_for(kind),
     })
 }
 
@@ -212,7 +250,7 @@ impl Detectors {
             pattern(
                 "secrets",
                 "password",
-                r#"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)\s*[:=]\s*["']?[^\s"',;]{6,}"#,
+                r#"(?i)\b[a-z0-9_]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)\s*[:=]\s*["']?[^\s"',;]{6,}"#,
                 password,
             )?,
         ];
@@ -237,12 +275,13 @@ impl Detectors {
             .filter(|p| p.guardrail == "secrets")
             .chain(self.patterns.iter().filter(|p| p.guardrail != "secrets"));
         for p in ordered {
-            if !wanted(p.guardrail, p.kind) {
+            if !wanted(p.guardrail, p.kind) || !p.needs.iter().any(|n| text.contains(n)) {
                 continue;
             }
             for m in p.regex.find_iter(text) {
                 let overlaps = found.iter().any(|f| m.start() < f.end && f.start < m.end());
-                if !overlaps && (p.validate)(m.as_str()) {
+                if !overlaps && (p.validate)(m.as_str()) && !version_number(p.kind, text, m.start())
+                {
                     found.push(Finding {
                         guardrail: p.guardrail,
                         kind: p.kind.into(),

@@ -24,7 +24,7 @@ const SIGNALS: &[(&str, f64, &str)] = &[
     ),
     (
         "role_play",
-        0.35,
+        0.5,
         r"(?i)\b(?:you are now|pretend (?:to be|you are)|act as|roleplay as|from now on you are)\b[^.\n]{0,60}\b(?:unfiltered|uncensored|evil|without (?:any )?(?:rules|restrictions|limits)|no (?:rules|limits|ethics)|jailbroken|hacker|malicious)",
     ),
     (
@@ -35,8 +35,41 @@ const SIGNALS: &[(&str, f64, &str)] = &[
     (
         "delimiter_injection",
         0.5,
-        r"(?i)</?(?:system|instructions?)>|<\|im_(?:start|end)\|>|\[/?INST\]|^#{2,}\s*(?:system|instruction)s?\s*:?\s*$|\bBEGIN SYSTEM PROMPT\b|^\s*(?:system|assistant)\s*:\s",
+        r"(?i)</?(?:system|instructions?)>|<\|im_(?:start|end)\|>|\[/?INST\]|#{2,}\s*(?:system|instruction)s?\s*:|\bBEGIN SYSTEM PROMPT\b|^\s*(?:system|assistant)\s*:\s",
     ),
+];
+
+/// Cheap prefilter: at least one of these must occur for any signal to fire.
+const CUES: &[&str] = &[
+    "ignore",
+    "disregard",
+    "forget",
+    "override",
+    "bypass",
+    "skip",
+    "instruction",
+    "from now on",
+    "dan",
+    "do anything",
+    "developer mode",
+    "jailbreak",
+    "god mode",
+    "unrestricted",
+    "no restrictions",
+    "no filters",
+    "no limits",
+    "no rules",
+    "you are now",
+    "pretend",
+    "act as",
+    "roleplay",
+    "system",
+    "prompt",
+    "<|",
+    "[inst",
+    "[/inst",
+    "###",
+    "assistant:",
 ];
 
 /// Substrings that make an override phrase benign when they follow it
@@ -115,6 +148,11 @@ impl InjectionDetector {
     }
 
     fn score_plain(&self, text: &str) -> (f64, Option<&'static str>) {
+        // Every signal needs one of these words or marks; most text has none.
+        let lower = text.to_ascii_lowercase();
+        if !CUES.iter().any(|c| lower.contains(c)) {
+            return (0.0, None);
+        }
         let mut score = 0.0;
         let mut top: Option<(&'static str, f64)> = None;
         let mut fired: Vec<&'static str> = Vec::new();
