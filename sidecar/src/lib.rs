@@ -2,6 +2,7 @@
 //! filter's authorization lookups. The binary (`main.rs`) wires these modules
 //! into the `serve` command and the offline CLI.
 
+pub mod budgets;
 pub mod cli;
 pub mod error;
 pub mod http;

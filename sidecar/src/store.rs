@@ -26,7 +26,8 @@ const READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations; entry N brings `user_version` from N to N+1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE teams (
     name       TEXT PRIMARY KEY NOT NULL,
     models     TEXT NOT NULL DEFAULT '[]',
@@ -52,7 +53,66 @@ CREATE TABLE keys (
 ) STRICT;
 
 CREATE INDEX keys_team ON keys(team);
-"#];
+"#,
+    r#"
+CREATE TABLE budgets (
+    id TEXT PRIMARY KEY,
+    scope TEXT NOT NULL CHECK (scope IN ('key', 'team', 'user')),
+    scope_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('spend', 'tokens', 'requests')),
+    lim REAL NOT NULL,
+    period TEXT NOT NULL CHECK (period IN ('minute', 'daily', 'weekly', 'monthly', 'lifetime')),
+    mode TEXT NOT NULL CHECK (mode IN ('hard', 'tracking')),
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX budgets_scope ON budgets (scope, scope_id);
+CREATE TABLE budget_usage (
+    budget_id TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    used REAL NOT NULL DEFAULT 0,
+    reserved REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget_id, period_start)
+) STRICT;
+CREATE TABLE reservations (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    holds TEXT NOT NULL
+) STRICT;
+CREATE TABLE usage_ledger (
+    request_id TEXT PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    key_id TEXT,
+    team TEXT,
+    user TEXT,
+    model TEXT NOT NULL,
+    upstream_model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    api TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    priced INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    stream INTEGER NOT NULL,
+    guardrail_events TEXT NOT NULL
+) STRICT;
+CREATE INDEX usage_ledger_key ON usage_ledger (key_id, ts);
+CREATE TABLE usage_daily (
+    day TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    scope_id TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    PRIMARY KEY (day, scope, scope_id)
+) STRICT;
+"#,
+];
 
 const KEY_COLUMNS: &str =
     "id, key_prefix, name, team, user, models, metadata, status, expires_at, created_at, updated_at";
@@ -355,7 +415,7 @@ impl Store {
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         // Round-robin spreads concurrent lookups over the reader connections;
         // the writer is only a fallback should the pool be empty.
         let n = self.next_reader.fetch_add(1, Ordering::Relaxed);
@@ -367,7 +427,7 @@ impl Store {
 
     /// Runs `f` in an IMMEDIATE transaction: taking the write lock up front
     /// avoids the deadlock-prone read-then-upgrade pattern under concurrency.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;

@@ -26,8 +26,12 @@ impl Usage {
         if input.is_none() && output.is_none() {
             return None;
         }
+        // Anthropic counts cache reads and writes apart from input_tokens;
+        // the gateway reports input in OpenAI terms (cached included).
+        let anthropic_cache = num(u, &["cache_read_input_tokens"]).unwrap_or(0)
+            + num(u, &["cache_creation_input_tokens"]).unwrap_or(0);
         Some(Usage {
-            input_tokens: input.unwrap_or(0),
+            input_tokens: input.unwrap_or(0) + anthropic_cache,
             output_tokens: output.unwrap_or(0),
             cached_tokens: num(u, &["prompt_tokens_details", "cached_tokens"])
                 .or_else(|| num(u, &["input_tokens_details", "cached_tokens"]))
@@ -201,7 +205,7 @@ mod tests {
         let summary = ResponseSummary::from_body(anthropic);
         assert_eq!(
             summary.usage.map(|u| (u.input_tokens, u.cached_tokens)),
-            Some((7, 4))
+            Some((11, 4))
         );
         assert_eq!(summary.meta.finish_reasons, vec!["end_turn".to_string()]);
         assert_eq!(ResponseSummary::from_body(b"{}").usage, None);

@@ -23,8 +23,10 @@ pub fn translate(client: ClientFormat, status: u32, upstream_body: &[u8]) -> (u3
         .map(String::from)
         .unwrap_or_else(|| format!("The provider answered HTTP {status}."));
     let status = client_status(status);
+    // The provider's own text is not passed on for auth failures: it can
+    // quote part of the gateway's provider key.
     let message = if status == 502 {
-        format!("The provider refused the gateway's credentials: {message}")
+        "The provider refused the gateway's credentials.".to_string()
     } else {
         message
     };
@@ -77,7 +79,7 @@ mod tests {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(status, 502);
         assert_eq!(v["type"], "error");
-        assert!(v["error"]["message"].as_str().unwrap().contains("bad key"));
+        assert!(!v["error"]["message"].as_str().unwrap().contains("bad key"));
         let (status, _) = translate(ClientFormat::OpenAi, 529, b"not json");
         assert_eq!(status, 503);
     }
