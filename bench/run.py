@@ -3,7 +3,7 @@
 
   (a) the fast mock provider directly
   (b) Envoy with the same listener and clusters, no Tollgate
-  (c) Envoy + Tollgate: key cached, usage extraction (tracing off)
+  (c) Envoy + Tollgate: key cached, guardrails on, usage extraction (tracing off)
   (d) (c) + the budget reservation and usage reports to the sidecar
   (e) (c) with an OpenAI Chat request to an Anthropic model (translation)
   (f) (c) streaming: 20-chunk SSE chat answers
@@ -87,13 +87,17 @@ def main():
     parser.add_argument("--only", help="comma-separated variant letters")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
-    no_tracing = {"tracing": None}
-    stack = Stack(tmp, plugin_overrides=no_tracing, envoy_log_level="error",
+    plain = {"tracing": None, "budgets": None}
+    stack = Stack(tmp, plugin_overrides=plain, envoy_log_level="error",
                   mock_command=[str(FAST_MOCK)]).start()
     try:
         key = stack.admin("POST", "/admin/keys", {"team": "bench"})["key"]
         bare = stack.add_envoy("bare", bare_cluster="provider_openai")
         budgets = stack.add_envoy("budgets", plugin_overrides={"tracing": None, "budgets": {"enforce": True}})
+        # A request budget large enough never to bind: the callout is what is measured.
+        key_id = next(k["id"] for k in stack.admin("GET", "/admin/keys")["keys"] if key.startswith(k["key_prefix"]))
+        stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": key_id, "kind": "requests",
+                                               "limit": 1e12, "period": "daily", "mode": "hard"})
         stream_body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
         variants = {
             "a": ("mock provider directly", f"http://127.0.0.1:{stack.mock_port}/v1/chat/completions", CHAT, None),
