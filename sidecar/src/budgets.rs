@@ -235,6 +235,18 @@ struct Matching {
     mode: String,
 }
 
+fn matching_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Matching> {
+    Ok(Matching {
+        id: r.get(0)?,
+        scope: r.get(1)?,
+        scope_id: r.get(2)?,
+        kind: r.get(3)?,
+        limit: r.get(4)?,
+        period: r.get(5)?,
+        mode: r.get(6)?,
+    })
+}
+
 fn matching(
     tx: &Transaction<'_>,
     key_id: Option<&str>,
@@ -246,17 +258,7 @@ fn matching(
          WHERE (scope = 'key' AND scope_id = ?1) OR (scope = 'team' AND scope_id = ?2) OR (scope = 'user' AND scope_id = ?3)
          ORDER BY id",
     )?;
-    let rows = stmt.query_map(params![key_id, team, user], |r| {
-        Ok(Matching {
-            id: r.get(0)?,
-            scope: r.get(1)?,
-            scope_id: r.get(2)?,
-            kind: r.get(3)?,
-            limit: r.get(4)?,
-            period: r.get(5)?,
-            mode: r.get(6)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![key_id, team, user], matching_row)?;
     Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
@@ -344,17 +346,7 @@ impl Store {
         self.write(|tx| {
             let all: Vec<Matching> = {
                 let mut stmt = tx.prepare("SELECT id, scope, scope_id, kind, lim, period, mode FROM budgets ORDER BY created_at, id")?;
-                let rows = stmt.query_map([], |r| {
-                    Ok(Matching {
-                        id: r.get(0)?,
-                        scope: r.get(1)?,
-                        scope_id: r.get(2)?,
-                        kind: r.get(3)?,
-                        limit: r.get(4)?,
-                        period: r.get(5)?,
-                        mode: r.get(6)?,
-                    })
-                })?;
+                let rows = stmt.query_map([], matching_row)?;
                 rows.collect::<std::result::Result<Vec<_>, _>>()?
             };
             all.into_iter()

@@ -183,3 +183,39 @@ pub(crate) fn set(v: &mut Value, key: &str, value: Value) {
         o.insert(key.into(), value);
     }
 }
+
+/// The tool calls of an OpenAI chat message (`tool_calls[].function`).
+pub(crate) fn chat_tool_calls(message: &Value) -> impl Iterator<Item = Part> + '_ {
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|call| Part::ToolCall {
+            id: str_of(call, "id").unwrap_or_default().into(),
+            name: call
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
+            arguments: call
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .unwrap_or("{}")
+                .into(),
+        })
+}
+
+/// The text parts of `parts`, joined.
+pub(crate) fn joined_text(parts: &[Part]) -> String {
+    parts
+        .iter()
+        .filter_map(|p| {
+            if let Part::Text(t) = p {
+                Some(t.as_str())
+            } else {
+                None
+            }
+        })
+        .collect()
+}

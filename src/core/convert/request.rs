@@ -2,8 +2,8 @@
 //! `Conversation` written for Chat Completions or Messages upstreams.
 
 use super::{
-    set, str_of, Conversation, Message, Part, Role, Tool, ToolChoice, Translation,
-    DEFAULT_MAX_TOKENS,
+    chat_tool_calls, joined_text, set, str_of, Conversation, Message, Part, Role, Tool, ToolChoice,
+    Translation, DEFAULT_MAX_TOKENS,
 };
 use crate::core::api::Api;
 use crate::core::error::GatewayError;
@@ -203,26 +203,7 @@ pub fn from_chat(body: &Value) -> Result<Conversation, GatewayError> {
             }),
             Some("assistant") => {
                 let mut parts = chat_parts(content)?;
-                for call in m
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    parts.push(Part::ToolCall {
-                        id: str_of(call, "id").unwrap_or_default().into(),
-                        name: call
-                            .pointer("/function/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .into(),
-                        arguments: call
-                            .pointer("/function/arguments")
-                            .and_then(Value::as_str)
-                            .unwrap_or("{}")
-                            .into(),
-                    });
-                }
+                parts.extend(chat_tool_calls(m));
                 conv.messages.push(Message {
                     role: Role::Assistant,
                     parts,
@@ -523,17 +504,7 @@ pub fn to_chat(conv: &Conversation, model: &str) -> Value {
                         _ => None,
                     })
                     .collect();
-                let text: String = m
-                    .parts
-                    .iter()
-                    .filter_map(|p| {
-                        if let Part::Text(t) = p {
-                            Some(t.as_str())
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+                let text = joined_text(&m.parts);
                 let mut msg = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
                 if !calls.is_empty() {
                     set(&mut msg, "tool_calls", Value::Array(calls));

@@ -2,7 +2,7 @@
 //! written in the client's API shape. Ids and the model name are the
 //! upstream's own.
 
-use super::{set, str_of, u64_of, Finish, Part, Reply, Translation};
+use super::{chat_tool_calls, joined_text, set, str_of, u64_of, Finish, Part, Reply, Translation};
 use crate::core::api::Api;
 use crate::core::error::GatewayError;
 use crate::core::usage::Usage;
@@ -45,26 +45,7 @@ pub fn from_chat(v: &Value, now_s: u64) -> Result<Reply, GatewayError> {
     if let Some(text) = str_of(message, "content").filter(|t| !t.is_empty()) {
         parts.push(Part::Text(text.into()));
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        parts.push(Part::ToolCall {
-            id: str_of(call, "id").unwrap_or_default().into(),
-            name: call
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .into(),
-            arguments: call
-                .pointer("/function/arguments")
-                .and_then(Value::as_str)
-                .unwrap_or("{}")
-                .into(),
-        });
-    }
+    parts.extend(chat_tool_calls(message));
     let u = v.get("usage").unwrap_or(&Value::Null);
     Ok(Reply {
         id: str_of(v, "id").unwrap_or("chatcmpl-tollgate").into(),
@@ -145,17 +126,7 @@ pub fn responses_usage(u: &Usage) -> Value {
 }
 
 pub fn to_chat(r: &Reply) -> Value {
-    let text: String = r
-        .parts
-        .iter()
-        .filter_map(|p| {
-            if let Part::Text(t) = p {
-                Some(t.as_str())
-            } else {
-                None
-            }
-        })
-        .collect();
+    let text = joined_text(&r.parts);
     let calls: Vec<Value> = r
         .parts
         .iter()
@@ -199,17 +170,7 @@ pub fn to_messages(r: &Reply) -> Value {
 /// Output items of a Responses answer (shared with the stream encoder).
 pub fn responses_output(r: &Reply) -> Vec<Value> {
     let mut out = Vec::new();
-    let text: String = r
-        .parts
-        .iter()
-        .filter_map(|p| {
-            if let Part::Text(t) = p {
-                Some(t.as_str())
-            } else {
-                None
-            }
-        })
-        .collect();
+    let text = joined_text(&r.parts);
     if !text.is_empty() {
         out.push(json!({
             "type": "message", "id": format!("msg_{}", r.id), "status": "completed", "role": "assistant",
