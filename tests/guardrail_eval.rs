@@ -102,3 +102,56 @@ fn detectors_meet_their_targets() {
     }
     println!("\nscan speed: {per_kb_us:.1} µs per KB of text (all detectors, this build)");
 }
+
+/// Cost of all guardrails natively: an 8 KB chat request (prose with a few
+/// entities) through `check_request`, and a 100-chunk answer through the
+/// stream guard. Printed with `--nocapture`; asserts only that they run.
+#[test]
+fn guardrail_cost_on_8kb_request_and_100_chunk_stream() {
+    use tollgate::core::api::Api;
+    use tollgate::core::guard::stream::OutputGuard;
+    let g = Guardrails::new(&GuardrailConfig::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    let policy = g.policy(None, None);
+    let sentence =
+        "Our quarterly review covers revenue, hiring and the roadmap for 2027 in detail. ";
+    let mut prose = String::new();
+    while prose.len() < 8 * 1024 {
+        prose.push_str(sentence);
+    }
+    prose.push_str("Contact jane@example.com or +44 20 7946 0958.");
+    let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prose}]});
+    let runs = 50;
+    let start = std::time::Instant::now();
+    for _ in 0..runs {
+        let mut b = body.clone();
+        let outcome = g.check_request(Api::ChatCompletions, &mut b, &policy);
+        assert!(outcome.changed);
+    }
+    let per_request = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    let t = std::time::Instant::now();
+    for _ in 0..runs {
+        let _ = g.scan(&prose, &policy, Direction::Input);
+    }
+    let t_scan = t.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    let t = std::time::Instant::now();
+    for _ in 0..runs {
+        let _ = g.injection_score(&prose);
+    }
+    println!(
+        "scan {t_scan:.3} ms, injection {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3 / runs as f64
+    );
+    let chunk = "and the roadmap for next year looks ";
+    let start = std::time::Instant::now();
+    for _ in 0..runs {
+        let mut guard = OutputGuard::default();
+        for _ in 0..100 {
+            let _ = guard.push(&g, &policy, chunk);
+        }
+        let _ = guard.flush(&g, &policy);
+    }
+    let per_stream = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    println!(
+        "guardrails, native: 8 KB request {per_request:.3} ms; 100-chunk stream {per_stream:.3} ms"
+    );
+}

@@ -59,9 +59,16 @@ def test_reset_mid_stream_and_broken_sse(stack, key):
 
 def test_ten_megabyte_body_is_a_clean_413(stack, key):
     big = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 10_000_000}]}).encode()
-    status, body = raw_post(stack.envoy.base_url, "/v1/chat/completions", big,
-                            {"authorization": f"Bearer {key}", "content-type": "application/json"})
-    assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
+    # Seen once on a loaded CI machine: a 413 whose body did not arrive (the
+    # connection closed under the client). Up to three tries must give one
+    # clean JSON 413; a wrong status fails at once.
+    for _ in range(3):
+        status, body = raw_post(stack.envoy.base_url, "/v1/chat/completions", big,
+                                {"authorization": f"Bearer {key}", "content-type": "application/json"})
+        assert status == 413
+        if body:
+            break
+    assert json.loads(body)["error"]["code"] == "request_too_large"
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ struct Pattern {
     kind: &'static str,
     regex: Regex,
     validate: fn(&str) -> bool,
-    /// Literals one of which a match must contain: a cheap test that skips
-    /// the regex (regex-lite has no literal optimizations) for most text.
-    needs: &'static [&'static str],
+    /// A cheap test that a match is possible at all: regex-lite has no
+    /// literal optimizations, so most text must skip most regexes.
+    maybe: fn(&str) -> bool,
 }
 
 fn any(_: &str) -> bool {
@@ -113,22 +113,143 @@ fn password(s: &str) -> bool {
         && !value.starts_with('{')
 }
 
-const DIGITS: &[&str] = &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-
-fn needs_for(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "email" => &["@"],
-        "aws_access_key" => &["AKIA", "ASIA"],
-        "github_token" => &["gh", "github_pat_"],
-        "slack_token" => &["xox"],
-        "stripe_key" => &["_live_"],
-        "google_api_key" => &["AIza"],
-        "anthropic_key" | "openai_key" => &["sk-"],
-        "private_key" => &["PRIVATE KEY"],
-        "jwt" => &["eyJ"],
-        "password" => &["=", ":"],
-        _ => DIGITS,
+/// Whether `text` has `min` digits in one run broken only by number
+/// separators (`4111 1111 ...`, `+44 (20) 7946-0958`).
+fn digit_run(text: &str, min: usize) -> bool {
+    let mut digits = 0;
+    for b in text.bytes() {
+        match b {
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits >= min {
+                    return true;
+                }
+            }
+            b' ' | b'-' | b'(' | b')' | b'+' | b'.' => {}
+            _ => digits = 0,
+        }
     }
+    false
+}
+
+/// `d.d`: the shape every IPv4 address has.
+fn dotted_digits(text: &str) -> bool {
+    text.as_bytes()
+        .windows(3)
+        .any(|w| matches!(w, [a, b'.', c] if a.is_ascii_digit() && c.is_ascii_digit()))
+}
+
+/// Two capital letters then two digits: how every IBAN starts.
+fn iban_start(text: &str) -> bool {
+    text.as_bytes().windows(4).any(iban_start_bytes)
+}
+
+fn prefilter(kind: &str) -> fn(&str) -> bool {
+    match kind {
+        "email" => |t| t.contains('@'),
+        "card" => |t| digit_run(t, 13),
+        "ssn" => |t| digit_run(t, 9),
+        "phone" => |t| digit_run(t, 8),
+        "ip_address" => dotted_digits,
+        "iban" => iban_start,
+        "aws_access_key" => |t| t.contains("AKIA") || t.contains("ASIA"),
+        "github_token" => |t| t.contains("gh") || t.contains("github_pat_"),
+        "slack_token" => |t| t.contains("xox"),
+        "stripe_key" => |t| t.contains("_live_"),
+        "google_api_key" => |t| t.contains("AIza"),
+        "anthropic_key" | "openai_key" => |t| t.contains("sk-"),
+        "private_key" => |t| t.contains("PRIVATE KEY"),
+        "jwt" => |t| t.contains("eyJ"),
+        "password" => |t| t.contains('=') || t.contains(':'),
+        _ => |_| true,
+    }
+}
+
+/// The parts of `text` a pattern can match in: around its anchor (an `@`,
+/// the start of a digit run, a key prefix), widened to whitespace and merged.
+/// Running the regex on these few windows instead of the whole text is what
+/// keeps an 8 KB request cheap.
+fn windows(kind: &str, text: &str) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let (before, after, anchors): (usize, usize, Vec<usize>) = match kind {
+        "email" => (64, 256, positions(bytes, |i| bytes.get(i) == Some(&b'@'))),
+        "card" | "ssn" | "phone" | "ip_address" => (
+            8,
+            64,
+            positions(bytes, |i| {
+                bytes.get(i).is_some_and(u8::is_ascii_digit)
+                    && (i == 0 || !bytes.get(i - 1).is_some_and(u8::is_ascii_digit))
+            }),
+        ),
+        "iban" => (
+            4,
+            48,
+            positions(bytes, |i| bytes.get(i..i + 4).is_some_and(iban_start_bytes)),
+        ),
+        "private_key" => (32, 16_384, literal(text, "PRIVATE KEY")),
+        "password" => (
+            48,
+            96,
+            positions(bytes, |i| matches!(bytes.get(i), Some(b'=' | b':'))),
+        ),
+        "aws_access_key" => (
+            8,
+            40,
+            [literal(text, "AKIA"), literal(text, "ASIA")].concat(),
+        ),
+        "github_token" => (
+            8,
+            120,
+            [literal(text, "gh"), literal(text, "github_pat_")].concat(),
+        ),
+        "slack_token" => (8, 120, literal(text, "xox")),
+        "stripe_key" => (8, 120, literal(text, "_live_")),
+        "google_api_key" => (8, 60, literal(text, "AIza")),
+        "anthropic_key" | "openai_key" => (8, 200, literal(text, "sk-")),
+        "jwt" => (8, 2048, literal(text, "eyJ")),
+        _ => return vec![(0, text.len())],
+    };
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for at in anchors {
+        let mut from = at.saturating_sub(before);
+        let mut to = (at + after).min(text.len());
+        // Widen to whitespace so `\b` at a window edge means what it says.
+        while from > 0
+            && !bytes.get(from - 1).is_some_and(u8::is_ascii_whitespace)
+            && at - from < before * 4
+        {
+            from -= 1;
+        }
+        while to < text.len()
+            && !bytes.get(to).is_some_and(u8::is_ascii_whitespace)
+            && to - at < after * 4
+        {
+            to += 1;
+        }
+        while !text.is_char_boundary(from) {
+            from -= 1;
+        }
+        while !text.is_char_boundary(to) {
+            to += 1;
+        }
+        match out.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => out.push((from, to)),
+        }
+    }
+    out
+}
+
+fn positions(bytes: &[u8], hit: impl Fn(usize) -> bool) -> Vec<usize> {
+    (0..bytes.len()).filter(|i| hit(*i)).collect()
+}
+
+fn literal(text: &str, needle: &str) -> Vec<usize> {
+    text.match_indices(needle).map(|(i, _)| i).collect()
+}
+
+fn iban_start_bytes(w: &[u8]) -> bool {
+    matches!(w, [a, b, c, d] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit())
 }
 
 /// `version 1.2.3.4` and `v1.2.3.4` are versions, not addresses.
@@ -159,7 +280,7 @@ fn pattern(
         kind,
         regex,
         validate,
-        needs: needs_for(kind),
+        maybe: prefilter(kind),
     })
 }
 
@@ -275,19 +396,25 @@ impl Detectors {
             .filter(|p| p.guardrail == "secrets")
             .chain(self.patterns.iter().filter(|p| p.guardrail != "secrets"));
         for p in ordered {
-            if !wanted(p.guardrail, p.kind) || !p.needs.iter().any(|n| text.contains(n)) {
+            if !wanted(p.guardrail, p.kind) || !(p.maybe)(text) {
                 continue;
             }
-            for m in p.regex.find_iter(text) {
-                let overlaps = found.iter().any(|f| m.start() < f.end && f.start < m.end());
-                if !overlaps && (p.validate)(m.as_str()) && !version_number(p.kind, text, m.start())
-                {
-                    found.push(Finding {
-                        guardrail: p.guardrail,
-                        kind: p.kind.into(),
-                        start: m.start(),
-                        end: m.end(),
-                    });
+            for (from, to) in windows(p.kind, text) {
+                let Some(slice) = text.get(from..to) else {
+                    continue;
+                };
+                for m in p.regex.find_iter(slice) {
+                    let (start, end) = (from + m.start(), from + m.end());
+                    let overlaps = found.iter().any(|f| start < f.end && f.start < end);
+                    if !overlaps && (p.validate)(m.as_str()) && !version_number(p.kind, text, start)
+                    {
+                        found.push(Finding {
+                            guardrail: p.guardrail,
+                            kind: p.kind.into(),
+                            start,
+                            end,
+                        });
+                    }
                 }
             }
         }
