@@ -21,7 +21,7 @@ def key_id(stack, key: str) -> str:
 
 
 def ledger(stack, kid: str) -> list[dict]:
-    rows = stack.admin("GET", f"/admin/usage/requests?key_id={kid}&limit=1000")
+    rows = stack.admin("GET", f"/admin/usage/requests?key_id={kid}&limit=100000")
     return rows["requests"] if isinstance(rows, dict) else rows
 
 

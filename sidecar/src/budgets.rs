@@ -1,61 +1,122 @@
-//! Budgets, pricing and the usage ledger.
+//! Budgets, rate limits and reservations.
 //!
-//! A reservation holds the estimated cost, tokens and one request against
-//! every budget that matches the key, its team and its user, in one write
-//! transaction, so concurrent requests cannot all slip under a limit: a hard
-//! budget allows a request while `used + reserved < limit` (so at most one
-//! reservation straddles the limit). Settling releases the hold, writes one
-//! ledger row (idempotent by request id) and adds the real usage. Periods are
-//! calendar-aligned in UTC and need no reset job: usage rows are keyed by
-//! period start.
+//! A budget limits spend (USD), tokens or requests of a key, a team or a
+//! user per calendar period (UTC); `minute` budgets of tokens or requests
+//! are rate limits. `hard` budgets block, `tracking` budgets only warn.
+//!
+//! A reservation checks every budget matching the key, its team and its
+//! user, then holds the request's estimate (cost at the model's price for
+//! the estimated input and the maximum output, those tokens, one request)
+//! against each of them, all in one write transaction. The rule: a hard
+//! budget allows a request while `used + reserved < limit`, checked before
+//! the request's own hold is added. So concurrent requests overshoot by at
+//! most one reservation (the one that crosses the limit), and a request
+//! budget of N allows exactly N. Holds expire after ten minutes unless
+//! settled first (`ledger.rs`), and only count in the period they were made.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::periods::{iso8601, Period};
+use crate::pricing::PriceTable;
+use crate::store::sql::{params, Row, Tx};
 use crate::store::Store;
 
-/// Reservations not settled after this long stop holding budget.
-const RESERVATION_TTL_S: i64 = 600;
+/// How long an unsettled reservation holds budget.
+pub const RESERVATION_TTL_S: i64 = 600;
+/// Retry hint when only in-flight reservations block a request: they settle soon.
+const IN_FLIGHT_RETRY_S: i64 = 60;
+/// Retry hint for an exhausted lifetime budget, which never resets.
+const LIFETIME_RETRY_S: i64 = 86_400;
 
+string_enum! {
+    pub enum Scope("scope") {
+        Key = "key",
+        Team = "team",
+        User = "user",
+    }
+}
+
+string_enum! {
+    pub enum Kind("kind") {
+        /// USD at the model's price.
+        Spend = "spend",
+        /// Input plus output tokens.
+        Tokens = "tokens",
+        Requests = "requests",
+    }
+}
+
+string_enum! {
+    #[derive(Default)]
+    pub enum Mode("mode") {
+        #[default]
+        Hard = "hard",
+        Tracking = "tracking",
+    }
+}
+
+string_enum! {
+    pub enum Reason("reason") {
+        Budget = "budget",
+        RateLimit = "rate_limit",
+    }
+}
+
+/// `POST /admin/budgets`, `budgets create`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewBudget {
-    pub scope: String,
+    pub scope: Scope,
     pub scope_id: String,
-    pub kind: String,
+    pub kind: Kind,
     pub limit: f64,
-    pub period: String,
-    #[serde(default = "hard")]
-    pub mode: String,
+    pub period: Period,
+    #[serde(default)]
+    pub mode: Mode,
 }
 
-fn hard() -> String {
-    "hard".into()
+/// `PATCH /admin/budgets/{id}`: the limit, the mode or both.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetUpdate {
+    pub limit: Option<f64>,
+    pub mode: Option<Mode>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A budget with its current period's standing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Budget {
     pub id: String,
-    pub scope: String,
+    pub scope: Scope,
     pub scope_id: String,
-    pub kind: String,
+    pub kind: Kind,
     pub limit: f64,
-    pub period: String,
-    pub mode: String,
+    pub period: Period,
+    pub mode: Mode,
+    pub created_at: i64,
+    /// Settled usage in the current period.
     pub used: f64,
+    /// Held by unsettled, unexpired reservations in the current period.
     pub reserved: f64,
+    pub period_start: i64,
+    /// When the current period ends; null for lifetime budgets.
     pub resets_at: Option<i64>,
 }
 
+/// `POST /v1/reserve`, sent by the filter before a request goes upstream.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReserveRequest {
     pub request_id: String,
     pub key_id: String,
     pub team: Option<String>,
     pub user: Option<String>,
+    /// The client-facing model name.
     pub model: String,
     pub upstream_model: String,
     pub provider: String,
@@ -63,543 +124,562 @@ pub struct ReserveRequest {
     pub max_output_tokens: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GuardrailEvent {
-    pub guardrail: String,
-    pub kind: String,
-    pub direction: String,
-    pub action: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct UsageReport {
-    pub request_id: String,
-    pub reservation_id: Option<String>,
-    pub key_id: Option<String>,
-    pub team: Option<String>,
-    pub user: Option<String>,
-    pub model: String,
-    pub upstream_model: String,
-    pub provider: String,
-    pub api: String,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_tokens: u64,
-    pub reasoning_tokens: u64,
-    pub status: u32,
-    pub latency_ms: u64,
-    pub estimated: bool,
-    pub stream: bool,
-    #[serde(default)]
-    pub guardrail_events: Vec<GuardrailEvent>,
-    pub ts: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Settled {
-    pub request_id: String,
-    pub cost_usd: f64,
-    pub priced: bool,
-    pub duplicate: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ReserveAnswer {
-    Allowed {
-        allowed: bool,
-        reservation_id: String,
-        estimated_cost_usd: f64,
-        priced: bool,
-    },
-    Denied {
-        allowed: bool,
-        reason: &'static str,
-        scope: String,
-        scope_id: String,
-        kind: String,
-        period: String,
-        limit: f64,
-        used: f64,
-        resets_at: Option<i64>,
-        retry_after_s: i64,
-        message: String,
-    },
+    Allowed(Allowed),
+    Denied(Denial),
 }
 
-/// USD per 1M tokens: (input, output, cached input). Matched by longest prefix.
-const PRICES: &[(&str, f64, f64, f64)] = &[
-    ("gpt-4o-mini", 0.15, 0.60, 0.075),
-    ("gpt-4o", 2.50, 10.00, 1.25),
-    ("gpt-4.1-nano", 0.10, 0.40, 0.025),
-    ("gpt-4.1-mini", 0.40, 1.60, 0.10),
-    ("gpt-4.1", 2.00, 8.00, 0.50),
-    ("gpt-5-nano", 0.05, 0.40, 0.005),
-    ("gpt-5-mini", 0.25, 2.00, 0.025),
-    ("gpt-5", 1.25, 10.00, 0.125),
-    ("o4-mini", 1.10, 4.40, 0.275),
-    ("o3", 2.00, 8.00, 0.50),
-    ("claude-opus-4", 15.00, 75.00, 1.50),
-    ("claude-sonnet-4", 3.00, 15.00, 0.30),
-    ("claude-haiku-4", 1.00, 5.00, 0.10),
-    ("claude-3-5-haiku", 0.80, 4.00, 0.08),
-];
-
-/// (input, output, cached) price per token, or `None` for an unknown model.
-pub fn price(model: &str) -> Option<(f64, f64, f64)> {
-    PRICES
-        .iter()
-        .filter(|(prefix, ..)| model.starts_with(prefix))
-        .max_by_key(|(prefix, ..)| prefix.len())
-        .map(|(_, i, o, c)| (i / 1e6, o / 1e6, c / 1e6))
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Allowed {
+    /// Always true; the field the filter branches on.
+    pub allowed: bool,
+    pub reservation_id: String,
+    pub estimated_cost_usd: f64,
+    /// False when the model has no price (the estimate is then 0).
+    pub priced: bool,
+    /// Tracking-only budgets this request is over; they never block.
+    pub warnings: Vec<Overage>,
 }
 
-pub fn cost(model: &str, input: u64, output: u64, cached: u64) -> (f64, bool) {
-    match price(model) {
-        Some((i, o, c)) => (
-            input.saturating_sub(cached) as f64 * i + cached as f64 * c + output as f64 * o,
-            true,
-        ),
-        None => (0.0, false),
+/// A budget that is used up (`used + reserved >= limit`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Overage {
+    pub budget_id: String,
+    pub scope: Scope,
+    pub scope_id: String,
+    pub kind: Kind,
+    pub period: Period,
+    pub limit: f64,
+    pub used: f64,
+    pub reserved: f64,
+    pub period_start: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Denial {
+    /// Always false.
+    pub allowed: bool,
+    pub reason: Reason,
+    pub budget_id: String,
+    pub scope: Scope,
+    pub scope_id: String,
+    pub kind: Kind,
+    pub period: Period,
+    pub limit: f64,
+    pub used: f64,
+    pub reserved: f64,
+    pub resets_at: Option<i64>,
+    pub retry_after_s: u64,
+    pub message: String,
+}
+
+/// A budget row.
+#[derive(Debug, Clone)]
+pub(crate) struct BudgetDef {
+    pub id: String,
+    pub scope: Scope,
+    pub scope_id: String,
+    pub kind: Kind,
+    pub limit: f64,
+    pub period: Period,
+    pub mode: Mode,
+    pub created_at: i64,
+}
+
+const BUDGET_COLUMNS: &str = "id, scope, scope_id, kind, lim, period, mode, created_at";
+const DROP_EXPIRED_HOLDS: &str =
+    "DELETE FROM reservation_holds WHERE budget_id = $1 AND expires_at <= $2";
+const INSERT_HOLD: &str = "INSERT INTO reservation_holds
+    (reservation_id, budget_id, period_start, amount, expires_at) VALUES ($1, $2, $3, $4, $5)";
+
+impl BudgetDef {
+    fn from_row(r: &Row) -> Result<BudgetDef> {
+        let word = |i: usize| r.text(i);
+        Ok(BudgetDef {
+            id: r.text(0)?,
+            scope: word(1)?.parse().map_err(Error::Decode)?,
+            scope_id: r.text(2)?,
+            kind: word(3)?.parse().map_err(Error::Decode)?,
+            limit: r.real(4)?,
+            period: word(5)?.parse().map_err(Error::Decode)?,
+            mode: word(6)?.parse().map_err(Error::Decode)?,
+            created_at: r.int(7)?,
+        })
+    }
+
+    /// Whether a request of this key, team and user counts against the budget.
+    pub fn applies_to(&self, key_id: Option<&str>, team: Option<&str>, user: Option<&str>) -> bool {
+        let id = match self.scope {
+            Scope::Key => key_id,
+            Scope::Team => team,
+            Scope::User => user,
+        };
+        id == Some(self.scope_id.as_str())
+    }
+
+    /// What one request adds to this budget.
+    pub fn amount(&self, cost_usd: f64, tokens: u64) -> f64 {
+        match self.kind {
+            Kind::Spend => cost_usd,
+            Kind::Tokens => tokens as f64,
+            Kind::Requests => 1.0,
+        }
     }
 }
 
-// ---- calendar periods (UTC), from days since 1970-01-01 ----
-
-fn civil_from_days(z: i64) -> (i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m)
+/// A budget's current period, as read in a transaction.
+struct Standing {
+    def: BudgetDef,
+    start: i64,
+    end: Option<i64>,
+    used: f64,
+    reserved: f64,
 }
 
-fn days_from_civil(y: i64, m: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+impl Standing {
+    fn read(tx: &mut dyn Tx, def: BudgetDef, now: i64) -> Result<Standing> {
+        let (start, end) = def.period.bounds(now);
+        let row = tx.query_one(
+            "SELECT (SELECT COALESCE(SUM(used), 0) FROM budget_usage
+                     WHERE budget_id = $1 AND period_start = $2),
+                    (SELECT COALESCE(SUM(amount), 0) FROM reservation_holds
+                     WHERE budget_id = $1 AND period_start = $2 AND expires_at > $3)",
+            &params![&def.id, start, now],
+        )?;
+        Ok(Standing {
+            used: row.real(0)?,
+            reserved: row.real(1)?,
+            def,
+            start,
+            end,
+        })
+    }
 
-/// (start, next start) of the period containing `now`; lifetime has no end.
-pub fn period_bounds(period: &str, now: i64) -> (i64, Option<i64>) {
-    let day = now.div_euclid(86_400);
-    match period {
-        "minute" => {
-            let s = now - now.rem_euclid(60);
-            (s, Some(s + 60))
+    fn exhausted(&self) -> bool {
+        self.used + self.reserved >= self.def.limit
+    }
+
+    fn budget(self) -> Budget {
+        let d = self.def;
+        Budget {
+            id: d.id,
+            scope: d.scope,
+            scope_id: d.scope_id,
+            kind: d.kind,
+            limit: d.limit,
+            period: d.period,
+            mode: d.mode,
+            created_at: d.created_at,
+            used: self.used,
+            reserved: self.reserved,
+            period_start: self.start,
+            resets_at: self.end,
         }
-        "daily" => (day * 86_400, Some((day + 1) * 86_400)),
-        "weekly" => {
-            // 1970-01-01 was a Thursday; weeks start on Monday.
-            let monday = day - (day + 3).rem_euclid(7);
-            (monday * 86_400, Some((monday + 7) * 86_400))
+    }
+
+    fn overage(&self) -> Overage {
+        Overage {
+            budget_id: self.def.id.clone(),
+            scope: self.def.scope,
+            scope_id: self.def.scope_id.clone(),
+            kind: self.def.kind,
+            period: self.def.period,
+            limit: self.def.limit,
+            used: self.used,
+            reserved: self.reserved,
+            period_start: self.start,
         }
-        "monthly" => {
-            let (y, m) = civil_from_days(day);
-            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            (
-                days_from_civil(y, m) * 86_400,
-                Some(days_from_civil(ny, nm) * 86_400),
-            )
+    }
+
+    fn denial(&self, now: i64) -> Denial {
+        let d = &self.def;
+        let only_in_flight = self.used < d.limit;
+        let retry = match (self.end, only_in_flight) {
+            (Some(end), true) => (end - now).clamp(1, IN_FLIGHT_RETRY_S),
+            (Some(end), false) => (end - now).max(1),
+            (None, true) => IN_FLIGHT_RETRY_S,
+            (None, false) => LIFETIME_RETRY_S,
+        };
+        Denial {
+            allowed: false,
+            reason: if d.period == Period::Minute {
+                Reason::RateLimit
+            } else {
+                Reason::Budget
+            },
+            budget_id: d.id.clone(),
+            scope: d.scope,
+            scope_id: d.scope_id.clone(),
+            kind: d.kind,
+            period: d.period,
+            limit: d.limit,
+            used: self.used,
+            reserved: self.reserved,
+            resets_at: self.end,
+            retry_after_s: u64::try_from(retry).unwrap_or(1),
+            message: self.message(),
         }
-        _ => (0, None),
+    }
+
+    /// e.g. `Team ml has used $10.02 of its $10.00 monthly budget; resets 2026-12-01T00:00:00Z`
+    fn message(&self) -> String {
+        let d = &self.def;
+        let who = match d.scope {
+            Scope::Key => "Key",
+            Scope::Team => "Team",
+            Scope::User => "User",
+        };
+        let amount = |v: f64| match d.kind {
+            Kind::Spend => usd(v),
+            Kind::Tokens | Kind::Requests => format!("{v}"),
+        };
+        let what = match (d.kind, d.period) {
+            (Kind::Spend, p) => format!("{} budget", p.adjective()),
+            (Kind::Tokens, Period::Minute) => "tokens per minute".to_owned(),
+            (Kind::Requests, Period::Minute) => "requests per minute".to_owned(),
+            (kind, p) => format!("{} {kind}", p.adjective()),
+        };
+        let in_flight = if self.reserved > 0.0 {
+            format!(" (plus {} in flight)", amount(self.reserved))
+        } else {
+            String::new()
+        };
+        let reset = match self.end {
+            Some(end) => format!("resets {}", iso8601(end)),
+            None => "it does not reset".to_owned(),
+        };
+        format!(
+            "{who} {} has used {}{in_flight} of its {} {what}; {reset}",
+            d.scope_id,
+            amount(self.used),
+            amount(d.limit),
+        )
     }
 }
 
-fn iso(ts: i64) -> String {
-    let (y, m) = civil_from_days(ts.div_euclid(86_400));
-    let d = ts.div_euclid(86_400) - days_from_civil(y, m) + 1;
-    let secs = ts.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+/// Dollars with cents, or with the digits a sub-cent amount needs.
+fn usd(v: f64) -> String {
+    if v == 0.0 || v.abs() >= 0.01 {
+        format!("${v:.2}")
+    } else {
+        let s = format!("{v:.8}");
+        format!("${}", s.trim_end_matches('0'))
+    }
 }
 
-struct Matching {
-    id: String,
-    scope: String,
-    scope_id: String,
-    kind: String,
-    limit: f64,
-    period: String,
-    mode: String,
-}
-
-fn matching_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Matching> {
-    Ok(Matching {
-        id: r.get(0)?,
-        scope: r.get(1)?,
-        scope_id: r.get(2)?,
-        kind: r.get(3)?,
-        limit: r.get(4)?,
-        period: r.get(5)?,
-        mode: r.get(6)?,
-    })
-}
-
-fn matching(
-    tx: &Transaction<'_>,
+/// Ids of the budgets of this key, team and user.
+pub(crate) fn matching_ids(
+    tx: &mut dyn Tx,
     key_id: Option<&str>,
     team: Option<&str>,
     user: Option<&str>,
-) -> Result<Vec<Matching>> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT id, scope, scope_id, kind, lim, period, mode FROM budgets
-         WHERE (scope = 'key' AND scope_id = ?1) OR (scope = 'team' AND scope_id = ?2) OR (scope = 'user' AND scope_id = ?3)
-         ORDER BY id",
-    )?;
-    let rows = stmt.query_map(params![key_id, team, user], matching_row)?;
-    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+) -> Result<Vec<String>> {
+    tx.query(
+        "SELECT id FROM budgets
+         WHERE (scope = 'key' AND scope_id = $1) OR (scope = 'team' AND scope_id = $2)
+            OR (scope = 'user' AND scope_id = $3)",
+        &params![key_id, team, user],
+    )?
+    .iter()
+    .map(|r| r.text(0))
+    .collect()
 }
 
-fn usage_row(tx: &Transaction<'_>, budget: &str, start: i64) -> Result<(f64, f64)> {
-    Ok(tx
-        .query_row(
-            "SELECT used, reserved FROM budget_usage WHERE budget_id = ?1 AND period_start = ?2",
-            params![budget, start],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .unwrap_or((0.0, 0.0)))
+/// Reads (and on PostgreSQL locks until commit) the given budgets in id
+/// order. Every transaction that writes a budget's usage or holds locks it
+/// here first, in the same order, so they serialize per budget and cannot
+/// deadlock. Budgets deleted meanwhile are skipped.
+pub(crate) fn lock_budgets(tx: &mut dyn Tx, ids: &BTreeSet<String>) -> Result<Vec<BudgetDef>> {
+    let sql = format!(
+        "SELECT {BUDGET_COLUMNS} FROM budgets WHERE id = $1{}",
+        tx.dialect().for_update()
+    );
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = tx.query_opt(&sql, &params![id])? {
+            out.push(BudgetDef::from_row(&row)?);
+        }
+    }
+    Ok(out)
 }
 
-fn add_usage(
-    tx: &Transaction<'_>,
-    budget: &str,
-    start: i64,
-    used: f64,
-    reserved: f64,
+/// Adds settled usage to a budget's period.
+pub(crate) fn charge(
+    tx: &mut dyn Tx,
+    budget: &BudgetDef,
+    period_start: i64,
+    amount: f64,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO budget_usage (budget_id, period_start, used, reserved) VALUES (?1, ?2, ?3, MAX(?4, 0))
-         ON CONFLICT (budget_id, period_start) DO UPDATE SET used = used + ?3, reserved = MAX(reserved + ?4, 0)",
-        params![budget, start, used, reserved],
+        "INSERT INTO budget_usage (budget_id, period_start, used) VALUES ($1, $2, $3)
+         ON CONFLICT (budget_id, period_start)
+         DO UPDATE SET used = budget_usage.used + excluded.used",
+        &params![&budget.id, period_start, amount],
     )?;
     Ok(())
 }
 
-fn amount(kind: &str, cost: f64, tokens: u64) -> f64 {
-    match kind {
-        "spend" => cost,
-        "tokens" => tokens as f64,
-        _ => 1.0,
+fn validate_limit(limit: f64) -> Result<()> {
+    if limit.is_finite() && limit >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid("limit must be a finite number >= 0"))
     }
 }
 
-fn validate(b: &NewBudget) -> Result<()> {
-    let ok = ["key", "team", "user"].contains(&b.scope.as_str())
-        && ["spend", "tokens", "requests"].contains(&b.kind.as_str())
-        && ["minute", "daily", "weekly", "monthly", "lifetime"].contains(&b.period.as_str())
-        && ["hard", "tracking"].contains(&b.mode.as_str());
-    if !ok {
-        return Err(Error::Invalid(
-            "budget needs scope key|team|user, kind spend|tokens|requests, period minute|daily|weekly|monthly|lifetime, mode hard|tracking".into(),
-        ));
-    }
-    if b.limit.is_nan() || b.limit < 0.0 || b.scope_id.is_empty() {
-        return Err(Error::Invalid(
-            "budget limit must be >= 0 and scope_id non-empty".into(),
-        ));
-    }
-    Ok(())
-}
-
-impl Store {
-    pub fn create_budget(&self, b: NewBudget, now: i64) -> Result<Budget> {
-        validate(&b)?;
-        let id = format!("bud_{}", keys::new_key_id()?.trim_start_matches("key_"));
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO budgets (id, scope, scope_id, kind, lim, period, mode, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![id, b.scope, b.scope_id, b.kind, b.limit, b.period, b.mode, now],
-            )?;
-            Ok(())
-        })?;
-        self.list_budgets(now)?
-            .into_iter()
-            .find(|x| x.id == id)
-            .ok_or(Error::NotFound { what: "budget", id })
-    }
-
-    pub fn delete_budget(&self, id: &str) -> Result<()> {
-        let n = self.write(|tx| Ok(tx.execute("DELETE FROM budgets WHERE id = ?1", [id])?))?;
-        if n == 0 {
-            return Err(Error::NotFound {
-                what: "budget",
-                id: id.into(),
-            });
+impl NewBudget {
+    fn validate(&self) -> Result<()> {
+        validate_limit(self.limit)?;
+        if self.scope_id.trim().is_empty() {
+            return Err(Error::invalid("scope_id must not be empty"));
+        }
+        if self.period == Period::Minute && self.kind == Kind::Spend {
+            return Err(Error::invalid(
+                "period minute is for rate limits: use kind requests or tokens",
+            ));
         }
         Ok(())
     }
+}
 
-    pub fn list_budgets(&self, now: i64) -> Result<Vec<Budget>> {
+impl Store {
+    pub fn create_budget(&self, new: NewBudget) -> Result<Budget> {
+        new.validate()?;
+        let id = keys::new_id("bud_")?;
+        let now = self.clock().now();
         self.write(|tx| {
-            let all: Vec<Matching> = {
-                let mut stmt = tx.prepare("SELECT id, scope, scope_id, kind, lim, period, mode FROM budgets ORDER BY created_at, id")?;
-                let rows = stmt.query_map([], matching_row)?;
-                rows.collect::<std::result::Result<Vec<_>, _>>()?
-            };
-            all.into_iter()
-                .map(|m| {
-                    let (start, end) = period_bounds(&m.period, now);
-                    let (used, reserved) = usage_row(tx, &m.id, start)?;
-                    Ok(Budget {
-                        id: m.id,
-                        scope: m.scope,
-                        scope_id: m.scope_id,
-                        kind: m.kind,
-                        limit: m.limit,
-                        period: m.period,
-                        mode: m.mode,
-                        used,
-                        reserved,
-                        resets_at: end,
-                    })
-                })
+            tx.execute(
+                "INSERT INTO budgets (id, scope, scope_id, kind, lim, period, mode, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &params![
+                    &id,
+                    new.scope.as_str(),
+                    &new.scope_id,
+                    new.kind.as_str(),
+                    new.limit,
+                    new.period.as_str(),
+                    new.mode.as_str(),
+                    now,
+                ],
+            )
+        })?;
+        self.get_budget(&id)
+    }
+
+    pub fn get_budget(&self, id: &str) -> Result<Budget> {
+        let now = self.clock().now();
+        self.read(|c| {
+            let sql = format!("SELECT {BUDGET_COLUMNS} FROM budgets WHERE id = $1");
+            let row = c
+                .query_opt(&sql, &params![id])?
+                .ok_or_else(|| Error::not_found("budget", id))?;
+            Ok(Standing::read(c, BudgetDef::from_row(&row)?, now)?.budget())
+        })
+    }
+
+    /// Budgets in creation order, optionally of one scope and/or scope id.
+    pub fn list_budgets(
+        &self,
+        scope: Option<Scope>,
+        scope_id: Option<&str>,
+    ) -> Result<Vec<Budget>> {
+        let now = self.clock().now();
+        self.read(|c| {
+            // The CASTs tell PostgreSQL the type of parameters that may be NULL.
+            let sql = format!(
+                "SELECT {BUDGET_COLUMNS} FROM budgets
+                 WHERE (CAST($1 AS TEXT) IS NULL OR scope = $1)
+                   AND (CAST($2 AS TEXT) IS NULL OR scope_id = $2)
+                 ORDER BY created_at, {}",
+                c.dialect().insertion_order()
+            );
+            let defs = c
+                .query(&sql, &params![scope.map(Scope::as_str), scope_id])?
+                .iter()
+                .map(BudgetDef::from_row)
+                .collect::<Result<Vec<_>>>()?;
+            defs.into_iter()
+                .map(|d| Ok(Standing::read(c, d, now)?.budget()))
                 .collect()
         })
     }
 
-    /// Reserves a request against every matching budget, or says which one refuses it.
-    pub fn reserve(&self, r: &ReserveRequest, now: i64) -> Result<ReserveAnswer> {
-        let (input_price, output_price, _) = price(&r.upstream_model).unwrap_or((0.0, 0.0, 0.0));
-        let est_cost = r.estimated_input_tokens as f64 * input_price
-            + r.max_output_tokens as f64 * output_price;
-        let est_tokens = r.estimated_input_tokens + r.max_output_tokens;
-        self.write(|tx| {
-            expire_reservations(tx, now)?;
-            let budgets = matching(tx, Some(&r.key_id), r.team.as_deref(), r.user.as_deref())?;
-            let mut holds = Vec::new();
-            for b in &budgets {
-                let (start, end) = period_bounds(&b.period, now);
-                let (used, reserved) = usage_row(tx, &b.id, start)?;
-                if used + reserved >= b.limit {
-                    if b.mode == "hard" {
-                        let retry = end.map_or(86_400, |e| (e - now).max(1));
-                        let (shown_used, unit) = if b.kind == "spend" { (format!("${used:.2}"), format!("${:.2}", b.limit)) } else { (format!("{used}"), format!("{} {}", b.limit, b.kind)) };
-                        let message = format!(
-                            "The {} budget of {} `{}` is used up ({} of {}){}.",
-                            b.period,
-                            b.scope,
-                            b.scope_id,
-                            shown_used,
-                            unit,
-                            end.map_or(String::new(), |e| format!("; it resets at {}", iso(e)))
-                        );
-                        return Ok(ReserveAnswer::Denied {
-                            allowed: false,
-                            reason: if b.period == "minute" { "rate_limit" } else { "budget" },
-                            scope: b.scope.clone(),
-                            scope_id: b.scope_id.clone(),
-                            kind: b.kind.clone(),
-                            period: b.period.clone(),
-                            limit: b.limit,
-                            used,
-                            resets_at: end,
-                            retry_after_s: retry,
-                            message,
-                        });
-                    }
-                    warn!(budget = %b.id, scope = %b.scope, scope_id = %b.scope_id, "tracking-only budget exceeded");
-                }
-                holds.push((b.id.clone(), start, amount(&b.kind, est_cost, est_tokens)));
-            }
-            for (id, start, held) in &holds {
-                add_usage(tx, id, *start, 0.0, *held)?;
-            }
-            let reservation_id = format!("res_{}", keys::new_key_id()?.trim_start_matches("key_"));
-            let holds_json = serde_json::to_string(&holds).map_err(|e| Error::Invalid(e.to_string()))?;
-            tx.execute("INSERT INTO reservations (id, created_at, holds) VALUES (?1, ?2, ?3)", params![reservation_id, now, holds_json])?;
-            Ok(ReserveAnswer::Allowed { allowed: true, reservation_id, estimated_cost_usd: est_cost, priced: price(&r.upstream_model).is_some() })
-        })
-    }
-
-    /// Settles usage reports; a request id seen before is a duplicate and changes nothing.
-    pub fn settle(&self, reports: &[UsageReport], now: i64) -> Result<Vec<Settled>> {
-        self.write(|tx| {
-            let mut out = Vec::with_capacity(reports.len());
-            for r in reports {
-                let (cost_usd, priced) = cost(&r.upstream_model, r.input_tokens, r.output_tokens, r.cached_tokens);
-                if !priced {
-                    warn!(model = %r.upstream_model, "no price for model; usage recorded with cost 0 and priced=false");
-                }
-                let events = serde_json::to_string(&r.guardrail_events).unwrap_or_else(|_| "[]".into());
-                let inserted = tx.execute(
-                    "INSERT OR IGNORE INTO usage_ledger (request_id, ts, key_id, team, user, model, upstream_model, provider, api,
-                        input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, priced, status, latency_ms,
-                        estimated, stream, guardrail_events)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-                    params![
-                        r.request_id, r.ts, r.key_id, r.team, r.user, r.model, r.upstream_model, r.provider, r.api,
-                        r.input_tokens as i64, r.output_tokens as i64, r.cached_tokens as i64, r.reasoning_tokens as i64,
-                        cost_usd, priced, r.status, r.latency_ms as i64, r.estimated, r.stream, events
-                    ],
-                )?;
-                if inserted == 0 {
-                    out.push(Settled { request_id: r.request_id.clone(), cost_usd, priced, duplicate: true });
-                    continue;
-                }
-                if let Some(res) = &r.reservation_id {
-                    release(tx, res)?;
-                }
-                let tokens = r.input_tokens + r.output_tokens;
-                for b in matching(tx, r.key_id.as_deref(), r.team.as_deref(), r.user.as_deref())? {
-                    let (start, _) = period_bounds(&b.period, r.ts.min(now));
-                    add_usage(tx, &b.id, start, amount(&b.kind, cost_usd, tokens), 0.0)?;
-                }
-                let day = iso(r.ts).get(..10).unwrap_or("").to_string();
-                for (scope, id) in [("key", r.key_id.as_deref()), ("team", r.team.as_deref())] {
-                    if let Some(id) = id {
-                        tx.execute(
-                            "INSERT INTO usage_daily (day, scope, scope_id, requests, input_tokens, output_tokens, cost_usd)
-                             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
-                             ON CONFLICT (day, scope, scope_id) DO UPDATE SET requests = requests + 1,
-                                input_tokens = input_tokens + ?4, output_tokens = output_tokens + ?5, cost_usd = cost_usd + ?6",
-                            params![day, scope, id, r.input_tokens as i64, r.output_tokens as i64, cost_usd],
-                        )?;
-                    }
-                }
-                out.push(Settled { request_id: r.request_id.clone(), cost_usd, priced, duplicate: false });
-            }
-            Ok(out)
-        })
-    }
-
-    /// Raw ledger rows, newest first.
-    pub fn ledger(&self, key_id: Option<&str>, limit: i64) -> Result<Vec<serde_json::Value>> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT request_id, ts, key_id, team, user, model, upstream_model, provider, api, input_tokens, output_tokens,
-                        cached_tokens, reasoning_tokens, cost_usd, priced, status, latency_ms, estimated, stream, guardrail_events
-                 FROM usage_ledger WHERE ?1 IS NULL OR key_id = ?1 ORDER BY ts DESC, request_id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![key_id, limit], |r| {
-                Ok(serde_json::json!({
-                    "request_id": r.get::<_, String>(0)?, "ts": r.get::<_, i64>(1)?, "key_id": r.get::<_, Option<String>>(2)?,
-                    "team": r.get::<_, Option<String>>(3)?, "user": r.get::<_, Option<String>>(4)?, "model": r.get::<_, String>(5)?,
-                    "upstream_model": r.get::<_, String>(6)?, "provider": r.get::<_, String>(7)?, "api": r.get::<_, String>(8)?,
-                    "input_tokens": r.get::<_, i64>(9)?, "output_tokens": r.get::<_, i64>(10)?, "cached_tokens": r.get::<_, i64>(11)?,
-                    "reasoning_tokens": r.get::<_, i64>(12)?, "cost_usd": r.get::<_, f64>(13)?, "priced": r.get::<_, bool>(14)?,
-                    "status": r.get::<_, i64>(15)?, "latency_ms": r.get::<_, i64>(16)?, "estimated": r.get::<_, bool>(17)?,
-                    "stream": r.get::<_, bool>(18)?,
-                    "guardrail_events": serde_json::from_str::<serde_json::Value>(&r.get::<_, String>(19)?).unwrap_or_default(),
-                }))
-            })?;
-            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
-        })
-    }
-
-    /// Spend and tokens grouped by key, team, user, model or day.
-    pub fn usage_summary(
-        &self,
-        group_by: &str,
-        from: Option<&str>,
-        to: Option<&str>,
-    ) -> Result<Vec<serde_json::Value>> {
-        let column = match group_by {
-            "key" => "key_id",
-            "team" => "team",
-            "user" => "user",
-            "model" => "model",
-            "day" => "strftime('%Y-%m-%d', ts, 'unixepoch')",
-            _ => {
-                return Err(Error::Invalid(
-                    "group_by must be key, team, user, model or day".into(),
-                ))
-            }
-        };
-        let sql = format!(
-            "SELECT {column} AS g, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), SUM(cost_usd),
-                    SUM(estimated), SUM(1 - priced)
-             FROM usage_ledger
-             WHERE (?1 IS NULL OR strftime('%Y-%m-%d', ts, 'unixepoch') >= ?1) AND (?2 IS NULL OR strftime('%Y-%m-%d', ts, 'unixepoch') <= ?2)
-             GROUP BY g ORDER BY g"
-        );
-        self.read(|c| {
-            let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(params![from, to], |r| {
-                Ok(serde_json::json!({
-                    group_by: r.get::<_, Option<String>>(0)?, "requests": r.get::<_, i64>(1)?,
-                    "input_tokens": r.get::<_, i64>(2)?, "output_tokens": r.get::<_, i64>(3)?, "cached_tokens": r.get::<_, i64>(4)?,
-                    "cost_usd": r.get::<_, f64>(5)?, "estimated_requests": r.get::<_, i64>(6)?, "unpriced_requests": r.get::<_, i64>(7)?,
-                }))
-            })?;
-            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
-        })
-    }
-}
-
-fn release(tx: &Transaction<'_>, reservation: &str) -> Result<()> {
-    let holds: Option<String> = tx
-        .query_row(
-            "SELECT holds FROM reservations WHERE id = ?1",
-            [reservation],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(holds) = holds {
-        let holds: Vec<(String, i64, f64)> = serde_json::from_str(&holds).unwrap_or_default();
-        for (budget, start, held) in holds {
-            add_usage(tx, &budget, start, 0.0, -held)?;
+    pub fn update_budget(&self, id: &str, update: BudgetUpdate) -> Result<Budget> {
+        if update.limit.is_none() && update.mode.is_none() {
+            return Err(Error::invalid(
+                "nothing to update: give limit, mode or both",
+            ));
         }
-        tx.execute("DELETE FROM reservations WHERE id = ?1", [reservation])?;
+        if let Some(limit) = update.limit {
+            validate_limit(limit)?;
+        }
+        let changed = self.write(|tx| {
+            tx.execute(
+                "UPDATE budgets SET lim = COALESCE($2, lim), mode = COALESCE($3, mode)
+                 WHERE id = $1",
+                &params![id, update.limit, update.mode.map(Mode::as_str)],
+            )
+        })?;
+        if changed == 0 {
+            return Err(Error::not_found("budget", id));
+        }
+        self.get_budget(id)
     }
-    Ok(())
-}
 
-fn expire_reservations(tx: &Transaction<'_>, now: i64) -> Result<()> {
-    let stale: Vec<String> = {
-        let mut stmt = tx.prepare_cached("SELECT id FROM reservations WHERE created_at < ?1")?;
-        let rows = stmt.query_map([now - RESERVATION_TTL_S], |r| r.get(0))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()?
-    };
-    for id in stale {
-        release(tx, &id)?;
+    /// Deletes a budget with its usage and holds.
+    pub fn delete_budget(&self, id: &str) -> Result<()> {
+        let deleted = self.write(|tx| {
+            let n = tx.execute("DELETE FROM budgets WHERE id = $1", &params![id])?;
+            tx.execute(
+                "DELETE FROM budget_usage WHERE budget_id = $1",
+                &params![id],
+            )?;
+            tx.execute(
+                "DELETE FROM reservation_holds WHERE budget_id = $1",
+                &params![id],
+            )?;
+            Ok(n)
+        })?;
+        if deleted == 0 {
+            return Err(Error::not_found("budget", id));
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Reserves a request against every matching budget, or names the one
+    /// that refuses it (the one that stays closed longest, when several do).
+    pub fn reserve(&self, r: &ReserveRequest) -> Result<ReserveAnswer> {
+        if r.request_id.is_empty() || r.key_id.is_empty() {
+            return Err(Error::invalid("request_id and key_id must not be empty"));
+        }
+        let now = self.clock().now();
+        let reservation_id = keys::new_id("res_")?;
+        let tokens = r.estimated_input_tokens.saturating_add(r.max_output_tokens);
+        let answer = self.write(|tx| {
+            let price = PriceTable::load(tx)?.for_request(&r.upstream_model, &r.model);
+            let cost = price.map_or(0.0, |p| {
+                p.cost(r.estimated_input_tokens, r.max_output_tokens, 0)
+            });
+            let ids = matching_ids(tx, Some(&r.key_id), r.team.as_deref(), r.user.as_deref())?;
+            let mut standings = Vec::with_capacity(ids.len());
+            for def in lock_budgets(tx, &ids.into_iter().collect())? {
+                // Expired holds no longer count; drop them while the budget is locked.
+                tx.execute(DROP_EXPIRED_HOLDS, &params![&def.id, now])?;
+                standings.push(Standing::read(tx, def, now)?);
+            }
+            let refusing = standings
+                .iter()
+                .filter(|s| s.def.mode == Mode::Hard && s.exhausted())
+                .min_by_key(|s| Reverse(s.end.unwrap_or(i64::MAX)));
+            if let Some(s) = refusing {
+                return Ok(ReserveAnswer::Denied(s.denial(now)));
+            }
+            let expires_at = now + RESERVATION_TTL_S;
+            for s in &standings {
+                let amount = s.def.amount(cost, tokens);
+                tx.execute(
+                    INSERT_HOLD,
+                    &params![&reservation_id, &s.def.id, s.start, amount, expires_at],
+                )?;
+            }
+            Ok(ReserveAnswer::Allowed(Allowed {
+                allowed: true,
+                reservation_id: reservation_id.clone(),
+                estimated_cost_usd: cost,
+                priced: price.is_some(),
+                warnings: standings
+                    .iter()
+                    .filter(|s| s.exhausted())
+                    .map(Standing::overage)
+                    .collect(),
+            }))
+        })?;
+        match &answer {
+            ReserveAnswer::Allowed(a) => {
+                if !a.priced {
+                    self.note_unpriced(&r.upstream_model);
+                }
+                for w in &a.warnings {
+                    if self.notices().first_in_period(&w.budget_id, w.period_start) {
+                        warn!(
+                            budget = %w.budget_id, scope = %w.scope, scope_id = %w.scope_id,
+                            kind = %w.kind, period = %w.period, limit = w.limit, used = w.used,
+                            "tracking-only budget exceeded (not blocking)"
+                        );
+                    }
+                }
+            }
+            ReserveAnswer::Denied(d) => debug!(
+                request_id = %r.request_id, budget = %d.budget_id, reason = %d.reason,
+                "request refused by budget"
+            ),
+        }
+        Ok(answer)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn periods_are_calendar_aligned() {
-        // 2026-11-22T13:45:10Z is a Sunday.
-        let t = 1_795_355_110;
-        assert_eq!(iso(period_bounds("daily", t).0), "2026-11-22T00:00:00Z");
-        assert_eq!(iso(period_bounds("weekly", t).0), "2026-11-16T00:00:00Z");
-        assert_eq!(iso(period_bounds("monthly", t).0), "2026-11-01T00:00:00Z");
-        assert_eq!(
-            period_bounds("monthly", t).1.map(iso).as_deref(),
-            Some("2026-12-01T00:00:00Z")
-        );
-        assert_eq!(period_bounds("lifetime", t), (0, None));
-        assert_eq!(
-            iso(period_bounds("monthly", 1_798_761_600 - 1).1.unwrap_or(0)),
-            "2027-01-01T00:00:00Z"
-        );
+    fn standing(kind: Kind, period: Period, limit: f64, used: f64, reserved: f64) -> Standing {
+        let (start, end) = period.bounds(1_795_355_110);
+        Standing {
+            def: BudgetDef {
+                id: "bud_x".into(),
+                scope: Scope::Team,
+                scope_id: "ml".into(),
+                kind,
+                limit,
+                period,
+                mode: Mode::Hard,
+                created_at: 0,
+            },
+            start,
+            end,
+            used,
+            reserved,
+        }
     }
 
     #[test]
-    fn prices_by_longest_prefix() {
+    fn messages_name_the_budget_and_the_reset() {
+        let s = standing(Kind::Spend, Period::Monthly, 10.0, 10.02, 0.0);
         assert_eq!(
-            price("gpt-4o-mini-2024-07-18").map(|p| (p.0 * 1e6 * 1000.0).round()),
-            Some(150.0)
+            s.message(),
+            "Team ml has used $10.02 of its $10.00 monthly budget; resets 2026-12-01T00:00:00Z"
         );
-        assert_eq!(price("gpt-4o").map(|p| (p.1 * 1e6).round()), Some(10.0));
-        assert!(price("mystery-model").is_none());
-        let (c, priced) = cost("claude-haiku-4-5", 1_000_000, 1_000_000, 0);
-        assert!(priced && (c - 6.0).abs() < 1e-9);
+        let s = standing(Kind::Requests, Period::Minute, 10.0, 7.0, 3.0);
+        assert_eq!(
+            s.message(),
+            "Team ml has used 7 (plus 3 in flight) of its 10 requests per minute; \
+             resets 2026-11-22T13:46:00Z"
+        );
+        let s = standing(Kind::Tokens, Period::Lifetime, 1000.0, 1200.0, 0.0);
+        assert_eq!(
+            s.message(),
+            "Team ml has used 1200 of its 1000 lifetime tokens; it does not reset"
+        );
+        assert_eq!(usd(0.000_001), "$0.000001");
+    }
+
+    #[test]
+    fn retry_hints() {
+        let now = 1_795_355_110;
+        // Used up: wait for the reset.
+        let s = standing(Kind::Requests, Period::Daily, 10.0, 10.0, 0.0);
+        let d = s.denial(now);
+        assert_eq!(d.reason, Reason::Budget);
+        assert_eq!(d.retry_after_s as i64, s.end.unwrap_or_default() - now);
+        // Blocked only by in-flight reservations: try again soon.
+        let s = standing(Kind::Requests, Period::Daily, 10.0, 4.0, 6.0);
+        assert_eq!(s.denial(now).retry_after_s, 60);
+        let s = standing(Kind::Requests, Period::Minute, 10.0, 10.0, 0.0);
+        let d = s.denial(now);
+        assert_eq!((d.reason, d.retry_after_s), (Reason::RateLimit, 50));
+        let s = standing(Kind::Spend, Period::Lifetime, 1.0, 2.0, 0.0);
+        assert_eq!(s.denial(now).retry_after_s, 86_400);
     }
 }

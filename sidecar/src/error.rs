@@ -8,17 +8,25 @@ pub enum Error {
     /// The caller sent something we refuse (HTTP 400).
     #[error("{0}")]
     Invalid(String),
-    /// A named key or team does not exist (HTTP 404).
+    /// A named key, team, budget or price does not exist (HTTP 404).
     #[error("{what} not found: {id}")]
     NotFound { what: &'static str, id: String },
     /// The request clashes with current state (HTTP 409).
     #[error("{0}")]
     Conflict(String),
-    /// The database file was written by a newer build.
+    /// The database was written by a newer build.
     #[error("{0}")]
     Schema(String),
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// A row did not have the shape a query expects (a bug or a foreign schema).
+    #[error("database error: {0}")]
+    Decode(String),
+    /// The database cannot be reached or has no free connection (HTTP 503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("JSON encoding error: {0}")]
     Json(#[from] serde_json::Error),
     #[error("OS random number generator failed: {0}")]
@@ -41,6 +49,13 @@ impl Error {
         Error::NotFound {
             what: "team",
             id: name.to_owned(),
+        }
+    }
+
+    pub fn not_found(what: &'static str, id: &str) -> Self {
+        Error::NotFound {
+            what,
+            id: id.to_owned(),
         }
     }
 }

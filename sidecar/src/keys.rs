@@ -15,7 +15,7 @@ pub const KEY_PREFIX: &str = "tg-";
 /// How many leading characters of a key are kept for display.
 pub const DISPLAY_PREFIX_LEN: usize = 8;
 const KEY_ID_PREFIX: &str = "key_";
-const KEY_ID_RANDOM_LEN: usize = 12;
+const ID_RANDOM_LEN: usize = 12;
 const ID_ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A freshly minted key: the plaintext plus what the store keeps of it.
@@ -48,14 +48,19 @@ pub fn hash_key(key: &str) -> String {
 
 /// `key_` + 12 random lowercase alphanumerics.
 pub fn new_key_id() -> Result<String> {
-    let mut id = String::with_capacity(KEY_ID_PREFIX.len() + KEY_ID_RANDOM_LEN);
-    id.push_str(KEY_ID_PREFIX);
+    new_id(KEY_ID_PREFIX)
+}
+
+/// `prefix` + 12 random lowercase alphanumerics, for any record id.
+pub fn new_id(prefix: &str) -> Result<String> {
+    let mut id = String::with_capacity(prefix.len() + ID_RANDOM_LEN);
+    id.push_str(prefix);
     let mut buf = [0u8; 32];
-    while id.len() < KEY_ID_PREFIX.len() + KEY_ID_RANDOM_LEN {
+    while id.len() < prefix.len() + ID_RANDOM_LEN {
         getrandom::fill(&mut buf).map_err(Error::Rng)?;
         for &b in &buf {
             // Reject the top 4 byte values so `b % 36` stays uniform (252 = 7 * 36).
-            if b < 252 && id.len() < KEY_ID_PREFIX.len() + KEY_ID_RANDOM_LEN {
+            if b < 252 && id.len() < prefix.len() + ID_RANDOM_LEN {
                 if let Some(&c) = ID_ALPHABET.get(usize::from(b % 36)) {
                     id.push(char::from(c));
                 }

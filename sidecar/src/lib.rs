@@ -1,11 +1,21 @@
-//! Tollgate sidecar: owns virtual keys and teams, and answers the Envoy
-//! filter's authorization lookups. The binary (`main.rs`) wires these modules
-//! into the `serve` command and the offline CLI.
+//! Tollgate sidecar: owns virtual keys, teams, budgets and the usage ledger,
+//! and answers the Envoy filter's authorize, reserve and settle calls. The
+//! binary (`main.rs`) wires these modules into the `serve` command and the
+//! offline CLI.
+
+#[macro_use]
+mod macros;
 
 pub mod budgets;
 pub mod cli;
+pub mod clock;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod ledger;
 pub mod model;
+mod notices;
+pub mod periods;
+pub mod pricing;
 pub mod store;
+pub mod usage;

@@ -1,8 +1,7 @@
-//! `tollgate-sidecar` binary: `serve` runs the HTTP service; `keys` and
-//! `teams` edit the database directly.
+//! `tollgate-sidecar` binary: `serve` runs the HTTP service; the other
+//! commands work on the database directly.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,8 +12,9 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use tollgate_sidecar::cli::{self, Cli, Command, ServeArgs};
+use tollgate_sidecar::clock::Clock;
 use tollgate_sidecar::http::{self, AppState};
-use tollgate_sidecar::store::Store;
+use tollgate_sidecar::store::{display_db, Store};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     // own output, so only warnings and errors are logged there by default.
     let default_level = match cli.command {
         Command::Serve(_) => "info",
-        Command::Keys(_) | Command::Teams(_) => "warn",
+        _ => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -50,16 +50,31 @@ fn run(cli: Cli) -> Result<()> {
                 .context("starting the async runtime")?;
             runtime.block_on(serve(&cli.db, args))
         }
-        Command::Keys(cmd) => cli::run_keys(&open_store(&cli.db)?, cmd, &mut std::io::stdout()),
-        Command::Teams(cmd) => cli::run_teams(&open_store(&cli.db)?, cmd, &mut std::io::stdout()),
+        Command::Keys(cmd) => cli::run_keys(&offline_store(&cli.db)?, cmd, &mut std::io::stdout()),
+        Command::Teams(cmd) => {
+            cli::run_teams(&offline_store(&cli.db)?, cmd, &mut std::io::stdout())
+        }
+        Command::Budgets(cmd) => {
+            cli::run_budgets(&offline_store(&cli.db)?, cmd, &mut std::io::stdout())
+        }
+        Command::Prices(cmd) => {
+            cli::run_prices(&offline_store(&cli.db)?, cmd, &mut std::io::stdout())
+        }
+        Command::Usage(args) => {
+            cli::run_usage(&offline_store(&cli.db)?, args, &mut std::io::stdout())
+        }
     }
 }
 
-fn open_store(db: &Path) -> Result<Store> {
-    Store::open(db).with_context(|| format!("opening database {}", db.display()))
+fn open_store(db: &str, clock: Clock) -> Result<Store> {
+    Store::open(db, Arc::new(clock)).with_context(|| format!("opening database {}", display_db(db)))
 }
 
-async fn serve(db: &Path, args: ServeArgs) -> Result<()> {
+fn offline_store(db: &str) -> Result<Store> {
+    open_store(db, Clock::system())
+}
+
+async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     let Some(master_key) = args.master_key.filter(|k| !k.trim().is_empty()) else {
         bail!(
             "no master key configured: set TOLLGATE_MASTER_KEY (or pass --master-key) to a long random \
@@ -67,12 +82,24 @@ async fn serve(db: &Path, args: ServeArgs) -> Result<()> {
              it as `Authorization: Bearer <master key>`"
         );
     };
-    let store = Arc::new(open_store(db)?);
-    let app = http::router(AppState::new(store, &master_key));
+    let clock = if args.test_clock {
+        warn!("test clock on: POST /admin/clock moves the sidecar's time (never in production)");
+        Clock::shifted()
+    } else {
+        Clock::system()
+    };
+    // Opening may wait on the network (PostgreSQL): keep it off the async workers.
+    let db_owned = db.to_owned();
+    let store = tokio::task::spawn_blocking(move || open_store(&db_owned, clock))
+        .await
+        .context("opening the database")??;
+    let backend = store.backend_name();
+    let app = http::router(AppState::new(Arc::new(store), &master_key));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    info!(listen = %args.listen, db = %db.display(), "tollgate-sidecar listening");
+    let listen = listener.local_addr().unwrap_or(args.listen);
+    info!(listen = %listen, db = %display_db(db), backend, "tollgate-sidecar listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

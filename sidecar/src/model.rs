@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -405,14 +404,6 @@ pub fn parse_duration(s: &str) -> Result<i64> {
         return Err(bad());
     }
     n.checked_mul(multiplier).ok_or_else(bad)
-}
-
-/// Current time in unix seconds; a clock before 1970 reads as 0.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

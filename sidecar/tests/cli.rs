@@ -1,16 +1,27 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Runs the real binary against a temp database, then checks that what the
-//! CLI wrote is what the authorize path sees.
+//! CLI wrote is what the store sees.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Backend, TestDb};
+use serde_json::{json, Value};
+use tollgate_sidecar::clock::Clock;
 use tollgate_sidecar::keys::hash_key;
-use tollgate_sidecar::model::{unix_now, Authorization, DenyReason};
+use tollgate_sidecar::ledger::UsageReport;
+use tollgate_sidecar::model::{Authorization, DenyReason};
 use tollgate_sidecar::store::Store;
 
-fn cli(db: &Path, args: &[&str]) -> Output {
+on_both_backends!(cli_budgets_prices_and_usage);
+
+fn cli(db: impl AsRef<OsStr>, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"))
         .arg("--db")
         .arg(db)
@@ -19,6 +30,10 @@ fn cli(db: &Path, args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .unwrap()
+}
+
+fn open(db: &str) -> Store {
+    Store::open(db, Arc::new(Clock::system())).unwrap()
 }
 
 fn stdout_json(out: &Output) -> Value {
@@ -60,8 +75,8 @@ fn cli_created_key_authorizes_and_revokes() {
     );
     assert_eq!(created["metadata"]["k"], "v");
 
-    let store = Store::open(&db).unwrap();
-    match store.authorize(&hash_key(key), unix_now()).unwrap() {
+    let store = open(db.to_str().unwrap());
+    match store.authorize(&hash_key(key)).unwrap() {
         Authorization::Granted(g) => {
             assert_eq!(g.key_id, id);
             assert_eq!(g.team.as_deref(), Some("ml"));
@@ -86,7 +101,7 @@ fn cli_created_key_authorizes_and_revokes() {
     let out = cli(&db, &["keys", "revoke", id]);
     assert!(out.status.success());
     assert_eq!(
-        store.authorize(&hash_key(key), unix_now()).unwrap(),
+        store.authorize(&hash_key(key)).unwrap(),
         Authorization::Denied(DenyReason::Revoked)
     );
 
@@ -153,4 +168,199 @@ fn serve_refuses_to_start_without_master_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TOLLGATE_MASTER_KEY"));
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The same commands on a SQLite file and on a `postgres://` URL.
+fn cli_budgets_prices_and_usage(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let db = db.url.as_str();
+    let created = stdout_json(&cli(
+        db,
+        &[
+            "budgets", "create", "--scope", "team", "--id", "ml", "--kind", "spend", "--limit",
+            "10", "--period", "monthly", "--json",
+        ],
+    ));
+    assert_eq!(created["mode"], "hard");
+    let id = created["id"].as_str().unwrap();
+    let tracking = stdout_json(&cli(
+        db,
+        &[
+            "budgets", "create", "--scope", "key", "--id", "key_a", "--kind", "requests",
+            "--limit", "60", "--period", "minute", "--mode", "tracking", "--json",
+        ],
+    ));
+    assert_eq!(tracking["mode"], "tracking");
+    let table = stdout(&cli(db, &["budgets", "list"]));
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table.contains(id) && table.contains("monthly") && table.contains("10.0000"),
+        "{table}"
+    );
+    let listed = stdout_json(&cli(db, &["budgets", "list", "--scope", "key", "--json"]));
+    assert_eq!(listed["budgets"], json!([tracking]));
+    let updated = stdout_json(&cli(
+        db,
+        &["budgets", "update", id, "--limit", "20", "--json"],
+    ));
+    assert_eq!(updated["limit"], 20.0);
+    assert!(stdout(&cli(db, &["budgets", "delete", id])).contains(id));
+    let gone = cli(db, &["budgets", "delete", id]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("budget not found"));
+    let bad = cli(
+        db,
+        &[
+            "budgets", "create", "--scope", "org", "--id", "x", "--kind", "spend", "--limit", "1",
+            "--period", "daily",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("key, team, user"));
+
+    let set = stdout_json(&cli(
+        db,
+        &[
+            "prices", "set", "my-model", "--input", "1.5", "--output", "3", "--json",
+        ],
+    ));
+    assert_eq!(
+        set,
+        json!({"model": "my-model", "input": 1.5, "output": 3.0, "cached_input": 1.5,
+               "source": "override"})
+    );
+    let prices = stdout(&cli(db, &["prices", "list"]));
+    let row = |start: &str, end: &str| {
+        prices
+            .lines()
+            .any(|l| l.starts_with(start) && l.ends_with(end))
+    };
+    assert!(
+        row("my-model ", "override") && row("gpt-4o ", "default"),
+        "{prices}"
+    );
+    stdout(&cli(db, &["prices", "delete", "my-model"]));
+    assert!(!cli(db, &["prices", "delete", "my-model"]).status.success());
+
+    // Usage written by a sidecar shows in every format.
+    let report: UsageReport = serde_json::from_value(json!({
+        "request_id": "r1", "reservation_id": null, "key_id": "key_a", "team": "ml",
+        "user": null, "model": "gpt-4o", "upstream_model": "gpt-4o", "provider": "openai",
+        "api": "responses", "input_tokens": 1000, "output_tokens": 100, "cached_tokens": 0,
+        "reasoning_tokens": 0, "status": 200, "latency_ms": 10, "estimated": true,
+        "stream": false, "ts": common::T0
+    }))
+    .unwrap();
+    open(db).settle(&[report]).unwrap();
+    let table = stdout(&cli(db, &["usage", "--group-by", "team"]));
+    let mut lines = table.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("TEAM  REQUESTS  INPUT_TOKENS"),
+        "{table}"
+    );
+    assert!(
+        lines.next().unwrap().starts_with("ml    1         1000"),
+        "{table}"
+    );
+    let csv = stdout(&cli(
+        db,
+        &[
+            "usage",
+            "--group-by",
+            "day",
+            "--format",
+            "csv",
+            "--from",
+            "2026-11-22",
+        ],
+    ));
+    assert_eq!(
+        csv.lines().nth(1),
+        Some("2026-11-22,1,1000,100,0,0,0.0035,1,0")
+    );
+    let empty = stdout_json(&cli(
+        db,
+        &[
+            "usage",
+            "--group-by",
+            "model",
+            "--format",
+            "json",
+            "--to",
+            "2026-11-21",
+        ],
+    ));
+    assert_eq!(empty, json!({"group_by": "model", "rows": []}));
+    assert!(!cli(db, &["usage", "--format", "xml"]).status.success());
+}
+
+/// `serve --test-clock` mounts `POST /admin/clock`; plain `serve` does not.
+#[test]
+fn serve_with_test_clock_lets_tests_move_time() {
+    for (flag, expected) in [(Some("--test-clock"), 200), (None, 404)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"))
+            .arg("--db")
+            .arg(dir.path().join("t.db"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flag)
+            .env("TOLLGATE_MASTER_KEY", "m")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let addr = listening_address(&mut child);
+        let body = r#"{"now": 4102444800}"#;
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /admin/clock HTTP/1.1\r\nhost: x\r\nauthorization: Bearer m\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {expected}")),
+            "{flag:?}: {response}"
+        );
+        if expected == 200 {
+            assert!(response.ends_with(r#"{"now":4102444800}"#), "{response}");
+        }
+    }
+}
+
+/// Reads the sidecar's log until it says where it listens, and keeps
+/// draining it (a sidecar whose stderr is closed fails its log writes).
+fn listening_address(child: &mut Child) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listen=").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                let _ = found.send(addr.to_owned());
+            }
+        }
+    });
+    address
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the sidecar did not say where it listens")
 }

@@ -1,70 +1,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Drives the axum router in-process, as the Envoy filter and admins would.
+//! Drives the axum router in-process, as the Envoy filter and admins would
+//! (SQLite, manual clock): keys and teams here, budgets in `http_budgets.rs`.
 
-use std::sync::Arc;
+mod common;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
+use common::app::{app, error_type, App, MASTER};
+use common::T0;
 use serde_json::{json, Value};
-use tempfile::TempDir;
-use tollgate_sidecar::http::{router, AppState};
 use tollgate_sidecar::keys::hash_key;
-use tollgate_sidecar::model::{unix_now, NewKey};
-use tollgate_sidecar::store::Store;
-use tower::ServiceExt;
+use tollgate_sidecar::model::NewKey;
 
-const MASTER: &str = "test-master-key";
-
-struct App {
-    _dir: TempDir,
-    store: Arc<Store>,
-    router: Router,
+/// The key calls these tests make, as the filter and admins would.
+trait KeyCalls {
+    async fn authorize(&self, key_hash: &str) -> (StatusCode, Value);
+    async fn create_key(&self, body: Value) -> Value;
 }
 
-fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("t.db")).unwrap());
-    let router = router(AppState::new(Arc::clone(&store), MASTER));
-    App {
-        _dir: dir,
-        store,
-        router,
-    }
-}
-
-impl App {
-    async fn send(
-        &self,
-        method: Method,
-        uri: &str,
-        auth: Option<&str>,
-        body: &str,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(auth) = auth {
-            req = req.header(header::AUTHORIZATION, auth);
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("non-JSON response ({e}): {bytes:?}"));
-        (status, value)
-    }
-
-    async fn admin(&self, method: Method, uri: &str, body: Value) -> (StatusCode, Value) {
-        let bearer = format!("Bearer {MASTER}");
-        self.send(method, uri, Some(&bearer), &body.to_string())
-            .await
-    }
-
+impl KeyCalls for App {
     async fn authorize(&self, key_hash: &str) -> (StatusCode, Value) {
         let body = json!({ "key_hash": key_hash }).to_string();
         self.send(Method::POST, "/v1/authorize", None, &body).await
@@ -75,10 +28,6 @@ impl App {
         assert_eq!(status, StatusCode::CREATED, "{created}");
         created
     }
-}
-
-fn error_type(body: &Value) -> &str {
-    body["error"]["type"].as_str().unwrap_or_default()
 }
 
 #[tokio::test]
@@ -118,7 +67,11 @@ async fn authorize_valid_key_created_through_admin_api() {
         "hash must not be exposed"
     );
     let expires_at = created["expires_at"].as_i64().unwrap();
-    assert!((expires_at - unix_now() - 3_600).abs() <= 2);
+    assert_eq!(
+        expires_at,
+        T0 + 3_600,
+        "expires_in counts from the sidecar's clock"
+    );
 
     let (status, body) = app.authorize(&hash_key(key)).await;
     assert_eq!(status, StatusCode::OK);
@@ -184,7 +137,7 @@ async fn authorize_denials() {
     let expired = app
         .store
         .create_key(NewKey {
-            expires_at: Some(unix_now() - 10),
+            expires_at: Some(T0 - 10),
             ..NewKey::default()
         })
         .unwrap();

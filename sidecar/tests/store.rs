@@ -1,21 +1,33 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Store-level behaviour: the rules both the HTTP API and the CLI rely on.
+//! Store-level behaviour of keys and teams: the rules both the HTTP API and
+//! the CLI rely on, on SQLite and on PostgreSQL.
 
+mod common;
+
+use std::sync::Arc;
+
+use common::{Backend, PgServer, TestDb, TestStore};
 use serde_json::json;
-use tempfile::TempDir;
+use tollgate_sidecar::clock::Clock;
 use tollgate_sidecar::error::Error;
 use tollgate_sidecar::keys::hash_key;
 use tollgate_sidecar::model::{
-    unix_now, Authorization, DenyReason, KeyStatus, KeyUpdate, NewKey, NewTeam, StatusChange,
-    TeamUpdate,
+    Authorization, DenyReason, KeyStatus, KeyUpdate, NewKey, NewTeam, StatusChange, TeamUpdate,
 };
 use tollgate_sidecar::store::Store;
+use tollgate_sidecar::usage::{GroupBy, UsageQuery};
 
-fn open() -> (TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db")).unwrap();
-    (dir, store)
-}
+on_both_backends!(
+    create_key_returns_record_and_auto_creates_team,
+    list_keys_filters_by_team_in_creation_order,
+    authorize_reports_grant_and_each_denial_reason,
+    key_without_team_gets_empty_team_models,
+    status_transitions,
+    update_key_changes_only_given_fields,
+    teams_create_conflict_update_and_list,
+    data_survives_reopen,
+    newer_schema_is_refused,
+);
 
 fn key_for_team(team: &str) -> NewKey {
     NewKey {
@@ -24,9 +36,10 @@ fn key_for_team(team: &str) -> NewKey {
     }
 }
 
-#[test]
-fn create_key_returns_record_and_auto_creates_team() {
-    let (_dir, store) = open();
+fn create_key_returns_record_and_auto_creates_team(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
     let created = store
         .create_key(NewKey {
             team: Some("ml".into()),
@@ -55,13 +68,11 @@ fn create_key_returns_record_and_auto_creates_team() {
 
 #[test]
 fn plaintext_key_is_never_written_to_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let store = Store::open(&path).unwrap();
+    let TestStore { store, db, .. } = TestStore::open(Backend::Sqlite).unwrap();
     let created = store.create_key(NewKey::default()).unwrap();
     drop(store);
     let mut on_disk = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
+    for entry in std::fs::read_dir(db.sqlite_path().parent().unwrap()).unwrap() {
         on_disk.extend(std::fs::read(entry.unwrap().path()).unwrap());
     }
     let hash = hash_key(&created.key);
@@ -73,9 +84,10 @@ fn plaintext_key_is_never_written_to_disk() {
     );
 }
 
-#[test]
-fn list_keys_filters_by_team_in_creation_order() {
-    let (_dir, store) = open();
+fn list_keys_filters_by_team_in_creation_order(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
     let a = store.create_key(key_for_team("ml")).unwrap().record.id;
     let b = store.create_key(key_for_team("ops")).unwrap().record.id;
     let c = store.create_key(key_for_team("ml")).unwrap().record.id;
@@ -92,9 +104,10 @@ fn list_keys_filters_by_team_in_creation_order() {
     assert!(ids(Some("nobody")).is_empty());
 }
 
-#[test]
-fn authorize_reports_grant_and_each_denial_reason() {
-    let (_dir, store) = open();
+fn authorize_reports_grant_and_each_denial_reason(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
     store
         .create_team(NewTeam {
             name: "ml".into(),
@@ -113,7 +126,8 @@ fn authorize_reports_grant_and_each_denial_reason() {
         .unwrap();
     let hash = hash_key(&created.key);
 
-    match store.authorize(&hash, 1_000).unwrap() {
+    store.clock.set(1_000);
+    match store.authorize(&hash).unwrap() {
         Authorization::Granted(g) => {
             assert_eq!(g.key_id, created.record.id);
             assert_eq!(g.team.as_deref(), Some("ml"));
@@ -125,12 +139,14 @@ fn authorize_reports_grant_and_each_denial_reason() {
         other => panic!("expected a grant, got {other:?}"),
     }
     // Expiry is inclusive: at the expiry second the key is no longer valid.
+    store.clock.set(2_000);
     assert_eq!(
-        store.authorize(&hash, 2_000).unwrap(),
+        store.authorize(&hash).unwrap(),
         Authorization::Denied(DenyReason::Expired)
     );
+    store.clock.set(1_000);
     assert_eq!(
-        store.authorize(&"0".repeat(64), 1_000).unwrap(),
+        store.authorize(&"0".repeat(64)).unwrap(),
         Authorization::Denied(DenyReason::Unknown)
     );
 
@@ -138,27 +154,26 @@ fn authorize_reports_grant_and_each_denial_reason() {
         .set_key_status(&created.record.id, StatusChange::Deactivate)
         .unwrap();
     assert_eq!(
-        store.authorize(&hash, 1_000).unwrap(),
+        store.authorize(&hash).unwrap(),
         Authorization::Denied(DenyReason::Inactive)
     );
     store
         .set_key_status(&created.record.id, StatusChange::Revoke)
         .unwrap();
     // Revocation wins over expiry when both apply.
+    store.clock.set(5_000);
     assert_eq!(
-        store.authorize(&hash, 5_000).unwrap(),
+        store.authorize(&hash).unwrap(),
         Authorization::Denied(DenyReason::Revoked)
     );
 }
 
-#[test]
-fn key_without_team_gets_empty_team_models() {
-    let (_dir, store) = open();
+fn key_without_team_gets_empty_team_models(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
     let created = store.create_key(NewKey::default()).unwrap();
-    match store
-        .authorize(&hash_key(&created.key), unix_now())
-        .unwrap()
-    {
+    match store.authorize(&hash_key(&created.key)).unwrap() {
         Authorization::Granted(g) => {
             assert_eq!(g.team, None);
             assert!(g.team_models.is_empty());
@@ -169,9 +184,10 @@ fn key_without_team_gets_empty_team_models() {
     }
 }
 
-#[test]
-fn status_transitions() {
-    let (_dir, store) = open();
+fn status_transitions(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
     let id = store.create_key(NewKey::default()).unwrap().record.id;
 
     let k = store.set_key_status(&id, StatusChange::Deactivate).unwrap();
@@ -199,9 +215,10 @@ fn status_transitions() {
     ));
 }
 
-#[test]
-fn update_key_changes_only_given_fields() {
-    let (_dir, store) = open();
+fn update_key_changes_only_given_fields(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
     let before = store
         .create_key(NewKey {
             user: Some("alice".into()),
@@ -255,9 +272,10 @@ fn update_key_changes_only_given_fields() {
     ));
 }
 
-#[test]
-fn teams_create_conflict_update_and_list() {
-    let (_dir, store) = open();
+fn teams_create_conflict_update_and_list(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
     let t = store
         .create_team(NewTeam {
             name: "zeta".into(),
@@ -305,41 +323,89 @@ fn teams_create_conflict_update_and_list() {
     ));
 }
 
-#[test]
-fn data_survives_reopen_and_schema_version_is_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let id = Store::open(&path)
-        .unwrap()
-        .create_key(key_for_team("ml"))
-        .unwrap()
-        .record
-        .id;
-    let store = Store::open(&path).unwrap();
-    assert_eq!(store.get_key(&id).unwrap().team.as_deref(), Some("ml"));
+fn data_survives_reopen(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
+    let id = store.create_key(key_for_team("ml")).unwrap().record.id;
+    let again = store.reopen();
+    assert_eq!(again.get_key(&id).unwrap().team.as_deref(), Some("ml"));
+    assert_eq!(again.backend_name(), format!("{backend:?}").to_lowercase());
+}
 
-    let conn = rusqlite::Connection::open(&path).unwrap();
+fn newer_schema_is_refused(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    match backend {
+        Backend::Sqlite => rusqlite::Connection::open(&db.url)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap(),
+        Backend::Postgres => PgServer::connect(&db.url)
+            .batch_execute(
+                "CREATE TABLE schema_version (version BIGINT NOT NULL);
+                 INSERT INTO schema_version VALUES (99)",
+            )
+            .unwrap(),
+    }
+    match Store::open(&db.url, Arc::new(Clock::system())) {
+        Err(Error::Schema(msg)) => assert!(msg.contains("99"), "{msg}"),
+        Err(other) => panic!("expected a schema error, got {other}"),
+        Ok(_) => panic!("a newer schema must be refused"),
+    }
+}
+
+#[test]
+fn sqlite_is_in_wal_mode_at_the_latest_schema() {
+    let store = TestStore::open(Backend::Sqlite).unwrap();
+    let conn = rusqlite::Connection::open(store.db.sqlite_path()).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2, "keys and teams, then budgets and the ledger");
+    assert_eq!(
+        version, 3,
+        "keys and teams; budgets and the ledger; holds, tallies and prices"
+    );
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
 }
 
+/// A database written by the previous release (schema 2) keeps its keys,
+/// budgets and ledger, and gets its daily tallies rebuilt from the ledger.
 #[test]
-fn newer_schema_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    rusqlite::Connection::open(&path)
+fn sqlite_schema_2_is_migrated() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    rusqlite::Connection::open(&db.url)
         .unwrap()
-        .pragma_update(None, "user_version", 99)
+        .execute_batch(include_str!("fixtures/schema2.sql"))
         .unwrap();
-    match Store::open(&path) {
-        Err(Error::Schema(msg)) => assert!(msg.contains("99"), "{msg}"),
-        Err(other) => panic!("expected a schema error, got {other}"),
-        Ok(_) => panic!("a newer schema must be refused"),
-    }
+    let store = Store::open(&db.url, Arc::new(Clock::manual(common::T0))).unwrap();
+    assert_eq!(
+        store.get_key("key_old").unwrap().team.as_deref(),
+        Some("ml")
+    );
+    let budgets = store.list_budgets(None, None).unwrap();
+    assert_eq!(budgets.len(), 1);
+    assert_eq!(
+        (budgets[0].used, budgets[0].reserved),
+        (3.0, 0.0),
+        "usage kept, the old reservation dropped"
+    );
+    let rows = store
+        .usage(&UsageQuery {
+            group_by: GroupBy::Team,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].group.as_deref(), Some("ml"));
+    let t = rows[0].totals;
+    assert_eq!(
+        (t.requests, t.input_tokens, t.unpriced_requests),
+        (2, 30, 1)
+    );
+    assert_eq!(store.ledger(Some("key_old"), 10).unwrap().len(), 2);
 }

@@ -1,10 +1,11 @@
-//! Command-line interface. Key and team commands work directly on the SQLite
-//! file through the same `Store` and validation as the HTTP API, so no server
-//! needs to be running.
+//! Command-line interface. Commands other than `serve` work directly on the
+//! database through the same `Store` and validation as the HTTP API, so no
+//! server needs to be running. Budgets, prices and usage are in `billing.rs`.
+
+mod billing;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -12,9 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use billing::{run_budgets, run_prices, run_usage, BudgetsCommand, PricesCommand, UsageArgs};
+
 use crate::model::{
-    unix_now, CreateKeyRequest, CreateTeamRequest, KeyList, KeyRecord, StatusChange, Team,
-    TeamList, UpdateKeyRequest, UpdateTeamRequest,
+    CreateKeyRequest, CreateTeamRequest, KeyList, KeyRecord, StatusChange, Team, TeamList,
+    UpdateKeyRequest, UpdateTeamRequest,
 };
 use crate::store::Store;
 
@@ -22,17 +25,19 @@ use crate::store::Store;
 #[command(
     name = "tollgate-sidecar",
     version,
-    about = "Tollgate sidecar: virtual keys and teams for the Tollgate Envoy filter"
+    about = "Tollgate sidecar: keys, teams, budgets and the usage ledger for the Tollgate Envoy filter"
 )]
 pub struct Cli {
-    /// SQLite database file (created if missing)
+    /// SQLite database file (created if missing), or a PostgreSQL URL
+    /// (postgres://user:password@host:port/dbname)
     #[arg(
         long,
         global = true,
         env = "TOLLGATE_DB",
+        hide_env_values = true,
         default_value = "tollgate.db"
     )]
-    pub db: PathBuf,
+    pub db: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +52,14 @@ pub enum Command {
     /// Manage teams
     #[command(subcommand)]
     Teams(TeamsCommand),
+    /// Manage budgets and rate limits
+    #[command(subcommand)]
+    Budgets(BudgetsCommand),
+    /// Manage model prices (USD per 1M tokens)
+    #[command(subcommand)]
+    Prices(PricesCommand),
+    /// Usage totals per key, team, user, model or day
+    Usage(UsageArgs),
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +70,9 @@ pub struct ServeArgs {
     /// Master key for the admin API (prefer the env var: flags show up in `ps`)
     #[arg(long, env = "TOLLGATE_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Let `POST /admin/clock` move the sidecar's time (for tests only)
+    #[arg(long)]
+    pub test_clock: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,7 +208,7 @@ pub enum TeamsCommand {
 pub struct Output {
     /// Print JSON (one line, same shape as the admin API) instead of text
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn run_keys(store: &Store, cmd: KeysCommand, w: &mut dyn Write) -> Result<()> {
@@ -216,7 +232,7 @@ pub fn run_keys(store: &Store, cmd: KeysCommand, w: &mut dyn Write) -> Result<()
                 expires_in,
                 metadata: metadata.as_deref().map(parse_metadata).transpose()?,
             };
-            let created = store.create_key(req.validate(unix_now())?)?;
+            let created = store.create_key(req.validate(store.clock().now())?)?;
             if out.json {
                 return print_json(w, &created);
             }
@@ -294,7 +310,11 @@ pub fn run_keys(store: &Store, cmd: KeysCommand, w: &mut dyn Write) -> Result<()
                 expires_in,
                 metadata: metadata.as_deref().map(parse_metadata).transpose()?,
             };
-            show_key(w, &store.update_key(&id, req.validate(unix_now())?)?, out)
+            show_key(
+                w,
+                &store.update_key(&id, req.validate(store.clock().now())?)?,
+                out,
+            )
         }
     }
 }
@@ -360,7 +380,7 @@ fn parse_metadata(s: &str) -> Result<Value> {
     serde_json::from_str(s).context("--metadata must be a JSON object, e.g. '{\"k\":\"v\"}'")
 }
 
-fn print_json(w: &mut dyn Write, value: &impl Serialize) -> Result<()> {
+pub(crate) fn print_json(w: &mut dyn Write, value: &impl Serialize) -> Result<()> {
     serde_json::to_writer(&mut *w, value)?;
     writeln!(w)?;
     Ok(())
@@ -413,7 +433,7 @@ fn show_team(w: &mut dyn Write, t: &Team, out: Output) -> Result<()> {
     )
 }
 
-fn write_fields(w: &mut dyn Write, fields: &[(&str, String)]) -> Result<()> {
+pub(crate) fn write_fields(w: &mut dyn Write, fields: &[(&str, String)]) -> Result<()> {
     for (label, value) in fields {
         writeln!(w, "{label:<9} {value}")?;
     }
@@ -421,7 +441,7 @@ fn write_fields(w: &mut dyn Write, fields: &[(&str, String)]) -> Result<()> {
 }
 
 /// Left-aligned columns sized to their widest cell.
-fn write_table<const N: usize>(w: &mut dyn Write, rows: &[[String; N]]) -> Result<()> {
+pub(crate) fn write_table<const N: usize>(w: &mut dyn Write, rows: &[[String; N]]) -> Result<()> {
     let mut widths = [0usize; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -448,11 +468,11 @@ fn models_text(models: &[String]) -> String {
     }
 }
 
-fn or_dash(s: Option<&str>) -> String {
+pub(crate) fn or_dash(s: Option<&str>) -> String {
     s.unwrap_or("-").to_owned()
 }
 
-fn format_time(unix: i64) -> String {
+pub(crate) fn format_time(unix: i64) -> String {
     let secs = u64::try_from(unix).unwrap_or(0);
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }

@@ -1,6 +1,9 @@
 //! HTTP API: the filter's `/v1/authorize` lookup, health probes and the
-//! master-key protected admin API. Every error is JSON:
+//! master-key protected admin API for keys and teams; budgets, reservations,
+//! prices and usage are in `billing.rs`. Every error is JSON:
 //! `{"error":{"message":..,"type":..}}`.
+
+mod billing;
 
 use std::sync::Arc;
 
@@ -10,18 +13,17 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{error, info, warn};
 
-use crate::budgets::{NewBudget, ReserveRequest, UsageReport};
 use crate::error::Error;
 use crate::keys;
 use crate::model::{
-    unix_now, Authorization, CreateKeyRequest, CreateTeamRequest, DenyReason, KeyList, KeyRecord,
+    Authorization, CreateKeyRequest, CreateTeamRequest, DenyReason, KeyList, KeyRecord,
     StatusChange, Team, TeamList, UpdateKeyRequest, UpdateTeamRequest,
 };
 use crate::store::Store;
@@ -51,21 +53,40 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/keys/{id}/activate", post(activate_key))
         .route("/admin/teams", post(create_team).get(list_teams))
         .route("/admin/teams/{name}", get(get_team).patch(update_team))
-        .route("/admin/budgets", post(create_budget).get(list_budgets))
-        .route("/admin/budgets/{id}", axum::routing::delete(delete_budget))
-        .route("/admin/usage", get(usage_summary))
-        .route("/admin/usage/requests", get(usage_requests))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_master_key,
-        ));
+        .route(
+            "/admin/budgets",
+            post(billing::create_budget).get(billing::list_budgets),
+        )
+        .route(
+            "/admin/budgets/{id}",
+            get(billing::get_budget)
+                .patch(billing::update_budget)
+                .delete(billing::delete_budget),
+        )
+        .route("/admin/prices", get(billing::list_prices))
+        .route(
+            "/admin/prices/{*model}",
+            delete(billing::delete_price).put(billing::set_price),
+        )
+        .route("/admin/usage", get(billing::usage_summary))
+        .route("/admin/usage/requests", get(billing::usage_requests));
+    // Moving time is for tests only: without `serve --test-clock` the route does not exist.
+    let admin = if state.store.clock().is_adjustable() {
+        admin.route("/admin/clock", post(billing::set_clock))
+    } else {
+        admin
+    };
+    let admin = admin.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_master_key,
+    ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/authorize", post(authorize))
-        .route("/v1/reserve", post(reserve))
-        .route("/v1/settle", post(settle_one))
-        .route("/v1/settle/batch", post(settle_batch))
+        .route("/v1/reserve", post(billing::reserve))
+        .route("/v1/settle", post(billing::settle_one))
+        .route("/v1/settle/batch", post(billing::settle_batch))
         .merge(admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -120,7 +141,20 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             Error::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
-            Error::Schema(_) | Error::Db(_) | Error::Json(_) | Error::Rng(_) => {
+            Error::Unavailable(msg) => {
+                error!(error = %msg, "database unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "database unavailable; see the sidecar logs",
+                )
+            }
+            Error::Schema(_)
+            | Error::Sqlite(_)
+            | Error::Postgres(_)
+            | Error::Decode(_)
+            | Error::Json(_)
+            | Error::Rng(_) => {
                 // Details stay in the log: they are for the operator, not the caller.
                 error!(error = %e, "request failed");
                 ApiError::internal()
@@ -244,8 +278,7 @@ async fn authorize(
     let hash = keys::normalize_key_hash(&req.key_hash).ok_or_else(|| {
         ApiError::bad_request("key_hash must be 64 hex characters (SHA-256 of the key)")
     })?;
-    let now = unix_now();
-    let decision = with_store(&state, move |s| s.authorize(&hash, now)).await?;
+    let decision = with_store(&state, move |s| s.authorize(&hash)).await?;
     Ok(match &decision {
         Authorization::Granted(g) => Json(GrantedBody {
             valid: true,
@@ -269,7 +302,7 @@ async fn create_key(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CreateKeyRequest>,
 ) -> Result<Response, ApiError> {
-    let new = req.validate(unix_now())?;
+    let new = req.validate(state.store.clock().now())?;
     let created = with_store(&state, move |s| s.create_key(new)).await?;
     info!(
         id = %created.record.id,
@@ -306,7 +339,7 @@ async fn update_key(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<UpdateKeyRequest>,
 ) -> Result<Json<KeyRecord>, ApiError> {
-    let update = req.validate(unix_now())?;
+    let update = req.validate(state.store.clock().now())?;
     let key = with_store(&state, move |s| s.update_key(&id, update)).await?;
     info!(id = %key.id, "key updated");
     Ok(Json(key))
@@ -379,121 +412,4 @@ async fn update_team(
     let team = with_store(&state, move |s| s.update_team(&name, update)).await?;
     info!(team = %team.name, "team updated");
     Ok(Json(team))
-}
-
-// ---- budgets and usage ----
-
-async fn reserve(
-    State(state): State<AppState>,
-    JsonBody(req): JsonBody<ReserveRequest>,
-) -> Result<Response, ApiError> {
-    let answer = with_store(&state, move |s| s.reserve(&req, unix_now())).await?;
-    Ok(Json(answer).into_response())
-}
-
-async fn settle_one(
-    State(state): State<AppState>,
-    JsonBody(report): JsonBody<UsageReport>,
-) -> Result<Response, ApiError> {
-    let mut results = with_store(&state, move |s| s.settle(&[report], unix_now())).await?;
-    Ok(Json(results.pop()).into_response())
-}
-
-#[derive(Deserialize)]
-struct SettleBatch {
-    reports: Vec<UsageReport>,
-}
-
-async fn settle_batch(
-    State(state): State<AppState>,
-    JsonBody(batch): JsonBody<SettleBatch>,
-) -> Result<Response, ApiError> {
-    let results = with_store(&state, move |s| s.settle(&batch.reports, unix_now())).await?;
-    Ok(Json(json!({ "results": results })).into_response())
-}
-
-async fn create_budget(
-    State(state): State<AppState>,
-    JsonBody(req): JsonBody<NewBudget>,
-) -> Result<Response, ApiError> {
-    let budget = with_store(&state, move |s| s.create_budget(req, unix_now())).await?;
-    info!(budget = %budget.id, scope = %budget.scope, "budget created");
-    Ok((StatusCode::CREATED, Json(budget)).into_response())
-}
-
-async fn list_budgets(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let budgets = with_store(&state, |s| s.list_budgets(unix_now())).await?;
-    Ok(Json(json!({ "budgets": budgets })).into_response())
-}
-
-async fn delete_budget(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    with_store(&state, move |s| s.delete_budget(&id)).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Deserialize)]
-struct RequestsQuery {
-    key_id: Option<String>,
-    limit: Option<i64>,
-}
-
-async fn usage_requests(
-    State(state): State<AppState>,
-    query: Result<Query<RequestsQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1_000_000);
-    let rows = with_store(&state, move |s| s.ledger(q.key_id.as_deref(), limit)).await?;
-    Ok(Json(json!({ "requests": rows })).into_response())
-}
-
-#[derive(Deserialize)]
-struct UsageQuery {
-    group_by: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    format: Option<String>,
-}
-
-async fn usage_summary(
-    State(state): State<AppState>,
-    query: Result<Query<UsageQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let group_by = q.group_by.unwrap_or_else(|| "key".into());
-    let g = group_by.clone();
-    let rows = with_store(&state, move |s| {
-        s.usage_summary(&g, q.from.as_deref(), q.to.as_deref())
-    })
-    .await?;
-    if q.format.as_deref() == Some("csv") {
-        let columns = [
-            group_by.as_str(),
-            "requests",
-            "input_tokens",
-            "output_tokens",
-            "cached_tokens",
-            "cost_usd",
-            "estimated_requests",
-            "unpriced_requests",
-        ];
-        let mut csv = columns.join(",") + "\n";
-        for row in &rows {
-            let cells: Vec<String> = columns
-                .iter()
-                .map(|c| match row.get(*c) {
-                    Some(serde_json::Value::String(s)) => format!("\"{}\"", s.replace('"', "\"\"")),
-                    Some(serde_json::Value::Null) | None => String::new(),
-                    Some(v) => v.to_string(),
-                })
-                .collect();
-            csv.push_str(&cells.join(","));
-            csv.push('\n');
-        }
-        return Ok(([(header::CONTENT_TYPE, "text/csv")], csv).into_response());
-    }
-    Ok(Json(json!({ "group_by": group_by, "rows": rows })).into_response())
 }

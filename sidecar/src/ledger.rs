@@ -1,0 +1,377 @@
+//! Settling usage: one ledger row per request (never prompt or response
+//! text), the real cost and tokens added to every matching budget, per-day
+//! tallies for reports, and the reservation's holds released.
+//!
+//! Settling is idempotent by request id: the ledger's primary key decides,
+//! so a report retried after a timeout or a sidecar restart is answered as
+//! a duplicate and changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::budgets::{charge, lock_budgets, matching_ids, BudgetDef};
+use crate::error::{Error, Result};
+use crate::periods::day;
+use crate::pricing::PriceTable;
+use crate::store::sql::{params, Row, Tx};
+use crate::store::Store;
+
+/// A guardrail that fired on the request: which one and what it did, never
+/// the matched text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailEvent {
+    pub guardrail: String,
+    pub kind: String,
+    pub direction: String,
+    pub action: String,
+}
+
+/// `POST /v1/settle`, one finished request as the filter saw it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UsageReport {
+    pub request_id: String,
+    pub reservation_id: Option<String>,
+    pub key_id: Option<String>,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub model: String,
+    pub upstream_model: String,
+    pub provider: String,
+    pub api: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub status: u32,
+    pub latency_ms: u64,
+    /// Tokens were estimated: the provider sent no usage.
+    pub estimated: bool,
+    pub stream: bool,
+    #[serde(default)]
+    pub guardrail_events: Vec<GuardrailEvent>,
+    /// Unix seconds when the request ended.
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settled {
+    pub request_id: String,
+    pub cost_usd: f64,
+    pub priced: bool,
+    /// The request was settled before; nothing changed.
+    pub duplicate: bool,
+}
+
+/// A ledger row as `GET /admin/usage/requests` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerRow {
+    pub request_id: String,
+    pub ts: i64,
+    pub key_id: Option<String>,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub model: String,
+    pub upstream_model: String,
+    pub provider: String,
+    pub api: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost_usd: f64,
+    pub priced: bool,
+    pub status: i64,
+    pub latency_ms: u64,
+    pub estimated: bool,
+    pub stream: bool,
+    pub guardrail_events: Vec<GuardrailEvent>,
+}
+
+/// One day's counters for one key, team, user or model.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_tokens: u64,
+    reasoning_tokens: u64,
+    cost_usd: f64,
+    estimated: u64,
+    unpriced: u64,
+}
+
+/// Day, scope and id → counters, summed over a batch before they are written.
+type Tallies = BTreeMap<(String, &'static str, String), Tally>;
+
+impl UsageReport {
+    fn tally(&self, cost_usd: f64, priced: bool) -> Tally {
+        Tally {
+            requests: 1,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cached_tokens: self.cached_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+            cost_usd,
+            estimated: u64::from(self.estimated),
+            unpriced: u64::from(!priced),
+        }
+    }
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.requests += o.requests;
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.cached_tokens = self.cached_tokens.saturating_add(o.cached_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(o.reasoning_tokens);
+        self.cost_usd += o.cost_usd;
+        self.estimated += o.estimated;
+        self.unpriced += o.unpriced;
+    }
+}
+
+const LEDGER_COLUMNS: &str = r#"request_id, ts, key_id, team, "user", model, upstream_model,
+    provider, api, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, priced,
+    status, latency_ms, estimated, stream, guardrail_events"#;
+
+impl Store {
+    /// Settles reports in one transaction; answers in the reports' order.
+    pub fn settle(&self, reports: &[UsageReport]) -> Result<Vec<Settled>> {
+        if reports.iter().any(|r| r.request_id.is_empty()) {
+            return Err(Error::invalid("every report needs a request_id"));
+        }
+        let now = self.clock().now();
+        // Rows are written in request id order, so two batches sharing
+        // requests take their row locks in the same order.
+        let mut order: Vec<(usize, &UsageReport)> = reports.iter().enumerate().collect();
+        order.sort_by(|a, b| a.1.request_id.cmp(&b.1.request_id));
+        let settled = self.write(|tx| {
+            let prices = PriceTable::load(tx)?;
+            let touched = budgets_touched(tx, reports)?;
+            let budgets = lock_budgets(tx, &touched)?;
+            let mut tallies = Tallies::new();
+            let mut out: Vec<Option<Settled>> = vec![None; reports.len()];
+            for &(i, r) in &order {
+                // Reports carry the filter's clock; one from the future counts as now.
+                let ts = self.clock().from_real(r.ts).min(now);
+                let price = prices.for_request(&r.upstream_model, &r.model);
+                let cost = price.map_or(0.0, |p| {
+                    p.cost(r.input_tokens, r.output_tokens, r.cached_tokens)
+                });
+                let priced = price.is_some();
+                let settled = match record(tx, r, ts, cost, priced)? {
+                    Some(previous) => previous,
+                    None => {
+                        apply(tx, r, ts, cost, priced, &budgets, &mut tallies)?;
+                        Settled {
+                            request_id: r.request_id.clone(),
+                            cost_usd: cost,
+                            priced,
+                            duplicate: false,
+                        }
+                    }
+                };
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(settled);
+                }
+            }
+            for ((day, scope, id), t) in &tallies {
+                add_tally(tx, day, scope, id, t)?;
+            }
+            Ok(out.into_iter().flatten().collect::<Vec<_>>())
+        })?;
+        for (r, s) in reports.iter().zip(&settled) {
+            if !s.priced && !s.duplicate {
+                self.note_unpriced(&r.upstream_model);
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Raw ledger rows, newest first.
+    pub fn ledger(&self, key_id: Option<&str>, limit: u32) -> Result<Vec<LedgerRow>> {
+        self.read(|c| {
+            // The CAST tells PostgreSQL the type of a parameter that may be NULL.
+            let sql = format!(
+                "SELECT {LEDGER_COLUMNS} FROM usage_ledger
+                 WHERE CAST($1 AS TEXT) IS NULL OR key_id = $1
+                 ORDER BY ts DESC, request_id LIMIT $2"
+            );
+            c.query(&sql, &params![key_id, i64::from(limit)])?
+                .iter()
+                .map(ledger_row)
+                .collect()
+        })
+    }
+}
+
+/// The budgets a batch may touch: those matching its keys, teams and users,
+/// and those its reservations hold.
+fn budgets_touched(tx: &mut dyn Tx, reports: &[UsageReport]) -> Result<BTreeSet<String>> {
+    let mut ids = BTreeSet::new();
+    for r in reports {
+        let (key, team, user) = (r.key_id.as_deref(), r.team.as_deref(), r.user.as_deref());
+        ids.extend(matching_ids(tx, key, team, user)?);
+        if let Some(res) = &r.reservation_id {
+            for row in tx.query(
+                "SELECT budget_id FROM reservation_holds WHERE reservation_id = $1",
+                &params![res],
+            )? {
+                ids.insert(row.text(0)?);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Applies a newly recorded request: releases its reservation, charges its
+/// budgets for the period it ended in, and adds it to the day's tallies.
+fn apply(
+    tx: &mut dyn Tx,
+    r: &UsageReport,
+    ts: i64,
+    cost: f64,
+    priced: bool,
+    budgets: &[BudgetDef],
+    tallies: &mut Tallies,
+) -> Result<()> {
+    if let Some(res) = &r.reservation_id {
+        tx.execute(
+            "DELETE FROM reservation_holds WHERE reservation_id = $1",
+            &params![res],
+        )?;
+    }
+    let (key, team, user) = (r.key_id.as_deref(), r.team.as_deref(), r.user.as_deref());
+    let tokens = r.input_tokens.saturating_add(r.output_tokens);
+    for b in budgets.iter().filter(|b| b.applies_to(key, team, user)) {
+        charge(tx, b, b.period.bounds(ts).0, b.amount(cost, tokens))?;
+    }
+    let t = r.tally(cost, priced);
+    let day = day(ts);
+    let model = Some(r.model.as_str());
+    for (scope, id) in [
+        ("key", key),
+        ("team", team),
+        ("user", user),
+        ("model", model),
+    ] {
+        // Absent ids tally under '', so every grouping adds up to the same total.
+        let slot = (day.clone(), scope, id.unwrap_or_default().to_owned());
+        tallies.entry(slot).or_default().add(&t);
+    }
+    Ok(())
+}
+
+/// Writes the ledger row; `Some` with the earlier answer if the request was
+/// already settled.
+fn record(
+    tx: &mut dyn Tx,
+    r: &UsageReport,
+    ts: i64,
+    cost: f64,
+    priced: bool,
+) -> Result<Option<Settled>> {
+    let events = serde_json::to_string(&r.guardrail_events)?;
+    let sql = format!(
+        "INSERT INTO usage_ledger ({LEDGER_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         ON CONFLICT (request_id) DO NOTHING"
+    );
+    let inserted = tx.execute(
+        &sql,
+        &params![
+            &r.request_id,
+            ts,
+            r.key_id.as_deref(),
+            r.team.as_deref(),
+            r.user.as_deref(),
+            &r.model,
+            &r.upstream_model,
+            &r.provider,
+            &r.api,
+            r.input_tokens,
+            r.output_tokens,
+            r.cached_tokens,
+            r.reasoning_tokens,
+            cost,
+            priced,
+            r.status,
+            r.latency_ms,
+            r.estimated,
+            r.stream,
+            &events,
+        ],
+    )?;
+    if inserted == 1 {
+        return Ok(None);
+    }
+    let row = tx.query_one(
+        "SELECT cost_usd, priced FROM usage_ledger WHERE request_id = $1",
+        &params![&r.request_id],
+    )?;
+    Ok(Some(Settled {
+        request_id: r.request_id.clone(),
+        cost_usd: row.real(0)?,
+        priced: row.bool(1)?,
+        duplicate: true,
+    }))
+}
+
+fn add_tally(tx: &mut dyn Tx, day: &str, scope: &str, id: &str, t: &Tally) -> Result<()> {
+    tx.execute(
+        "INSERT INTO usage_daily (day, scope, scope_id, requests, input_tokens, output_tokens,
+             cached_tokens, reasoning_tokens, cost_usd, estimated_requests, unpriced_requests)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (day, scope, scope_id) DO UPDATE SET
+             requests = usage_daily.requests + excluded.requests,
+             input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+             output_tokens = usage_daily.output_tokens + excluded.output_tokens,
+             cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens,
+             reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,
+             cost_usd = usage_daily.cost_usd + excluded.cost_usd,
+             estimated_requests = usage_daily.estimated_requests + excluded.estimated_requests,
+             unpriced_requests = usage_daily.unpriced_requests + excluded.unpriced_requests",
+        &params![
+            day,
+            scope,
+            id,
+            t.requests,
+            t.input_tokens,
+            t.output_tokens,
+            t.cached_tokens,
+            t.reasoning_tokens,
+            t.cost_usd,
+            t.estimated,
+            t.unpriced,
+        ],
+    )?;
+    Ok(())
+}
+
+fn ledger_row(r: &Row) -> Result<LedgerRow> {
+    Ok(LedgerRow {
+        request_id: r.text(0)?,
+        ts: r.int(1)?,
+        key_id: r.opt_text(2)?,
+        team: r.opt_text(3)?,
+        user: r.opt_text(4)?,
+        model: r.text(5)?,
+        upstream_model: r.text(6)?,
+        provider: r.text(7)?,
+        api: r.text(8)?,
+        input_tokens: r.count(9)?,
+        output_tokens: r.count(10)?,
+        cached_tokens: r.count(11)?,
+        reasoning_tokens: r.count(12)?,
+        cost_usd: r.real(13)?,
+        priced: r.bool(14)?,
+        status: r.int(15)?,
+        latency_ms: r.count(16)?,
+        estimated: r.bool(17)?,
+        stream: r.bool(18)?,
+        guardrail_events: r.json(19)?,
+    })
+}

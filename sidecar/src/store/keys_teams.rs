@@ -1,0 +1,330 @@
+//! Keys and teams: the authorize lookup and the admin operations.
+
+use tracing::info;
+
+use super::sql::{params, Row, Tx};
+use super::Store;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::{
+    Authorization, CreatedKey, DenyReason, Grant, KeyRecord, KeyStatus, KeyUpdate, NewKey, NewTeam,
+    StatusChange, Team, TeamUpdate,
+};
+
+const KEY_COLUMNS: &str = r#"id, key_prefix, name, team, "user", models, metadata, status,
+    expires_at, created_at, updated_at"#;
+const TEAM_COLUMNS: &str = "name, models, metadata, created_at, updated_at";
+
+impl Store {
+    /// Looks up a key by hash and decides whether it may be used now.
+    pub fn authorize(&self, key_hash: &str) -> Result<Authorization> {
+        let now = self.clock().now();
+        let row = self.read(|c| {
+            c.query_opt(
+                r#"SELECT k.id, k.team, k."user", k.models, k.status, k.expires_at, t.models
+                   FROM keys k LEFT JOIN teams t ON t.name = k.team
+                   WHERE k.key_hash = $1"#,
+                &params![key_hash],
+            )
+        })?;
+        let Some(row) = row else {
+            return Ok(Authorization::Denied(DenyReason::Unknown));
+        };
+        // Decide on status and expiry before decoding anything else.
+        match status(&row, 4)? {
+            KeyStatus::Revoked => return Ok(Authorization::Denied(DenyReason::Revoked)),
+            KeyStatus::Inactive => return Ok(Authorization::Denied(DenyReason::Inactive)),
+            KeyStatus::Active => {}
+        }
+        let expires_at = row.opt_int(5)?;
+        if expires_at.is_some_and(|at| at <= now) {
+            return Ok(Authorization::Denied(DenyReason::Expired));
+        }
+        let team_models = match row.opt_text(6)? {
+            Some(json) => serde_json::from_str(&json)?,
+            None => Vec::new(),
+        };
+        Ok(Authorization::Granted(Grant {
+            key_id: row.text(0)?,
+            team: row.opt_text(1)?,
+            user: row.opt_text(2)?,
+            models: row.json(3)?,
+            team_models,
+            expires_at,
+        }))
+    }
+
+    pub fn create_key(&self, new: NewKey) -> Result<CreatedKey> {
+        let generated = keys::generate_key()?;
+        let id = keys::new_key_id()?;
+        let now = self.clock().now();
+        let models = serde_json::to_string(&new.models)?;
+        let metadata = serde_json::to_string(&new.metadata)?;
+        let team_created = self.write(|tx| {
+            let created = match &new.team {
+                Some(team) => ensure_team(tx, team, now)?,
+                None => false,
+            };
+            tx.execute(
+                r#"INSERT INTO keys (id, key_hash, key_prefix, name, team, "user", models, metadata,
+                                    status, expires_at, created_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"#,
+                &params![
+                    &id,
+                    &generated.hash,
+                    &generated.prefix,
+                    new.name.as_deref(),
+                    new.team.as_deref(),
+                    new.user.as_deref(),
+                    &models,
+                    &metadata,
+                    KeyStatus::Active.as_str(),
+                    new.expires_at,
+                    now,
+                ],
+            )?;
+            Ok(created)
+        })?;
+        if let (true, Some(team)) = (team_created, &new.team) {
+            info!(team = %team, "team auto-created for key (no model restriction)");
+        }
+        Ok(CreatedKey {
+            key: generated.plaintext,
+            record: KeyRecord {
+                id,
+                key_prefix: generated.prefix,
+                name: new.name,
+                team: new.team,
+                user: new.user,
+                models: new.models,
+                metadata: new.metadata,
+                status: KeyStatus::Active,
+                expires_at: new.expires_at,
+                created_at: now,
+                updated_at: now,
+            },
+            team_created,
+        })
+    }
+
+    pub fn get_key(&self, id: &str) -> Result<KeyRecord> {
+        self.read(|c| load_key(c, id, false))
+    }
+
+    /// All keys in creation order, optionally only those of one team.
+    pub fn list_keys(&self, team: Option<&str>) -> Result<Vec<KeyRecord>> {
+        self.read(|c| {
+            // The CAST tells PostgreSQL the type of a parameter that may be NULL.
+            let sql = format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE CAST($1 AS TEXT) IS NULL OR team = $1
+                 ORDER BY created_at, {}",
+                c.dialect().insertion_order()
+            );
+            c.query(&sql, &params![team])?
+                .iter()
+                .map(key_from_row)
+                .collect()
+        })
+    }
+
+    /// Applies a partial update; naming a team that does not exist creates it.
+    pub fn update_key(&self, id: &str, update: KeyUpdate) -> Result<KeyRecord> {
+        let now = self.clock().now();
+        self.write(|tx| {
+            let mut key = load_key(tx, id, true)?;
+            if let Some(team) = &update.team {
+                if let Some(name) = team {
+                    ensure_team(tx, name, now)?;
+                }
+                key.team.clone_from(team);
+            }
+            if let Some(user) = &update.user {
+                key.user.clone_from(user);
+            }
+            if let Some(name) = &update.name {
+                key.name.clone_from(name);
+            }
+            if let Some(models) = &update.models {
+                key.models.clone_from(models);
+            }
+            if let Some(expires_at) = update.expires_at {
+                key.expires_at = expires_at;
+            }
+            if let Some(metadata) = &update.metadata {
+                key.metadata.clone_from(metadata);
+            }
+            key.updated_at = now;
+            tx.execute(
+                r#"UPDATE keys SET team = $2, "user" = $3, name = $4, models = $5, expires_at = $6,
+                                  metadata = $7, updated_at = $8
+                   WHERE id = $1"#,
+                &params![
+                    &key.id,
+                    key.team.as_deref(),
+                    key.user.as_deref(),
+                    key.name.as_deref(),
+                    &serde_json::to_string(&key.models)?,
+                    key.expires_at,
+                    &serde_json::to_string(&key.metadata)?,
+                    key.updated_at,
+                ],
+            )?;
+            Ok(key)
+        })
+    }
+
+    /// Revoke (permanent), deactivate (temporary) or re-activate a key.
+    /// Repeating a change is a no-op; leaving `revoked` is a conflict.
+    pub fn set_key_status(&self, id: &str, change: StatusChange) -> Result<KeyRecord> {
+        let now = self.clock().now();
+        self.write(|tx| {
+            let mut key = load_key(tx, id, true)?;
+            let target = match (change, key.status) {
+                (StatusChange::Revoke, _) => KeyStatus::Revoked,
+                (StatusChange::Activate, KeyStatus::Revoked) => {
+                    return Err(Error::Conflict(format!(
+                        "key {id} is revoked and cannot be activated again; revocation is permanent, create a new key instead"
+                    )))
+                }
+                (StatusChange::Deactivate, KeyStatus::Revoked) => {
+                    return Err(Error::Conflict(format!(
+                        "key {id} is revoked; revocation is permanent, so it cannot be deactivated"
+                    )))
+                }
+                (StatusChange::Activate, _) => KeyStatus::Active,
+                (StatusChange::Deactivate, _) => KeyStatus::Inactive,
+            };
+            if target != key.status {
+                key.status = target;
+                key.updated_at = now;
+                tx.execute(
+                    "UPDATE keys SET status = $2, updated_at = $3 WHERE id = $1",
+                    &params![&key.id, key.status.as_str(), key.updated_at],
+                )?;
+            }
+            Ok(key)
+        })
+    }
+
+    pub fn create_team(&self, new: NewTeam) -> Result<Team> {
+        let now = self.clock().now();
+        let models = serde_json::to_string(&new.models)?;
+        let metadata = serde_json::to_string(&new.metadata)?;
+        let inserted = self.write(|tx| {
+            tx.execute(
+                "INSERT INTO teams (name, models, metadata, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO NOTHING",
+                &params![&new.name, &models, &metadata, now],
+            )
+        })?;
+        if inserted == 0 {
+            return Err(Error::Conflict(format!("team {} already exists", new.name)));
+        }
+        Ok(Team {
+            name: new.name,
+            models: new.models,
+            metadata: new.metadata,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    pub fn get_team(&self, name: &str) -> Result<Team> {
+        self.read(|c| load_team(c, name, false))
+    }
+
+    pub fn list_teams(&self) -> Result<Vec<Team>> {
+        self.read(|c| {
+            c.query(
+                &format!("SELECT {TEAM_COLUMNS} FROM teams ORDER BY name"),
+                &[],
+            )?
+            .iter()
+            .map(team_from_row)
+            .collect()
+        })
+    }
+
+    pub fn update_team(&self, name: &str, update: TeamUpdate) -> Result<Team> {
+        let now = self.clock().now();
+        self.write(|tx| {
+            let mut team = load_team(tx, name, true)?;
+            if let Some(models) = &update.models {
+                team.models.clone_from(models);
+            }
+            if let Some(metadata) = &update.metadata {
+                team.metadata.clone_from(metadata);
+            }
+            team.updated_at = now;
+            tx.execute(
+                "UPDATE teams SET models = $2, metadata = $3, updated_at = $4 WHERE name = $1",
+                &params![
+                    &team.name,
+                    &serde_json::to_string(&team.models)?,
+                    &serde_json::to_string(&team.metadata)?,
+                    team.updated_at,
+                ],
+            )?;
+            Ok(team)
+        })
+    }
+}
+
+/// Creates `name` with no model restriction unless it exists; true if created.
+fn ensure_team(tx: &mut dyn Tx, name: &str, now: i64) -> Result<bool> {
+    let created = tx.execute(
+        "INSERT INTO teams (name, models, metadata, created_at, updated_at)
+         VALUES ($1, '[]', '{}', $2, $2) ON CONFLICT (name) DO NOTHING",
+        &params![name, now],
+    )?;
+    Ok(created == 1)
+}
+
+/// `lock`: the caller is about to update the row (read-modify-write).
+fn load_key(c: &mut dyn Tx, id: &str, lock: bool) -> Result<KeyRecord> {
+    let lock = if lock { c.dialect().for_update() } else { "" };
+    let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1{lock}");
+    match c.query_opt(&sql, &params![id])? {
+        Some(row) => key_from_row(&row),
+        None => Err(Error::key_not_found(id)),
+    }
+}
+
+fn load_team(c: &mut dyn Tx, name: &str, lock: bool) -> Result<Team> {
+    let lock = if lock { c.dialect().for_update() } else { "" };
+    let sql = format!("SELECT {TEAM_COLUMNS} FROM teams WHERE name = $1{lock}");
+    match c.query_opt(&sql, &params![name])? {
+        Some(row) => team_from_row(&row),
+        None => Err(Error::team_not_found(name)),
+    }
+}
+
+fn status(row: &Row, i: usize) -> Result<KeyStatus> {
+    row.text(i)?.parse().map_err(Error::Decode)
+}
+
+fn key_from_row(row: &Row) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: row.text(0)?,
+        key_prefix: row.text(1)?,
+        name: row.opt_text(2)?,
+        team: row.opt_text(3)?,
+        user: row.opt_text(4)?,
+        models: row.json(5)?,
+        metadata: row.json(6)?,
+        status: status(row, 7)?,
+        expires_at: row.opt_int(8)?,
+        created_at: row.int(9)?,
+        updated_at: row.int(10)?,
+    })
+}
+
+fn team_from_row(row: &Row) -> Result<Team> {
+    Ok(Team {
+        name: row.text(0)?,
+        models: row.json(1)?,
+        metadata: row.json(2)?,
+        created_at: row.int(3)?,
+        updated_at: row.int(4)?,
+    })
+}
