@@ -140,11 +140,18 @@ pub struct ResponseSummary {
 impl ResponseSummary {
     /// Summary of a complete (non-streamed) JSON body.
     pub fn from_body(body: &[u8]) -> ResponseSummary {
-        let mut summary = ResponseSummary::default();
-        if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            summary.usage = v.get("usage").and_then(Usage::from_usage_object);
-            summary.meta.observe(&v);
-        }
+        serde_json::from_slice::<Value>(body)
+            .map(|v| ResponseSummary::from_value(&v))
+            .unwrap_or_default()
+    }
+
+    /// Summary of a complete body already parsed.
+    pub fn from_value(v: &Value) -> ResponseSummary {
+        let mut summary = ResponseSummary {
+            usage: v.get("usage").and_then(Usage::from_usage_object),
+            ..ResponseSummary::default()
+        };
+        summary.meta.observe(v);
         summary
     }
 

@@ -56,7 +56,9 @@ impl ResponseState {
             .unwrap_or(0);
         self.stream = host::response_header("content-type")
             .is_some_and(|t| t.starts_with("text/event-stream"));
-        let guarded = self.output_policy.is_some() && self.status < 400 && self.guardable();
+        // Every upstream API's stream decodes, so output guardrails can
+        // re-encode any stream.
+        let guarded = self.output_policy.is_some() && self.status < 400;
         if self.translation.is_none() && !guarded {
             return;
         }
@@ -85,15 +87,6 @@ impl ResponseState {
         }
     }
 
-    /// Output guardrails need the upstream's events decoded: Chat and
-    /// Messages streams can be; a Responses upstream stream is not scanned.
-    fn guardable(&self) -> bool {
-        !self.stream
-            || self
-                .apis
-                .is_some_and(|(_, upstream)| upstream != Api::Responses)
-    }
-
     /// Observes (and when translating, rewrites) a body chunk.
     pub fn on_body(&mut self, size: usize, end: bool, guardrails: Option<&Guardrails>) -> Action {
         self.ended |= end;
@@ -110,6 +103,9 @@ impl ResponseState {
         let chunk = host::buffer(host::RESPONSE_BODY, size);
         if self.stream && self.status < 400 {
             self.observe_stream(&chunk, end);
+        } else if whole_body && self.status < 400 {
+            self.rewrite_whole_body(&chunk, size, guard_body.then_some(guardrails).flatten());
+            return Action::Continue;
         } else {
             self.observe_body(&chunk, end);
         }
@@ -133,30 +129,58 @@ impl ResponseState {
                 out.extend(translator.finish_with(&mut hook));
             }
             host::set_buffer(host::RESPONSE_BODY, size, &out);
-        } else if whole_body {
-            let client = self.apis.map_or(Api::ChatCompletions, |(c, _)| c);
-            let mut out = match &self.translation {
-                Some(t) if self.status >= 400 => {
-                    convert::error::translate(client_format(t.client), self.status, &chunk).1
-                }
-                Some(t) => match convert::response::translate(t, &chunk, host::now_ms() / 1000) {
-                    Ok(out) => out,
-                    Err(error) => error.body(client_format(t.client)),
-                },
-                None => chunk,
-            };
-            if let (true, Some(g), Some(p)) = (guard_body, guardrails, &self.output_policy) {
-                if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&out) {
-                    let outcome = g.check_response(client, &mut body, p);
-                    self.new_guard_events.extend(outcome.events);
-                    if outcome.changed {
-                        out = serde_json::to_vec(&body).unwrap_or(out);
-                    }
-                }
-            }
+        } else if let (true, Some(t)) = (whole_body, &self.translation) {
+            // An upstream error, in the client's error format.
+            let out = convert::error::translate(client_format(t.client), self.status, &chunk).1;
             host::set_buffer(host::RESPONSE_BODY, size, &out);
         }
         Action::Continue
+    }
+
+    /// A complete successful JSON answer: parsed once for usage, captured
+    /// content, translation and output guardrails; written back only when
+    /// translated or redacted.
+    fn rewrite_whole_body(&mut self, chunk: &[u8], size: usize, guardrails: Option<&Guardrails>) {
+        let upstream = serde_json::from_slice::<serde_json::Value>(chunk).ok();
+        if let Some(v) = &upstream {
+            self.summary = ResponseSummary::from_value(v);
+            if self.captured.is_some() {
+                self.captured = Some(content::output_text(v));
+            }
+        }
+        let client = self.apis.map_or(Api::ChatCompletions, |(c, _)| c);
+        let translated = match (&self.translation, upstream) {
+            (Some(t), Some(v)) => convert::response::translate_value(t, &v, host::now_ms() / 1000),
+            (Some(_), None) => Err(convert::response::NOT_JSON),
+            (None, Some(v)) => Ok(v),
+            // Not JSON and nothing to translate: passed through as it came.
+            (None, None) => return,
+        };
+        let mut body = match translated {
+            Ok(body) => body,
+            Err(error) => {
+                host::set_buffer(
+                    host::RESPONSE_BODY,
+                    size,
+                    &error.body(client_format(client)),
+                );
+                return;
+            }
+        };
+        let mut changed = self.translation.is_some();
+        if let (Some(g), Some(p)) = (guardrails, &self.output_policy) {
+            let outcome = g.check_response(client, &mut body, p);
+            self.new_guard_events.extend(outcome.events);
+            changed |= outcome.changed;
+        }
+        if changed {
+            match serde_json::to_vec(&body) {
+                Ok(out) => {
+                    host::set_buffer(host::RESPONSE_BODY, size, &out);
+                }
+                Err(_) => log::warn!("tollgate: could not encode the rewritten answer"),
+            }
+        }
     }
 
     fn observe_stream(&mut self, chunk: &[u8], end: bool) {

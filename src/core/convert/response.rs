@@ -13,25 +13,32 @@ pub fn translate(
     upstream_body: &[u8],
     now_s: u64,
 ) -> Result<Vec<u8>, GatewayError> {
-    let v: Value = serde_json::from_slice(upstream_body)
-        .map_err(|_| GatewayError::UpstreamInvalid("the provider's answer is not valid JSON"))?;
+    let v: Value = serde_json::from_slice(upstream_body).map_err(|_| NOT_JSON)?;
+    serde_json::to_vec(&translate_value(t, &v, now_s)?)
+        .map_err(|_| GatewayError::Internal("could not encode the translated answer"))
+}
+
+/// What a translated client gets when the provider's answer is not JSON.
+pub const NOT_JSON: GatewayError =
+    GatewayError::UpstreamInvalid("the provider's answer is not valid JSON");
+
+/// Translates an answer already parsed into the client's API.
+pub fn translate_value(t: &Translation, v: &Value, now_s: u64) -> Result<Value, GatewayError> {
     let reply = match t.upstream {
-        Api::ChatCompletions => from_chat(&v, now_s)?,
-        Api::Messages => from_messages(&v, now_s)?,
+        Api::ChatCompletions => from_chat(v, now_s)?,
+        Api::Messages => from_messages(v, now_s)?,
         _ => {
             return Err(GatewayError::Internal(
                 "no translation from this upstream API",
             ))
         }
     };
-    let out = match t.client {
-        Api::ChatCompletions => to_chat(&reply),
-        Api::Messages => to_messages(&reply),
-        Api::Responses => to_responses(&reply),
-        Api::Models => return Err(GatewayError::Internal("model listing is not translated")),
-    };
-    serde_json::to_vec(&out)
-        .map_err(|_| GatewayError::Internal("could not encode the translated answer"))
+    match t.client {
+        Api::ChatCompletions => Ok(to_chat(&reply)),
+        Api::Messages => Ok(to_messages(&reply)),
+        Api::Responses => Ok(to_responses(&reply)),
+        Api::Models => Err(GatewayError::Internal("model listing is not translated")),
+    }
 }
 
 pub fn from_chat(v: &Value, now_s: u64) -> Result<Reply, GatewayError> {

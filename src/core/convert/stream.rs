@@ -10,6 +10,8 @@ use crate::core::sse::{SseEvent, SseFramer};
 use crate::core::usage::Usage;
 use serde_json::{json, Value};
 
+mod responses;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Start {
@@ -37,7 +39,7 @@ pub enum Event {
 pub struct Decoder {
     upstream: Option<Api>,
     started: bool,
-    /// Anthropic: block index -> tool index.
+    /// Anthropic block / Responses output index -> tool index.
     tool_blocks: Vec<(usize, usize)>,
     tools: usize,
     /// Anthropic: input token counts from message_start.
@@ -64,6 +66,7 @@ impl Decoder {
         };
         match self.upstream {
             Some(Api::Messages) => self.anthropic(&v, out),
+            Some(Api::Responses) => self.responses(&v, out),
             _ => self.chat(&v, out),
         }
     }
@@ -663,6 +666,15 @@ impl Encoder {
         }
     }
 
+    /// A Responses upstream's id is kept as is; others get the prefix.
+    fn response_id(&self) -> String {
+        if self.id.starts_with("resp_") {
+            self.id.clone()
+        } else {
+            format!("resp_{}", self.id)
+        }
+    }
+
     fn response_object(&self, status: &str) -> Value {
         let reply = Reply {
             id: self.id.clone(),
@@ -679,7 +691,7 @@ impl Encoder {
             Vec::new()
         };
         json!({
-            "id": format!("resp_{}", self.id), "object": "response", "created_at": self.now_s, "model": self.model,
+            "id": self.response_id(), "object": "response", "created_at": self.now_s, "model": self.model,
             "status": if incomplete { "incomplete" } else { status },
             "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
             "output": output,
@@ -824,6 +836,25 @@ mod tests {
         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
     );
 
+    const RESPONSES_STREAM: &str = concat!(
+        "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"model\":\"gpt-4o\",\"output\":[],\"usage\":null}}\n\n",
+        "event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"sequence_number\":1,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"model\":\"gpt-4o\"}}\n\n",
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{\"type\":\"reasoning\",\"id\":\"rs_1\",\"summary\":[]}}\n\n",
+        "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"sequence_number\":3,\"output_index\":0,\"item\":{\"type\":\"reasoning\",\"id\":\"rs_1\",\"summary\":[]}}\n\n",
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":4,\"output_index\":1,\"item\":{\"type\":\"message\",\"id\":\"msg_1\",\"status\":\"in_progress\",\"role\":\"assistant\",\"content\":[]}}\n\n",
+        "event: response.content_part.added\ndata: {\"type\":\"response.content_part.added\",\"sequence_number\":5,\"item_id\":\"msg_1\",\"output_index\":1,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":\"\",\"annotations\":[]}}\n\n",
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":6,\"item_id\":\"msg_1\",\"output_index\":1,\"content_index\":0,\"delta\":\"Héllo \",\"logprobs\":[]}\n\n",
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":7,\"item_id\":\"msg_1\",\"output_index\":1,\"content_index\":0,\"delta\":\"world\",\"logprobs\":[]}\n\n",
+        "event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"sequence_number\":8,\"item_id\":\"msg_1\",\"output_index\":1,\"content_index\":0,\"text\":\"Héllo world\",\"logprobs\":[]}\n\n",
+        "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"sequence_number\":9,\"output_index\":1,\"item\":{\"type\":\"message\",\"id\":\"msg_1\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"Héllo world\",\"annotations\":[]}]}}\n\n",
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":10,\"output_index\":2,\"item\":{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"a\",\"arguments\":\"\",\"status\":\"in_progress\"}}\n\n",
+        "event: response.function_call_arguments.delta\ndata: {\"type\":\"response.function_call_arguments.delta\",\"sequence_number\":11,\"item_id\":\"fc_1\",\"output_index\":2,\"delta\":\"{\\\"x\\\":\"}\n\n",
+        "event: response.function_call_arguments.delta\ndata: {\"type\":\"response.function_call_arguments.delta\",\"sequence_number\":12,\"item_id\":\"fc_1\",\"output_index\":2,\"delta\":\"1}\"}\n\n",
+        "event: response.function_call_arguments.done\ndata: {\"type\":\"response.function_call_arguments.done\",\"sequence_number\":13,\"item_id\":\"fc_1\",\"output_index\":2,\"arguments\":\"{\\\"x\\\":1}\"}\n\n",
+        "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"sequence_number\":14,\"output_index\":2,\"item\":{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"a\",\"arguments\":\"{\\\"x\\\":1}\",\"status\":\"completed\"}}\n\n",
+        "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":15,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"gpt-4o\",\"incomplete_details\":null,\"usage\":{\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":2},\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":1},\"total_tokens\":13}}}\n\n",
+    );
+
     fn t(client: Api, upstream: Api, wants_usage: bool) -> Translation {
         Translation {
             client,
@@ -834,7 +865,14 @@ mod tests {
     }
 
     fn run(tr: &Translation, input: &str, cuts: &[usize]) -> Vec<u8> {
-        let mut s = StreamTranslator::new(tr, 1);
+        drive(StreamTranslator::new(tr, 1), input, cuts)
+    }
+
+    fn reencode(tr: &Translation, input: &str, cuts: &[usize]) -> Vec<u8> {
+        drive(StreamTranslator::reencoding(tr, 1), input, cuts)
+    }
+
+    fn drive(mut s: StreamTranslator, input: &str, cuts: &[usize]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut last = 0;
         for &c in cuts {
@@ -952,12 +990,129 @@ mod tests {
                 t(Api::ChatCompletions, Api::ChatCompletions, false),
                 CHAT_STREAM,
             ),
+            (
+                t(Api::ChatCompletions, Api::Responses, true),
+                RESPONSES_STREAM,
+            ),
+            (t(Api::Messages, Api::Responses, false), RESPONSES_STREAM),
         ] {
             let whole = run(&tr, input, &[]);
             for cut in 1..input.len() {
                 assert_eq!(run(&tr, input, &[cut]), whole, "{tr:?} cut at {cut}");
             }
         }
+        let tr = t(Api::Responses, Api::Responses, false);
+        let whole = reencode(&tr, RESPONSES_STREAM, &[]);
+        for cut in 1..RESPONSES_STREAM.len() {
+            let out = reencode(&tr, RESPONSES_STREAM, &[cut]);
+            assert_eq!(out, whole, "cut at {cut}");
+        }
+    }
+
+    fn decode_all(upstream: Api, input: &str) -> Vec<Event> {
+        let mut d = Decoder::new(upstream);
+        let mut out = Vec::new();
+        for e in SseFramer::new().push(input.as_bytes()) {
+            d.decode(&e, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn responses_stream_decodes() {
+        assert_eq!(
+            decode_all(Api::Responses, RESPONSES_STREAM),
+            [
+                Event::Start {
+                    id: "resp_1".into(),
+                    model: "gpt-4o".into()
+                },
+                Event::TextDelta("Héllo ".into()),
+                Event::TextDelta("world".into()),
+                Event::ToolStart {
+                    index: 0,
+                    id: "call_1".into(),
+                    name: "a".into()
+                },
+                Event::ToolArgs {
+                    index: 0,
+                    json: "{\"x\":".into()
+                },
+                Event::ToolArgs {
+                    index: 0,
+                    json: "1}".into()
+                },
+                Event::Finish(Finish::ToolCalls),
+                Event::Usage(Usage {
+                    input_tokens: 9,
+                    output_tokens: 4,
+                    cached_tokens: 2,
+                    reasoning_tokens: 1
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn responses_stream_failures_and_cut_offs() {
+        let created = "data: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_2\",\"model\":\"m\"}}\n\n";
+        let failed = "data: {\"type\":\"response.failed\",\"response\":{\"id\":\"resp_2\",\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"boom\"}}}\n\n";
+        let decoded = decode_all(Api::Responses, &format!("{created}{failed}"));
+        assert_eq!(decoded.last(), Some(&Event::Error("boom".into())));
+        let error = "data: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"slow down\",\"param\":null}\n\n";
+        assert_eq!(
+            decode_all(Api::Responses, error),
+            [Event::Error("slow down".into())]
+        );
+        let incomplete = "data: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"},\"usage\":{\"input_tokens\":3,\"output_tokens\":5}}}\n\n";
+        assert_eq!(
+            decode_all(Api::Responses, incomplete).first(),
+            Some(&Event::Finish(Finish::Length))
+        );
+        // The client gets the failure as its API's error event.
+        let tr = t(Api::Responses, Api::Responses, false);
+        let ev = events(&reencode(&tr, &format!("{created}{failed}"), &[]));
+        let (name, last) = ev.last().unwrap();
+        assert_eq!(
+            (name.as_deref(), &last["message"]),
+            (Some("error"), &json!("boom"))
+        );
+        // Cut short: still a terminal response.completed.
+        let half = &RESPONSES_STREAM[..RESPONSES_STREAM.len() / 2];
+        let ev = events(&reencode(&tr, half, &[]));
+        assert_eq!(ev.last().unwrap().0.as_deref(), Some("response.completed"));
+    }
+
+    #[test]
+    fn responses_round_trip_keeps_text_tool_and_usage() {
+        let tr = t(Api::Responses, Api::Responses, false);
+        let ev = events(&reencode(&tr, RESPONSES_STREAM, &[]));
+        for (i, (name, v)) in ev.iter().enumerate() {
+            assert_eq!(name.as_deref(), v["type"].as_str());
+            assert_eq!(v["sequence_number"], i);
+        }
+        let text: String = ev
+            .iter()
+            .filter(|(n, _)| n.as_deref() == Some("response.output_text.delta"))
+            .map(|(_, v)| v["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, "Héllo world");
+        let done = &ev.last().unwrap().1["response"];
+        assert_eq!(done["id"], "resp_1");
+        assert_eq!(done["model"], "gpt-4o");
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["output"][0]["content"][0]["text"], "Héllo world");
+        let call = &done["output"][1];
+        assert_eq!(
+            (&call["type"], &call["call_id"], &call["name"]),
+            (&json!("function_call"), &json!("call_1"), &json!("a"))
+        );
+        assert_eq!(call["arguments"], "{\"x\":1}");
+        assert_eq!(
+            done["usage"],
+            json!({"input_tokens": 9, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 4,
+                   "output_tokens_details": {"reasoning_tokens": 1}, "total_tokens": 13})
+        );
     }
 
     #[test]
