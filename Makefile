@@ -45,4 +45,5 @@ clean:
 # Side-by-side benchmark (needs wrk): see bench/run.py.
 bench: build
 	$(CARGO) build --release -p tollgate-fast-mock
+	$(CARGO) bench --bench hot_path
 	$(PYTHON) bench/run.py

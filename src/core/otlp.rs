@@ -46,89 +46,112 @@ pub struct Span {
 }
 
 /// Encodes one export request holding `spans` under one resource and scope.
+/// Nested messages are written in place (see `nested`), so a batch costs
+/// one growing buffer instead of a temporary vector per message.
 pub fn encode_export(resource: &[(String, AttrValue)], scope: &str, spans: &[Span]) -> Vec<u8> {
-    let mut resource_msg = Vec::new();
-    for (key, value) in resource {
-        message(&mut resource_msg, 1, &key_value(key, value));
-    }
-    let mut scope_spans = Vec::new();
-    let mut scope_msg = Vec::new();
-    string(&mut scope_msg, 1, scope);
-    string(&mut scope_msg, 2, env!("CARGO_PKG_VERSION"));
-    message(&mut scope_spans, 1, &scope_msg);
-    for span in spans {
-        message(&mut scope_spans, 2, &encode_span(span));
-    }
-    let mut resource_spans = Vec::new();
-    message(&mut resource_spans, 1, &resource_msg);
-    message(&mut resource_spans, 2, &scope_spans);
-    let mut out = Vec::new();
-    message(&mut out, 1, &resource_spans);
+    let mut out = Vec::with_capacity(256 + spans.len() * 1024);
+    nested(&mut out, 1, |rs| {
+        nested(rs, 1, |r| {
+            for (key, value) in resource {
+                key_value(r, 1, key, value);
+            }
+        });
+        nested(rs, 2, |ss| {
+            nested(ss, 1, |s| {
+                string(s, 1, scope);
+                string(s, 2, env!("CARGO_PKG_VERSION"));
+            });
+            for span in spans {
+                nested(ss, 2, |out| encode_span(out, span));
+            }
+        });
+    });
     out
 }
 
-fn encode_span(span: &Span) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + span.attributes.len() * 48);
-    bytes(&mut out, 1, &span.trace_id);
-    bytes(&mut out, 2, &span.span_id);
+fn encode_span(out: &mut Vec<u8>, span: &Span) {
+    bytes(out, 1, &span.trace_id);
+    bytes(out, 2, &span.span_id);
     if let Some(parent) = &span.parent_span_id {
-        bytes(&mut out, 4, parent);
+        bytes(out, 4, parent);
     }
-    string(&mut out, 5, &span.name);
-    varint_field(&mut out, 6, span.kind as u64);
-    fixed64(&mut out, 7, span.start_ns);
-    fixed64(&mut out, 8, span.end_ns);
+    string(out, 5, &span.name);
+    varint_field(out, 6, span.kind as u64);
+    fixed64(out, 7, span.start_ns);
+    fixed64(out, 8, span.end_ns);
     for (key, value) in &span.attributes {
-        message(&mut out, 9, &key_value(key, value));
+        key_value(out, 9, key, value);
     }
     for event in &span.events {
-        let mut e = Vec::new();
-        fixed64(&mut e, 1, event.time_ns);
-        string(&mut e, 2, event.name);
-        for (key, value) in &event.attributes {
-            message(&mut e, 3, &key_value(key, value));
-        }
-        message(&mut out, 11, &e);
+        nested(out, 11, |e| {
+            fixed64(e, 1, event.time_ns);
+            string(e, 2, event.name);
+            for (key, value) in &event.attributes {
+                key_value(e, 3, key, value);
+            }
+        });
     }
-    let mut status = Vec::new();
-    match &span.error {
+    nested(out, 15, |status| match &span.error {
         Some(msg) => {
-            string(&mut status, 2, msg);
-            varint_field(&mut status, 3, 2); // STATUS_CODE_ERROR
+            string(status, 2, msg);
+            varint_field(status, 3, 2); // STATUS_CODE_ERROR
         }
-        None => varint_field(&mut status, 3, 0), // STATUS_CODE_UNSET
-    }
-    message(&mut out, 15, &status);
-    out
+        None => varint_field(status, 3, 0), // STATUS_CODE_UNSET
+    });
 }
 
-fn key_value(key: &str, value: &AttrValue) -> Vec<u8> {
-    let mut out = Vec::new();
-    string(&mut out, 1, key);
-    message(&mut out, 2, &any_value(value));
-    out
+fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &AttrValue) {
+    nested(out, field, |kv| {
+        string(kv, 1, key);
+        nested(kv, 2, |v| any_value(v, value));
+    });
 }
 
-fn any_value(value: &AttrValue) -> Vec<u8> {
-    let mut out = Vec::new();
+fn any_value(out: &mut Vec<u8>, value: &AttrValue) {
     match value {
-        AttrValue::Str(s) => string(&mut out, 1, s),
-        AttrValue::Bool(b) => varint_field(&mut out, 2, u64::from(*b)),
+        AttrValue::Str(s) => string(out, 1, s),
+        AttrValue::Bool(b) => varint_field(out, 2, u64::from(*b)),
         // int64 is a plain varint of the two's complement value.
-        AttrValue::Int(i) => varint_field(&mut out, 3, *i as u64),
+        AttrValue::Int(i) => varint_field(out, 3, *i as u64),
         AttrValue::Double(d) => {
-            tag(&mut out, 4, 1);
+            tag(out, 4, 1);
             out.extend_from_slice(&d.to_le_bytes());
         }
-        AttrValue::StrArray(items) => {
-            let mut array = Vec::new();
+        AttrValue::StrArray(items) => nested(out, 5, |array| {
             for item in items {
-                message(&mut array, 1, &any_value(&AttrValue::Str(item.clone())));
+                nested(array, 1, |v| string(v, 1, item));
             }
-            message(&mut out, 5, &array);
-        }
+        }),
     }
-    out
+}
+
+/// A length-delimited field whose content `write` appends to `out`. The
+/// length is not known up front: one byte is reserved for it (enough below
+/// 128 bytes, the common case) and the content is shifted when it needs more.
+fn nested(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    tag(out, field, 2);
+    let at = out.len();
+    out.push(0);
+    write(out);
+    let mut len = (out.len() - at - 1) as u64;
+    if len < 0x80 {
+        if let Some(b) = out.get_mut(at) {
+            *b = len as u8;
+        }
+        return;
+    }
+    let mut prefix = [0u8; 10];
+    let mut n = 0;
+    for b in prefix.iter_mut() {
+        n += 1;
+        if len < 0x80 {
+            *b = len as u8;
+            break;
+        }
+        *b = (len as u8) | 0x80;
+        len >>= 7;
+    }
+    out.splice(at..at + 1, prefix.into_iter().take(n));
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -163,10 +186,6 @@ fn string(out: &mut Vec<u8>, field: u32, s: &str) {
     bytes(out, field, s.as_bytes());
 }
 
-fn message(out: &mut Vec<u8>, field: u32, encoded: &[u8]) {
-    bytes(out, field, encoded);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +201,77 @@ mod tests {
             out.len(),
             11,
             "negative int64 takes ten varint bytes plus the tag"
+        );
+    }
+
+    /// Walks a message's fields; false when a length runs past its bytes.
+    /// `depth` levels of length-delimited fields are walked as messages.
+    fn well_formed(mut b: &[u8], depth: u32) -> bool {
+        fn read_varint(b: &mut &[u8]) -> Option<u64> {
+            let mut v = 0u64;
+            for shift in (0..64).step_by(7) {
+                let (&byte, rest) = b.split_first()?;
+                *b = rest;
+                v |= u64::from(byte & 0x7f) << shift;
+                if byte < 0x80 {
+                    return Some(v);
+                }
+            }
+            None
+        }
+        while !b.is_empty() {
+            let Some(key) = read_varint(&mut b) else {
+                return false;
+            };
+            let skip = match key & 7 {
+                0 => read_varint(&mut b).map(|_| 0),
+                1 => Some(8),
+                2 => read_varint(&mut b),
+                _ => None,
+            };
+            let Some(skip) = skip.and_then(|n| usize::try_from(n).ok()) else {
+                return false;
+            };
+            let Some((field, rest)) = (skip <= b.len()).then(|| b.split_at(skip)) else {
+                return false;
+            };
+            if key & 7 == 2 && depth > 0 && key >> 3 != 1 && !well_formed(field, depth - 1) {
+                return false;
+            }
+            b = rest;
+        }
+        true
+    }
+
+    #[test]
+    fn long_nested_messages_get_multi_byte_lengths() {
+        let long = "x".repeat(300);
+        let span = Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            name: "chat".into(),
+            kind: SpanKind::Client,
+            start_ns: 1,
+            end_ns: 2,
+            attributes: vec![
+                ("gen_ai.input.messages", AttrValue::Str(long.clone())),
+                ("tags", AttrValue::StrArray(vec![long.clone(), "b".into()])),
+            ],
+            events: vec![],
+            error: Some("boom".into()),
+        };
+        let out = encode_export(&[], "tollgate", &[span.clone(), span]);
+        // resource_spans: tag 0x0a, then a two-byte length covering the rest.
+        assert_eq!(out.first(), Some(&0x0a));
+        let len = usize::from(out[1] & 0x7f) | usize::from(out[2]) << 7;
+        assert_eq!(len, out.len() - 3);
+        assert!(well_formed(&out, 3));
+        assert_eq!(
+            out.windows(300)
+                .filter(|w| w.iter().all(|&c| c == b'x'))
+                .count(),
+            4
         );
     }
 

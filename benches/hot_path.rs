@@ -1,0 +1,221 @@
+//! The filter's per-request work, natively and stage by stage: what one
+//! small chat request and its answer cost in the host-free core, without
+//! Envoy. `cargo bench --bench hot_path` (part of `make bench`) prints µs per
+//! request per stage. For repeatable instruction counts, build with symbols
+//! (`CARGO_PROFILE_BENCH_STRIP=false CARGO_PROFILE_BENCH_DEBUG=line-tables-only
+//! cargo bench --bench hot_path --no-run`) and run the binary it names under
+//! `valgrind --tool=callgrind`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use serde_json::Value;
+use std::hint::black_box;
+use std::time::Instant;
+use tollgate::core::api::Api;
+use tollgate::core::config::Config;
+use tollgate::core::convert;
+use tollgate::core::decision::RouteDecision;
+use tollgate::core::guard::Guardrails;
+use tollgate::core::request::LlmRequest;
+use tollgate::core::usage::ResponseSummary;
+use tollgate::core::{budget, key, otlp, routing, telemetry, tracecontext};
+
+const REQUEST: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise our meeting notes: the team agreed to ship the release on Friday, review the budget next week and hire two engineers."}],"max_tokens":128,"temperature":0.2}"#;
+const ANSWER: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1796083170,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The team will ship on Friday, review the budget next week and hire two engineers."},"finish_reason":"stop"}],"usage":{"prompt_tokens":42,"completion_tokens":18,"total_tokens":60}}"#;
+
+/// The plugin configuration of `envoy/gateway.yaml` (the JSON block under `value: |`).
+fn example_config() -> Config {
+    let yaml = include_str!("../envoy/gateway.yaml");
+    let start = yaml
+        .find("value: |")
+        .expect("plugin configuration in gateway.yaml");
+    let json: String = yaml[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("                    "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Config::parse(json.as_bytes()).expect("example configuration parses")
+}
+
+struct Stages {
+    names: Vec<&'static str>,
+    ns: Vec<u128>,
+}
+
+impl Stages {
+    fn time<T>(&mut self, i: usize, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        let ns = t.elapsed().as_nanos();
+        if self.names.len() <= i {
+            self.names.push(name);
+            self.ns.push(0);
+        }
+        self.ns[i] += ns;
+        out
+    }
+}
+
+/// One request through the stages the request stage and the response path
+/// run, in the filter's order. `translate`: the OpenAI client calls a Claude
+/// model (chat -> messages and back).
+fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translate: bool) {
+    let model = if translate {
+        "claude-haiku-4-5"
+    } else {
+        "gpt-4o-mini"
+    };
+    let raw = String::from_utf8_lossy(REQUEST).replace("gpt-4o-mini", model);
+    let hash = s.time(0, "key hash", || {
+        key::hash(key::extract(Some("Bearer tg-0123456789abcdef0123456789abcdef"), None).unwrap())
+    });
+    let (trace_id, span_id) = s.time(1, "trace ids", || {
+        let seed = format!("req-{n}:{n}");
+        let ids = tracecontext::mint_ids(&seed);
+        let _ = tracecontext::mint_ids(&format!("{seed}:upstream"));
+        ids
+    });
+    let mut request = s.time(2, "parse body", || {
+        LlmRequest::parse(raw.as_bytes(), None).unwrap()
+    });
+    let policy = g.policy(Some("team"), Some("key_1"));
+    let outcome = s.time(3, "input guardrails", || {
+        g.check_request(Api::ChatCompletions, &mut request.body, &policy)
+    });
+    assert!(outcome.blocked.is_none() && !outcome.changed);
+    let (route, body, translation) = s.time(4, "route + rewrite", || {
+        let route = routing::resolve(config, Api::ChatCompletions, &request.model).unwrap();
+        if route.upstream_api == Api::ChatCompletions {
+            let body = request.rewritten_for(&route.upstream_model);
+            (route, body, None)
+        } else {
+            let (v, t) = convert::request::translate(
+                Api::ChatCompletions,
+                route.upstream_api,
+                &request.body,
+                &route.upstream_model,
+            )
+            .unwrap();
+            (route, serde_json::to_vec(&v).ok(), Some(t))
+        }
+    });
+    black_box(&body);
+    s.time(5, "decision", || {
+        let d = RouteDecision {
+            cluster: route.provider.cluster.clone(),
+            path: Some(route.path.clone()),
+            traceparent: Some(tracecontext::format(&trace_id, &span_id, true)),
+            auth: None,
+            defaults: Vec::new(),
+        };
+        RouteDecision::decode(d.encode().as_bytes()).unwrap()
+    });
+    let (estimated, max_out, params) = s.time(6, "budget estimate", || {
+        (
+            budget::estimate_input_tokens(&request.body),
+            budget::max_output_tokens(&request.body, 4096),
+            telemetry::RequestParams::from_body(&request.body, request.stream),
+        )
+    });
+    black_box((estimated, max_out));
+    let answer = match &translation {
+        Some(t) => {
+            let upstream = anthropic_answer();
+            s.time(7, "translate answer", || {
+                convert::response::translate(t, upstream.as_bytes(), 1_796_083_170).unwrap()
+            })
+        }
+        None => s.time(7, "translate answer", || ANSWER.to_vec()),
+    };
+    let out = s.time(8, "output guardrails", || {
+        let mut v: Value = serde_json::from_slice(&answer).unwrap();
+        let o = g.check_response(Api::ChatCompletions, &mut v, &policy);
+        o.changed.then(|| serde_json::to_vec(&v).unwrap())
+    });
+    black_box(out);
+    let summary = s.time(9, "usage summary", || ResponseSummary::from_body(&answer));
+    assert!(summary.usage.is_some());
+    s.time(10, "spans + OTLP", || {
+        let record = telemetry::RequestRecord {
+            ids: telemetry::TraceIds {
+                trace_id,
+                span_id,
+                upstream_span_id: span_id,
+                parent: None,
+            },
+            client_api: Api::ChatCompletions,
+            upstream_api: route.upstream_api,
+            provider: route.provider.name.clone(),
+            provider_kind: route.provider.kind,
+            request_model: request.model.clone(),
+            params,
+            summary,
+            status: 200,
+            key_id: Some("key_1".into()),
+            team: Some("team".into()),
+            start_ns: 1,
+            upstream_start_ns: 2,
+            first_chunk_ns: None,
+            end_ns: 3,
+            input_messages: None,
+            output_messages: None,
+            guard_events: Vec::new(),
+        };
+        let resource = [(
+            "service.name".to_string(),
+            otlp::AttrValue::Str("tollgate".into()),
+        )];
+        otlp::encode_export(&resource, "tollgate", &telemetry::spans(&record))
+    });
+    black_box(hash);
+}
+
+fn anthropic_answer() -> String {
+    r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"The team will ship on Friday, review the budget next week and hire two engineers."}],"stop_reason":"end_turn","usage":{"input_tokens":42,"output_tokens":18}}"#.into()
+}
+
+fn main() {
+    let config = example_config();
+    let g = Guardrails::new(
+        config
+            .guardrails
+            .as_ref()
+            .expect("guardrails in the example config"),
+    )
+    .unwrap();
+    let runs: u64 = std::env::args()
+        .filter_map(|a| a.parse().ok())
+        .next()
+        .unwrap_or(20_000);
+    for translate in [false, true] {
+        let mut s = Stages {
+            names: Vec::new(),
+            ns: Vec::new(),
+        };
+        for n in 0..runs {
+            one_request(&config, &g, &mut s, n, translate);
+        }
+        let total: u128 = s.ns.iter().sum();
+        println!(
+            "\n{} ({runs} runs): {:.2} µs per request",
+            if translate {
+                "chat client -> Claude (translated)"
+            } else {
+                "chat client -> OpenAI (passthrough)"
+            },
+            total as f64 / runs as f64 / 1e3
+        );
+        for (name, ns) in s.names.iter().zip(&s.ns) {
+            println!(
+                "  {name:<18} {:>8.2} µs  {:>5.1}%",
+                *ns as f64 / runs as f64 / 1e3,
+                *ns as f64 * 100.0 / total as f64
+            );
+        }
+    }
+}
