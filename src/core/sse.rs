@@ -43,9 +43,16 @@ impl SseFramer {
         }
         while let Some(end) = rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
             let (line, tail) = rest.split_at(end);
-            self.pending.extend_from_slice(line);
-            let line = std::mem::take(&mut self.pending);
-            self.line(&line, &mut events);
+            if self.pending.is_empty() {
+                self.line(line, &mut events);
+            } else {
+                // The line began in an earlier chunk; keep the buffer's capacity.
+                self.pending.extend_from_slice(line);
+                let mut whole = std::mem::take(&mut self.pending);
+                self.line(&whole, &mut events);
+                whole.clear();
+                self.pending = whole;
+            }
             rest = match tail {
                 [b'\r', b'\n', more @ ..] => more,
                 [b'\r'] => {

@@ -49,36 +49,31 @@ impl Usage {
 /// estimate output tokens when a stream ends without usage.
 pub fn text_chars(data: &str) -> usize {
     const KEYS: [&str; 5] = [
-        "\"content\":\"",
-        "\"text\":\"",
-        "\"delta\":\"",
-        "\"arguments\":\"",
-        "\"partial_json\":\"",
+        "\"content",
+        "\"text",
+        "\"delta",
+        "\"arguments",
+        "\"partial_json",
     ];
+    // One pass over the `":"` separators, checking the key before each.
     let mut total = 0;
-    for key in KEYS {
-        let mut rest = data;
-        while let Some(at) = rest.find(key) {
-            let value = rest.get(at + key.len()..).unwrap_or("");
-            let mut escaped = false;
-            let mut len = 0;
-            let mut end = value.len();
-            for (i, c) in value.char_indices() {
-                match (escaped, c) {
-                    (true, _) => escaped = false,
-                    (false, '\\') => escaped = true,
-                    (false, '"') => {
-                        end = i;
-                        break;
-                    }
-                    _ => {}
-                }
-                if !escaped {
-                    len += 1;
-                }
+    for (at, sep) in data.match_indices("\":\"") {
+        let key = data.get(..at).unwrap_or("");
+        if !KEYS.iter().any(|k| key.ends_with(k)) {
+            continue;
+        }
+        let value = data.get(at + sep.len()..).unwrap_or("");
+        let mut escaped = false;
+        for c in value.chars() {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => break,
+                _ => {}
             }
-            total += len;
-            rest = value.get(end..).unwrap_or("");
+            if !escaped {
+                total += 1;
+            }
         }
     }
     total

@@ -11,6 +11,7 @@ use crate::core::usage::Usage;
 use serde_json::{json, Value};
 
 mod responses;
+mod text_delta;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -55,7 +56,7 @@ impl Decoder {
     }
 
     pub fn decode(&mut self, event: &SseEvent, out: &mut Vec<Event>) {
-        if event.data == "[DONE]" || event.data.is_empty() {
+        if event.data == "[DONE]" || event.data.is_empty() || self.text_delta(&event.data, out) {
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(&event.data) else {
@@ -385,7 +386,7 @@ impl Encoder {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\ndata: ");
-        out.extend_from_slice(data.to_string().as_bytes());
+        write_json(out, &data);
         out.extend_from_slice(b"\n\n");
     }
 
@@ -404,8 +405,33 @@ impl Encoder {
             set(&mut chunk, "usage", u);
         }
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(chunk.to_string().as_bytes());
+        write_json(out, &chunk);
         out.extend_from_slice(b"\n\n");
+    }
+
+    /// A chat text delta, the most frequent event, written without
+    /// building a `Value` (same JSON as `chat_delta` would give).
+    fn chat_text(&self, text: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"data: {\"choices\":[{\"delta\":{\"content\":");
+        write_json(out, text);
+        out.extend_from_slice(
+            b"},\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":",
+        );
+        out.extend_from_slice(self.now_s.to_string().as_bytes());
+        out.extend_from_slice(b",\"id\":");
+        write_json(out, &self.id);
+        out.extend_from_slice(b",\"model\":");
+        write_json(out, &self.model);
+        out.extend_from_slice(b",\"object\":\"chat.completion.chunk\"}\n\n");
+    }
+
+    /// An Anthropic text delta, written without building a `Value`.
+    fn messages_text(index: usize, text: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"text\":");
+        write_json(out, text);
+        out.extend_from_slice(b",\"type\":\"text_delta\"},\"index\":");
+        out.extend_from_slice(index.to_string().as_bytes());
+        out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
     }
 
     fn chat_delta(&mut self, delta: Value, out: &mut Vec<u8>) {
@@ -457,14 +483,10 @@ impl Encoder {
 
     fn on_text(&mut self, text: &str, out: &mut Vec<u8>) {
         match self.client {
-            Api::ChatCompletions => self.chat_delta(json!({"content": text}), out),
+            Api::ChatCompletions => self.chat_text(text, out),
             Api::Messages => {
                 let index = self.open_text(out);
-                self.sse(
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
-                    out,
-                );
+                Encoder::messages_text(index, text, out);
             }
             _ => {
                 let index = self.open_text(out);
@@ -805,6 +827,14 @@ impl StreamTranslator {
     }
 }
 
+/// Appends `v` as JSON. Writing to a `Vec` cannot fail, and every value
+/// here is serializable (no maps with non-string keys).
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        log::warn!("tollgate: could not encode a stream event");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -854,6 +884,32 @@ mod tests {
         "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"sequence_number\":14,\"output_index\":2,\"item\":{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"a\",\"arguments\":\"{\\\"x\\\":1}\",\"status\":\"completed\"}}\n\n",
         "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":15,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"gpt-4o\",\"incomplete_details\":null,\"usage\":{\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":2},\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":1},\"total_tokens\":13}}}\n\n",
     );
+
+    #[test]
+    fn text_delta_fast_paths_write_what_the_value_path_would() {
+        let text = "quote \" backslash \\ newline \n tab \t ünïcödé \u{1}";
+        let mut e = Encoder::new(&t(Api::ChatCompletions, Api::Messages, false), 7);
+        e.id = "chatcmpl-\"x".into();
+        e.model = "m".into();
+        let (mut fast, mut slow) = (Vec::new(), Vec::new());
+        e.chat_text(text, &mut fast);
+        e.chat_delta(json!({"content": text}), &mut slow);
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(slow).unwrap()
+        );
+        let (mut fast, mut slow) = (Vec::new(), Vec::new());
+        Encoder::messages_text(3, text, &mut fast);
+        e.sse(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 3, "delta": {"type": "text_delta", "text": text}}),
+            &mut slow,
+        );
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(slow).unwrap()
+        );
+    }
 
     fn t(client: Api, upstream: Api, wants_usage: bool) -> Translation {
         Translation {
