@@ -44,6 +44,8 @@ clean:
 
 # Side-by-side benchmark (needs wrk): see bench/run.py.
 bench: build
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) || \
+	  { echo "make bench needs wrk: apt-get install wrk" >&2; exit 1; }
 	$(CARGO) build --release -p tollgate-fast-mock
 	$(CARGO) bench --bench hot_path
 	$(PYTHON) bench/run.py

@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
 """`make bench`: the same workload, side by side in one run, against
 
-  (a) the fast mock provider directly
-  (b) Envoy with the same listener and clusters, no Tollgate
-  (c) Envoy + Tollgate: key cached, guardrails on, usage extraction (tracing off)
-  (d) (c) + the budget reservation and usage reports to the sidecar
-  (e) (c) with an OpenAI Chat request to an Anthropic model (translation)
-  (f) (c) streaming: 20-chunk SSE chat answers
-  (g) (f) translated: an OpenAI chat stream from an Anthropic model
+  (a)  the fast mock provider directly
+  (b)  Envoy with the same listener and clusters, no Tollgate
+  (bs) (b) streaming: 20-chunk SSE chat answers
+  (c)  Envoy + Tollgate: key cached, guardrails on, usage extraction (tracing off)
+  (c0) (c) with guardrails off: the chain and the core alone
+  (d)  (c) + the budget reservation and usage reports to the sidecar
+  (e)  (c) with an OpenAI Chat request to an Anthropic model (translation)
+  (f)  (c) streaming: 20-chunk SSE chat answers
+  (g)  (f) translated: an OpenAI chat stream from an Anthropic model
+  (h)  (c) with an 8 KB prompt; (h0) the same with guardrails off
+  (i)  (c) streaming 100 chunks; (i0) the same with guardrails off
 
 and the time to first byte of a streamed answer, untranslated vs translated.
+(h)-(h0) and (i)-(i0) are what all guardrails cost in the filter on an 8 KB
+request and on a 100-chunk stream.
 
 For each: throughput at saturation (wrk, 16 connections) and p50/p99 latency
 at a fixed moderate rate (wrk, 4 connections pausing between requests), plus
@@ -37,12 +43,16 @@ from stack import Stack  # noqa: E402
 
 FAST_MOCK = ROOT / "target" / "release" / "tollgate-fast-mock"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
+SENTENCE = "Our quarterly review covers revenue, hiring and the roadmap for 2027 in detail. "
+# 8 KB of prose with one e-mail and one phone number, as in tests/guardrail_eval.rs.
+PROSE_8KB = SENTENCE * (8192 // len(SENTENCE) + 1) + "Contact jane@example.com or +44 20 7946 0958."
 
 LUA = """
 wrk.method = "POST"
 wrk.body = %(body)s
 wrk.headers["content-type"] = "application/json"
 wrk.headers["authorization"] = %(auth)s
+%(headers)s
 %(extra)s
 """
 PACED = "function delay() return %d end\n"
@@ -52,10 +62,13 @@ def lua_string(s: str) -> str:
     return json.dumps(s)
 
 
-def wrk(url: str, body: dict, auth: str, seconds: int, connections: int, pause_ms: int | None) -> dict:
+def wrk(url: str, body: dict, auth: str, seconds: int, connections: int, pause_ms: int | None,
+        headers: dict | None = None) -> dict:
     extra = PACED % pause_ms if pause_ms else ""
+    header_lines = "\n".join(f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in (headers or {}).items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(LUA % {"body": lua_string(json.dumps(body)), "auth": lua_string(auth), "extra": extra})
+        f.write(LUA % {"body": lua_string(json.dumps(body)), "auth": lua_string(auth), "headers": header_lines,
+                       "extra": extra})
         script = f.name
     try:
         out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
@@ -98,28 +111,39 @@ def main():
         key_id = next(k["id"] for k in stack.admin("GET", "/admin/keys")["keys"] if key.startswith(k["key_prefix"]))
         stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": key_id, "kind": "requests",
                                                "limit": 1e12, "period": "daily", "mode": "hard"})
+        unguarded = stack.add_envoy("unguarded", plugin_overrides={**plain, "guardrails": None})
         stream_body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+        big = {**CHAT, "messages": [{"role": "user", "content": PROSE_8KB}]}
+        chunks100 = {"x-mock-chunks": "100"}
+        chat = "/v1/chat/completions"
+        # letter: (name, base URL, body, Envoy whose VM memory is read, extra headers)
         variants = {
-            "a": ("mock provider directly", f"http://127.0.0.1:{stack.mock_port}/v1/chat/completions", CHAT, None),
-            "b": ("Envoy, no Tollgate", f"{bare.base_url}/v1/chat/completions", CHAT, None),
-            "c": ("Envoy + Tollgate", f"{stack.envoy.base_url}/v1/chat/completions", CHAT, stack.envoy),
-            "d": ("(c) + budget callout", f"{budgets.base_url}/v1/chat/completions", CHAT, budgets),
-            "e": ("(c), OpenAI -> Anthropic", f"{stack.envoy.base_url}/v1/chat/completions",
-                  {**CHAT, "model": "claude-haiku-4-5"}, stack.envoy),
-            "f": ("(c), streaming 20 chunks", f"{stack.envoy.base_url}/v1/chat/completions", stream_body,
-                  stack.envoy),
-            "g": ("(f), OpenAI -> Anthropic stream", f"{stack.envoy.base_url}/v1/chat/completions",
-                  {**stream_body, "model": "claude-haiku-4-5"}, stack.envoy),
+            "a": ("mock provider directly", f"http://127.0.0.1:{stack.mock_port}", CHAT, None, {}),
+            "b": ("Envoy, no Tollgate", bare.base_url, CHAT, None, {}),
+            "bs": ("(b), streaming 20 chunks", bare.base_url, stream_body, None, {}),
+            "c": ("Envoy + Tollgate", stack.envoy.base_url, CHAT, stack.envoy, {}),
+            "c0": ("(c), guardrails off", unguarded.base_url, CHAT, unguarded, {}),
+            "d": ("(c) + budget callout", budgets.base_url, CHAT, budgets, {}),
+            "e": ("(c), OpenAI -> Anthropic", stack.envoy.base_url, {**CHAT, "model": "claude-haiku-4-5"},
+                  stack.envoy, {}),
+            "f": ("(c), streaming 20 chunks", stack.envoy.base_url, stream_body, stack.envoy, {}),
+            "g": ("(f), OpenAI -> Anthropic stream", stack.envoy.base_url,
+                  {**stream_body, "model": "claude-haiku-4-5"}, stack.envoy, {}),
+            "h": ("(c), 8 KB prompt", stack.envoy.base_url, big, stack.envoy, {}),
+            "h0": ("(h), guardrails off", unguarded.base_url, big, unguarded, {}),
+            "i": ("(c), streaming 100 chunks", stack.envoy.base_url, stream_body, stack.envoy, chunks100),
+            "i0": ("(i), guardrails off", unguarded.base_url, stream_body, unguarded, chunks100),
         }
         chosen = args.only.split(",") if args.only else list(variants)
         rows = {}
         for letter in chosen:
-            name, url, body, envoy = variants[letter]
+            name, base, body, envoy, headers = variants[letter]
+            url = base + chat
             auth = "Bearer mock-openai-key" if letter == "a" else f"Bearer {key}"
-            wrk(url, body, auth, 2, 4, None)  # warm-up: connections, key cache, JIT
+            wrk(url, body, auth, 2, 4, None, headers)  # warm-up: connections, key cache, JIT
             before = vm_memory(envoy) if envoy else None
-            saturated = wrk(url, body, auth, args.seconds, 16, None)
-            paced = wrk(url, body, auth, args.seconds, 4, args.pause_ms)
+            saturated = wrk(url, body, auth, args.seconds, 16, None, headers)
+            paced = wrk(url, body, auth, args.seconds, 4, args.pause_ms, headers)
             time.sleep(1.2)  # the memory gauge refreshes every second
             after = vm_memory(envoy) if envoy else None
             rows[letter] = {"name": name, "rps": saturated["rps"], "p50": paced["p50"], "p99": paced["p99"],
@@ -181,14 +205,15 @@ def table(rows: dict, args) -> str:
     for letter, r in rows.items():
         lines.append(f"| ({letter}) {r['name']} | {r['rps']:.0f} | {r['paced_rps']:.0f} | {r['p50']:.3f} | "
                      f"{r['p99']:.3f} | {r['errors']} | {mib(r['mem_before'])} / {mib(r['mem_after'])} |")
-    if "b" in rows:
-        b = rows["b"]
-        lines += ["", "| ratio to (b) | throughput | added p50 ms | added p99 ms |", "|---|---:|---:|---:|"]
-        for letter in ["c", "d", "e", "f", "g"]:
-            if letter in rows:
-                r = rows[letter]
-                lines.append(f"| ({letter})/(b) | {r['rps'] / b['rps']:.2f} | {r['p50'] - b['p50']:+.3f} | "
-                             f"{r['p99'] - b['p99']:+.3f} |")
+    pairs = [("c", "b"), ("c0", "b"), ("d", "b"), ("e", "b"), ("f", "bs"), ("g", "bs"),
+             ("h", "h0"), ("i", "i0")]
+    pairs = [(x, y) for x, y in pairs if x in rows and y in rows]
+    if pairs:
+        lines += ["", "| ratio | throughput | added p50 ms | added p99 ms |", "|---|---:|---:|---:|"]
+        for x, y in pairs:
+            r, base = rows[x], rows[y]
+            lines.append(f"| ({x})/({y}) | {r['rps'] / base['rps']:.2f} | {r['p50'] - base['p50']:+.3f} | "
+                         f"{r['p99'] - base['p99']:+.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,15 +15,15 @@ const CHAT: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created
 
 const MESSAGE: &str = r#"{"id":"msg_bench","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"Hello! This is the benchmark reply."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":9,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}"#;
 
-/// Chunks of a streamed chat answer: role, 20 text deltas, finish, usage, [DONE].
-fn chat_stream() -> Vec<String> {
+/// Chunks of a streamed chat answer: role, `n` text deltas, finish, usage, [DONE].
+fn chat_stream(n: usize) -> Vec<String> {
     let chunk = |delta: &str, finish: &str| {
         format!(
             "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
         )
     };
     let mut out = vec![chunk(r#"{"role":"assistant","content":""}"#, "null")];
-    for i in 0..20 {
+    for i in 0..n {
         out.push(chunk(&format!("{{\"content\":\"word{i} \"}}"), "null"));
     }
     out.push(chunk("{}", "\"stop\""));
@@ -32,7 +32,7 @@ fn chat_stream() -> Vec<String> {
     out
 }
 
-fn messages_stream() -> Vec<String> {
+fn messages_stream(n: usize) -> Vec<String> {
     let event = |name: &str, data: &str| format!("event: {name}\ndata: {data}\n\n");
     let mut out = vec![
         event(
@@ -44,7 +44,7 @@ fn messages_stream() -> Vec<String> {
             r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
         ),
     ];
-    for i in 0..20 {
+    for i in 0..n {
         out.push(event(
             "content_block_delta",
             &format!("{{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"word{i} \"}}}}"),
@@ -85,6 +85,16 @@ fn wants_stream(body: &str) -> bool {
     body.contains("\"stream\":true") || body.contains("\"stream\": true")
 }
 
+/// Text deltas per streamed answer: `x-mock-chunks`, default 20.
+fn chunks(headers: &HeaderMap) -> usize {
+    headers
+        .get("x-mock-chunks")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .min(10_000)
+}
+
 fn gap(headers: &HeaderMap) -> Duration {
     let ms = headers
         .get("x-mock-chunk-delay-ms")
@@ -105,7 +115,7 @@ async fn main() {
             "/v1/chat/completions",
             post(|headers: HeaderMap, body: String| async move {
                 if wants_stream(&body) {
-                    sse(chat_stream(), gap(&headers))
+                    sse(chat_stream(chunks(&headers)), gap(&headers))
                 } else {
                     json(CHAT)
                 }
@@ -115,7 +125,7 @@ async fn main() {
             "/v1/messages",
             post(|headers: HeaderMap, body: String| async move {
                 if wants_stream(&body) {
-                    sse(messages_stream(), gap(&headers))
+                    sse(messages_stream(chunks(&headers)), gap(&headers))
                 } else {
                     json(MESSAGE)
                 }
