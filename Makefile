@@ -47,5 +47,6 @@ bench: build
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) || \
 	  { echo "make bench needs wrk: apt-get install wrk" >&2; exit 1; }
 	$(CARGO) build --release -p tollgate-fast-mock
+	$(CARGO) build --target wasm32-wasip1 --release -p tollgate-floor-filter
 	$(CARGO) bench --bench hot_path
 	$(PYTHON) bench/run.py

@@ -4,6 +4,8 @@
   (a)  the fast mock provider directly
   (b)  Envoy with the same listener and clusters, no Tollgate
   (bs) (b) streaming: 20-chunk SSE chat answers
+  (fl) the floor: Tollgate's chain shape with a filter that does nothing
+       else (bench/floor-filter): what the shape costs before any feature
   (c)  Envoy + Tollgate: key cached, guardrails on, usage extraction (tracing off)
   (c0) (c) with guardrails off: the chain and the core alone
   (d)  (c) + the budget reservation and usage reports to the sidecar
@@ -23,7 +25,9 @@ the filter's VM memory (tollgate.vm.memory_bytes) before and after. Prints a
 markdown table and writes it to bench/results/<date>.md.
 
 Needs wrk (Debian package `wrk`) and `make build` plus the fast mock
-(`cargo build --release -p tollgate-fast-mock`); `make bench` does both.
+(`cargo build --release -p tollgate-fast-mock`) and the floor filter
+(`cargo build --target wasm32-wasip1 --release -p tollgate-floor-filter`);
+`make bench` does all three.
 """
 
 import argparse
@@ -42,6 +46,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from stack import Stack  # noqa: E402
 
 FAST_MOCK = ROOT / "target" / "release" / "tollgate-fast-mock"
+FLOOR_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate_floor_filter.wasm"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
 SENTENCE = "Our quarterly review covers revenue, hiring and the roadmap for 2027 in detail. "
 # 8 KB of prose with one e-mail and one phone number, as in tests/guardrail_eval.rs.
@@ -111,6 +116,7 @@ def main():
         key_id = next(k["id"] for k in stack.admin("GET", "/admin/keys")["keys"] if key.startswith(k["key_prefix"]))
         stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": key_id, "kind": "requests",
                                                "limit": 1e12, "period": "daily", "mode": "hard"})
+        floor = stack.add_envoy("floor", floor_wasm=FLOOR_WASM)
         unguarded = stack.add_envoy("unguarded", plugin_overrides={**plain, "guardrails": None})
         stream_body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
         big = {**CHAT, "messages": [{"role": "user", "content": PROSE_8KB}]}
@@ -121,6 +127,7 @@ def main():
             "a": ("mock provider directly", f"http://127.0.0.1:{stack.mock_port}", CHAT, None, {}),
             "b": ("Envoy, no Tollgate", bare.base_url, CHAT, None, {}),
             "bs": ("(b), streaming 20 chunks", bare.base_url, stream_body, None, {}),
+            "fl": ("floor: the chain shape, no work", floor.base_url, CHAT, None, {}),
             "c": ("Envoy + Tollgate", stack.envoy.base_url, CHAT, stack.envoy, {}),
             "c0": ("(c), guardrails off", unguarded.base_url, CHAT, unguarded, {}),
             "d": ("(c) + budget callout", budgets.base_url, CHAT, budgets, {}),
@@ -205,7 +212,7 @@ def table(rows: dict, args) -> str:
     for letter, r in rows.items():
         lines.append(f"| ({letter}) {r['name']} | {r['rps']:.0f} | {r['paced_rps']:.0f} | {r['p50']:.3f} | "
                      f"{r['p99']:.3f} | {r['errors']} | {mib(r['mem_before'])} / {mib(r['mem_after'])} |")
-    pairs = [("c", "b"), ("c0", "b"), ("d", "b"), ("e", "b"), ("f", "bs"), ("g", "bs"),
+    pairs = [("fl", "b"), ("c", "fl"), ("c", "b"), ("c0", "b"), ("d", "b"), ("e", "b"), ("f", "bs"), ("g", "bs"),
              ("h", "h0"), ("i", "i0")]
     pairs = [(x, y) for x, y in pairs if x in rows and y in rows]
     if pairs:

@@ -71,11 +71,12 @@ def merge(base: dict, overrides: dict) -> dict:
 
 def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None, otlp_port: int,
            real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1",
-           bare_cluster: str | None = None) -> str:
+           bare_cluster: str | None = None, floor_wasm: Path | None = None) -> str:
     """The gateway config with ports filled in and non-real providers on the mock.
 
     `bare_cluster` drops the Tollgate filters and routes everything to that
-    cluster: the same Envoy without Tollgate, for side-by-side benchmarks."""
+    cluster: the same Envoy without Tollgate, for side-by-side benchmarks.
+    `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place."""
     azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
     azure_host = azure_endpoint.split("://")[-1].strip("/") or "azure.invalid"
     text = TEMPLATE.read_text()
@@ -105,6 +106,13 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
         route.pop("cluster_header")
         route["cluster"] = bare_cluster
+    if floor_wasm:
+        for f in hcm["http_filters"]:
+            plugin = f["typed_config"].get("config")
+            if plugin and "vm_config" in plugin:
+                plugin.pop("configuration", None)
+                plugin["vm_config"] = {**plugin["vm_config"], "vm_id": "floor",
+                                       "code": {"local": {"filename": str(floor_wasm)}}}
     if plugin_overrides:
         wasm_config = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
         value = wasm_config["typed_config"]["config"]["configuration"]
@@ -142,7 +150,7 @@ class Envoy:
 
     def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
                  admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None,
-                 otlp_port: int | None = None, sidecar_port: int | None = None):
+                 otlp_port: int | None = None, sidecar_port: int | None = None, floor_wasm: Path | None = None):
         self.stack = stack
         self.name = name
         self.port = listen_port or free_port()
@@ -153,7 +161,7 @@ class Envoy:
             wasm=stack.wasm, listen_port=self.port, admin_port=self.admin_port,
             sidecar_port=sidecar_port or stack.sidecar_port,
             mock_port=stack.mock_port, otlp_port=otlp_port or stack.otlp_port, real=stack.real, plugin_overrides=plugin_overrides,
-            listen_address=listen_address, bare_cluster=bare_cluster))
+            listen_address=listen_address, bare_cluster=bare_cluster, floor_wasm=floor_wasm))
         self.proc: subprocess.Popen | None = None
 
     @property
