@@ -123,23 +123,26 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
         )
     });
     black_box((estimated, max_out));
-    let answer = match &translation {
-        Some(t) => {
-            let upstream = anthropic_answer();
-            s.time(7, "translate answer", || {
-                convert::response::translate(t, upstream.as_bytes(), 1_796_083_170).unwrap()
-            })
-        }
-        None => s.time(7, "translate answer", || ANSWER.to_vec()),
+    // The response path parses the answer once (usage, translation, guardrails).
+    let upstream = match translation {
+        Some(_) => anthropic_answer().into_bytes(),
+        None => ANSWER.to_vec(),
     };
-    let out = s.time(8, "output guardrails", || {
-        let mut v: Value = serde_json::from_slice(&answer).unwrap();
-        let o = g.check_response(Api::ChatCompletions, &mut v, &policy);
-        o.changed.then(|| serde_json::to_vec(&v).unwrap())
+    let (v, summary) = s.time(7, "parse answer + usage", || {
+        let v: Value = serde_json::from_slice(&upstream).unwrap();
+        let summary = ResponseSummary::from_value(&v);
+        (v, summary)
+    });
+    assert!(summary.usage.is_some());
+    let mut answer = s.time(8, "translate answer", || match &translation {
+        Some(t) => convert::response::translate_value(t, &v, 1_796_083_170).unwrap(),
+        None => v,
+    });
+    let out = s.time(9, "output guardrails", || {
+        let o = g.check_response(Api::ChatCompletions, &mut answer, &policy);
+        (o.changed || translation.is_some()).then(|| serde_json::to_vec(&answer).unwrap())
     });
     black_box(out);
-    let summary = s.time(9, "usage summary", || ResponseSummary::from_body(&answer));
-    assert!(summary.usage.is_some());
     s.time(10, "spans + OTLP", || {
         let record = telemetry::RequestRecord {
             ids: telemetry::TraceIds {

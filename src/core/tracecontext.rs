@@ -57,7 +57,13 @@ pub fn format(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        for nibble in [b >> 4, b & 0xf] {
+            out.extend(char::from_digit(u32::from(nibble), 16));
+        }
+    }
+    out
 }
 
 /// 24 bytes of id material from `seed` (e.g. request id, time, counter).
