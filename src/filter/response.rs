@@ -7,9 +7,9 @@ use super::host;
 use crate::core::api::{Api, ClientFormat};
 use crate::core::content;
 use crate::core::convert::stream::{Event, StreamTranslator};
-use crate::core::convert::{self, Finish, Translation};
+use crate::core::convert::{self, Translation};
 use crate::core::guard::stream::OutputGuard;
-use crate::core::guard::{self, Blocked, GuardEvent, Guardrails, Policy};
+use crate::core::guard::{GuardEvent, Guardrails, Policy};
 use crate::core::sse::SseFramer;
 use crate::core::usage::{self, ResponseSummary};
 use proxy_wasm::types::Action;
@@ -40,8 +40,6 @@ pub struct ResponseState {
     /// Output guardrails for this request, when any is on.
     pub output_policy: Option<Policy>,
     output_guard: OutputGuard,
-    /// A guardrail ended the stream; later upstream events are dropped.
-    guard_stopped: bool,
     pub guard_events: Vec<GuardEvent>,
     /// Events since the stage last looked (for stats).
     pub new_guard_events: Vec<GuardEvent>,
@@ -111,15 +109,11 @@ impl ResponseState {
         }
         if let Some(translator) = &mut self.translator {
             let guard = (guardrails, self.output_policy.as_ref());
-            let (og, stopped, events) = (
-                &mut self.output_guard,
-                &mut self.guard_stopped,
-                &mut self.new_guard_events,
-            );
+            let (og, events) = (&mut self.output_guard, &mut self.new_guard_events);
             let at_end = std::cell::Cell::new(false);
             let mut hook = |batch: &mut Vec<Event>| {
                 if let (Some(g), Some(p)) = guard {
-                    guard_stream(g, p, og, stopped, batch, at_end.get());
+                    og.filter_events(g, p, batch, at_end.get());
                     events.append(&mut og.events);
                 }
             };
@@ -211,48 +205,6 @@ impl ResponseState {
             self.body = Vec::new();
         }
     }
-}
-
-/// Runs stream text through the output guard: deltas are released as the
-/// hold-back window allows (and flushed before any other event); a block
-/// replaces the rest with a notice and a content-filter finish.
-fn guard_stream(
-    g: &Guardrails,
-    p: &Policy,
-    og: &mut OutputGuard,
-    stopped: &mut bool,
-    batch: &mut Vec<Event>,
-    at_end: bool,
-) {
-    let mut out = Vec::with_capacity(batch.len());
-    let release =
-        |result: Result<String, Blocked>, out: &mut Vec<Event>, stopped: &mut bool| match result {
-            Ok(text) if !text.is_empty() => out.push(Event::TextDelta(text)),
-            Ok(_) => {}
-            Err(b) => {
-                out.push(Event::TextDelta(format!(" {}", guard::blocked_notice(&b))));
-                out.push(Event::Finish(Finish::ContentFilter));
-                *stopped = true;
-            }
-        };
-    for event in batch.drain(..) {
-        if *stopped {
-            break;
-        }
-        match event {
-            Event::TextDelta(text) => release(og.push(g, p, &text), &mut out, stopped),
-            other => {
-                release(og.flush(g, p), &mut out, stopped);
-                if !*stopped {
-                    out.push(other);
-                }
-            }
-        }
-    }
-    if at_end && !*stopped {
-        release(og.flush(g, p), &mut out, stopped);
-    }
-    *batch = out;
 }
 
 fn client_format(api: Api) -> ClientFormat {

@@ -1,7 +1,9 @@
 //! Detectors: regular expressions find candidates, validation (Luhn,
 //! mod-97, number ranges) keeps only real ones. Regexes are compiled once,
-//! when the configuration is loaded.
+//! when the configuration is loaded, and run only in the windows `anchors`
+//! finds in one pass over the text.
 
+use super::anchors::{by_first_byte, Anchor, Anchors};
 use regex_lite::Regex;
 
 /// One detected entity: which guardrail, what kind, and where (byte offsets).
@@ -18,9 +20,8 @@ struct Pattern {
     kind: &'static str,
     regex: Regex,
     validate: fn(&str) -> bool,
-    /// A cheap test that a match is possible at all: regex-lite has no
-    /// literal optimizations, so most text must skip most regexes.
-    maybe: fn(&str) -> bool,
+    /// Where matches can be: the regex runs only there.
+    anchor: Anchor,
 }
 
 fn any(_: &str) -> bool {
@@ -104,152 +105,20 @@ fn password(s: &str) -> bool {
         .unwrap_or("")
         .trim()
         .trim_matches(['"', '\'']);
+    // Placeholders, not secrets: `<password>`, `[REDACTED]`, `********`.
+    let placeholder = (value.starts_with('<') && value.ends_with('>'))
+        || (value.starts_with('[') && value.ends_with(']'))
+        || value
+            .bytes()
+            .all(|b| matches!(b, b'*' | b'x' | b'X' | b'.'));
     value.len() >= 6
+        && !placeholder
         && !matches!(
             value.to_ascii_lowercase().as_str(),
-            "<password>" | "password" | "******" | "changeme" | "example"
+            "password" | "changeme" | "example" | "redacted"
         )
         && !value.starts_with('$')
         && !value.starts_with('{')
-}
-
-/// Whether `text` has `min` digits in one run broken only by number
-/// separators (`4111 1111 ...`, `+44 (20) 7946-0958`).
-fn digit_run(text: &str, min: usize) -> bool {
-    let mut digits = 0;
-    for b in text.bytes() {
-        match b {
-            b'0'..=b'9' => {
-                digits += 1;
-                if digits >= min {
-                    return true;
-                }
-            }
-            b' ' | b'-' | b'(' | b')' | b'+' | b'.' => {}
-            _ => digits = 0,
-        }
-    }
-    false
-}
-
-/// `d.d`: the shape every IPv4 address has.
-fn dotted_digits(text: &str) -> bool {
-    text.as_bytes()
-        .windows(3)
-        .any(|w| matches!(w, [a, b'.', c] if a.is_ascii_digit() && c.is_ascii_digit()))
-}
-
-/// Two capital letters then two digits: how every IBAN starts.
-fn iban_start(text: &str) -> bool {
-    text.as_bytes().windows(4).any(iban_start_bytes)
-}
-
-fn prefilter(kind: &str) -> fn(&str) -> bool {
-    match kind {
-        "email" => |t| t.contains('@'),
-        "card" => |t| digit_run(t, 13),
-        "ssn" => |t| digit_run(t, 9),
-        "phone" => |t| digit_run(t, 8),
-        "ip_address" => dotted_digits,
-        "iban" => iban_start,
-        "aws_access_key" => |t| t.contains("AKIA") || t.contains("ASIA"),
-        "github_token" => |t| t.contains("gh") || t.contains("github_pat_"),
-        "slack_token" => |t| t.contains("xox"),
-        "stripe_key" => |t| t.contains("_live_"),
-        "google_api_key" => |t| t.contains("AIza"),
-        "anthropic_key" | "openai_key" => |t| t.contains("sk-"),
-        "private_key" => |t| t.contains("PRIVATE KEY"),
-        "jwt" => |t| t.contains("eyJ"),
-        "password" => |t| t.contains('=') || t.contains(':'),
-        _ => |_| true,
-    }
-}
-
-/// The parts of `text` a pattern can match in: around its anchor (an `@`,
-/// the start of a digit run, a key prefix), widened to whitespace and merged.
-/// Running the regex on these few windows instead of the whole text is what
-/// keeps an 8 KB request cheap.
-fn windows(kind: &str, text: &str) -> Vec<(usize, usize)> {
-    let bytes = text.as_bytes();
-    let (before, after, anchors): (usize, usize, Vec<usize>) = match kind {
-        "email" => (64, 256, positions(bytes, |i| bytes.get(i) == Some(&b'@'))),
-        "card" | "ssn" | "phone" | "ip_address" => (
-            8,
-            64,
-            positions(bytes, |i| {
-                bytes.get(i).is_some_and(u8::is_ascii_digit)
-                    && (i == 0 || !bytes.get(i - 1).is_some_and(u8::is_ascii_digit))
-            }),
-        ),
-        "iban" => (
-            4,
-            48,
-            positions(bytes, |i| bytes.get(i..i + 4).is_some_and(iban_start_bytes)),
-        ),
-        "private_key" => (32, 16_384, literal(text, "PRIVATE KEY")),
-        "password" => (
-            48,
-            96,
-            positions(bytes, |i| matches!(bytes.get(i), Some(b'=' | b':'))),
-        ),
-        "aws_access_key" => (
-            8,
-            40,
-            [literal(text, "AKIA"), literal(text, "ASIA")].concat(),
-        ),
-        "github_token" => (
-            8,
-            120,
-            [literal(text, "gh"), literal(text, "github_pat_")].concat(),
-        ),
-        "slack_token" => (8, 120, literal(text, "xox")),
-        "stripe_key" => (8, 120, literal(text, "_live_")),
-        "google_api_key" => (8, 60, literal(text, "AIza")),
-        "anthropic_key" | "openai_key" => (8, 200, literal(text, "sk-")),
-        "jwt" => (8, 2048, literal(text, "eyJ")),
-        _ => return vec![(0, text.len())],
-    };
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    for at in anchors {
-        let mut from = at.saturating_sub(before);
-        let mut to = (at + after).min(text.len());
-        // Widen to whitespace so `\b` at a window edge means what it says.
-        while from > 0
-            && !bytes.get(from - 1).is_some_and(u8::is_ascii_whitespace)
-            && at - from < before * 4
-        {
-            from -= 1;
-        }
-        while to < text.len()
-            && !bytes.get(to).is_some_and(u8::is_ascii_whitespace)
-            && to - at < after * 4
-        {
-            to += 1;
-        }
-        while !text.is_char_boundary(from) {
-            from -= 1;
-        }
-        while !text.is_char_boundary(to) {
-            to += 1;
-        }
-        match out.last_mut() {
-            Some(last) if from <= last.1 => last.1 = last.1.max(to),
-            _ => out.push((from, to)),
-        }
-    }
-    out
-}
-
-fn positions(bytes: &[u8], hit: impl Fn(usize) -> bool) -> Vec<usize> {
-    (0..bytes.len()).filter(|i| hit(*i)).collect()
-}
-
-fn literal(text: &str, needle: &str) -> Vec<usize> {
-    text.match_indices(needle).map(|(i, _)| i).collect()
-}
-
-fn iban_start_bytes(w: &[u8]) -> bool {
-    matches!(w, [a, b, c, d] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit())
 }
 
 /// `version 1.2.3.4` and `v1.2.3.4` are versions, not addresses.
@@ -280,14 +149,52 @@ fn pattern(
         kind,
         regex,
         validate,
-        maybe: prefilter(kind),
+        anchor: anchor(kind),
     })
+}
+
+/// What each kind's matches must contain, so its regex runs only around it.
+fn anchor(kind: &str) -> Anchor {
+    match kind {
+        "email" => Anchor::Email,
+        "card" => Anchor::Number {
+            min: 13,
+            dotted: false,
+        },
+        "ssn" => Anchor::Number {
+            min: 9,
+            dotted: false,
+        },
+        "phone" => Anchor::Number {
+            min: 8,
+            dotted: false,
+        },
+        "ip_address" => Anchor::Number {
+            min: 4,
+            dotted: true,
+        },
+        "iban" => Anchor::Iban,
+        "aws_access_key" => Anchor::Prefix(&["AKIA", "ASIA"]),
+        "github_token" => Anchor::Prefix(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]),
+        "slack_token" => Anchor::Prefix(&["xox"]),
+        "stripe_key" => Anchor::Prefix(&["sk_live_", "rk_live_"]),
+        "google_api_key" => Anchor::Prefix(&["AIza"]),
+        "anthropic_key" => Anchor::Prefix(&["sk-ant-"]),
+        "openai_key" => Anchor::Prefix(&["sk-"]),
+        "jwt" => Anchor::Prefix(&["eyJ"]),
+        "private_key" => Anchor::PrivateKey,
+        _ => Anchor::Assignment, // password
+    }
 }
 
 /// The compiled built-in detectors.
 pub struct Detectors {
     patterns: Vec<Pattern>,
     custom: Vec<(String, Regex)>,
+    /// Every prefix an `Anchor::Prefix` pattern needs, by first byte.
+    prefixes: Vec<Vec<&'static str>>,
+    /// The fewest digits any number pattern needs.
+    min_digits: usize,
 }
 
 impl Detectors {
@@ -383,7 +290,29 @@ impl Detectors {
                     .map_err(|e| format!("custom pattern `{name}`: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Detectors { patterns, custom })
+        let prefixes = by_first_byte(
+            patterns
+                .iter()
+                .flat_map(|p| match p.anchor {
+                    Anchor::Prefix(list) => list,
+                    _ => &[],
+                })
+                .copied(),
+        );
+        let min_digits = patterns
+            .iter()
+            .filter_map(|p| match p.anchor {
+                Anchor::Number { min, .. } => Some(min),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(usize::MAX);
+        Ok(Detectors {
+            patterns,
+            custom,
+            prefixes,
+            min_digits,
+        })
     }
 
     /// PII, secrets and custom patterns in `text`, without overlaps (the
@@ -395,16 +324,26 @@ impl Detectors {
             .iter()
             .filter(|p| p.guardrail == "secrets")
             .chain(self.patterns.iter().filter(|p| p.guardrail != "secrets"));
+        let anchors = Anchors::find(text, &self.prefixes);
+        // Most stream deltas and short texts hold no anchor at all.
+        if self.custom.is_empty() && anchors.none(self.min_digits) {
+            return found;
+        }
         for p in ordered {
-            if !wanted(p.guardrail, p.kind) || !(p.maybe)(text) {
+            if !wanted(p.guardrail, p.kind) {
                 continue;
             }
-            for (from, to) in windows(p.kind, text) {
-                let Some(slice) = text.get(from..to) else {
+            for (from, to) in anchors.windows(p.anchor) {
+                let Some(window) = text.get(..to) else {
                     continue;
                 };
-                for m in p.regex.find_iter(slice) {
-                    let (start, end) = (from + m.start(), from + m.end());
+                let mut at = from;
+                while let Some(m) = p.regex.find_at(window, at) {
+                    let (start, end) = (m.start(), m.end());
+                    if end == start {
+                        break;
+                    }
+                    at = end;
                     let overlaps = found.iter().any(|f| start < f.end && f.start < end);
                     if !overlaps && (p.validate)(m.as_str()) && !version_number(p.kind, text, start)
                     {
@@ -454,6 +393,7 @@ mod tests {
     fn pii_with_validation() {
         assert_eq!(kinds("mail jane.doe@example.co.uk now"), ["email"]);
         assert_eq!(kinds("card 4111 1111 1111 1111 ok"), ["card"]);
+        assert!(kinds("id 4111111111111111x").is_empty(), "no word boundary");
         assert!(kinds("order 4111 1111 1111 1112").is_empty(), "fails Luhn");
         assert_eq!(kinds("ssn 123-45-6789"), ["ssn"]);
         assert!(kinds("id 000-12-3456").is_empty());
@@ -486,6 +426,12 @@ mod tests {
         );
         assert_eq!(kinds("password = hunter2hunter2"), ["password"]);
         assert!(kinds("password = <password>").is_empty());
+        // "gh" inside the token once hid it from the search.
+        assert_eq!(
+            kinds("github_pat_11ABCDEFG0123456789_abcdefghij"),
+            ["github_token"]
+        );
+        assert!(kinds("api_key: [REDACTED], pwd=********").is_empty());
         assert_eq!(
             kinds("-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----"),
             ["private_key"]

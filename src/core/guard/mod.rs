@@ -4,6 +4,7 @@
 //! same placeholder within a request) or only reported. Events name the
 //! guardrail, kind, direction and action, never the matched text.
 
+mod anchors;
 pub mod detect;
 pub mod injection;
 pub mod locate;
@@ -330,7 +331,9 @@ impl Guardrails {
         policy: &Policy,
     ) -> Outcome {
         let mut outcome = Outcome::default();
-        let mut redact = false;
+        // What to redact in each visited text, so the redaction pass (which
+        // visits the same texts in the same order) needs no second scan.
+        let mut redactable: Vec<Vec<Finding>> = Vec::new();
         locate::request_texts(api, body, &mut |text: &mut String| {
             if policy.injection.0 != GuardAction::Off {
                 let (score, signal) = self.injection_score(text);
@@ -354,6 +357,7 @@ impl Guardrails {
                     }
                 }
             }
+            let mut redact = Vec::new();
             for f in self.scan(text, policy, Direction::Input) {
                 let action = policy.action(f.guardrail, Direction::Input);
                 outcome.events.push(GuardEvent {
@@ -369,15 +373,20 @@ impl Guardrails {
                             kind: f.kind,
                         })
                     }
-                    GuardAction::Redact => redact = true,
+                    GuardAction::Redact => redact.push(f),
                     _ => {}
                 }
             }
+            redactable.push(redact);
         });
-        if redact && outcome.blocked.is_none() {
+        if redactable.iter().any(|r| !r.is_empty()) && outcome.blocked.is_none() {
             let mut placeholders = Placeholders::default();
+            let mut texts = redactable.iter();
             locate::request_texts(api, body, &mut |text: &mut String| {
-                self.redact(text, policy, Direction::Input, &mut placeholders)
+                let found: Vec<&Finding> = texts.next().into_iter().flatten().collect();
+                if !found.is_empty() {
+                    *text = placeholders.redact(text, &found);
+                }
             });
             outcome.changed = true;
         }
@@ -411,11 +420,12 @@ impl Guardrails {
                     });
                 }
             }
-            if findings
+            let redact: Vec<&Finding> = findings
                 .iter()
-                .any(|f| policy.action(f.guardrail, Direction::Output) == GuardAction::Redact)
-            {
-                self.redact(text, policy, Direction::Output, &mut placeholders);
+                .filter(|f| policy.action(f.guardrail, Direction::Output) == GuardAction::Redact)
+                .collect();
+            if !redact.is_empty() {
+                *text = placeholders.redact(text, &redact);
                 outcome.changed = true;
             }
         });
@@ -425,23 +435,6 @@ impl Guardrails {
             outcome.changed = true;
         }
         outcome
-    }
-
-    fn redact(
-        &self,
-        text: &mut String,
-        policy: &Policy,
-        direction: Direction,
-        placeholders: &mut Placeholders,
-    ) {
-        let findings = self.scan(text, policy, direction);
-        let redactable: Vec<&Finding> = findings
-            .iter()
-            .filter(|f| policy.action(f.guardrail, direction) == GuardAction::Redact)
-            .collect();
-        if !redactable.is_empty() {
-            *text = placeholders.redact(text, &redactable);
-        }
     }
 }
 

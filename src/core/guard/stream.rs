@@ -4,7 +4,11 @@
 //! digit groups before it (cards, phones, IBANs), the name of an assignment
 //! (`password = ...`), or a partial match; at most `HOLD_BACK` characters.
 
-use super::{Blocked, Direction, GuardAction, GuardEvent, Guardrails, Placeholders, Policy};
+use super::{
+    blocked_notice, Blocked, Direction, GuardAction, GuardEvent, Guardrails, Placeholders, Policy,
+};
+use crate::core::convert::stream::Event;
+use crate::core::convert::Finish;
 
 /// Most bytes held back at the end of the text seen so far.
 pub const HOLD_BACK: usize = 48;
@@ -38,13 +42,12 @@ fn hold_start(text: &str) -> usize {
             .split_whitespace()
             .next()
             .unwrap_or("");
-        // Digit groups (cards, phones) or upper-case groups (IBANs).
+        // Digit groups (cards, phones) or upper-case groups (IBANs); a word
+        // with lower-case letters (`word12`) cannot continue either.
         let groups = |w: &str| {
             !w.is_empty()
                 && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+-().".contains(c))
-                && (w.chars().any(|c| c.is_ascii_digit())
-                    || w.chars().all(|c| !c.is_ascii_lowercase()))
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase() || "+-().".contains(c))
         };
         let assignment = prev.ends_with(['=', ':']) || held.starts_with(['=', ':']);
         if (groups(prev) && (held.is_empty() || groups(held))) || assignment {
@@ -61,9 +64,60 @@ pub struct OutputGuard {
     pending: String,
     placeholders: Placeholders,
     pub events: Vec<GuardEvent>,
+    /// A block ended the stream; later events are dropped.
+    stopped: bool,
 }
 
 impl OutputGuard {
+    /// Runs a batch of decoded stream events through the guard: text deltas
+    /// are released as the hold-back window allows (and flushed before any
+    /// other event); a block replaces the rest with a notice and a
+    /// content-filter finish. `at_end`: the stream is over, flush it all.
+    pub fn filter_events(
+        &mut self,
+        g: &Guardrails,
+        p: &Policy,
+        batch: &mut Vec<Event>,
+        at_end: bool,
+    ) {
+        let mut out = Vec::with_capacity(batch.len());
+        for event in batch.drain(..) {
+            if self.stopped {
+                break;
+            }
+            match event {
+                Event::TextDelta(text) => {
+                    let released = self.push(g, p, &text);
+                    self.emit(released, &mut out);
+                }
+                other => {
+                    let released = self.flush(g, p);
+                    self.emit(released, &mut out);
+                    if !self.stopped {
+                        out.push(other);
+                    }
+                }
+            }
+        }
+        if at_end && !self.stopped {
+            let released = self.flush(g, p);
+            self.emit(released, &mut out);
+        }
+        *batch = out;
+    }
+
+    fn emit(&mut self, released: Result<String, Blocked>, out: &mut Vec<Event>) {
+        match released {
+            Ok(text) if !text.is_empty() => out.push(Event::TextDelta(text)),
+            Ok(_) => {}
+            Err(b) => {
+                out.push(Event::TextDelta(format!(" {}", blocked_notice(&b))));
+                out.push(Event::Finish(Finish::ContentFilter));
+                self.stopped = true;
+            }
+        }
+    }
+
     /// Adds a delta; returns the text that is safe to send now.
     pub fn push(&mut self, g: &Guardrails, p: &Policy, text: &str) -> Result<String, Blocked> {
         self.pending.push_str(text);
@@ -128,6 +182,48 @@ mod tests {
     use crate::core::guard::GuardrailConfig;
 
     #[test]
+    fn a_block_ends_the_batch_with_a_notice_and_drops_the_rest() {
+        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        let mut config = GuardrailConfig::default();
+        config.secrets.output = Some(GuardAction::Block);
+        let g_block = Guardrails::new(&config).unwrap();
+        let p = g_block.policy(None, None);
+        let mut guard = OutputGuard::default();
+        let mut batch = vec![
+            Event::TextDelta("Here it is: AKIAIOSFODNN".into()),
+            Event::TextDelta("7EXAMPLE and more".into()),
+            Event::Finish(Finish::Stop),
+        ];
+        guard.filter_events(&g_block, &p, &mut batch, false);
+        assert_eq!(batch.last(), Some(&Event::Finish(Finish::ContentFilter)));
+        let text = format!("{batch:?}");
+        assert!(
+            text.contains("Here it") && text.contains("secrets"),
+            "{text}"
+        );
+        assert!(!text.contains("AKIA") && !text.contains("EXAMPLE") && !text.contains("more"));
+        let mut later = vec![Event::TextDelta("more".into())];
+        guard.filter_events(&g_block, &p, &mut later, true);
+        assert!(later.is_empty(), "nothing after a block");
+        // Redaction holds back, then flushes at the end.
+        let p = g.policy(None, None);
+        let mut guard = OutputGuard::default();
+        let mut batch = vec![Event::TextDelta("mail jane@exa".into())];
+        guard.filter_events(&g, &p, &mut batch, false);
+        let mut end = vec![Event::TextDelta("mple.com".into())];
+        guard.filter_events(&g, &p, &mut end, true);
+        let text: String = batch
+            .iter()
+            .chain(&end)
+            .filter_map(|e| match e {
+                Event::TextDelta(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "mail [EMAIL_1]");
+    }
+
+    #[test]
     fn entity_split_at_every_offset_is_redacted() {
         let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
         let p = g.policy(None, None);
@@ -156,6 +252,10 @@ mod tests {
         assert_eq!(hold_start("card 4111 1111 11"), "card ".len());
         assert_eq!(hold_start("set password = hun"), "set ".len());
         assert_eq!(hold_start("ends with space "), "ends with space ".len());
+        assert_eq!(hold_start("iban DE89 3704 00"), "iban ".len());
+        assert_eq!(hold_start("call +44 20 79"), "call ".len());
+        // Words with lower-case letters are not number groups.
+        assert_eq!(hold_start("word1 word2 wor"), "word1 word2 ".len());
     }
 
     #[test]
