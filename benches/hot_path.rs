@@ -18,10 +18,14 @@ use std::time::Instant;
 use tollgate::core::api::Api;
 use tollgate::core::config::Config;
 use tollgate::core::convert;
+use tollgate::core::convert::stream::{Event, StreamTranslator};
+use tollgate::core::convert::Translation;
 use tollgate::core::decision::RouteDecision;
+use tollgate::core::guard::stream::OutputGuard;
 use tollgate::core::guard::Guardrails;
 use tollgate::core::request::LlmRequest;
-use tollgate::core::usage::ResponseSummary;
+use tollgate::core::sse::SseFramer;
+use tollgate::core::usage::{self, ResponseSummary};
 use tollgate::core::{budget, key, otlp, routing, telemetry, tracecontext};
 
 const REQUEST: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise our meeting notes: the team agreed to ship the release on Friday, review the budget next week and hire two engineers."}],"max_tokens":128,"temperature":0.2}"#;
@@ -178,6 +182,57 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
     black_box(hash);
 }
 
+/// The fast mock's 100-chunk chat stream, one SSE event per body callback.
+fn chat_stream_events() -> Vec<String> {
+    let chunk = |delta: &str, finish: &str| {
+        format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n")
+    };
+    let mut out = vec![chunk(r#"{"role":"assistant","content":""}"#, "null")];
+    out.extend((0..100).map(|i| chunk(&format!("{{\"content\":\"word{i} \"}}"), "null")));
+    out.push(chunk("{}", "\"stop\""));
+    out.push("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":100,\"total_tokens\":112}}\n\n".into());
+    out.push("data: [DONE]\n\n".into());
+    out
+}
+
+/// A streamed answer as the response path handles it: every chunk framed
+/// and observed for usage, and (output guardrails on) decoded, guarded and
+/// re-encoded.
+fn one_stream(g: &Guardrails, s: &mut Stages, events: &[String]) {
+    let policy = g.policy(Some("team"), Some("key_1"));
+    s.time(0, "observe (usage)", || {
+        let mut framer = SseFramer::new();
+        let mut summary = ResponseSummary::default();
+        let mut chars = 0;
+        for chunk in events {
+            for e in framer.push(chunk.as_bytes()) {
+                chars += usage::text_chars(&e.data);
+                summary.observe_event(&e.data);
+            }
+        }
+        assert!(summary.usage.is_some());
+        black_box(chars)
+    });
+    let t = Translation {
+        client: Api::ChatCompletions,
+        upstream: Api::ChatCompletions,
+        stream: true,
+        client_wants_usage: true,
+    };
+    s.time(1, "re-encode + guard", || {
+        let mut translator = StreamTranslator::reencoding(&t, 1_700_000_000);
+        let mut guard = OutputGuard::default();
+        let mut out = 0;
+        for chunk in events {
+            let mut hook = |batch: &mut Vec<Event>| guard.filter_events(g, &policy, batch, false);
+            out += translator.push_with(chunk.as_bytes(), &mut hook).len();
+        }
+        let mut hook = |batch: &mut Vec<Event>| guard.filter_events(g, &policy, batch, true);
+        out += translator.finish_with(&mut hook).len();
+        black_box(out)
+    });
+}
+
 fn anthropic_answer() -> String {
     r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"The team will ship on Friday, review the budget next week and hire two engineers."}],"stop_reason":"end_turn","usage":{"input_tokens":42,"output_tokens":18}}"#.into()
 }
@@ -195,6 +250,20 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .next()
         .unwrap_or(20_000);
+    let events = chat_stream_events();
+    let mut s = Stages {
+        names: Vec::new(),
+        ns: Vec::new(),
+    };
+    let stream_runs = runs / 10;
+    for _ in 0..stream_runs {
+        one_stream(&g, &mut s, &events);
+    }
+    report(
+        "100-chunk chat stream, output guardrails on",
+        stream_runs,
+        &s,
+    );
     for translate in [false, true] {
         let mut s = Stages {
             names: Vec::new(),
@@ -203,22 +272,29 @@ fn main() {
         for n in 0..runs {
             one_request(&config, &g, &mut s, n, translate);
         }
-        let total: u128 = s.ns.iter().sum();
-        println!(
-            "\n{} ({runs} runs): {:.2} µs per request",
+        report(
             if translate {
                 "chat client -> Claude (translated)"
             } else {
                 "chat client -> OpenAI (passthrough)"
             },
-            total as f64 / runs as f64 / 1e3
+            runs,
+            &s,
         );
-        for (name, ns) in s.names.iter().zip(&s.ns) {
-            println!(
-                "  {name:<18} {:>8.2} µs  {:>5.1}%",
-                *ns as f64 / runs as f64 / 1e3,
-                *ns as f64 * 100.0 / total as f64
-            );
-        }
+    }
+}
+
+fn report(what: &str, runs: u64, s: &Stages) {
+    let total: u128 = s.ns.iter().sum();
+    println!(
+        "\n{what} ({runs} runs): {:.2} µs each",
+        total as f64 / runs as f64 / 1e3
+    );
+    for (name, ns) in s.names.iter().zip(&s.ns) {
+        println!(
+            "  {name:<22} {:>8.2} µs  {:>5.1}%",
+            *ns as f64 / runs as f64 / 1e3,
+            *ns as f64 * 100.0 / total as f64
+        );
     }
 }
