@@ -2,17 +2,19 @@
 //! on client or provider bytes must never panic (a panic kills the wasm VM).
 //! Deterministic seeds, so a failure reproduces; raise FUZZ_ITERATIONS to
 //! search longer.
-#![allow(clippy::indexing_slicing)] // test code: a panic is a failure report
+#![allow(clippy::indexing_slicing, clippy::panic)] // test code: a panic is a failure report
 
 use tollgate::core::api::{Api, ClientFormat};
 use tollgate::core::auth::parse_authorize_response;
 use tollgate::core::config::Config;
-use tollgate::core::convert::stream::StreamTranslator;
+use tollgate::core::convert::stream::{Event, StreamTranslator};
 use tollgate::core::convert::{self, Translation};
 use tollgate::core::decision::RouteDecision;
+use tollgate::core::guard::stream::OutputGuard;
+use tollgate::core::guard::{GuardrailConfig, Guardrails};
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
-use tollgate::core::usage::ResponseSummary;
+use tollgate::core::usage::{text_chars, ResponseSummary};
 
 /// xorshift64*: tiny, seedable, good enough to drive mutations.
 struct Rng(u64);
@@ -41,16 +43,24 @@ const SEEDS: &[&[u8]] = &[
     br#"{"id":"m","content":[{"type":"tool_use","id":"t","name":"f","input":{}}],"stop_reason":"tool_use","usage":{"input_tokens":1}}"#,
     b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\"}}\n\n",
     b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":3,\"function\":{\"arguments\":\"{\"}}]}}]}\n\n",
+    b"data: {\"choices\":[{\"delta\":{\"content\":\"mail jane@example.com, card 4111 1111 1111 1111\"},\"finish_reason\":null}]}\n\n",
+    b"event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":1,\"item\":{\"type\":\"function_call\",\"call_id\":\"c\",\"name\":\"f\"}}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"AKIAIOSFODNN7EXAMPLE\"}\n\n",
+    b"data: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"},\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}}\n\n",
 ];
 
 const APIS: [Api; 3] = [Api::ChatCompletions, Api::Responses, Api::Messages];
 
 /// Every translator sees the bytes: as a request of each API, as an
-/// answer and an error of each upstream, and as a stream cut at random.
-fn exercise_translators(bytes: &[u8], rng: &mut Rng) {
+/// answer and an error of each upstream, and as a stream cut at random,
+/// translated or re-encoded through the output guardrails.
+fn exercise_translators(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
     let value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
+    let policy = g.policy(None, None);
     for client in APIS {
-        for upstream in [Api::ChatCompletions, Api::Messages] {
+        let mut guarded = value.clone();
+        let _ = g.check_request(client, &mut guarded, &policy);
+        let _ = g.check_response(client, &mut guarded, &policy);
+        for upstream in APIS {
             let _ = convert::request::translate(client, upstream, &value, "m");
             let t = Translation {
                 client,
@@ -59,14 +69,23 @@ fn exercise_translators(bytes: &[u8], rng: &mut Rng) {
                 client_wants_usage: rng.below(2) == 0,
             };
             let _ = convert::response::translate(&t, bytes, 0);
-            let mut s = StreamTranslator::new(&t, 0);
+            let mut s = if rng.below(2) == 0 {
+                StreamTranslator::new(&t, 0)
+            } else {
+                StreamTranslator::reencoding(&t, 0)
+            };
+            let mut guard = OutputGuard::default();
             let mut rest = bytes;
             while !rest.is_empty() {
                 let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
-                let _ = s.push(chunk);
+                let _ = s.push_with(chunk, &mut |batch: &mut Vec<Event>| {
+                    guard.filter_events(g, &policy, batch, false)
+                });
                 rest = tail;
             }
-            let _ = s.finish();
+            let _ = s.finish_with(&mut |batch: &mut Vec<Event>| {
+                guard.filter_events(g, &policy, batch, true)
+            });
         }
     }
     let _ = convert::error::translate(ClientFormat::Anthropic, 400 + rng.below(200) as u32, bytes);
@@ -116,7 +135,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     out
 }
 
-fn exercise(bytes: &[u8], rng: &mut Rng) {
+fn exercise(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
     if let Ok(mut request) = LlmRequest::parse(bytes, None) {
         let _ = request.rewritten_for("other-model");
     }
@@ -132,13 +151,18 @@ fn exercise(bytes: &[u8], rng: &mut Rng) {
         let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
         for event in framer.push(chunk) {
             usage.observe_event(&event.data);
+            let _ = text_chars(&event.data);
         }
         rest = tail;
     }
     if let Some(event) = framer.finish() {
         usage.observe_event(&event.data);
     }
-    exercise_translators(bytes, rng);
+    exercise_translators(bytes, rng, g);
+}
+
+fn guardrails() -> Guardrails {
+    Guardrails::new(&GuardrailConfig::default()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -148,6 +172,7 @@ fn parsers_never_panic_on_random_and_mutated_input() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let g = guardrails();
     for i in 0..iterations {
         let input = if i % 4 == 0 {
             (0..rng.below(256)).map(|_| rng.next() as u8).collect()
@@ -155,20 +180,21 @@ fn parsers_never_panic_on_random_and_mutated_input() {
             let seed = SEEDS[rng.below(SEEDS.len())];
             mutate(&mut rng, seed)
         };
-        exercise(&input, &mut rng);
+        exercise(&input, &mut rng, &g);
     }
 }
 
 #[test]
 fn deep_nesting_and_huge_inputs_are_rejected_cleanly() {
     let mut rng = Rng(7);
+    let g = guardrails();
     let deep = format!(
         "{{\"model\":\"m\",\"x\":{}{}}}",
         "[".repeat(200_000),
         "]".repeat(200_000)
     );
     assert!(LlmRequest::parse(deep.as_bytes(), None).is_err());
-    exercise(deep.as_bytes(), &mut rng);
+    exercise(deep.as_bytes(), &mut rng, &g);
     let big_line = vec![b'a'; 3 << 20];
-    exercise(&big_line, &mut rng);
+    exercise(&big_line, &mut rng, &g);
 }
