@@ -42,7 +42,7 @@ pub struct Shared {
     pub reporter: Option<RefCell<Reporter>>,
     /// `tollgate.vm.memory_bytes`: this worker VM's linear memory.
     pub memory_gauge: Option<u32>,
-    /// Makes span ids unique within the worker.
+    /// Requests this VM has seen; also makes span ids unique within it.
     pub request_counter: std::cell::Cell<u64>,
 }
 
@@ -138,7 +138,12 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         match self {
-            Root::Request(shared) => Some(Box::new(RequestStage::new(Rc::clone(shared)))),
+            Root::Request(shared) => {
+                shared
+                    .request_counter
+                    .set(shared.request_counter.get().wrapping_add(1));
+                Some(Box::new(RequestStage::new(Rc::clone(shared))))
+            }
             Root::Route(secrets) => Some(Box::new(RouteStage::new(Rc::clone(secrets)))),
             Root::Unconfigured => Some(Box::new(Unconfigured)),
         }
@@ -152,7 +157,11 @@ impl RootContext for Root {
             if let Some(reporter) = &shared.reporter {
                 reporter.borrow_mut().tick(host::now_ms());
             }
-            host::set_gauge(shared.memory_gauge, vm_memory_bytes());
+            // Only VMs that serve requests report: the main thread's VM
+            // ticks too, and would overwrite the worker's figure.
+            if shared.request_counter.get() > 0 {
+                host::set_gauge(shared.memory_gauge, vm_memory_bytes());
+            }
             // Envoy's log level can change at runtime (admin /logging).
             host::follow_envoy_log_level();
         }

@@ -19,8 +19,7 @@ impl RequestTrace {
         headers: &[(String, String)],
     ) -> Option<RequestTrace> {
         let exporter = shared.exporter.as_ref()?;
-        let counter = shared.request_counter.get().wrapping_add(1);
-        shared.request_counter.set(counter);
+        let counter = shared.request_counter.get();
         let request_id = header(headers, "x-request-id").unwrap_or_default();
         let (minted_trace, span_id) =
             tracecontext::mint_ids(&format!("{request_id}:{now_ns}:{counter}"));
