@@ -58,6 +58,10 @@ def test_rate_limit_per_minute_resets_at_the_next_minute(clock_stack):
     client = openai_client(stack.envoy.base_url, key)
     for _ in range(2):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    # Settled before the clock moves: the sidecar maps a report's time
+    # through the clock's current shift, so a late report would land in the
+    # next minute.
+    settled(stack, kid, 2)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     stack.admin("POST", "/admin/clock", {"advance_s": 60})
