@@ -195,42 +195,42 @@ fn chat_stream_events() -> Vec<String> {
     out
 }
 
-/// A streamed answer as the response path handles it: every chunk framed
-/// and observed for usage, and (output guardrails on) decoded, guarded and
-/// re-encoded.
+/// A streamed answer as the response path handles it: each chunk framed
+/// once, its events observed for usage and (output guardrails on) decoded,
+/// guarded and re-encoded.
 fn one_stream(g: &Guardrails, s: &mut Stages, events: &[String]) {
     let policy = g.policy(Some("team"), Some("key_1"));
-    s.time(0, "observe (usage)", || {
-        let mut framer = SseFramer::new();
-        let mut summary = ResponseSummary::default();
-        let mut chars = 0;
-        for chunk in events {
-            for e in framer.push(chunk.as_bytes()) {
-                chars += usage::text_chars(&e.data);
-                summary.observe_event(&e.data);
-            }
-        }
-        assert!(summary.usage.is_some());
-        black_box(chars)
-    });
     let t = Translation {
         client: Api::ChatCompletions,
         upstream: Api::ChatCompletions,
         stream: true,
         client_wants_usage: true,
     };
-    s.time(1, "re-encode + guard", || {
-        let mut translator = StreamTranslator::reencoding(&t, 1_700_000_000);
-        let mut guard = OutputGuard::default();
-        let mut out = 0;
-        for chunk in events {
+    let mut framer = SseFramer::new();
+    let mut summary = ResponseSummary::default();
+    let mut translator = StreamTranslator::reencoding(&t, 1_700_000_000);
+    let mut guard = OutputGuard::default();
+    let mut out = 0;
+    for chunk in events {
+        let framed = s.time(0, "frame + usage", || {
+            let framed = framer.push(chunk.as_bytes());
+            for e in &framed {
+                black_box(usage::text_chars(&e.data));
+                summary.observe_event(&e.data);
+            }
+            framed
+        });
+        out += s.time(1, "re-encode + guard", || {
             let mut hook = |batch: &mut Vec<Event>| guard.filter_events(g, &policy, batch, false);
-            out += translator.push_with(chunk.as_bytes(), &mut hook).len();
-        }
+            translator.push_events(&framed, &mut hook).len()
+        });
+    }
+    out += s.time(1, "re-encode + guard", || {
         let mut hook = |batch: &mut Vec<Event>| guard.filter_events(g, &policy, batch, true);
-        out += translator.finish_with(&mut hook).len();
-        black_box(out)
+        translator.finish_with(&mut hook).len()
     });
+    assert!(summary.usage.is_some());
+    black_box(out);
 }
 
 fn anthropic_answer() -> String {

@@ -10,7 +10,7 @@ use crate::core::convert::stream::{Event, StreamTranslator};
 use crate::core::convert::{self, Translation};
 use crate::core::guard::stream::OutputGuard;
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
-use crate::core::sse::SseFramer;
+use crate::core::sse::{SseEvent, SseFramer};
 use crate::core::usage::{self, ResponseSummary};
 use proxy_wasm::types::Action;
 
@@ -99,14 +99,15 @@ impl ResponseState {
             return Action::Pause;
         }
         let chunk = host::buffer(host::RESPONSE_BODY, size);
-        if self.stream && self.status < 400 {
-            self.observe_stream(&chunk, end);
+        let framed = if self.stream && self.status < 400 {
+            self.observe_stream(&chunk, end)
         } else if whole_body && self.status < 400 {
             self.rewrite_whole_body(&chunk, size, guard_body.then_some(guardrails).flatten());
             return Action::Continue;
         } else {
             self.observe_body(&chunk, end);
-        }
+            Vec::new()
+        };
         if let Some(translator) = &mut self.translator {
             let guard = (guardrails, self.output_policy.as_ref());
             let (og, events) = (&mut self.output_guard, &mut self.new_guard_events);
@@ -117,7 +118,7 @@ impl ResponseState {
                     events.append(&mut og.events);
                 }
             };
-            let mut out = translator.push_with(&chunk, &mut hook);
+            let mut out = translator.push_events(&framed, &mut hook);
             if end {
                 at_end.set(true);
                 out.extend(translator.finish_with(&mut hook));
@@ -177,8 +178,11 @@ impl ResponseState {
         }
     }
 
-    fn observe_stream(&mut self, chunk: &[u8], end: bool) {
-        for event in self.framer.push(chunk) {
+    /// Frames a stream chunk and reads usage from its events; returns them
+    /// for the translator.
+    fn observe_stream(&mut self, chunk: &[u8], end: bool) -> Vec<SseEvent> {
+        let events = self.framer.push(chunk);
+        for event in &events {
             self.text_chars += usage::text_chars(&event.data);
             if let Some(text) = &mut self.captured {
                 content::push_stream_text(&event.data, text);
@@ -190,6 +194,7 @@ impl ResponseState {
                 self.summary.observe_event(&event.data);
             }
         }
+        events
     }
 
     fn observe_body(&mut self, chunk: &[u8], end: bool) {

@@ -757,9 +757,20 @@ impl StreamTranslator {
     /// Like `push`, with `hook` seeing (and free to change) the canonical
     /// events between decoding and encoding: the output guardrails' seat.
     pub fn push_with(&mut self, chunk: &[u8], hook: &mut dyn FnMut(&mut Vec<Event>)) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len() * 2);
-        for event in self.framer.push(chunk) {
-            self.event(&event, &mut out, hook);
+        let events = self.framer.push(chunk);
+        self.push_events(&events, hook)
+    }
+
+    /// Like `push_with`, for events framed by the caller (the response
+    /// path frames each chunk once, for usage and for translation).
+    pub fn push_events(
+        &mut self,
+        events: &[SseEvent],
+        hook: &mut dyn FnMut(&mut Vec<Event>),
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(events.iter().map(|e| e.data.len() * 2).sum());
+        for event in events {
+            self.event(event, &mut out, hook);
         }
         out
     }
