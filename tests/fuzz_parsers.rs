@@ -75,10 +75,11 @@ fn exercise_translators(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
                 StreamTranslator::reencoding(&t, 0)
             };
             let mut guard = OutputGuard::default();
+            let mut framer = SseFramer::new();
             let mut rest = bytes;
             while !rest.is_empty() {
                 let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
-                let _ = s.push_with(chunk, &mut |batch: &mut Vec<Event>| {
+                let _ = s.push_events(&framer.push(chunk), &mut |batch: &mut Vec<Event>| {
                     guard.filter_events(g, &policy, batch, false)
                 });
                 rest = tail;

@@ -6,7 +6,7 @@
 use super::response::{anthropic_usage, chat_usage, responses_usage};
 use super::{set, str_of, u64_of, Finish, Part, Reply, Translation};
 use crate::core::api::Api;
-use crate::core::sse::{SseEvent, SseFramer};
+use crate::core::sse::SseEvent;
 use crate::core::usage::Usage;
 use serde_json::{json, Value};
 
@@ -723,10 +723,11 @@ impl Encoder {
     }
 }
 
-/// Upstream bytes in, client bytes out.
+/// Upstream events in, client bytes out. The caller frames the upstream
+/// bytes (`SseFramer`): the response path frames each chunk once, for usage
+/// and for translation.
 #[derive(Debug)]
 pub struct StreamTranslator {
-    framer: SseFramer,
     mode: Mode,
 }
 
@@ -744,25 +745,11 @@ impl StreamTranslator {
         } else {
             Mode::Translate(Decoder::new(t.upstream), Box::new(Encoder::new(t, now_s)))
         };
-        StreamTranslator {
-            framer: SseFramer::new(),
-            mode,
-        }
+        StreamTranslator { mode }
     }
 
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        self.push_with(chunk, &mut |_| {})
-    }
-
-    /// Like `push`, with `hook` seeing (and free to change) the canonical
+    /// Translates framed events; `hook` sees (and may change) the canonical
     /// events between decoding and encoding: the output guardrails' seat.
-    pub fn push_with(&mut self, chunk: &[u8], hook: &mut dyn FnMut(&mut Vec<Event>)) -> Vec<u8> {
-        let events = self.framer.push(chunk);
-        self.push_events(&events, hook)
-    }
-
-    /// Like `push_with`, for events framed by the caller (the response
-    /// path frames each chunk once, for usage and for translation).
     pub fn push_events(
         &mut self,
         events: &[SseEvent],
@@ -778,7 +765,6 @@ impl StreamTranslator {
     /// Decodes and re-encodes even same-API streams, so a hook sees them.
     pub fn reencoding(t: &Translation, now_s: u64) -> StreamTranslator {
         StreamTranslator {
-            framer: SseFramer::new(),
             mode: Mode::Translate(Decoder::new(t.upstream), Box::new(Encoder::new(t, now_s))),
         }
     }
@@ -849,6 +835,7 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::sse::SseFramer;
 
     const CHAT_STREAM: &str = concat!(
         "data: {\"id\":\"c1\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
@@ -940,13 +927,15 @@ mod tests {
     }
 
     fn drive(mut s: StreamTranslator, input: &str, cuts: &[usize]) -> Vec<u8> {
+        let mut framer = SseFramer::new();
+        let mut push = |chunk: &[u8]| s.push_events(&framer.push(chunk), &mut |_| {});
         let mut out = Vec::new();
         let mut last = 0;
         for &c in cuts {
-            out.extend(s.push(&input.as_bytes()[last..c]));
+            out.extend(push(&input.as_bytes()[last..c]));
             last = c;
         }
-        out.extend(s.push(&input.as_bytes()[last..]));
+        out.extend(push(&input.as_bytes()[last..]));
         out.extend(s.finish());
         out
     }
