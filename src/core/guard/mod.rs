@@ -331,9 +331,9 @@ impl Guardrails {
         policy: &Policy,
     ) -> Outcome {
         let mut outcome = Outcome::default();
-        // What to redact in each visited text, so the redaction pass (which
-        // visits the same texts in the same order) needs no second scan.
-        let mut redactable: Vec<Vec<Finding>> = Vec::new();
+        // Texts are redacted as they are scanned, like answers are: a request
+        // that ends up blocked is refused whole, so its redactions do no harm.
+        let mut placeholders = Placeholders::default();
         locate::request_texts(api, body, &mut |text: &mut String| {
             if policy.injection.0 != GuardAction::Off {
                 let (score, signal) = self.injection_score(text);
@@ -357,39 +357,16 @@ impl Guardrails {
                     }
                 }
             }
-            let mut redact = Vec::new();
-            for f in self.scan(text, policy, Direction::Input) {
-                let action = policy.action(f.guardrail, Direction::Input);
-                outcome.events.push(GuardEvent {
-                    guardrail: f.guardrail,
-                    kind: f.kind.clone(),
-                    direction: Direction::Input,
-                    action,
-                });
-                match action {
-                    GuardAction::Block if outcome.blocked.is_none() => {
-                        outcome.blocked = Some(Blocked {
-                            guardrail: f.guardrail,
-                            kind: f.kind,
-                        })
-                    }
-                    GuardAction::Redact => redact.push(f),
-                    _ => {}
-                }
-            }
-            redactable.push(redact);
+            let findings = self.scan(text, policy, Direction::Input);
+            judge(
+                &findings,
+                policy,
+                Direction::Input,
+                &mut outcome,
+                text,
+                &mut placeholders,
+            );
         });
-        if redactable.iter().any(|r| !r.is_empty()) && outcome.blocked.is_none() {
-            let mut placeholders = Placeholders::default();
-            let mut texts = redactable.iter();
-            locate::request_texts(api, body, &mut |text: &mut String| {
-                let found: Vec<&Finding> = texts.next().into_iter().flatten().collect();
-                if !found.is_empty() {
-                    *text = placeholders.redact(text, &found);
-                }
-            });
-            outcome.changed = true;
-        }
         outcome
     }
 
@@ -405,29 +382,14 @@ impl Guardrails {
         let mut placeholders = Placeholders::default();
         locate::response_texts(api, body, &mut |text: &mut String| {
             let findings = self.scan(text, policy, Direction::Output);
-            for f in &findings {
-                let action = policy.action(f.guardrail, Direction::Output);
-                outcome.events.push(GuardEvent {
-                    guardrail: f.guardrail,
-                    kind: f.kind.clone(),
-                    direction: Direction::Output,
-                    action,
-                });
-                if action == GuardAction::Block && outcome.blocked.is_none() {
-                    outcome.blocked = Some(Blocked {
-                        guardrail: f.guardrail,
-                        kind: f.kind.clone(),
-                    });
-                }
-            }
-            let redact: Vec<&Finding> = findings
-                .iter()
-                .filter(|f| policy.action(f.guardrail, Direction::Output) == GuardAction::Redact)
-                .collect();
-            if !redact.is_empty() {
-                *text = placeholders.redact(text, &redact);
-                outcome.changed = true;
-            }
+            judge(
+                &findings,
+                policy,
+                Direction::Output,
+                &mut outcome,
+                text,
+                &mut placeholders,
+            );
         });
         if let Some(b) = &outcome.blocked {
             let notice = blocked_notice(b);
@@ -435,6 +397,42 @@ impl Guardrails {
             outcome.changed = true;
         }
         outcome
+    }
+}
+
+/// Applies the policy to one text's findings: each becomes an event, the
+/// first to block is recorded, and those to redact are replaced in `text`.
+fn judge(
+    findings: &[Finding],
+    policy: &Policy,
+    direction: Direction,
+    outcome: &mut Outcome,
+    text: &mut String,
+    placeholders: &mut Placeholders,
+) {
+    let mut redact: Vec<&Finding> = Vec::new();
+    for f in findings {
+        let action = policy.action(f.guardrail, direction);
+        outcome.events.push(GuardEvent {
+            guardrail: f.guardrail,
+            kind: f.kind.clone(),
+            direction,
+            action,
+        });
+        match action {
+            GuardAction::Block if outcome.blocked.is_none() => {
+                outcome.blocked = Some(Blocked {
+                    guardrail: f.guardrail,
+                    kind: f.kind.clone(),
+                })
+            }
+            GuardAction::Redact => redact.push(f),
+            _ => {}
+        }
+    }
+    if !redact.is_empty() {
+        *text = placeholders.redact(text, &redact);
+        outcome.changed = true;
     }
 }
 
