@@ -26,12 +26,18 @@ def now(stack) -> int:
     return stack.admin("POST", "/admin/clock", {})["now"]
 
 
-def test_daily_budget_blocks_until_midnight_utc(clock_stack):
-    stack = clock_stack
+def key_with_request_limit(stack, limit: int, period: str) -> tuple[str, str]:
+    """A new key with a hard request budget; returns the key and its id."""
     key = stack.admin("POST", "/admin/keys", {"team": "periods"})["key"]
     kid = key_id(stack, key)
-    stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": kid, "kind": "requests", "limit": 1,
-                                           "period": "daily", "mode": "hard"})
+    stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": kid, "kind": "requests", "limit": limit,
+                                           "period": period, "mode": "hard"})
+    return key, kid
+
+
+def test_daily_budget_blocks_until_midnight_utc(clock_stack):
+    stack = clock_stack
+    key, kid = key_with_request_limit(stack, 1, "daily")
     client = openai_client(stack.envoy.base_url, key)
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     settled(stack, kid, 1)
@@ -49,10 +55,7 @@ def test_daily_budget_blocks_until_midnight_utc(clock_stack):
 
 def test_rate_limit_per_minute_resets_at_the_next_minute(clock_stack):
     stack = clock_stack
-    key = stack.admin("POST", "/admin/keys", {"team": "periods"})["key"]
-    kid = key_id(stack, key)
-    stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": kid, "kind": "requests", "limit": 2,
-                                           "period": "minute", "mode": "hard"})
+    key, kid = key_with_request_limit(stack, 2, "minute")
     # Start at the top of a minute so the three calls share it.
     stack.admin("POST", "/admin/clock", {"now": (now(stack) // 60 + 1) * 60})
     client = openai_client(stack.envoy.base_url, key)

@@ -85,10 +85,10 @@ const SIGNALS: &[Signal] = &[
         ],
         before: 0,
         after: 24,
-        // `DAN` in capitals only: "Dan" and "dan" are names.
         stops: b".",
         context: any_context,
         needs: &[],
+        // `DAN` in capitals only: "Dan" and "dan" are names.
         pattern: r"(?i)\b(?:(?-i:DAN)|do anything now|developer mode|jailbreak(?:en|ed)?|god mode|unrestricted mode|no (?:restrictions|filters|limits|rules))\b",
     },
     Signal {
