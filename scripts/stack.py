@@ -3,6 +3,12 @@
 
 `make run` uses `python3 scripts/stack.py run`; the end-to-end tests import
 `Stack` to start the same processes on free ports.
+
+Two secrets per stack, taken from the environment when set there, else
+generated: the master key for the sidecar's admin API
+(TOLLGATE_MASTER_KEY) and the service token the filter in every Envoy sends
+on the sidecar's /v1/* calls (TOLLGATE_SERVICE_TOKEN, given to the sidecar
+and to every Envoy process, whose wasm VM reads it).
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import copy
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +28,8 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+
+from deps import find_envoy
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy" / "gateway.yaml"
@@ -169,11 +176,13 @@ class Envoy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> "Envoy":
-        env = dict(os.environ)
+        # The filter authenticates its sidecar calls with the service token
+        # (gateway.yaml lists the variable in the VM's host_env_keys).
+        env = dict(os.environ, TOLLGATE_SERVICE_TOKEN=self.stack.service_token)
         for cluster in ("provider_azure", "provider_local"):
             if cluster not in self.stack.real:
                 env[PROVIDERS[cluster]["env"]] = PROVIDERS[cluster]["mock_key"]
-        envoy = shutil.which("envoy") or "envoy"
+        envoy = find_envoy() or "envoy"
         cmd = [envoy, "-c", str(self.config_path), "--concurrency", str(self.stack.envoy_workers),
                "--disable-hot-restart", "-l", self.stack.envoy_log_level, "--log-path", str(self.log_path),
                "--file-flush-interval-msec", "200"]
@@ -209,13 +218,20 @@ class Stack:
     def __init__(self, workdir: Path, *, real: set[str] | None = None, ports: dict | None = None,
                  plugin_overrides: dict | None = None, envoy_workers: int = 1, envoy_log_level: str = "info",
                  listen_address: str = "127.0.0.1", otlp_receiver: bool = False,
-                 mock_command: list[str] | None = None, sidecar_args: list[str] | None = None):
+                 mock_command: list[str] | None = None, sidecar_args: list[str] | None = None,
+                 master_key: str | None = None, service_token: str | None = None):
         ports = ports or {}
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.real = real or set()
         self.wasm = WASM
-        self.master_key = "tgm-" + secrets.token_urlsafe(24)
+        # Given, else the environment's (README examples use $TOLLGATE_MASTER_KEY), else new.
+        env_master = os.environ.get("TOLLGATE_MASTER_KEY")
+        self.master_key = master_key or env_master or "tgm-" + secrets.token_urlsafe(24)
+        self.master_key_generated = not (master_key or env_master)
+        env_token = os.environ.get("TOLLGATE_SERVICE_TOKEN")
+        self.service_token = service_token or env_token or secrets.token_urlsafe(32)
+        self.service_token_generated = not (service_token or env_token)
         self.db = self.workdir / "tollgate.db"
         self.sidecar_port = ports.get("sidecar") or free_port()
         self.mock_port = None if self.real >= set(PROVIDERS) else (ports.get("mock") or free_port())
@@ -262,7 +278,8 @@ class Stack:
 
     def start_sidecar(self):
         log = open(self.workdir / "sidecar.log", "a")
-        env = dict(os.environ, TOLLGATE_MASTER_KEY=self.master_key, RUST_LOG="info")
+        env = dict(os.environ, TOLLGATE_MASTER_KEY=self.master_key,
+                   TOLLGATE_SERVICE_TOKEN=self.service_token, RUST_LOG="info")
         self.sidecar_proc = subprocess.Popen(
             [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{self.sidecar_port}",
              *self.sidecar_args],
@@ -288,6 +305,23 @@ class Stack:
                                               "content-type": "application/json"})
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.load(r)
+
+    def sidecar(self, method: str, path: str, body: dict | None = None,
+                token: str | None = None) -> tuple[int, dict | None]:
+        """A raw sidecar call with `token` (if any) as the bearer token, as the
+        filter (service token) or an intruder would make it: (status, JSON body)."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(f"http://127.0.0.1:{self.sidecar_port}{path}", data=data, method=method,
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                status, raw = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        return status, (json.loads(raw) if raw else None)
 
     def cli(self, *args: str) -> str:
         out = subprocess.run([str(SIDECAR), "--db", str(self.db), *args], check=True, capture_output=True,
@@ -329,6 +363,21 @@ def run(args):
         stack.stop()
 
 
+def secrets_text(stack: Stack) -> str:
+    """Which master key and service token this run uses. A generated master
+    key is shown (the admin API needs it); one from the environment never is."""
+    if stack.master_key_generated:
+        master = (f"{stack.master_key}  (generated for this run; for the README's examples:\n"
+                  f"               export TOLLGATE_MASTER_KEY={stack.master_key} )")
+    else:
+        master = "the one in $TOLLGATE_MASTER_KEY"
+    if stack.service_token_generated:
+        token = "generated for this run, shared by Envoy and the sidecar (set TOLLGATE_SERVICE_TOKEN to choose one)"
+    else:
+        token = "the one in $TOLLGATE_SERVICE_TOKEN"
+    return f"  master key   {master}\n  service token {token}"
+
+
 def print_welcome(stack: Stack, key: str, real: set[str]):
     base = stack.envoy.base_url
     print("\nTollgate is running.\n")
@@ -339,7 +388,8 @@ def print_welcome(stack: Stack, key: str, real: set[str]):
     print(f"""
   gateway      {base}
   envoy admin  http://127.0.0.1:{stack.envoy.admin_port}
-  sidecar      http://127.0.0.1:{stack.sidecar_port}   (master key: {stack.master_key})
+  sidecar      http://127.0.0.1:{stack.sidecar_port}
+{secrets_text(stack)}
   files        {stack.workdir}
 
 Your first key (shown once): {key}

@@ -98,9 +98,32 @@ pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// SHA-256 digest, used to compare master keys at a fixed length.
+/// SHA-256 digest, used to compare secrets at a fixed length.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
+}
+
+/// A shared secret the service checks callers against (the master key, the
+/// filter's service token). Only its SHA-256 digest is kept, and candidates
+/// are hashed and compared in constant time, so neither the secret's length
+/// nor where a guess differs shows in the timing.
+#[derive(Clone)]
+pub struct SecretDigest([u8; 32]);
+
+impl SecretDigest {
+    pub fn of(secret: &str) -> Self {
+        SecretDigest(sha256(secret.as_bytes()))
+    }
+
+    pub fn matches(&self, candidate: &str) -> bool {
+        constant_time_eq(&sha256(candidate.as_bytes()), &self.0)
+    }
+}
+
+impl std::fmt::Debug for SecretDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretDigest(..)")
+    }
 }
 
 #[cfg(test)]
@@ -153,5 +176,15 @@ mod tests {
         let a = sha256(b"one");
         assert!(constant_time_eq(&a, &sha256(b"one")));
         assert!(!constant_time_eq(&a, &sha256(b"two")));
+    }
+
+    #[test]
+    fn secret_digest_matches_only_the_secret() {
+        let s = SecretDigest::of("s3cret-value");
+        assert!(s.matches("s3cret-value"));
+        assert!(!s.matches("s3cret-valu"));
+        assert!(!s.matches("s3cret-value "));
+        assert!(!s.matches(""));
+        assert_eq!(format!("{s:?}"), "SecretDigest(..)");
     }
 }

@@ -5,6 +5,10 @@
 //! Settling is idempotent by request id: the ledger's primary key decides,
 //! so a report retried after a timeout or a sidecar restart is answered as
 //! a duplicate and changes nothing.
+//!
+//! A request the gateway answered itself (`forwarded: false`, e.g. a
+//! guardrail block) gets its ledger row too, at cost 0, but charges no
+//! budget and is not a provider request in the daily tallies.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,13 +22,25 @@ use crate::store::sql::{params, Row, Tx};
 use crate::store::Store;
 
 /// A guardrail that fired on the request: which one and what it did, never
-/// the matched text.
+/// the matched text. The filter sends one entry per (guardrail, kind,
+/// direction, action) with how many findings it had; reports and rows
+/// without `count` (older filters, older rows) mean one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardrailEvent {
     pub guardrail: String,
     pub kind: String,
     pub direction: String,
     pub action: String,
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `POST /v1/settle`, one finished request as the filter saw it.
@@ -52,6 +68,11 @@ pub struct UsageReport {
     pub guardrail_events: Vec<GuardrailEvent>,
     /// Unix seconds when the request ended.
     pub ts: i64,
+    /// `false`: the gateway answered itself (a guardrail block) and nothing
+    /// reached a provider; recorded at cost 0, charging no budget. Absent
+    /// means `true`.
+    #[serde(default = "yes")]
+    pub forwarded: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -86,6 +107,8 @@ pub struct LedgerRow {
     pub estimated: bool,
     pub stream: bool,
     pub guardrail_events: Vec<GuardrailEvent>,
+    /// `false` for requests the gateway answered itself (never charged).
+    pub forwarded: bool,
 }
 
 /// One day's counters for one key, team, user or model.
@@ -134,7 +157,7 @@ impl Tally {
 
 const LEDGER_COLUMNS: &str = r#"request_id, ts, key_id, team, "user", model, upstream_model,
     provider, api, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, priced,
-    status, latency_ms, estimated, stream, guardrail_events"#;
+    status, latency_ms, estimated, stream, guardrail_events, forwarded"#;
 
 impl Store {
     /// Settles reports in one transaction; answers in the reports' order.
@@ -156,11 +179,16 @@ impl Store {
             for &(i, r) in &order {
                 // Reports carry the filter's clock; one from the future counts as now.
                 let ts = self.clock().from_real(r.ts).min(now);
-                let price = prices.for_request(&r.upstream_model, &r.model);
+                // Nothing reached a provider: the cost is known to be 0.
+                let price = if r.forwarded {
+                    prices.for_request(&r.upstream_model, &r.model)
+                } else {
+                    None
+                };
                 let cost = price.map_or(0.0, |p| {
                     p.cost(r.input_tokens, r.output_tokens, r.cached_tokens)
                 });
-                let priced = price.is_some();
+                let priced = price.is_some() || !r.forwarded;
                 let settled = match record(tx, r, ts, cost, priced)? {
                     Some(previous) => previous,
                     None => {
@@ -213,7 +241,9 @@ fn budgets_touched(tx: &mut dyn Tx, reports: &[UsageReport]) -> Result<BTreeSet<
     let mut ids = BTreeSet::new();
     for r in reports {
         let (key, team, user) = (r.key_id.as_deref(), r.team.as_deref(), r.user.as_deref());
-        ids.extend(matching_ids(tx, key, team, user)?);
+        if r.forwarded {
+            ids.extend(matching_ids(tx, key, team, user)?);
+        }
         if let Some(res) = &r.reservation_id {
             for row in tx.query(
                 "SELECT budget_id FROM reservation_holds WHERE reservation_id = $1",
@@ -228,6 +258,8 @@ fn budgets_touched(tx: &mut dyn Tx, reports: &[UsageReport]) -> Result<BTreeSet<
 
 /// Applies a newly recorded request: releases its reservation, charges its
 /// budgets for the period it ended in, and adds it to the day's tallies.
+/// A request the gateway answered itself only releases a reservation, should
+/// it have one.
 fn apply(
     tx: &mut dyn Tx,
     r: &UsageReport,
@@ -242,6 +274,9 @@ fn apply(
             "DELETE FROM reservation_holds WHERE reservation_id = $1",
             &params![res],
         )?;
+    }
+    if !r.forwarded {
+        return Ok(());
     }
     let (key, team, user) = (r.key_id.as_deref(), r.team.as_deref(), r.user.as_deref());
     let tokens = r.input_tokens.saturating_add(r.output_tokens);
@@ -277,7 +312,7 @@ fn record(
     let sql = format!(
         "INSERT INTO usage_ledger ({LEDGER_COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
          ON CONFLICT (request_id) DO NOTHING"
     );
     let inserted = tx.execute(
@@ -303,6 +338,7 @@ fn record(
             r.estimated,
             r.stream,
             &events,
+            r.forwarded,
         ],
     )?;
     if inserted == 1 {
@@ -373,5 +409,6 @@ fn ledger_row(r: &Row) -> Result<LedgerRow> {
         estimated: r.bool(17)?,
         stream: r.bool(18)?,
         guardrail_events: r.json(19)?,
+        forwarded: r.bool(20)?,
     })
 }

@@ -82,6 +82,7 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
              it as `Authorization: Bearer <master key>`"
         );
     };
+    let service_token = service_token(&args.service_token_env, &master_key)?;
     let clock = if args.test_clock {
         warn!("test clock on: POST /admin/clock moves the sidecar's time (never in production)");
         Clock::shifted()
@@ -94,7 +95,7 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         .await
         .context("opening the database")??;
     let backend = store.backend_name();
-    let app = http::router(AppState::new(Arc::new(store), &master_key));
+    let app = http::router(AppState::new(Arc::new(store), &master_key, &service_token));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -106,6 +107,28 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         .context("HTTP server failed")?;
     info!("tollgate-sidecar stopped");
     Ok(())
+}
+
+/// The filter's service token from the environment variable `var`, checked
+/// like the master key: `serve` does not start without a usable one.
+fn service_token(var: &str, master_key: &str) -> Result<String> {
+    let token = match std::env::var(var) {
+        Ok(token) if !token.is_empty() => token,
+        Ok(_) | Err(std::env::VarError::NotPresent) => bail!(
+            "no service token configured: set {var} to a random secret of at least {min} \
+             characters, e.g. `export {var}=$(openssl rand -hex 32)`, for both tollgate-sidecar and \
+             Envoy (its wasm VM lists {var} in `environment_variables.host_env_keys`); the filter \
+             sends it as `Authorization: Bearer <token>` on every /v1/* call",
+            min = http::MIN_SERVICE_TOKEN_LEN
+        ),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("{var} is not valid UTF-8; the service token must be printable ASCII")
+        }
+    };
+    if let Err(problem) = http::check_service_token(&token, master_key) {
+        bail!("the service token in {var} {problem}");
+    }
+    Ok(token)
 }
 
 /// Resolves on SIGINT or SIGTERM so in-flight requests can finish.

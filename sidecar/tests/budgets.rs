@@ -33,6 +33,8 @@ on_both_backends!(
     price_overrides_change_cost_and_can_be_removed,
     usage_grouped_by_key_team_user_model_and_day,
     budget_admin_create_list_update_delete,
+    blocked_requests_are_recorded_but_never_charged,
+    guardrail_event_counts_are_kept_and_default_to_one,
 );
 
 static REQUESTS: AtomicUsize = AtomicUsize::new(0);
@@ -108,6 +110,7 @@ fn report(
         stream: false,
         guardrail_events: vec![],
         ts,
+        forwarded: true,
     }
 }
 
@@ -575,6 +578,7 @@ fn settling_is_idempotent_by_request_id(backend: Backend) {
         kind: "email".into(),
         direction: "input".into(),
         action: "redact".into(),
+        count: 2,
     }];
     let first = store.settle(std::slice::from_ref(&rep)).unwrap().remove(0);
     // claude-haiku-4-5: $1 input, $0.10 cached, $5 output per 1M.
@@ -622,7 +626,7 @@ fn settling_is_idempotent_by_request_id(backend: Backend) {
         ),
         (1_000_000, 100_000, 400_000, 50_000)
     );
-    assert!(row.stream && row.priced && !row.estimated);
+    assert!(row.stream && row.priced && !row.estimated && row.forwarded);
     assert_eq!(row.guardrail_events, rep.guardrail_events);
     assert_eq!(
         store.get_budget(&b.id).unwrap().used,
@@ -942,4 +946,146 @@ fn budget_admin_create_list_update_delete(backend: Backend) {
     ] {
         assert!(matches!(bad, Err(Error::Invalid(_))), "{bad:?}");
     }
+}
+
+/// A request the gateway answered itself (`forwarded: false`, a guardrail
+/// block): a ledger row at cost 0 with its events, idempotent by request id,
+/// but no budget charged (not even a request count) and no provider request
+/// in the daily tallies.
+fn blocked_requests_are_recorded_but_never_charged(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
+    let per_key = hard(
+        &store,
+        Scope::Key,
+        "key_a",
+        Kind::Requests,
+        1.0,
+        Period::Lifetime,
+    );
+    let dollars = hard(&store, Scope::Team, "ml", Kind::Spend, 10.0, Period::Daily);
+    let tokens = hard(
+        &store,
+        Scope::User,
+        "alice",
+        Kind::Tokens,
+        1e6,
+        Period::Daily,
+    );
+    let now = store.clock.now();
+    let mut blocked = report(&req("key_a", "gpt-4o", 0, 0), None, 0, 0, now);
+    blocked.forwarded = false;
+    blocked.status = 400;
+    blocked.guardrail_events = vec![GuardrailEvent {
+        guardrail: "secrets".into(),
+        kind: "aws_access_key".into(),
+        direction: "input".into(),
+        action: "block".into(),
+        count: 3,
+    }];
+    let first = store
+        .settle(std::slice::from_ref(&blocked))
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        first,
+        Settled {
+            request_id: blocked.request_id.clone(),
+            cost_usd: 0.0,
+            priced: true,
+            duplicate: false,
+        },
+        "nothing reached a provider: the cost is known to be 0"
+    );
+    let again = store
+        .settle(std::slice::from_ref(&blocked))
+        .unwrap()
+        .remove(0);
+    assert!(again.duplicate && again.cost_usd == 0.0);
+
+    let rows = store.ledger(Some("key_a"), 10).unwrap();
+    assert_eq!(rows.len(), 1, "one row, however often it is reported");
+    let row = &rows[0];
+    assert!(!row.forwarded);
+    assert_eq!((row.status, row.cost_usd), (400, 0.0));
+    assert_eq!(row.guardrail_events, blocked.guardrail_events);
+    for b in [&per_key, &dollars, &tokens] {
+        let b = store.get_budget(&b.id).unwrap();
+        assert_eq!((b.used, b.reserved), (0.0, 0.0), "{:?} charged", b.kind);
+    }
+    let by_key = store
+        .usage(&UsageQuery {
+            group_by: GroupBy::Key,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(by_key.is_empty(), "not a provider request: {by_key:?}");
+
+    // The key's one request is still there for a forwarded one...
+    let r = req("key_a", "gpt-4o", 100, 100);
+    let a = allowed(store.reserve(&r).unwrap());
+    // ...and a blocked report naming a reservation releases it, charging nothing.
+    let mut released = report(&r, Some(&a.reservation_id), 0, 0, now);
+    released.forwarded = false;
+    assert!(!store.settle(&[released]).unwrap()[0].duplicate);
+    let b = store.get_budget(&per_key.id).unwrap();
+    assert_eq!((b.used, b.reserved), (0.0, 0.0));
+
+    // A forwarded request is charged and tallied as before, next to the blocked ones.
+    let charged = spend(&store, "key_a", "gpt-4o", 1000, 100);
+    assert!(charged.cost_usd > 0.0);
+    assert_eq!(store.get_budget(&per_key.id).unwrap().used, 1.0);
+    let rows = store.ledger(Some("key_a"), 10).unwrap();
+    let forwarded: Vec<bool> = rows.iter().map(|r| r.forwarded).collect();
+    assert_eq!(forwarded.iter().filter(|f| **f).count(), 1, "{forwarded:?}");
+    assert_eq!(rows.len(), 3);
+    let by_key = store
+        .usage(&UsageQuery {
+            group_by: GroupBy::Key,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_key.len(), 1);
+    assert_eq!(by_key[0].totals.requests, 1);
+}
+
+/// The filter aggregates guardrail findings with a count; reports from
+/// filters that send one entry per finding (no `count`) still mean one each.
+fn guardrail_event_counts_are_kept_and_default_to_one(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
+    let r = req("key_a", "gpt-4o", 10, 10);
+    let mut json = report_json(&r, store.clock.now());
+    json["guardrail_events"] = serde_json::json!([
+        {"guardrail": "pii", "kind": "email", "direction": "input", "action": "redact",
+         "count": 4},
+        {"guardrail": "pii", "kind": "phone", "direction": "output", "action": "redact"}
+    ]);
+    let report: UsageReport = serde_json::from_value(json).unwrap();
+    assert!(report.forwarded, "forwarded defaults to true");
+    store.settle(&[report]).unwrap();
+    let rows = store.ledger(Some("key_a"), 10).unwrap();
+    let counts: Vec<(&str, u64)> = rows[0]
+        .guardrail_events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.count))
+        .collect();
+    assert_eq!(counts, vec![("email", 4), ("phone", 1)]);
+    assert!(rows[0].forwarded);
+    let listed = serde_json::to_value(&rows[0]).unwrap();
+    assert_eq!(listed["guardrail_events"][1]["count"], 1);
+    assert_eq!(listed["forwarded"], true);
+}
+
+/// A report as the filter sends it, without the fields that have defaults.
+fn report_json(r: &ReserveRequest, ts: i64) -> serde_json::Value {
+    serde_json::json!({
+        "request_id": r.request_id, "reservation_id": null, "key_id": r.key_id,
+        "team": r.team, "user": r.user, "model": r.model, "upstream_model": r.upstream_model,
+        "provider": r.provider, "api": "chat_completions", "input_tokens": 10,
+        "output_tokens": 10, "cached_tokens": 0, "reasoning_tokens": 0, "status": 200,
+        "latency_ms": 5, "estimated": false, "stream": false, "ts": ts
+    })
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::{Backend, TestDb};
 use serde_json::{json, Value};
+use tempfile::TempDir;
 use tollgate_sidecar::clock::Clock;
 use tollgate_sidecar::keys::hash_key;
 use tollgate_sidecar::ledger::UsageReport;
@@ -164,10 +165,137 @@ fn serve_refuses_to_start_without_master_key() {
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(dir.path().join("t.db"))
         .env_remove("TOLLGATE_MASTER_KEY")
+        .env("TOLLGATE_SERVICE_TOKEN", SERVICE_TOKEN)
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TOLLGATE_MASTER_KEY"));
+}
+
+const MASTER_KEY: &str = "cli-test-master-key-0123456789abcdef";
+const SERVICE_TOKEN: &str = "cli-test-service-token-0123456789abcdef";
+
+/// `serve` on a database in `dir` with the master key set and
+/// `service_token` (if any) in the environment variable `var`, plus the
+/// extra arguments.
+fn serve(dir: &TempDir, var: &str, service_token: Option<&str>, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"));
+    cmd.arg("--db")
+        .arg(dir.path().join("t.db"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
+        .env_remove("TOLLGATE_SERVICE_TOKEN")
+        .env_remove("RUST_LOG");
+    match service_token {
+        Some(token) => cmd.env(var, token),
+        None => cmd.env_remove(var),
+    };
+    cmd
+}
+
+/// Like a missing master key, a missing or weak service token stops `serve`
+/// with a message naming the variable.
+#[test]
+fn serve_refuses_to_start_without_a_usable_service_token() {
+    let short = "x".repeat(31);
+    let spaced = format!("{SERVICE_TOKEN} {SERVICE_TOKEN}");
+    let cases: [(&str, Option<&str>, &[&str], &str); 6] = [
+        (
+            "TOLLGATE_SERVICE_TOKEN",
+            None,
+            &[],
+            "no service token configured",
+        ),
+        (
+            "TOLLGATE_SERVICE_TOKEN",
+            Some(""),
+            &[],
+            "no service token configured",
+        ),
+        ("TOLLGATE_SERVICE_TOKEN", Some(&short), &[], "at least 32"),
+        (
+            "TOLLGATE_SERVICE_TOKEN",
+            Some(&spaced),
+            &[],
+            "printable ASCII",
+        ),
+        (
+            "TOLLGATE_SERVICE_TOKEN",
+            Some(MASTER_KEY),
+            &[],
+            "master key",
+        ),
+        (
+            "MY_FILTER_TOKEN",
+            None,
+            &["--service-token-env", "MY_FILTER_TOKEN"],
+            "no service token configured",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (var, token, extra, expected) in cases {
+        let out = serve(&dir, var, token, extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={token:?} started");
+        assert!(
+            stderr.contains(var) && stderr.contains(expected),
+            "{var}={token:?}: {stderr}"
+        );
+        assert!(!stderr.contains(MASTER_KEY), "{stderr}");
+    }
+}
+
+/// A running sidecar answers the filter's calls with the token from the
+/// variable `--service-token-env` names, and only with that one.
+#[test]
+fn serve_takes_the_service_token_from_the_named_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = serve(
+        &dir,
+        "MY_FILTER_TOKEN",
+        Some(SERVICE_TOKEN),
+        &["--service-token-env", "MY_FILTER_TOKEN"],
+    )
+    .env(
+        "TOLLGATE_SERVICE_TOKEN",
+        "another-token-another-token-another-token",
+    )
+    .env("RUST_LOG", "info")
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let addr = listening_address(&mut child);
+    let body = format!(r#"{{"key_hash": "{}"}}"#, "a".repeat(64));
+    let call = |token: &str| http_post(&addr, "/v1/authorize", token, &body);
+    let ok = call(SERVICE_TOKEN);
+    let default_var = call("another-token-another-token-another-token");
+    let master = call(MASTER_KEY);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(
+        ok.ends_with(r#"{"valid":false,"reason":"unknown"}"#),
+        "{ok}"
+    );
+    for refused in [default_var, master] {
+        assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    }
+}
+
+/// One POST with a bearer token over a fresh connection; the raw response.
+fn http_post(addr: &str, path: &str, token: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 fn stdout(out: &Output) -> String {
@@ -311,30 +439,16 @@ fn cli_budgets_prices_and_usage(backend: Backend) {
 /// `serve --test-clock` mounts `POST /admin/clock`; plain `serve` does not.
 #[test]
 fn serve_with_test_clock_lets_tests_move_time() {
-    for (flag, expected) in [(Some("--test-clock"), 200), (None, 404)] {
+    for (flag, expected) in [(&["--test-clock"][..], 200), (&[][..], 404)] {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"))
-            .arg("--db")
-            .arg(dir.path().join("t.db"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(flag)
-            .env("TOLLGATE_MASTER_KEY", "m")
+        let mut child = serve(&dir, "TOLLGATE_SERVICE_TOKEN", Some(SERVICE_TOKEN), flag)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let addr = listening_address(&mut child);
         let body = r#"{"now": 4102444800}"#;
-        let mut stream = TcpStream::connect(&addr).unwrap();
-        write!(
-            stream,
-            "POST /admin/clock HTTP/1.1\r\nhost: x\r\nauthorization: Bearer m\r\n\
-             content-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        let response = http_post(&addr, "/admin/clock", MASTER_KEY, body);
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(

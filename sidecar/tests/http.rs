@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::app::{app, error_type, App, MASTER};
+use common::app::{app, error_type, App, MASTER, SERVICE};
 use common::T0;
 use serde_json::{json, Value};
 use tollgate_sidecar::keys::hash_key;
@@ -20,7 +20,7 @@ trait KeyCalls {
 impl KeyCalls for App {
     async fn authorize(&self, key_hash: &str) -> (StatusCode, Value) {
         let body = json!({ "key_hash": key_hash }).to_string();
-        self.send(Method::POST, "/v1/authorize", None, &body).await
+        self.filter("/v1/authorize", &body).await
     }
 
     async fn create_key(&self, body: Value) -> Value {
@@ -156,7 +156,7 @@ async fn authorize_rejects_malformed_requests() {
         assert_eq!(error_type(&body), "invalid_request");
     }
     for raw in ["{not json", "{}", r#"{"key_hash": 5}"#, "[]"] {
-        let (status, body) = app.send(Method::POST, "/v1/authorize", None, raw).await;
+        let (status, body) = app.filter("/v1/authorize", raw).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "body {raw:?}");
         assert!(body["error"]["message"].is_string());
     }
@@ -359,4 +359,122 @@ async fn unknown_routes_get_json_errors() {
     let (status, body) = app.send(Method::GET, "/v1/authorize", None, "").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_type(&body), "method_not_allowed");
+}
+
+/// The filter's endpoints take the service token and nothing else: without
+/// it (or with the master key) nobody on the host can probe key hashes,
+/// hold budget or forge settlements.
+#[tokio::test]
+async fn filter_endpoints_require_the_service_token() {
+    let app = app();
+    let created = app.create_key(json!({"team": "ml"})).await;
+    let key_id = created["id"].as_str().unwrap();
+    let (status, budget) = app
+        .admin(
+            Method::POST,
+            "/admin/budgets",
+            json!({"scope": "team", "scope_id": "ml", "kind": "requests", "limit": 5,
+                   "period": "lifetime"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{budget}");
+    let report = json!({
+        "request_id": "forged", "reservation_id": null, "key_id": key_id, "team": "ml",
+        "user": null, "model": "gpt-4o", "upstream_model": "gpt-4o", "provider": "openai",
+        "api": "chat_completions", "input_tokens": 1_000_000, "output_tokens": 1_000_000,
+        "cached_tokens": 0, "reasoning_tokens": 0, "status": 200, "latency_ms": 1,
+        "estimated": false, "stream": false, "ts": T0
+    });
+    let calls = [
+        (
+            "/v1/authorize",
+            json!({"key_hash": hash_key(created["key"].as_str().unwrap())}),
+        ),
+        (
+            "/v1/reserve",
+            json!({"request_id": "forged", "key_id": key_id, "team": "ml", "user": null,
+                   "model": "gpt-4o", "upstream_model": "gpt-4o", "provider": "openai",
+                   "estimated_input_tokens": 10, "max_output_tokens": 10}),
+        ),
+        ("/v1/settle", report.clone()),
+        ("/v1/settle/batch", json!({ "reports": [report] })),
+    ];
+    let master = format!("Bearer {MASTER}");
+    let lowercase_master = format!("bearer {MASTER}");
+    let basic = format!("Basic {SERVICE}");
+    let wrong = format!("Bearer {}", SERVICE.replace('0', "1"));
+    let rejected = [
+        None,
+        Some(SERVICE),
+        Some(basic.as_str()),
+        Some("Bearer "),
+        Some(wrong.as_str()),
+        Some(master.as_str()),
+        Some(lowercase_master.as_str()),
+    ];
+    for (path, body) in &calls {
+        for auth in rejected {
+            let (status, err) = app.send(Method::POST, path, auth, &body.to_string()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with {auth:?}");
+            assert_eq!(error_type(&err), "unauthorized", "{err}");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(message.contains("service token"), "{message}");
+            assert!(!message.contains(SERVICE), "{message}");
+        }
+    }
+    assert!(
+        app.store.ledger(None, 10).unwrap().is_empty(),
+        "no settlement forged"
+    );
+    let id = budget["id"].as_str().unwrap();
+    let b = app.store.get_budget(id).unwrap();
+    assert_eq!(
+        (b.used, b.reserved),
+        (0.0, 0.0),
+        "no budget held or charged"
+    );
+
+    // The service token opens the filter's endpoints only, never the admin API.
+    let service = format!("Bearer {SERVICE}");
+    let (status, _) = app
+        .send(Method::GET, "/admin/keys", Some(&service), "")
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    for (path, body) in &calls {
+        let (status, answer) = app.filter(path, &body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+    }
+    let lowercase = format!("bearer {SERVICE}");
+    let (status, answer) = app
+        .send(
+            Method::POST,
+            "/v1/authorize",
+            Some(&lowercase),
+            &calls[0].1.to_string(),
+        )
+        .await;
+    assert_eq!((status, &answer["valid"]), (StatusCode::OK, &json!(true)));
+    assert_eq!(app.store.ledger(None, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn service_token_must_be_long_printable_and_not_the_master_key() {
+    use tollgate_sidecar::http::{check_service_token, MIN_SERVICE_TOKEN_LEN};
+    let long = "x".repeat(MIN_SERVICE_TOKEN_LEN);
+    assert_eq!(check_service_token(&long, MASTER), Ok(()));
+    assert_eq!(check_service_token(SERVICE, MASTER), Ok(()));
+    let short = check_service_token(&long[1..], MASTER).unwrap_err();
+    assert!(
+        short.contains("31 characters") && short.contains("32"),
+        "{short}"
+    );
+    let spaced = format!("{} {}", long, long);
+    assert!(check_service_token(&spaced, MASTER)
+        .unwrap_err()
+        .contains("printable ASCII"));
+    assert!(check_service_token(&format!("{long}\n"), MASTER).is_err());
+    assert!(check_service_token(&long, &long)
+        .unwrap_err()
+        .contains("master key"));
 }

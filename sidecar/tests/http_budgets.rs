@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 
 use axum::http::{Method, StatusCode};
-use common::app::{app, app_on_system_clock, error_type, App, MASTER};
+use common::app::{app, app_on_system_clock, error_type, App, MASTER, SERVICE};
 use common::{Backend, TestStore, T0};
 use serde_json::{json, Value};
 use tollgate_sidecar::http::{router, AppState};
@@ -40,7 +40,7 @@ fn report(request_id: &str, reservation: Option<&str>, key: &str, model: &str, t
 }
 
 async fn post(app: &App, path: &str, body: Value) -> (StatusCode, Value) {
-    app.send(Method::POST, path, None, &body.to_string()).await
+    app.filter(path, &body.to_string()).await
 }
 
 #[tokio::test]
@@ -112,10 +112,19 @@ async fn reserve_and_settle_answer_the_documented_json() {
         .await;
     let rows = rows["requests"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["guardrail_events"][0]["guardrail"], "pii");
     assert_eq!(
-        (&rows[0]["stream"], &rows[0]["latency_ms"]),
-        (&json!(true), &json!(900))
+        rows[0]["guardrail_events"],
+        json!([{"guardrail": "pii", "kind": "email", "direction": "input", "action": "redact",
+                "count": 1}]),
+        "a report without counts: one finding each"
+    );
+    assert_eq!(
+        (
+            &rows[0]["stream"],
+            &rows[0]["latency_ms"],
+            &rows[0]["forwarded"]
+        ),
+        (&json!(true), &json!(900), &json!(true))
     );
     let (_, all) = app
         .admin(Method::GET, "/admin/usage/requests", json!({}))
@@ -378,12 +387,14 @@ async fn clock_moves_only_with_the_test_clock() {
     );
 }
 
-/// Minimal HTTP/1.1 client: one request per connection.
+/// Minimal HTTP/1.1 client: one request per connection, as the filter
+/// (with the service token).
 fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).unwrap();
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nhost: sidecar\r\ncontent-type: application/json\r\n\
+         authorization: Bearer {SERVICE}\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -413,7 +424,7 @@ fn fifty_concurrent_reserves_over_http_pass_a_budget_of_ten(backend: Backend) {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(AppState::new(Arc::clone(&store.store), MASTER));
+    let app = router(AppState::new(Arc::clone(&store.store), MASTER, SERVICE));
     let server = runtime.spawn(async move { axum::serve(listener, app).await });
 
     let start = Barrier::new(50);
@@ -445,4 +456,74 @@ fn fifty_concurrent_reserves_over_http_pass_a_budget_of_ten(backend: Backend) {
     let refused = answers.iter().find(|(_, a)| a["allowed"] == false).unwrap();
     assert_eq!(refused.1["reason"], "budget");
     assert_eq!(refused.1["scope_id"], "key_a");
+}
+
+/// A guardrail block as the filter reports it: no reservation, no tokens,
+/// `forwarded: false`, events aggregated with counts. Listed in the ledger,
+/// never charged or counted as a provider request.
+#[tokio::test]
+async fn blocked_reports_are_listed_but_never_charged() {
+    let app = app();
+    let (status, budget) = app
+        .admin(
+            Method::POST,
+            "/admin/budgets",
+            json!({"scope": "key", "scope_id": "key_a", "kind": "requests", "limit": 1,
+                   "period": "daily"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{budget}");
+    let mut blocked = report("blocked-1", None, "key_a", "gpt-4o", T0);
+    for field in ["input_tokens", "output_tokens", "latency_ms"] {
+        blocked[field] = json!(0);
+    }
+    blocked["status"] = json!(400);
+    blocked["stream"] = json!(false);
+    blocked["forwarded"] = json!(false);
+    blocked["guardrail_events"] = json!([
+        {"guardrail": "secrets", "kind": "github_token", "direction": "input", "action": "block",
+         "count": 2},
+        {"guardrail": "pii", "kind": "email", "direction": "input", "action": "redact",
+         "count": 7}
+    ]);
+    for duplicate in [false, true] {
+        let (status, settled) = post(&app, "/v1/settle", blocked.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            settled,
+            json!({"request_id": "blocked-1", "cost_usd": 0.0, "priced": true,
+                   "duplicate": duplicate})
+        );
+    }
+    let (_, rows) = app
+        .admin(Method::GET, "/admin/usage/requests?key_id=key_a", json!({}))
+        .await;
+    let rows = rows["requests"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            &rows[0]["forwarded"],
+            &rows[0]["status"],
+            &rows[0]["cost_usd"]
+        ),
+        (&json!(false), &json!(400), &json!(0.0))
+    );
+    assert_eq!(rows[0]["guardrail_events"], blocked["guardrail_events"]);
+    let (_, usage) = app
+        .admin(Method::GET, "/admin/usage?group_by=key", json!({}))
+        .await;
+    assert_eq!(usage["rows"], json!([]), "no provider request");
+    let (_, b) = app
+        .admin(
+            Method::GET,
+            &format!("/admin/budgets/{}", budget["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!((&b["used"], &b["reserved"]), (&json!(0.0), &json!(0.0)));
+    let (_, ok) = post(&app, "/v1/reserve", reserve_body("r1", "key_a", "gpt-4o")).await;
+    assert_eq!(
+        ok["allowed"], true,
+        "the day's one request is still there: {ok}"
+    );
 }

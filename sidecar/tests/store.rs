@@ -11,6 +11,7 @@ use serde_json::json;
 use tollgate_sidecar::clock::Clock;
 use tollgate_sidecar::error::Error;
 use tollgate_sidecar::keys::hash_key;
+use tollgate_sidecar::ledger::UsageReport;
 use tollgate_sidecar::model::{
     Authorization, DenyReason, KeyStatus, KeyUpdate, NewKey, NewTeam, StatusChange, TeamUpdate,
 };
@@ -27,6 +28,7 @@ on_both_backends!(
     teams_create_conflict_update_and_list,
     data_survives_reopen,
     newer_schema_is_refused,
+    ledger_rows_from_before_forwarded_and_counts_read_as_forwarded_once,
 );
 
 fn key_for_team(team: &str) -> NewKey {
@@ -364,8 +366,8 @@ fn sqlite_is_in_wal_mode_at_the_latest_schema() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        version, 3,
-        "keys and teams; budgets and the ledger; holds, tallies and prices"
+        version, 4,
+        "keys and teams; budgets and the ledger; holds, tallies and prices; forwarded"
     );
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -408,4 +410,59 @@ fn sqlite_schema_2_is_migrated() {
         (2, 30, 1)
     );
     assert_eq!(store.ledger(Some("key_old"), 10).unwrap().len(), 2);
+}
+
+/// A database from before `forwarded` and guardrail event counts (SQLite
+/// schema 3, PostgreSQL schema 1) is migrated: its rows reached a provider,
+/// and each stored event is one finding.
+fn ledger_rows_from_before_forwarded_and_counts_read_as_forwarded_once(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
+    let report = |id: &str, forwarded: bool| -> UsageReport {
+        serde_json::from_value(json!({
+            "request_id": id, "reservation_id": null, "key_id": "key_a", "team": null,
+            "user": null, "model": "gpt-4o", "upstream_model": "gpt-4o", "provider": "openai",
+            "api": "chat_completions", "input_tokens": 10, "output_tokens": 10,
+            "cached_tokens": 0, "reasoning_tokens": 0, "status": 200, "latency_ms": 5,
+            "estimated": false, "stream": false, "ts": common::T0, "forwarded": forwarded,
+            "guardrail_events": [{"guardrail": "pii", "kind": "email", "direction": "input",
+                                  "action": "redact", "count": 5}]
+        }))
+        .unwrap()
+    };
+    store.settle(&[report("old", true)]).unwrap();
+    // Back to the previous schema, with the event as older sidecars stored it.
+    let old_events =
+        r#"[{"guardrail":"pii","kind":"email","direction":"input","action":"redact"}]"#;
+    let downgrade = format!(
+        "ALTER TABLE usage_ledger DROP COLUMN forwarded;
+         UPDATE usage_ledger SET guardrail_events = '{old_events}';"
+    );
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(&store.db.url).unwrap();
+            conn.execute_batch(&downgrade).unwrap();
+            conn.pragma_update(None, "user_version", 3).unwrap();
+        }
+        Backend::Postgres => PgServer::connect(&store.db.url)
+            .batch_execute(&format!(
+                "{downgrade} UPDATE schema_version SET version = 1;"
+            ))
+            .unwrap(),
+    }
+    let again = store.reopen();
+    again.settle(&[report("new", false)]).unwrap();
+    let rows = again.ledger(Some("key_a"), 10).unwrap();
+    let shape: Vec<(&str, bool, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.request_id.as_str(),
+                r.forwarded,
+                r.guardrail_events[0].count,
+            )
+        })
+        .collect();
+    assert_eq!(shape, vec![("new", false, 5), ("old", true, 1)]);
 }

@@ -3,6 +3,7 @@
 
 use super::config::FailureMode;
 use super::error::GatewayError;
+use super::events::EventCount;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -165,15 +166,44 @@ pub fn parse_reserve_response(body: &[u8]) -> Result<ReserveAnswer, String> {
     }))
 }
 
+/// Guardrail events of one kind on one request, counted (never the text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GuardrailEventReport {
     pub guardrail: String,
     pub kind: String,
     pub direction: String,
     pub action: String,
+    pub count: u64,
 }
 
-/// One request's usage for `POST /v1/settle/batch`.
+impl From<EventCount> for GuardrailEventReport {
+    fn from(c: EventCount) -> Self {
+        GuardrailEventReport {
+            guardrail: c.guardrail.into(),
+            kind: capped(&c.kind, MAX_REPORT_FIELD),
+            direction: c.direction.into(),
+            action: c.action.into(),
+            count: c.count,
+        }
+    }
+}
+
+/// Longest text field a usage report carries: names and ids are short, and
+/// a report must stay far below the sidecar's request size limit.
+pub const MAX_REPORT_FIELD: usize = 256;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn capped(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default().to_string()
+}
+
+/// One request's usage for `POST /v1/settle/batch`. Text fields are cut to
+/// `MAX_REPORT_FIELD` (see `bounded`) and events are counted by kind, so a
+/// report's size does not grow with what the client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageReport {
     pub request_id: String,
@@ -195,11 +225,30 @@ pub struct UsageReport {
     pub estimated: bool,
     pub stream: bool,
     pub guardrail_events: Vec<GuardrailEventReport>,
+    /// False when the gateway answered itself (a guardrail block): recorded,
+    /// never billed.
+    pub forwarded: bool,
     pub ts: u64,
 }
 
-pub fn settle_batch_body(reports: &[UsageReport]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "reports": reports })).unwrap_or_default()
+impl UsageReport {
+    /// The report with every client- or sidecar-supplied text field capped.
+    pub fn bounded(mut self) -> UsageReport {
+        for field in [
+            &mut self.model,
+            &mut self.upstream_model,
+            &mut self.provider,
+        ] {
+            *field = capped(field, MAX_REPORT_FIELD);
+        }
+        for field in [&mut self.key_id, &mut self.team, &mut self.user]
+            .into_iter()
+            .flatten()
+        {
+            *field = capped(field, MAX_REPORT_FIELD);
+        }
+        self
+    }
 }
 
 #[cfg(test)]

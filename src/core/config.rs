@@ -31,6 +31,10 @@ pub struct SidecarConfig {
     pub timeout_ms: u64,
     #[serde(default)]
     pub failure_mode: FailureMode,
+    /// Environment variable (listed in `host_env_keys`) holding the service
+    /// token the sidecar requires on every call.
+    #[serde(default = "default_sidecar_token_env")]
+    pub token_env: String,
 }
 
 impl Default for SidecarConfig {
@@ -40,8 +44,13 @@ impl Default for SidecarConfig {
             authority: default_sidecar_authority(),
             timeout_ms: default_sidecar_timeout_ms(),
             failure_mode: FailureMode::Closed,
+            token_env: default_sidecar_token_env(),
         }
     }
+}
+
+fn default_sidecar_token_env() -> String {
+    "TOLLGATE_SERVICE_TOKEN".into()
 }
 
 fn default_sidecar_cluster() -> String {
@@ -94,7 +103,17 @@ pub struct Provider {
     /// OpenAI-compatible server; default `/v1` (unused for azure).
     #[serde(default)]
     pub base_path: Option<String>,
+    /// Client headers naming a provider account (`openai-organization`,
+    /// `openai-project`) are removed, since the gateway's key is used;
+    /// those listed here pass to this provider.
+    #[serde(default)]
+    pub pass_headers: Vec<String>,
 }
+
+/// Client headers that select an account at the provider: they would spend
+/// on an organization or project of the client's choosing under the
+/// gateway's provider key.
+pub const ACCOUNT_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +188,9 @@ impl Config {
         let mut out = Vec::new();
         if self.sidecar.cluster.trim().is_empty() {
             out.push("sidecar.cluster must name the Envoy cluster of tollgate-sidecar".into());
+        }
+        if self.sidecar.token_env.trim().is_empty() {
+            out.push("sidecar.token_env must name the variable holding the service token".into());
         }
         if self.sidecar.timeout_ms == 0 {
             out.push("sidecar.timeout_ms must be greater than 0".into());
@@ -258,6 +280,15 @@ fn provider_problems(i: usize, p: &Provider) -> Vec<String> {
             "providers[{i}] (`{}`): cluster must name an Envoy cluster",
             p.name
         ));
+    }
+    for h in &p.pass_headers {
+        if !ACCOUNT_HEADERS.contains(&h.as_str()) {
+            out.push(format!(
+                "providers[{i}] (`{}`): pass_headers may list {}, not `{h}`",
+                p.name,
+                ACCOUNT_HEADERS.join(", ")
+            ));
+        }
     }
     match (p.kind, &p.api_version) {
         (ProviderKind::Azure, None) => out.push(format!(

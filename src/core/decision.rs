@@ -25,6 +25,8 @@ pub struct RouteDecision {
     /// `anthropic-version` when an OpenAI client is routed to Anthropic);
     /// set only when absent.
     pub defaults: Vec<(String, String)>,
+    /// Client headers the provider must not see.
+    pub remove: Vec<String>,
 }
 
 impl RouteDecision {
@@ -41,6 +43,9 @@ impl RouteDecision {
         }
         for (name, value) in &self.defaults {
             out.push_str(&format!("\nh={name}\t{value}"));
+        }
+        for name in &self.remove {
+            out.push_str(&format!("\nr={name}"));
         }
         out
     }
@@ -67,6 +72,7 @@ impl RouteDecision {
                     let (name, value) = value.split_once('\t')?;
                     d.defaults.push((name.into(), value.into()));
                 }
+                "r" => d.remove.push(value.into()),
                 _ => return None,
             }
         }
@@ -98,6 +104,7 @@ mod tests {
                 var: "AZ".into(),
             }),
             defaults: vec![("anthropic-version".into(), "2023-06-01".into())],
+            remove: vec!["openai-organization".into(), "openai-project".into()],
         };
         assert_eq!(RouteDecision::decode(full.encode().as_bytes()), Some(full));
         assert_eq!(RouteDecision::decode(b""), None);

@@ -1,7 +1,12 @@
 //! Parsing a client request body: parsed once, validated, model rewritten.
 
 use super::error::GatewayError;
+use super::json;
 use serde_json::Value;
+
+/// Longer model names are refused: no provider has one, and every record
+/// of the request (usage report, trace, stats) carries the name.
+pub const MAX_MODEL_LEN: usize = 256;
 
 /// A parsed LLM request body.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +40,8 @@ impl LlmRequest {
                 "Request body is empty: expected a JSON object.".into(),
             ));
         }
-        let body: Value = serde_json::from_slice(bytes).map_err(|e| {
+        // Strict: the provider must read the same fields the filter checked.
+        let body: Value = json::parse_strict(bytes).map_err(|e| {
             GatewayError::BadRequest(format!("Request body is not valid JSON: {e}."))
         })?;
         let Some(object) = body.as_object() else {
@@ -45,13 +51,23 @@ impl LlmRequest {
         };
         let stream = stream_flag(object)?;
         let (model, model_in_body) = match (object.get("model"), default_model) {
+            (Some(Value::String(m)), _) if m.len() > MAX_MODEL_LEN => {
+                return Err(GatewayError::BadRequest(format!(
+                    "`model` is longer than {MAX_MODEL_LEN} bytes."
+                )))
+            }
             (Some(Value::String(m)), _) if !m.is_empty() => (m.clone(), true),
             (Some(_), _) => {
                 return Err(GatewayError::BadRequest(
                     "`model` must be a non-empty string.".into(),
                 ))
             }
-            (None, Some(model)) => (model.to_string(), false),
+            (None, Some(model)) if model.len() <= MAX_MODEL_LEN => (model.to_string(), false),
+            (None, Some(_)) => {
+                return Err(GatewayError::BadRequest(format!(
+                    "The deployment name is longer than {MAX_MODEL_LEN} bytes."
+                )))
+            }
             (None, None) => {
                 return Err(GatewayError::BadRequest(
                     "Missing required parameter: `model`.".into(),
@@ -102,6 +118,8 @@ mod tests {
             br#"{"model":5}"#,
             br#"{"model":""}"#,
             br#"{"model":"m","stream":"yes"}"#,
+            br#"{"model":"gpt-5.5","messages":[],"model":"gpt-4o"}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"a","content":"b"}]}"#,
             b"{\"model\":\"\xff\"}",
         ] {
             assert!(
@@ -112,6 +130,8 @@ mod tests {
                 "{body:?}"
             );
         }
+        let long = format!(r#"{{"model":"gpt-{}"}}"#, "x".repeat(MAX_MODEL_LEN));
+        assert!(LlmRequest::parse(long.as_bytes(), None).is_err());
         let deep = "[".repeat(100_000);
         assert!(LlmRequest::parse(deep.as_bytes(), None).is_err());
     }

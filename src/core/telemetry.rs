@@ -1,6 +1,6 @@
 //! Traces: configuration, and one request turned into OTLP spans with the
-//! OpenTelemetry GenAI semantic conventions (a `gateway` server span and an
-//! `upstream` client span under it).
+//! OpenTelemetry GenAI semantic conventions (a `gateway` server span and,
+//! when the request went to a provider, an `upstream` client span under it).
 
 use super::api::Api;
 use super::config::ProviderKind;
@@ -71,7 +71,7 @@ fn default_max_queue() -> usize {
     4096
 }
 fn default_max_in_flight() -> usize {
-    2
+    4
 }
 
 impl TracingConfig {
@@ -147,10 +147,16 @@ impl RequestParams {
     }
 }
 
-/// Everything the filter learned about one forwarded request.
+/// Everything the filter learned about one request it forwarded, or
+/// refused with a guardrail (`forwarded: false`).
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
     pub ids: TraceIds,
+    pub forwarded: bool,
+    /// The gateway's id (as in the usage ledger).
+    pub request_id: String,
+    /// The client's `x-request-id`, for correlation only.
+    pub client_request_id: Option<String>,
     pub client_api: Api,
     pub upstream_api: Api,
     pub provider: String,
@@ -167,7 +173,7 @@ pub struct RequestRecord {
     pub end_ns: u64,
     pub input_messages: Option<String>,
     pub output_messages: Option<String>,
-    /// `guardrail/kind/direction/action` of each guardrail event.
+    /// `guardrail/kind/direction/action[*count]` per kind of guardrail event.
     pub guard_events: Vec<String>,
 }
 
@@ -189,8 +195,8 @@ fn error_type(status: u32) -> Option<String> {
     }
 }
 
-/// The gateway span and its upstream child.
-pub fn spans(r: &RequestRecord) -> [Span; 2] {
+/// The gateway span, and its upstream child when the request was forwarded.
+pub fn spans(r: &RequestRecord) -> Vec<Span> {
     let operation = "chat";
     let mut attrs: Attributes = vec![
         ("gen_ai.operation.name", AttrValue::Str(operation.into())),
@@ -209,6 +215,7 @@ pub fn spans(r: &RequestRecord) -> [Span; 2] {
         ),
         ("tollgate.api", AttrValue::Str(r.client_api.name().into())),
         ("tollgate.provider", AttrValue::Str(r.provider.clone())),
+        ("tollgate.request_id", AttrValue::Str(r.request_id.clone())),
     ];
     let opt = |attrs: &mut Attributes, key: &'static str, value: Option<AttrValue>| {
         if let Some(v) = value {
@@ -273,7 +280,18 @@ pub fn spans(r: &RequestRecord) -> [Span; 2] {
             AttrValue::Double(seconds),
         ));
     }
-    let error = error_type(r.status);
+    opt(
+        &mut attrs,
+        "http.request.header.x-request-id",
+        r.client_request_id
+            .clone()
+            .map(|id| AttrValue::StrArray(vec![id])),
+    );
+    let error = if r.forwarded {
+        error_type(r.status)
+    } else {
+        Some("guardrail_blocked".into())
+    };
     opt(&mut attrs, "error.type", error.clone().map(AttrValue::Str));
     opt(
         &mut attrs,
@@ -350,7 +368,11 @@ pub fn spans(r: &RequestRecord) -> [Span; 2] {
         events: vec![],
         error: error_message,
     };
-    [gateway, upstream]
+    if r.forwarded {
+        vec![gateway, upstream]
+    } else {
+        vec![gateway]
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +388,9 @@ mod tests {
                 upstream_span_id: [3; 8],
                 parent: None,
             },
+            forwarded: true,
+            request_id: "00000000000000010000000000000002".into(),
+            client_request_id: Some("client-1".into()),
             client_api: Api::Messages,
             upstream_api: Api::ChatCompletions,
             provider: "openai".into(),
@@ -408,7 +433,7 @@ mod tests {
 
     #[test]
     fn gateway_span_carries_conventions() {
-        let [gateway, upstream] = spans(&record());
+        let [gateway, upstream] = <[Span; 2]>::try_from(spans(&record())).unwrap();
         assert_eq!(gateway.name, "chat gpt-4o");
         assert_eq!(
             attr(&gateway, "gen_ai.usage.output_tokens"),
@@ -426,12 +451,39 @@ mod tests {
         assert_eq!(upstream.parent_span_id, Some(gateway.span_id));
         let mut failed = record();
         failed.status = 503;
-        let [gateway, _] = spans(&failed);
+        let [gateway, _] = <[Span; 2]>::try_from(spans(&failed)).unwrap();
         assert_eq!(
             attr(&gateway, "error.type"),
             Some(&AttrValue::Str("503".into()))
         );
         assert!(gateway.error.is_some());
+    }
+
+    #[test]
+    fn a_blocked_request_has_no_upstream_span() {
+        let mut blocked = record();
+        blocked.forwarded = false;
+        blocked.status = 400;
+        blocked.summary = ResponseSummary::default();
+        blocked.guard_events = vec!["secrets/aws_access_key/input/block".into()];
+        let spans = spans(&blocked);
+        assert_eq!(spans.len(), 1);
+        let gateway = &spans[0];
+        assert_eq!(gateway.kind, SpanKind::Server);
+        assert_eq!(
+            attr(gateway, "error.type"),
+            Some(&AttrValue::Str("guardrail_blocked".into()))
+        );
+        assert_eq!(
+            attr(gateway, "tollgate.guardrail.events"),
+            Some(&AttrValue::StrArray(vec![
+                "secrets/aws_access_key/input/block".into()
+            ]))
+        );
+        assert_eq!(
+            attr(gateway, "http.request.header.x-request-id"),
+            Some(&AttrValue::StrArray(vec!["client-1".into()]))
+        );
     }
 
     #[test]

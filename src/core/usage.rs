@@ -1,5 +1,6 @@
 //! Token usage as reported by providers, from JSON bodies and stream events.
 
+use serde::de::DeserializeSeed;
 use serde_json::Value;
 
 /// Token counts of one request; fields absent from the provider stay 0.
@@ -44,39 +45,137 @@ impl Usage {
     }
 }
 
-/// Characters of generated text in one stream event, found without parsing
-/// it: the string values of the keys that carry text deltas. Used only to
-/// estimate output tokens when a stream ends without usage.
+/// What one pass over a stream event found: the characters of generated
+/// text (the string values of text-carrying keys, to estimate output tokens
+/// when a stream ends without usage) and whether the event can carry usage,
+/// a finish reason or the end of a response (then it is worth a full parse).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventScan {
+    pub text_chars: usize,
+    pub has_meta: bool,
+}
+
+/// Scans one stream event's JSON without building it: a real parse (any
+/// spacing, escapes, key order), allocation-free for plain keys. Text that
+/// is not JSON counts nothing.
+pub fn scan_event(data: &str) -> EventScan {
+    let mut scan = EventScan::default();
+    let mut de = serde_json::Deserializer::from_str(data);
+    let seed = ScanSeed {
+        scan: &mut scan,
+        key: KeyClass::Other,
+    };
+    match seed.deserialize(&mut de).and_then(|()| de.end()) {
+        Ok(()) => scan,
+        Err(_) => EventScan::default(),
+    }
+}
+
+/// Characters of generated text in one stream event.
 pub fn text_chars(data: &str) -> usize {
-    const KEYS: [&str; 5] = [
-        "\"content",
-        "\"text",
-        "\"delta",
-        "\"arguments",
-        "\"partial_json",
-    ];
-    // One pass over the `":"` separators, checking the key before each.
-    let mut total = 0;
-    for (at, sep) in data.match_indices("\":\"") {
-        let key = data.get(..at).unwrap_or("");
-        if !KEYS.iter().any(|k| key.ends_with(k)) {
-            continue;
-        }
-        let value = data.get(at + sep.len()..).unwrap_or("");
-        let mut escaped = false;
-        for c in value.chars() {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => break,
-                _ => {}
-            }
-            if !escaped {
-                total += 1;
-            }
+    scan_event(data).text_chars
+}
+
+/// What the key a value sits under says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyClass {
+    /// Generated text (chat `content`, Messages `text` and `partial_json`,
+    /// Responses `delta`, tool call `arguments`).
+    Text,
+    /// Usage, `finish_reason` or `stop_reason`: meta when not null.
+    Meta,
+    /// An event's `type`: meta when it ends a Responses stream.
+    Type,
+    Other,
+}
+
+impl KeyClass {
+    fn of(key: &str) -> KeyClass {
+        match key {
+            "content" | "text" | "delta" | "arguments" | "partial_json" => KeyClass::Text,
+            "usage" | "finish_reason" | "stop_reason" => KeyClass::Meta,
+            "type" => KeyClass::Type,
+            _ => KeyClass::Other,
         }
     }
-    total
+}
+
+struct ScanSeed<'a> {
+    scan: &'a mut EventScan,
+    key: KeyClass,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ScanSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ScanSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        match self.key {
+            KeyClass::Text => self.scan.text_chars += v.chars().count(),
+            KeyClass::Meta => self.scan.has_meta = true,
+            KeyClass::Type => {
+                self.scan.has_meta |= matches!(v, "response.completed" | "response.incomplete")
+            }
+            KeyClass::Other => {}
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        // Items of a text array (`content: [...]`) are read by their own keys.
+        while seq
+            .next_element_seed(ScanSeed {
+                scan: &mut *self.scan,
+                key: KeyClass::Other,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.key == KeyClass::Meta {
+            self.scan.has_meta = true;
+        }
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            map.next_value_seed(ScanSeed {
+                scan: &mut *self.scan,
+                key: KeyClass::of(&key),
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// What the tracer reports about a response besides usage.
@@ -153,18 +252,15 @@ impl ResponseSummary {
     /// Folds in one stream event's data. Anthropic splits usage (input in
     /// `message_start`, output in `message_delta`), OpenAI sends one final
     /// chunk, Responses puts it in `response.completed`. Events that can
-    /// carry nothing new are not parsed: most are text deltas.
-    pub fn observe_event(&mut self, data: &str) {
-        let worth_parsing = self.meta.id.is_none()
-            || data.contains("\"usage\"")
-            || data.contains("_reason\":\"")
-            || data.contains("\"response.completed\"")
-            || data.contains("\"response.incomplete\"");
-        if !worth_parsing {
-            return;
+    /// carry nothing new are only scanned, not built: most are text deltas.
+    /// Answers the event's characters of generated text.
+    pub fn observe_event(&mut self, data: &str) -> usize {
+        let scan = scan_event(data);
+        if self.meta.id.is_some() && !scan.has_meta {
+            return scan.text_chars;
         }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
-            return;
+            return scan.text_chars;
         };
         self.meta.observe(&v);
         let found = v
@@ -184,6 +280,7 @@ impl ResponseSummary {
                 None => found,
             });
         }
+        scan.text_chars
     }
 }
 
@@ -250,8 +347,16 @@ mod tests {
             text_chars(r#"{"type":"response.output_text.delta","delta":"abc"}"#),
             3
         );
-        assert_eq!(text_chars(r#"{"delta":"unterminated"#), 12);
+        // An event cut short is not JSON: nothing is counted.
+        assert_eq!(text_chars(r#"{"delta":"unterminated"#), 0);
         assert_eq!(text_chars("no text"), 0);
+        // Keys are keys and values are values, whatever the spacing.
+        assert_eq!(
+            text_chars("{ \"choices\" : [ { \"delta\" : { \"content\" : \"Hello\" } } ] }"),
+            5
+        );
+        assert_eq!(text_chars(r#"{"role":"content","x":"text"}"#), 0);
+        assert_eq!(text_chars(r#"{"delta":{"partial_json":"{\"a\": 1}"}}"#), 8);
     }
 
     #[test]
@@ -262,5 +367,20 @@ mod tests {
         s.observe_event(r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#);
         assert_eq!(s.meta.id.as_deref(), Some("chatcmpl-1"));
         assert_eq!(s.meta.finish_reasons, vec!["tool_calls".to_string()]);
+    }
+
+    #[test]
+    fn stream_meta_whatever_the_spacing() {
+        let mut s = ResponseSummary::default();
+        s.observe_event(r#"{ "id": "c1", "choices": [ { "delta": { "content": "x" }, "finish_reason": null } ] }"#);
+        let chars = s.observe_event(r#"{ "id": "c1", "choices": [ { "delta": { "content": "yz" }, "finish_reason": "length" } ] }"#);
+        s.observe_event(r#"{ "id": "c1", "choices": [], "usage": { "prompt_tokens": 3, "completion_tokens": 2 } }"#);
+        assert_eq!(chars, 2);
+        assert_eq!(s.meta.finish_reasons, vec!["length".to_string()]);
+        assert_eq!(s.usage.map(|u| u.output_tokens), Some(2));
+        let mut r = ResponseSummary::default();
+        r.observe_event(r#"{"type":"response.created","response":{"id":"r1"}}"#);
+        r.observe_event(r#"{ "type" : "response.completed", "response": {"id":"r1","object":"response","status":"completed"} }"#);
+        assert_eq!(r.meta.finish_reasons, vec!["stop".to_string()]);
     }
 }

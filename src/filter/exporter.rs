@@ -1,7 +1,9 @@
 //! Fire-and-forget OTLP export, per worker: spans queue up (bounded) and the
-//! root context sends them in batches on its tick. A dead, hung or failing
-//! collector costs at most `max_in_flight` pending calls and `max_queue`
-//! spans; the rest are dropped and counted, never retried without bound.
+//! root context sends them on its tick: every full batch at once (up to
+//! `max_in_flight`), a partial one when `flush_interval_ms` has passed. A
+//! dead, hung or failing collector costs at most `max_in_flight` pending
+//! calls and `max_queue` spans; the rest are dropped and counted, never
+//! retried without bound. `spans_exported` counts what the collector acknowledged.
 
 use super::host;
 use crate::core::otlp::{self, AttrValue, Span};
@@ -12,8 +14,8 @@ pub struct Exporter {
     pub config: TracingConfig,
     resource: Vec<(String, AttrValue)>,
     queue: Vec<Span>,
-    /// Tokens of export calls in flight.
-    in_flight: Vec<u32>,
+    /// Export calls in flight: token and spans carried.
+    in_flight: Vec<(u32, usize)>,
     last_flush_ms: u64,
     dropped: Option<u32>,
     failures: Option<u32>,
@@ -57,18 +59,24 @@ impl Exporter {
         host::set_gauge(self.queued, self.queue.len() as u64);
     }
 
-    /// Sends one batch when due and a slot is free; called on the root context's tick.
+    /// Sends full batches while slots are free, and a partial one when the
+    /// flush interval has passed; called on the root context's tick.
     pub fn flush(&mut self, now_ms: u64) {
-        if self.queue.is_empty()
-            || self.in_flight.len() >= self.config.max_in_flight
-            || now_ms.saturating_sub(self.last_flush_ms) < self.config.flush_interval_ms
-        {
-            return;
+        while self.in_flight.len() < self.config.max_in_flight {
+            let full = self.queue.len() >= self.config.max_batch;
+            let due = now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms;
+            if self.queue.is_empty() || !(full || due) {
+                break;
+            }
+            self.last_flush_ms = now_ms;
+            self.send_batch();
         }
-        self.last_flush_ms = now_ms;
+        host::set_gauge(self.queued, self.queue.len() as u64);
+    }
+
+    fn send_batch(&mut self) {
         let take = self.queue.len().min(self.config.max_batch);
         let batch: Vec<Span> = self.queue.drain(..take).collect();
-        host::set_gauge(self.queued, self.queue.len() as u64);
         let body = otlp::encode_export(&self.resource, "tollgate", &batch);
         let c = &self.config;
         let mut headers = vec![
@@ -86,10 +94,7 @@ impl Exporter {
             vec![],
             timeout,
         ) {
-            Ok(token) => {
-                self.in_flight.push(token);
-                host::add_to_counter(self.exported, batch.len() as u64);
-            }
+            Ok(token) => self.in_flight.push((token, batch.len())),
             Err(e) => {
                 host::add_to_counter(self.failures, 1);
                 host::add_to_counter(self.dropped, batch.len() as u64);
@@ -99,14 +104,20 @@ impl Exporter {
     }
 
     pub fn owns(&self, token: u32) -> bool {
-        self.in_flight.contains(&token)
+        self.in_flight.iter().any(|(t, _)| *t == token)
     }
 
     /// The collector answered (or the call failed or timed out).
     pub fn on_response(&mut self, token: u32, status: Option<String>) {
-        self.in_flight.retain(|t| *t != token);
-        if !status.as_deref().is_some_and(|s| s.starts_with('2')) {
+        let Some(at) = self.in_flight.iter().position(|(t, _)| *t == token) else {
+            return;
+        };
+        let (_, spans) = self.in_flight.swap_remove(at);
+        if status.as_deref().is_some_and(|s| s.starts_with('2')) {
+            host::add_to_counter(self.exported, spans as u64);
+        } else {
             host::add_to_counter(self.failures, 1);
+            host::add_to_counter(self.dropped, spans as u64);
             log::debug!(
                 "tollgate: trace export failed: {}",
                 status.as_deref().unwrap_or("no answer")

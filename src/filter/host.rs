@@ -49,6 +49,7 @@ extern "C" {
         data: *mut *mut u8,
         size: *mut usize,
     ) -> u32;
+    fn proxy_get_buffer_status(kind: u32, length: *mut usize, flags: *mut u32) -> u32;
     fn proxy_set_buffer_bytes(
         kind: u32,
         start: usize,
@@ -174,6 +175,16 @@ pub fn buffer(kind: u32, size: usize) -> Vec<u8> {
 }
 
 /// Replaces the first `size` bytes of a body buffer with `value`.
+/// Bytes held in a buffer (0 when the host has none).
+pub fn buffer_size(kind: u32) -> usize {
+    let (mut length, mut flags) = (0usize, 0u32);
+    // SAFETY: pointers to live locals.
+    match unsafe { proxy_get_buffer_status(kind, &mut length, &mut flags) } {
+        STATUS_OK => length,
+        _ => 0,
+    }
+}
+
 pub fn set_buffer(kind: u32, size: usize, value: &[u8]) -> bool {
     // SAFETY: borrowed slice valid for the call.
     unsafe { proxy_set_buffer_bytes(kind, 0, size, value.as_ptr(), value.len()) == STATUS_OK }
@@ -207,6 +218,21 @@ pub fn now_ns() -> u64 {
     match unsafe { proxy_get_current_time_nanoseconds(&mut nanos) } {
         STATUS_OK => nanos,
         _ => 0,
+    }
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    fn random_get(buf: *mut u8, len: usize) -> i32;
+}
+
+/// Eight random bytes from the host (WASI `random_get`); the clock if it fails.
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: pointer to a live local of the given length.
+    match unsafe { random_get(bytes.as_mut_ptr(), bytes.len()) } {
+        0 => u64::from_le_bytes(bytes),
+        _ => now_ns(),
     }
 }
 

@@ -9,6 +9,7 @@ mod request_stage;
 mod response;
 mod root;
 mod route_stage;
+mod sidecar;
 mod stats;
 mod trace;
 

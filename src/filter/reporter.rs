@@ -1,24 +1,23 @@
 //! Usage reports to the sidecar, per worker: queued at the end of each
-//! request and sent in batches from the root context's tick. A batch that
-//! fails (sidecar down, timeout, non-200) goes back to the front of the queue
-//! and is retried, so usage survives a sidecar restart; the sidecar settles
-//! idempotently by request id. What can still be lost: reports queued in a
-//! worker when Envoy itself stops, or beyond `max_queued_reports` (counted in
+//! request and sent in batches from the root context's tick. The rules
+//! (batch bounds, retry until the sidecar takes them, split and drop what it
+//! refuses) are in `core::report_queue`; this adds the calls and metrics.
+//! What can still be lost: reports queued in a worker when Envoy itself
+//! stops, or beyond `max_queued_reports` (counted in
 //! `tollgate.usage.reports_dropped` and logged).
 
 use super::host;
-use crate::core::budget::{self, BudgetConfig, UsageReport};
-use crate::core::config::SidecarConfig;
-use std::collections::VecDeque;
+use super::sidecar::SidecarClient;
+use crate::core::budget::{BudgetConfig, UsageReport};
+use crate::core::report_queue::{Delivery, ReportQueue, Tally};
+use std::rc::Rc;
 use std::time::Duration;
 
 pub struct Reporter {
-    config: BudgetConfig,
-    sidecar: SidecarConfig,
-    queue: VecDeque<UsageReport>,
-    /// The batch in flight and its callout token.
-    in_flight: Option<(u32, Vec<UsageReport>)>,
-    last_flush_ms: u64,
+    sidecar: Rc<SidecarClient>,
+    queue: ReportQueue,
+    /// The callout token of the batch in flight.
+    in_flight: Option<u32>,
     sent: Option<u32>,
     dropped: Option<u32>,
     failures: Option<u32>,
@@ -26,13 +25,15 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(config: BudgetConfig, sidecar: SidecarConfig) -> Reporter {
+    pub fn new(config: &BudgetConfig, sidecar: Rc<SidecarClient>) -> Reporter {
         Reporter {
-            config,
             sidecar,
-            queue: VecDeque::new(),
+            queue: ReportQueue::new(
+                config.max_queued_reports,
+                config.max_batch,
+                config.flush_interval_ms,
+            ),
             in_flight: None,
-            last_flush_ms: 0,
             sent: host::define_counter("tollgate.usage.reports_sent"),
             dropped: host::define_counter("tollgate.usage.reports_dropped"),
             failures: host::define_counter("tollgate.usage.report_failures"),
@@ -41,83 +42,56 @@ impl Reporter {
     }
 
     pub fn push(&mut self, report: UsageReport) {
-        if self.queue.len() >= self.config.max_queued_reports {
-            if let Some(lost) = self.queue.pop_front() {
-                host::add_to_counter(self.dropped, 1);
-                log::error!(
-                    "tollgate: usage report queue full, dropped the oldest report (request {})",
-                    lost.request_id
-                );
-            }
+        let tally = self.queue.push(&report.bounded());
+        if tally.dropped > 0 {
+            log::error!(
+                "tollgate: usage report queue full, dropped the oldest report ({} queued)",
+                self.queue.pending()
+            );
         }
-        self.queue.push_back(report);
-        host::set_gauge(self.queued, self.queue.len() as u64);
+        self.count(tally);
     }
 
-    /// Sends the next batch when due and nothing is in flight.
+    /// Sends the next batch when one is due and nothing is in flight.
     pub fn tick(&mut self, now_ms: u64) {
-        if self.in_flight.is_some()
-            || self.queue.is_empty()
-            || now_ms.saturating_sub(self.last_flush_ms) < self.config.flush_interval_ms
-        {
+        let Some(body) = self.queue.next_batch(now_ms) else {
             return;
-        }
-        self.last_flush_ms = now_ms;
-        let take = self.queue.len().min(self.config.max_batch);
-        let batch: Vec<UsageReport> = self.queue.drain(..take).collect();
-        let body = budget::settle_batch_body(&batch);
-        let headers = vec![
-            (":method", "POST"),
-            (":path", "/v1/settle/batch"),
-            (":authority", self.sidecar.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        let timeout = Duration::from_millis(self.sidecar.timeout_ms.max(1000));
-        match proxy_wasm::hostcalls::dispatch_http_call(
-            &self.sidecar.cluster,
-            headers,
-            Some(&body),
-            vec![],
-            timeout,
-        ) {
-            Ok(token) => self.in_flight = Some((token, batch)),
-            Err(e) => {
-                log::warn!("tollgate: cannot send usage reports to the sidecar: {e:?}; will retry");
-                self.requeue(batch);
+        };
+        let timeout = Duration::from_millis(self.sidecar.config.timeout_ms.max(1000));
+        match self.sidecar.post("/v1/settle/batch", &body, timeout) {
+            Some(token) => self.in_flight = Some(token),
+            None => {
+                let tally = self.queue.not_sent();
+                self.count(tally);
             }
         }
     }
 
     pub fn owns(&self, token: u32) -> bool {
-        self.in_flight.as_ref().is_some_and(|(t, _)| *t == token)
+        self.in_flight == Some(token)
     }
 
     pub fn on_response(&mut self, status: Option<String>) {
-        let Some((_, batch)) = self.in_flight.take() else {
-            return;
-        };
-        if status.as_deref() == Some("200") {
-            host::add_to_counter(self.sent, batch.len() as u64);
-        } else {
-            log::warn!(
-                "tollgate: sidecar did not take {} usage reports ({}); will retry",
-                batch.len(),
-                status.as_deref().unwrap_or("no answer")
-            );
-            self.requeue(batch);
-        }
-    }
-
-    fn requeue(&mut self, batch: Vec<UsageReport>) {
-        host::add_to_counter(self.failures, 1);
-        for report in batch.into_iter().rev() {
-            self.queue.push_front(report);
-        }
-        while self.queue.len() > self.config.max_queued_reports {
-            if self.queue.pop_back().is_some() {
-                host::add_to_counter(self.dropped, 1);
+        self.in_flight = None;
+        let delivery = Delivery::from_status(status.as_deref());
+        let tally = self.queue.finish(delivery);
+        if delivery != Delivery::Taken {
+            let status = status.as_deref().unwrap_or("no answer");
+            if tally.dropped > 0 {
+                log::error!("tollgate: the sidecar refused a usage report ({status}); dropped it");
+            } else {
+                log::warn!(
+                    "tollgate: the sidecar did not take usage reports ({status}); will retry"
+                );
             }
         }
-        host::set_gauge(self.queued, self.queue.len() as u64);
+        self.count(tally);
+    }
+
+    fn count(&self, tally: Tally) {
+        host::add_to_counter(self.sent, tally.sent);
+        host::add_to_counter(self.dropped, tally.dropped);
+        host::add_to_counter(self.failures, tally.failures);
+        host::set_gauge(self.queued, self.queue.pending() as u64);
     }
 }

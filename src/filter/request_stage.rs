@@ -11,19 +11,19 @@ use super::stats;
 use super::trace::RequestTrace;
 use crate::core::api::{self, Api, ClientFormat};
 use crate::core::auth::{self, KeyCheck, KeyInfo};
-use crate::core::budget::{self, GuardrailEventReport, ReserveAnswer, ReserveRequest, UsageReport};
-use crate::core::config::{FailureMode, ProviderAuth, ProviderKind};
+use crate::core::budget::{self, ReserveAnswer, ReserveRequest, UsageReport};
+use crate::core::config::{FailureMode, ProviderAuth, ProviderKind, ACCOUNT_HEADERS};
 use crate::core::content;
 use crate::core::convert;
 use crate::core::decision::{EnvAuth, RouteDecision};
 use crate::core::error::GatewayError;
+use crate::core::events::{self, EventCount};
 use crate::core::guard::GuardEvent;
 use crate::core::key;
 use crate::core::models;
 use crate::core::request::LlmRequest;
 use crate::core::routing;
 use crate::core::telemetry::{RequestParams, RequestRecord};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -33,6 +33,9 @@ use std::time::Duration;
 /// 413 goes out: answering mid-upload makes Envoy close the connection and
 /// the client often sees a reset instead of the error.
 const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
+/// A client's `x-request-id` is kept for traces up to this many bytes.
+const MAX_CLIENT_REQUEST_ID: usize = 128;
 
 /// The Messages API version sent to Anthropic for clients of other APIs.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -97,9 +100,20 @@ pub struct RequestStage {
     /// The request body ended with the headers (no body callbacks follow).
     headers_ended: bool,
     started_ns: u64,
+    /// When the current callback began: callout timers count from the
+    /// event loop's wake-up, so time computing here is added to timeouts.
+    callback_ns: u64,
+    /// The gateway's own id (the ledger's idempotency key).
     request_id: String,
-    /// Guardrail events of the request (output ones are in `response`).
-    guard_events: Vec<GuardEvent>,
+    /// The client's `x-request-id`, only a correlation attribute on traces.
+    client_request_id: Option<String>,
+    /// Provider-account headers the client sent (`ACCOUNT_HEADERS`).
+    account_headers: Vec<&'static str>,
+    /// Guardrail events of both directions, counted by kind.
+    guard_events: Vec<EventCount>,
+    /// What was decided about a request a guardrail then refused: recorded
+    /// (with its events), never billed.
+    blocked: Option<Forwarded>,
     trace: Option<RequestTrace>,
     forwarded: Option<Forwarded>,
     response: ResponseState,
@@ -118,8 +132,12 @@ impl RequestStage {
             drained: 0,
             headers_ended: false,
             started_ns: 0,
+            callback_ns: 0,
             request_id: String::new(),
+            client_request_id: None,
+            account_headers: Vec::new(),
             guard_events: Vec::new(),
+            blocked: None,
             trace: None,
             forwarded: None,
             response: ResponseState::default(),
@@ -142,6 +160,14 @@ impl RequestStage {
             &error.body(self.format),
             error.retry_after_s(),
         );
+        // Nothing went upstream: no bill, no upstream span. A guardrail
+        // block is still recorded (with its events, at no cost).
+        let forwarded = self.forwarded.take();
+        if let GatewayError::GuardrailBlocked { .. } = error {
+            self.blocked = forwarded;
+            // What the client got, for the record.
+            self.response.status = error.status();
+        }
         self.phase = Phase::Done;
         Action::Pause
     }
@@ -163,6 +189,10 @@ impl RequestStage {
         )
         .ok_or(GatewayError::MissingKey)?;
         self.key_hash = key::hash(client_key);
+        self.account_headers = ACCOUNT_HEADERS
+            .into_iter()
+            .filter(|h| header(headers, h).is_some())
+            .collect();
         // The gateway key never goes upstream (the provider key is added
         // later), and the buffer filter re-sets content-length for a rewritten body.
         for name in ["authorization", "x-api-key", "api-key", "content-length"] {
@@ -218,25 +248,13 @@ impl RequestStage {
     /// POSTs JSON to the sidecar; the answer arrives in
     /// `on_http_call_response`. False (logged) when the call cannot start.
     fn call_sidecar(&self, path: &str, body: &[u8]) -> bool {
-        let sidecar = &self.shared.config.sidecar;
-        let headers = vec![
-            (":method", "POST"),
-            (":path", path),
-            (":authority", sidecar.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        let timeout = Duration::from_millis(sidecar.timeout_ms);
-        match hostcalls::dispatch_http_call(&sidecar.cluster, headers, Some(body), vec![], timeout)
-        {
-            Ok(_) => true,
-            Err(e) => {
-                log::warn!(
-                    "tollgate: cannot call sidecar cluster {} ({path}): {e:?}",
-                    sidecar.cluster
-                );
-                false
-            }
-        }
+        let sidecar = &self.shared.sidecar;
+        // Envoy starts the timer from when its event loop woke up, so the
+        // time this callback spent (a large body's scan) is not the
+        // sidecar's: without it the call could time out before it leaves.
+        let busy_ms = host::now_ns().saturating_sub(self.callback_ns) / 1_000_000;
+        let timeout = Duration::from_millis(sidecar.config.timeout_ms.saturating_add(busy_ms));
+        sidecar.post(path, body, timeout).is_some()
     }
 
     /// Whether to go on without the sidecar (`Ok`, logged) or refuse with 503.
@@ -281,6 +299,16 @@ impl RequestStage {
         }
     }
 
+    /// Routes the complete body held in Envoy's buffer.
+    fn route_body(&mut self, body_size: usize) -> Action {
+        let body = host::buffer(host::REQUEST_BODY, body_size);
+        match self.route(&body) {
+            Ok(()) if self.phase == Phase::Reserving => Action::Pause,
+            Ok(()) => Action::Continue,
+            Err(error) => self.reject(&error),
+        }
+    }
+
     /// Parses the complete body, picks the provider and records the decision.
     fn route(&mut self, body: &[u8]) -> Result<(), GatewayError> {
         let api = self
@@ -292,9 +320,23 @@ impl RequestStage {
                 return Err(GatewayError::ModelNotAllowed(request.model));
             }
         }
-        self.check_input(api, &mut request)?;
-        let config = &self.shared.config;
+        let shared = Rc::clone(&self.shared);
+        let config = &shared.config;
         let route = routing::resolve(config, api, &request.model)?;
+        let budgets = config.budgets.as_ref();
+        self.forwarded = Some(Forwarded {
+            params: RequestParams::from_body(&request.body, request.stream),
+            upstream_model: route.upstream_model.clone(),
+            estimated_input: 0,
+            reservation_id: None,
+            model: request.model.clone(),
+            provider: route.provider.name.clone(),
+            provider_kind: route.provider.kind,
+            upstream_api: route.upstream_api,
+            upstream_start_ns: 0,
+            input_messages: None,
+        });
+        self.check_input(api, &mut request)?;
         self.response.apis = Some((api, route.upstream_api));
         // Another API upstream, or a chat stream (usage must be asked for):
         // translate; otherwise at most the model name changes.
@@ -326,6 +368,12 @@ impl RequestStage {
             } else {
                 Vec::new()
             },
+            remove: self
+                .account_headers
+                .iter()
+                .filter(|h| !route.provider.pass_headers.iter().any(|p| p == *h))
+                .map(|h| h.to_string())
+                .collect(),
         };
         if !host::set_property("tollgate.route", decision.encode().as_bytes()) {
             return Err(GatewayError::Internal(
@@ -334,26 +382,16 @@ impl RequestStage {
         }
         let capture = RequestTrace::captures_content(&self.shared)
             && self.trace.as_ref().is_some_and(|t| t.sampled);
-        let input_messages = capture.then(|| content::input_messages(&request.body));
-        self.response.captured = capture.then(String::new);
-        let budgets = self.shared.config.budgets.as_ref();
-        let estimated_input = budget::estimate_input_tokens(&request.body);
         let max_output = budget::max_output_tokens(
             &request.body,
             budgets.map_or(0, |b| b.default_max_output_tokens),
         );
-        self.forwarded = Some(Forwarded {
-            params: RequestParams::from_body(&request.body, request.stream),
-            upstream_model: route.upstream_model.clone(),
-            estimated_input,
-            reservation_id: None,
-            model: request.model,
-            provider: route.provider.name.clone(),
-            provider_kind: route.provider.kind,
-            upstream_api: route.upstream_api,
-            upstream_start_ns: host::now_ns(),
-            input_messages,
-        });
+        if let Some(f) = &mut self.forwarded {
+            f.estimated_input = budget::estimate_input_tokens(&request.body);
+            f.input_messages = capture.then(|| content::input_messages(&request.body));
+            f.upstream_start_ns = host::now_ns();
+        }
+        self.response.captured = capture.then(String::new);
         self.phase = Phase::Forwarded;
         if budgets.is_some_and(|b| b.enforce) {
             self.reserve(max_output)?;
@@ -389,8 +427,8 @@ impl RequestStage {
     }
 
     fn record_guard_events(&mut self, events: &[GuardEvent]) {
-        count_guard_events(&self.shared.stats, events);
-        self.guard_events.extend_from_slice(events);
+        count_guard_events(&self.shared.stats, &events::tally(events));
+        events::add(&mut self.guard_events, events);
     }
 
     /// Asks the sidecar to reserve this request against the key's, team's
@@ -463,12 +501,19 @@ impl RequestStage {
     }
 
     /// The usage report for the sidecar; tokens are estimated when the
-    /// provider sent no usage (or the response was cut short).
-    fn usage_report(&self, f: &Forwarded, key: Option<&KeyInfo>, now_ns: u64) -> UsageReport {
+    /// provider sent no usage (or the response was cut short). A request
+    /// that was not forwarded has none.
+    fn usage_report(
+        &self,
+        f: &Forwarded,
+        forwarded: bool,
+        key: Option<&KeyInfo>,
+        now_ns: u64,
+    ) -> UsageReport {
         let response = &self.response;
         let reported = response.summary.usage;
         let failed_before_output = response.status >= 400 && reported.is_none();
-        let estimated = reported.is_none() && !failed_before_output;
+        let estimated = forwarded && reported.is_none() && !failed_before_output;
         let usage = reported.unwrap_or_default();
         let (input, output) = if estimated {
             (f.estimated_input, (response.text_chars as u64).div_ceil(4))
@@ -493,17 +538,8 @@ impl RequestStage {
             latency_ms: now_ns.saturating_sub(self.started_ns) / 1_000_000,
             estimated,
             stream: response.stream,
-            guardrail_events: self
-                .guard_events
-                .iter()
-                .chain(&response.guard_events)
-                .map(|e| GuardrailEventReport {
-                    guardrail: e.guardrail.into(),
-                    kind: e.kind.clone(),
-                    direction: e.direction.name().into(),
-                    action: e.action.name().into(),
-                })
-                .collect(),
+            guardrail_events: self.guard_events.iter().cloned().map(Into::into).collect(),
+            forwarded,
             ts: now_ns / 1_000_000_000,
         }
     }
@@ -543,21 +579,25 @@ impl RequestStage {
         }
     }
 
-    /// Usage counters, a debug line and the trace of a forwarded request.
-    fn record(&self, forwarded: &Forwarded) {
+    /// Usage report, a debug line and the trace of a request that was
+    /// forwarded, or refused by a guardrail (no upstream span, no cost).
+    fn record(&self, routed: &Forwarded, forwarded: bool) {
         let usage = self.response.summary.usage.unwrap_or_default();
-        self.count(forwarded, &usage);
+        if forwarded {
+            self.count(routed, &usage);
+        }
         let key = match self.key.as_deref() {
             Some(KeyCheck::Valid(info)) => Some(info),
             _ => None,
         };
         let now = host::now_ns();
         log::debug!(
-            "tollgate: {} key={} model={} provider={} status={} stream={} input_tokens={} output_tokens={} ms={}",
+            "tollgate: {} request={} key={} model={} provider={} forwarded={forwarded} status={} stream={} input_tokens={} output_tokens={} ms={}",
             self.api.map_or("unknown", Api::name),
+            self.request_id,
             key.map_or("-", |k| k.key_id.as_str()),
-            forwarded.model,
-            forwarded.provider,
+            routed.model,
+            routed.provider,
             self.response.status,
             self.response.stream,
             usage.input_tokens,
@@ -567,7 +607,7 @@ impl RequestStage {
         if let Some(reporter) = &self.shared.reporter {
             reporter
                 .borrow_mut()
-                .push(self.usage_report(forwarded, key, now));
+                .push(self.usage_report(routed, forwarded, key, now));
         }
         let (Some(trace), Some(client_api)) = (&self.trace, self.api) else {
             return;
@@ -576,35 +616,25 @@ impl RequestStage {
             &self.shared,
             &RequestRecord {
                 ids: trace.ids,
+                forwarded,
+                request_id: self.request_id.clone(),
+                client_request_id: self.client_request_id.clone(),
                 client_api,
-                upstream_api: forwarded.upstream_api,
-                provider: forwarded.provider.clone(),
-                provider_kind: forwarded.provider_kind,
-                request_model: forwarded.model.clone(),
-                params: forwarded.params.clone(),
+                upstream_api: routed.upstream_api,
+                provider: routed.provider.clone(),
+                provider_kind: routed.provider_kind,
+                request_model: routed.model.clone(),
+                params: routed.params.clone(),
                 summary: self.response.summary.clone(),
                 status: self.response.status,
                 key_id: key.map(|k| k.key_id.clone()),
                 team: key.and_then(|k| k.team.clone()),
                 start_ns: self.started_ns,
-                upstream_start_ns: forwarded.upstream_start_ns,
+                upstream_start_ns: routed.upstream_start_ns,
                 first_chunk_ns: self.response.first_chunk_ns,
                 end_ns: now,
-                input_messages: forwarded.input_messages.clone(),
-                guard_events: self
-                    .guard_events
-                    .iter()
-                    .chain(&self.response.guard_events)
-                    .map(|e| {
-                        format!(
-                            "{}/{}/{}/{}",
-                            e.guardrail,
-                            e.kind,
-                            e.direction.name(),
-                            e.action.name()
-                        )
-                    })
-                    .collect(),
+                input_messages: routed.input_messages.clone(),
+                guard_events: self.guard_events.iter().map(EventCount::label).collect(),
                 output_messages: self.response.captured.as_deref().map(|text| {
                     content::output_messages(
                         text,
@@ -630,17 +660,13 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 }
 
 /// Guardrail events by guardrail, kind, direction and action (never text).
-fn count_guard_events(stats: &stats::Stats, events: &[GuardEvent]) {
-    for e in events {
-        let (guardrail, kind, direction, action) = (
-            e.guardrail,
-            stats::tag(&e.kind),
-            e.direction.name(),
-            e.action.name(),
-        );
+fn count_guard_events(stats: &stats::Stats, counts: &[EventCount]) {
+    for c in counts {
+        let (guardrail, kind, direction, action) =
+            (c.guardrail, stats::tag(&c.kind), c.direction, c.action);
         stats.count(
             format!("tollgate.guardrail_events.guardrail.{guardrail}.kind.{kind}.direction.{direction}.action.{action}"),
-            1,
+            c.count,
         );
     }
 }
@@ -728,12 +754,13 @@ impl Context for RequestStage {
 impl HttpContext for RequestStage {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         self.started_ns = host::now_ns();
+        self.callback_ns = self.started_ns;
         self.headers_ended = end_of_stream;
+        self.request_id = self.shared.mint_request_id();
         let headers = host::headers(host::REQUEST_HEADERS);
-        self.trace = RequestTrace::start(&self.shared, self.started_ns, &headers);
-        self.request_id = header(&headers, "x-request-id")
-            .unwrap_or_default()
-            .to_string();
+        self.client_request_id =
+            header(&headers, "x-request-id").map(|id| budget::capped(id, MAX_CLIENT_REQUEST_ID));
+        self.trace = RequestTrace::start(&self.shared, &self.request_id, &headers);
         match self.start(&headers) {
             Ok(Start::Callout) => Action::Pause,
             Ok(Start::Drain) => Action::Continue,
@@ -751,6 +778,7 @@ impl HttpContext for RequestStage {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.callback_ns = host::now_ns();
         let oversized = body_size > self.shared.config.max_request_bytes;
         match self.phase {
             Phase::Draining => return self.drain(body_size, end_of_stream),
@@ -761,11 +789,23 @@ impl HttpContext for RequestStage {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = host::buffer(host::REQUEST_BODY, body_size);
-        match self.route(&body) {
-            Ok(()) if self.phase == Phase::Reserving => Action::Pause,
-            Ok(()) => Action::Continue,
-            Err(error) => self.reject(&error),
+        self.route_body(body_size)
+    }
+
+    /// A request that ends in trailers (HTTP/2, gRPC-style clients): the
+    /// body callbacks never saw `end_of_stream`, so it is routed here.
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        self.callback_ns = host::now_ns();
+        match self.phase {
+            Phase::Draining => {
+                let error = GatewayError::TooLarge(self.shared.config.max_request_bytes);
+                self.reject(&error)
+            }
+            Phase::Authorized => {
+                let size = host::buffer_size(host::REQUEST_BODY);
+                self.route_body(size)
+            }
+            _ => Action::Continue,
         }
     }
 
@@ -782,8 +822,9 @@ impl HttpContext for RequestStage {
                 self.response
                     .on_body(body_size, end_of_stream, self.shared.guardrails.as_ref());
             let new_events = std::mem::take(&mut self.response.new_guard_events);
-            count_guard_events(&self.shared.stats, &new_events);
-            self.response.guard_events.extend(new_events);
+            if !new_events.is_empty() {
+                self.record_guard_events(&new_events);
+            }
             return action;
         }
         Action::Continue
@@ -791,7 +832,9 @@ impl HttpContext for RequestStage {
 
     fn on_log(&mut self) {
         if let Some(forwarded) = &self.forwarded {
-            self.record(forwarded);
+            self.record(forwarded, true);
+        } else if let Some(blocked) = &self.blocked {
+            self.record(blocked, false);
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::core::convert::{self, Translation};
 use crate::core::guard::stream::OutputGuard;
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
 use crate::core::sse::{SseEvent, SseFramer};
-use crate::core::usage::{self, ResponseSummary};
+use crate::core::usage::ResponseSummary;
 use proxy_wasm::types::Action;
 
 /// Non-streamed response bytes kept for reading usage; beyond this the usage
@@ -40,8 +40,7 @@ pub struct ResponseState {
     /// Output guardrails for this request, when any is on.
     pub output_policy: Option<Policy>,
     output_guard: OutputGuard,
-    pub guard_events: Vec<GuardEvent>,
-    /// Events since the stage last looked (for stats).
+    /// Output guardrail events since the stage last took them.
     pub new_guard_events: Vec<GuardEvent>,
     framer: SseFramer,
     body: Vec<u8>,
@@ -183,11 +182,10 @@ impl ResponseState {
     fn observe_stream(&mut self, chunk: &[u8], end: bool) -> Vec<SseEvent> {
         let events = self.framer.push(chunk);
         for event in &events {
-            self.text_chars += usage::text_chars(&event.data);
+            self.text_chars += self.summary.observe_event(&event.data);
             if let Some(text) = &mut self.captured {
                 content::push_stream_text(&event.data, text);
             }
-            self.summary.observe_event(&event.data);
         }
         if end {
             if let Some(event) = self.framer.finish() {

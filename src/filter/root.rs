@@ -7,6 +7,7 @@ use super::host;
 use super::reporter::Reporter;
 use super::request_stage::RequestStage;
 use super::route_stage::{RouteStage, SecretCache};
+use super::sidecar::SidecarClient;
 use super::stats::Stats;
 use crate::core::api::ClientFormat;
 use crate::core::auth::AuthCache;
@@ -18,8 +19,9 @@ use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// How often the VM memory gauge is refreshed.
-const MEMORY_GAUGE_INTERVAL_MS: u64 = 1000;
+/// The root context's tick: full report and span batches leave at the next
+/// tick, partial ones when their flush interval has passed.
+const TICK_MS: u64 = 100;
 
 /// The wasm linear memory size: what this worker's VM holds.
 fn vm_memory_bytes() -> u64 {
@@ -42,8 +44,20 @@ pub struct Shared {
     pub reporter: Option<RefCell<Reporter>>,
     /// `tollgate.vm.memory_bytes`: this worker VM's linear memory.
     pub memory_gauge: Option<u32>,
-    /// Requests this VM has seen; also makes span ids unique within it.
+    /// Requests this VM has seen; also makes request ids unique within it.
     pub request_counter: std::cell::Cell<u64>,
+    /// Random per VM: with the counter, the gateway's request ids.
+    pub id_seed: u64,
+    pub sidecar: Rc<SidecarClient>,
+}
+
+impl Shared {
+    /// A request id of the gateway's own (never the client's): the ledger's
+    /// idempotency key and the trace's seed. Unique per VM by the counter,
+    /// across VMs and restarts by the random seed.
+    pub fn mint_request_id(&self) -> String {
+        format!("{:016x}{:016x}", self.id_seed, self.request_counter.get())
+    }
 }
 
 #[derive(Default)]
@@ -82,8 +96,13 @@ impl RootContext for Root {
             return true;
         }
         let bytes = host::buffer(host::PLUGIN_CONFIGURATION, size);
-        match Config::parse(&bytes) {
-            Ok(config) => {
+        let configured = Config::parse(&bytes).and_then(|config| {
+            let sidecar = SidecarClient::from_env(config.sidecar.clone())
+                .map_err(|e| format!("invalid tollgate configuration:\n  - {e}"))?;
+            Ok((config, Rc::new(sidecar)))
+        });
+        match configured {
+            Ok((config, sidecar)) => {
                 log::info!(
                     "tollgate: configured {} providers, {} model routes, key cache {} ms, sidecar {} (fail-{:?})",
                     config.providers.len(),
@@ -105,18 +124,9 @@ impl RootContext for Root {
                     .and_then(|g| Guardrails::new(g).ok());
                 let reporter = config
                     .budgets
-                    .clone()
-                    .map(|b| RefCell::new(Reporter::new(b, config.sidecar.clone())));
-                let tick = [
-                    Some(MEMORY_GAUGE_INTERVAL_MS),
-                    config.tracing.as_ref().map(|t| t.flush_interval_ms),
-                    config.budgets.as_ref().map(|b| b.flush_interval_ms),
-                ]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(MEMORY_GAUGE_INTERVAL_MS);
-                host::set_tick_period_ms(tick);
+                    .as_ref()
+                    .map(|b| RefCell::new(Reporter::new(b, Rc::clone(&sidecar))));
+                host::set_tick_period_ms(TICK_MS);
                 *self = Root::Request(Rc::new(Shared {
                     config,
                     cache,
@@ -126,6 +136,8 @@ impl RootContext for Root {
                     guardrails,
                     memory_gauge: host::define_gauge("tollgate.vm.memory_bytes"),
                     request_counter: std::cell::Cell::new(0),
+                    id_seed: host::random_u64(),
+                    sidecar,
                 }));
                 true
             }

@@ -58,6 +58,9 @@ impl RouteStage {
                 ));
             }
         }
+        for name in &decision.remove {
+            host::set_request_header(name, None);
+        }
         for (name, value) in &decision.defaults {
             if host::request_header(name).is_none() {
                 host::set_request_header(name, Some(value));

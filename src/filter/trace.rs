@@ -12,19 +12,16 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
-    /// `None` when tracing is off.
+    /// `None` when tracing is off. Ids derive from the gateway's request
+    /// id (random per VM, never the client's).
     pub fn start(
         shared: &Shared,
-        now_ns: u64,
+        request_id: &str,
         headers: &[(String, String)],
     ) -> Option<RequestTrace> {
         let exporter = shared.exporter.as_ref()?;
-        let counter = shared.request_counter.get();
-        let request_id = header(headers, "x-request-id").unwrap_or_default();
-        let (minted_trace, span_id) =
-            tracecontext::mint_ids(&format!("{request_id}:{now_ns}:{counter}"));
-        let (_, upstream_span_id) =
-            tracecontext::mint_ids(&format!("{request_id}:{now_ns}:{counter}:upstream"));
+        let (minted_trace, span_id) = tracecontext::mint_ids(request_id);
+        let (_, upstream_span_id) = tracecontext::mint_ids(&format!("{request_id}:upstream"));
         let parent = header(headers, "traceparent").and_then(tracecontext::parse);
         let (trace_id, sampled) = match parent {
             Some(p) => (p.trace_id, p.sampled),

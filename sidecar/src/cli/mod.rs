@@ -44,7 +44,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP service (authorize endpoint, health probes, admin API)
+    /// Run the HTTP service (the filter's endpoints, health probes, admin API)
     Serve(ServeArgs),
     /// Manage virtual keys
     #[command(subcommand)]
@@ -70,6 +70,11 @@ pub struct ServeArgs {
     /// Master key for the admin API (prefer the env var: flags show up in `ps`)
     #[arg(long, env = "TOLLGATE_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Environment variable holding the service token: the Envoy filter's
+    /// /v1/* calls must send it as `Authorization: Bearer <token>` (at least
+    /// 32 characters, not the master key; Envoy needs the same variable)
+    #[arg(long, value_name = "NAME", default_value = "TOLLGATE_SERVICE_TOKEN")]
+    pub service_token_env: String,
     /// Let `POST /admin/clock` move the sidecar's time (for tests only)
     #[arg(long)]
     pub test_clock: bool,

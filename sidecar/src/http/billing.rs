@@ -1,5 +1,5 @@
 //! Budgets over HTTP: the filter's `/v1/reserve` and `/v1/settle` calls
-//! (no master key, like `/v1/authorize`), and the admin API for budgets,
+//! (service token, like `/v1/authorize`), and the admin API for budgets,
 //! prices, usage reports and the test clock.
 
 use axum::extract::rejection::QueryRejection;

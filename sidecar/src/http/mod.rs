@@ -2,6 +2,10 @@
 //! master-key protected admin API for keys and teams; budgets, reservations,
 //! prices and usage are in `billing.rs`. Every error is JSON:
 //! `{"error":{"message":..,"type":..}}`.
+//!
+//! Two secrets, never interchangeable: the filter's `/v1/*` calls carry the
+//! service token (`Authorization: Bearer <TOLLGATE_SERVICE_TOKEN>`), admin
+//! calls the master key. Health probes need neither.
 
 mod billing;
 
@@ -21,25 +25,53 @@ use serde_json::json;
 use tracing::{error, info, warn};
 
 use crate::error::Error;
-use crate::keys;
+use crate::keys::{self, SecretDigest};
 use crate::model::{
     Authorization, CreateKeyRequest, CreateTeamRequest, DenyReason, KeyList, KeyRecord,
     StatusChange, Team, TeamList, UpdateKeyRequest, UpdateTeamRequest,
 };
 use crate::store::Store;
 
+/// Service tokens shorter than this are refused at start-up.
+pub const MIN_SERVICE_TOKEN_LEN: usize = 32;
+
+/// Why `token` cannot serve as the filter's service token, if it cannot:
+/// too short, unfit for an HTTP header, or the master key itself (the
+/// service token sits in every Envoy; the master key stays with admins).
+pub fn check_service_token(token: &str, master_key: &str) -> Result<(), String> {
+    let len = token.chars().count();
+    if len < MIN_SERVICE_TOKEN_LEN {
+        return Err(format!(
+            "is {len} characters long; it needs at least {MIN_SERVICE_TOKEN_LEN}"
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "must be printable ASCII without spaces (the filter sends it in an HTTP header)".into(),
+        );
+    }
+    if SecretDigest::of(master_key).matches(token) {
+        return Err("equals the master key; the two must be separate secrets".into());
+    }
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct AppState {
     store: Arc<Store>,
-    /// Only the digest is kept, so comparisons run over fixed-length values.
-    master_digest: [u8; 32],
+    /// Admin calls (`/admin/*`) must carry this.
+    master_key: SecretDigest,
+    /// The filter's calls (`/v1/*`) must carry this.
+    service_token: SecretDigest,
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, master_key: &str) -> Self {
+    /// `serve` checks the service token with `check_service_token` first.
+    pub fn new(store: Arc<Store>, master_key: &str, service_token: &str) -> Self {
         AppState {
             store,
-            master_digest: keys::sha256(master_key.as_bytes()),
+            master_key: SecretDigest::of(master_key),
+            service_token: SecretDigest::of(service_token),
         }
     }
 }
@@ -80,13 +112,19 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         require_master_key,
     ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let filter = Router::new()
         .route("/v1/authorize", post(authorize))
         .route("/v1/reserve", post(billing::reserve))
         .route("/v1/settle", post(billing::settle_one))
         .route("/v1/settle/batch", post(billing::settle_batch))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_service_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(filter)
         .merge(admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -205,29 +243,49 @@ where
     }
 }
 
-async fn require_master_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
+/// The token of an `Authorization: Bearer <token>` header (scheme in any case).
+fn bearer_token(req: &Request) -> Option<&str> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match token {
-        None => ApiError::unauthorized(
-            "missing master key: send `Authorization: Bearer <TOLLGATE_MASTER_KEY>`",
-        )
-        .into_response(),
-        Some(token)
-            if keys::constant_time_eq(&keys::sha256(token.as_bytes()), &state.master_digest) =>
-        {
-            next.run(req).await
-        }
+        .map(|(_, token)| token.trim())
+}
+
+/// Lets the request through if it carries `secret` as its bearer token;
+/// otherwise a 401 naming what was expected (never what was sent).
+async fn require_secret(
+    secret: &SecretDigest,
+    what: &str,
+    hint: &str,
+    req: Request,
+    next: Next,
+) -> Response {
+    match bearer_token(&req) {
+        Some(token) if secret.matches(token) => next.run(req).await,
+        None => ApiError::unauthorized(&format!("missing {what}: send {hint}")).into_response(),
         Some(_) => {
-            warn!(path = %req.uri().path(), "admin request rejected: wrong master key");
-            ApiError::unauthorized("invalid master key").into_response()
+            warn!(path = %req.uri().path(), "request rejected: wrong {what}");
+            ApiError::unauthorized(&format!("invalid {what}")).into_response()
         }
     }
+}
+
+async fn require_master_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let hint = "`Authorization: Bearer <TOLLGATE_MASTER_KEY>`";
+    require_secret(&state.master_key, "master key", hint, req, next).await
+}
+
+/// The filter's endpoints: any process on the host could otherwise forge
+/// settlements or probe key hashes.
+async fn require_service_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let hint = "`Authorization: Bearer <TOLLGATE_SERVICE_TOKEN>` (the token Envoy's filter sends)";
+    require_secret(&state.service_token, "service token", hint, req, next).await
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -270,7 +328,7 @@ struct DeniedBody {
     reason: DenyReason,
 }
 
-/// The filter's per-request lookup: one indexed query, no master key.
+/// The filter's per-request lookup: one indexed query, service token only.
 async fn authorize(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<AuthorizeRequest>,

@@ -29,8 +29,10 @@ const MAX_ATTEMPTS: usize = 5;
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
 
 /// Schema migrations; entry N brings `schema_version` from N to N+1. The
-/// first is the SQLite schema as of its migration 3, in PostgreSQL types.
-const MIGRATIONS: &[&str] = &[r#"
+/// first is the SQLite schema as of its migration 3, in PostgreSQL types;
+/// entry N > 0 matches SQLite's migration N + 3.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE teams (
     name       TEXT PRIMARY KEY,
     models     TEXT NOT NULL DEFAULT '[]',
@@ -126,7 +128,13 @@ CREATE TABLE prices (
     cached_input DOUBLE PRECISION NOT NULL,
     updated_at   BIGINT NOT NULL
 );
-"#];
+"#,
+    // Requests the gateway answered itself (guardrail blocks) are recorded
+    // too; every earlier row reached a provider.
+    r#"
+ALTER TABLE usage_ledger ADD COLUMN forwarded BOOLEAN NOT NULL DEFAULT TRUE;
+"#,
+];
 
 pub struct Postgres {
     config: Config,

@@ -157,6 +157,11 @@ CREATE TABLE prices (
     updated_at INTEGER NOT NULL
 ) STRICT;
 "#,
+    // Requests the gateway answered itself (guardrail blocks) are recorded
+    // too; every earlier row reached a provider.
+    r#"
+ALTER TABLE usage_ledger ADD COLUMN forwarded INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 pub struct Sqlite {

@@ -15,6 +15,8 @@ use tower::ServiceExt;
 use super::{Backend, TestStore};
 
 pub const MASTER: &str = "test-master-key";
+/// The filter's service token (`serve` requires at least 32 characters).
+pub const SERVICE: &str = "test-service-token-0123456789abcdef";
 
 pub struct App {
     pub store: TestStore,
@@ -24,7 +26,7 @@ pub struct App {
 /// A router over a fresh SQLite store on a manual (so movable) clock.
 pub fn app() -> App {
     let store = TestStore::open(Backend::Sqlite).unwrap();
-    let router = router(AppState::new(Arc::clone(&store.store), MASTER));
+    let router = router(AppState::new(Arc::clone(&store.store), MASTER, SERVICE));
     App { store, router }
 }
 
@@ -34,7 +36,7 @@ pub fn app_on_system_clock() -> App {
     let store = TestStore::open(Backend::Sqlite).unwrap();
     let system = Arc::new(Store::open(&store.db.url, Arc::new(Clock::system())).unwrap());
     App {
-        router: router(AppState::new(system, MASTER)),
+        router: router(AppState::new(system, MASTER, SERVICE)),
         store,
     }
 }
@@ -94,5 +96,11 @@ impl App {
         let bearer = format!("Bearer {MASTER}");
         self.send(method, uri, Some(&bearer), &body.to_string())
             .await
+    }
+
+    /// A `/v1/*` call as the filter makes it: POST with the service token.
+    pub async fn filter(&self, uri: &str, body: &str) -> (StatusCode, Value) {
+        let bearer = format!("Bearer {SERVICE}");
+        self.send(Method::POST, uri, Some(&bearer), body).await
     }
 }

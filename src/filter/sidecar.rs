@@ -1,0 +1,55 @@
+//! Calls to tollgate-sidecar: every one carries the service token, so no
+//! other process on the host can authorize, reserve or settle.
+
+use crate::core::config::SidecarConfig;
+use std::time::Duration;
+
+pub struct SidecarClient {
+    pub config: SidecarConfig,
+    /// `Bearer <service token>`.
+    authorization: String,
+}
+
+impl SidecarClient {
+    /// The client, or why it cannot be made (the token is missing).
+    pub fn from_env(config: SidecarConfig) -> Result<SidecarClient, String> {
+        let var = &config.token_env;
+        match std::env::var(var) {
+            Ok(token) if !token.trim().is_empty() => Ok(SidecarClient {
+                authorization: format!("Bearer {}", token.trim()),
+                config,
+            }),
+            _ => Err(format!(
+                "sidecar.token_env: the service token variable {var} is not visible to the VM: set it in Envoy's environment (the same value as tollgate-sidecar's) and list it in vm_config.environment_variables.host_env_keys"
+            )),
+        }
+    }
+
+    /// POSTs JSON to `path`; the answer arrives in the calling context's
+    /// `on_http_call_response`. `timeout` is from when the call leaves.
+    pub fn post(&self, path: &str, body: &[u8], timeout: Duration) -> Option<u32> {
+        let headers = vec![
+            (":method", "POST"),
+            (":path", path),
+            (":authority", self.config.authority.as_str()),
+            ("content-type", "application/json"),
+            ("authorization", self.authorization.as_str()),
+        ];
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            &self.config.cluster,
+            headers,
+            Some(body),
+            vec![],
+            timeout,
+        ) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                log::warn!(
+                    "tollgate: cannot call sidecar cluster {} ({path}): {e:?}",
+                    self.config.cluster
+                );
+                None
+            }
+        }
+    }
+}
