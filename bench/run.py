@@ -14,6 +14,8 @@
   (g)  (f) translated: an OpenAI chat stream from an Anthropic model
   (h)  (c) with an 8 KB prompt; (h0) the same with guardrails off
   (i)  (c) streaming 100 chunks; (i0) the same with guardrails off
+  (t)  (c) + tracing to a healthy OTLP collector (the Python receiver):
+       spans exported and dropped are reported; none may be dropped
 
 and the time to first byte of a streamed answer, untranslated vs translated.
 (h)-(h0) and (i)-(i0) are what all guardrails cost in the filter on an 8 KB
@@ -107,7 +109,7 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     plain = {"tracing": None, "budgets": None}
     stack = Stack(tmp, plugin_overrides=plain, envoy_log_level="error",
-                  mock_command=[str(FAST_MOCK)]).start()
+                  mock_command=[str(FAST_MOCK)], otlp_receiver=True).start()
     try:
         key = stack.admin("POST", "/admin/keys", {"team": "bench"})["key"]
         bare = stack.add_envoy("bare", bare_cluster="provider_openai")
@@ -118,6 +120,7 @@ def main():
                                                "limit": 1e12, "period": "daily", "mode": "hard"})
         floor = stack.add_envoy("floor", floor_wasm=FLOOR_WASM)
         unguarded = stack.add_envoy("unguarded", plugin_overrides={**plain, "guardrails": None})
+        traced = stack.add_envoy("traced", plugin_overrides={"budgets": None})
         stream_body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
         big = {**CHAT, "messages": [{"role": "user", "content": PROSE_8KB}]}
         chunks100 = {"x-mock-chunks": "100"}
@@ -140,6 +143,7 @@ def main():
             "h0": ("(h), guardrails off", unguarded.base_url, big, unguarded, {}),
             "i": ("(c), streaming 100 chunks", stack.envoy.base_url, stream_body, stack.envoy, chunks100),
             "i0": ("(i), guardrails off", unguarded.base_url, stream_body, unguarded, chunks100),
+            "t": ("(c) + tracing, healthy collector", traced.base_url, CHAT, traced, {}),
         }
         chosen = args.only.split(",") if args.only else list(variants)
         rows = {}
@@ -158,12 +162,13 @@ def main():
                             "mem_before": before, "mem_after": after}
             print(f"({letter}) {name}: {saturated['rps']:.0f} req/s, p50 {paced['p50']:.3f} ms, "
                   f"p99 {paced['p99']:.3f} ms, errors {rows[letter]['errors']}", flush=True)
+        spans = span_counts(traced) if "t" in rows else None
         ttfb = {name: time_to_first_byte(stack.envoy.port, key, body) for name, body in [
             ("untranslated (OpenAI -> OpenAI)", stream_body),
             ("translated (OpenAI -> Anthropic)", {**stream_body, "model": "claude-haiku-4-5"})]}
     finally:
         stack.stop()
-    report = table(rows, args) + ttfb_table(ttfb)
+    report = table(rows, args) + ttfb_table(ttfb) + spans_line(spans)
     print("\n" + report)
     out = ROOT / "bench" / "results" / f"{datetime.date.today().isoformat()}.md"
     out.write_text(report)
@@ -187,6 +192,24 @@ def time_to_first_byte(port: int, key: str, body: dict, n: int = 300) -> tuple[f
     conn.close()
     samples.sort()
     return samples[len(samples) // 2], samples[min(len(samples) - 1, len(samples) * 99 // 100)]
+
+
+def span_counts(envoy) -> dict:
+    """Trace export counters of (t) once its queue has drained (up to 10 s)."""
+    deadline = time.time() + 10
+    while True:
+        stats = envoy.stats("tollgate.trace")
+        counts = {name.rsplit(".", 1)[-1]: v for name, v in stats.items()}
+        if counts.get("spans_queued", 0) == 0 or time.time() > deadline:
+            return counts
+        time.sleep(0.2)
+
+
+def spans_line(counts: dict | None) -> str:
+    if counts is None:
+        return ""
+    return (f"\n(t) trace export: {counts.get('spans_exported', 0)} spans acknowledged by the collector, "
+            f"{counts.get('spans_dropped', 0)} dropped, {counts.get('export_failures', 0)} failed exports.\n")
 
 
 def ttfb_table(ttfb: dict) -> str:
@@ -213,7 +236,7 @@ def table(rows: dict, args) -> str:
         lines.append(f"| ({letter}) {r['name']} | {r['rps']:.0f} | {r['paced_rps']:.0f} | {r['p50']:.3f} | "
                      f"{r['p99']:.3f} | {r['errors']} | {mib(r['mem_before'])} / {mib(r['mem_after'])} |")
     pairs = [("fl", "b"), ("c", "fl"), ("c", "b"), ("c0", "b"), ("d", "b"), ("e", "b"), ("f", "bs"), ("g", "bs"),
-             ("h", "h0"), ("i", "i0")]
+             ("h", "h0"), ("i", "i0"), ("t", "c")]
     pairs = [(x, y) for x, y in pairs if x in rows and y in rows]
     if pairs:
         lines += ["", "| ratio | throughput | added p50 ms | added p99 ms |", "|---|---:|---:|---:|"]

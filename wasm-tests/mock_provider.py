@@ -677,7 +677,13 @@ class Handler(BaseHTTPRequestHandler):
         render_body, render_events = RENDERERS[api]
         if body.get("stream"):
             delay = int(self.headers.get("x-mock-chunk-delay-ms") or 0) / 1000
-            self.send_stream(render_events(reply, body), fault, delay)
+            events = render_events(reply, body)
+            if self.headers.get("x-mock-usage-markers") == "omit":
+                # Like servers that send usage only in the last chunk, not
+                # `"usage": null` in every other one.
+                events = [(name, {k: v for k, v in data.items() if not (k == "usage" and v is None)})
+                          if isinstance(data, dict) else (name, data) for name, data in events]
+            self.send_stream(events, fault, delay)
         elif fault == "bad-sse":
             self.send_bytes(200, b"{this is not json")
         else:

@@ -49,9 +49,10 @@ def test_duplicate_json_keys_are_refused(stack, make_key, body):
     assert provider_requests(stack) == []
 
 
-def test_duplicate_json_keys_are_refused_in_anthropic_format(stack, key):
-    body = (b'{"model":"claude-haiku-4-5","max_tokens":5,"messages":[{"role":"user","content":"hi"}],'
-            b'"system":"x","system":"AKIAIOSFODNN7EXAMPLE"}')
+def test_duplicate_json_keys_are_refused_in_anthropic_format(stack, make_key):
+    key = make_key(models=["claude-haiku*"])
+    body = (b'{"model":"claude-opus-4-7","max_tokens":5,"messages":[{"role":"user","content":"hi"}],'
+            b'"model":"claude-haiku-4-5"}')
     status, error = post(stack.envoy.base_url, "/v1/messages", body, key, {"anthropic-version": "2023-06-01"})
     assert status == 400 and error["type"] == "error"
     assert error["error"]["type"] == "invalid_request_error"
@@ -230,6 +231,15 @@ def test_http2_request_ending_in_trailers_is_served(stack, key):
                            leak, [("x-checksum", "abc")])
     assert status == 400, data
     assert all(AWS_KEY not in json.dumps(r) for r in provider_requests(stack))
+    # ... and a redaction made in the trailers callback reaches the provider.
+    pii = json.dumps({"model": "gpt-4o-mini",
+                      "messages": [{"role": "user", "content": "mail jane.doe@example.com"}]}).encode()
+    status, data = h2_post(stack.envoy.port, "/v1/chat/completions",
+                           [("authorization", f"Bearer {key}"), ("content-type", "application/json")],
+                           pii, [("x-checksum", "abc")])
+    assert status == 200, data
+    sent = json.dumps(provider_requests(stack)[-1])
+    assert "jane.doe@example.com" not in sent and "[EMAIL_1]" in sent
 
 
 # 10. Output tokens and finish reasons from spaced JSON ---------------------
@@ -254,9 +264,11 @@ def test_client_leaving_mid_stream_is_billed_for_what_it_read(stack, key):
 
 def test_chat_stream_span_has_finish_reasons(stack, key):
     trace = "6bf92f3577b34da6a3ce929d0e0e4711"
+    # The mock writes JSON with spaces (`"finish_reason": "stop"`) and, like
+    # many OpenAI-compatible servers, no `"usage": null` in every chunk.
     chunks = list(openai_client(stack.envoy.base_url, key).chat.completions.create(
         model="gpt-4o", messages=MESSAGES, stream=True,
-        extra_headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}))
+        extra_headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01", "x-mock-usage-markers": "omit"}))
     assert chunks[-1].choices[0].finish_reason == "stop" or chunks[-2].choices[0].finish_reason == "stop"
     gateway = next(s for s in spans_of(stack, trace) if s["parent_span_id"] == "00f067aa0ba902b7")
     assert gateway["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
@@ -365,3 +377,13 @@ def test_reports_queued_gauge_returns_to_zero(stack, key):
         return stats and all(v == 0 for v in stats.values())
 
     assert wait_for(empty, timeout=3)[0], stack.envoy.stats("reports_queued")
+
+
+# 13. The filter cannot start without the sidecar's service token -----------
+
+
+def test_envoy_refuses_to_start_without_the_service_token(stack):
+    with pytest.raises(RuntimeError) as err:
+        stack.add_envoy("envoy-no-token", plugin_overrides={"sidecar": {"token_env": "TOLLGATE_NO_SUCH_TOKEN"}})
+    assert "TOLLGATE_NO_SUCH_TOKEN" in str(err.value)
+    assert "host_env_keys" in str(err.value)
