@@ -1,7 +1,10 @@
 //! The filter's per-request work, natively and stage by stage: what one
 //! small chat request and its answer cost in the host-free core, without
 //! Envoy. `cargo bench --bench hot_path` (part of `make bench`) prints µs per
-//! request per stage. For repeatable instruction counts, build with symbols
+//! request per stage, then what the guardrails cost on 4 MB worst cases
+//! (`cargo bench --bench hot_path -- adversarial [bytes] [case]` runs only
+//! those).
+//! For repeatable instruction counts, build with symbols
 //! (`CARGO_PROFILE_BENCH_STRIP=false CARGO_PROFILE_BENCH_DEBUG=line-tables-only
 //! cargo bench --bench hot_path --no-run`) and run the binary it names under
 //! `valgrind --tool=callgrind`.
@@ -22,7 +25,7 @@ use tollgate::core::convert::stream::{Event, StreamTranslator};
 use tollgate::core::convert::Translation;
 use tollgate::core::decision::RouteDecision;
 use tollgate::core::guard::stream::OutputGuard;
-use tollgate::core::guard::Guardrails;
+use tollgate::core::guard::{worst_case, Guardrails};
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
 use tollgate::core::usage::{self, ResponseSummary};
@@ -241,6 +244,69 @@ fn anthropic_answer() -> String {
     r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"The team will ship on Friday, review the budget next week and hire two engineers."}],"stop_reason":"end_turn","usage":{"input_tokens":42,"output_tokens":18}}"#.into()
 }
 
+/// The guardrails on texts built to make them work hardest
+/// (`worst_case::inputs`): each text as the one message of a chat request
+/// through `check_request` (injection score, detection and redaction or
+/// block), and as an answer streamed in 100-byte deltas through the output
+/// guard. The fastest of three runs, in ms; both must stay linear.
+fn adversarial(g: &Guardrails, size: usize, only: Option<&str>) {
+    let policy = g.policy(None, None);
+    println!(
+        "\nguardrails on {:.1} MB worst cases (ms, fastest of 3):",
+        size as f64 / 1e6
+    );
+    println!(
+        "  {:<24} {:>9} {:>9} {:>9}  outcome",
+        "case", "findings", "request", "stream"
+    );
+    let mut worst = 0f64;
+    for (name, text) in worst_case::inputs(size) {
+        if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let findings = g
+            .scan(&text, &policy, tollgate::core::guard::Direction::Input)
+            .len();
+        let body =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": text}]});
+        let mut request_ms = f64::MAX;
+        let mut outcome = String::new();
+        for _ in 0..3 {
+            let mut b = body.clone();
+            let t = Instant::now();
+            let o = g.check_request(Api::ChatCompletions, &mut b, &policy);
+            request_ms = request_ms.min(t.elapsed().as_secs_f64() * 1e3);
+            outcome = match o.blocked {
+                Some(b) => format!("blocked ({})", b.guardrail),
+                None if o.changed => "redacted".into(),
+                None => "passed".into(),
+            };
+            black_box(b);
+        }
+        let mut stream_ms = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let mut guard = OutputGuard::default();
+            let mut at = 0;
+            while at < text.len() {
+                let mut end = (at + 100).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                if guard.push(g, &policy, &text[at..end]).is_err() {
+                    break;
+                }
+                at = end;
+            }
+            black_box(guard.flush(g, &policy).map(|s| s.len()).ok());
+            stream_ms = stream_ms.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        worst = worst.max(request_ms).max(stream_ms);
+        println!("  {name:<24} {findings:>9} {request_ms:>9.1} {stream_ms:>9.1}  {outcome}");
+    }
+    println!("  slowest: {worst:.1} ms");
+}
+
 fn main() {
     let config = example_config();
     let g = Guardrails::new(
@@ -250,7 +316,17 @@ fn main() {
             .expect("guardrails in the example config"),
     )
     .unwrap();
-    let runs: u64 = std::env::args()
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "adversarial") {
+        let size = args
+            .get(at + 1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(4 << 20);
+        adversarial(&g, size, args.get(at + 2).map(String::as_str));
+        return;
+    }
+    let runs: u64 = args
+        .iter()
         .filter_map(|a| a.parse().ok())
         .next()
         .unwrap_or(20_000);
@@ -286,6 +362,7 @@ fn main() {
             &s,
         );
     }
+    adversarial(&g, 4 << 20, None);
 }
 
 fn report(what: &str, runs: u64, s: &Stages) {

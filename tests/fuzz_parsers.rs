@@ -11,7 +11,8 @@ use tollgate::core::convert::stream::{Event, StreamTranslator};
 use tollgate::core::convert::{self, Translation};
 use tollgate::core::decision::RouteDecision;
 use tollgate::core::guard::stream::OutputGuard;
-use tollgate::core::guard::{GuardrailConfig, Guardrails};
+use tollgate::core::guard::{worst_case, GuardrailConfig, Guardrails};
+use tollgate::core::json;
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
 use tollgate::core::usage::{text_chars, ResponseSummary};
@@ -32,6 +33,8 @@ impl Rng {
 }
 
 const SEEDS: &[&[u8]] = &[
+    br#"{"model":"gpt-4o","messages":[],"model":"gpt-5.5","a":{"b":1,"b":2}}"#,
+    br#"{ "choices" : [ { "delta" : { "content" : "x" }, "finish_reason" : "stop" } ] }"#,
     br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi \u00e9"}]}"#,
     br#"{"model":"claude-3","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"x"}]}]}"#,
     b"event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\r\n\r\n",
@@ -46,6 +49,10 @@ const SEEDS: &[&[u8]] = &[
     b"data: {\"choices\":[{\"delta\":{\"content\":\"mail jane@example.com, card 4111 1111 1111 1111\"},\"finish_reason\":null}]}\n\n",
     b"event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":1,\"item\":{\"type\":\"function_call\",\"call_id\":\"c\",\"name\":\"f\"}}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"AKIAIOSFODNN7EXAMPLE\"}\n\n",
     b"data: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"},\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}}\n\n",
+    // Every field a model reads (tools, schemas, names, predictions, formats).
+    br#"{"model":"m","messages":[{"role":"user","name":"AKIAIOSFODNN7EXAMPLE","content":"hi"}],"prediction":{"type":"content","content":[{"type":"text","text":"a@b.io"}]},"tools":[{"type":"function","function":{"name":"f","description":"1.2.3.4","parameters":{"type":"object","properties":{"x":{"type":"string","enum":["sk-abcdefghijklmnopqrstuvwxyz"],"default":"x","examples":[{"y":1}]}},"required":["x"]}}}],"response_format":{"type":"json_schema","json_schema":{"name":"r","schema":{"$defs":{"d":{"title":"t"}}}}},"metadata":{"k":"v"}}"#,
+    br#"{"model":"m","instructions":[{"role":"system","content":"x"}],"input":[{"type":"function_call","name":"f","arguments":"{}"}],"tools":[{"type":"mcp","headers":{"a":"b"}}],"text":{"format":{"type":"json_schema","schema":{"properties":{"p":{}}}}},"prompt":{"id":"p","variables":{"v":"+44 20 7946 0958"}}}"#,
+    br#"{"system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":[{"type":"document","source":{"type":"text","media_type":"text/plain","data":"GB82 WEST 1234 5698 7654 32"},"title":"t","context":"c"},{"type":"image","source":{"type":"base64","data":"QUFB"}}]}],"tools":[{"name":"n","input_schema":{"type":"object"}}],"tool_choice":{"type":"tool","name":"n"}}"#,
 ];
 
 const APIS: [Api; 3] = [Api::ChatCompletions, Api::Responses, Api::Messages];
@@ -136,7 +143,22 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The strict parser reads what serde_json reads, and refuses only
+/// duplicate keys on top.
+fn strict_agrees_with_serde_json(bytes: &[u8]) {
+    match (
+        json::parse_strict(bytes),
+        serde_json::from_slice::<serde_json::Value>(bytes),
+    ) {
+        (Ok(strict), Ok(loose)) => assert_eq!(strict, loose),
+        (Ok(_), Err(e)) => panic!("strict parse accepted what serde_json refused: {e}"),
+        (Err(e), Ok(_)) => assert!(e.to_string().contains("duplicate key"), "{e}"),
+        (Err(_), Err(_)) => {}
+    }
+}
+
 fn exercise(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
+    strict_agrees_with_serde_json(bytes);
     if let Ok(mut request) = LlmRequest::parse(bytes, None) {
         let _ = request.rewritten_for("other-model");
     }
@@ -174,14 +196,55 @@ fn parsers_never_panic_on_random_and_mutated_input() {
         .unwrap_or(5_000);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let g = guardrails();
+    // The guardrails' worst cases, small, as text and inside a request.
+    let worst: Vec<Vec<u8>> = worst_case::inputs(512)
+        .into_iter()
+        .flat_map(|(_, text)| {
+            let body =
+                serde_json::json!({"model": "m", "messages": [{"role": "user", "content": text}]});
+            [text.into_bytes(), body.to_string().into_bytes()]
+        })
+        .collect();
     for i in 0..iterations {
-        let input = if i % 4 == 0 {
-            (0..rng.below(256)).map(|_| rng.next() as u8).collect()
-        } else {
-            let seed = SEEDS[rng.below(SEEDS.len())];
-            mutate(&mut rng, seed)
+        let input = match i % 8 {
+            0 | 4 => (0..rng.below(256)).map(|_| rng.next() as u8).collect(),
+            1 => {
+                let seed = &worst[rng.below(worst.len())];
+                mutate(&mut rng, seed)
+            }
+            _ => {
+                let seed = SEEDS[rng.below(SEEDS.len())];
+                mutate(&mut rng, seed)
+            }
         };
         exercise(&input, &mut rng, &g);
+    }
+}
+
+/// The guardrails' worst cases (64 KB each) through the request check of
+/// each API and the stream guard: no panic, each done in well under the
+/// limit even in a debug build.
+#[test]
+fn guardrail_worst_cases_never_panic_and_finish() {
+    let g = guardrails();
+    let policy = g.policy(None, None);
+    for (name, text) in worst_case::inputs(64 << 10) {
+        let start = std::time::Instant::now();
+        for api in APIS {
+            let mut body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": &text}],
+                "input": &text, "system": &text});
+            let _ = g.check_request(api, &mut body, &policy);
+        }
+        let mut guard = OutputGuard::default();
+        for chunk in text.as_bytes().chunks(97) {
+            let _ = guard.push(&g, &policy, &String::from_utf8_lossy(chunk));
+        }
+        let _ = guard.flush(&g, &policy);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{name}: {:?}",
+            start.elapsed()
+        );
     }
 }
 

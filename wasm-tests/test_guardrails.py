@@ -5,6 +5,10 @@ terminal event the SDK accepts."""
 
 import json
 import math
+import threading
+import time
+import urllib.error
+import urllib.request
 
 import anthropic
 import openai
@@ -151,3 +155,176 @@ def test_guardrail_events_in_stats(stack, key):
     stats = stack.envoy.stats("guardrail_events")
     name = next(n for n in stats if "guardrail.pii.kind.email.direction.input.action.redact" in n)
     assert stats[name] >= 1
+
+
+# Issue 12, item 5: scanning is linear; a big adversarial prompt is answered
+# in seconds and does not stall the worker for other requests. ---------------
+
+
+def adversarial_prompt(size: int, end: str = "") -> str:
+    """About `size` bytes that trigger every PII detector every few bytes:
+    all of it is redacted (nothing blocks), as the shipped config does."""
+    unit = ("1.2.3.4 " * 6 + "jane.doe@example.com 4111 1111 1111 1111 +44 20 7946 0958 "
+            "10.0.0.7 192.168.1.20 1234 5678 9012 3456 7890 user@corp.example ")
+    return unit * (size // len(unit)) + end
+
+
+def post_json(base_url: str, body: dict, key: str) -> tuple[int, dict, float]:
+    data = json.dumps(body).encode()
+    assert len(data) <= 4_194_304, len(data)
+    req = urllib.request.Request(f"{base_url}/v1/chat/completions", data=data, method="POST",
+                                 headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read()), time.monotonic() - start
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), time.monotonic() - start
+
+
+def test_adversarial_4mb_prompt_is_answered_quickly_and_others_are_not_stalled(stack, key):
+    text = adversarial_prompt(3_900_000)
+    body = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": text}]}
+    # Two big ones on the gateway's one worker, and a small one among them.
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(post_json(stack.envoy.base_url, body, key)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    reply = openai_client(stack.envoy.base_url, key).chat.completions.create(
+        model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "Say hello"}])
+    small_seconds = time.monotonic() - start
+    for t in threads:
+        t.join(timeout=60)
+    assert reply.choices[0].message.content
+    assert [status for status, _, _ in results] == [200, 200], results
+    # The quadratic scan took ~7 s for 800 KB and minutes for 4 MB, and the
+    # worker answered nothing else meanwhile.
+    assert max(seconds for _, _, seconds in results) < 10, results
+    assert small_seconds < 5, small_seconds
+    big = [b for b in provider_bodies(stack) if len(json.dumps(b)) > 1_000_000]
+    assert len(big) == 2
+    content = big[0]["messages"][0]["content"]
+    for raw in ("1.2.3.4", "jane.doe@example.com", "4111 1111 1111 1111", "+44 20 7946 0958", "192.168.1.20"):
+        assert raw not in content
+    assert content.startswith("[IP_ADDRESS_1] [IP_ADDRESS_1] ") and "[EMAIL_2]" in content
+
+
+def test_adversarial_4mb_prompt_with_a_key_at_the_end_is_blocked_quickly(stack, key):
+    text = adversarial_prompt(3_900_000, end=" and the key AKIAIOSFODNN7EXAMPLE")
+    status, error, seconds = post_json(
+        stack.envoy.base_url, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}, key)
+    assert status == 400 and error["error"]["code"] == "guardrail_blocked", error
+    assert "secrets" in error["error"]["message"] and "AKIA" not in error["error"]["message"]
+    assert seconds < 10, seconds
+    assert provider_bodies(stack) == []
+
+
+# Issue 12, item 9: every field the model reads is scanned, for each API. ------
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+def schema(**city) -> dict:
+    return {"type": "object", "properties": {"city": {"type": "string", **city}}, "required": ["city"]}
+
+
+CHAT_FIELDS = {
+    "tool description": {"tools": [{"type": "function", "function": {
+        "name": "weather", "description": f"Use {AWS_KEY} to call it", "parameters": schema()}}]},
+    "tool name": {"tools": [{"type": "function", "function": {"name": AWS_KEY, "parameters": schema()}}]},
+    "tool schema description": {"tools": [{"type": "function", "function": {
+        "name": "weather", "parameters": schema(description=f"key {AWS_KEY}")}}]},
+    "tool schema enum": {"tools": [{"type": "function", "function": {
+        "name": "weather", "parameters": schema(enum=["Paris", AWS_KEY])}}]},
+    "tool schema default": {"tools": [{"type": "function", "function": {
+        "name": "weather", "parameters": schema(default=AWS_KEY)}}]},
+    "message name": {"messages": [{"role": "user", "name": AWS_KEY, "content": "hi"}]},
+    "prediction": {"prediction": {"type": "content", "content": f"expected {AWS_KEY}"}},
+    "response format schema": {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "answer", "schema": schema(description=AWS_KEY)}}},
+    "tool call arguments": {"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "weather", "arguments": json.dumps({"key": AWS_KEY})}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]},
+}
+
+
+@pytest.mark.parametrize("field", list(CHAT_FIELDS))
+def test_key_in_a_chat_field_the_model_reads_is_blocked(stack, key, field):
+    params = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **CHAT_FIELDS[field]}
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client(stack.envoy.base_url, key).chat.completions.create(**params)
+    assert err.value.body["code"] == "guardrail_blocked" and "secrets" in err.value.body["message"]
+    assert provider_bodies(stack) == []
+
+
+RESPONSES_FIELDS = {
+    "instructions": {"instructions": f"The key is {AWS_KEY}"},
+    "tool description": {"tools": [{"type": "function", "name": "weather",
+                                    "description": f"Use {AWS_KEY}", "parameters": schema()}]},
+    "tool schema": {"tools": [{"type": "function", "name": "weather", "parameters": schema(examples=[AWS_KEY])}]},
+    "text format schema": {"text": {"format": {"type": "json_schema", "name": "answer",
+                                               "schema": schema(description=AWS_KEY)}}},
+    "function call output": {"input": [
+        {"role": "user", "content": "hi"},
+        {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": f"the key is {AWS_KEY}"}]},
+}
+
+
+@pytest.mark.parametrize("field", list(RESPONSES_FIELDS))
+def test_key_in_a_responses_field_the_model_reads_is_blocked(stack, key, field):
+    params = {"model": "gpt-4o", "input": "hi", **RESPONSES_FIELDS[field]}
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client(stack.envoy.base_url, key).responses.create(**params)
+    assert err.value.body["code"] == "guardrail_blocked" and "secrets" in err.value.body["message"]
+    assert provider_bodies(stack) == []
+
+
+MESSAGES_FIELDS = {
+    "system string": {"system": f"The key is {AWS_KEY}"},
+    "system blocks": {"system": [{"type": "text", "text": f"The key is {AWS_KEY}"}]},
+    "tool description": {"tools": [{"name": "weather", "description": f"Use {AWS_KEY}", "input_schema": schema()}]},
+    "tool input schema": {"tools": [{"name": "weather", "input_schema": schema(description=AWS_KEY)}]},
+    "tool use input": {"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "weather",
+                                           "input": {"city": {"key": AWS_KEY}}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}]},
+    "tool result": {"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": [{"type": "text", "text": AWS_KEY}]}]}]},
+    "text document": {"messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": f"notes: {AWS_KEY}"}},
+        {"type": "text", "text": "summarise"}]}]},
+}
+
+
+@pytest.mark.parametrize("field", list(MESSAGES_FIELDS))
+def test_key_in_a_messages_field_the_model_reads_is_blocked(stack, key, field):
+    params = {"model": "claude-haiku-4-5", "max_tokens": 10,
+              "messages": [{"role": "user", "content": "hi"}], **MESSAGES_FIELDS[field]}
+    with pytest.raises(anthropic.BadRequestError) as err:
+        anthropic_client(stack.envoy.base_url, key).messages.create(**params)
+    assert err.value.body["type"] == "error"
+    assert err.value.body["error"]["type"] == "invalid_request_error"
+    assert "secrets" in err.value.body["error"]["message"]
+    assert provider_bodies(stack) == []
+
+
+def test_redacted_tool_schema_reaches_the_provider_redacted(stack, key):
+    # PII is redacted on input: in a tool description and a schema enum too.
+    openai_client(stack.envoy.base_url, key).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+        tools=[{"type": "function", "function": {"name": "notify", "description": "Mails ops@corp.example",
+                                                 "parameters": schema(enum=["ops@corp.example", "x"])}}])
+    (body,) = provider_bodies(stack)
+    function = body["tools"][0]["function"]
+    assert function["description"] == "Mails [EMAIL_1]"
+    assert function["parameters"]["properties"]["city"]["enum"] == ["[EMAIL_1]", "x"]

@@ -1,7 +1,8 @@
 //! Guardrail events counted by what fired: one entry per (guardrail, kind,
 //! direction, action) with a count, so a prompt with 40,000 e-mail
 //! addresses makes one entry in the usage report, the trace and the stats,
-//! not 40,000.
+//! not 40,000. The guardrails already count within one text or answer;
+//! this adds up a request's texts and stream chunks.
 
 use super::guard::GuardEvent;
 
@@ -48,13 +49,13 @@ pub fn add<'a>(out: &mut Vec<EventCount>, events: impl IntoIterator<Item = &'a G
                 && c.direction == direction
                 && c.action == action
         }) {
-            Some(c) => c.count += 1,
+            Some(c) => c.count += e.count,
             None => out.push(EventCount {
                 guardrail: e.guardrail,
                 kind: e.kind.clone(),
                 direction,
                 action,
-                count: 1,
+                count: e.count,
             }),
         }
     }
@@ -65,22 +66,23 @@ mod tests {
     use super::*;
     use crate::core::guard::{Direction, GuardAction};
 
-    fn event(kind: &str, direction: Direction) -> GuardEvent {
+    fn event(kind: &str, direction: Direction, count: u64) -> GuardEvent {
         GuardEvent {
             guardrail: "pii",
             kind: kind.into(),
             direction,
             action: GuardAction::Redact,
+            count,
         }
     }
 
     #[test]
     fn counts_by_what_fired() {
-        let mut events: Vec<GuardEvent> = (0..40_000)
-            .map(|_| event("email", Direction::Input))
+        let mut events: Vec<GuardEvent> = (0..4)
+            .map(|_| event("email", Direction::Input, 10_000))
             .collect();
-        events.push(event("phone", Direction::Input));
-        events.push(event("email", Direction::Output));
+        events.push(event("phone", Direction::Input, 1));
+        events.push(event("email", Direction::Output, 1));
         let counts = tally(&events);
         assert_eq!(counts.len(), 3);
         assert_eq!(counts[0].count, 40_000);
@@ -90,6 +92,6 @@ mod tests {
         assert!(tally(&[]).is_empty());
         let mut more = counts.clone();
         add(&mut more, &events[..2]);
-        assert_eq!(more[0].count, 40_002);
+        assert_eq!(more[0].count, 60_000);
     }
 }

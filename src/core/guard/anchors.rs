@@ -1,332 +1,338 @@
-//! Where each built-in detector can match, found in one pass over the bytes.
-//! regex-lite has no literal optimizations and costs ~100 ns a byte, so the
-//! regexes only run on these few windows. Each window holds every match that
-//! can contain its anchor, and ends one character after it so that `\b` and
-//! the other assertions see the same context as in the whole text.
+//! Where the built-in detectors can match, found in one pass over the bytes:
+//! `@`s, runs of number characters, word starts with a key prefix or an
+//! IBAN head, private key headers and `:`/`=` after a credential name. The
+//! matchers in `detect` then only look at these places, and each looks at a
+//! byte a bounded number of times: scanning is linear in the text.
+//!
+//! The pass reads one class table entry a byte, takes a run of number bytes
+//! in a loop of its own, skips the rest of a word after its first letter,
+//! and keeps the rare work (prefix checks, anchors) out of line.
 
-/// How a detector's matches are found.
-#[derive(Debug, Clone, Copy)]
-pub enum Anchor {
-    /// An `@` and the address characters around it.
-    Email,
-    /// A run of digits and number separators with at least `min` digits
-    /// (and a dot if `dotted`).
-    Number { min: usize, dotted: bool },
-    /// Two capitals and two digits at a word start, then IBAN characters.
-    Iban,
-    /// One of these prefixes at a word start, then token characters.
-    Prefix(&'static [&'static str]),
-    /// A `-----BEGIN ... PRIVATE KEY-----` header, to its end marker.
-    PrivateKey,
-    /// `:` or `=` after a credential-like name: the name and the value.
-    Assignment,
-}
-
-/// The bytes regex-lite's `\s` matches.
+/// The bytes regex `\s` matches (ASCII whitespace).
+#[inline]
 pub fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r')
 }
 
-/// The bytes regex-lite's `\w` (and so `\b`) counts as word characters.
+/// The bytes regex `\w` (and so `\b`) counts as word characters (ASCII).
+#[inline]
 pub fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// The end of the character starting at `at` (or `at` at the end).
-pub fn next_char_end(text: &str, at: usize) -> usize {
-    text.get(at..)
-        .and_then(|s| s.chars().next())
-        .map_or(at.min(text.len()), |c| at + c.len_utf8())
+/// The byte at `i`, or 0 past the end (0 is neither a word, digit nor space
+/// byte, so word boundaries and classes see the end as the regexes do).
+#[inline]
+pub fn byte(b: &[u8], i: usize) -> u8 {
+    b.get(i).copied().unwrap_or(0)
 }
 
-fn number_byte(b: u8) -> bool {
-    b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'(' | b')' | b'+' | b'.')
+/// Whether `\b` holds at `i`.
+#[inline]
+pub fn boundary(b: &[u8], i: usize) -> bool {
+    let before = i.checked_sub(1).is_some_and(|p| is_word(byte(b, p)));
+    before != (i < b.len() && is_word(byte(b, i)))
 }
 
-struct NumberRun {
-    start: usize,
-    end: usize,
-    digits: usize,
-    dotted: bool,
+/// Where the run of bytes in `class` starting at `from` ends.
+#[inline]
+pub fn run_end(b: &[u8], from: usize, class: impl Fn(u8) -> bool) -> usize {
+    from + b
+        .get(from..)
+        .map_or(0, |r| r.iter().take_while(|c| class(**c)).count())
 }
 
-/// Name endings the password pattern's names all have.
-const CREDENTIAL_NAMES: &[&str] = &["password", "passwd", "pwd", "secret", "key", "token"];
-const BEGIN: &str = "-----BEGIN ";
-const END_MARKER: &str = "PRIVATE KEY-----";
-
-/// The anchors of one text, shared by all detectors.
-pub struct Anchors<'t> {
-    text: &'t str,
-    ats: Vec<usize>,
-    numbers: Vec<NumberRun>,
-    ibans: Vec<usize>,
-    prefixes: Vec<(usize, &'static str)>,
-    private_keys: Vec<usize>,
-    assignments: Vec<usize>,
+/// `b[at..]` starts with `p` (ASCII case-insensitive when `fold`).
+#[inline]
+pub fn starts_with(b: &[u8], at: usize, p: &[u8], fold: bool) -> bool {
+    let same = |x: u8, y: u8| x == y || (fold && x.eq_ignore_ascii_case(&y));
+    let mut pairs = b.get(at..).unwrap_or(&[]).iter().zip(p);
+    p.len() <= b.len().saturating_sub(at) && pairs.all(|(x, y)| same(*x, *y))
 }
 
-impl<'t> Anchors<'t> {
-    /// One pass over `text`, looking for the prefixes in `prefixes`, which
-    /// lists them by their first byte.
-    pub fn find(text: &'t str, prefixes: &[Vec<&'static str>]) -> Anchors<'t> {
-        let bytes = text.as_bytes();
-        let mut a = Anchors {
-            text,
-            ats: Vec::new(),
-            numbers: Vec::new(),
-            ibans: Vec::new(),
-            prefixes: Vec::new(),
-            private_keys: Vec::new(),
-            assignments: Vec::new(),
-        };
-        let mut run: Option<NumberRun> = None;
-        let mut after_word = false;
-        for (i, &b) in bytes.iter().enumerate() {
-            let word = is_word(b);
-            let starts_word = word && !after_word;
-            after_word = word;
-            if number_byte(b) {
-                let r = run.get_or_insert(NumberRun {
-                    start: i,
-                    end: i,
-                    digits: 0,
-                    dotted: false,
-                });
-                r.digits += usize::from(b.is_ascii_digit());
-                r.dotted |= b == b'.';
-                r.end = i + 1;
-            } else if let Some(r) = run.take().filter(|r| r.digits > 0) {
-                a.numbers.push(r);
-            }
-            match b {
-                b'@' => a.ats.push(i),
-                b':' | b'=' if credential_before(bytes, i) => a.assignments.push(i),
-                b'-' if private_key_header(bytes, i) => a.private_keys.push(i),
-                _ if starts_word => {
-                    let rest = bytes.get(i..).unwrap_or(&[]);
-                    if rest.get(..4).is_some_and(iban_start) {
-                        a.ibans.push(i);
-                    }
-                    for p in prefixes.get(usize::from(b)).into_iter().flatten() {
-                        if starts_with(rest, p) {
-                            a.prefixes.push((i, p));
-                        }
-                    }
-                }
-                _ => {}
+// Byte classes for the pass, in one table lookup a byte.
+const WORD: u8 = 1;
+const NUMBER: u8 = 1 << 1;
+const DIGIT: u8 = 1 << 2;
+/// `@`, `:`, `=`, `-`: an anchor may sit here.
+const MARK: u8 = 1 << 3;
+/// A key prefix or an IBAN head may start with it.
+const HEAD: u8 = 1 << 4;
+/// `[A-Za-z_]`: a word character that is no digit.
+const LETTER: u8 = 1 << 5;
+// In number runs: `.`, `-` (also a `MARK`), `+` or `(`, and the bytes that
+// join card digits (space, `-`).
+const DOT: u8 = 1 << 6;
+const DASH: u8 = MARK;
+const OPENS: u8 = 1 << 7;
+const JOINS: u8 = HEAD;
+
+// In bounds: `i < 256` indexes a `[u8; 256]`, at compile time.
+#[allow(clippy::indexing_slicing)]
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut c = 0;
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            c |= WORD;
+        }
+        if b.is_ascii_alphabetic() || b == b'_' {
+            c |= LETTER;
+        }
+        if b.is_ascii_digit() {
+            c |= NUMBER | DIGIT;
+        }
+        if matches!(b, b' ' | b'-' | b'(' | b')' | b'+' | b'.') {
+            c |= NUMBER;
+        }
+        if matches!(b, b'@' | b':' | b'=' | b'-') {
+            c |= MARK;
+        }
+        // IBANs start with capitals; key prefixes with these.
+        if b.is_ascii_uppercase() || matches!(b, b'g' | b'x' | b's' | b'r' | b'e') {
+            c |= HEAD;
+        }
+        // Number runs reuse bits that mean something else elsewhere
+        // (`HEAD` is only read for word bytes, `JOINS` only in runs).
+        if matches!(b, b' ' | b'-') {
+            c |= JOINS;
+        }
+        if b == b'.' {
+            c |= DOT;
+        }
+        if matches!(b, b'+' | b'(') {
+            c |= OPENS;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+}
+
+static CLASSES: [u8; 256] = classes();
+
+#[inline]
+fn class(b: u8) -> u8 {
+    CLASSES.get(usize::from(b)).copied().unwrap_or(0)
+}
+
+/// A maximal run of digits and number separators (` -()+.`), with what the
+/// number detectors need to find in it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NumberRun {
+    pub start: usize,
+    pub end: usize,
+    pub digits: usize,
+    pub dotted: bool,
+    pub dashed: bool,
+    /// Holds a `+` or a `(`.
+    pub marked: bool,
+    /// The most digits joined by at most one space or hyphen (cards).
+    pub chain: usize,
+}
+
+/// The run of number bytes from `start`, and what it holds; private key
+/// headers in it (a `-----BEGIN ` starts with its dashes) go to `headers`.
+fn number_run(bytes: &[u8], start: usize, headers: &mut Vec<usize>) -> NumberRun {
+    let mut r = NumberRun {
+        start,
+        ..NumberRun::default()
+    };
+    // Digits joined so far, and whether the last byte was a digit, or a
+    // space or hyphen after one; the classes of every byte, or-ed.
+    let (mut chain, mut digit, mut joint, mut seen) = (0, false, false, 0u8);
+    let mut i = start;
+    while let Some(&x) = bytes.get(i) {
+        let c = class(x);
+        if c & NUMBER == 0 {
+            break;
+        }
+        seen |= c;
+        if c & DIGIT != 0 {
+            r.digits += 1;
+            chain = if digit || joint { chain + 1 } else { 1 };
+            r.chain = r.chain.max(chain);
+            digit = true;
+            joint = false;
+        } else {
+            joint = digit && c & JOINS != 0;
+            digit = false;
+            if c & MARK != 0 && starts_with(bytes, i, BEGIN, false) {
+                headers.push(i);
             }
         }
-        a.numbers.extend(run.filter(|r| r.digits > 0));
-        a
+        i += 1;
     }
-
-    /// True when no anchored pattern can match: no anchor but number runs
-    /// with fewer than `min_digits` digits.
-    pub fn none(&self, min_digits: usize) -> bool {
-        self.ats.is_empty()
-            && self.ibans.is_empty()
-            && self.prefixes.is_empty()
-            && self.private_keys.is_empty()
-            && self.assignments.is_empty()
-            && self.numbers.iter().all(|r| r.digits < min_digits)
-    }
-
-    /// The merged `(start, end)` windows where `anchor`'s matches lie: search
-    /// `text[..end]` from `start`.
-    pub fn windows(&self, anchor: Anchor) -> Vec<(usize, usize)> {
-        let text = self.text;
-        let bytes = text.as_bytes();
-        let skip = |from: usize, keep: fn(u8) -> bool| {
-            from + bytes
-                .get(from..)
-                .map_or(0, |b| b.iter().take_while(|c| keep(**c)).count())
-        };
-        // Anchors come in order, and one inside the previous run ends where
-        // that run ended: `sk-sk-sk-...` is not rescanned per anchor.
-        let mut last: Option<(usize, usize)> = None;
-        let mut fwd = |from: usize, keep: fn(u8) -> bool| {
-            let end = match last {
-                Some((start, end)) if start <= from && from <= end => end,
-                _ => skip(from, keep),
-            };
-            last = Some((from, end));
-            next_char_end(text, end)
-        };
-        let raw: Vec<(usize, usize)> = match anchor {
-            Anchor::Email => self
-                .ats
-                .iter()
-                .map(|&at| {
-                    let local = bytes.get(..at).map_or(0, |b| {
-                        b.iter()
-                            .rev()
-                            .take_while(|c| c.is_ascii_alphanumeric() || b"._%+-".contains(c))
-                            .count()
-                    });
-                    (
-                        at - local,
-                        fwd(at + 1, |c| c.is_ascii_alphanumeric() || b".-".contains(&c)),
-                    )
-                })
-                .collect(),
-            Anchor::Number { min, dotted } => self
-                .numbers
-                .iter()
-                .filter(|r| r.digits >= min && (r.dotted || !dotted))
-                .map(|r| (r.start, next_char_end(text, r.end)))
-                .collect(),
-            Anchor::Iban => self
-                .ibans
-                .iter()
-                .map(|&i| {
-                    (
-                        i,
-                        fwd(i, |c| {
-                            c.is_ascii_uppercase() || c.is_ascii_digit() || c == b' '
-                        }),
-                    )
-                })
-                .collect(),
-            Anchor::Prefix(list) => self
-                .prefixes
-                .iter()
-                .filter(|(_, p)| list.contains(p))
-                .map(|&(i, _)| (i, fwd(i, |c| is_word(c) || c == b'-' || c == b'.')))
-                .collect(),
-            Anchor::PrivateKey => {
-                // The end marker found for one header is the first after every
-                // later header before it: a run of headers is searched once.
-                let mut last: Option<(usize, usize)> = None;
-                self.private_keys
-                    .iter()
-                    .map(|&i| {
-                        let (marker, end) = match last {
-                            Some((marker, end)) if marker >= i + BEGIN.len() => (marker, end),
-                            _ => private_key_end(text, i),
-                        };
-                        last = Some((marker, end));
-                        (i, end)
-                    })
-                    .collect()
-            }
-            Anchor::Assignment => self
-                .assignments
-                .iter()
-                .map(|&c| {
-                    let name_end = bytes.get(..c).map_or(0, |b| {
-                        b.iter().rposition(|x| !is_space(*x)).map_or(0, |p| p + 1)
-                    });
-                    let name = bytes.get(..name_end).map_or(0, |b| {
-                        b.iter()
-                            .rev()
-                            .take_while(|x| is_word(**x) || **x == b'-')
-                            .count()
-                    });
-                    let value = skip(c + 1, is_space);
-                    let value = value + usize::from(matches!(bytes.get(value), Some(b'"' | b'\'')));
-                    (
-                        name_end - name,
-                        fwd(value, |x| !is_space(x) && !b"\"',;".contains(&x)),
-                    )
-                })
-                .collect(),
-        };
-        merge(raw)
-    }
+    r.dotted = seen & DOT != 0;
+    r.dashed = seen & DASH != 0;
+    r.marked = seen & OPENS != 0;
+    r.end = i;
+    r
 }
 
-/// Prefixes listed by their first byte, for `Anchors::find`.
-pub fn by_first_byte(prefixes: impl Iterator<Item = &'static str>) -> Vec<Vec<&'static str>> {
-    let mut table = vec![Vec::new(); 256];
-    for p in prefixes {
+/// Runs with fewer digits than this are not kept: no number detector can
+/// match in them (IPv4 addresses need four).
+pub const MIN_RUN_DIGITS: usize = 4;
+
+/// Names a password assignment can end with (before `:`/`=`), lowercase.
+pub const CREDENTIAL_NAMES: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "apikey",
+    "api_key",
+    "api-key",
+    "accesstoken",
+    "access_token",
+    "access-token",
+    "authtoken",
+    "auth_token",
+    "auth-token",
+];
+
+const BEGIN: &[u8] = b"-----BEGIN ";
+
+/// Key prefixes by their first byte: (prefix, detector index).
+pub type PrefixTable = Vec<Vec<(&'static str, usize)>>;
+
+pub fn prefix_table(prefixes: impl Iterator<Item = (&'static str, usize)>) -> PrefixTable {
+    let mut table: PrefixTable = vec![Vec::new(); 256];
+    for (p, kind) in prefixes {
         if let Some(list) = table.get_mut(usize::from(p.bytes().next().unwrap_or(0))) {
-            if !list.contains(&p) {
-                list.push(p);
-            }
+            list.push((p, kind));
         }
     }
     table
 }
 
-/// `bytes.starts_with(p)`, inlined: a `memcmp` call per candidate costs more
-/// than the compare itself.
-fn starts_with(bytes: &[u8], p: &str) -> bool {
-    bytes.len() >= p.len() && bytes.iter().zip(p.bytes()).all(|(a, b)| *a == b)
+/// The anchors of one text, shared by all detectors. Every list is sorted.
+#[derive(Debug, Default)]
+pub struct Anchors {
+    pub ats: Vec<usize>,
+    pub numbers: Vec<NumberRun>,
+    pub ibans: Vec<usize>,
+    /// Word starts with a key prefix, by detector index.
+    pub prefixes: Vec<Vec<usize>>,
+    pub private_keys: Vec<usize>,
+    pub assignments: Vec<usize>,
 }
 
-/// Sorts and joins overlapping windows.
-fn merge(mut raw: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
-    raw.sort_unstable();
-    let mut out: Vec<(usize, usize)> = Vec::with_capacity(raw.len());
-    for (from, to) in raw {
-        match out.last_mut() {
-            Some(last) if from <= last.1 => last.1 = last.1.max(to),
-            _ => out.push((from, to)),
+impl Anchors {
+    /// One pass over `text`; `kinds` is the number of detector indexes
+    /// `table` uses.
+    pub fn find(text: &str, table: &PrefixTable, kinds: usize) -> Anchors {
+        let bytes = text.as_bytes();
+        let mut a = Anchors::default();
+        let mut after_word = false;
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            let c = class(b);
+            if c & NUMBER != 0 {
+                // A whole run of number bytes at once (no key prefix starts
+                // in one).
+                let run = number_run(bytes, i, &mut a.private_keys);
+                if run.digits >= MIN_RUN_DIGITS {
+                    a.numbers.push(run);
+                }
+                after_word = run.end > i && is_word(byte(bytes, run.end - 1));
+                i = run.end.max(i + 1);
+                continue;
+            }
+            let word = c & WORD != 0;
+            if word && !after_word && c & HEAD != 0 {
+                a.word_start(bytes, i, table, kinds);
+            }
+            after_word = word;
+            if c & MARK != 0 {
+                a.mark(bytes, i);
+            }
+            i += 1;
+            // The letters after a letter need nothing: skip them.
+            if c & LETTER != 0 && class(byte(bytes, i)) & LETTER != 0 {
+                i = run_end(bytes, i, |x| class(x) & LETTER != 0);
+            }
+        }
+        a
+    }
+
+    /// Key prefixes and IBAN heads at the word start `i`. Out of line, as
+    /// the rare paths are: inlined, they slow the loop over every byte.
+    #[inline(never)]
+    fn word_start(&mut self, bytes: &[u8], i: usize, table: &PrefixTable, kinds: usize) {
+        if iban_head(bytes, i) {
+            self.ibans.push(i);
+        }
+        for (p, kind) in table.get(usize::from(byte(bytes, i))).into_iter().flatten() {
+            if starts_with(bytes, i, p.as_bytes(), false) {
+                if self.prefixes.len() < kinds {
+                    self.prefixes.resize(kinds, Vec::new());
+                }
+                if let Some(list) = self.prefixes.get_mut(*kind) {
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
         }
     }
-    out
+
+    /// `@` and `:`/`=` (a `-` is in a number run, see `number_run`).
+    #[inline(never)]
+    fn mark(&mut self, bytes: &[u8], i: usize) {
+        match byte(bytes, i) {
+            b'@' => self.ats.push(i),
+            b':' | b'=' if credential_before(bytes, i) => self.assignments.push(i),
+            _ => {}
+        }
+    }
+
+    /// True when no built-in detector can match.
+    pub fn none(&self) -> bool {
+        self.ats.is_empty()
+            && self.numbers.is_empty()
+            && self.ibans.is_empty()
+            && self.prefixes.iter().all(Vec::is_empty)
+            && self.private_keys.is_empty()
+            && self.assignments.is_empty()
+    }
+
+    /// The prefix anchors of detector `kind`.
+    pub fn prefixed(&self, kind: usize) -> &[usize] {
+        self.prefixes.get(kind).map_or(&[], Vec::as_slice)
+    }
 }
 
-fn iban_start(w: &[u8]) -> bool {
-    matches!(w, [a, b, c, d] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_digit() && d.is_ascii_digit())
+/// `[A-Z]{2}\d{2}` at `i`.
+fn iban_head(b: &[u8], i: usize) -> bool {
+    matches!(b.get(i..i + 4), Some([a, c, d, e]) if a.is_ascii_uppercase() && c.is_ascii_uppercase() && d.is_ascii_digit() && e.is_ascii_digit())
 }
 
-/// Whether a name ending like a credential comes before the `:`/`=` at `at`.
-fn credential_before(bytes: &[u8], at: usize) -> bool {
-    let name = bytes.get(..at).map_or(&[][..], |b| {
-        let end = b.iter().rposition(|x| !is_space(*x)).map_or(0, |p| p + 1);
-        b.get(..end).unwrap_or(&[])
-    });
-    CREDENTIAL_NAMES.iter().any(|n| {
-        name.len() >= n.len()
-            && name
-                .get(name.len() - n.len()..)
-                .is_some_and(|tail| tail.eq_ignore_ascii_case(n.as_bytes()))
+/// The credential name (`CREDENTIAL_NAMES`, any case) that ends where the
+/// text before `at` ends, whitespace aside: (its start, its length).
+pub fn credential_name(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    let end = bytes
+        .get(..at)?
+        .iter()
+        .rposition(|x| !is_space(*x))
+        .map_or(0, |p| p + 1);
+    // Every name ends in one of these: most `:` in JSON or code stop here.
+    if !matches!(
+        byte(bytes, end.checked_sub(1)?).to_ascii_lowercase(),
+        b'd' | b't' | b'y' | b'n'
+    ) {
+        return None;
+    }
+    CREDENTIAL_NAMES.iter().find_map(|n| {
+        let start = end.checked_sub(n.len())?;
+        starts_with(bytes, start, n.as_bytes(), true).then_some((start, n.len()))
     })
 }
 
-/// `-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----` at `at`.
-fn private_key_header(bytes: &[u8], at: usize) -> bool {
-    let Some(rest) = bytes
-        .get(at..)
-        .and_then(|r| r.strip_prefix(BEGIN.as_bytes()))
-    else {
-        return false;
-    };
-    let word = rest.iter().take_while(|c| c.is_ascii_uppercase()).count();
-    rest.starts_with(END_MARKER.as_bytes())
-        || (rest.get(word) == Some(&b' ')
-            && rest
-                .get(word + 1..)
-                .is_some_and(|r| r.starts_with(END_MARKER.as_bytes())))
-}
-
-/// Where the first `-----END (?:[A-Z]+ )?PRIVATE KEY-----` after the header
-/// at `at` has its `PRIVATE KEY-----`, and just past it; or the end of the
-/// text for both (the pattern then runs to `$`).
-fn private_key_end(text: &str, at: usize) -> (usize, usize) {
-    let bytes = text.as_bytes();
-    let mut from = at + BEGIN.len();
-    while let Some(q) = text.get(from..).and_then(|t| t.find(END_MARKER)) {
-        let q = from + q;
-        let before = bytes.get(..q).unwrap_or(&[]);
-        let named = before.strip_suffix(b" ").is_some_and(|b| {
-            let word = b
-                .iter()
-                .rev()
-                .take_while(|c| c.is_ascii_uppercase())
-                .count();
-            word > 0
-                && b.get(..b.len() - word)
-                    .is_some_and(|b| b.ends_with(b"-----END "))
-        });
-        if named || before.ends_with(b"-----END ") {
-            return (q, next_char_end(text, q + END_MARKER.len()));
-        }
-        from = q + END_MARKER.len();
-    }
-    (text.len(), text.len())
+fn credential_before(bytes: &[u8], at: usize) -> bool {
+    credential_name(bytes, at).is_some()
 }
 
 #[cfg(test)]
@@ -334,33 +340,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn windows_hold_the_entity_and_one_more_character() {
-        let text = "mail jo@x.io, card 4111 1111 1111 1111x, key AKIAIOSFODNN7EXAMPLE.";
-        let a = Anchors::find(text, &by_first_byte(["AKIA"].into_iter()));
-        let slice = |w: &[(usize, usize)]| {
-            w.iter()
-                .map(|(s, e)| text.get(*s..*e).unwrap_or(""))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(slice(&a.windows(Anchor::Email)), ["jo@x.io,"]);
-        assert_eq!(
-            slice(&a.windows(Anchor::Number {
-                min: 13,
-                dotted: false
-            })),
-            [" 4111 1111 1111 1111x"]
-        );
-        assert_eq!(
-            slice(&a.windows(Anchor::Prefix(&["AKIA"]))),
-            ["AKIAIOSFODNN7EXAMPLE."]
-        );
-        let text = "x -----BEGIN RSA PRIVATE KEY-----\nMII\n-----END RSA PRIVATE KEY-----\ntail";
-        let a = Anchors::find(text, &[]);
-        assert_eq!(
-            a.windows(Anchor::PrivateKey),
-            [(2, text.len() - "tail".len())]
-        );
-        let a = Anchors::find("set DB_Password = 'hunter22' now", &[]);
-        assert_eq!(a.windows(Anchor::Assignment), [(4, 28)]);
+    fn one_pass_finds_each_kind_of_anchor() {
+        let text = "mail jo@x.io, card 4111 1111 1111 1111x, key AKIAIOSFODNN7EXAMPLE. \
+                    -----BEGIN RSA PRIVATE KEY----- DB_Password = 'x' GB82 WEST 12";
+        let table = prefix_table([("AKIA", 0), ("sk-", 1)].into_iter());
+        let a = Anchors::find(text, &table, 2);
+        assert_eq!(a.ats, [text.find('@').unwrap()]);
+        assert_eq!(a.prefixed(0), [text.find("AKIA").unwrap()]);
+        assert!(a.prefixed(1).is_empty());
+        assert_eq!(a.private_keys, [text.find("-----BEGIN").unwrap()]);
+        assert_eq!(a.assignments, [text.find('=').unwrap()]);
+        assert_eq!(a.ibans, [text.find("GB82").unwrap()]);
+        let card = &a.numbers[0];
+        assert_eq!(card.digits, 16);
+        assert_eq!(&text[card.start..card.end], " 4111 1111 1111 1111");
+        assert!(!a.none());
+        assert!(Anchors::find("plain words, 12 and 3.4", &table, 2).none());
+    }
+
+    #[test]
+    fn boundaries_and_credential_names() {
+        let b = b"ab cd";
+        assert!(boundary(b, 0) && boundary(b, 2) && boundary(b, 3) && boundary(b, 5));
+        assert!(!boundary(b, 1) && !boundary(b, 4));
+        assert_eq!(credential_name(b"my API-Key  :", 12), Some((3, 7)));
+        assert_eq!(credential_name(b"keyboard:", 8), None);
     }
 }

@@ -1,19 +1,28 @@
 //! Guardrails: PII, secrets, custom patterns and prompt injection, found in
-//! the text of each API's body (never keys, ids or image data) and blocked,
-//! redacted with typed placeholders (`[EMAIL_1]`, the same value getting the
-//! same placeholder within a request) or only reported. Events name the
-//! guardrail, kind, direction and action, never the matched text.
+//! everything the model reads in each API's body (every string but ids,
+//! type tags, URLs and base64 data: see `locate`) and blocked, redacted
+//! with typed placeholders (`[EMAIL_1]`, the same value getting the same
+//! placeholder within a request) or only reported. Events name the
+//! guardrail, kind, direction and action, never the matched text. Scanning
+//! is linear in the text whatever it holds (`worst_case` has the inputs
+//! built to prove it).
 
 mod anchors;
 pub mod detect;
+#[cfg(test)]
+mod equivalence;
 pub mod injection;
+pub mod injection_model;
 pub mod locate;
 pub mod stream;
+#[doc(hidden)]
+pub mod worst_case;
 
 use detect::{Detectors, Finding};
 use injection::InjectionDetector;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,13 +177,15 @@ impl Policy {
     }
 }
 
-/// A guardrail that fired; never holds the matched text.
+/// A guardrail that fired, and how many times for this kind, direction and
+/// action; never holds the matched text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardEvent {
     pub guardrail: &'static str,
     pub kind: String,
     pub direction: Direction,
     pub action: GuardAction,
+    pub count: u64,
 }
 
 /// Why a request or answer was blocked.
@@ -243,37 +254,145 @@ impl Guardrails {
             .scan(text, |g, k| policy.wants(g, k, direction))
     }
 
+    /// The rules' score and the learned model's (calibrated to the same
+    /// scale), the larger deciding; a text only the model flags is of kind
+    /// `classifier`.
     pub fn injection_score(&self, text: &str) -> (f64, Option<&'static str>) {
-        self.injection.score(text)
+        let (rules, signal) = self.injection.score(text);
+        let model = injection_model::calibrated(text);
+        if model > rules {
+            (model, Some(signal.unwrap_or("classifier")))
+        } else {
+            (rules, signal)
+        }
     }
 }
 
-/// Typed placeholders, consistent within one request.
+/// Appends `n` in decimal (without the formatting machinery: redaction
+/// writes one per finding).
+fn push_number(out: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    let mut n = n;
+    loop {
+        if let Some(d) = digits.get_mut(len) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        len += 1;
+        n /= 10;
+        if n == 0 || len == digits.len() {
+            break;
+        }
+    }
+    for d in digits.iter().take(len).rev() {
+        out.push(char::from(*d));
+    }
+}
+
+/// Keys that are already keyed hashes: used as they are.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Typed placeholders, consistent within one request: a value keeps the
+/// placeholder it got first.
 #[derive(Debug, Default)]
 pub struct Placeholders {
-    seen: Vec<(String, String)>,
-    counts: BTreeMap<String, usize>,
+    /// Each value's kind (an index into `kinds`) and number, by the value's
+    /// keyed hash: a prompt of many distinct values costs no allocation per
+    /// value. Two values would share a placeholder only if their 64-bit
+    /// hashes collide (both are still replaced).
+    seen: HashMap<u64, (u32, u32), BuildHasherDefault<Prehashed>>,
+    hasher: RandomState,
+    /// Each kind, its placeholder name (`EMAIL`) and how many it numbered.
+    kinds: Vec<(String, String, usize)>,
+    /// The placeholder written last: a value repeated right after itself
+    /// (`redact` compares the two slices) skips hashing and formatting.
+    last_placeholder: String,
 }
 
 impl Placeholders {
     pub fn for_value(&mut self, kind: &str, value: &str) -> String {
-        if let Some((_, p)) = self.seen.iter().find(|(v, _)| v == value) {
-            return p.clone();
-        }
-        let n = self.counts.entry(kind.to_string()).or_insert(0);
-        *n += 1;
-        let placeholder = format!("[{}_{}]", kind.to_ascii_uppercase(), n);
-        self.seen.push((value.to_string(), placeholder.clone()));
-        placeholder
+        let mut out = String::new();
+        self.write(&mut out, kind, value);
+        out
     }
 
-    /// `text` with the redactable findings replaced.
+    fn write(&mut self, out: &mut String, kind: &str, value: &str) {
+        let key = self.hasher.hash_one(value);
+        let (slot, n) = self.number(key, kind);
+        let p = &mut self.last_placeholder;
+        p.clear();
+        p.push('[');
+        p.push_str(self.kinds.get(slot).map_or("", |k| k.1.as_str()));
+        p.push('_');
+        push_number(p, n);
+        p.push(']');
+        out.push_str(p);
+    }
+
+    /// Writes the placeholder of the value written last again.
+    fn repeat(&mut self, out: &mut String) {
+        out.push_str(&self.last_placeholder);
+    }
+
+    /// Room for `n` more values without growing the table value by value.
+    fn reserve(&mut self, n: usize) {
+        self.seen.reserve(n);
+    }
+
+    /// The kind slot and number of the value hashed to `key`.
+    fn number(&mut self, key: u64, kind: &str) -> (usize, usize) {
+        let wide = |(slot, n): (u32, u32)| (slot as usize, n as usize);
+        match self.seen.get(&key) {
+            Some(known) => wide(*known),
+            None => {
+                let slot = match self.kinds.iter().position(|(k, _, _)| k == kind) {
+                    Some(slot) => slot,
+                    None => {
+                        self.kinds
+                            .push((kind.to_string(), kind.to_ascii_uppercase(), 0));
+                        self.kinds.len() - 1
+                    }
+                };
+                let n = self.kinds.get_mut(slot).map_or(0, |k| {
+                    k.2 += 1;
+                    k.2
+                });
+                let narrow = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+                self.seen.insert(key, (narrow(slot), narrow(n)));
+                (slot, n)
+            }
+        }
+    }
+
+    /// `text` with the redactable findings (sorted, not overlapping) replaced.
     pub fn redact(&mut self, text: &str, findings: &[&Finding]) -> String {
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
+        let mut last = "";
         for f in findings {
             out.push_str(text.get(at..f.start).unwrap_or(""));
-            out.push_str(&self.for_value(&f.kind, text.get(f.start..f.end).unwrap_or("")));
+            let value = text.get(f.start..f.end).unwrap_or("");
+            if value == last && at > 0 {
+                self.repeat(&mut out);
+            } else {
+                self.write(&mut out, &f.kind, value);
+            }
+            last = value;
             at = f.end;
         }
         out.push_str(text.get(at..).unwrap_or(""));
@@ -316,6 +435,8 @@ mod tests {
 /// What the guardrails did to one body.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
+    /// One per finding (and per text an injection fires in); the filter
+    /// counts them by kind.
     pub events: Vec<GuardEvent>,
     pub blocked: Option<Blocked>,
     /// The body was redacted and must be re-serialized.
@@ -340,12 +461,13 @@ impl Guardrails {
                 if score >= policy.threshold {
                     let action = policy.injection.0;
                     let kind = signal.unwrap_or("instruction_override").to_string();
-                    outcome.events.push(GuardEvent {
-                        guardrail: "prompt_injection",
-                        kind: kind.clone(),
-                        direction: Direction::Input,
+                    note(
+                        &mut outcome.events,
+                        "prompt_injection",
+                        &kind,
+                        Direction::Input,
                         action,
-                    });
+                    );
                     // Injection cannot be redacted meaningfully: redact blocks.
                     if matches!(action, GuardAction::Block | GuardAction::Redact)
                         && outcome.blocked.is_none()
@@ -400,8 +522,34 @@ impl Guardrails {
     }
 }
 
-/// Applies the policy to one text's findings: each becomes an event, the
-/// first to block is recorded, and those to redact are replaced in `text`.
+/// Records that a guardrail fired: counted into the event of the same kind,
+/// so a text with 40,000 e-mail addresses makes one event, not 40,000.
+pub(crate) fn note(
+    events: &mut Vec<GuardEvent>,
+    guardrail: &'static str,
+    kind: &str,
+    direction: Direction,
+    action: GuardAction,
+) {
+    let same = |e: &&mut GuardEvent| {
+        e.guardrail == guardrail && e.kind == kind && e.direction == direction && e.action == action
+    };
+    match events.iter_mut().find(same) {
+        Some(e) => e.count += 1,
+        None => events.push(GuardEvent {
+            guardrail,
+            kind: kind.to_string(),
+            direction,
+            action,
+            count: 1,
+        }),
+    }
+}
+
+/// Applies the policy to one text's findings (sorted, not overlapping):
+/// each becomes an event, the first to block is recorded, and those to
+/// redact are replaced in `text`, in one pass. Once the body is blocked, it
+/// is refused (or its text replaced) whole: redacting it is skipped.
 fn judge(
     findings: &[Finding],
     policy: &Policy,
@@ -410,28 +558,48 @@ fn judge(
     text: &mut String,
     placeholders: &mut Placeholders,
 ) {
-    let mut redact: Vec<&Finding> = Vec::new();
+    let mut redacted: Option<String> = None;
+    let mut at = 0;
+    // The last value redacted in this text: a repeat reuses its placeholder.
+    let mut last_value: Option<&str> = None;
+    // Many findings in one text: size the placeholder table once (a
+    // quarter of them may be new values) rather than rehash it as it grows.
+    if findings.len() > 4096 {
+        placeholders.reserve(findings.len() / 4);
+    }
+    let mut last: Option<(usize, GuardAction)> = None;
     for f in findings {
-        let action = policy.action(f.guardrail, direction);
-        outcome.events.push(GuardEvent {
-            guardrail: f.guardrail,
-            kind: f.kind.clone(),
-            direction,
-            action,
-        });
+        let action = match last {
+            Some((detector, action)) if detector == f.detector => action,
+            _ => policy.action(f.guardrail, direction),
+        };
+        last = Some((f.detector, action));
+        note(&mut outcome.events, f.guardrail, &f.kind, direction, action);
         match action {
             GuardAction::Block if outcome.blocked.is_none() => {
                 outcome.blocked = Some(Blocked {
                     guardrail: f.guardrail,
-                    kind: f.kind.clone(),
+                    kind: f.kind.to_string(),
                 })
             }
-            GuardAction::Redact => redact.push(f),
+            GuardAction::Redact if outcome.blocked.is_none() => {
+                let out = redacted.get_or_insert_with(|| String::with_capacity(text.len() + 16));
+                out.push_str(text.get(at..f.start).unwrap_or(""));
+                let value = text.get(f.start..f.end).unwrap_or("");
+                if last_value == Some(value) {
+                    placeholders.repeat(out);
+                } else {
+                    placeholders.write(out, &f.kind, value);
+                }
+                last_value = Some(value);
+                at = f.end;
+            }
             _ => {}
         }
     }
-    if !redact.is_empty() {
-        *text = placeholders.redact(text, &redact);
+    if let Some(mut out) = redacted.filter(|_| outcome.blocked.is_none()) {
+        out.push_str(text.get(at..).unwrap_or(""));
+        *text = out;
         outcome.changed = true;
     }
 }
@@ -462,7 +630,9 @@ mod apply_tests {
             body["messages"][0]["content"],
             "mail [EMAIL_1] and [EMAIL_1], or [EMAIL_2]"
         );
-        assert_eq!(o.events.len(), 3);
+        // One event per kind, counted.
+        assert_eq!(o.events.len(), 1);
+        assert_eq!((o.events[0].kind.as_str(), o.events[0].count), ("email", 3));
         let mut body = json!({"system": "x", "messages": [{"role": "user", "content": "key AKIAIOSFODNN7EXAMPLE"}]});
         let o = g.check_request(Api::Messages, &mut body, &p);
         assert_eq!(

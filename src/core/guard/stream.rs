@@ -2,7 +2,11 @@
 //! window so an entity split across chunks is still caught and redacted in
 //! flight. Only what could still grow into an entity is held: the last word,
 //! digit groups before it (cards, phones, IBANs), the name of an assignment
-//! (`password = ...`), or a partial match; at most `HOLD_BACK` characters.
+//! (`password = ...`), or a partial match; at most `HOLD_BACK` characters,
+//! unless a match reaches into it (held whole, as it may still grow). Held
+//! text is scanned again with each delta; past `RESCAN_HELD` bytes only once
+//! it has doubled, so even an endless entity in one-byte deltas costs time
+//! linear in the stream.
 
 use super::{
     blocked_notice, Blocked, Direction, GuardAction, GuardEvent, Guardrails, Placeholders, Policy,
@@ -59,13 +63,23 @@ fn hold_start(text: &str) -> usize {
     start.max(floor)
 }
 
+/// Held text longer than this (an entity still growing) is scanned again
+/// only once it has doubled: a long entity streamed in small deltas costs
+/// linear time, not a rescan per delta.
+const RESCAN_HELD: usize = 4 * HOLD_BACK;
+
 #[derive(Debug, Default)]
 pub struct OutputGuard {
     pending: String,
     placeholders: Placeholders,
     pub events: Vec<GuardEvent>,
+    /// Hold deltas without scanning until `pending` is this long.
+    rescan_at: usize,
     /// A block ended the stream; later events are dropped.
     stopped: bool,
+    /// Bytes scanned so far (tests check the work stays linear).
+    #[cfg(test)]
+    scanned: usize,
 }
 
 impl OutputGuard {
@@ -130,6 +144,13 @@ impl OutputGuard {
     }
 
     fn release(&mut self, g: &Guardrails, p: &Policy, all: bool) -> Result<String, Blocked> {
+        if !all && self.pending.len() < self.rescan_at {
+            return Ok(String::new());
+        }
+        #[cfg(test)]
+        {
+            self.scanned += self.pending.len();
+        }
         let findings = g.scan(&self.pending, p, Direction::Output);
         let mut cut = if all {
             self.pending.len()
@@ -148,16 +169,17 @@ impl OutputGuard {
         let released: Vec<_> = findings.iter().filter(|f| f.end <= cut).collect();
         for f in &released {
             let action = p.action(f.guardrail, Direction::Output);
-            self.events.push(GuardEvent {
-                guardrail: f.guardrail,
-                kind: f.kind.clone(),
-                direction: Direction::Output,
+            super::note(
+                &mut self.events,
+                f.guardrail,
+                &f.kind,
+                Direction::Output,
                 action,
-            });
+            );
             if action == GuardAction::Block {
                 return Err(Blocked {
                     guardrail: f.guardrail,
-                    kind: f.kind.clone(),
+                    kind: f.kind.to_string(),
                 });
             }
         }
@@ -165,9 +187,15 @@ impl OutputGuard {
             .into_iter()
             .filter(|f| p.action(f.guardrail, Direction::Output) == GuardAction::Redact)
             .collect();
-        let head = self.pending.get(..cut).unwrap_or("").to_string();
-        let out = self.placeholders.redact(&head, &redact);
+        let out = self
+            .placeholders
+            .redact(self.pending.get(..cut).unwrap_or(""), &redact);
         self.pending = self.pending.get(cut..).unwrap_or("").to_string();
+        self.rescan_at = if self.pending.len() > RESCAN_HELD {
+            2 * self.pending.len()
+        } else {
+            0
+        };
         Ok(out)
     }
 
@@ -239,6 +267,76 @@ mod tests {
             assert_eq!(
                 out, "Contact me at [EMAIL_1] or card [CARD_1], thanks a lot for everything!",
                 "cut {cut}"
+            );
+        }
+    }
+
+    /// Streams `text` in `step`-byte deltas; what comes out, and the bytes
+    /// the guard scanned.
+    fn stream(g: &Guardrails, p: &Policy, text: &str, step: usize) -> (String, usize) {
+        let mut guard = OutputGuard::default();
+        let mut out = String::new();
+        let mut at = 0;
+        while at < text.len() {
+            let mut end = (at + step).min(text.len());
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            out += &guard.push(g, p, &text[at..end]).unwrap();
+            at = end;
+        }
+        out += &guard.flush(g, p).unwrap();
+        (out, guard.scanned)
+    }
+
+    #[test]
+    fn a_long_entity_in_small_deltas_is_scanned_in_linear_time() {
+        // A match that keeps growing is held whole; it used to be scanned
+        // again for every delta (quadratic: 10^10 bytes here).
+        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        let p = g.policy(None, None);
+        let token = format!("key sk-{} done", "a".repeat(200_000));
+        let (out, scanned) = stream(&g, &p, &token, 1);
+        assert_eq!(out, "key [OPENAI_KEY_1] done");
+        assert!(
+            scanned < 8 * token.len(),
+            "scanned {scanned} bytes of {}",
+            token.len()
+        );
+        // Many short entities: each byte is scanned a bounded number of times.
+        let ips = "10.1.2.3 ".repeat(20_000);
+        let (out, scanned) = stream(&g, &p, &ips, 7);
+        assert_eq!(out, "[IP_ADDRESS_1] ".repeat(20_000));
+        assert!(
+            scanned < 16 * ips.len(),
+            "scanned {scanned} bytes of {}",
+            ips.len()
+        );
+    }
+
+    #[test]
+    fn worst_cases_stream_in_linear_work() {
+        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        let p = g.policy(None, None);
+        for (name, text) in crate::core::guard::worst_case::inputs(64 << 10) {
+            let mut guard = OutputGuard::default();
+            let mut at = 0;
+            while at < text.len() {
+                let mut end = (at + 16).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                if guard.push(&g, &p, &text[at..end]).is_err() {
+                    break;
+                }
+                at = end;
+            }
+            let _ = guard.flush(&g, &p);
+            assert!(
+                guard.scanned < 16 * text.len(),
+                "{name}: scanned {} bytes of {}",
+                guard.scanned,
+                text.len()
             );
         }
     }
