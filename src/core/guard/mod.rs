@@ -177,6 +177,11 @@ impl Policy {
     }
 }
 
+/// Bytes of a request's text the learned injection model reads, in body
+/// order (the rules read everything): it costs about 25 ns a byte, so a
+/// 4 MB prompt would take some 100 ms; this keeps it under 10 ms.
+pub const MODEL_BUDGET: usize = 256 * 1024;
+
 /// A guardrail that fired, and how many times for this kind, direction and
 /// action; never holds the matched text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,10 +261,21 @@ impl Guardrails {
 
     /// The rules' score and the learned model's (calibrated to the same
     /// scale), the larger deciding; a text only the model flags is of kind
-    /// `classifier`.
-    pub fn injection_score(&self, text: &str) -> (f64, Option<&'static str>) {
+    /// `classifier`. The rules read all of `text`; the model reads at most
+    /// `model_budget` bytes of it (from its start) and takes them from the
+    /// budget.
+    pub fn injection_score(
+        &self,
+        text: &str,
+        model_budget: &mut usize,
+    ) -> (f64, Option<&'static str>) {
         let (rules, signal) = self.injection.score(text);
-        let model = injection_model::calibrated(text);
+        let mut end = (*model_budget).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        *model_budget -= end;
+        let model = text.get(..end).map_or(0.0, injection_model::calibrated);
         if model > rules {
             (model, Some(signal.unwrap_or("classifier")))
         } else {
@@ -455,9 +471,10 @@ impl Guardrails {
         // Texts are redacted as they are scanned, like answers are: a request
         // that ends up blocked is refused whole, so its redactions do no harm.
         let mut placeholders = Placeholders::default();
+        let mut model_budget = MODEL_BUDGET;
         locate::request_texts(api, body, &mut |text: &mut String| {
             if policy.injection.0 != GuardAction::Off {
-                let (score, signal) = self.injection_score(text);
+                let (score, signal) = self.injection_score(text, &mut model_budget);
                 if score >= policy.threshold {
                     let action = policy.injection.0;
                     let kind = signal.unwrap_or("instruction_override").to_string();
@@ -617,6 +634,17 @@ mod apply_tests {
     use super::*;
     use crate::core::api::Api;
     use serde_json::json;
+
+    #[test]
+    fn the_model_reads_at_most_its_budget() {
+        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        let mut budget = 10;
+        g.injection_score(&"é".repeat(100), &mut budget);
+        assert_eq!(budget, 0, "cut at a character boundary, then spent");
+        let mut budget = 1000;
+        g.injection_score("héllo", &mut budget);
+        assert_eq!(budget, 1000 - "héllo".len());
+    }
 
     #[test]
     fn redacts_blocks_and_reports() {
