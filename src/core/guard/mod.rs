@@ -178,9 +178,10 @@ impl Policy {
 }
 
 /// Bytes of a request's text the learned injection model reads, in body
-/// order (the rules read everything): it costs about 25 ns a byte, so a
-/// 4 MB prompt would take some 100 ms; this keeps it under 10 ms.
-pub const MODEL_BUDGET: usize = 256 * 1024;
+/// order (the rules read everything). It costs about 15 ns a byte natively
+/// and some 8x that in the filter's wasm VM (`make bench` (h)/(h0): +1 ms
+/// at p50 for an 8 KB prompt), so this bounds it to about 8 ms a request.
+pub const MODEL_BUDGET: usize = 64 * 1024;
 
 /// A guardrail that fired, and how many times for this kind, direction and
 /// action; never holds the matched text.
