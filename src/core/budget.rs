@@ -3,7 +3,7 @@
 
 use super::config::FailureMode;
 use super::error::GatewayError;
-use super::events::EventCount;
+use super::guard::GuardEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -176,14 +176,14 @@ pub struct GuardrailEventReport {
     pub count: u64,
 }
 
-impl From<EventCount> for GuardrailEventReport {
-    fn from(c: EventCount) -> Self {
+impl From<&GuardEvent> for GuardrailEventReport {
+    fn from(e: &GuardEvent) -> Self {
         GuardrailEventReport {
-            guardrail: c.guardrail.into(),
-            kind: capped(&c.kind, MAX_REPORT_FIELD),
-            direction: c.direction.into(),
-            action: c.action.into(),
-            count: c.count,
+            guardrail: e.guardrail.into(),
+            kind: capped(&e.kind, MAX_REPORT_FIELD),
+            direction: e.direction.name().into(),
+            action: e.action.name().into(),
+            count: e.count,
         }
     }
 }

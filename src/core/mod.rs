@@ -8,7 +8,6 @@ pub mod content;
 pub mod convert;
 pub mod decision;
 pub mod error;
-pub mod events;
 pub mod glob;
 pub mod guard;
 pub mod header_map;

@@ -17,8 +17,7 @@ use crate::core::content;
 use crate::core::convert;
 use crate::core::decision::{EnvAuth, RouteDecision};
 use crate::core::error::GatewayError;
-use crate::core::events::{self, EventCount};
-use crate::core::guard::GuardEvent;
+use crate::core::guard::{self, GuardEvent};
 use crate::core::key;
 use crate::core::models;
 use crate::core::request::LlmRequest;
@@ -110,7 +109,7 @@ pub struct RequestStage {
     /// Provider-account headers the client sent (`ACCOUNT_HEADERS`).
     account_headers: Vec<&'static str>,
     /// Guardrail events of both directions, counted by kind.
-    guard_events: Vec<EventCount>,
+    guard_events: Vec<GuardEvent>,
     /// What was decided about a request a guardrail then refused: recorded
     /// (with its events), never billed.
     blocked: Option<Forwarded>,
@@ -427,8 +426,8 @@ impl RequestStage {
     }
 
     fn record_guard_events(&mut self, events: &[GuardEvent]) {
-        count_guard_events(&self.shared.stats, &events::tally(events));
-        events::add(&mut self.guard_events, events);
+        count_guard_events(&self.shared.stats, events);
+        guard::merge_events(&mut self.guard_events, events);
     }
 
     /// Asks the sidecar to reserve this request against the key's, team's
@@ -538,7 +537,7 @@ impl RequestStage {
             latency_ms: now_ns.saturating_sub(self.started_ns) / 1_000_000,
             estimated,
             stream: response.stream,
-            guardrail_events: self.guard_events.iter().cloned().map(Into::into).collect(),
+            guardrail_events: self.guard_events.iter().map(Into::into).collect(),
             forwarded,
             ts: now_ns / 1_000_000_000,
         }
@@ -634,7 +633,7 @@ impl RequestStage {
                 first_chunk_ns: self.response.first_chunk_ns,
                 end_ns: now,
                 input_messages: routed.input_messages.clone(),
-                guard_events: self.guard_events.iter().map(EventCount::label).collect(),
+                guard_events: self.guard_events.iter().map(GuardEvent::label).collect(),
                 output_messages: self.response.captured.as_deref().map(|text| {
                     content::output_messages(
                         text,
@@ -660,13 +659,17 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 }
 
 /// Guardrail events by guardrail, kind, direction and action (never text).
-fn count_guard_events(stats: &stats::Stats, counts: &[EventCount]) {
-    for c in counts {
-        let (guardrail, kind, direction, action) =
-            (c.guardrail, stats::tag(&c.kind), c.direction, c.action);
+fn count_guard_events(stats: &stats::Stats, events: &[GuardEvent]) {
+    for e in events {
+        let (guardrail, kind, direction, action) = (
+            e.guardrail,
+            stats::tag(&e.kind),
+            e.direction.name(),
+            e.action.name(),
+        );
         stats.count(
             format!("tollgate.guardrail_events.guardrail.{guardrail}.kind.{kind}.direction.{direction}.action.{action}"),
-            c.count,
+            e.count,
         );
     }
 }

@@ -540,6 +540,38 @@ impl Guardrails {
     }
 }
 
+impl GuardEvent {
+    /// `guardrail/kind/direction/action`, with `*count` when above one (the
+    /// trace attribute).
+    pub fn label(&self) -> String {
+        let base = format!(
+            "{}/{}/{}/{}",
+            self.guardrail,
+            self.kind,
+            self.direction.name(),
+            self.action.name()
+        );
+        if self.count > 1 {
+            format!("{base}*{}", self.count)
+        } else {
+            base
+        }
+    }
+}
+
+/// The event of this guardrail, kind, direction and action, if recorded.
+fn event_of<'e>(
+    events: &'e mut [GuardEvent],
+    guardrail: &str,
+    kind: &str,
+    direction: Direction,
+    action: GuardAction,
+) -> Option<&'e mut GuardEvent> {
+    events.iter_mut().find(|e| {
+        e.guardrail == guardrail && e.kind == kind && e.direction == direction && e.action == action
+    })
+}
+
 /// Records that a guardrail fired: counted into the event of the same kind,
 /// so a text with 40,000 e-mail addresses makes one event, not 40,000.
 pub(crate) fn note(
@@ -549,10 +581,7 @@ pub(crate) fn note(
     direction: Direction,
     action: GuardAction,
 ) {
-    let same = |e: &&mut GuardEvent| {
-        e.guardrail == guardrail && e.kind == kind && e.direction == direction && e.action == action
-    };
-    match events.iter_mut().find(same) {
+    match event_of(events, guardrail, kind, direction, action) {
         Some(e) => e.count += 1,
         None => events.push(GuardEvent {
             guardrail,
@@ -561,6 +590,17 @@ pub(crate) fn note(
             action,
             count: 1,
         }),
+    }
+}
+
+/// Adds counted events to `into` (a request's texts and stream chunks, or
+/// both directions, into one list), one entry per kind.
+pub fn merge_events(into: &mut Vec<GuardEvent>, events: &[GuardEvent]) {
+    for e in events {
+        match event_of(into, e.guardrail, &e.kind, e.direction, e.action) {
+            Some(known) => known.count += e.count,
+            None => into.push(e.clone()),
+        }
     }
 }
 
@@ -635,6 +675,32 @@ mod apply_tests {
     use super::*;
     use crate::core::api::Api;
     use serde_json::json;
+
+    #[test]
+    fn events_are_counted_by_kind() {
+        let event = |kind: &str, direction, count| GuardEvent {
+            guardrail: "pii",
+            kind: kind.into(),
+            direction,
+            action: GuardAction::Redact,
+            count,
+        };
+        let mut all = Vec::new();
+        merge_events(&mut all, &[event("email", Direction::Input, 40_000)]);
+        merge_events(
+            &mut all,
+            &[
+                event("email", Direction::Input, 2),
+                event("phone", Direction::Input, 1),
+                event("email", Direction::Output, 1),
+            ],
+        );
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].count, 40_002);
+        assert_eq!(all[0].label(), "pii/email/input/redact*40002");
+        assert_eq!(all[1].label(), "pii/phone/input/redact");
+        assert_eq!(all[2].direction, Direction::Output);
+    }
 
     #[test]
     fn the_model_reads_at_most_its_budget() {
