@@ -194,11 +194,9 @@ pub const MAX_REPORT_FIELD: usize = 256;
 
 /// `s` cut to at most `max` bytes at a character boundary.
 pub fn capped(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default().to_string()
+    s.get(..s.floor_char_boundary(max))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// One request's usage for `POST /v1/settle/batch`. Text fields are cut to

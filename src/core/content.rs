@@ -111,10 +111,7 @@ fn capped(v: Value) -> String {
     if s.len() <= MAX_CAPTURE {
         return s;
     }
-    let mut end = MAX_CAPTURE;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = s.floor_char_boundary(MAX_CAPTURE);
     format!("{}…(truncated)", s.get(..end).unwrap_or(""))
 }
 

@@ -88,11 +88,8 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
 /// A key cut to `MAX_QUOTED_KEY` bytes at a character boundary.
 fn quoted(key: &str) -> &str {
-    let mut end = key.len().min(MAX_QUOTED_KEY);
-    while !key.is_char_boundary(end) {
-        end -= 1;
-    }
-    key.get(..end).unwrap_or_default()
+    key.get(..key.floor_char_boundary(MAX_QUOTED_KEY))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -271,10 +271,7 @@ impl Guardrails {
         model_budget: &mut usize,
     ) -> (f64, Option<&'static str>) {
         let (rules, signal) = self.injection.score(text);
-        let mut end = (*model_budget).min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = text.floor_char_boundary(*model_budget);
         *model_budget -= end;
         let model = text.get(..end).map_or(0.0, injection_model::calibrated);
         if model > rules {

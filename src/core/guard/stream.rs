@@ -152,14 +152,11 @@ impl OutputGuard {
             self.scanned += self.pending.len();
         }
         let findings = g.scan(&self.pending, p, Direction::Output);
-        let mut cut = if all {
+        let mut cut = self.pending.floor_char_boundary(if all {
             self.pending.len()
         } else {
             hold_start(&self.pending)
-        };
-        while !self.pending.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        });
         // Never release part of a match: it may still grow.
         for f in &findings {
             if f.start < cut && f.end > cut {
