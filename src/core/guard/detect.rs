@@ -574,15 +574,28 @@ fn card(b: &[u8], s: usize) -> Result<Option<usize>, usize> {
     Ok(best)
 }
 
+/// Digit groups of the given lengths joined by `-` from `s`, then a word
+/// boundary (`\d{3}-\d{2}-\d{4}\b` is `[3, 2, 4]`): where they end.
+fn dashed_digits(b: &[u8], s: usize, groups: &[usize]) -> Option<usize> {
+    let mut at = s;
+    for (i, &n) in groups.iter().enumerate() {
+        if i > 0 {
+            if byte(b, at) != b'-' {
+                return None;
+            }
+            at += 1;
+        }
+        if !digits_at(b, at, n) {
+            return None;
+        }
+        at += n;
+    }
+    (!is_word(byte(b, at))).then_some(at)
+}
+
 /// `\b\d{3}-\d{2}-\d{4}\b`
 fn ssn_at(b: &[u8], s: usize) -> Option<usize> {
-    let ok = digits_at(b, s, 3)
-        && byte(b, s + 3) == b'-'
-        && digits_at(b, s + 4, 2)
-        && byte(b, s + 6) == b'-'
-        && digits_at(b, s + 7, 4)
-        && !is_word(byte(b, s + 11));
-    ok.then_some(s + 11)
+    dashed_digits(b, s, &[3, 2, 4])
 }
 
 /// `\b(?:\d{1,3}\.){3}\d{1,3}\b`: four digit runs of one to three.
@@ -741,21 +754,9 @@ fn phone_at(b: &[u8], s: usize) -> Option<usize> {
                 return None;
             }
             let q = if byte(b, s + 5) == b' ' { s + 6 } else { s + 5 };
-            let ok = digits_at(b, q, 3)
-                && byte(b, q + 3) == b'-'
-                && digits_at(b, q + 4, 4)
-                && !is_word(byte(b, q + 8));
-            ok.then_some(q + 8)
+            dashed_digits(b, q, &[3, 4])
         }
-        _ => {
-            let ok = digits_at(b, s, 3)
-                && byte(b, s + 3) == b'-'
-                && digits_at(b, s + 4, 3)
-                && byte(b, s + 7) == b'-'
-                && digits_at(b, s + 8, 4)
-                && !is_word(byte(b, s + 12));
-            ok.then_some(s + 12)
-        }
+        _ => dashed_digits(b, s, &[3, 3, 4]),
     }
 }
 
