@@ -795,21 +795,14 @@ impl InjectionDetector {
     /// Score in 0..=1 and the strongest signal that fired.
     pub fn score(&self, text: &str) -> (f64, Option<&'static str>) {
         let words = Words::find(text, &self.trie);
-        let (mut score, mut top) = combine(words.signals(text.as_bytes()));
-        for (from, to) in &words.base64 {
-            let Some(decoded) = text.get(*from..*to).and_then(decode_base64) else {
-                continue;
-            };
-            let Ok(decoded) = String::from_utf8(decoded) else {
-                continue;
-            };
-            let (inner, _) = combine(self.signals(&decoded));
-            if inner > 0.0 {
-                score += inner + 0.2;
-                top = top.or(Some("encoded_payload"));
-            }
-        }
-        (score.min(1.0), top)
+        with_payloads(
+            words.signals(text.as_bytes()),
+            words
+                .base64
+                .iter()
+                .filter_map(|(from, to)| text.get(*from..*to)),
+            |decoded| self.signals(decoded),
+        )
     }
 
     /// Which of `SIGNALS` match `text` (no base64 decoding).
@@ -819,6 +812,30 @@ impl InjectionDetector {
 }
 
 /// Adds up the signals that fired, each family once.
+/// The score of a text's signals, plus that of each base64 run that
+/// decodes to text whose own signals fire (and 0.2 for hiding it).
+fn with_payloads<'t>(
+    fired: [bool; 6],
+    runs: impl Iterator<Item = &'t str>,
+    signals: impl Fn(&str) -> [bool; 6],
+) -> (f64, Option<&'static str>) {
+    let (mut score, mut top) = combine(fired);
+    for run in runs {
+        let Some(decoded) = decode_base64(run) else {
+            continue;
+        };
+        let Ok(decoded) = String::from_utf8(decoded) else {
+            continue;
+        };
+        let (inner, _) = combine(signals(&decoded));
+        if inner > 0.0 {
+            score += inner + 0.2;
+            top = top.or(Some("encoded_payload"));
+        }
+    }
+    (score.min(1.0), top)
+}
+
 fn combine(fired: [bool; 6]) -> (f64, Option<&'static str>) {
     let mut score = 0.0;
     let mut top: Option<(&'static str, f64)> = None;
@@ -912,21 +929,11 @@ pub(crate) mod reference {
 
         /// `InjectionDetector::score`, base64 payloads included.
         pub fn score(&self, text: &str) -> (f64, Option<&'static str>) {
-            let (mut score, mut top) = combine(self.signals(text));
-            for run in super::base64_lite::base64_runs(text) {
-                let Some(decoded) = decode_base64(run) else {
-                    continue;
-                };
-                let Ok(decoded) = String::from_utf8(decoded) else {
-                    continue;
-                };
-                let (inner, _) = combine(self.signals(&decoded));
-                if inner > 0.0 {
-                    score += inner + 0.2;
-                    top = top.or(Some("encoded_payload"));
-                }
-            }
-            (score.min(1.0), top)
+            with_payloads(
+                self.signals(text),
+                super::base64_lite::base64_runs(text),
+                |decoded| self.signals(decoded),
+            )
         }
     }
 }
