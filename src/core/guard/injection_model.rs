@@ -23,6 +23,8 @@
 //! code (`examples/injection_model.rs`), so training and inference cannot
 //! drift. Linear in the text, one small allocation, no panics.
 
+use super::normalize::{confusable, fold_form};
+
 /// The model file: `TGIJ`, version 2, bits, window (u16), scale (f32),
 /// bias (f32), alpha (f32), then `2^bits` signed bytes, little-endian.
 static WEIGHTS: &[u8] = include_bytes!("injection_model.bin");
@@ -461,35 +463,6 @@ fn fold_word(mut latin: bool, word: &[char]) -> bool {
     any_confusable && (latin || all_confusable)
 }
 
-/// The Latin letter a lower-case Cyrillic or Greek letter looks like.
-fn confusable(c: char) -> Option<char> {
-    Some(match c {
-        'а' | 'α' => 'a',
-        'в' | 'β' => 'b',
-        'с' | 'ϲ' => 'c',
-        'ԁ' => 'd',
-        'е' | 'ё' | 'ε' => 'e',
-        'һ' | 'н' => 'h',
-        'і' | 'ї' | 'ι' | 'ί' => 'i',
-        'ј' => 'j',
-        'к' | 'κ' => 'k',
-        'ӏ' => 'l',
-        'м' => 'm',
-        'η' => 'n',
-        'о' | 'ο' | 'ό' | 'σ' => 'o',
-        'р' | 'ρ' => 'p',
-        'ԛ' => 'q',
-        'ѕ' => 's',
-        'т' | 'τ' => 't',
-        'υ' | 'μ' => 'u',
-        'ν' => 'v',
-        'ԝ' => 'w',
-        'х' | 'χ' => 'x',
-        'у' | 'γ' => 'y',
-        _ => return None,
-    })
-}
-
 /// A Latin letter with a diacritic (lower case): its base letter.
 fn strip_accent(c: char) -> char {
     let u = c as u32;
@@ -518,40 +491,6 @@ fn strip_accent(c: char) -> char {
         'ź' | 'ż' | 'ž' => 'z',
         _ => c,
     }
-}
-
-/// NFKC-like folding of one input character before lower-casing: `None`
-/// drops it.
-fn fold_form(c: char) -> Option<char> {
-    let u = c as u32;
-    Some(match u {
-        // Zero-width, joiners, bidi controls, soft hyphen, BOM, combining
-        // marks, variation selectors.
-        0xad
-        | 0x34f
-        | 0x61c
-        | 0x180e
-        | 0x200b..=0x200f
-        | 0x202a..=0x202e
-        | 0x2060..=0x206f
-        | 0xfeff
-        | 0x300..=0x36f
-        | 0xfe00..=0xfe0f
-        | 0xe0000..=0xe007f => return None,
-        // Fullwidth ASCII.
-        0xff01..=0xff5e => char::from_u32(u - 0xfee0).unwrap_or(c),
-        // Mathematical alphanumerics: letters in styles of 52, digits of 10.
-        0x1d400..=0x1d6a3 => {
-            let k = (u - 0x1d400) % 52;
-            char::from_u32(if k < 26 { 0x41 + k } else { 0x61 + k - 26 }).unwrap_or(c)
-        }
-        0x1d7ce..=0x1d7ff => '0',
-        // Circled letters.
-        0x24b6..=0x24cf => char::from_u32(0x61 + u - 0x24b6).unwrap_or(c),
-        0x24d0..=0x24e9 => char::from_u32(0x61 + u - 0x24d0).unwrap_or(c),
-        _ if c.is_whitespace() => ' ',
-        _ => c,
-    })
 }
 
 /// One input character to zero or more cleaned ones.

@@ -14,6 +14,7 @@ mod equivalence;
 pub mod injection;
 pub mod injection_model;
 pub mod locate;
+pub mod normalize;
 pub mod stream;
 #[doc(hidden)]
 pub mod worst_case;
@@ -255,9 +256,19 @@ impl Guardrails {
         p
     }
 
+    /// PII, secrets and custom patterns in `text` as folded by `normalize`
+    /// (zero-width characters, fullwidth digits, `[at]` and the like), at
+    /// their spans in `text`.
     pub fn scan(&self, text: &str, policy: &Policy, direction: Direction) -> Vec<Finding> {
-        self.detectors
-            .scan(text, |g, k| policy.wants(g, k, direction))
+        let wanted = |g: &str, k: &str| policy.wants(g, k, direction);
+        let Some(folded) = normalize::fold(text) else {
+            return self.detectors.scan(text, wanted);
+        };
+        let mut found = self.detectors.scan(&folded.text, wanted);
+        for f in &mut found {
+            (f.start, f.end) = folded.original(f.start, f.end);
+        }
+        found
     }
 
     /// The rules' score and the learned model's (calibrated to the same
@@ -745,5 +756,40 @@ mod apply_tests {
             o.events.first().map(|e| e.direction),
             Some(Direction::Output)
         );
+    }
+
+    #[test]
+    fn evasive_spellings_are_found_and_redacted_in_place() {
+        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        let p = g.policy(None, None);
+        let redacted = |text: &str| {
+            let mut body = json!({"messages": [{"role": "user", "content": text}]});
+            let o = g.check_request(Api::ChatCompletions, &mut body, &p);
+            (
+                body["messages"][0]["content"].clone(),
+                o.blocked.map(|b| b.kind),
+            )
+        };
+        for (text, want) in [
+            (
+                "mail jo\u{200b}hn@exa\u{200d}mple.com now",
+                "mail [EMAIL_1] now",
+            ),
+            ("mail john [at] example [dot] com now", "mail [EMAIL_1] now"),
+            (
+                "mail ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ now",
+                "mail [EMAIL_1] now",
+            ),
+            (
+                "card ４１１１ １１１１ １１１１ １１１１ ok",
+                "card [CARD_1] ok",
+            ),
+            ("ssn 123\u{2013}45\u{2013}6789 ok", "ssn [SSN_1] ok"),
+            ("mail jоhn@exаmple.com now", "mail [EMAIL_1] now"),
+        ] {
+            assert_eq!(redacted(text), (json!(want), None), "{text}");
+        }
+        let key = "ѕk-ant-api03-\u{200b}abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+        assert_eq!(redacted(key).1.as_deref(), Some("anthropic_key"));
     }
 }
