@@ -172,12 +172,14 @@ fn spelled(b: &[u8], i: usize) -> Option<(char, usize)> {
 /// like a Latin letter, or a bracket that spells `at` or `dot`.
 fn may_fold(text: &str) -> bool {
     let b = text.as_bytes();
-    text.char_indices().any(|(i, c)| {
-        if c.is_ascii() {
-            matches!(c, '[' | '(' | '{' | '<') && spelled(b, i).is_some()
-        } else {
-            fold_for_detectors(c) != Some(c) || look_alike(c).is_some()
-        }
+    b.iter().enumerate().any(|(i, &c)| match c {
+        b'[' | b'(' | b'{' | b'<' => spelled(b, i).is_some(),
+        // The first byte of a character beyond ASCII.
+        0xc0.. => text
+            .get(i..)
+            .and_then(|t| t.chars().next())
+            .is_some_and(|c| fold_for_detectors(c) != Some(c) || look_alike(c).is_some()),
+        _ => false,
     })
 }
 
