@@ -55,6 +55,7 @@ def run(mode, rows, *args):
     return out.stdout.decode().splitlines()
 
 
+MIN_WORDS = int(re.search(r"pub const MIN_WORDS: usize = (\d+);", open(RUST, encoding="utf-8").read()).group(1))
 NREF = 300.0  # feature values are scaled to the size of a ~100-character text
 
 
@@ -170,6 +171,25 @@ def main():
     report(train, valid, heldout, (window, alpha), C, t, results, nonzero, time.time() - t0)
 
 
+def is_cjk(c):
+    u = ord(c)
+    return (0x3040 <= u <= 0x30ff or 0x3400 <= u <= 0x4dbf or 0x4e00 <= u <= 0x9fff or 0xac00 <= u <= 0xd7af
+            or 0xf900 <= u <= 0xfaff or 0x20000 <= u <= 0x2ffff)
+
+
+def enough_words(text):
+    """`enough_words` in injection_model.rs: MIN_WORDS words, each CJK character one."""
+    words, in_word = 0, False
+    for c in text:
+        if is_cjk(c):
+            words, in_word = words + 1, False
+        elif c.isalnum():
+            words, in_word = words + (not in_word), True
+        else:
+            in_word = False
+    return words >= MIN_WORDS
+
+
 def rate(mask, hits):
     n = int(mask.sum())
     return (float(hits[mask].mean()) if n else float("nan")), n
@@ -182,8 +202,10 @@ def report(train, valid, heldout, shape, C, t, results, nonzero, seconds):
     y = np.array([r["label"] for r in heldout])
     hit = s >= t
     rule_hit = rules >= 0.5
-    both = hit | rule_hit
-    strong = hit | (rules >= 1.0)
+    # As shipped: the model only scores texts of MIN_WORDS words or more.
+    scored = np.array([enough_words(r["text"]) for r in heldout])
+    both = (hit & scored) | rule_hit
+    strong = (hit & scored) | (rules >= 1.0)
     lines = ["# Prompt-injection model: corpus and held-out figures", "",
              "Written by `eval/injection/train.py` (do not edit by hand). Corpus: "
              "`eval/injection/build_corpus.py`, sources in `SOURCES.md`.", ""]
@@ -218,11 +240,13 @@ def report(train, valid, heldout, shape, C, t, results, nonzero, seconds):
               "", "## Held-out split", "",
               "Not used for fitting, for the hyper-parameters or for the threshold. Its figures were looked at "
               "a few times while the corpus and features were developed (which led to the multilingual templates, "
-              "the window training and the length normalisation), so read them as somewhat optimistic; the "
+              "the window training, the length normalisation and MIN_WORDS = 4, which the validation split could not "
+              "tell from 5 or 6: the held-out split showed short extraction prompts it keeps), so read them as "
+              "somewhat optimistic; the "
               "hand-written items (multilingual especially) were written by the same author as the training "
               "templates. The target is recall on English and the seven issue languages; spikee's Zulu, "
               "Albanian, Irish and Scots Gaelic items are reported apart.", "",
-              "| slice | n | model | rules (injection.rs, >= 0.5) | model OR rules >= 0.5 | model OR rules >= 1.0 |",
+              "| slice | n | model | rules (injection.rs, >= 0.5) | as shipped: model (texts of MIN_WORDS words or more) OR rules >= 0.5 | the same, rules >= 1.0 |",
               "|---|---:|---:|---:|---:|---:|"]
 
     def row(name, mask):

@@ -14,22 +14,30 @@
 //! is not copied. The learned injection model shares the per-character
 //! folds (`fold_form`, `confusable`) and adds its own (case, accents).
 
-/// `text` as the detectors read it, or `None` when folding changes nothing.
+/// `text` as the detectors read it.
 pub struct Folded {
     pub text: String,
-    /// For each byte of `text`, the original span it stands for.
-    spans: Vec<(u32, u32)>,
+    /// Where the offset into the original stops being the offset into
+    /// `text` plus the last mark's difference: (offset in `text`, offset in
+    /// the original), one per change rather than one per byte.
+    marks: Vec<(usize, usize)>,
 }
 
 impl Folded {
-    /// The original span of `text[start..end]` (a finding's).
+    /// The offset in the original of the character at `at` in `text` (of
+    /// the original's end at `text.len()`).
+    fn at(&self, at: usize) -> usize {
+        let k = self.marks.partition_point(|m| m.0 <= at);
+        k.checked_sub(1)
+            .and_then(|k| self.marks.get(k))
+            .map_or(at, |&(folded, original)| original + (at - folded))
+    }
+
+    /// The original span of `text[start..end]` (a finding's). Characters
+    /// dropped inside it, or right after it, are in the span.
     pub fn original(&self, start: usize, end: usize) -> (usize, usize) {
-        let first = self.spans.get(start).map_or(0, |s| s.0);
-        let last = end
-            .checked_sub(1)
-            .and_then(|e| self.spans.get(e))
-            .map_or(first, |s| s.1);
-        (first as usize, last.max(first) as usize)
+        let start = self.at(start);
+        (start, self.at(end).max(start))
     }
 }
 
@@ -183,41 +191,114 @@ fn may_fold(text: &str) -> bool {
     })
 }
 
-/// One character of the folded text and the original span it stands for.
-type Piece = (char, u32, u32);
+/// Longest word whose look-alike letters fold (a longer one is written
+/// out as it comes): bounds the memory a word takes.
+const MAX_WORD: usize = 64;
 
-/// `text` folded for the detectors, or `None` if nothing changes. Linear:
-/// each character is folded once and each word looked at twice.
+/// Writes the folded text and its marks.
+struct Writer {
+    out: Folded,
+    /// Original offset minus folded offset since the last mark.
+    shift: usize,
+    /// The current word's characters and original offsets, until it ends
+    /// or passes `MAX_WORD`; whether it has ASCII letters or digits, and
+    /// look-alikes.
+    word: Vec<(char, usize)>,
+    long: bool,
+    ascii: bool,
+    alike: bool,
+    changed: bool,
+}
+
+impl Writer {
+    fn put(&mut self, c: char, original: usize) {
+        let at = self.out.text.len();
+        if original - at != self.shift {
+            self.shift = original - at;
+            self.out.marks.push((at, original));
+        }
+        self.out.text.push(c);
+    }
+
+    fn word_char(&mut self, c: char, original: usize) {
+        if c.is_ascii_alphanumeric() {
+            self.ascii = true;
+        } else {
+            self.alike |= look_alike(c).is_some();
+        }
+        if self.long {
+            self.put(c, original);
+        } else if self.word.len() < MAX_WORD {
+            self.word.push((c, original));
+        } else {
+            self.long = true;
+            self.flush(false);
+            self.put(c, original);
+        }
+    }
+
+    /// Writes the current word out, its look-alikes folded if `fold`.
+    fn flush(&mut self, fold: bool) {
+        let word = std::mem::take(&mut self.word);
+        for &(c, original) in &word {
+            let f = if fold { look_alike(c) } else { None };
+            self.changed |= f.is_some();
+            self.put(f.unwrap_or(c), original);
+        }
+        self.word = word;
+        self.word.clear();
+    }
+
+    /// A word ends: its look-alikes fold if it mixes scripts.
+    fn end_word(&mut self) {
+        self.flush(self.ascii && self.alike && !self.long);
+        (self.long, self.ascii, self.alike) = (false, false, false);
+    }
+}
+
+/// `text` folded for the detectors, or `None` if nothing changes. Linear,
+/// and the copy is no longer than `text` (plus a mark per change).
 pub fn fold(text: &str) -> Option<Folded> {
     if !may_fold(text) {
         return None;
     }
     let b = text.as_bytes();
-    let mut pieces: Vec<Piece> = Vec::with_capacity(text.len());
-    let mut changed = false;
-    // The current word's first piece, and what it holds.
-    let (mut word, mut ascii, mut alike) = (0usize, false, false);
-    let mut chars = text.char_indices().peekable();
+    let mut w = Writer {
+        out: Folded {
+            text: String::with_capacity(text.len()),
+            marks: Vec::new(),
+        },
+        shift: 0,
+        word: Vec::new(),
+        long: false,
+        ascii: false,
+        alike: false,
+        changed: false,
+    };
+    let mut chars = text.char_indices();
+    let mut after_space = false;
     while let Some((i, c)) = chars.next() {
-        let end = chars.peek().map_or(text.len(), |(j, _)| *j);
-        let (s, e) = (i as u32, end as u32);
-        if let Some((spelled, len)) = spelled(b, i) {
-            // The spaces around a spelled `@` or `.` go with it.
-            let mut start = s;
-            while pieces.last().is_some_and(|p| p.0 == ' ') {
-                start = pieces.pop().map_or(start, |p| p.1);
-            }
-            let mut stop = i + len;
-            while b.get(stop) == Some(&b' ') {
-                stop += 1;
-            }
-            while chars.peek().is_some_and(|(j, _)| *j < stop) {
+        // A spelled `@` or `.` takes the spaces around it (checked from the
+        // first space of a run, so a run is walked once).
+        let spaces = if c == ' ' && !after_space {
+            b.get(i..)
+                .map_or(0, |r| r.iter().take_while(|x| **x == b' ').count())
+        } else {
+            0
+        };
+        after_space = c == ' ';
+        if let Some((spelled, len)) = spelled(b, i + spaces) {
+            let mut stop = i + spaces + len;
+            stop += b
+                .get(stop..)
+                .map_or(0, |r| r.iter().take_while(|x| **x == b' ').count());
+            w.end_word();
+            w.put(spelled, i);
+            w.changed = true;
+            while chars.clone().next().is_some_and(|(j, _)| j < stop) {
                 chars.next();
             }
-            pieces.push((spelled, start, stop as u32));
-            changed = true;
-            word = pieces.len();
-            (ascii, alike) = (false, false);
+            after_space = false;
             continue;
         }
         let folded = if c.is_ascii() {
@@ -226,50 +307,24 @@ pub fn fold(text: &str) -> Option<Folded> {
             fold_for_detectors(c)
         };
         let Some(f) = folded else {
-            changed = true;
+            w.changed = true;
             continue;
         };
-        changed |= f != c;
-        if f.is_ascii_alphanumeric() {
-            ascii = true;
-        } else if look_alike(f).is_some() {
-            alike = true;
-        } else if !f.is_alphanumeric() {
-            // A word ends: its look-alikes fold if it mixes scripts.
-            fold_word(pieces.get_mut(word..), ascii && alike, &mut changed);
-            word = pieces.len() + 1;
-            (ascii, alike) = (false, false);
-        }
-        pieces.push((f, s, e));
-    }
-    fold_word(pieces.get_mut(word..), ascii && alike, &mut changed);
-    if !changed {
-        return None;
-    }
-    let mut folded = Folded {
-        text: String::with_capacity(pieces.len()),
-        spans: Vec::with_capacity(pieces.len()),
-    };
-    for (c, s, e) in pieces {
-        folded.text.push(c);
-        folded
-            .spans
-            .extend(std::iter::repeat_n((s, e), c.len_utf8()));
-    }
-    Some(folded)
-}
-
-/// Folds the look-alike letters of one word when it mixes scripts.
-fn fold_word(word: Option<&mut [Piece]>, mixed: bool, changed: &mut bool) {
-    let Some(word) = word.filter(|_| mixed) else {
-        return;
-    };
-    for p in word {
-        if let Some(l) = look_alike(p.0) {
-            p.0 = l;
-            *changed = true;
+        w.changed |= f != c;
+        if f.is_alphanumeric() {
+            w.word_char(f, i);
+        } else {
+            w.end_word();
+            w.put(f, i);
         }
     }
+    w.end_word();
+    // The end maps to the original's end.
+    let end = w.out.text.len();
+    if text.len() - end != w.shift {
+        w.out.marks.push((end, text.len()));
+    }
+    w.changed.then_some(w.out)
 }
 
 #[cfg(test)]
@@ -333,6 +388,10 @@ mod tests {
         let f = fold(text).unwrap_or_else(|| unreachable!());
         let (s, e) = f.original(2, 10);
         assert_eq!(text.get(s..e), Some("５５５-1234"));
+        // A finding at the very end, its last character folded.
+        let text = "x 1234-５";
+        let f = fold(text).unwrap_or_else(|| unreachable!());
+        assert_eq!(f.original(2, f.text.len()), (2, text.len()));
     }
 
     #[test]
@@ -350,12 +409,15 @@ mod tests {
             let _ = fold(text);
         }
         let n = 20_000;
-        for unit in ["\u{200b}a", "[at]", "о1", "( dot ) ", "ａ "] {
+        for unit in ["\u{200b}a", "[at]", "о1 ", "( dot ) ", "ａ ", " \u{a0}"] {
             let text = unit.repeat(n);
             let t = std::time::Instant::now();
             let f = fold(&text);
             assert!(f.is_some());
             assert!(t.elapsed().as_millis() < 200, "{unit}");
         }
+        // One endless mixed-script word is written out as it comes.
+        let word = "о1".repeat(n);
+        assert!(fold(&word).is_none());
     }
 }
