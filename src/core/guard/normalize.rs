@@ -180,15 +180,34 @@ fn spelled(b: &[u8], i: usize) -> Option<(char, usize)> {
 /// like a Latin letter, or a bracket that spells `at` or `dot`.
 fn may_fold(text: &str) -> bool {
     let b = text.as_bytes();
-    b.iter().enumerate().any(|(i, &c)| match c {
-        b'[' | b'(' | b'{' | b'<' => spelled(b, i).is_some(),
-        // The first byte of a character beyond ASCII.
-        0xc0.. => text
-            .get(i..)
-            .and_then(|t| t.chars().next())
-            .is_some_and(|c| fold_for_detectors(c) != Some(c) || look_alike(c).is_some()),
-        _ => false,
-    })
+    b.iter()
+        .enumerate()
+        .filter(|(_, c)| LOOK.get(usize::from(**c)) == Some(&true))
+        .any(|(i, &c)| {
+            if c.is_ascii() {
+                spelled(b, i).is_some()
+            } else {
+                text.get(i..)
+                    .and_then(|t| t.chars().next())
+                    .is_some_and(|c| fold_for_detectors(c) != Some(c) || look_alike(c).is_some())
+            }
+        })
+}
+
+/// The bytes `may_fold` looks at: opening brackets, and the first byte of
+/// each character beyond ASCII.
+static LOOK: [bool; 256] = look();
+
+// In bounds: indexes below 256 into a `[bool; 256]`, at compile time.
+#[allow(clippy::indexing_slicing)]
+const fn look() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i >= 0xc0 || matches!(i as u8, b'[' | b'(' | b'{' | b'<');
+        i += 1;
+    }
+    t
 }
 
 /// Longest word whose look-alike letters fold (a longer one is written
