@@ -15,6 +15,8 @@ pub mod injection;
 pub mod injection_model;
 pub mod locate;
 pub mod stream;
+#[cfg(test)]
+mod stream_props;
 #[doc(hidden)]
 pub mod worst_case;
 
