@@ -1,7 +1,8 @@
 """Guardrails end to end: blocked requests never reach the provider,
-redacted ones reach it redacted, streamed output is redacted in flight (an
-e-mail split across chunks included) and a blocked stream ends with a
-terminal event the SDK accepts."""
+redacted ones reach it redacted, streamed output is redacted in flight as
+the whole answer would be (an e-mail split across chunks, a private key in
+1-7 character deltas) and a blocked stream ends with a terminal event the
+SDK accepts."""
 
 import json
 import math
