@@ -11,8 +11,9 @@
 //! assignment whose value may still come (`password =`), and any match that
 //! reaches the end (a private key runs to its `-----END ... PRIVATE KEY-----`
 //! line, or, unterminated, to the end of the answer, as the whole-text
-//! detector has it). Ordinary prose holds one word; what is held beyond
-//! that is a match or a chain of number groups, held until it ends. Held
+//! detector has it). Ordinary prose holds one word (a long one without
+//! spaces, such as base64, whole); what is held beyond that is a match or
+//! a chain of number groups, held until it ends. Held
 //! text is scanned with the last `CONTEXT` bytes already sent before it
 //! (word boundaries, `version 1.2.3.4`), and past `RESCAN_HELD` bytes only
 //! once it has doubled, so even an endless entity in one-byte deltas costs
