@@ -13,6 +13,8 @@ Import: server, port = start(0); ...; server.shutdown()
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import math
 import re
@@ -21,7 +23,6 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -131,7 +132,7 @@ def valid_fault(fault: object) -> bool:
 # ---------------------------------------------------------------- deterministic reply
 
 
-@dataclass
+@dataclasses.dataclass
 class Reply:
     """The answer to one request, independent of the provider's wire format."""
 
@@ -142,6 +143,7 @@ class Reply:
     input_tokens: int
     output_tokens: int
     created: int
+    piece_sizes: tuple[int, ...] = (PIECE_CHARS,)  # streamed text deltas' lengths, cycled
 
 
 def text_of(value: object) -> str:
@@ -223,8 +225,13 @@ def conversation(api: str, body: dict) -> list:
     return with_system(body.get("instructions"), items if isinstance(items, list) else [])
 
 
-def pieces(text: str) -> list[str]:
-    return [text[i : i + PIECE_CHARS] for i in range(0, len(text), PIECE_CHARS)]
+def pieces(text: str, sizes: tuple[int, ...] = (PIECE_CHARS,)) -> list[str]:
+    out, at = [], 0
+    for size in itertools.cycle(sizes):
+        if at >= len(text):
+            return out
+        out.append(text[at : at + size])
+        at += size
 
 
 # ---------------------------------------------------------------- OpenAI Chat Completions
@@ -285,7 +292,7 @@ def chat_events(reply: Reply, body: dict) -> list:
         deltas = [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces(TOOL_ARGUMENTS)]
     else:
         first = {"role": "assistant", "content": "", "refusal": None}
-        deltas = [{"content": p} for p in pieces(reply.text)]
+        deltas = [{"content": p} for p in pieces(reply.text, reply.piece_sizes)]
     events = [chunk(first), *map(chunk, deltas), chunk({}, chat_finish(reply))]
     if include_usage:
         events.append((None, {**head, "choices": [], "usage": chat_usage(reply)}))
@@ -364,7 +371,7 @@ def response_delta_events(reply: Reply) -> list[tuple]:
         done = {**item, "name": reply.tool, "arguments": TOOL_ARGUMENTS}
         return deltas + [("response.function_call_arguments.done", done)]
     part = {**item, "content_index": 0}
-    deltas = [("response.output_text.delta", {**part, "delta": p, "logprobs": []}) for p in pieces(reply.text)]
+    deltas = [("response.output_text.delta", {**part, "delta": p, "logprobs": []}) for p in pieces(reply.text, reply.piece_sizes)]
     return [
         ("response.content_part.added", {**part, "part": output_text("")}),
         *deltas,
@@ -430,7 +437,7 @@ def messages_events(reply: Reply, body: dict) -> list:
     if reply.tool:
         deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces(TOOL_ARGUMENTS)]
     else:
-        deltas = [{"type": "text_delta", "text": p} for p in pieces(reply.text)]
+        deltas = [{"type": "text_delta", "text": p} for p in pieces(reply.text, reply.piece_sizes)]
     events = [
         ("message_start", {"message": anthropic_message(reply, done=False)}),
         ("content_block_start", {"index": 0, "content_block": anthropic_block(reply, False)}),
@@ -674,6 +681,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         model = deployment or body["model"]
         reply = build_reply(self.server.state.next_id(), model, conversation(api, body), body)
+        sizes = self.headers.get("x-mock-piece-chars")  # e.g. "1,5,2": text delta lengths, cycled
+        if sizes:
+            reply = dataclasses.replace(reply, piece_sizes=tuple(max(1, int(n)) for n in sizes.split(",")))
         render_body, render_events = RENDERERS[api]
         if body.get("stream"):
             delay = int(self.headers.get("x-mock-chunk-delay-ms") or 0) / 1000

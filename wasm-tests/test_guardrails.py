@@ -1,7 +1,8 @@
 """Guardrails end to end: blocked requests never reach the provider,
-redacted ones reach it redacted, streamed output is redacted in flight (an
-e-mail split across chunks included) and a blocked stream ends with a
-terminal event the SDK accepts."""
+redacted ones reach it redacted, streamed output is redacted in flight as
+the whole answer would be (an e-mail split across chunks, a private key in
+1-7 character deltas) and a blocked stream ends with a terminal event the
+SDK accepts."""
 
 import json
 import math
@@ -106,6 +107,43 @@ def test_streamed_output_split_email_is_redacted(stack, output_guarded, key, mod
             model=model, max_tokens=100, messages=[{"role": "user", "content": f"echo: {text}"}]) as s:
         assert s.get_final_message().content[0].text == "Write to [EMAIL_1] about it."
     assert all("jane.doe@example.com" in json.dumps(b) for b in provider_bodies(stack))
+
+
+PEM_BODY = ["MIIEpAIBAAKCAQEA7bq0Lq3yW5kZl0rJc8Qw2mS9pVbXn4T1uHgFzYaKdEoR",
+            "hG6vN2xC8jL5sP0qW3eT9yU1iO7aS4dF6gH8jK2lZ0xC5vB3nM1qW9eR7tY",
+            "c2FtcGxlIGJvZHkgbGluZQ=="]
+PEM_ANSWER = ("Here is the key:\n-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(PEM_BODY)
+              + "\n-----END RSA PRIVATE KEY-----\nKeep it safe.")
+
+
+@pytest.fixture(scope="module")
+def output_redacted(stack):
+    """An Envoy that lets PII and secrets reach the provider and redacts
+    both in the answer."""
+    return stack.add_envoy("envoy-output-redact", plugin_overrides={
+        "key_cache_ttl_ms": CACHE_TTL_MS,
+        "guardrails": {"pii": {"input": "monitor"}, "secrets": {"input": "monitor", "output": "redact"}}})
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-haiku-4-5"])
+def test_private_key_streamed_in_small_chunks_is_redacted_to_its_end(output_redacted, key, model):
+    # 1 to 7 characters per delta; two deltas end at a body line's newline,
+    # where a key that runs to the end of what has arrived used to be
+    # released (its later lines then leaked).
+    piece_chars = {"x-mock-piece-chars": "3,1,4,1,5,2,6"}
+    messages = [{"role": "user", "content": f"echo: {PEM_ANSWER}"}]
+    client = openai_client(output_redacted.base_url, key)
+    whole = client.chat.completions.create(model=model, messages=messages).choices[0].message.content
+    assert whole == "Here is the key:\n[PRIVATE_KEY_1]\nKeep it safe."
+    chunks = list(client.chat.completions.create(model=model, stream=True, messages=messages,
+                                                 extra_headers=piece_chars))
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(deltas) > 1 and "".join(deltas) == whole
+    with anthropic_client(output_redacted.base_url, key).messages.stream(
+            model=model, max_tokens=1000, messages=messages, extra_headers=piece_chars) as s:
+        streamed = "".join(s.text_stream)
+    assert streamed == whole
+    assert not any(line in "".join(deltas) + streamed for line in PEM_BODY)
 
 
 def test_responses_stream_split_email_is_redacted(stack, output_guarded, key):

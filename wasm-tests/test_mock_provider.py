@@ -117,6 +117,15 @@ def test_chat_stream_usage_chunk_only_when_asked(port):
     assert last["choices"] == [] and last["usage"]["prompt_tokens"] == 5 and last["usage"]["completion_tokens"] == 11
 
 
+def test_stream_piece_lengths_are_chosen_by_header(port):
+    request = {"model": "gpt-4o-mini", "messages": HI, "stream": True}
+    _, _, data = call(port, "POST", "/v1/chat/completions", request, {**OPENAI_AUTH, "x-mock-piece-chars": "1,3"})
+    deltas = [json.loads(d)["choices"][0]["delta"].get("content") for _, d in sse(data)[:-1]]
+    deltas = [d for d in deltas if d]
+    assert "".join(deltas) == DEFAULT_REPLY
+    assert [len(d) for d in deltas[:4]] == [1, 3, 1, 3]
+
+
 def test_stream_events_are_single_chunks_on_a_kept_alive_connection(port):
     body = json.dumps({"model": "m", "messages": HI, "stream": True}).encode()
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer mock-openai-key\r\n"

@@ -16,6 +16,8 @@ pub mod injection_model;
 pub mod locate;
 pub mod normalize;
 pub mod stream;
+#[cfg(test)]
+mod stream_props;
 #[doc(hidden)]
 pub mod worst_case;
 

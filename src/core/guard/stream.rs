@@ -1,79 +1,90 @@
-//! Output guardrails on streams: text deltas pass through a small hold-back
-//! window so an entity split across chunks is still caught and redacted in
-//! flight. Only what could still grow into an entity is held: the last word,
-//! digit groups before it (cards, phones, IBANs), the name of an assignment
-//! (`password = ...`), or a partial match; at most `HOLD_BACK` characters,
-//! unless a match reaches into it (held whole, as it may still grow). Held
-//! text is scanned again with each delta; past `RESCAN_HELD` bytes only once
-//! it has doubled, so even an endless entity in one-byte deltas costs time
-//! linear in the stream.
+//! Output guardrails on streams. The invariant: for every chunking of an
+//! answer into text deltas, the text a client assembles from the stream
+//! equals the non-streamed redaction of the whole answer (same placeholders,
+//! same numbers); with `block`, the stream is cut before any byte of the
+//! blocked entity. `stream_props` checks it over random chunkings.
+//!
+//! So text is released only at a cut no built-in match can cross whatever
+//! follows: held is the last word (a match without spaces may still grow
+//! in it), the words a match with single spaces may join to it (digit and
+//! capital groups: cards, phones, IBANs, a private key's header), an
+//! assignment whose value may still come (`password =`), and any match that
+//! reaches the end (a private key runs to its `-----END ... PRIVATE KEY-----`
+//! line, or, unterminated, to the end of the answer, as the whole-text
+//! detector has it). Ordinary prose holds one word (a long one without
+//! spaces, such as base64, whole); what is held beyond that is a match or
+//! a chain of number groups, held until it ends. Held
+//! text is scanned with the last `CONTEXT` bytes already sent before it
+//! (word boundaries, `version 1.2.3.4`), and past `RESCAN_HELD` bytes only
+//! once it has doubled, so even an endless entity in one-byte deltas costs
+//! time linear in the stream. Custom patterns get the same cuts: one that
+//! matches across spaces may be split.
 
+use super::anchors::{credential_name, is_space};
 use super::{
     blocked_notice, Blocked, Direction, GuardAction, GuardEvent, Guardrails, Placeholders, Policy,
 };
 use crate::core::convert::stream::Event;
 use crate::core::convert::Finish;
 
-/// Most bytes held back at the end of the text seen so far.
-pub const HOLD_BACK: usize = 48;
-
-/// Where the possibly-unfinished tail of `text` starts.
-fn hold_start(text: &str) -> usize {
-    let bytes = text.as_bytes();
-    let floor = text.len().saturating_sub(HOLD_BACK);
+/// Where the tail of `text[from..]` that may still belong to a match starts:
+/// a word start (or `from`).
+fn hold_start(text: &str, from: usize) -> usize {
+    let b = text.as_bytes();
     let word_start = |end: usize| {
-        bytes
-            .get(..end)
-            .and_then(|b| b.iter().rposition(u8::is_ascii_whitespace))
-            .map_or(0, |p| p + 1)
+        b.get(from..end)
+            .and_then(|w| w.iter().rposition(|c| is_space(*c)))
+            .map_or(from, |p| from + p + 1)
     };
-    let mut start = word_start(text.len());
+    // Bytes a match with single spaces (cards, phones, IBANs, a private
+    // key's header) can hold next to a space.
+    let chain = |c: u8| c.is_ascii_digit() || c.is_ascii_uppercase() || b"+-().".contains(&c);
+    let assigns = |c: u8| matches!(c, b':' | b'=');
+    let mut start = word_start(b.len());
     loop {
-        // The word before the held part, and what separates them.
-        let gap_start = bytes.get(..start).map_or(0, |b| {
-            b.iter()
-                .rposition(|c| !c.is_ascii_whitespace())
-                .map_or(0, |p| p + 1)
-        });
-        if gap_start == 0 || gap_start <= floor {
+        let gap = b
+            .get(from..start)
+            .and_then(|w| w.iter().rposition(|c| !is_space(*c)))
+            .map_or(from, |p| from + p + 1);
+        if gap == from {
             break;
         }
-        let prev_start = word_start(gap_start);
-        let prev = text.get(prev_start..gap_start).unwrap_or("");
-        let held = text
-            .get(start..)
-            .unwrap_or("")
-            .split_whitespace()
-            .next()
-            .unwrap_or("");
-        // Digit groups (cards, phones) or upper-case groups (IBANs); a word
-        // with lower-case letters (`word12`) cannot continue either.
-        let groups = |w: &str| {
-            !w.is_empty()
-                && w.chars()
-                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase() || "+-().".contains(c))
-        };
-        let assignment = prev.ends_with(['=', ':']) || held.starts_with(['=', ':']);
-        if (groups(prev) && (held.is_empty() || groups(held))) || assignment {
-            start = prev_start;
-        } else {
+        let prev_start = word_start(gap);
+        let last = b.get(gap - 1).copied().unwrap_or(0);
+        // The first byte of the held part, if any.
+        let held = b.get(start).copied();
+        let single_space = start == gap + 1 && b.get(gap) == Some(&b' ');
+        let groups = single_space && chain(last) && held.is_none_or(chain);
+        // `name = value`: the value (or the `=`) may still come.
+        let assignment = (assigns(last) && credential_name(b, gap - 1).is_some())
+            || (held.is_some_and(assigns) && credential_name(b, start).is_some())
+            || (held.is_none() && credential_name(b, gap).is_some());
+        if !(groups || assignment) {
             break;
         }
+        start = prev_start;
     }
-    start.max(floor)
+    start
 }
 
 /// Held text longer than this (an entity still growing) is scanned again
 /// only once it has doubled: a long entity streamed in small deltas costs
 /// linear time, not a rescan per delta.
-const RESCAN_HELD: usize = 4 * HOLD_BACK;
+const RESCAN_HELD: usize = 192;
+
+/// Bytes of released text kept to scan held text with: matches look back
+/// (word boundaries; `version` up to 12 bytes before an address).
+const CONTEXT: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct OutputGuard {
-    pending: String,
+    /// Some released text (the context), then the held text.
+    text: String,
+    /// Where the held text starts in `text`.
+    released: usize,
     placeholders: Placeholders,
     pub events: Vec<GuardEvent>,
-    /// Hold deltas without scanning until `pending` is this long.
+    /// Hold deltas without scanning until this many bytes are held.
     rescan_at: usize,
     /// A block ended the stream; later events are dropped.
     stopped: bool,
@@ -84,9 +95,9 @@ pub struct OutputGuard {
 
 impl OutputGuard {
     /// Runs a batch of decoded stream events through the guard: text deltas
-    /// are released as the hold-back window allows (and flushed before any
-    /// other event); a block replaces the rest with a notice and a
-    /// content-filter finish. `at_end`: the stream is over, flush it all.
+    /// are released as the hold rules allow (and flushed before any other
+    /// event); a block replaces the rest with a notice and a content-filter
+    /// finish. `at_end`: the stream is over, flush it all.
     pub fn filter_events(
         &mut self,
         g: &Guardrails,
@@ -134,7 +145,7 @@ impl OutputGuard {
 
     /// Adds a delta; returns the text that is safe to send now.
     pub fn push(&mut self, g: &Guardrails, p: &Policy, text: &str) -> Result<String, Blocked> {
-        self.pending.push_str(text);
+        self.text.push_str(text);
         self.release(g, p, false)
     }
 
@@ -144,27 +155,38 @@ impl OutputGuard {
     }
 
     fn release(&mut self, g: &Guardrails, p: &Policy, all: bool) -> Result<String, Blocked> {
-        if !all && self.pending.len() < self.rescan_at {
+        if !all && self.held() < self.rescan_at {
+            return Ok(String::new());
+        }
+        let from = self.released;
+        let mut cut = if all {
+            self.text.len()
+        } else {
+            hold_start(&self.text, from)
+        };
+        // Nothing could be released (a delta inside a word): no scan.
+        if cut == from && !all {
+            self.wait();
             return Ok(String::new());
         }
         #[cfg(test)]
         {
-            self.scanned += self.pending.len();
+            self.scanned += self.text.len();
         }
-        let findings = g.scan(&self.pending, p, Direction::Output);
-        let mut cut = self.pending.floor_char_boundary(if all {
-            self.pending.len()
-        } else {
-            hold_start(&self.pending)
-        });
-        // Never release part of a match: it may still grow.
+        // Matches that start in the context were dealt with when released.
+        let mut findings = g.scan(&self.text, p, Direction::Output);
+        findings.retain(|f| f.start >= from);
+        // Never release part of a match, nor one that reaches the end: it
+        // may still grow (an unterminated private key runs to the end, so
+        // one streamed line by line ends at each line's newline).
+        let end = self.text.len();
         for f in &findings {
-            if f.start < cut && f.end > cut {
+            if f.start < cut && (f.end > cut || (f.end == end && !all)) {
                 cut = f.start;
             }
         }
-        let released: Vec<_> = findings.iter().filter(|f| f.end <= cut).collect();
-        for f in &released {
+        findings.retain(|f| f.end <= cut);
+        for f in &findings {
             let action = p.action(f.guardrail, Direction::Output);
             super::note(
                 &mut self.events,
@@ -180,24 +202,50 @@ impl OutputGuard {
                 });
             }
         }
-        let redact: Vec<_> = released
-            .into_iter()
+        let redact: Vec<_> = findings
+            .iter_mut()
             .filter(|f| p.action(f.guardrail, Direction::Output) == GuardAction::Redact)
+            .map(|f| {
+                f.start -= from;
+                f.end -= from;
+                &*f
+            })
             .collect();
         let out = self
             .placeholders
-            .redact(self.pending.get(..cut).unwrap_or(""), &redact);
-        self.pending = self.pending.get(cut..).unwrap_or("").to_string();
-        self.rescan_at = if self.pending.len() > RESCAN_HELD {
-            2 * self.pending.len()
-        } else {
-            0
-        };
+            .redact(self.text.get(from..cut).unwrap_or(""), &redact);
+        self.keep_context(cut);
+        self.wait();
         Ok(out)
     }
 
+    /// Held text past `RESCAN_HELD` waits until it has doubled.
+    fn wait(&mut self) {
+        self.rescan_at = if self.held() > RESCAN_HELD {
+            2 * self.held()
+        } else {
+            0
+        };
+    }
+
+    /// Marks `text[..cut]` released, keeping up to `CONTEXT` bytes of it:
+    /// from a word start when one is far enough back (a word cut in two
+    /// could look like a match start).
+    fn keep_context(&mut self, cut: usize) {
+        let b = self.text.as_bytes();
+        let want = cut.saturating_sub(CONTEXT);
+        let word = b
+            .get(want..cut.saturating_sub(CONTEXT / 4))
+            .and_then(|w| w.iter().position(|c| is_space(*c)))
+            .map(|p| want + p + 1);
+        let keep = word.unwrap_or_else(|| self.text.floor_char_boundary(want));
+        self.text.drain(..keep);
+        self.released = cut - keep;
+    }
+
+    /// Bytes held back.
     pub fn held(&self) -> usize {
-        self.pending.len()
+        self.text.len() - self.released
     }
 }
 
@@ -300,6 +348,20 @@ mod tests {
             "scanned {scanned} bytes of {}",
             token.len()
         );
+        // An unterminated private key is held to the end of the stream and
+        // redacted whole there, as the whole answer is; with an end line,
+        // what follows it is released.
+        let body = "MIIEpAIBAAKCAQEA7bq0Lq3yW5kZl0rJc8Qw2mS9pVbXn4T1uHgFzYaKdEoR\n".repeat(4000);
+        let pem = format!("key -----BEGIN RSA PRIVATE KEY-----\n{body}");
+        let (out, scanned) = stream(&g, &p, &pem, 1);
+        assert_eq!(out, "key [PRIVATE_KEY_1]");
+        assert!(
+            scanned < 8 * pem.len(),
+            "scanned {scanned} of {}",
+            pem.len()
+        );
+        let ended = format!("{pem}-----END RSA PRIVATE KEY-----\nthanks");
+        assert_eq!(stream(&g, &p, &ended, 3).0, "key [PRIVATE_KEY_1]\nthanks");
         // Many short entities: each byte is scanned a bounded number of times.
         let ips = "10.1.2.3 ".repeat(20_000);
         let (out, scanned) = stream(&g, &p, &ips, 7);
@@ -341,27 +403,29 @@ mod tests {
     #[test]
     fn holds_only_what_may_grow() {
         assert_eq!(
-            hold_start("Hello there, my friend"),
+            hold_start("Hello there, my friend", 0),
             "Hello there, my ".len()
         );
-        assert_eq!(hold_start("card 4111 1111 11"), "card ".len());
-        assert_eq!(hold_start("set password = hun"), "set ".len());
-        assert_eq!(hold_start("ends with space "), "ends with space ".len());
-        assert_eq!(hold_start("iban DE89 3704 00"), "iban ".len());
-        assert_eq!(hold_start("call +44 20 79"), "call ".len());
+        assert_eq!(hold_start("card 4111 1111 11", 0), "card ".len());
+        assert_eq!(hold_start("set password = hun", 0), "set ".len());
+        assert_eq!(hold_start("ends with space ", 0), "ends with space ".len());
+        assert_eq!(hold_start("iban DE89 3704 00", 0), "iban ".len());
+        assert_eq!(hold_start("call +44 20 79", 0), "call ".len());
         // Words with lower-case letters are not number groups.
-        assert_eq!(hold_start("word1 word2 wor"), "word1 word2 ".len());
+        assert_eq!(hold_start("word1 word2 wor", 0), "word1 word2 ".len());
     }
 
     #[test]
-    fn holds_back_only_a_window_and_blocks() {
+    fn prose_holds_a_word_and_blocks() {
         let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
         let p = g.policy(None, None);
         let mut guard = OutputGuard::default();
         for _ in 0..100 {
             guard.push(&g, &p, "a perfectly benign sentence, ").unwrap();
-            assert!(guard.held() <= HOLD_BACK);
+            assert_eq!(guard.held(), 0);
         }
+        guard.push(&g, &p, "and a wor").unwrap();
+        assert_eq!(guard.held(), "wor".len());
         let config: GuardrailConfig =
             serde_json::from_str(r#"{"secrets": {"output": "block"}}"#).unwrap();
         let g = Guardrails::new(&config).unwrap();

@@ -69,7 +69,15 @@ pub fn inputs(size: usize) -> Vec<(&'static str, String)> {
             "private keys",
             repeat("-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"),
         ),
+        (
+            "unterminated private key",
+            format!(
+                "-----BEGIN RSA PRIVATE KEY-----\n{}",
+                repeat("MIIEpAIBAAKCAQEA7bq0Lq3yW5kZl0rJc8Qw\n")
+            ),
+        ),
         ("assignments", repeat("password=")),
+        ("open assignments", repeat("password = ")),
         ("passwords", repeat("password = hunter2hunter2 ")),
         ("ibans", repeat("GB82 WEST 1234 5698 7654 32 ")),
         ("override verbs", repeat("ignore ")),
