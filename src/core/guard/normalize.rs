@@ -26,11 +26,22 @@ pub struct Folded {
 impl Folded {
     /// The offset in the original of the character at `at` in `text` (of
     /// the original's end at `text.len()`).
-    fn at(&self, at: usize) -> usize {
+    pub fn at(&self, at: usize) -> usize {
         let k = self.marks.partition_point(|m| m.0 <= at);
         k.checked_sub(1)
             .and_then(|k| self.marks.get(k))
             .map_or(at, |&(folded, original)| original + (at - folded))
+    }
+
+    /// The offset in `text` of the original's offset `at` (of the first
+    /// character after it, inside a folded span).
+    pub fn folded(&self, at: usize) -> usize {
+        let k = self.marks.partition_point(|m| m.1 <= at);
+        let base = k
+            .checked_sub(1)
+            .and_then(|k| self.marks.get(k))
+            .map_or(at, |&(folded, original)| folded + (at - original));
+        self.marks.get(k).map_or(base, |m| base.min(m.0))
     }
 
     /// The original span of `text[start..end]` (a finding's). Characters
@@ -174,6 +185,32 @@ fn spelled(b: &[u8], i: usize) -> Option<(char, usize)> {
     j += n;
     skip(&mut j);
     (b.get(j) == Some(&close)).then_some((c, j + 1 - i))
+}
+
+/// Where a spelling that may still become `[at]` or `(dot)` starts at the
+/// end of `b` (`[`, `( a`, `{dot `): a stream holds it, and the word before.
+pub fn partial_spelling(b: &[u8]) -> Option<usize> {
+    let open = b
+        .iter()
+        .rev()
+        .take(8)
+        .position(|c| matches!(c, b'[' | b'(' | b'{' | b'<'))
+        .map(|k| b.len() - 1 - k)?;
+    let rest = b.get(open + 1..)?;
+    let rest = rest.trim_ascii_start();
+    let word = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let (letters, after) = rest.split_at(word);
+    let prefix_of = |w: &[u8]| {
+        w.get(..letters.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(letters))
+    };
+    let complete = letters.eq_ignore_ascii_case(b"at") || letters.eq_ignore_ascii_case(b"dot");
+    let open_ended = if complete {
+        after.iter().all(|c| *c == b' ')
+    } else {
+        after.is_empty() && (prefix_of(b"at") || prefix_of(b"dot"))
+    };
+    open_ended.then_some(open)
 }
 
 /// Whether folding could change `text`: a character that folds or looks

@@ -21,11 +21,21 @@
 //! matches across spaces may be split.
 
 use super::anchors::{credential_name, is_space};
+use super::normalize::{self, partial_spelling};
 use super::{
     blocked_notice, Blocked, Direction, GuardAction, GuardEvent, Guardrails, Placeholders, Policy,
 };
 use crate::core::convert::stream::Event;
 use crate::core::convert::Finish;
+
+/// `hold_start` on `text` as the detectors read it (`normalize`), mapped
+/// back: a folded spelling keeps its words together.
+fn hold_folded(text: &str, from: usize) -> usize {
+    match normalize::fold(text) {
+        None => hold_start(text, from),
+        Some(f) => f.at(hold_start(&f.text, f.folded(from))).max(from),
+    }
+}
 
 /// Where the tail of `text[from..]` that may still belong to a match starts:
 /// a word start (or `from`).
@@ -40,7 +50,10 @@ fn hold_start(text: &str, from: usize) -> usize {
     // key's header) can hold next to a space.
     let chain = |c: u8| c.is_ascii_digit() || c.is_ascii_uppercase() || b"+-().".contains(&c);
     let assigns = |c: u8| matches!(c, b':' | b'=');
-    let mut start = word_start(b.len());
+    // A spelled `@` or `.` still coming (`mary [a`) is held with the word
+    // before it, as is the last word before spaces (`mary `).
+    let spelling = partial_spelling(b).filter(|p| *p >= from);
+    let mut start = spelling.map_or(word_start(b.len()), |p| p.min(word_start(b.len())));
     loop {
         let gap = b
             .get(from..start)
@@ -59,7 +72,11 @@ fn hold_start(text: &str, from: usize) -> usize {
         let assignment = (assigns(last) && credential_name(b, gap - 1).is_some())
             || (held.is_some_and(assigns) && credential_name(b, start).is_some())
             || (held.is_none() && credential_name(b, gap).is_some());
-        if !(groups || assignment) {
+        let spelled_next = (held.is_none() || Some(start) == spelling)
+            && last.is_ascii_alphanumeric()
+            && b.get(gap..start)
+                .is_some_and(|g| g.iter().all(|c| *c == b' '));
+        if !(groups || assignment || spelled_next) {
             break;
         }
         start = prev_start;
@@ -162,7 +179,7 @@ impl OutputGuard {
         let mut cut = if all {
             self.text.len()
         } else {
-            hold_start(&self.text, from)
+            hold_folded(&self.text, from)
         };
         // Nothing could be released (a delta inside a word): no scan.
         if cut == from && !all {
@@ -408,7 +425,12 @@ mod tests {
         );
         assert_eq!(hold_start("card 4111 1111 11", 0), "card ".len());
         assert_eq!(hold_start("set password = hun", 0), "set ".len());
-        assert_eq!(hold_start("ends with space ", 0), "ends with space ".len());
+        // The last word stays until the next starts: `[at]` may come.
+        assert_eq!(hold_start("ends with space ", 0), "ends with ".len());
+        assert_eq!(hold_start("mail mary [a", 0), "mail ".len());
+        assert_eq!(hold_start("mail mary ( do", 0), "mail ".len());
+        assert_eq!(hold_start("mail mary [b", 0), "mail mary ".len());
+        assert_eq!(hold_folded("mail mary [at] example ", 0), "mail ".len());
         assert_eq!(hold_start("iban DE89 3704 00", 0), "iban ".len());
         assert_eq!(hold_start("call +44 20 79", 0), "call ".len());
         // Words with lower-case letters are not number groups.
