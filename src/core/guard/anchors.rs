@@ -176,7 +176,7 @@ fn number_run(bytes: &[u8], start: usize, headers: &mut Vec<usize>) -> NumberRun
 /// Runs without a digit are not kept. Short ones are: a phone pattern
 /// matching `12 x 123` (rejected, too short) takes the `123` that might have
 /// started the next run's phone, and the matcher must see that as the regex
-/// does.
+/// does (`detect` looks only at the short runs an extension follows).
 pub const MIN_RUN_DIGITS: usize = 1;
 
 /// Which detector an assignment name belongs to.

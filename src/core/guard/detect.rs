@@ -484,6 +484,8 @@ const MIN_ENTROPY: f32 = 3.0;
 /// Looks like a generated secret: letters and digits, no template or
 /// expression syntax, no placeholder word, and high entropy.
 fn high_entropy(v: &str) -> bool {
+    // The first 256 bytes tell: a long value costs no more.
+    let v = v.get(..v.floor_char_boundary(256)).unwrap_or(v);
     let b = v.as_bytes();
     let syntax = b.iter().any(|c| {
         matches!(
@@ -1207,9 +1209,11 @@ fn matches(
             let possible = |r: &NumberRun| match kind {
                 Builtin::Card => r.chain >= 12,
                 Builtin::Ssn => r.digits >= 9 && r.dashed,
-                // A rejected short match can take the start of the next
-                // run's phone: every run is looked at.
-                Builtin::Phone => true,
+                // Fewer digits are rejected, but the match may take, with
+                // an extension, the start of the next run's phone.
+                Builtin::Phone => {
+                    r.digits >= 8 || matches!(byte(b, r.end), b'x' | b'e' | b'E' | b'#')
+                }
                 _ => r.dotted,
             };
             for run in a.numbers.iter().filter(|r| possible(r)) {
@@ -1388,6 +1392,52 @@ mod tests {
     }
 
     #[test]
+    fn phones_in_national_and_international_forms() {
+        for phone in [
+            "5093828416",
+            "(0117) 496 0767",
+            "07 33 21 02 81",
+            "592-613-3671x41062",
+            "555-123-4567 ext. 89",
+            "030/1234567",
+            "360_948_4223",
+            "+44(0)115 4960914",
+            "+90(040)860-7462",
+            "(+30) 2439 150008",
+            "8 (495) 123-45-67",
+            "13812345678",
+            "138 1234 5678",
+            "0049 30 1234567",
+            "+62 (070) 669-0743",
+            "98765 43210",
+        ] {
+            assert_eq!(kinds(&format!("call {phone} now")), ["phone"], "{phone}");
+        }
+        for other in [
+            "at 1700000000 (a unix time)",
+            "on 05.01.2024 10:15",
+            "ISBN 0-306-40615-2",
+            "id = 4795295414",
+            "order 4795295414",
+            "uuid 123e4567-e89b-12d3-a456-426614174000",
+            "INV-2024-000123",
+            "pop. 12 345 678 901",
+            "1 234 567 890 units",
+        ] {
+            assert!(kinds(other).is_empty(), "{other}");
+        }
+        assert_eq!(kinds("from 10.100.200.123"), ["ip_address"]);
+    }
+
+    #[test]
+    fn twelve_digit_maestro_and_card_grouping() {
+        assert_eq!(kinds("maestro 5020 9553 7218"), ["card"]);
+        assert_eq!(kinds("maestro 583974310836"), ["card"]);
+        assert!(kinds("isbn 978-1-932770-74-2 ok").is_empty());
+        assert!(kinds("GET /items/37782904 200 4199 bytes").is_empty());
+    }
+
+    #[test]
     fn secrets() {
         assert_eq!(kinds("AKIAIOSFODNN7EXAMPLE"), ["aws_access_key"]);
         assert_eq!(
@@ -1416,6 +1466,29 @@ mod tests {
         );
         assert_eq!(kinds("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"), ["jwt"]);
         assert_eq!(kinds("xoxb-1234567890-abcdefghij"), ["slack_token"]);
+        assert_eq!(
+            kinds("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCY0123456KEY"),
+            ["aws_secret_key"]
+        );
+        assert_eq!(
+            kinds(r#"{"SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCY0123456KEY"}"#),
+            ["aws_secret_key"]
+        );
+        assert_eq!(
+            kinds("API_TOKEN=9f8e7d6c5b4a39281706f5e4"),
+            ["secret_assignment"]
+        );
+        assert_eq!(kinds(r#""password": "hunter2hunter2""#), ["password"]);
+        for benign in [
+            "token_count = 1234567890123456",
+            "api_token = settings.API_TOKEN_FROM_VAULT",
+            "AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY}",
+            "client_secret: xxxxxxxxxxxxxxxxxxxx",
+            "api_key = \"YOUR_API_KEY\"",
+            "auth: required",
+        ] {
+            assert!(kinds(benign).is_empty(), "{benign}");
+        }
         assert_eq!(kinds("sk_live_abcdefghijklmnop1234"), ["stripe_key"]);
         assert_eq!(
             kinds("AIzaSyA-1234567890abcdefghijklmnopqrstu"),

@@ -51,7 +51,7 @@ fn hold_start(text: &str) -> usize {
         let groups = |w: &str| {
             !w.is_empty()
                 && w.chars()
-                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase() || "+-().".contains(c))
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase() || "+-()./_".contains(c))
         };
         let assignment = prev.ends_with(['=', ':']) || held.starts_with(['=', ':']);
         if (groups(prev) && (held.is_empty() || groups(held))) || assignment {
