@@ -374,11 +374,12 @@ fn phone(s: &str) -> bool {
     if g == 1 {
         // One run of digits: only where it is clearly a phone (a NANP
         // number has no 0 or 1 before its area code or exchange, so unix
-        // times do not match), a Chinese mobile, a trunk 0.
+        // times do not match), a Chinese mobile, a Russian trunk 8, a
+        // trunk 0.
         return (n == 10 && at(0) >= 2 && at(3) >= 2)
             || (n == 11 && at(0) == 1 && at(1) >= 3)
             || (n == 11 && at(0) == 8 && at(1) >= 3)
-            || ((10..=11).contains(&n) && at(0) == 0 && at(1) != 0);
+            || ((9..=11).contains(&n) && at(0) == 0 && at(1) != 0);
     }
     let thousands = groups.iter().skip(1).all(|l| *l == 3) && same_join;
     main.first() == Some(&b'(')
@@ -390,6 +391,21 @@ fn phone(s: &str) -> bool {
 /// Words right before a number (or before its `number`, `no`) that make it
 /// an identifier, not a phone or card number.
 const IDENTIFIER_WORDS: &[&str] = &[
+    "count",
+    "total",
+    "sum",
+    "size",
+    "length",
+    "len",
+    "amount",
+    "max",
+    "min",
+    "timestamp",
+    "ts",
+    "seed",
+    "port",
+    "pid",
+    "uid",
     "order",
     "invoice",
     "id",
@@ -441,7 +457,9 @@ fn identifier(b: &[u8], start: usize, end: usize) -> bool {
     if is(last, &["number", "no", "nr", "num"]) {
         last = words.next();
     }
-    prev.is_some_and(|c| operator(*c) || matches!(c, b'[' | b'{'))
+    // Not `=`: `phone=5093828416` is as common as `id = 4795295414`, and
+    // the name tells them apart.
+    prev.is_some_and(|c| *c != b'=' && operator(*c))
         || next.is_some_and(|c| operator(*c))
         || is(last, IDENTIFIER_WORDS)
 }
