@@ -173,11 +173,9 @@ fn number_run(bytes: &[u8], start: usize, headers: &mut Vec<usize>) -> NumberRun
     r
 }
 
-/// Runs without a digit are not kept. Short ones are: a phone pattern
-/// matching `12 x 123` (rejected, too short) takes the `123` that might have
-/// started the next run's phone, and the matcher must see that as the regex
-/// does (`detect` looks only at the short runs an extension follows).
-pub const MIN_RUN_DIGITS: usize = 1;
+/// Runs with fewer digits than this are not kept: no number detector can
+/// match in them (IPv4 addresses need four).
+pub const MIN_RUN_DIGITS: usize = 4;
 
 /// Which detector an assignment name belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,16 +351,15 @@ pub fn credential_name(bytes: &[u8], at: usize, group: Option<Named>) -> Option<
     if matches!(byte(bytes, end.checked_sub(1)?), b'"' | b'\'') {
         end -= 1;
     }
-    // Every name ends in one of these: most `:` in JSON or code stop here.
-    if !matches!(
-        byte(bytes, end.checked_sub(1)?).to_ascii_lowercase(),
-        b'd' | b't' | b'y' | b'n' | b'l' | b's' | b'h'
-    ) {
+    // Every name ends in one of these: most `:` in JSON or code stop here,
+    // and the rest compare only names with their last letter.
+    let last = byte(bytes, end.checked_sub(1)?).to_ascii_lowercase();
+    if !matches!(last, b'd' | b't' | b'y' | b'n' | b'l' | b's' | b'h') {
         return None;
     }
     CREDENTIAL_NAMES
         .iter()
-        .filter(|(_, g)| group.is_none_or(|w| w == *g))
+        .filter(|(n, g)| n.as_bytes().last() == Some(&last) && group.is_none_or(|w| w == *g))
         .find_map(|(n, _)| {
             let start = end.checked_sub(n.len())?;
             starts_with(bytes, start, n.as_bytes(), true).then_some(start)
@@ -393,7 +390,7 @@ mod tests {
         assert_eq!(card.digits, 16);
         assert_eq!(&text[card.start..card.end], " 4111 1111 1111 1111");
         assert!(!a.none());
-        assert!(Anchors::find("plain words, key: x and s.t.", &table, 2).none());
+        assert!(Anchors::find("plain words, 12 and 3.4", &table, 2).none());
     }
 
     #[test]

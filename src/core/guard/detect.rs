@@ -502,7 +502,7 @@ const MIN_ENTROPY: f32 = 3.0;
 /// Looks like a generated secret: letters and digits, no template or
 /// expression syntax, no placeholder word, and high entropy.
 fn high_entropy(v: &str) -> bool {
-    // The first 256 bytes tell: a long value costs no more.
+    // As for placeholders, the first 256 bytes tell.
     let v = v.get(..v.floor_char_boundary(256)).unwrap_or(v);
     let b = v.as_bytes();
     let syntax = b.iter().any(|c| {
@@ -539,19 +539,22 @@ fn high_entropy(v: &str) -> bool {
 /// Placeholders, not secrets: `<password>`, `[REDACTED]`, `********`,
 /// `${DB_PASSWORD}`, `YOUR_API_KEY`.
 fn placeholder(v: &str) -> bool {
+    // The first 256 bytes tell: a long value costs no more.
+    let v = v.get(..v.floor_char_boundary(256)).unwrap_or(v);
     let b = v.as_bytes();
     (v.starts_with('<') && v.ends_with('>'))
         || (v.starts_with('[') && v.ends_with(']'))
         || b.iter().all(|c| matches!(c, b'*' | b'x' | b'X' | b'.'))
         || v.starts_with('$')
         || v.starts_with('{')
+        || ["password", "changeme"]
+            .iter()
+            .any(|w| v.eq_ignore_ascii_case(w))
         || [
-            "password",
             "your",
             "example",
             "xxxx",
             "placeholder",
-            "changeme",
             "redacted",
             "dummy",
             "sample",
@@ -1044,35 +1047,94 @@ fn extension(b: &[u8], p: usize) -> Option<usize> {
     ((1..=6).contains(&(r - q)) && !is_word(byte(b, r))).then_some(r)
 }
 
-/// `(?:\+|\(\+?|\b)\d+(?:(?:\)[ ./_-]?\(?|[ ./_-]\(?|\()\d+)*(?: ?(?:[eE]xt\.?|x|#) ?\d{1,6})?\b`
-/// from `s`: a chain of digit groups joined by one separator and brackets,
-/// up to the last group an extension or a word boundary follows (the one
-/// the regex backtracks to), with the extension. One pass over the chain.
-fn phone_at(b: &[u8], s: usize) -> Option<usize> {
-    let mut p = match byte(b, s) {
-        b'+' => s + 1,
-        b'(' => s + 1 + usize::from(byte(b, s + 1) == b'+' && digit_at(b, s + 2)),
-        _ if s.checked_sub(1).is_some_and(|q| is_word(byte(b, q))) => return None,
-        _ => s,
-    };
-    let mut best = None;
-    loop {
-        let end = run_end(b, p, |c| c.is_ascii_digit());
-        if end == p {
-            return best;
+/// Phone: `(?:\+|\(\+?|\b)\d+(?:(?:\)[ ./_-]?\(?|[ ./_-]\(?|\()\d+)*(?: ?(?:[eE]xt\.?|x|#) ?\d{1,6})?\b`
+/// from `s` is a chain of digit groups joined by one separator and
+/// brackets, maybe with an extension. The phone is its longest prefix that
+/// is a valid number and ends at a group end a non-word byte follows, or at
+/// the match's end: so `+44 20 7946 0958 10.0.0.7` and numbers listed with
+/// spaces give their phones; the search goes on after it, or after the
+/// match (before its extension) if no prefix is valid (`GB82 WEST 1234
+/// 5698 7654 33` gives none from its middle).
+#[derive(Default)]
+struct PhoneChain {
+    /// Candidate ends from the current start, in order, among its first
+    /// `PHONE_DIGITS` digits (more are never valid).
+    ends: Vec<usize>,
+    /// The chain walked last: up to where, and the match's end before its
+    /// extension (where the search goes on if no prefix is valid: an
+    /// extension's digits may start a phone).
+    walked: usize,
+    end: Option<usize>,
+}
+
+impl PhoneChain {
+    /// Walks the chain from `s` (only the first digits again when `s` is
+    /// inside the chain walked last, after a phone in it): each byte is
+    /// walked a bounded number of times.
+    fn walk(&mut self, b: &[u8], s: usize) {
+        self.ends.clear();
+        let mut p = match byte(b, s) {
+            b'+' => s + 1,
+            b'(' => s + 1 + usize::from(byte(b, s + 1) == b'+' && digit_at(b, s + 2)),
+            _ if s.checked_sub(1).is_some_and(|q| is_word(byte(b, q))) => return,
+            _ => s,
+        };
+        // Inside, the match ends where the one walked last does.
+        let inside = s < self.walked;
+        let mut last = None;
+        let mut digits = 0;
+        loop {
+            let end = run_end(b, p, |c| c.is_ascii_digit());
+            if end == p {
+                break;
+            }
+            digits += end - p;
+            let candidate = digits <= PHONE_DIGITS;
+            if inside && !candidate {
+                return;
+            }
+            let ext = extension(b, end);
+            if !is_word(byte(b, end)) {
+                if candidate {
+                    self.ends.push(end);
+                }
+                last = Some(end);
+            }
+            if let Some(e) = ext {
+                if candidate {
+                    self.ends.push(e);
+                }
+                last = Some(end);
+                break;
+            }
+            // The joiner: `)`, a separator, `(`, each optional, one at least.
+            let mut q = end + usize::from(byte(b, end) == b')');
+            q += usize::from(phone_sep(byte(b, q)));
+            q += usize::from(byte(b, q) == b'(');
+            if q == end || !digit_at(b, q) {
+                p = end;
+                break;
+            }
+            p = q;
         }
-        if let Some(e) = extension(b, end).or((!is_word(byte(b, end))).then_some(end)) {
-            best = Some(e);
+        if !inside {
+            self.end = last;
+            self.walked = p;
         }
-        // The joiner: `)`, a separator, `(`, each optional, one at least.
-        let mut q = end + usize::from(byte(b, end) == b')');
-        q += usize::from(phone_sep(byte(b, q)));
-        q += usize::from(byte(b, q) == b'(');
-        if q == end || !digit_at(b, q) {
-            return best;
-        }
-        p = q;
     }
+}
+
+/// Most digits a phone number has (`00` and 15).
+const PHONE_DIGITS: usize = 17;
+
+/// The phone from `s`, `Ok(end)`, or `Err(where the search goes on)`.
+fn phone_at(text: &str, s: usize, chain: &mut PhoneChain) -> Result<usize, usize> {
+    chain.walk(text.as_bytes(), s);
+    let valid = chain.ends.iter().rev().copied().find(|e| {
+        text.get(s..*e)
+            .is_some_and(|m| phone(m) && context(Builtin::Phone, text, s, *e))
+    });
+    valid.ok_or(chain.end.filter(|e| *e > s).unwrap_or(s + 1))
 }
 
 /// The compiled detectors.
@@ -1227,11 +1289,7 @@ fn matches(
             let possible = |r: &NumberRun| match kind {
                 Builtin::Card => r.chain >= 12,
                 Builtin::Ssn => r.digits >= 9 && r.dashed,
-                // Fewer digits are rejected, but the match may take, with
-                // an extension, the start of the next run's phone.
-                Builtin::Phone => {
-                    r.digits >= 8 || matches!(byte(b, r.end), b'x' | b'e' | b'E' | b'#')
-                }
+                Builtin::Phone => r.digits >= 8,
                 _ => r.dotted,
             };
             for run in a.numbers.iter().filter(|r| possible(r)) {
@@ -1240,7 +1298,7 @@ fn matches(
                     Builtin::Card => {
                         cards(b, from, run.end, &mut |s, e| found(Some((s, e)), &mut at))
                     }
-                    _ => separated(kind, b, from, run.end, &mut |s, e| {
+                    _ => separated(kind, text, from, run.end, &mut |s, e| {
                         found(Some((s, e)), &mut at)
                     }),
                 }
@@ -1293,7 +1351,15 @@ fn cards(b: &[u8], from: usize, to: usize, emit: &mut dyn FnMut(usize, usize)) {
 /// few places one can start: an SSN has a `-` three digits in, a phone
 /// starts with `+`, `(` or a digit after a non-word byte, an IP address has
 /// a `.` after its first one to three digits. One cheap test a byte.
-fn separated(kind: Builtin, b: &[u8], from: usize, to: usize, emit: &mut dyn FnMut(usize, usize)) {
+fn separated(
+    kind: Builtin,
+    text: &str,
+    from: usize,
+    to: usize,
+    emit: &mut dyn FnMut(usize, usize),
+) {
+    let b = text.as_bytes();
+    let mut chain = PhoneChain::default();
     let word_before = |s: usize| s.checked_sub(1).is_some_and(|p| is_word(byte(b, p)));
     // Where the search goes on: the start, then the end of each match.
     let mut at = from;
@@ -1326,8 +1392,17 @@ fn separated(kind: Builtin, b: &[u8], from: usize, to: usize, emit: &mut dyn FnM
                 .flatten()
                 .map(|e| (s, e)),
             _ => {
-                let start = c == b'+' || c == b'(' || (c.is_ascii_digit() && !word_before(s));
-                start.then(|| phone_at(b, s)).flatten().map(|e| (s, e))
+                if c == b'+' || c == b'(' || (c.is_ascii_digit() && !word_before(s)) {
+                    match phone_at(text, s, &mut chain) {
+                        Ok(e) => Some((s, e)),
+                        Err(next) => {
+                            s = next.max(s + 1);
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                }
             }
         };
         match m {
@@ -1445,6 +1520,14 @@ mod tests {
             assert!(kinds(other).is_empty(), "{other}");
         }
         assert_eq!(kinds("from 10.100.200.123"), ["ip_address"]);
+        // The longest valid prefix of a chain of groups; none from inside
+        // a chain without one.
+        assert_eq!(
+            kinds("+44 20 7946 0958 10.0.0.7 192.168.1.20"),
+            ["phone", "ip_address", "ip_address"]
+        );
+        assert_eq!(kinds("5093828416 5093828417 x12"), ["phone", "phone"]);
+        assert!(kinds("1234 5698 7654 3321 9999").is_empty());
     }
 
     #[test]
@@ -1544,6 +1627,45 @@ pub(crate) mod reference {
 
     pub struct Reference(Vec<Regex>);
 
+    /// Phones: from each start where the regex matches, the longest prefix
+    /// of its match ending at a group end a non-word byte follows (before
+    /// the extension) or at the match's end, that validates; the search
+    /// goes on after it, or after the match (before its extension) if none
+    /// does.
+    fn phones(
+        regex: &Regex,
+        text: &str,
+        name: &'static str,
+        found: &mut Vec<(&'static str, usize, usize)>,
+    ) {
+        let b = text.as_bytes();
+        let mut at = 0;
+        while let Some(m) = regex.find_at(text, at) {
+            let s = m.start();
+            let ext = m
+                .as_str()
+                .find(['x', 'e', 'E', '#'])
+                .map_or(m.end(), |p| s + m.as_str()[..p].trim_end().len());
+            let mut ends: Vec<usize> = (s + 1..=ext)
+                .filter(|e| b[e - 1].is_ascii_digit() && !is_word(byte(b, *e)))
+                .collect();
+            ends.push(m.end());
+            let phone_end = ends
+                .into_iter()
+                .rev()
+                .find(|e| phone(&text[s..*e]) && context(Builtin::Phone, text, s, *e));
+            match phone_end {
+                Some(e) => {
+                    if !found.iter().any(|f| s < f.2 && f.1 < e) {
+                        found.push((name, s, e));
+                    }
+                    at = e;
+                }
+                None => at = ext,
+            }
+        }
+    }
+
     impl Reference {
         pub fn new() -> Reference {
             Reference(PATTERNS.iter().map(|p| Regex::new(p).unwrap()).collect())
@@ -1553,6 +1675,10 @@ pub(crate) mod reference {
         pub fn scan(&self, text: &str) -> Vec<(&'static str, usize, usize)> {
             let mut found: Vec<(&'static str, usize, usize)> = Vec::new();
             for ((kind, _, name), regex) in BUILTINS.iter().zip(&self.0) {
+                if *kind == Builtin::Phone {
+                    phones(regex, text, name, &mut found);
+                    continue;
+                }
                 let mut at = 0;
                 while let Some(m) = regex.find_at(text, at) {
                     let (start, end) = (m.start(), m.end());

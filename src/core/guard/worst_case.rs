@@ -53,6 +53,8 @@ pub fn inputs(size: usize) -> Vec<(&'static str, String)> {
         ("phone extensions", repeat("1x2x3#4 ext.5 ")),
         ("national phones", repeat("(0117) 496 0767 x12, 5093828416 ")),
         ("short numbers", repeat("a1 b22 c333 ")),
+        ("phone lists", repeat("5093828416 ")),
+        ("one long digit-group chain", repeat("1234 ")),
         ("number separators", repeat("1-(2) +3 .")),
         ("emails", repeat("jane.doe@example.com ")),
         (
