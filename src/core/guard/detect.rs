@@ -440,13 +440,27 @@ fn operator(c: u8) -> bool {
 /// looks at a few bytes only.
 fn identifier(b: &[u8], start: usize, end: usize) -> bool {
     let window = b.get(start.saturating_sub(24)..start).unwrap_or(&[]);
-    let prev = window.iter().rev().take(4).find(|c| **c != b' ');
-    let next = b
+    // Before it, an operand then an operator (`x * `, not a `* ` bullet;
+    // not `=`: `phone=5093828416` is as common as `id = 4795295414`, and
+    // the name tells them apart).
+    let mut before = window.iter().rev().take(8).filter(|c| **c != b' ');
+    let prev = before
+        .next()
+        .filter(|c| **c != b'=' && operator(**c))
+        .and(before.next())
+        .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b')' | b']' | b'_'));
+    // After it, an operator then a number (`/ 23`, not `/ fax`).
+    let mut after = b
         .get(end..)
         .unwrap_or(&[])
         .iter()
-        .take(4)
-        .find(|c| **c != b' ');
+        .take(8)
+        .filter(|c| **c != b' ');
+    let next = after
+        .next()
+        .filter(|c| operator(**c))
+        .and(after.next())
+        .is_some_and(u8::is_ascii_digit);
     let mut words = window
         .rsplit(|c| !c.is_ascii_alphabetic())
         .filter(|w| !w.is_empty());
@@ -457,11 +471,7 @@ fn identifier(b: &[u8], start: usize, end: usize) -> bool {
     if is(last, &["number", "no", "nr", "num"]) {
         last = words.next();
     }
-    // Not `=`: `phone=5093828416` is as common as `id = 4795295414`, and
-    // the name tells them apart.
-    prev.is_some_and(|c| *c != b'=' && operator(*c))
-        || next.is_some_and(|c| operator(*c))
-        || is(last, IDENTIFIER_WORDS)
+    prev || next || is(last, IDENTIFIER_WORDS)
 }
 
 /// What is around a match rules out some kinds: `version 1.2.3.4`; card
