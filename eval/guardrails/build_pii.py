@@ -16,6 +16,7 @@ next to this script).
 import json
 import random
 import string
+from datetime import datetime
 from pathlib import Path
 
 from faker import Faker
@@ -39,7 +40,8 @@ NATIONAL_FORMATS = {
     "BD": ["017##-######", "+880 17## ######", "+880-2-####-####", "01#########", "(02) #######", "+88019########"],
 }
 
-VOWELS = "aeiou"
+# Dates end here, not now: the output must not depend on the day it is built.
+END = datetime(2026, 1, 1)
 
 
 def luhn_ok(number: str) -> bool:
@@ -200,25 +202,25 @@ class Builder:
         f = self.faker("en_US")
         r = self.rng
         makers = [
-            lambda: f"commit {f.sha1()}\nAuthor: {f.name()}\nDate: {f.date_time().isoformat()}",
+            lambda: f"commit {f.sha1()}\nAuthor: {f.name()}\nDate: {f.date_time(end_datetime=END).isoformat()}",
             lambda: f"sha256sum: {f.sha256()}  {f.file_name()}",
             lambda: f"md5 {f.md5()} for release {r.randrange(1, 9)}.{r.randrange(20)}.{r.randrange(40)}",
-            lambda: f"request_id={f.uuid4()} took {r.randrange(1, 9999)}ms at {f.iso8601()}",
-            lambda: f"{f.date_time().strftime('%Y-%m-%d %H:%M:%S')},{r.randrange(1000):03d} INFO worker-{r.randrange(20)} processed {r.randrange(10**6)} rows in {r.random() * 100:.2f}s",
-            lambda: f"[{f.unix_time():.0f}] GET /api/v1/items/{r.randrange(10**9)} 200 {r.randrange(1, 5000)} bytes",
-            lambda: f"ts={int(f.unix_time())} level=warn latency={r.randrange(1, 2000)}ms",
-            lambda: f"Order #{r.randrange(10**7, 10**10)} was shipped on {f.date()}",
-            lambda: f"Invoice INV-{r.randrange(2015, 2027)}-{r.randrange(10**6):06d} is due {f.date()}; total {f.pricetag()}",
+            lambda: f"request_id={f.uuid4()} took {r.randrange(1, 9999)}ms at {f.iso8601(end_datetime=END)}",
+            lambda: f"{f.date_time(end_datetime=END).strftime('%Y-%m-%d %H:%M:%S')},{r.randrange(1000):03d} INFO worker-{r.randrange(20)} processed {r.randrange(10**6)} rows in {r.random() * 100:.2f}s",
+            lambda: f"[{f.unix_time(end_datetime=END):.0f}] GET /api/v1/items/{r.randrange(10**9)} 200 {r.randrange(1, 5000)} bytes",
+            lambda: f"ts={int(f.unix_time(end_datetime=END))} level=warn latency={r.randrange(1, 2000)}ms",
+            lambda: f"Order #{r.randrange(10**7, 10**10)} was shipped on {f.date(end_datetime=END)}",
+            lambda: f"Invoice INV-{r.randrange(2015, 2027)}-{r.randrange(10**6):06d} is due {f.date(end_datetime=END)}; total {f.pricetag()}",
             lambda: f"Order number {r.randrange(10**9, 10**10)} ({r.randrange(1, 9)} items)",
             lambda: f"ISBN {f.isbn13()} and ISBN-10 {f.isbn10()}",
             lambda: f"EAN {f.ean13()} in stock: {r.randrange(500)}",
-            lambda: f"Semantic version {r.randrange(10)}.{r.randrange(30)}.{r.randrange(100)}-rc.{r.randrange(9)} released {f.date()}",
+            lambda: f"Semantic version {r.randrange(10)}.{r.randrange(30)}.{r.randrange(100)}-rc.{r.randrange(9)} released {f.date(end_datetime=END)}",
             lambda: f"The price went from {f.pricetag()} to {f.pricetag()} ({r.randrange(1, 90)}% off)",
             lambda: f"Coordinates: {f.latitude()}, {f.longitude()}",
             lambda: f"Tracking number 1Z{self.alnum(6, string.ascii_uppercase + string.digits)}{r.randrange(10**9, 10**10)}",
             lambda: f"USPS tracking {r.randrange(10**21, 10**22)}",
-            lambda: f"Meeting on {f.date(pattern='%d.%m.%Y')} at {f.time(pattern='%H:%M')} in room {r.randrange(100, 999)}",
-            lambda: f"Dates: {f.date(pattern='%d/%m/%Y')}, {f.date(pattern='%m-%d-%Y')} and {f.date()}",
+            lambda: f"Meeting on {f.date(pattern='%d.%m.%Y', end_datetime=END)} at {f.time(pattern='%H:%M', end_datetime=END)} in room {r.randrange(100, 999)}",
+            lambda: f"Dates: {f.date(pattern='%d/%m/%Y', end_datetime=END)}, {f.date(pattern='%m-%d-%Y', end_datetime=END)} and {f.date(end_datetime=END)}",
             lambda: f"{r.randrange(100, 999)} * {r.randrange(100, 999)} = {r.randrange(10**4, 10**6)} and {r.randrange(1000, 9999)} - {r.randrange(1000, 9999)} = {r.randrange(-9999, 9999)}",
             lambda: f"The population grew from {r.randrange(10**6, 10**9):,} to {r.randrange(10**6, 10**9):,}",
             lambda: f"x = {r.randrange(10**9, 10**10)} / {r.randrange(2, 99)}  # integer math",
@@ -230,16 +232,16 @@ class Builder:
             lambda: "secret_key = os.environ.get('SECRET_KEY')\napi_token = settings.API_TOKEN_FROM_VAULT",
             lambda: f"def checksum(n):\n    return sum(int(d) for d in str(n)) % {r.randrange(7, 13)}\n\nprint(checksum({r.randrange(10**11, 10**12)}))",
             lambda: f"for (let i = 0; i < {r.randrange(10, 10**6)}; i++) {{ total += arr[i] * {r.randrange(2, 99)}; }}",
-            lambda: f"SELECT * FROM orders WHERE id = {r.randrange(10**9, 10**10)} AND created_at > '{f.date()}';",
+            lambda: f"SELECT * FROM orders WHERE id = {r.randrange(10**9, 10**10)} AND created_at > '{f.date(end_datetime=END)}';",
             lambda: f"The {r.choice(['jailbreak', 'prompt injection', 'DAN prompt', 'secret leak'])} paper from {r.randrange(2019, 2026)} describes how attackers hide instructions; {f.sentence()}",
             lambda: f"How should we rotate API keys and store secrets? {f.paragraph(nb_sentences=2)}",
             lambda: f"{f.paragraph(nb_sentences=3)} Chapter {r.randrange(1, 30)}, page {r.randrange(1, 900)}.",
             lambda: f"Build {r.randrange(1000, 99999)} finished in {r.randrange(1, 59)}m{r.randrange(60)}s; artifact size {r.randrange(10**5, 10**8)} bytes",
             lambda: f"kubectl logs pod/api-{self.alnum(10, 'abcdef0123456789')}-{self.alnum(5, 'abcdefghijklmnopqrstuvwxyz0123456789')} --since={r.randrange(1, 48)}h",
-            lambda: f"Account balance: {r.randrange(10**5, 10**8) / 100:.2f} EUR as of {f.date()}",
+            lambda: f"Account balance: {r.randrange(10**5, 10**8) / 100:.2f} EUR as of {f.date(end_datetime=END)}",
             lambda: f"Serial no. {self.alnum(4, string.ascii_uppercase)}-{r.randrange(10**7, 10**8)}-{r.randrange(100, 999)}",
             lambda: f"Resolution {r.choice(['1920x1080', '2560x1440', '3840x2160'])}, refresh {r.choice([60, 120, 144])} Hz, {r.randrange(10**6, 10**8)} pixels",
-            lambda: f"Between {f.date()} and {f.date()} we saw {r.randrange(10**3, 10**7)} sessions ({r.random():.4f} conversion)",
+            lambda: f"Between {f.date(end_datetime=END)} and {f.date(end_datetime=END)} we saw {r.randrange(10**3, 10**7)} sessions ({r.random():.4f} conversion)",
         ]
         return [{"text": r.choice(makers)(), "group": "benign", "kind": "", "value": "", "locale": ""} for _ in range(n)]
 

@@ -1,5 +1,5 @@
 //! The hand-written matchers against the regexes they implement, run over
-//! whole texts: the evaluation corpus and many random texts built from the
+//! whole texts: the evaluation corpora and many random texts built from the
 //! pieces the patterns are made of (seeded, so a failure reproduces).
 
 use super::detect::reference::Reference as Patterns;
@@ -592,11 +592,16 @@ fn random_entities(rng: &mut Rng, max: usize) -> String {
 }
 
 fn corpus() -> Vec<String> {
-    include_str!("../../../eval/guardrails/corpus.jsonl")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
-        .collect()
+    [
+        include_str!("../../../eval/guardrails/corpus.jsonl"),
+        include_str!("../../../eval/guardrails/pii_dev.jsonl"),
+        include_str!("../../../eval/guardrails/pii_heldout.jsonl"),
+    ]
+    .iter()
+    .flat_map(|c| c.lines())
+    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    .filter_map(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
+    .collect()
 }
 
 fn iterations() -> usize {
