@@ -84,7 +84,8 @@ const fn classes() -> [u8; 256] {
         if b.is_ascii_digit() {
             c |= NUMBER | DIGIT;
         }
-        if matches!(b, b' ' | b'-' | b'(' | b')' | b'+' | b'.') {
+        // `/` and `_` join phone digit groups too.
+        if matches!(b, b' ' | b'-' | b'(' | b')' | b'+' | b'.' | b'/' | b'_') {
             c |= NUMBER;
         }
         if matches!(b, b'@' | b':' | b'=' | b'-') {
@@ -118,7 +119,7 @@ fn class(b: u8) -> u8 {
     CLASSES.get(usize::from(b)).copied().unwrap_or(0)
 }
 
-/// A maximal run of digits and number separators (` -()+.`), with what the
+/// A maximal run of digits and number separators (` -()+./_`), with what the
 /// number detectors need to find in it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NumberRun {
@@ -176,21 +177,49 @@ fn number_run(bytes: &[u8], start: usize, headers: &mut Vec<usize>) -> NumberRun
 /// match in them (IPv4 addresses need four).
 pub const MIN_RUN_DIGITS: usize = 4;
 
-/// Names a password assignment can end with (before `:`/`=`), lowercase.
-pub const CREDENTIAL_NAMES: &[&str] = &[
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "apikey",
-    "api_key",
-    "api-key",
-    "accesstoken",
-    "access_token",
-    "access-token",
-    "authtoken",
-    "auth_token",
-    "auth-token",
+/// Which detector an assignment name belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    Password,
+    AwsSecret,
+    Secret,
+}
+
+/// Names an assignment can end with (before `:`/`=`, a quote aside),
+/// lowercase, by detector.
+pub const CREDENTIAL_NAMES: &[(&str, Named)] = &[
+    ("password", Named::Password),
+    ("passwd", Named::Password),
+    ("pwd", Named::Password),
+    ("secret", Named::Password),
+    ("apikey", Named::Password),
+    ("api_key", Named::Password),
+    ("api-key", Named::Password),
+    ("accesstoken", Named::Password),
+    ("access_token", Named::Password),
+    ("access-token", Named::Password),
+    ("authtoken", Named::Password),
+    ("auth_token", Named::Password),
+    ("auth-token", Named::Password),
+    ("secret_access_key", Named::AwsSecret),
+    ("secretaccesskey", Named::AwsSecret),
+    ("secret_accesskey", Named::AwsSecret),
+    ("secretaccess_key", Named::AwsSecret),
+    ("aws_secret_key", Named::AwsSecret),
+    ("awssecretkey", Named::AwsSecret),
+    ("aws_secretkey", Named::AwsSecret),
+    ("awssecret_key", Named::AwsSecret),
+    ("token", Named::Secret),
+    ("secrets", Named::Secret),
+    ("secret_key", Named::Secret),
+    ("secretkey", Named::Secret),
+    ("access_key", Named::Secret),
+    ("accesskey", Named::Secret),
+    ("private_key", Named::Secret),
+    ("privatekey", Named::Secret),
+    ("credential", Named::Secret),
+    ("credentials", Named::Secret),
+    ("auth", Named::Secret),
 ];
 
 const BEGIN: &[u8] = b"-----BEGIN ";
@@ -310,29 +339,35 @@ fn iban_head(b: &[u8], i: usize) -> bool {
     matches!(b.get(i..i + 4), Some([a, c, d, e]) if a.is_ascii_uppercase() && c.is_ascii_uppercase() && d.is_ascii_digit() && e.is_ascii_digit())
 }
 
-/// The credential name (`CREDENTIAL_NAMES`, any case) that ends where the
-/// text before `at` ends, whitespace aside: (its start, its length).
-pub fn credential_name(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
-    let end = bytes
+/// A credential name of `group` (`CREDENTIAL_NAMES`, any case; any group
+/// if `None`) that ends where the text before `at` ends, whitespace and then
+/// one quote aside (`"name": v`): its start.
+pub fn credential_name(bytes: &[u8], at: usize, group: Option<Named>) -> Option<usize> {
+    let mut end = bytes
         .get(..at)?
         .iter()
         .rposition(|x| !is_space(*x))
         .map_or(0, |p| p + 1);
-    // Every name ends in one of these: most `:` in JSON or code stop here.
-    if !matches!(
-        byte(bytes, end.checked_sub(1)?).to_ascii_lowercase(),
-        b'd' | b't' | b'y' | b'n'
-    ) {
+    if matches!(byte(bytes, end.checked_sub(1)?), b'"' | b'\'') {
+        end -= 1;
+    }
+    // Every name ends in one of these: most `:` in JSON or code stop here,
+    // and the rest compare only names with their last letter.
+    let last = byte(bytes, end.checked_sub(1)?).to_ascii_lowercase();
+    if !matches!(last, b'd' | b't' | b'y' | b'n' | b'l' | b's' | b'h') {
         return None;
     }
-    CREDENTIAL_NAMES.iter().find_map(|n| {
-        let start = end.checked_sub(n.len())?;
-        starts_with(bytes, start, n.as_bytes(), true).then_some((start, n.len()))
-    })
+    CREDENTIAL_NAMES
+        .iter()
+        .filter(|(n, g)| n.as_bytes().last() == Some(&last) && group.is_none_or(|w| w == *g))
+        .find_map(|(n, _)| {
+            let start = end.checked_sub(n.len())?;
+            starts_with(bytes, start, n.as_bytes(), true).then_some(start)
+        })
 }
 
 fn credential_before(bytes: &[u8], at: usize) -> bool {
-    credential_name(bytes, at).is_some()
+    credential_name(bytes, at, None).is_some()
 }
 
 #[cfg(test)]
@@ -363,7 +398,12 @@ mod tests {
         let b = b"ab cd";
         assert!(boundary(b, 0) && boundary(b, 2) && boundary(b, 3) && boundary(b, 5));
         assert!(!boundary(b, 1) && !boundary(b, 4));
-        assert_eq!(credential_name(b"my API-Key  :", 12), Some((3, 7)));
-        assert_eq!(credential_name(b"keyboard:", 8), None);
+        assert_eq!(credential_name(b"my API-Key  :", 12, None), Some(3));
+        assert_eq!(credential_name(b"\"api_token\": ", 11, None), Some(5));
+        assert_eq!(
+            credential_name(b"AWS_SECRET_ACCESS_KEY=", 21, Some(Named::AwsSecret)),
+            Some(4)
+        );
+        assert_eq!(credential_name(b"keyboard:", 8, None), None);
     }
 }

@@ -13,7 +13,7 @@
 
 use super::anchors::{
     boundary, byte, credential_name, is_space, is_word, prefix_table, run_end, starts_with,
-    Anchors, NumberRun, PrefixTable,
+    Anchors, Named, NumberRun, PrefixTable,
 };
 use regex_lite::Regex;
 use std::sync::Arc;
@@ -51,6 +51,7 @@ pub struct Finding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Builtin {
     Aws,
+    AwsSecret,
     Github,
     Slack,
     Stripe,
@@ -60,6 +61,7 @@ enum Builtin {
     PrivateKey,
     Jwt,
     Password,
+    Secret,
     Email,
     Card,
     Ssn,
@@ -70,8 +72,9 @@ enum Builtin {
 
 /// The built-in detectors in the order they claim text: secrets before PII,
 /// and an earlier detector wins an overlap.
-const BUILTINS: [(Builtin, &str, &str); 16] = [
+const BUILTINS: [(Builtin, &str, &str); 18] = [
     (Builtin::Aws, "secrets", "aws_access_key"),
+    (Builtin::AwsSecret, "secrets", "aws_secret_key"),
     (Builtin::Github, "secrets", "github_token"),
     (Builtin::Slack, "secrets", "slack_token"),
     (Builtin::Stripe, "secrets", "stripe_key"),
@@ -81,6 +84,7 @@ const BUILTINS: [(Builtin, &str, &str); 16] = [
     (Builtin::PrivateKey, "secrets", "private_key"),
     (Builtin::Jwt, "secrets", "jwt"),
     (Builtin::Password, "secrets", "password"),
+    (Builtin::Secret, "secrets", "secret_assignment"),
     (Builtin::Email, "pii", "email"),
     (Builtin::Card, "pii", "card"),
     (Builtin::Ssn, "pii", "ssn"),
@@ -110,7 +114,8 @@ fn digits(s: &str) -> impl Iterator<Item = u32> + '_ {
         .map(|b| u32::from(b - b'0'))
 }
 
-/// 13 to 19 digits, not all the same, passing the Luhn check; one pass.
+/// 13 to 19 digits (12 for Maestro, which starts with 5 or 6), not all the
+/// same, passing the Luhn check; one pass.
 fn luhn(s: &str) -> bool {
     let (mut n, mut sum, mut same, mut last) = (0usize, 0u32, true, None);
     for x in s
@@ -128,7 +133,25 @@ fn luhn(s: &str) -> bool {
         last = Some(x);
         n += 1;
     }
-    (13..=19).contains(&n) && !same && sum.is_multiple_of(10)
+    let length = (13..=19).contains(&n) || (n == 12 && matches!(last, Some(5 | 6)));
+    length && !same && sum.is_multiple_of(10)
+}
+
+/// Card numbers start with an issuer's digit: 2 to 6 (banks, travel and
+/// entertainment), or 1800 (JCB); ISBNs and EANs (978, 979) do not. Split,
+/// they are printed in fours (the last shorter) or 4-6-5 / 4-6-4 (Amex,
+/// Diners), not as `37782904 200 4199` (an id, a status, a size).
+fn card_number(s: &str) -> bool {
+    let mut d = digits(s);
+    let first = d.next();
+    let jcb = first == Some(1) && d.take(3).eq([8, 0, 0]);
+    let groups: Vec<usize> = s.split([' ', '-']).map(str::len).collect();
+    let (last, fours) = groups.split_last().unwrap_or((&0, &[]));
+    let grouped = groups.len() == 1
+        || (fours.iter().all(|g| *g == 4) && (1..=4).contains(last))
+        || groups == [4, 6, 5]
+        || groups == [4, 6, 4];
+    (matches!(first, Some(2..=6)) || jcb) && grouped && luhn(s)
 }
 
 /// 15 to 34 characters (spaces aside) whose mod-97 check (the first four
@@ -195,40 +218,384 @@ fn ipv4(s: &str) -> bool {
     parts == 4 && !s.starts_with("0.") && !s.starts_with("255.")
 }
 
+/// Country calling codes and the lengths of their national numbers (ITU-T
+/// E.164 plans, widened where numbers in use differ), a trunk 0 not counted.
+const CALLING_CODES: &[(u16, u8, u8)] = &[
+    (1, 10, 10),
+    (7, 10, 10),
+    (20, 8, 10),
+    (27, 9, 9),
+    (30, 10, 10),
+    (31, 9, 9),
+    (32, 8, 9),
+    (33, 9, 9),
+    (34, 9, 9),
+    (36, 8, 9),
+    (39, 6, 11),
+    (40, 9, 9),
+    (41, 9, 9),
+    (43, 7, 13),
+    (44, 9, 10),
+    (45, 8, 8),
+    (46, 7, 9),
+    (47, 8, 8),
+    (48, 9, 9),
+    (49, 7, 12),
+    (51, 8, 9),
+    (52, 10, 10),
+    (54, 10, 10),
+    (55, 10, 11),
+    (56, 9, 9),
+    (57, 10, 10),
+    (58, 10, 10),
+    (60, 8, 10),
+    (61, 9, 9),
+    (62, 8, 12),
+    (63, 8, 10),
+    (64, 8, 10),
+    (65, 8, 8),
+    (66, 8, 9),
+    (81, 9, 10),
+    (82, 8, 10),
+    (84, 8, 10),
+    (86, 10, 11),
+    (90, 10, 10),
+    (91, 10, 10),
+    (92, 9, 10),
+    (93, 9, 9),
+    (94, 9, 9),
+    (95, 8, 10),
+    (98, 10, 10),
+    (212, 9, 9),
+    (213, 9, 9),
+    (234, 8, 10),
+    (243, 9, 9),
+    (251, 9, 9),
+    (254, 9, 9),
+    (351, 9, 9),
+    (353, 7, 9),
+    (358, 6, 10),
+    (380, 9, 9),
+    (420, 9, 9),
+    (852, 8, 8),
+    (880, 8, 10),
+    (886, 8, 9),
+    (962, 8, 9),
+    (966, 9, 9),
+    (971, 8, 9),
+    (972, 8, 9),
+];
+
+/// Digits after `+` or `00`: a known calling code and a national number of
+/// a length it uses (a trunk 0 may stay: `+44 (0)20`); with `+`, an unknown
+/// code and 8 to 15 digits in all.
+fn international(d: &[u8], plus: bool) -> bool {
+    let code = (1..=3).find_map(|n| {
+        let cc = d.get(..n)?.iter().fold(0u16, |a, x| a * 10 + u16::from(*x));
+        CALLING_CODES
+            .iter()
+            .find(|c| c.0 == cc)
+            .map(|c| (n, c.1, c.2))
+    });
+    match code {
+        Some((n, min, max)) => {
+            let national = d.get(n..).unwrap_or(&[]);
+            let len = national.len();
+            let trunk = usize::from(national.first() == Some(&0));
+            let range = usize::from(min)..=usize::from(max);
+            range.contains(&len) || range.contains(&(len - trunk))
+        }
+        None => plus && (8..=15).contains(&d.len()),
+    }
+}
+
+/// A phone-shaped match that is a phone number: international with a
+/// calling code, or a national form (area code in brackets, a trunk 0 or 8,
+/// NANP, Chinese mobile, groups of two or more digits); not a date, an
+/// address or version, or a number grouped in thousands.
 fn phone(s: &str) -> bool {
-    (8..=15).contains(&digits(s).count())
+    let b = s.as_bytes();
+    // The number before an extension.
+    let main = b
+        .iter()
+        .position(|c| matches!(c, b'x' | b'e' | b'E' | b'#'))
+        .and_then(|p| b.get(..p))
+        .unwrap_or(b)
+        .trim_ascii_end();
+    // Digits (at most 17: `00` and 15), lengths of the first eight groups
+    // and the byte before each.
+    let (mut d, mut n) = ([0u8; 17], 0);
+    let (mut groups, mut joins, mut g) = ([0u8; 8], [0u8; 8], 0);
+    let (mut in_group, mut join) = (false, 0u8);
+    for &c in main {
+        if c.is_ascii_digit() {
+            let Some(x) = d.get_mut(n) else {
+                return false;
+            };
+            *x = c - b'0';
+            n += 1;
+            if !in_group {
+                if let Some(j) = joins.get_mut(g) {
+                    *j = join;
+                }
+                g += 1;
+                in_group = true;
+            }
+            if let Some(l) = groups.get_mut(g - 1) {
+                *l = l.saturating_add(1);
+            }
+        } else {
+            in_group = false;
+            join = c;
+        }
+    }
+    let digits = d.get(..n).unwrap_or(&[]);
+    let at = |i: usize| digits.get(i).copied().unwrap_or(0);
+    if main.starts_with(b"+") || main.starts_with(b"(+") {
+        return international(digits, true);
+    }
+    // `00` then a calling code; else (as written by some) a trunk 0.
+    if at(0) == 0 && at(1) == 0 && international(digits.get(2..).unwrap_or(&[]), false) {
+        return true;
+    }
+    let groups = groups.get(..g).unwrap_or(&[]);
+    let len = |i: usize| groups.get(i).copied().unwrap_or(0);
+    let joins = joins.get(1..g).unwrap_or(&[]);
+    let same_join = joins.windows(2).all(|w| w.first() == w.get(1));
+    let date = g >= 3
+        && joins.first() == joins.get(1)
+        && matches!(joins.first(), Some(b'.' | b'/' | b'-'))
+        && ((len(0) <= 2 && len(1) <= 2 && len(2) == 4)
+            || (len(0) == 4 && len(1) <= 2 && len(2) <= 2));
+    let dotted = joins.contains(&b'.') && groups.iter().all(|l| *l <= 3);
+    if g > 8 || !(8..=12).contains(&n) || groups.last().is_none_or(|l| *l < 2) || date || dotted {
+        return false;
+    }
+    if g == 1 {
+        // One run of digits: only where it is clearly a phone (a NANP
+        // number has no 0 or 1 before its area code or exchange, so unix
+        // times do not match), a Chinese mobile, a Russian trunk 8, a
+        // trunk 0.
+        return (n == 10 && at(0) >= 2 && at(3) >= 2)
+            || (n == 11 && at(0) == 1 && at(1) >= 3)
+            || (n == 11 && at(0) == 8 && at(1) >= 3)
+            || ((9..=11).contains(&n) && at(0) == 0 && at(1) != 0);
+    }
+    let thousands = groups.iter().skip(1).all(|l| *l == 3) && same_join;
+    main.first() == Some(&b'(')
+        || (at(0) == 0 && n >= 9)
+        || (len(0) == 1 && matches!(at(0), 1 | 8) && n == 11)
+        || ((10..=11).contains(&n) && groups.iter().all(|l| *l >= 2) && !thousands)
+}
+
+/// Words right before a number (or before its `number`, `no`) that make it
+/// an identifier, not a phone or card number.
+const IDENTIFIER_WORDS: &[&str] = &[
+    "count",
+    "total",
+    "sum",
+    "size",
+    "length",
+    "len",
+    "amount",
+    "max",
+    "min",
+    "timestamp",
+    "ts",
+    "seed",
+    "port",
+    "pid",
+    "uid",
+    "order",
+    "invoice",
+    "id",
+    "ref",
+    "reference",
+    "ticket",
+    "account",
+    "acct",
+    "sku",
+    "serial",
+    "tracking",
+    "isbn",
+    "ean",
+    "upc",
+    "gtin",
+    "item",
+    "case",
+    "transaction",
+    "txn",
+    "po",
+    "build",
+];
+
+/// The most bytes after a match a detector reads to keep or drop it (a
+/// phone's `identifier` check): a stream holds a match until they came.
+pub const RIGHT_CONTEXT: usize = 8;
+
+/// Operators around an operand in code (not `<`, `>`, `|`, `&`: tags,
+/// arrows, tables and prose have them around phone numbers).
+fn operator(c: u8) -> bool {
+    matches!(c, b'=' | b'*' | b'/' | b'%' | b'^')
+}
+
+/// A number at `start..end` that is an operand in code (`id = 4795295414`,
+/// `x / 23`) or named an identifier (`order 4795295414`, `EAN ...`); it
+/// looks at a few bytes only.
+fn identifier(b: &[u8], start: usize, end: usize) -> bool {
+    let window = b.get(start.saturating_sub(24)..start).unwrap_or(&[]);
+    // Before it, an operand then an operator (`x * `, not a `* ` bullet;
+    // not `=`: `phone=5093828416` is as common as `id = 4795295414`, and
+    // the name tells them apart).
+    let mut before = window.iter().rev().take(8).filter(|c| **c != b' ');
+    let prev = before
+        .next()
+        .filter(|c| **c != b'=' && operator(**c))
+        .and(before.next())
+        .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b')' | b']' | b'_'));
+    // After it, an operator then a number (`/ 23`, not `/ fax`).
+    let mut after = b
+        .get(end..)
+        .unwrap_or(&[])
+        .iter()
+        .take(RIGHT_CONTEXT)
+        .filter(|c| **c != b' ');
+    let next = after
+        .next()
+        .filter(|c| operator(**c))
+        .and(after.next())
+        .is_some_and(u8::is_ascii_digit);
+    let mut words = window
+        .rsplit(|c| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty());
+    let is = |w: Option<&[u8]>, list: &[&str]| {
+        w.is_some_and(|w| list.iter().any(|x| w.eq_ignore_ascii_case(x.as_bytes())))
+    };
+    let mut last = words.next();
+    if is(last, &["number", "no", "nr", "num"]) {
+        last = words.next();
+    }
+    prev || next || is(last, IDENTIFIER_WORDS)
+}
+
+/// What is around a match rules out some kinds: `version 1.2.3.4`; card
+/// digits after a `+` (a phone); a card or national phone number inside an
+/// identifier (`INV-2024-000123`, a UUID), after `#`, or in code or named
+/// an identifier (`identifier`; for cards only unseparated digits).
+fn context(kind: Builtin, text: &str, start: usize, end: usize) -> bool {
+    let b = text.as_bytes();
+    let before = start.checked_sub(1).map(|p| byte(b, p));
+    match kind {
+        Builtin::Ip => !version_number(text, start),
+        Builtin::Card => {
+            let bare = b
+                .get(start..end)
+                .is_some_and(|m| m.iter().all(u8::is_ascii_digit));
+            before != Some(b'+') && !(bare && identifier(b, start, end))
+        }
+        Builtin::Phone if !matches!(byte(b, start), b'+' | b'(') => {
+            !(matches!(before, Some(b'#' | b'-' | b'.' | b'/')) || identifier(b, start, end))
+        }
+        _ => true,
+    }
+}
+
+/// The value of an assignment match (`name = "value"`): after the first
+/// `:`/`=`, spaces and one quote aside.
+fn assigned(s: &str) -> &str {
+    s.split_once(['=', ':'])
+        .map_or("", |(_, v)| v)
+        .trim()
+        .trim_start_matches(['"', '\''])
+}
+
+/// Shannon entropy of at least this many bits a byte: random keys of 16 or
+/// more characters have about 3.5 to 4.5, words and repeats far less.
+const MIN_ENTROPY: f32 = 3.0;
+
+/// Looks like a generated secret: letters and digits, no template or
+/// expression syntax, no placeholder word, and high entropy.
+fn high_entropy(v: &str) -> bool {
+    // As for placeholders, the first 256 bytes tell.
+    let v = v.get(..v.floor_char_boundary(256)).unwrap_or(v);
+    let b = v.as_bytes();
+    let syntax = b.iter().any(|c| {
+        matches!(
+            c,
+            b'$' | b'<' | b'>' | b'{' | b'}' | b'(' | b')' | b'[' | b']' | b'*' | b'%'
+        )
+    });
+    if syntax
+        || placeholder(v)
+        || !b.iter().any(u8::is_ascii_digit)
+        || !b.iter().any(u8::is_ascii_alphabetic)
+    {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for &c in b {
+        if let Some(n) = counts.get_mut(usize::from(c)) {
+            *n += 1;
+        }
+    }
+    let len = b.len() as f32;
+    let bits: f32 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = *c as f32 / len;
+            -p * p.log2()
+        })
+        .sum();
+    bits >= MIN_ENTROPY
+}
+
+/// Placeholders, not secrets: `<password>`, `[REDACTED]`, `********`,
+/// `${DB_PASSWORD}`, `YOUR_API_KEY`.
+fn placeholder(v: &str) -> bool {
+    // The first 256 bytes tell: a long value costs no more.
+    let v = v.get(..v.floor_char_boundary(256)).unwrap_or(v);
+    let b = v.as_bytes();
+    (v.starts_with('<') && v.ends_with('>'))
+        || (v.starts_with('[') && v.ends_with(']'))
+        || b.iter().all(|c| matches!(c, b'*' | b'x' | b'X' | b'.'))
+        || v.starts_with('$')
+        || v.starts_with('{')
+        || ["password", "changeme"]
+            .iter()
+            .any(|w| v.eq_ignore_ascii_case(w))
+        || [
+            "your",
+            "example",
+            "xxxx",
+            "placeholder",
+            "redacted",
+            "dummy",
+            "sample",
+            "insert",
+            "replace",
+        ]
+        .iter()
+        .any(|w| {
+            b.windows(w.len())
+                .any(|x| x.eq_ignore_ascii_case(w.as_bytes()))
+        })
 }
 
 fn password(s: &str) -> bool {
-    let value = s
-        .rsplit(['=', ':'])
-        .next()
-        .unwrap_or("")
-        .trim()
-        .trim_matches(['"', '\'']);
-    // Placeholders, not secrets: `<password>`, `[REDACTED]`, `********`.
-    let placeholder = (value.starts_with('<') && value.ends_with('>'))
-        || (value.starts_with('[') && value.ends_with(']'))
-        || value
-            .bytes()
-            .all(|b| matches!(b, b'*' | b'x' | b'X' | b'.'));
-    value.len() >= 6
-        && !placeholder
-        && !["password", "changeme", "example", "redacted"]
-            .iter()
-            .any(|w| value.eq_ignore_ascii_case(w))
-        && !value.starts_with('$')
-        && !value.starts_with('{')
+    let value = assigned(s);
+    value.len() >= 6 && !placeholder(value)
 }
 
 fn validate(kind: Builtin, m: &str) -> bool {
     match kind {
-        Builtin::Card => luhn(m),
+        Builtin::Card => card_number(m),
         Builtin::Ssn => ssn(m),
         Builtin::Iban => iban(m),
         Builtin::Phone => phone(m),
         Builtin::Ip => ipv4(m),
         Builtin::Password => password(m),
+        Builtin::AwsSecret | Builtin::Secret => high_entropy(assigned(m)),
         Builtin::Openai => !m.starts_with("sk-ant-"),
         _ => true,
     }
@@ -296,10 +663,10 @@ fn digits_at(b: &[u8], i: usize, n: usize) -> bool {
     b.get(i..i + n)
         .is_some_and(|w| w.iter().all(u8::is_ascii_digit))
 }
-/// `[ .-]`
+/// `[ ./_-]`
 #[inline]
 fn phone_sep(b: u8) -> bool {
-    matches!(b, b' ' | b'.' | b'-')
+    matches!(b, b' ' | b'.' | b'/' | b'_' | b'-')
 }
 
 /// Remembers the last class run measured, so anchors inside one long run
@@ -487,12 +854,13 @@ fn jwt(b: &[u8], s: usize, c: &mut Caches) -> Option<usize> {
     (r3 - (r2 + 1) >= 8).then_some(r3)
 }
 
-/// `(?i)\b[a-z0-9_]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)\s*[:=]\s*["']?[^\s"',;]{6,}`
-/// for the `:`/`=` at `c`, starting at or after `at`. The name must end
-/// right before the `:`/`=` (whitespace aside) and the word before it is
-/// part of the match; at most one name fits, so the match is unique.
-fn password_at(b: &[u8], c: usize, at: usize) -> Option<(usize, usize)> {
-    let (name, _) = credential_name(b, c)?;
+/// The start of an assignment to a name of `group` (see `PATTERNS`:
+/// `(?i)\b[a-z0-9_]*(?:NAMES)["']?\s*[:=]\s*["']?`) for the `:`/`=` at `c`,
+/// starting at or after `at`, and where its value starts. The name must end
+/// right before the `:`/`=` (whitespace, then a quote aside) and the word
+/// before it is part of the match; the match is unique.
+fn assignment(b: &[u8], c: usize, at: usize, group: Named) -> Option<(usize, usize)> {
+    let name = credential_name(b, c, Some(group))?;
     let word = b
         .get(..name)
         .map_or(0, |w| w.iter().rev().take_while(|x| is_word(**x)).count());
@@ -504,13 +872,36 @@ fn password_at(b: &[u8], c: usize, at: usize) -> Option<(usize, usize)> {
     if matches!(byte(b, v), b'"' | b'\'') {
         v += 1;
     }
+    Some((start, v))
+}
+
+/// An assignment (`password`, `secret_assignment`) whose value is at least
+/// `min` characters of `[^\s"',;]`.
+fn assignment_at(
+    b: &[u8],
+    c: usize,
+    at: usize,
+    group: Named,
+    min: usize,
+) -> Option<(usize, usize)> {
+    let (start, v) = assignment(b, c, at, group)?;
     let value = |x: u8| !is_space(x) && !matches!(x, b'"' | b'\'' | b',' | b';');
     let end = run_end(b, v, value);
-    // Six characters, not bytes.
+    // Characters, not bytes.
     let chars = b.get(v..end).map_or(0, |w| {
-        w.iter().filter(|x| (**x & 0xC0) != 0x80).take(6).count()
+        w.iter().filter(|x| (**x & 0xC0) != 0x80).take(min).count()
     });
-    (chars >= 6).then_some((start, end))
+    (chars >= min).then_some((start, end))
+}
+
+/// An AWS secret access key assignment: a value of exactly 40
+/// `[A-Za-z0-9/+]` (the first 40 if longer).
+fn aws_secret_at(b: &[u8], c: usize, at: usize) -> Option<(usize, usize)> {
+    let (start, v) = assignment(b, c, at, Named::AwsSecret)?;
+    let key = |x: u8| alnum(x) || matches!(x, b'/' | b'+');
+    b.get(v..v + 40)
+        .is_some_and(|w| w.iter().all(|x| key(*x)))
+        .then_some((start, v + 40))
 }
 
 /// `[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}` for
@@ -544,16 +935,16 @@ fn email(b: &[u8], x: usize, at: usize) -> Option<(usize, usize)> {
     end.map(|e| (start, e))
 }
 
-/// `\b(?:\d[ -]?){12,18}\d\b` from the digit at `s`: digits joined by at
-/// most one space or hyphen; the longest of 13 to 19 that ends at a word
-/// boundary. `Err`: the chain from `s` has fewer than 13 digits, and ends
+/// `\b(?:\d[ -]?){11,18}\d\b` from the digit at `s`: digits joined by at
+/// most one space or hyphen; the longest of 12 to 19 that ends at a word
+/// boundary. `Err`: the chain from `s` has fewer than 12 digits, and ends
 /// there.
 fn card(b: &[u8], s: usize) -> Result<Option<usize>, usize> {
     let mut n = 1;
     let mut p = s;
     let mut best = None;
     loop {
-        if n >= 13 && !is_word(byte(b, p + 1)) {
+        if n >= 12 && !is_word(byte(b, p + 1)) {
             best = Some(p + 1);
         }
         if n == 19 {
@@ -568,7 +959,7 @@ fn card(b: &[u8], s: usize) -> Result<Option<usize>, usize> {
         }
         n += 1;
     }
-    if n < 13 {
+    if n < 12 {
         return Err(p + 1);
     }
     Ok(best)
@@ -655,109 +1046,109 @@ fn iban_at(b: &[u8], s: usize) -> Option<usize> {
     None
 }
 
-/// Phone, the first alternative: `\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}\b`,
-/// searched depth-first in the regex's order (greedy counts first), with
-/// failed states remembered so no state is tried twice.
-fn phone_plus(b: &[u8], s: usize) -> Option<usize> {
-    // Six digits at least (country, first group, two more groups) among
-    // the 36 bytes the pattern can reach: most `+` signs fail here.
-    let digits = b
-        .get(s + 1..)
-        .unwrap_or(&[])
-        .iter()
-        .take(36)
-        .take_while(|c| c.is_ascii_digit() || matches!(c, b' ' | b'.' | b'-' | b'(' | b')'))
-        .filter(|c| c.is_ascii_digit())
-        .count();
-    if digits < 6 {
-        return None;
-    }
-    // Failed states by groups matched, a bit per offset from `s` (the
-    // pattern reaches at most 36 bytes).
-    let mut failed = [0u64; 5];
-    fn groups(b: &[u8], s: usize, p: usize, k: usize, failed: &mut [u64; 5]) -> Option<usize> {
-        let bit = 1u64.checked_shl(u32::try_from(p - s).unwrap_or(u32::MAX))?;
-        if failed.get(k).is_none_or(|f| f & bit != 0) {
-            return None;
+/// ` ?(?:[eE]xt\.?|x|#) ?\d{1,6}\b` at `p`: where a phone extension ends.
+fn extension(b: &[u8], p: usize) -> Option<usize> {
+    let mut q = p + usize::from(byte(b, p) == b' ');
+    q = match byte(b, q) {
+        b'x' | b'#' => q + 1,
+        b'e' | b'E' if starts_with(b, q + 1, b"xt", false) => {
+            q + 3 + usize::from(byte(b, q + 3) == b'.')
         }
-        if k < 4 {
-            let seps = if phone_sep(byte(b, p)) {
-                [Some(p + 1), Some(p)]
-            } else {
-                [Some(p), None]
-            };
-            for q in seps.into_iter().flatten() {
-                for n in (2..=4).rev() {
-                    if digits_at(b, q, n) {
-                        if let Some(e) = groups(b, s, q + n, k + 1, failed) {
-                            return Some(e);
-                        }
-                    }
-                }
-            }
-        }
-        if k >= 2 && !is_word(byte(b, p)) {
-            return Some(p);
-        }
-        if let Some(f) = failed.get_mut(k) {
-            *f |= bit;
-        }
-        None
-    }
-    let seps = |p: usize| {
-        if phone_sep(byte(b, p)) {
-            [Some(p + 1), Some(p)]
-        } else {
-            [Some(p), None]
-        }
+        _ => return None,
     };
-    let mut body = |p: usize| {
-        (1..=4)
-            .rev()
-            .filter(|n| digits_at(b, p, *n))
-            .find_map(|n| groups(b, s, p + n, 0, &mut failed))
-    };
-    if byte(b, s) != b'+' {
-        return None;
-    }
-    for n1 in (1..=3).rev() {
-        if !digits_at(b, s + 1, n1) {
-            continue;
-        }
-        for p2 in seps(s + 1 + n1).into_iter().flatten() {
-            if byte(b, p2) == b'(' {
-                for n in (1..=4).rev() {
-                    if digits_at(b, p2 + 1, n) && byte(b, p2 + 1 + n) == b')' {
-                        for p3 in seps(p2 + 2 + n).into_iter().flatten() {
-                            if let Some(e) = body(p3) {
-                                return Some(e);
-                            }
-                        }
-                    }
-                }
-            }
-            if let Some(e) = body(p2) {
-                return Some(e);
-            }
-        }
-    }
-    None
+    q += usize::from(byte(b, q) == b' ');
+    let r = run_end(b, q, |c| c.is_ascii_digit());
+    ((1..=6).contains(&(r - q)) && !is_word(byte(b, r))).then_some(r)
 }
 
-/// Phone, the other alternatives: `\(\d{3}\) ?\d{3}-\d{4}\b` at a `(`,
-/// `\b\d{3}-\d{3}-\d{4}\b` at a digit.
-fn phone_at(b: &[u8], s: usize) -> Option<usize> {
-    match byte(b, s) {
-        b'+' => phone_plus(b, s),
-        b'(' => {
-            if !(digits_at(b, s + 1, 3) && byte(b, s + 4) == b')') {
-                return None;
+/// Phone: `(?:\+|\(\+?|\b)\d+(?:(?:\)[ ./_-]?\(?|[ ./_-]\(?|\()\d+)*(?: ?(?:[eE]xt\.?|x|#) ?\d{1,6})?\b`
+/// from `s` is a chain of digit groups joined by one separator and
+/// brackets, maybe with an extension. The phone is its longest prefix that
+/// is a valid number and ends at a group end a non-word byte follows, or at
+/// the match's end: so `+44 20 7946 0958 10.0.0.7` and numbers listed with
+/// spaces give their phones; the search goes on after it, or after the
+/// match (before its extension) if no prefix is valid (`GB82 WEST 1234
+/// 5698 7654 33` gives none from its middle).
+#[derive(Default)]
+struct PhoneChain {
+    /// Candidate ends from the current start, in order, among its first
+    /// `PHONE_DIGITS` digits (more are never valid).
+    ends: Vec<usize>,
+    /// The chain walked last: up to where, and the match's end before its
+    /// extension (where the search goes on if no prefix is valid: an
+    /// extension's digits may start a phone).
+    walked: usize,
+    end: Option<usize>,
+}
+
+impl PhoneChain {
+    /// Walks the chain from `s` (only the first digits again when `s` is
+    /// inside the chain walked last, after a phone in it): each byte is
+    /// walked a bounded number of times.
+    fn walk(&mut self, b: &[u8], s: usize) {
+        self.ends.clear();
+        let mut p = match byte(b, s) {
+            b'+' => s + 1,
+            b'(' => s + 1 + usize::from(byte(b, s + 1) == b'+' && digit_at(b, s + 2)),
+            _ if s.checked_sub(1).is_some_and(|q| is_word(byte(b, q))) => return,
+            _ => s,
+        };
+        // Inside, the match ends where the one walked last does.
+        let inside = s < self.walked;
+        let mut last = None;
+        let mut digits = 0;
+        loop {
+            let end = run_end(b, p, |c| c.is_ascii_digit());
+            if end == p {
+                break;
             }
-            let q = if byte(b, s + 5) == b' ' { s + 6 } else { s + 5 };
-            dashed_digits(b, q, &[3, 4])
+            digits += end - p;
+            let candidate = digits <= PHONE_DIGITS;
+            if inside && !candidate {
+                return;
+            }
+            let ext = extension(b, end);
+            if !is_word(byte(b, end)) {
+                if candidate {
+                    self.ends.push(end);
+                }
+                last = Some(end);
+            }
+            if let Some(e) = ext {
+                if candidate {
+                    self.ends.push(e);
+                }
+                last = Some(end);
+                break;
+            }
+            // The joiner: `)`, a separator, `(`, each optional, one at least.
+            let mut q = end + usize::from(byte(b, end) == b')');
+            q += usize::from(phone_sep(byte(b, q)));
+            q += usize::from(byte(b, q) == b'(');
+            if q == end || !digit_at(b, q) {
+                p = end;
+                break;
+            }
+            p = q;
         }
-        _ => dashed_digits(b, s, &[3, 3, 4]),
+        if !inside {
+            self.end = last;
+            self.walked = p;
+        }
     }
+}
+
+/// Most digits a phone number has (`00` and 15).
+const PHONE_DIGITS: usize = 17;
+
+/// The phone from `s`, `Ok(end)`, or `Err(where the search goes on)`.
+fn phone_at(text: &str, s: usize, chain: &mut PhoneChain) -> Result<usize, usize> {
+    chain.walk(text.as_bytes(), s);
+    let valid = chain.ends.iter().rev().copied().find(|e| {
+        text.get(s..*e)
+            .is_some_and(|m| phone(m) && context(Builtin::Phone, text, s, *e))
+    });
+    valid.ok_or(chain.end.filter(|e| *e > s).unwrap_or(s + 1))
 }
 
 /// The compiled detectors.
@@ -819,7 +1210,7 @@ impl Detectors {
             matches(*kind, text, &anchors, id, &mut caches, &mut |start, end| {
                 let m = text.get(start..end).unwrap_or("");
                 if validate(*kind, m)
-                    && !(*kind == Builtin::Ip && version_number(text, start))
+                    && context(*kind, text, start, end)
                     && !overlaps(&found, &mut cursor, start, end)
                 {
                     fresh.push(Finding {
@@ -881,10 +1272,15 @@ fn matches(
                 }
             }
         }
-        Builtin::Password => {
+        Builtin::Password | Builtin::AwsSecret | Builtin::Secret => {
             for &c in &a.assignments {
                 if c > at {
-                    found(password_at(b, c, at), &mut at);
+                    let m = match kind {
+                        Builtin::Password => assignment_at(b, c, at, Named::Password, 6),
+                        Builtin::AwsSecret => aws_secret_at(b, c, at),
+                        _ => assignment_at(b, c, at, Named::Secret, 16),
+                    };
+                    found(m, &mut at);
                 }
             }
         }
@@ -905,9 +1301,9 @@ fn matches(
         Builtin::Card | Builtin::Ssn | Builtin::Phone | Builtin::Ip => {
             // What a run must hold for the kind to match in it.
             let possible = |r: &NumberRun| match kind {
-                Builtin::Card => r.chain >= 13,
+                Builtin::Card => r.chain >= 12,
                 Builtin::Ssn => r.digits >= 9 && r.dashed,
-                Builtin::Phone => r.digits >= 8 && (r.dashed || r.marked),
+                Builtin::Phone => r.digits >= 8,
                 _ => r.dotted,
             };
             for run in a.numbers.iter().filter(|r| possible(r)) {
@@ -916,7 +1312,7 @@ fn matches(
                     Builtin::Card => {
                         cards(b, from, run.end, &mut |s, e| found(Some((s, e)), &mut at))
                     }
-                    _ => separated(kind, b, from, run.end, &mut |s, e| {
+                    _ => separated(kind, text, from, run.end, &mut |s, e| {
                         found(Some((s, e)), &mut at)
                     }),
                 }
@@ -966,10 +1362,18 @@ fn cards(b: &[u8], from: usize, to: usize, emit: &mut dyn FnMut(usize, usize)) {
 }
 
 /// SSNs, phones and IP addresses in `b[from..to]` (a number run), from the
-/// few places one can start: an SSN or a `ddd-ddd-dddd` phone has a `-`
-/// three digits in, every other phone starts with `+` or `(`, an IP address
-/// has a `.` after its first one to three digits. One cheap test a byte.
-fn separated(kind: Builtin, b: &[u8], from: usize, to: usize, emit: &mut dyn FnMut(usize, usize)) {
+/// few places one can start: an SSN has a `-` three digits in, a phone
+/// starts with `+`, `(` or a digit after a non-word byte, an IP address has
+/// a `.` after its first one to three digits. One cheap test a byte.
+fn separated(
+    kind: Builtin,
+    text: &str,
+    from: usize,
+    to: usize,
+    emit: &mut dyn FnMut(usize, usize),
+) {
+    let b = text.as_bytes();
+    let mut chain = PhoneChain::default();
     let word_before = |s: usize| s.checked_sub(1).is_some_and(|p| is_word(byte(b, p)));
     // Where the search goes on: the start, then the end of each match.
     let mut at = from;
@@ -1002,10 +1406,17 @@ fn separated(kind: Builtin, b: &[u8], from: usize, to: usize, emit: &mut dyn FnM
                 .flatten()
                 .map(|e| (s, e)),
             _ => {
-                let start = c == b'+'
-                    || c == b'('
-                    || (byte(b, s + 3) == b'-' && c.is_ascii_digit() && !word_before(s));
-                start.then(|| phone_at(b, s)).flatten().map(|e| (s, e))
+                if c == b'+' || c == b'(' || (c.is_ascii_digit() && !word_before(s)) {
+                    match phone_at(text, s, &mut chain) {
+                        Ok(e) => Some((s, e)),
+                        Err(next) => {
+                            s = next.max(s + 1);
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                }
             }
         };
         match m {
@@ -1088,6 +1499,60 @@ mod tests {
     }
 
     #[test]
+    fn phones_in_national_and_international_forms() {
+        for phone in [
+            "5093828416",
+            "(0117) 496 0767",
+            "07 33 21 02 81",
+            "592-613-3671x41062",
+            "555-123-4567 ext. 89",
+            "030/1234567",
+            "360_948_4223",
+            "+44(0)115 4960914",
+            "+90(040)860-7462",
+            "(+30) 2439 150008",
+            "8 (495) 123-45-67",
+            "13812345678",
+            "138 1234 5678",
+            "0049 30 1234567",
+            "+62 (070) 669-0743",
+            "98765 43210",
+        ] {
+            assert_eq!(kinds(&format!("call {phone} now")), ["phone"], "{phone}");
+        }
+        for other in [
+            "at 1700000000 (a unix time)",
+            "on 05.01.2024 10:15",
+            "ISBN 0-306-40615-2",
+            "id = 4795295414",
+            "order 4795295414",
+            "uuid 123e4567-e89b-12d3-a456-426614174000",
+            "INV-2024-000123",
+            "pop. 12 345 678 901",
+            "1 234 567 890 units",
+        ] {
+            assert!(kinds(other).is_empty(), "{other}");
+        }
+        assert_eq!(kinds("from 10.100.200.123"), ["ip_address"]);
+        // The longest valid prefix of a chain of groups; none from inside
+        // a chain without one.
+        assert_eq!(
+            kinds("+44 20 7946 0958 10.0.0.7 192.168.1.20"),
+            ["phone", "ip_address", "ip_address"]
+        );
+        assert_eq!(kinds("5093828416 5093828417 x12"), ["phone", "phone"]);
+        assert!(kinds("1234 5698 7654 3321 9999").is_empty());
+    }
+
+    #[test]
+    fn twelve_digit_maestro_and_card_grouping() {
+        assert_eq!(kinds("maestro 5020 9553 7218"), ["card"]);
+        assert_eq!(kinds("maestro 583974310836"), ["card"]);
+        assert!(kinds("isbn 978-1-932770-74-2 ok").is_empty());
+        assert!(kinds("GET /items/37782904 200 4199 bytes").is_empty());
+    }
+
+    #[test]
     fn secrets() {
         assert_eq!(kinds("AKIAIOSFODNN7EXAMPLE"), ["aws_access_key"]);
         assert_eq!(
@@ -1116,6 +1581,29 @@ mod tests {
         );
         assert_eq!(kinds("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"), ["jwt"]);
         assert_eq!(kinds("xoxb-1234567890-abcdefghij"), ["slack_token"]);
+        assert_eq!(
+            kinds("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCY0123456KEY"),
+            ["aws_secret_key"]
+        );
+        assert_eq!(
+            kinds(r#"{"SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCY0123456KEY"}"#),
+            ["aws_secret_key"]
+        );
+        assert_eq!(
+            kinds("API_TOKEN=9f8e7d6c5b4a39281706f5e4"),
+            ["secret_assignment"]
+        );
+        assert_eq!(kinds(r#""password": "hunter2hunter2""#), ["password"]);
+        for benign in [
+            "token_count = 1234567890123456",
+            "api_token = settings.API_TOKEN_FROM_VAULT",
+            "AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY}",
+            "client_secret: xxxxxxxxxxxxxxxxxxxx",
+            "api_key = \"YOUR_API_KEY\"",
+            "auth: required",
+        ] {
+            assert!(kinds(benign).is_empty(), "{benign}");
+        }
         assert_eq!(kinds("sk_live_abcdefghijklmnop1234"), ["stripe_key"]);
         assert_eq!(
             kinds("AIzaSyA-1234567890abcdefghijklmnopqrstu"),
@@ -1130,8 +1618,9 @@ mod tests {
 pub(crate) mod reference {
     use super::*;
 
-    pub const PATTERNS: [&str; 16] = [
+    pub const PATTERNS: [&str; 18] = [
         r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+        r#"(?i)\b[a-z0-9_]*(?:secret_?access_?key|aws_?secret_?key)["']?\s*[:=]\s*["']?[A-Za-z0-9/+]{40}"#,
         r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})\b",
         r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b",
         r"\b(?:sk|rk)_live_[A-Za-z0-9]{16,}\b",
@@ -1140,16 +1629,56 @@ pub(crate) mod reference {
         r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_-]{20,}",
         r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z]+ )?PRIVATE KEY-----|$)",
         r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
-        r#"(?i)\b[a-z0-9_]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)\s*[:=]\s*["']?[^\s"',;]{6,}"#,
+        r#"(?i)\b[a-z0-9_]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)["']?\s*[:=]\s*["']?[^\s"',;]{6,}"#,
+        r#"(?i)\b[a-z0-9_]*(?:token|secrets|secret_?key|access_?key|private_?key|credentials?|auth)["']?\s*[:=]\s*["']?[^\s"',;]{16,}"#,
         r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
-        r"\b(?:\d[ -]?){12,18}\d\b",
+        r"\b(?:\d[ -]?){11,18}\d\b",
         r"\b\d{3}-\d{2}-\d{4}\b",
         r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b",
-        r"(?:\+\d{1,3}[ .-]?)(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}\b|\(\d{3}\) ?\d{3}-\d{4}\b|\b\d{3}-\d{3}-\d{4}\b",
+        r"(?:\+|\(\+?|\b)\d+(?:(?:\)[ ./_-]?\(?|[ ./_-]\(?|\()\d+)*(?: ?(?:[eE]xt\.?|x|#) ?\d{1,6})?\b",
         r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
     ];
 
     pub struct Reference(Vec<Regex>);
+
+    /// Phones: from each start where the regex matches, the longest prefix
+    /// of its match ending at a group end a non-word byte follows (before
+    /// the extension) or at the match's end, that validates; the search
+    /// goes on after it, or after the match (before its extension) if none
+    /// does.
+    fn phones(
+        regex: &Regex,
+        text: &str,
+        name: &'static str,
+        found: &mut Vec<(&'static str, usize, usize)>,
+    ) {
+        let b = text.as_bytes();
+        let mut at = 0;
+        while let Some(m) = regex.find_at(text, at) {
+            let s = m.start();
+            let ext = m
+                .as_str()
+                .find(['x', 'e', 'E', '#'])
+                .map_or(m.end(), |p| s + m.as_str()[..p].trim_end().len());
+            let mut ends: Vec<usize> = (s + 1..=ext)
+                .filter(|e| b[e - 1].is_ascii_digit() && !is_word(byte(b, *e)))
+                .collect();
+            ends.push(m.end());
+            let phone_end = ends
+                .into_iter()
+                .rev()
+                .find(|e| phone(&text[s..*e]) && context(Builtin::Phone, text, s, *e));
+            match phone_end {
+                Some(e) => {
+                    if !found.iter().any(|f| s < f.2 && f.1 < e) {
+                        found.push((name, s, e));
+                    }
+                    at = e;
+                }
+                None => at = ext,
+            }
+        }
+    }
 
     impl Reference {
         pub fn new() -> Reference {
@@ -1160,6 +1689,10 @@ pub(crate) mod reference {
         pub fn scan(&self, text: &str) -> Vec<(&'static str, usize, usize)> {
             let mut found: Vec<(&'static str, usize, usize)> = Vec::new();
             for ((kind, _, name), regex) in BUILTINS.iter().zip(&self.0) {
+                if *kind == Builtin::Phone {
+                    phones(regex, text, name, &mut found);
+                    continue;
+                }
                 let mut at = 0;
                 while let Some(m) = regex.find_at(text, at) {
                     let (start, end) = (m.start(), m.end());
@@ -1168,9 +1701,7 @@ pub(crate) mod reference {
                     }
                     at = end;
                     let overlaps = found.iter().any(|f| start < f.2 && f.1 < end);
-                    if !overlaps
-                        && validate(*kind, m.as_str())
-                        && !(*kind == Builtin::Ip && version_number(text, start))
+                    if !overlaps && validate(*kind, m.as_str()) && context(*kind, text, start, end)
                     {
                         found.push((name, start, end));
                     }

@@ -1,5 +1,5 @@
 //! The hand-written matchers against the regexes they implement, run over
-//! whole texts: the evaluation corpus and many random texts built from the
+//! whole texts: the evaluation corpora and many random texts built from the
 //! pieces the patterns are made of (seeded, so a failure reproduces).
 
 use super::detect::reference::Reference as Patterns;
@@ -130,6 +130,29 @@ const ENTITY_PIECES: &[&str] = &[
     "{y}",
     "TCK-",
     "9",
+    "/",
+    "x",
+    "x123",
+    " ext. ",
+    "Ext",
+    "#",
+    "00",
+    "+1",
+    "(0)",
+    "(+",
+    "0117",
+    "token",
+    "client_secret",
+    "aws_secret_access_key",
+    "AWS_SECRET_KEY",
+    "SecretAccessKey",
+    "private-key",
+    "credentials",
+    "auth",
+    "\"token\": \"",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "aB3dE5gH7jK9mN1pQ3sT",
+    "YOUR_TOKEN_HERE_1234",
 ];
 
 const INJECTION_PIECES: &[&str] = &[
@@ -311,8 +334,14 @@ const KEY: &str = "abcXYZ0189_-";
 
 /// Something close to an entity: valid, nearly valid or broken.
 fn entity(rng: &mut Rng) -> String {
-    let sep = |rng: &mut Rng| pick(rng, &["", " ", "-", ".", " ", "  ", "(", ")"]).to_string();
-    match rng.below(14) {
+    let sep = |rng: &mut Rng| {
+        pick(
+            rng,
+            &["", " ", "-", ".", " ", "  ", "(", ")", "/", "_", ") ", " ("],
+        )
+        .to_string()
+    };
+    match rng.below(17) {
         0 => pick(
             rng,
             &[
@@ -482,6 +511,56 @@ fn entity(rng: &mut Rng) -> String {
             }
             s
         }
+        11 | 12 => {
+            // Phones: an optional `+`, `00` or `(`, digit groups, separators
+            // and brackets, an optional extension.
+            let mut s = pick(rng, &["", "", "+", "00", "(", "(+", "0"]).to_string();
+            for g in 0..rng.below(6) + 1 {
+                if g > 0 {
+                    s.push_str(&sep(rng));
+                }
+                let n = rng.below(5) + 1;
+                s.push_str(&chars(rng, DIGITS, n));
+            }
+            if rng.below(3) == 0 {
+                s.push_str(pick(
+                    rng,
+                    &["x", " x", " ext. ", "ext", "#", " # ", "xx", "e"],
+                ));
+                let n = rng.below(8);
+                s.push_str(&chars(rng, DIGITS, n));
+            }
+            s
+        }
+        13 => {
+            let name = pick(
+                rng,
+                &[
+                    "aws_secret_access_key",
+                    "AWS_SECRET_KEY",
+                    "SecretAccessKey",
+                    "client_secret",
+                    "api_token",
+                    "token",
+                    "x-auth",
+                    "private_key",
+                    "credentials",
+                    "my-secret_key",
+                    "\"access_key\"",
+                    "password",
+                ],
+            );
+            let ws = pick(rng, &["", " ", "\t"]);
+            let op = pick(rng, &["=", ":", "'=", "\": "]);
+            let quote = pick(rng, &["", "\"", "'"]);
+            let n = rng.below(50) + 4;
+            let value = if rng.below(2) == 0 {
+                chars(rng, "abXY09/+=_-$<.", n)
+            } else {
+                chars(rng, "abcdXYZ0123456789/+", n)
+            };
+            format!("{name}{ws}{op}{ws}{quote}{value}{quote}")
+        }
         _ => pick(rng, ENTITY_PIECES).to_string(),
     }
 }
@@ -513,11 +592,16 @@ fn random_entities(rng: &mut Rng, max: usize) -> String {
 }
 
 fn corpus() -> Vec<String> {
-    include_str!("../../../eval/guardrails/corpus.jsonl")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
-        .collect()
+    [
+        include_str!("../../../eval/guardrails/corpus.jsonl"),
+        include_str!("../../../eval/guardrails/pii_dev.jsonl"),
+        include_str!("../../../eval/guardrails/pii_heldout.jsonl"),
+    ]
+    .iter()
+    .flat_map(|c| c.lines())
+    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    .filter_map(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
+    .collect()
 }
 
 fn iterations() -> usize {

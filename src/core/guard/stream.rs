@@ -13,14 +13,24 @@
 //! line, or, unterminated, to the end of the answer, as the whole-text
 //! detector has it). Ordinary prose holds one word (a long one without
 //! spaces, such as base64, whole); what is held beyond that is a match or
-//! a chain of number groups, held until it ends. Held
-//! text is scanned with the last `CONTEXT` bytes already sent before it
-//! (word boundaries, `version 1.2.3.4`), and past `RESCAN_HELD` bytes only
-//! once it has doubled, so even an endless entity in one-byte deltas costs
-//! time linear in the stream. Custom patterns get the same cuts: one that
-//! matches across spaces may be split.
+//! a chain of number groups, held until it ends; a match is also held
+//! until the `RIGHT_CONTEXT` bytes after it that can still drop it (a phone
+//! followed by an operator and a number) have come. The hold rules read
+//! the text as the detectors do (`normalize`: a spelled `[at]` still coming
+//! holds the word before it). Held text is scanned with the last `CONTEXT`
+//! bytes already sent before it (word boundaries, `version 1.2.3.4`),
+//! extended back to the start of the last match sent or of a run of
+//! number groups (matches in a run depend on where it starts), and past
+//! `RESCAN_HELD` bytes only once it has doubled, so even an endless entity
+//! in one-byte deltas costs time linear in the stream. Limits: custom
+//! patterns get the same cuts (one that matches across spaces may be
+//! split), and entities glued together with no separator (a value running
+//! into the next credential name, two numbers in one digit chain) may be
+//! split differently than in the whole answer; `stream_props` keeps its
+//! samples apart.
 
 use super::anchors::{credential_name, is_space};
+use super::detect::RIGHT_CONTEXT;
 use super::normalize::{self, partial_spelling};
 use super::{
     blocked_notice, Blocked, Direction, GuardAction, GuardEvent, Guardrails, Placeholders, Policy,
@@ -37,6 +47,23 @@ fn hold_folded(text: &str, from: usize) -> usize {
     }
 }
 
+/// Bytes a match with single spaces (cards, phones, IBANs, a private key's
+/// header) can hold next to a space.
+fn chain(c: u8) -> bool {
+    c.is_ascii_digit() || c.is_ascii_uppercase() || b"+-()./_".contains(&c)
+}
+
+/// A phone's extension word between number groups (`555-0199 ext. 123`),
+/// or the start of one.
+fn extension(w: &[u8]) -> bool {
+    !w.is_empty()
+        && (b"ext."
+            .get(..w.len())
+            .is_some_and(|e| e.eq_ignore_ascii_case(w))
+            || w == b"x"
+            || w == b"#")
+}
+
 /// Where the tail of `text[from..]` that may still belong to a match starts:
 /// a word start (or `from`).
 fn hold_start(text: &str, from: usize) -> usize {
@@ -46,9 +73,6 @@ fn hold_start(text: &str, from: usize) -> usize {
             .and_then(|w| w.iter().rposition(|c| is_space(*c)))
             .map_or(from, |p| from + p + 1)
     };
-    // Bytes a match with single spaces (cards, phones, IBANs, a private
-    // key's header) can hold next to a space.
-    let chain = |c: u8| c.is_ascii_digit() || c.is_ascii_uppercase() || b"+-().".contains(&c);
     let assigns = |c: u8| matches!(c, b':' | b'=');
     // A spelled `@` or `.` still coming (`mary [a`) is held with the word
     // before it, as is the last word before spaces (`mary `).
@@ -67,11 +91,18 @@ fn hold_start(text: &str, from: usize) -> usize {
         // The first byte of the held part, if any.
         let held = b.get(start).copied();
         let single_space = start == gap + 1 && b.get(gap) == Some(&b' ');
-        let groups = single_space && chain(last) && held.is_none_or(chain);
+        let prev = b.get(prev_start..gap).unwrap_or_default();
+        let held_word = b
+            .get(start..)
+            .and_then(|r| r.split(|c| is_space(*c)).next())
+            .unwrap_or_default();
+        let groups = single_space
+            && ((chain(last) && (held.is_none_or(chain) || extension(held_word)))
+                || (extension(prev) && held.is_none_or(chain)));
         // `name = value`: the value (or the `=`) may still come.
-        let assignment = (assigns(last) && credential_name(b, gap - 1).is_some())
-            || (held.is_some_and(assigns) && credential_name(b, start).is_some())
-            || (held.is_none() && credential_name(b, gap).is_some());
+        let assignment = (assigns(last) && credential_name(b, gap - 1, None).is_some())
+            || (held.is_some_and(assigns) && credential_name(b, start, None).is_some())
+            || (held.is_none() && credential_name(b, gap, None).is_some());
         let spelled_next = (held.is_none() || Some(start) == spelling)
             && last.is_ascii_alphanumeric()
             && b.get(gap..start)
@@ -93,6 +124,10 @@ const RESCAN_HELD: usize = 192;
 /// (word boundaries; `version` up to 12 bytes before an address).
 const CONTEXT: usize = 64;
 
+/// How far back the start of the last released match still anchors the
+/// context (see `keep_context`).
+const SYNC_WINDOW: usize = 256;
+
 #[derive(Debug, Default)]
 pub struct OutputGuard {
     /// Some released text (the context), then the held text.
@@ -105,6 +140,8 @@ pub struct OutputGuard {
     rescan_at: usize,
     /// A block ended the stream; later events are dropped.
     stopped: bool,
+    /// Where the last released match starts in `text`, if kept.
+    sync: Option<usize>,
     /// Bytes scanned so far (tests check the work stays linear).
     #[cfg(test)]
     scanned: usize,
@@ -196,13 +233,18 @@ impl OutputGuard {
         // Never release part of a match, nor one that reaches the end: it
         // may still grow (an unterminated private key runs to the end, so
         // one streamed line by line ends at each line's newline).
+        // Nor one whose verdict may still change: a phone followed by an
+        // operator and a number is an operand (`RIGHT_CONTEXT`).
         let end = self.text.len();
         for f in &findings {
-            if f.start < cut && (f.end > cut || (f.end == end && !all)) {
+            if f.start < cut && (f.end > cut || (f.end + RIGHT_CONTEXT > end && !all)) {
                 cut = f.start;
             }
         }
         findings.retain(|f| f.end <= cut);
+        if let Some(f) = findings.last() {
+            self.sync = Some(f.start);
+        }
         for f in &findings {
             let action = p.action(f.guardrail, Direction::Output);
             super::note(
@@ -248,6 +290,11 @@ impl OutputGuard {
     /// Marks `text[..cut]` released, keeping up to `CONTEXT` bytes of it:
     /// from a word start when one is far enough back (a word cut in two
     /// could look like a match start).
+    /// A match released within `SYNC_WINDOW` bytes keeps the context from
+    /// its start instead: scanning from there finds the matches after it as
+    /// the whole text has them (from elsewhere, a match starting in the
+    /// context could swallow the start of the next: `...password = x` glued
+    /// to a name).
     fn keep_context(&mut self, cut: usize) {
         let b = self.text.as_bytes();
         let want = cut.saturating_sub(CONTEXT);
@@ -255,9 +302,37 @@ impl OutputGuard {
             .get(want..cut.saturating_sub(CONTEXT / 4))
             .and_then(|w| w.iter().position(|c| is_space(*c)))
             .map(|p| want + p + 1);
-        let keep = word.unwrap_or_else(|| self.text.floor_char_boundary(want));
+        let mut keep = word.unwrap_or_else(|| self.text.floor_char_boundary(want));
+        if let Some(sync) = self.sync.filter(|s| s + SYNC_WINDOW >= cut) {
+            keep = keep.min(sync);
+        }
+        // Nor inside a run of number groups (`4111 1111 ... 1111-4111 ...`):
+        // matches in it depend on where it starts.
+        let floor = keep.saturating_sub(SYNC_WINDOW);
+        while keep > floor {
+            // The word before `keep`, one space aside, or `keep`'s own.
+            let end = if b.get(keep - 1) == Some(&b' ') {
+                keep - 1
+            } else {
+                keep
+            };
+            let start = b
+                .get(floor..end)
+                .and_then(|w| w.iter().rposition(|c| is_space(*c)))
+                .map_or(floor, |p| floor + p + 1);
+            let word = b.get(start..end).unwrap_or_default();
+            if start == keep
+                || word.is_empty()
+                || !(word.iter().all(|c| chain(*c)) || extension(word))
+            {
+                break;
+            }
+            keep = start;
+        }
+        let keep = self.text.floor_char_boundary(keep);
         self.text.drain(..keep);
         self.released = cut - keep;
+        self.sync = self.sync.and_then(|s| s.checked_sub(keep));
     }
 
     /// Bytes held back.
