@@ -2,8 +2,8 @@
 //! recall per kind and per phone locale, and false positives on hard
 //! negatives, for the dev split (tuned on) and the held-out split (never
 //! tuned on; its targets are asserted). Evasion variants (zero-width
-//! characters, fullwidth digits, `[at]`, en dashes) are printed only: they
-//! are normalised before the detectors, separately.
+//! characters, fullwidth digits, `[at]`, en dashes, middle dots), which
+//! `normalize` folds before the detectors, are a group of their own.
 //! `cargo test --release --test pii_eval -- --nocapture` prints the figures.
 #![allow(clippy::indexing_slicing)] // test code: a panic is a failure report
 
@@ -76,8 +76,8 @@ fn evaluate(name: &str, corpus: &str) -> Figures {
         let hit = found.iter().any(|x| {
             matches!(x.guardrail, "pii" | "secrets") && x.start < span.end && span.start < x.end
         });
-        if !hit && group != "evasion" {
-            println!("{name} missed {kind} ({}): {value:?}", s["locale"]);
+        if !hit {
+            println!("{name} missed {group} {kind} ({}): {value:?}", s["locale"]);
         }
         f.groups.entry(group.to_string()).or_default().add(hit);
         let label = if group == "evasion" { "evasion" } else { kind };
@@ -122,6 +122,10 @@ fn faker_pii_and_secrets_meet_their_targets_on_heldout() {
         let recall = heldout.groups.get(group).map_or(0.0, Rate::value);
         assert!(recall >= 0.97, "heldout {group} recall {recall:.3} < 0.97");
     }
+    // The evasion group holds the hardest numbers (no separators left once
+    // zero-width characters go), so its bar is what it reached, rounded down.
+    let evasion = heldout.groups.get("evasion").map_or(0.0, Rate::value);
+    assert!(evasion >= 0.95, "heldout evasion recall {evasion:.3} < 0.95");
     let fp = heldout.benign.value();
     assert!(fp <= 0.01, "heldout benign false positives {fp:.3} > 0.01");
 }

@@ -6,10 +6,10 @@
 //! Folded: zero-width, bidi and other invisible characters (dropped);
 //! fullwidth forms, mathematical alphanumerics, circled letters,
 //! superscript and subscript digits and the decimal digits of other
-//! scripts (to ASCII); every kind of space (to ` `), dash (to `-`) and
-//! middle dot (to `.`); Cyrillic and Greek look-alike letters inside a word
+//! scripts (to ASCII); every kind of space and middle dot (to ` `) and
+//! dash (to `-`); Cyrillic and Greek look-alike letters inside a word
 //! that also has ASCII letters or digits (`ѕk-…`, `jоhn@…`); and the
-//! spelled-out `[at]` / `(dot)` of an e-mail address, with the spaces
+//! spelled-out `[at]` / `(dot)` / `[.]` of an e-mail address, with the spaces
 //! around them. Case is kept. Text that holds none of these (most of it)
 //! is not copied. The learned injection model shares the per-character
 //! folds (`fold_form`, `confusable`) and adds its own (case, accents).
@@ -135,7 +135,8 @@ fn fold_for_detectors(c: char) -> Option<char> {
         0x2070 | 0x2074..=0x2079 => char::from_u32(u - 0x2070 + 0x30).unwrap_or(c),
         0x2080..=0x2089 => char::from_u32(u - 0x2080 + 0x30).unwrap_or(c),
         0x2010..=0x2015 | 0x2212 | 0xfe58 | 0xfe63 => '-',
-        0xb7 | 0x2027 | 0x2219 | 0x22c5 | 0x30fb | 0xff65 => '.',
+        // Middle dots separate digit groups (`4548·2428`), as spaces do.
+        0xb7 | 0x2027 | 0x2219 | 0x22c5 | 0x30fb | 0xff65 => ' ',
         0xfe6b => '@',
         _ => DIGIT_ZEROS
             .iter()
@@ -154,8 +155,8 @@ fn look_alike(c: char) -> Option<char> {
     confusable(lower).map(|l| l.to_ascii_uppercase())
 }
 
-/// `[at]`, `(dot)`, `{at}`, `<dot>` (any case, spaces inside allowed) at
-/// `b[i]`: the character it spells and its length.
+/// `[at]`, `(dot)`, `{at}`, `<dot>`, `[.]`, `(@)` (any case, spaces inside
+/// allowed) at `b[i]`: the character it spells and its length.
 fn spelled(b: &[u8], i: usize) -> Option<(char, usize)> {
     let close = match b.get(i)? {
         b'[' => b']',
@@ -175,10 +176,12 @@ fn spelled(b: &[u8], i: usize) -> Option<(char, usize)> {
         b.get(j..j + w.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(w))
     };
-    let (c, n) = if word(b"at") {
-        ('@', 2)
+    let (c, n) = if word(b"at") || word(b"@") {
+        ('@', if word(b"@") { 1 } else { 2 })
     } else if word(b"dot") {
         ('.', 3)
+    } else if word(b".") {
+        ('.', 1)
     } else {
         return None;
     };
@@ -198,6 +201,9 @@ pub fn partial_spelling(b: &[u8]) -> Option<usize> {
         .map(|k| b.len() - 1 - k)?;
     let rest = b.get(open + 1..)?;
     let rest = rest.trim_ascii_start();
+    if let Some((b'.' | b'@', after)) = rest.split_first() {
+        return after.iter().all(|c| *c == b' ').then_some(open);
+    }
     let word = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
     let (letters, after) = rest.split_at(word);
     let prefix_of = |w: &[u8]| {
@@ -403,7 +409,8 @@ mod tests {
         );
         assert_eq!(folded("john [at] example [dot] com"), "john@example.com");
         assert_eq!(folded("john(AT)example( dot )com"), "john@example.com");
-        assert_eq!(folded("５５５–１２３·4567"), "555-123.4567");
+        assert_eq!(folded("５５５–１２３·4567"), "555-123 4567");
+        assert_eq!(folded("lei18(at)example[.]net"), "lei18@example.net");
         assert_eq!(folded("555\u{a0}123\u{2009}4567"), "555 123 4567");
         assert_eq!(folded("۰۹۱۲ ٣٤٥ ६७८९"), "0912 345 6789");
         assert_eq!(
