@@ -9,6 +9,7 @@
 
 mod anchors;
 pub mod detect;
+mod detectors;
 #[cfg(test)]
 mod equivalence;
 pub mod injection;
