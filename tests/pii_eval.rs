@@ -125,7 +125,10 @@ fn faker_pii_and_secrets_meet_their_targets_on_heldout() {
     // The evasion group holds the hardest numbers (no separators left once
     // zero-width characters go), so its bar is what it reached, rounded down.
     let evasion = heldout.groups.get("evasion").map_or(0.0, Rate::value);
-    assert!(evasion >= 0.95, "heldout evasion recall {evasion:.3} < 0.95");
+    assert!(
+        evasion >= 0.95,
+        "heldout evasion recall {evasion:.3} < 0.95"
+    );
     let fp = heldout.benign.value();
     assert!(fp <= 0.01, "heldout benign false positives {fp:.3} > 0.01");
 }

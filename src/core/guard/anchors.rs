@@ -1,8 +1,9 @@
 //! Where the built-in detectors can match, found in one pass over the bytes:
 //! `@`s, runs of number characters, word starts with a key prefix or an
 //! IBAN head, private key headers and `:`/`=` after a credential name. The
-//! matchers in `detect` then only look at these places, and each looks at a
-//! byte a bounded number of times: scanning is linear in the text.
+//! matchers in `detectors` then only look at these places, and each looks
+//! at a byte a bounded number of times: scanning is linear in the text.
+//! The byte classes and helpers the matchers share are here too.
 //!
 //! The pass reads one class table entry a byte, takes a run of number bytes
 //! in a loop of its own, skips the rest of a word after its first letter,
@@ -48,6 +49,62 @@ pub fn starts_with(b: &[u8], at: usize, p: &[u8], fold: bool) -> bool {
     let same = |x: u8, y: u8| x == y || (fold && x.eq_ignore_ascii_case(&y));
     let mut pairs = b.get(at..).unwrap_or(&[]).iter().zip(p);
     p.len() <= b.len().saturating_sub(at) && pairs.all(|(x, y)| same(*x, *y))
+}
+
+// Byte classes of the detectors' patterns.
+/// `[A-Za-z0-9]`
+#[inline]
+pub fn alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+/// `[A-Za-z0-9_-]`
+#[inline]
+pub fn key_char(b: u8) -> bool {
+    is_word(b) || b == b'-'
+}
+
+/// `[A-Za-z0-9-]`
+#[inline]
+pub fn domain_char(b: u8) -> bool {
+    alnum(b) || b == b'-'
+}
+
+/// `[A-Z0-9]`
+#[inline]
+pub fn upper_or_digit(b: u8) -> bool {
+    b.is_ascii_uppercase() || b.is_ascii_digit()
+}
+
+#[inline]
+pub fn digit_at(b: &[u8], i: usize) -> bool {
+    byte(b, i).is_ascii_digit()
+}
+
+/// The values of the decimal digits in `s`, in order.
+pub fn digits(s: &str) -> impl Iterator<Item = u32> + '_ {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| u32::from(b - b'0'))
+}
+
+/// Remembers the last class run measured, so anchors inside one long run
+/// (`eyJ-eyJ-eyJ-...`) do not measure it again each.
+#[derive(Default)]
+pub struct RunCache {
+    start: usize,
+    end: usize,
+}
+
+impl RunCache {
+    pub fn end(&mut self, b: &[u8], from: usize, class: fn(u8) -> bool) -> usize {
+        if self.start <= from && from <= self.end && self.end > 0 {
+            return self.end;
+        }
+        self.start = from;
+        self.end = run_end(b, from, class);
+        self.end
+    }
 }
 
 // Byte classes for the pass, in one table lookup a byte.

@@ -2,8 +2,8 @@
 //! whole texts: the evaluation corpora and many random texts built from the
 //! pieces the patterns are made of (seeded, so a failure reproduces).
 
-use super::detect::reference::Reference as Patterns;
 use super::detect::Detectors;
+use super::detectors::reference::Reference as Patterns;
 use super::injection::reference::Reference as Signals;
 use super::injection::InjectionDetector;
 

@@ -9,6 +9,7 @@
 
 mod anchors;
 pub mod detect;
+mod detectors;
 #[cfg(test)]
 mod equivalence;
 pub mod injection;
@@ -117,66 +118,134 @@ pub struct GuardrailConfig {
     pub keys: BTreeMap<String, PolicyConfig>,
 }
 
-/// The effective actions for one request.
+/// A guardrail a policy sets: its name (in findings, events and the
+/// config), its actions by default (input, output), its config entry, and
+/// whether it reads requests only (its output action is never used).
+struct Guardrail {
+    name: &'static str,
+    defaults: (GuardAction, GuardAction),
+    config: fn(&PolicyConfig) -> &Directions,
+    input_only: bool,
+}
+
+/// The guardrails: adding one is an entry here (and its config field).
+const GUARDRAILS: [Guardrail; 4] = [
+    Guardrail {
+        name: "pii",
+        defaults: (GuardAction::Redact, GuardAction::Redact),
+        config: |c| &c.pii,
+        input_only: false,
+    },
+    Guardrail {
+        name: "secrets",
+        defaults: (GuardAction::Block, GuardAction::Redact),
+        config: |c| &c.secrets,
+        input_only: false,
+    },
+    Guardrail {
+        name: "prompt_injection",
+        defaults: (GuardAction::Block, GuardAction::Off),
+        config: |c| &c.prompt_injection,
+        input_only: true,
+    },
+    Guardrail {
+        name: "custom",
+        defaults: (GuardAction::Redact, GuardAction::Redact),
+        config: |c| &c.custom,
+        input_only: false,
+    },
+];
+
+/// The prompt injection threshold by default.
+const THRESHOLD: f64 = 0.5;
+
+/// What one guardrail does in a policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub input: GuardAction,
+    pub output: GuardAction,
+    /// The kinds it applies to (`None`: all).
+    pub entities: Option<Vec<String>>,
+}
+
+impl Rule {
+    fn action(&self, direction: Direction) -> GuardAction {
+        match direction {
+            Direction::Input => self.input,
+            Direction::Output => self.output,
+        }
+    }
+}
+
+/// The effective actions for one request: a rule by guardrail name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    pub pii: (GuardAction, GuardAction),
-    pub secrets: (GuardAction, GuardAction),
-    pub injection: (GuardAction, GuardAction),
-    pub custom: (GuardAction, GuardAction),
-    pub pii_entities: Option<Vec<String>>,
-    pub secret_entities: Option<Vec<String>>,
+    pub rules: BTreeMap<&'static str, Rule>,
+    /// Prompt injection score threshold (0..1).
     pub threshold: f64,
 }
 
-impl Policy {
-    fn apply(&mut self, p: &PolicyConfig) {
-        let set = |pair: &mut (GuardAction, GuardAction), d: &Directions| {
-            pair.0 = d.input.unwrap_or(pair.0);
-            pair.1 = d.output.unwrap_or(pair.1);
-        };
-        set(&mut self.pii, &p.pii);
-        set(&mut self.secrets, &p.secrets);
-        set(&mut self.injection, &p.prompt_injection);
-        set(&mut self.custom, &p.custom);
-        if p.pii.entities.is_some() {
-            self.pii_entities = p.pii.entities.clone();
+impl Default for Policy {
+    /// Every guardrail at its default actions, on all kinds.
+    fn default() -> Policy {
+        let rules = GUARDRAILS
+            .iter()
+            .map(|g| {
+                let (input, output) = g.defaults;
+                let rule = Rule {
+                    input,
+                    output,
+                    entities: None,
+                };
+                (g.name, rule)
+            })
+            .collect();
+        Policy {
+            rules,
+            threshold: THRESHOLD,
         }
-        if p.secrets.entities.is_some() {
-            self.secret_entities = p.secrets.entities.clone();
+    }
+}
+
+impl Policy {
+    /// Layers `p` over this policy: what it sets wins.
+    fn apply(&mut self, p: &PolicyConfig) {
+        for g in &GUARDRAILS {
+            let d = (g.config)(p);
+            if let Some(rule) = self.rules.get_mut(g.name) {
+                rule.input = d.input.unwrap_or(rule.input);
+                rule.output = d.output.unwrap_or(rule.output);
+                if d.entities.is_some() {
+                    rule.entities.clone_from(&d.entities);
+                }
+            }
         }
         self.threshold = p.prompt_injection.threshold.unwrap_or(self.threshold);
     }
 
+    /// The action of `guardrail` in `direction` (`off` for a guardrail the
+    /// policy does not know).
     pub fn action(&self, guardrail: &str, direction: Direction) -> GuardAction {
-        let pair = match guardrail {
-            "pii" => self.pii,
-            "secrets" => self.secrets,
-            "prompt_injection" => self.injection,
-            _ => self.custom,
-        };
-        if direction == Direction::Input {
-            pair.0
-        } else {
-            pair.1
-        }
+        self.rules
+            .get(guardrail)
+            .map_or(GuardAction::Off, |r| r.action(direction))
     }
 
     fn wants(&self, guardrail: &str, kind: &str, direction: Direction) -> bool {
-        let listed =
-            |list: &Option<Vec<String>>| list.as_ref().is_none_or(|l| l.iter().any(|k| k == kind));
-        self.action(guardrail, direction) != GuardAction::Off
-            && match guardrail {
-                "pii" => listed(&self.pii_entities),
-                "secrets" => listed(&self.secret_entities),
-                _ => true,
-            }
+        self.rules.get(guardrail).is_some_and(|r| {
+            r.action(direction) != GuardAction::Off
+                && r.entities
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|k| k == kind))
+        })
     }
 
+    /// Whether any guardrail checks answers.
     pub fn any_output(&self) -> bool {
-        [self.pii.1, self.secrets.1, self.custom.1]
+        GUARDRAILS
             .iter()
-            .any(|a| *a != GuardAction::Off)
+            .filter(|g| !g.input_only)
+            .any(|g| self.action(g.name, Direction::Output) != GuardAction::Off)
     }
 }
 
@@ -217,7 +286,7 @@ impl Guardrails {
             .iter()
             .map(|c| (c.name.clone(), c.pattern.clone()))
             .collect();
-        let t = config.prompt_injection.threshold.unwrap_or(0.5);
+        let t = config.prompt_injection.threshold.unwrap_or(THRESHOLD);
         if !(0.0..=1.0).contains(&t) {
             return Err(format!(
                 "guardrails.prompt_injection.threshold {t} must be between 0 and 1"
@@ -234,15 +303,7 @@ impl Guardrails {
     /// output, injection blocked at 0.5), the configured policy, then the
     /// team's and the key's overrides.
     pub fn policy(&self, team: Option<&str>, key_id: Option<&str>) -> Policy {
-        let mut p = Policy {
-            pii: (GuardAction::Redact, GuardAction::Redact),
-            secrets: (GuardAction::Block, GuardAction::Redact),
-            injection: (GuardAction::Block, GuardAction::Off),
-            custom: (GuardAction::Redact, GuardAction::Redact),
-            pii_entities: None,
-            secret_entities: None,
-            threshold: 0.5,
-        };
+        let mut p = Policy::default();
         p.apply(&PolicyConfig {
             pii: self.config.pii.clone(),
             secrets: self.config.secrets.clone(),
@@ -439,15 +500,74 @@ mod tests {
         )
         .unwrap();
         let g = Guardrails::new(&config).unwrap();
-        assert_eq!(g.policy(None, None).pii.0, GuardAction::Block);
+        let pii_input = |p: &Policy| p.action("pii", Direction::Input);
+        assert_eq!(pii_input(&g.policy(None, None)), GuardAction::Block);
         let sales = g.policy(Some("sales"), None);
-        assert_eq!(sales.pii.0, GuardAction::Monitor);
+        assert_eq!(pii_input(&sales), GuardAction::Monitor);
         assert!(!sales.wants("pii", "email", Direction::Input));
         assert_eq!(
-            g.policy(Some("sales"), Some("key_1")).pii.0,
+            pii_input(&g.policy(Some("sales"), Some("key_1"))),
             GuardAction::Off
         );
         assert!(serde_json::from_str::<GuardrailConfig>(r#"{"pii": {"inptu": "block"}}"#).is_err());
+    }
+
+    #[test]
+    fn policy_defaults() {
+        let p = Guardrails::new(&GuardrailConfig::default())
+            .unwrap()
+            .policy(None, None);
+        let both = |g: &str| {
+            (
+                p.action(g, Direction::Input),
+                p.action(g, Direction::Output),
+            )
+        };
+        use GuardAction::*;
+        assert_eq!(both("pii"), (Redact, Redact));
+        assert_eq!(both("secrets"), (Block, Redact));
+        assert_eq!(both("prompt_injection"), (Block, Off));
+        assert_eq!(both("custom"), (Redact, Redact));
+        assert_eq!(p.threshold, 0.5);
+        assert!(p.any_output());
+        // Every detector's guardrail has a rule.
+        for d in &detectors::BUILTINS {
+            assert!(p.rules.contains_key(d.guardrail), "{}", d.name);
+        }
+        // Injection reads requests only: it does not make answers scanned.
+        let off: GuardrailConfig = serde_json::from_str(
+            r#"{"pii": {"output": "off"}, "secrets": {"output": "off"}, "custom": {"output": "off"},
+                "prompt_injection": {"output": "block", "threshold": 0.8}}"#,
+        )
+        .unwrap();
+        let p = Guardrails::new(&off).unwrap().policy(None, None);
+        assert!(!p.any_output());
+        assert_eq!(p.threshold, 0.8);
+    }
+
+    #[test]
+    fn entities_narrow_a_guardrail_per_layer() {
+        let config: GuardrailConfig = serde_json::from_str(
+            r#"{"secrets": {"entities": ["aws_access_key"]},
+                "keys": {"key_1": {"pii": {"entities": ["email"]}}}}"#,
+        )
+        .unwrap();
+        let g = Guardrails::new(&config).unwrap();
+        let kinds = |p: &Policy, text: &str| -> Vec<String> {
+            g.scan(text, p, Direction::Input)
+                .into_iter()
+                .map(|f| f.kind.to_string())
+                .collect()
+        };
+        let text = "AKIAIOSFODNN7EXAMPLE sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345 \
+                    jo@corp.example 123-45-6789";
+        let p = g.policy(None, None);
+        assert_eq!(kinds(&p, text), ["aws_access_key", "email", "ssn"]);
+        // The key narrows PII too; its secrets list stays the config's.
+        let key = g.policy(None, Some("key_1"));
+        assert_eq!(kinds(&key, text), ["aws_access_key", "email"]);
+        assert!(key.wants("pii", "email", Direction::Output));
+        assert!(!key.wants("pii", "ssn", Direction::Output));
     }
 
     #[test]
@@ -484,10 +604,11 @@ impl Guardrails {
         let mut placeholders = Placeholders::default();
         let mut model_budget = MODEL_BUDGET;
         locate::request_texts(api, body, &mut |text: &mut String| {
-            if policy.injection.0 != GuardAction::Off {
+            let injection = policy.action("prompt_injection", Direction::Input);
+            if injection != GuardAction::Off {
                 let (score, signal) = self.injection_score(text, &mut model_budget);
                 if score >= policy.threshold {
-                    let action = policy.injection.0;
+                    let action = injection;
                     let kind = signal.unwrap_or("instruction_override").to_string();
                     note(
                         &mut outcome.events,
