@@ -102,14 +102,6 @@ fn count_text(v: &Value, chars: &mut usize) {
     }
 }
 
-/// The most output tokens the request allows, or the configured default.
-pub fn max_output_tokens(body: &Value, default: u64) -> u64 {
-    ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .unwrap_or(default)
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct ReserveRequest<'a> {
     pub request_id: &'a str,
@@ -266,11 +258,6 @@ mod tests {
         });
         // "abcd" + "12345678" = 12 chars -> 3 tokens, + 4 * (1 system + 2 messages)
         assert_eq!(estimate_input_tokens(&body), 3 + 12);
-        assert_eq!(
-            max_output_tokens(&json!({"max_completion_tokens": 9}), 4096),
-            9
-        );
-        assert_eq!(max_output_tokens(&json!({}), 4096), 4096);
     }
 
     #[test]

@@ -232,13 +232,6 @@ pub struct ResponseSummary {
 }
 
 impl ResponseSummary {
-    /// Summary of a complete (non-streamed) JSON body.
-    pub fn from_body(body: &[u8]) -> ResponseSummary {
-        serde_json::from_slice::<Value>(body)
-            .map(|v| ResponseSummary::from_value(&v))
-            .unwrap_or_default()
-    }
-
     /// Summary of a complete body already parsed.
     pub fn from_value(v: &Value) -> ResponseSummary {
         let mut summary = ResponseSummary {
@@ -288,11 +281,15 @@ impl ResponseSummary {
 mod tests {
     use super::*;
 
+    fn summary_of(body: &[u8]) -> ResponseSummary {
+        ResponseSummary::from_value(&serde_json::from_slice(body).unwrap_or_default())
+    }
+
     #[test]
     fn reads_each_format() {
         let chat = br#"{"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":1}}}"#;
         assert_eq!(
-            ResponseSummary::from_body(chat).usage,
+            summary_of(chat).usage,
             Some(Usage {
                 input_tokens: 10,
                 output_tokens: 5,
@@ -301,14 +298,14 @@ mod tests {
             })
         );
         let anthropic = br#"{"id":"msg_1","model":"claude-x","stop_reason":"end_turn","usage":{"input_tokens":7,"output_tokens":3,"cache_read_input_tokens":4}}"#;
-        let summary = ResponseSummary::from_body(anthropic);
+        let summary = summary_of(anthropic);
         assert_eq!(
             summary.usage.map(|u| (u.input_tokens, u.cached_tokens)),
             Some((11, 4))
         );
         assert_eq!(summary.meta.finish_reasons, vec!["end_turn".to_string()]);
-        assert_eq!(ResponseSummary::from_body(b"{}").usage, None);
-        assert_eq!(ResponseSummary::from_body(b"not json").usage, None);
+        assert_eq!(summary_of(b"{}").usage, None);
+        assert_eq!(summary_of(b"not json").usage, None);
     }
 
     #[test]
