@@ -41,8 +41,8 @@ def test_malformed_body_is_400_anthropic(stack, key):
 
 def test_unknown_model_is_404(stack, key):
     with pytest.raises(openai.NotFoundError) as err:
-        openai_client(stack.envoy.base_url, key).chat.completions.create(model="gemini-pro", messages=MESSAGES)
-    assert "gemini-pro" in str(err.value)
+        openai_client(stack.envoy.base_url, key).chat.completions.create(model="mistral-large", messages=MESSAGES)
+    assert "mistral-large" in str(err.value)
 
 
 def test_unknown_path_is_404(stack, key):

@@ -5,7 +5,7 @@
 //! each attribute is capped so a span stays small.
 
 use super::api::Api;
-use super::wire::Wire;
+use super::wire::{Event, Wire};
 use serde_json::{json, Value};
 
 /// Longest captured text per attribute, in bytes.
@@ -75,8 +75,17 @@ fn capped(v: Value) -> String {
     format!("{}…(truncated)", s.get(..end).unwrap_or(""))
 }
 
-/// Appends the generated text of one stream event of `upstream`, up to
-/// the capture limit.
+/// Appends the text deltas of decoded stream events, up to the capture limit.
+pub fn push_events(events: &[Event], out: &mut String) {
+    for e in events {
+        if let (Event::TextDelta(text), true) = (e, out.len() < MAX_CAPTURE) {
+            out.push_str(text);
+        }
+    }
+}
+
+/// Appends the generated text of one stream event of `upstream` (not
+/// decoded), up to the capture limit.
 pub fn push_stream_text(upstream: Wire, data: &str, out: &mut String) {
     if out.len() < MAX_CAPTURE {
         upstream.upstream().push_stream_text(data, out);
@@ -141,6 +150,15 @@ mod tests {
             &mut s,
         );
         assert_eq!(s, "Hello!");
+        let mut decoded = String::new();
+        push_events(
+            &[
+                Event::TextDelta("He".into()),
+                Event::Finish(crate::core::wire::Finish::Stop),
+            ],
+            &mut decoded,
+        );
+        assert_eq!(decoded, "He");
         assert!(output_messages(&"x".repeat(MAX_CAPTURE * 2), None).ends_with("(truncated)"));
     }
 }

@@ -110,8 +110,13 @@ impl ResponseState {
         if let Some(translator) = &mut self.translator {
             let guard = (guardrails, self.output_policy.as_ref());
             let (og, events) = (&mut self.output_guard, &mut self.new_guard_events);
+            let captured = &mut self.captured;
             let at_end = std::cell::Cell::new(false);
             let mut hook = |batch: &mut Vec<Event>| {
+                // The provider's text as decoded, before the output guardrails.
+                if let Some(text) = captured.as_mut() {
+                    content::push_events(batch, text);
+                }
                 if let (Some(g), Some(p)) = guard {
                     og.filter_events(g, p, batch, at_end.get());
                     events.append(&mut og.events);
@@ -179,15 +184,20 @@ impl ResponseState {
     }
 
     /// Frames a stream chunk and reads usage from its events; returns them
-    /// for the translator.
+    /// for the translator. Captured text comes from the translator's
+    /// decoded events when it decodes, so no event is parsed for it twice.
     fn observe_stream(&mut self, chunk: &[u8], end: bool) -> Vec<SseEvent> {
         let wire = self.wires().1;
+        let decoded = self
+            .translator
+            .as_ref()
+            .is_some_and(StreamTranslator::decodes);
         let events = self.framer.push(chunk);
         for event in &events {
             self.text_chars += wire
                 .upstream()
                 .observe_event(&mut self.summary, &event.data);
-            if let Some(text) = &mut self.captured {
+            if let (Some(text), false) = (&mut self.captured, decoded) {
                 content::push_stream_text(wire, &event.data, text);
             }
         }

@@ -271,6 +271,14 @@ impl StreamTranslator {
         out
     }
 
+    /// Whether upstream events are decoded (the hook sees canonical events).
+    pub fn decodes(&self) -> bool {
+        match self.mode {
+            Mode::DropUsageChunk(_) => false,
+            Mode::Translate(..) => true,
+        }
+    }
+
     /// Decodes and re-encodes even same-API streams, so a hook sees them.
     pub fn reencoding(t: &Translation, now_s: u64) -> StreamTranslator {
         StreamTranslator {
