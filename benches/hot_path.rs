@@ -126,7 +126,7 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
     });
     let (estimated, params) = s.time(6, "budget estimate", || {
         (
-            budget::estimate_input_tokens(&request.body),
+            budget::estimate_input_tokens(Api::ChatCompletions, &request.body),
             request.params(Api::ChatCompletions),
         )
     });
@@ -138,7 +138,7 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
     };
     let (v, summary) = s.time(7, "parse answer + usage", || {
         let v: Value = serde_json::from_slice(&upstream).unwrap();
-        let summary = ResponseSummary::from_value(&v);
+        let summary = route.upstream_api.upstream().summarize(&v);
         (v, summary)
     });
     assert!(summary.usage.is_some());
@@ -223,7 +223,7 @@ fn one_stream(g: &Guardrails, s: &mut Stages, events: &[String]) {
             let framed = framer.push(chunk.as_bytes());
             for e in &framed {
                 black_box(usage::text_chars(&e.data));
-                summary.observe_event(&e.data);
+                t.upstream.upstream().observe_event(&mut summary, &e.data);
             }
             framed
         });

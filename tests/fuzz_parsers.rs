@@ -193,7 +193,9 @@ fn exercise(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
         rest = tail;
     }
     if let Some(event) = framer.finish() {
-        usage.observe_event(&event.data);
+        for w in WIRES {
+            w.upstream().observe_event(&mut usage, &event.data);
+        }
     }
     exercise_translators(bytes, rng, g);
 }

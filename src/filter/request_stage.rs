@@ -402,7 +402,7 @@ impl RequestStage {
         let capture = RequestTrace::captures_content(&self.shared)
             && self.trace.as_ref().is_some_and(|t| t.sampled);
         if let Some(f) = &mut self.forwarded {
-            f.estimated_input = budget::estimate_input_tokens(&request.body);
+            f.estimated_input = budget::estimate_input_tokens(api, &request.body);
             f.input_messages = capture.then(|| content::input_messages(api, &request.body));
             f.upstream_start_ns = host::now_ns();
         }

@@ -64,11 +64,13 @@ impl Upstream for Chat {
     }
 
     fn summarize(&self, v: &Value) -> ResponseSummary {
-        ResponseSummary::from_value(v)
+        let mut s = ResponseSummary::default();
+        observe(&mut s, v);
+        s
     }
 
     fn observe_event(&self, s: &mut ResponseSummary, data: &str) -> usize {
-        s.observe_event(data)
+        s.observe_event(data, observe)
     }
 
     fn reply_text(&self, v: &Value) -> String {
@@ -206,6 +208,22 @@ impl Inbound for Chat {
             }
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+/// Id, model, finish reasons and usage of an answer or a chunk.
+fn observe(s: &mut ResponseSummary, v: &Value) {
+    s.meta.seen(str_of(v, "id"), str_of(v, "model"));
+    for choice in v
+        .get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        s.meta.reason(str_of(choice, "finish_reason"));
+    }
+    if let Some(u) = v.get("usage").and_then(Usage::from_usage_object) {
+        s.add_usage(u);
     }
 }
 

@@ -12,7 +12,7 @@ use super::{
     Upstream,
 };
 use crate::core::error::GatewayError;
-use crate::core::usage::{ResponseMeta, ResponseSummary, Usage};
+use crate::core::usage::{ResponseSummary, Usage};
 use serde_json::{json, Map, Value};
 
 /// The Gemini wire.
@@ -156,34 +156,17 @@ fn usage(u: &Value) -> Usage {
     }
 }
 
-/// Folds an answer or stream event into the summary: the provider's own
-/// finish reason is kept for traces, the largest counts win.
+/// Folds an answer or stream event into the summary; the provider's own
+/// finish reason is kept for traces.
 fn observe(s: &mut ResponseSummary, v: &Value) {
-    let meta: &mut ResponseMeta = &mut s.meta;
-    if meta.id.is_none() {
-        meta.id = str_of(v, "responseId").map(String::from);
-    }
-    if let Some(model) = str_of(v, "modelVersion") {
-        meta.model = Some(model.into());
-    }
-    if let Some(reason) = v
-        .pointer("/candidates/0/finishReason")
-        .and_then(Value::as_str)
-    {
-        if !meta.finish_reasons.iter().any(|r| r == reason) {
-            meta.finish_reasons.push(reason.into());
-        }
-    }
-    if let Some(found) = v.get("usageMetadata").map(usage) {
-        s.usage = Some(match s.usage {
-            Some(prev) => Usage {
-                input_tokens: prev.input_tokens.max(found.input_tokens),
-                output_tokens: prev.output_tokens.max(found.output_tokens),
-                cached_tokens: prev.cached_tokens.max(found.cached_tokens),
-                reasoning_tokens: prev.reasoning_tokens.max(found.reasoning_tokens),
-            },
-            None => found,
-        });
+    s.meta
+        .seen(str_of(v, "responseId"), str_of(v, "modelVersion"));
+    s.meta.reason(
+        v.pointer("/candidates/0/finishReason")
+            .and_then(Value::as_str),
+    );
+    if let Some(u) = v.get("usageMetadata") {
+        s.add_usage(usage(u));
     }
 }
 

@@ -66,11 +66,14 @@ impl Upstream for Messages {
     }
 
     fn summarize(&self, v: &Value) -> ResponseSummary {
-        ResponseSummary::from_value(v)
+        let mut s = ResponseSummary::default();
+        observe(&mut s, v);
+        s
     }
 
+    /// Input usage comes in `message_start`, output in `message_delta`.
     fn observe_event(&self, s: &mut ResponseSummary, data: &str) -> usize {
-        s.observe_event(data)
+        s.observe_event(data, observe)
     }
 
     fn reply_text(&self, v: &Value) -> String {
@@ -210,6 +213,23 @@ impl Inbound for Messages {
             out,
         );
         e.sse("message_stop", json!({"type": "message_stop"}), out);
+    }
+}
+
+/// Id, model, stop reason and usage of an answer or a stream event
+/// (`message_start` wraps the message).
+fn observe(s: &mut ResponseSummary, v: &Value) {
+    let message = v.get("message").unwrap_or(v);
+    s.meta.seen(str_of(message, "id"), str_of(message, "model"));
+    s.meta.reason(str_of(message, "stop_reason"));
+    s.meta
+        .reason(v.pointer("/delta/stop_reason").and_then(Value::as_str));
+    if let Some(u) = v
+        .get("usage")
+        .or_else(|| message.get("usage"))
+        .and_then(Usage::from_usage_object)
+    {
+        s.add_usage(u);
     }
 }
 

@@ -59,11 +59,14 @@ impl Upstream for Responses {
     }
 
     fn summarize(&self, v: &Value) -> ResponseSummary {
-        ResponseSummary::from_value(v)
+        let mut s = ResponseSummary::default();
+        observe(&mut s, v);
+        s
     }
 
+    /// Usage comes in `response.completed`.
     fn observe_event(&self, s: &mut ResponseSummary, data: &str) -> usize {
-        s.observe_event(data)
+        s.observe_event(data, observe)
     }
 
     fn reply_text(&self, v: &Value) -> String {
@@ -220,6 +223,28 @@ impl Inbound for Responses {
         close_item(e, out);
         let response = response_object(e, "completed");
         event(e, "response.completed", json!({"response": response}), out);
+    }
+}
+
+/// Id, model, how it ended and usage of an answer or a stream event
+/// (events wrap the response object).
+fn observe(s: &mut ResponseSummary, v: &Value) {
+    let response = v.get("response").unwrap_or(v);
+    s.meta
+        .seen(str_of(response, "id"), str_of(response, "model"));
+    if str_of(response, "object") == Some("response") {
+        match str_of(response, "status") {
+            Some("completed") => s.meta.reason(Some("stop")),
+            Some("incomplete") => s.meta.reason(Some("length")),
+            _ => {}
+        }
+    }
+    if let Some(u) = v
+        .get("usage")
+        .or_else(|| response.get("usage"))
+        .and_then(Usage::from_usage_object)
+    {
+        s.add_usage(u);
     }
 }
 
