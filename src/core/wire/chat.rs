@@ -23,6 +23,10 @@ use std::borrow::Cow;
 pub struct Chat;
 
 impl Upstream for Chat {
+    fn name(&self) -> &'static str {
+        "chat_completions"
+    }
+
     fn write_request(&self, c: &Conversation, model: &str) -> Result<Value, GatewayError> {
         Ok(write_request(c, model))
     }

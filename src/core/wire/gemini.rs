@@ -20,6 +20,10 @@ use serde_json::{json, Map, Value};
 pub struct Gemini;
 
 impl Upstream for Gemini {
+    fn name(&self) -> &'static str {
+        "gemini"
+    }
+
     fn write_request(&self, c: &Conversation, _model: &str) -> Result<Value, GatewayError> {
         Ok(write_request(c))
     }

@@ -29,6 +29,10 @@ const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub struct Messages;
 
 impl Upstream for Messages {
+    fn name(&self) -> &'static str {
+        "messages"
+    }
+
     fn write_request(&self, c: &Conversation, model: &str) -> Result<Value, GatewayError> {
         Ok(write_request(c, model))
     }

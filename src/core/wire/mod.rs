@@ -46,12 +46,7 @@ impl Wire {
 
     /// The name used in traces and stats.
     pub fn name(self) -> &'static str {
-        match self {
-            Wire::ChatCompletions => "chat_completions",
-            Wire::Responses => "responses",
-            Wire::Messages => "messages",
-            Wire::Gemini => "gemini",
-        }
+        self.upstream().name()
     }
 }
 
@@ -81,6 +76,9 @@ pub type TextVisitor<'a> = dyn FnMut(&mut String) + 'a;
 /// A provider-side wire: requests written in it, answers and streams read
 /// from it.
 pub trait Upstream: Sync {
+    /// The name used in traces and stats.
+    fn name(&self) -> &'static str;
+
     /// The request body for `model`, with the stream flag set as `c.stream`.
     fn write_request(&self, c: &Conversation, model: &str) -> Result<Value, GatewayError>;
 

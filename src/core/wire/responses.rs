@@ -1,9 +1,10 @@
 //! OpenAI Responses, `POST /v1/responses`: requests, answers, streams
 //! (typed `response.*` events, usage in `response.completed`) and where
-//! their text is. As an upstream only its streams are read; a Responses
-//! client is always served by a Responses upstream or translated from
-//! another wire. Reasoning, refusals, built-in tool calls and annotations
-//! are dropped (see docs/translation.md).
+//! their text is. Only Responses clients are sent to a Responses upstream
+//! (an OpenAI provider), so requests and answers pass it unchanged; its
+//! streams are decoded when output guardrails re-encode them. Reasoning,
+//! refusals, built-in tool calls and annotations are dropped (see
+//! docs/translation.md).
 
 use super::chat;
 use super::request::{bad, common, text_of};
@@ -24,6 +25,10 @@ use serde_json::{json, Map, Value};
 pub struct Responses;
 
 impl Upstream for Responses {
+    fn name(&self) -> &'static str {
+        "responses"
+    }
+
     fn write_request(&self, _: &Conversation, _: &str) -> Result<Value, GatewayError> {
         Err(GatewayError::Internal(
             "no translation to this upstream API",
