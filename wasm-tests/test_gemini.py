@@ -1,10 +1,14 @@
 """A Gemini provider (`kind: gemini`, Google's native generateContent API)
 behind the official OpenAI and Anthropic SDKs: answers and streams
-translated both ways, usage in the ledger, the upstream request in Gemini's
-shape with the provider key in `x-goog-api-key`, and guardrails applied
-before the request reaches Gemini."""
+translated both ways, provider errors in each SDK's format, usage in the
+ledger, the upstream request in Gemini's shape with the provider key in
+`x-goog-api-key`, and guardrails applied before the request reaches Gemini."""
 
 import math
+
+import anthropic
+import openai
+import pytest
 
 from conftest import anthropic_client, openai_client, wait_for
 
@@ -134,3 +138,16 @@ def test_redacted_request_reaches_gemini_redacted(stack, key):
     body = upstream(stack)["body"]
     assert body["systemInstruction"]["parts"][0]["text"] == "Reply to [EMAIL_1]."
     assert body["contents"][0]["parts"][0]["text"] == "Mail [EMAIL_1] and [EMAIL_2]."
+
+
+def test_provider_errors_reach_each_sdk_in_its_format(stack, key):
+    with pytest.raises(openai.RateLimitError) as err:
+        openai_client(stack.envoy.base_url, key).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], extra_headers={"x-mock-fault": "429"})
+    assert "Rate limit reached" in err.value.body["message"]
+    with pytest.raises(anthropic.RateLimitError) as err:
+        anthropic_client(stack.envoy.base_url, key).messages.create(
+            model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-mock-fault": "429"})
+    assert err.value.body["error"]["type"] == "rate_limit_error"
+    assert "Rate limit reached" in err.value.body["error"]["message"]

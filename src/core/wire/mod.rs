@@ -191,3 +191,29 @@ impl Translation {
                 && self.upstream.upstream().stream_usage_on_request())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::api::APIS;
+
+    #[test]
+    fn registries_agree() {
+        for api in APIS {
+            assert_eq!(api.inbound().name(), api.wire().name(), "{api:?}");
+            assert_eq!(api.name(), api.wire().name());
+        }
+        let names: Vec<&str> = [
+            Wire::ChatCompletions,
+            Wire::Responses,
+            Wire::Messages,
+            Wire::Gemini,
+        ]
+        .map(Wire::name)
+        .to_vec();
+        assert_eq!(
+            names,
+            ["chat_completions", "responses", "messages", "gemini"]
+        );
+    }
+}
