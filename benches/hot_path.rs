@@ -20,15 +20,14 @@ use std::hint::black_box;
 use std::time::Instant;
 use tollgate::core::api::Api;
 use tollgate::core::config::Config;
-use tollgate::core::convert;
-use tollgate::core::convert::stream::{Event, StreamTranslator};
-use tollgate::core::convert::Translation;
 use tollgate::core::decision::RouteDecision;
 use tollgate::core::guard::stream::OutputGuard;
 use tollgate::core::guard::{worst_case, Guardrails};
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
 use tollgate::core::usage::{self, ResponseSummary};
+use tollgate::core::wire::stream::StreamTranslator;
+use tollgate::core::wire::{self, Event, Translation, Wire};
 use tollgate::core::{budget, key, otlp, routing, telemetry, tracecontext};
 
 const REQUEST: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise our meeting notes: the team agreed to ship the release on Friday, review the budget next week and hire two engineers."}],"max_tokens":128,"temperature":0.2}"#;
@@ -96,15 +95,17 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
     });
     assert!(outcome.blocked.is_none() && !outcome.changed);
     let (route, body, translation) = s.time(4, "route + rewrite", || {
-        let route = routing::resolve(config, Api::ChatCompletions, &request.model).unwrap();
-        if route.upstream_api == Api::ChatCompletions {
+        let route =
+            routing::resolve(config, Api::ChatCompletions, &request.model, request.stream).unwrap();
+        if route.upstream_api == Wire::ChatCompletions {
             let body = request.rewritten_for(&route.upstream_model);
             (route, body, None)
         } else {
-            let (v, t) = convert::request::translate(
+            let (v, t) = wire::request::translate(
                 Api::ChatCompletions,
                 route.upstream_api,
                 &request.body,
+                request.stream,
                 &route.upstream_model,
             )
             .unwrap();
@@ -123,14 +124,13 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
         };
         RouteDecision::decode(d.encode().as_bytes()).unwrap()
     });
-    let (estimated, max_out, params) = s.time(6, "budget estimate", || {
+    let (estimated, params) = s.time(6, "budget estimate", || {
         (
-            budget::estimate_input_tokens(&request.body),
-            budget::max_output_tokens(&request.body, 4096),
-            telemetry::RequestParams::from_body(&request.body, request.stream),
+            budget::estimate_input_tokens(Api::ChatCompletions, &request.body),
+            request.params(Api::ChatCompletions),
         )
     });
-    black_box((estimated, max_out));
+    black_box((estimated, params.max_tokens.unwrap_or(4096)));
     // The response path parses the answer once (usage, translation, guardrails).
     let upstream = match translation {
         Some(_) => anthropic_answer().into_bytes(),
@@ -138,12 +138,12 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
     };
     let (v, summary) = s.time(7, "parse answer + usage", || {
         let v: Value = serde_json::from_slice(&upstream).unwrap();
-        let summary = ResponseSummary::from_value(&v);
+        let summary = route.upstream_api.upstream().summarize(&v);
         (v, summary)
     });
     assert!(summary.usage.is_some());
     let mut answer = s.time(8, "translate answer", || match &translation {
-        Some(t) => convert::response::translate_value(t, &v, 1_796_083_170).unwrap(),
+        Some(t) => wire::reply::translate_value(t, &v, 1_796_083_170).unwrap(),
         None => v,
     });
     let out = s.time(9, "output guardrails", || {
@@ -209,7 +209,7 @@ fn one_stream(g: &Guardrails, s: &mut Stages, events: &[String]) {
     let policy = g.policy(Some("team"), Some("key_1"));
     let t = Translation {
         client: Api::ChatCompletions,
-        upstream: Api::ChatCompletions,
+        upstream: Wire::ChatCompletions,
         stream: true,
         client_wants_usage: true,
     };
@@ -223,7 +223,7 @@ fn one_stream(g: &Guardrails, s: &mut Stages, events: &[String]) {
             let framed = framer.push(chunk.as_bytes());
             for e in &framed {
                 black_box(usage::text_chars(&e.data));
-                summary.observe_event(&e.data);
+                t.upstream.upstream().observe_event(&mut summary, &e.data);
             }
             framed
         });

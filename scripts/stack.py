@@ -45,6 +45,8 @@ PROVIDERS = {
                         "mock_key": "mock-openai-key"},
     "provider_anthropic": {"name": "anthropic", "env": "ANTHROPIC_API_KEY", "secret": "anthropic_api_key",
                            "mock_key": "mock-anthropic-key"},
+    "provider_gemini": {"name": "gemini", "env": "GEMINI_API_KEY", "secret": "gemini_api_key",
+                        "mock_key": "mock-gemini-key"},
     # An OpenAI-compatible server on 127.0.0.1:8000, real when LOCAL_LLM_API_KEY is set.
     "provider_local": {"name": "local", "env": "LOCAL_LLM_API_KEY", "secret": None,
                        "mock_key": "mock-openai-key"},

@@ -7,8 +7,6 @@
 use tollgate::core::api::{Api, ClientFormat};
 use tollgate::core::auth::parse_authorize_response;
 use tollgate::core::config::Config;
-use tollgate::core::convert::stream::{Event, StreamTranslator};
-use tollgate::core::convert::{self, Translation};
 use tollgate::core::decision::RouteDecision;
 use tollgate::core::guard::stream::OutputGuard;
 use tollgate::core::guard::{worst_case, GuardrailConfig, Guardrails};
@@ -16,6 +14,8 @@ use tollgate::core::json;
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
 use tollgate::core::usage::{text_chars, ResponseSummary};
+use tollgate::core::wire::stream::StreamTranslator;
+use tollgate::core::wire::{self, Event, Translation, Wire};
 
 /// xorshift64*: tiny, seedable, good enough to drive mutations.
 struct Rng(u64);
@@ -56,6 +56,12 @@ const SEEDS: &[&[u8]] = &[
 ];
 
 const APIS: [Api; 3] = [Api::ChatCompletions, Api::Responses, Api::Messages];
+const WIRES: [Wire; 4] = [
+    Wire::ChatCompletions,
+    Wire::Responses,
+    Wire::Messages,
+    Wire::Gemini,
+];
 
 /// Every translator sees the bytes: as a request of each API, as an
 /// answer and an error of each upstream, and as a stream cut at random,
@@ -67,15 +73,15 @@ fn exercise_translators(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
         let mut guarded = value.clone();
         let _ = g.check_request(client, &mut guarded, &policy);
         let _ = g.check_response(client, &mut guarded, &policy);
-        for upstream in APIS {
-            let _ = convert::request::translate(client, upstream, &value, "m");
+        for upstream in WIRES {
+            let _ = wire::request::translate(client, upstream, &value, rng.below(2) == 0, "m");
             let t = Translation {
                 client,
                 upstream,
                 stream: true,
                 client_wants_usage: rng.below(2) == 0,
             };
-            let _ = convert::response::translate(&t, bytes, 0);
+            let _ = wire::reply::translate(&t, bytes, 0);
             let mut s = if rng.below(2) == 0 {
                 StreamTranslator::new(&t, 0)
             } else {
@@ -96,7 +102,7 @@ fn exercise_translators(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
             });
         }
     }
-    let _ = convert::error::translate(ClientFormat::Anthropic, 400 + rng.below(200) as u32, bytes);
+    let _ = wire::error::translate(ClientFormat::Anthropic, 400 + rng.below(200) as u32, bytes);
 }
 
 const INTERESTING: &[&[u8]] = &[
@@ -162,24 +168,34 @@ fn exercise(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
     if let Ok(mut request) = LlmRequest::parse(bytes, None) {
         let _ = request.rewritten_for("other-model");
     }
-    let _ = ResponseSummary::from_body(bytes);
+    let value = serde_json::from_slice(bytes).unwrap_or_default();
+    for w in WIRES {
+        let _ = w.upstream().summarize(&value);
+        let _ = w.upstream().reply_text(&value);
+    }
     let _ = parse_authorize_response(bytes);
     let _ = RouteDecision::decode(bytes);
     let _ = Config::parse(bytes);
     // The framer sees the same bytes cut at random points.
     let mut framer = SseFramer::new();
     let mut usage = ResponseSummary::default();
+    let mut captured = String::new();
     let mut rest = bytes;
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
         for event in framer.push(chunk) {
-            usage.observe_event(&event.data);
+            for w in WIRES {
+                w.upstream().observe_event(&mut usage, &event.data);
+                w.upstream().push_stream_text(&event.data, &mut captured);
+            }
             let _ = text_chars(&event.data);
         }
         rest = tail;
     }
     if let Some(event) = framer.finish() {
-        usage.observe_event(&event.data);
+        for w in WIRES {
+            w.upstream().observe_event(&mut usage, &event.data);
+        }
     }
     exercise_translators(bytes, rng, g);
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Mock OpenAI / Anthropic / Azure OpenAI upstream for Tollgate's end-to-end tests.
+"""Mock OpenAI / Anthropic / Azure OpenAI / Gemini upstream for Tollgate's end-to-end tests.
 
 Envoy forwards to this server instead of the real providers. Replies use the real
 wire shapes (so the official SDKs parse them) and are deterministic, so tests can
@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 OPENAI_KEY = "mock-openai-key"
 ANTHROPIC_KEY = "mock-anthropic-key"
 AZURE_KEY = "mock-azure-key"
+GEMINI_KEY = "mock-gemini-key"
 
 TOOL_INPUT = {"location": "Paris"}
 TOOL_ARGUMENTS = json.dumps(TOOL_INPUT, separators=(",", ":"))
@@ -42,14 +43,14 @@ GATEWAY_KEY = re.compile(r"tg-[A-Za-z0-9_-]{20,}")
 FAULTS = {"429", "500", "503", "reset", "reset-mid-stream", "bad-sse"}
 SLOW_FAULT = re.compile(r"slow:(\d+)")
 
-# kind -> (HTTP status, OpenAI error type, OpenAI error code, Anthropic error type)
+# kind -> (HTTP status, OpenAI error type, OpenAI error code, Anthropic error type, Google status)
 ERRORS = {
-    "auth": (401, "invalid_request_error", "invalid_api_key", "authentication_error"),
-    "invalid": (400, "invalid_request_error", None, "invalid_request_error"),
-    "not_found": (404, "invalid_request_error", None, "not_found_error"),
-    "429": (429, "requests", "rate_limit_exceeded", "rate_limit_error"),
-    "500": (500, "server_error", None, "api_error"),
-    "503": (503, "server_error", None, "overloaded_error"),
+    "auth": (401, "invalid_request_error", "invalid_api_key", "authentication_error", "UNAUTHENTICATED"),
+    "invalid": (400, "invalid_request_error", None, "invalid_request_error", "INVALID_ARGUMENT"),
+    "not_found": (404, "invalid_request_error", None, "not_found_error", "NOT_FOUND"),
+    "429": (429, "requests", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED"),
+    "500": (500, "server_error", None, "api_error", "INTERNAL"),
+    "503": (503, "server_error", None, "overloaded_error", "UNAVAILABLE"),
 }
 FAULT_MESSAGES = {
     "429": "Rate limit reached for requests. Please try again in 1s.",
@@ -73,8 +74,12 @@ ROUTES = [
     ("POST", re.compile(r"/openai/deployments/(?P<deployment>[^/]+)/responses"), "azure", "responses"),
     # AzureOpenAI sends Responses calls here, with the deployment as the body's model.
     ("POST", re.compile(r"/openai/responses"), "azure", "responses"),
+    # Gemini names the model in the path (like an Azure deployment) and streams on its own path.
+    ("POST", re.compile(r"/v1beta/models/(?P<deployment>[^/:]+):generateContent"), "gemini", "gemini"),
+    ("POST", re.compile(r"/v1beta/models/(?P<deployment>[^/:]+):streamGenerateContent"), "gemini", "gemini-stream"),
 ]
-REQUIRED_FIELDS = {"chat": ("model", "messages"), "responses": ("model",), "messages": ("model", "messages", "max_tokens")}
+REQUIRED_FIELDS = {"chat": ("model", "messages"), "responses": ("model",), "messages": ("model", "messages", "max_tokens"),
+                   "gemini": ("contents",), "gemini-stream": ("contents",)}
 
 
 # ---------------------------------------------------------------- shared state
@@ -218,6 +223,8 @@ def conversation(api: str, body: dict) -> list:
     """The request's messages in one list, the system prompt first."""
     if api == "chat":
         return body["messages"]
+    if api in ("gemini", "gemini-stream"):
+        return gemini_conversation(body)
     if api == "messages":
         return with_system(body.get("system"), body["messages"])
     items = body.get("input") or []
@@ -451,11 +458,77 @@ def messages_events(reply: Reply, body: dict) -> list:
     return [(name, {"type": name, **data}) for name, data in events]
 
 
+# ---------------------------------------------------------------- Google Gemini generateContent
+
+
+def gemini_conversation(body: dict) -> list:
+    """`contents` as chat-like messages: `model` turns are the assistant's, function responses tool results."""
+    messages = []
+    for content in body.get("contents") or []:
+        parts = content.get("parts") or [] if isinstance(content, dict) else []
+        responses = [p["functionResponse"].get("response") for p in parts
+                     if isinstance(p, dict) and isinstance(p.get("functionResponse"), dict)]
+        if responses:
+            messages.append({"role": "tool", "content": json.dumps(responses)})
+        else:
+            role = "assistant" if content.get("role") == "model" else "user"
+            messages.append({"role": role, "content": [p for p in parts if isinstance(p, dict) and "text" in p]})
+    system = body.get("systemInstruction")
+    return with_system(text_of(system.get("parts")) if isinstance(system, dict) else None, messages)
+
+
+def gemini_tools(body: dict) -> dict:
+    """Gemini's tools and tool config in the shape `chosen_tool` reads."""
+    declarations = [d for t in body.get("tools") or [] if isinstance(t, dict)
+                    for d in t.get("functionDeclarations") or [] if isinstance(d, dict)]
+    config = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {})
+    named = config.get("allowedFunctionNames") or []
+    choice = {"name": named[0]} if named else {"ANY": "required", "NONE": "none"}.get(config.get("mode"))
+    return {"tools": declarations, "tool_choice": choice}
+
+
+def gemini_usage(reply: Reply, done: bool) -> dict:
+    # Every chunk reports the prompt; the last one the candidates too.
+    output = reply.output_tokens if done else 0
+    usage = {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens + output}
+    if done:
+        usage["candidatesTokenCount"] = output
+    return usage
+
+
+def gemini_response(reply: Reply, parts: list, done: bool) -> dict:
+    candidate = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if done:
+        candidate["finishReason"] = "STOP"
+    return {"candidates": [candidate], "usageMetadata": gemini_usage(reply, done),
+            "modelVersion": reply.model, "responseId": f"gemini-mock-{reply.n}"}
+
+
+def gemini_parts(reply: Reply) -> list:
+    if reply.tool:
+        return [{"functionCall": {"name": reply.tool, "args": TOOL_INPUT}}]
+    return [{"text": reply.text}]
+
+
+def gemini_body(reply: Reply, body: dict) -> dict:
+    return gemini_response(reply, gemini_parts(reply), done=True)
+
+
+def gemini_events(reply: Reply, body: dict) -> list:
+    """`streamGenerateContent?alt=sse`: each `data:` a partial answer, the last with the finish reason."""
+    texts = [] if reply.tool else pieces(reply.text, reply.piece_sizes)
+    events = [(None, gemini_response(reply, [{"text": t}], done=False)) for t in texts[:-1]]
+    last = gemini_parts(reply) if reply.tool else [{"text": texts[-1] if texts else ""}]
+    return events + [(None, gemini_response(reply, last, done=True))]
+
+
 # api -> (non-streamed body, streamed events); events are (SSE event name or None, data).
 RENDERERS = {
     "chat": (chat_completion, chat_events),
     "responses": (response_body, response_events),
     "messages": (messages_body, messages_events),
+    "gemini": (gemini_body, gemini_events),
+    "gemini-stream": (gemini_body, gemini_events),
 }
 
 
@@ -466,7 +539,9 @@ def encode_event(event: tuple) -> bytes:
 
 
 def error_body(flavor: str, kind: str, message: str, code: str | None = None) -> dict:
-    _, openai_type, openai_code, anthropic_type = ERRORS[kind]
+    status, openai_type, openai_code, anthropic_type, google_status = ERRORS[kind]
+    if flavor == "gemini":
+        return {"error": {"code": status, "message": message, "status": google_status}}
     if flavor == "anthropic":
         return {"type": "error", "error": {"type": anthropic_type, "message": message}}
     if flavor == "azure" and kind == "auth":
@@ -637,7 +712,7 @@ class Handler(BaseHTTPRequestHandler):
         if api == "models":
             self.send_json(200, model_list())
             return
-        self.answer(flavor, api, deployment, body, fault)
+        self.answer(flavor, api, deployment, body, fault, query)
 
     def rejection(self, flavor: str, query: dict) -> tuple | None:
         """(error kind, message) when the credentials or Azure's api-version are wrong, else None."""
@@ -652,6 +727,8 @@ class Handler(BaseHTTPRequestHandler):
             return "auth", AZURE_AUTH_MESSAGE
         if flavor == "azure" and "api-version" not in query:
             return "invalid", "Missing required query parameter: api-version"
+        if flavor == "gemini" and headers.get("x-goog-api-key") != GEMINI_KEY:
+            return "auth", "API key not valid. Please pass a valid API key."
         return None
 
     def apply_fault(self, flavor: str, fault: str) -> bool:
@@ -670,7 +747,8 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def answer(self, flavor: str, api: str, deployment: str | None, body: object, fault: str | None) -> None:
+    def answer(self, flavor: str, api: str, deployment: str | None, body: object, fault: str | None,
+               query: dict) -> None:
         if not isinstance(body, dict):
             self.send_error_body(flavor, "invalid", "We could not parse the JSON body of your request.")
             return
@@ -680,12 +758,16 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error_body(flavor, "invalid", message, "missing_required_parameter")
             return
         model = deployment or body["model"]
-        reply = build_reply(self.server.state.next_id(), model, conversation(api, body), body)
+        tools = gemini_tools(body) if flavor == "gemini" else body
+        reply = build_reply(self.server.state.next_id(), model, conversation(api, body), tools)
         sizes = self.headers.get("x-mock-piece-chars")  # e.g. "1,5,2": text delta lengths, cycled
         if sizes:
             reply = dataclasses.replace(reply, piece_sizes=tuple(max(1, int(n)) for n in sizes.split(",")))
         render_body, render_events = RENDERERS[api]
-        if body.get("stream"):
+        if api == "gemini-stream" and query.get("alt") != "sse":
+            self.send_error_body(flavor, "invalid", "this mock streams Gemini answers only with alt=sse")
+            return
+        if body.get("stream") or api == "gemini-stream":
             delay = int(self.headers.get("x-mock-chunk-delay-ms") or 0) / 1000
             events = render_events(reply, body)
             if self.headers.get("x-mock-usage-markers") == "omit":

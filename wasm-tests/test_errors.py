@@ -41,8 +41,8 @@ def test_malformed_body_is_400_anthropic(stack, key):
 
 def test_unknown_model_is_404(stack, key):
     with pytest.raises(openai.NotFoundError) as err:
-        openai_client(stack.envoy.base_url, key).chat.completions.create(model="gemini-pro", messages=MESSAGES)
-    assert "gemini-pro" in str(err.value)
+        openai_client(stack.envoy.base_url, key).chat.completions.create(model="mistral-large", messages=MESSAGES)
+    assert "mistral-large" in str(err.value)
 
 
 def test_unknown_path_is_404(stack, key):
@@ -102,9 +102,9 @@ def test_provider_error_passes_through_in_format(stack, key):
 
 
 def test_invalid_config_fails_at_startup(stack):
-    bad = {"key_cache_ttl_ms": CACHE_TTL_MS, "providers": [{"name": "x", "kind": "gemini", "cluster": "c"}]}
+    bad = {"key_cache_ttl_ms": CACHE_TTL_MS, "providers": [{"name": "x", "kind": "bedrock", "cluster": "c"}]}
     envoy = Envoy(stack, "envoy-bad-config", plugin_overrides=bad)
     with pytest.raises((RuntimeError, TimeoutError)):
         envoy.start(timeout=8)
     envoy.stop()
-    assert "unknown variant `gemini`" in envoy.log_path.read_text()
+    assert "unknown variant `bedrock`" in envoy.log_path.read_text()

@@ -1,6 +1,7 @@
-//! Which client API a request speaks, from its method and path.
+//! Which endpoint a request calls, from its method and path.
 
-/// The LLM APIs the gateway accepts from clients.
+/// The LLM APIs clients call the gateway with. Each is also a wire format
+/// (`Api::wire`); its reading and writing live in `core::wire`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     /// OpenAI Chat Completions, `POST /v1/chat/completions`.
@@ -9,6 +10,13 @@ pub enum Api {
     Responses,
     /// Anthropic Messages, `POST /v1/messages`.
     Messages,
+}
+
+/// What a client request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A model call in one of the client APIs.
+    Llm(Api),
     /// Model listing, `GET /v1/models`, answered by the gateway itself.
     Models,
 }
@@ -20,17 +28,20 @@ pub enum ClientFormat {
     Anthropic,
 }
 
-impl Api {
-    /// Detects the API; `None` for paths the gateway does not serve. Azure
-    /// OpenAI style paths (`/openai/deployments/{d}/chat/completions`,
+/// Every client API, in the order their paths are tried.
+pub const APIS: [Api; 3] = [Api::ChatCompletions, Api::Responses, Api::Messages];
+
+impl Endpoint {
+    /// Detects the endpoint; `None` for paths the gateway does not serve.
+    /// Azure OpenAI style paths (`/openai/deployments/{d}/chat/completions`,
     /// `/openai/v1/...`) count as the OpenAI API they carry.
-    pub fn detect(method: &str, path: &str) -> Option<Api> {
+    pub fn detect(method: &str, path: &str) -> Option<Endpoint> {
         let path = path.split(['?', '#']).next().unwrap_or("");
         let path = path.strip_suffix('/').unwrap_or(path);
         if let Some(rest) = path.strip_prefix("/openai/deployments/") {
             let (_, tail) = rest.split_once('/')?;
             return match (method, tail) {
-                ("POST", "chat/completions") => Some(Api::ChatCompletions),
+                ("POST", "chat/completions") => Some(Endpoint::Llm(Api::ChatCompletions)),
                 _ => None,
             };
         }
@@ -39,22 +50,28 @@ impl Api {
             _ => path,
         };
         match (method, path) {
-            ("POST", "/v1/chat/completions") => Some(Api::ChatCompletions),
-            ("POST", "/v1/responses") => Some(Api::Responses),
-            ("POST", "/v1/messages") => Some(Api::Messages),
-            ("GET", "/v1/models") => Some(Api::Models),
+            ("GET", "/v1/models") => Some(Endpoint::Models),
+            ("POST", path) => APIS
+                .into_iter()
+                .find(|api| api.inbound().path() == path)
+                .map(Endpoint::Llm),
             _ => None,
         }
     }
 
-    /// The client-facing name used in logs and (later) stats.
+    /// The client-facing name used in logs and stats.
     pub fn name(self) -> &'static str {
         match self {
-            Api::ChatCompletions => "chat_completions",
-            Api::Responses => "responses",
-            Api::Messages => "messages",
-            Api::Models => "models",
+            Endpoint::Llm(api) => api.name(),
+            Endpoint::Models => "models",
         }
+    }
+}
+
+impl Api {
+    /// The client-facing name used in logs, stats and traces.
+    pub fn name(self) -> &'static str {
+        self.wire().name()
     }
 }
 
@@ -69,12 +86,11 @@ pub fn azure_deployment(path: &str) -> Option<&str> {
 /// The format to answer in. Anthropic clients are recognised by the Messages
 /// path or, for shared paths like `/v1/models`, by the `anthropic-version`
 /// header their SDK always sends.
-pub fn client_format(api: Option<Api>, has_anthropic_version: bool) -> ClientFormat {
-    match api {
-        Some(Api::Messages) => ClientFormat::Anthropic,
-        Some(Api::ChatCompletions | Api::Responses) => ClientFormat::OpenAi,
-        Some(Api::Models) | None if has_anthropic_version => ClientFormat::Anthropic,
-        _ => ClientFormat::OpenAi,
+pub fn client_format(endpoint: Option<Endpoint>, has_anthropic_version: bool) -> ClientFormat {
+    match endpoint {
+        Some(Endpoint::Llm(api)) => api.inbound().format(),
+        Some(Endpoint::Models) | None if has_anthropic_version => ClientFormat::Anthropic,
+        Some(Endpoint::Models) | None => ClientFormat::OpenAi,
     }
 }
 
@@ -85,26 +101,35 @@ mod tests {
     #[test]
     fn detects_paths() {
         assert_eq!(
-            Api::detect("POST", "/v1/chat/completions"),
-            Some(Api::ChatCompletions)
+            Endpoint::detect("POST", "/v1/chat/completions"),
+            Some(Endpoint::Llm(Api::ChatCompletions))
         );
         assert_eq!(
-            Api::detect("POST", "/v1/messages?beta=true"),
-            Some(Api::Messages)
+            Endpoint::detect("POST", "/v1/messages?beta=true"),
+            Some(Endpoint::Llm(Api::Messages))
         );
-        assert_eq!(Api::detect("POST", "/v1/responses/"), Some(Api::Responses));
-        assert_eq!(Api::detect("GET", "/v1/models"), Some(Api::Models));
-        assert_eq!(Api::detect("GET", "/v1/chat/completions"), None);
-        assert_eq!(Api::detect("POST", "/v2/other"), None);
+        assert_eq!(
+            Endpoint::detect("POST", "/v1/responses/"),
+            Some(Endpoint::Llm(Api::Responses))
+        );
+        assert_eq!(
+            Endpoint::detect("GET", "/v1/models"),
+            Some(Endpoint::Models)
+        );
+        assert_eq!(Endpoint::detect("GET", "/v1/chat/completions"), None);
+        assert_eq!(Endpoint::detect("POST", "/v2/other"), None);
         let azure = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
-        assert_eq!(Api::detect("POST", azure), Some(Api::ChatCompletions));
+        assert_eq!(
+            Endpoint::detect("POST", azure),
+            Some(Endpoint::Llm(Api::ChatCompletions))
+        );
         assert_eq!(azure_deployment(azure), Some("gpt-4o"));
         assert_eq!(
-            Api::detect("POST", "/openai/v1/responses"),
-            Some(Api::Responses)
+            Endpoint::detect("POST", "/openai/v1/responses"),
+            Some(Endpoint::Llm(Api::Responses))
         );
         assert_eq!(
-            Api::detect("POST", "/openai/deployments/x/embeddings"),
+            Endpoint::detect("POST", "/openai/deployments/x/embeddings"),
             None
         );
         assert_eq!(azure_deployment("/v1/chat/completions"), None);
@@ -113,19 +138,19 @@ mod tests {
     #[test]
     fn picks_client_format() {
         assert_eq!(
-            client_format(Some(Api::Messages), false),
+            client_format(Some(Endpoint::Llm(Api::Messages)), false),
             ClientFormat::Anthropic
         );
         assert_eq!(
-            client_format(Some(Api::Models), true),
+            client_format(Some(Endpoint::Models), true),
             ClientFormat::Anthropic
         );
         assert_eq!(
-            client_format(Some(Api::Models), false),
+            client_format(Some(Endpoint::Models), false),
             ClientFormat::OpenAi
         );
         assert_eq!(
-            client_format(Some(Api::ChatCompletions), true),
+            client_format(Some(Endpoint::Llm(Api::ChatCompletions)), true),
             ClientFormat::OpenAi
         );
         assert_eq!(client_format(None, true), ClientFormat::Anthropic);

@@ -1,6 +1,7 @@
 //! Budgets as the filter sees them: estimating a request's tokens, the
 //! sidecar's reserve answer, and usage reports for settling.
 
+use super::api::Api;
 use super::config::FailureMode;
 use super::error::GatewayError;
 use super::guard::GuardEvent;
@@ -64,10 +65,11 @@ impl BudgetConfig {
 /// Rough input tokens: characters of the conversation's text / 4, plus a
 /// few per message. Image data and ids are skipped; the real count arrives
 /// with the response and replaces this estimate.
-pub fn estimate_input_tokens(body: &Value) -> u64 {
+pub fn estimate_input_tokens(api: Api, body: &Value) -> u64 {
     let mut chars = 0usize;
     let mut messages = 0u64;
-    for field in ["system", "instructions", "messages", "input", "tools"] {
+    let fields = api.inbound().conversation_fields();
+    for field in fields.iter().copied().chain(["tools"]) {
         if let Some(v) = body.get(field) {
             count_text(v, &mut chars);
             messages += v.as_array().map_or(1, |a| a.len() as u64);
@@ -100,14 +102,6 @@ fn count_text(v: &Value, chars: &mut usize) {
         }
         _ => {}
     }
-}
-
-/// The most output tokens the request allows, or the configured default.
-pub fn max_output_tokens(body: &Value, default: u64) -> u64 {
-    ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .unwrap_or(default)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -265,12 +259,7 @@ mod tests {
             ]
         });
         // "abcd" + "12345678" = 12 chars -> 3 tokens, + 4 * (1 system + 2 messages)
-        assert_eq!(estimate_input_tokens(&body), 3 + 12);
-        assert_eq!(
-            max_output_tokens(&json!({"max_completion_tokens": 9}), 4096),
-            9
-        );
-        assert_eq!(max_output_tokens(&json!({}), 4096), 4096);
+        assert_eq!(estimate_input_tokens(Api::Messages, &body), 3 + 12);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::budget::BudgetConfig;
 use super::glob;
 use super::guard::{GuardrailConfig, Guardrails};
+pub use super::provider::ProviderKind;
 use super::telemetry::TracingConfig;
 use serde::Deserialize;
 
@@ -61,16 +62,6 @@ fn default_sidecar_authority() -> String {
 }
 fn default_sidecar_timeout_ms() -> u64 {
     1000
-}
-
-/// The wire format an upstream speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    Openai,
-    Anthropic,
-    Azure,
-    OpenaiCompatible,
 }
 
 /// How the provider credential is added to upstream requests.
@@ -260,7 +251,7 @@ impl Config {
                 m.name
             ));
         }
-        if provider.kind != ProviderKind::Azure && m.deployment.is_some() {
+        if !provider.kind.spec().has_deployments() && m.deployment.is_some() {
             out.push(format!(
                 "models[{i}]: deployment is only meaningful for azure providers, `{}` is {:?}",
                 provider.name, provider.kind
@@ -290,16 +281,8 @@ fn provider_problems(i: usize, p: &Provider) -> Vec<String> {
             ));
         }
     }
-    match (p.kind, &p.api_version) {
-        (ProviderKind::Azure, None) => out.push(format!(
-            "providers[{i}] (`{}`): azure providers need api_version (e.g. \"2024-10-21\")",
-            p.name
-        )),
-        (ProviderKind::Azure, Some(_)) | (_, None) => {}
-        (_, Some(_)) => out.push(format!(
-            "providers[{i}] (`{}`): api_version is only used by azure providers",
-            p.name
-        )),
+    for problem in p.kind.spec().problems(p) {
+        out.push(format!("providers[{i}] (`{}`): {problem}", p.name));
     }
     if let Some(base) = &p.base_path {
         if !base.starts_with('/')
@@ -383,10 +366,10 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("unknown field `sidcar`"), "{err}");
         let err = Config::parse(
-            br#"{"providers": [{"name": "x", "kind": "gemini", "cluster": "c"}], "models": []}"#,
+            br#"{"providers": [{"name": "x", "kind": "bedrock", "cluster": "c"}], "models": []}"#,
         )
         .err()
         .unwrap_or_default();
-        assert!(err.contains("unknown variant `gemini`"), "{err}");
+        assert!(err.contains("unknown variant `bedrock`"), "{err}");
     }
 }

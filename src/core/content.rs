@@ -4,6 +4,8 @@
 //! parts are kept (images and tool payloads become typed placeholders), and
 //! each attribute is capped so a span stays small.
 
+use super::api::Api;
+use super::wire::{Event, Wire};
 use serde_json::{json, Value};
 
 /// Longest captured text per attribute, in bytes.
@@ -31,71 +33,29 @@ fn text_parts(content: &Value) -> Vec<Value> {
     }
 }
 
-fn message(role: &str, content: &Value) -> Value {
+/// One message in the conventions' shape.
+pub fn message(role: &str, content: &Value) -> Value {
     json!({"role": role, "parts": text_parts(content)})
 }
 
-/// The conversation of a request body of any of the three APIs.
-pub fn input_messages(body: &Value) -> String {
-    let mut out = Vec::new();
-    for field in ["system", "instructions"] {
-        if let Some(system) = body.get(field) {
-            out.push(message("system", system));
-        }
-    }
-    match body.get("messages").or_else(|| body.get("input")) {
-        Some(Value::Array(items)) => {
-            for m in items {
+/// A list of `{role, content}` messages (or a bare string, a user turn).
+pub fn messages(v: Option<&Value>) -> Vec<Value> {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|m| {
                 let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
-                out.push(message(role, m.get("content").unwrap_or(&Value::Null)));
-            }
-        }
-        Some(text @ Value::String(_)) => out.push(message("user", text)),
-        _ => {}
+                message(role, m.get("content").unwrap_or(&Value::Null))
+            })
+            .collect(),
+        Some(text @ Value::String(_)) => vec![message("user", text)],
+        _ => Vec::new(),
     }
-    capped(Value::Array(out))
 }
 
-/// The assistant text of a complete response body of any of the three APIs.
-pub fn output_text(body: &Value) -> String {
-    let mut text = String::new();
-    let mut push = |t: Option<&str>| {
-        if let Some(t) = t {
-            text.push_str(t);
-        }
-    };
-    for choice in body
-        .get("choices")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        push(choice.pointer("/message/content").and_then(Value::as_str));
-    }
-    for block in body
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        push(block.get("text").and_then(Value::as_str));
-    }
-    for item in body
-        .get("output")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        for part in item
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            push(part.get("text").and_then(Value::as_str));
-        }
-    }
-    text
+/// The conversation of a request body of `api`.
+pub fn input_messages(api: Api, body: &Value) -> String {
+    capped(Value::Array(api.inbound().input_messages(body)))
 }
 
 pub fn output_messages(text: &str, finish_reason: Option<&str>) -> String {
@@ -115,26 +75,20 @@ fn capped(v: Value) -> String {
     format!("{}…(truncated)", s.get(..end).unwrap_or(""))
 }
 
-/// Appends the text deltas of one stream event (chat `delta.content`,
-/// Anthropic `text_delta`, Responses `output_text.delta`).
-pub fn push_stream_text(data: &str, out: &mut String) {
-    if out.len() >= MAX_CAPTURE || !(data.contains("content") || data.contains("delta")) {
-        return;
+/// Appends the text deltas of decoded stream events, up to the capture limit.
+pub fn push_events(events: &[Event], out: &mut String) {
+    for e in events {
+        if let (Event::TextDelta(text), true) = (e, out.len() < MAX_CAPTURE) {
+            out.push_str(text);
+        }
     }
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
-        return;
-    };
-    let piece = v
-        .pointer("/choices/0/delta/content")
-        .or_else(|| v.pointer("/delta/text"))
-        .or_else(|| {
-            (v.get("type").and_then(Value::as_str) == Some("response.output_text.delta"))
-                .then(|| v.get("delta"))
-                .flatten()
-        })
-        .and_then(Value::as_str);
-    if let Some(piece) = piece {
-        out.push_str(piece);
+}
+
+/// Appends the generated text of one stream event of `upstream` (not
+/// decoded), up to the capture limit.
+pub fn push_stream_text(upstream: Wire, data: &str, out: &mut String) {
+    if out.len() < MAX_CAPTURE {
+        upstream.upstream().push_stream_text(data, out);
     }
 }
 
@@ -145,41 +99,66 @@ mod tests {
     #[test]
     fn captures_each_api() {
         let chat = json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:..."}}]}]});
-        let v: Value = serde_json::from_str(&input_messages(&chat)).unwrap();
+        let v: Value = serde_json::from_str(&input_messages(Api::ChatCompletions, &chat)).unwrap();
         assert_eq!(v[1]["parts"][0]["content"], "hi");
         assert_eq!(v[1]["parts"][1]["type"], "image_url");
         let anthropic =
             json!({"system": "sys", "messages": [{"role": "user", "content": "hello"}]});
-        let v: Value = serde_json::from_str(&input_messages(&anthropic)).unwrap();
+        let v: Value = serde_json::from_str(&input_messages(Api::Messages, &anthropic)).unwrap();
         assert_eq!(
             (v[0]["role"].as_str(), v[1]["parts"][0]["content"].as_str()),
             (Some("system"), Some("hello"))
         );
         let responses = json!({"instructions": "x", "input": "question"});
-        assert!(input_messages(&responses).contains("question"));
+        assert!(input_messages(Api::Responses, &responses).contains("question"));
+        let output_text = |wire: Wire, v: Value| wire.upstream().reply_text(&v);
         assert_eq!(
-            output_text(&json!({"choices": [{"message": {"content": "a"}}]})),
+            output_text(
+                Wire::ChatCompletions,
+                json!({"choices": [{"message": {"content": "a"}}]})
+            ),
             "a"
         );
         assert_eq!(
-            output_text(&json!({"content": [{"type": "text", "text": "b"}]})),
+            output_text(
+                Wire::Messages,
+                json!({"content": [{"type": "text", "text": "b"}]})
+            ),
             "b"
         );
         assert_eq!(
-            output_text(&json!({"output": [{"content": [{"type": "output_text", "text": "c"}]}]})),
+            output_text(
+                Wire::Responses,
+                json!({"output": [{"content": [{"type": "output_text", "text": "c"}]}]})
+            ),
             "c"
         );
         let mut s = String::new();
-        push_stream_text(r#"{"choices":[{"delta":{"content":"He"}}]}"#, &mut s);
         push_stream_text(
+            Wire::ChatCompletions,
+            r#"{"choices":[{"delta":{"content":"He"}}]}"#,
+            &mut s,
+        );
+        push_stream_text(
+            Wire::Messages,
             r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"llo"}}"#,
             &mut s,
         );
         push_stream_text(
+            Wire::Responses,
             r#"{"type":"response.output_text.delta","delta":"!"}"#,
             &mut s,
         );
         assert_eq!(s, "Hello!");
+        let mut decoded = String::new();
+        push_events(
+            &[
+                Event::TextDelta("He".into()),
+                Event::Finish(crate::core::wire::Finish::Stop),
+            ],
+            &mut decoded,
+        );
+        assert_eq!(decoded, "He");
         assert!(output_messages(&"x".repeat(MAX_CAPTURE * 2), None).ends_with("(truncated)"));
     }
 }

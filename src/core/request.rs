@@ -1,5 +1,6 @@
 //! Parsing a client request body: parsed once, validated, model rewritten.
 
+use super::api::Api;
 use super::error::GatewayError;
 use super::json;
 use serde_json::Value;
@@ -95,6 +96,27 @@ impl LlmRequest {
     }
 }
 
+/// Request parameters the trace conventions record and budgets reserve by.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestParams {
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stream: bool,
+}
+
+impl LlmRequest {
+    /// The request's parameters, read once for traces and budgets.
+    pub fn params(&self, api: Api) -> RequestParams {
+        RequestParams {
+            max_tokens: api.inbound().max_output_tokens(&self.body),
+            temperature: self.body.get("temperature").and_then(Value::as_f64),
+            top_p: self.body.get("top_p").and_then(Value::as_f64),
+            stream: self.stream,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +177,20 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "gpt-4o-mini");
         assert_eq!(v["messages"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn params_read_each_api_maximum() {
+        let parse = |b: &[u8]| LlmRequest::parse(b, None).unwrap();
+        let chat =
+            parse(br#"{"model":"m","max_completion_tokens":9,"temperature":0.5,"stream":true}"#);
+        let p = chat.params(Api::ChatCompletions);
+        assert_eq!(
+            (p.max_tokens, p.temperature, p.stream),
+            (Some(9), Some(0.5), true)
+        );
+        let r = parse(br#"{"model":"m","max_output_tokens":7}"#);
+        assert_eq!(r.params(Api::Responses).max_tokens, Some(7));
+        assert_eq!(r.params(Api::Messages).max_tokens, None);
     }
 }

@@ -1,10 +1,11 @@
 //! Model routing: the client's model name -> provider, upstream model and path.
 
 use super::api::Api;
-use super::config::{Config, ModelRoute, Provider, ProviderKind};
-use super::convert;
+use super::config::{Config, ModelRoute, Provider};
 use super::error::GatewayError;
 use super::glob;
+use super::provider::Target;
+use super::wire::Wire;
 
 /// Where one request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +15,8 @@ pub struct Route<'a> {
     pub upstream_model: String,
     /// Upstream `:path` (with query for Azure).
     pub path: String,
-    /// The API the provider is spoken to in (translated when it differs).
-    pub upstream_api: Api,
+    /// The wire the provider is spoken to in (translated when it differs).
+    pub upstream_api: Wire,
 }
 
 /// Finds the entry for `model`: an exact name wins over patterns, then the
@@ -33,8 +34,14 @@ pub fn find_entry<'a>(config: &'a Config, model: &str) -> Option<&'a ModelRoute>
         })
 }
 
-/// Resolves the route for a client API call to `model`.
-pub fn resolve<'a>(config: &'a Config, api: Api, model: &str) -> Result<Route<'a>, GatewayError> {
+/// Resolves the route for a client API call to `model`; `stream` is the
+/// request's stream flag (some providers take it in the path).
+pub fn resolve<'a>(
+    config: &'a Config,
+    api: Api,
+    model: &str,
+    stream: bool,
+) -> Result<Route<'a>, GatewayError> {
     let entry =
         find_entry(config, model).ok_or_else(|| GatewayError::UnknownModel(model.into()))?;
     let provider = config
@@ -44,51 +51,20 @@ pub fn resolve<'a>(config: &'a Config, api: Api, model: &str) -> Result<Route<'a
         .upstream_model
         .clone()
         .unwrap_or_else(|| model.to_string());
-    let upstream_api = convert::upstream_api(api, provider.kind);
-    let deployment = entry.deployment.as_deref().unwrap_or(&upstream_model);
-    let path = upstream_path(provider, upstream_api, deployment)
-        .ok_or(GatewayError::Internal("no upstream path for this API"))?;
+    let kind = provider.kind.spec();
+    let upstream_api = kind.wire(api);
+    let target = Target {
+        model: &upstream_model,
+        deployment: entry.deployment.as_deref().unwrap_or(&upstream_model),
+        stream,
+    };
+    let path = kind.path(provider, upstream_api, &target);
     Ok(Route {
         provider,
         upstream_model,
         path,
         upstream_api,
     })
-}
-
-fn upstream_path(provider: &Provider, api: Api, deployment: &str) -> Option<String> {
-    let base = provider.base_path.as_deref().unwrap_or("/v1");
-    match (provider.kind, api) {
-        (ProviderKind::Openai, Api::ChatCompletions | Api::Responses)
-        | (ProviderKind::OpenaiCompatible, Api::ChatCompletions) => {
-            let tail = if api == Api::Responses {
-                "/responses"
-            } else {
-                "/chat/completions"
-            };
-            Some(format!("{base}{tail}"))
-        }
-        (ProviderKind::Anthropic, Api::Messages) => Some(format!("{base}/messages")),
-        (ProviderKind::Azure, Api::ChatCompletions) => Some(format!(
-            "/openai/deployments/{}/chat/completions?api-version={}",
-            url_segment(deployment),
-            provider.api_version.as_deref().unwrap_or_default()
-        )),
-        _ => None,
-    }
-}
-
-/// Percent-encodes a path segment so a deployment name cannot alter the path.
-fn url_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -118,26 +94,26 @@ mod tests {
     #[test]
     fn exact_beats_pattern_and_aliases_map() {
         let c = config();
-        let r = resolve(&c, Api::ChatCompletions, "gpt-4o-mini").unwrap();
+        let r = resolve(&c, Api::ChatCompletions, "gpt-4o-mini", false).unwrap();
         assert_eq!(r.provider.name, "azure");
         assert_eq!(
             r.path,
             "/openai/deployments/mini%2Fprod/chat/completions?api-version=2024-10-21"
         );
-        let r = resolve(&c, Api::ChatCompletions, "fast").unwrap();
+        let r = resolve(&c, Api::ChatCompletions, "fast", false).unwrap();
         assert_eq!(
             (r.provider.name.as_str(), r.upstream_model.as_str()),
             ("openai", "gpt-4o-mini")
         );
         assert_eq!(r.path, "/v1/chat/completions");
-        let r = resolve(&c, Api::Messages, "claude-sonnet-4-5").unwrap();
+        let r = resolve(&c, Api::Messages, "claude-sonnet-4-5", false).unwrap();
         assert_eq!(
             (r.path.as_str(), r.upstream_model.as_str()),
             ("/v1/messages", "claude-sonnet-4-5")
         );
-        let r = resolve(&c, Api::Responses, "gpt-4o").unwrap();
+        let r = resolve(&c, Api::Responses, "gpt-4o", false).unwrap();
         assert_eq!(r.path, "/v1/responses");
-        let r = resolve(&c, Api::ChatCompletions, "llama").unwrap();
+        let r = resolve(&c, Api::ChatCompletions, "llama", false).unwrap();
         assert_eq!(r.path, "/api/v1/chat/completions");
     }
 
@@ -145,28 +121,28 @@ mod tests {
     fn unknown_model_and_translated_routes() {
         let c = config();
         assert_eq!(
-            resolve(&c, Api::ChatCompletions, "gemini-pro"),
+            resolve(&c, Api::ChatCompletions, "gemini-pro", false),
             Err(GatewayError::UnknownModel("gemini-pro".into()))
         );
-        let r = resolve(&c, Api::Messages, "gpt-4o").unwrap();
+        let r = resolve(&c, Api::Messages, "gpt-4o", false).unwrap();
         assert_eq!(
             (r.upstream_api, r.path.as_str()),
-            (Api::ChatCompletions, "/v1/chat/completions")
+            (Wire::ChatCompletions, "/v1/chat/completions")
         );
-        let r = resolve(&c, Api::Responses, "llama").unwrap();
+        let r = resolve(&c, Api::Responses, "llama", false).unwrap();
         assert_eq!(
             (r.upstream_api, r.path.as_str()),
-            (Api::ChatCompletions, "/api/v1/chat/completions")
+            (Wire::ChatCompletions, "/api/v1/chat/completions")
         );
-        let r = resolve(&c, Api::ChatCompletions, "claude-x").unwrap();
+        let r = resolve(&c, Api::ChatCompletions, "claude-x", false).unwrap();
         assert_eq!(
             (r.upstream_api, r.path.as_str()),
-            (Api::Messages, "/v1/messages")
+            (Wire::Messages, "/v1/messages")
         );
-        let r = resolve(&c, Api::Responses, "gpt-4o-mini").unwrap();
+        let r = resolve(&c, Api::Responses, "gpt-4o-mini", false).unwrap();
         assert_eq!(
             r.upstream_api,
-            Api::ChatCompletions,
+            Wire::ChatCompletions,
             "azure deployments speak chat"
         );
     }

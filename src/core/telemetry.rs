@@ -5,7 +5,9 @@
 use super::api::Api;
 use super::config::ProviderKind;
 use super::otlp::{AttrValue, Attributes, Span, SpanKind};
+use super::request::RequestParams;
 use super::usage::ResponseSummary;
+use super::wire::Wire;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -124,29 +126,6 @@ pub struct TraceIds {
     pub parent: Option<[u8; 8]>,
 }
 
-/// Request parameters the conventions record.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RequestParams {
-    pub max_tokens: Option<u64>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub stream: bool,
-}
-
-impl RequestParams {
-    pub fn from_body(body: &serde_json::Value, stream: bool) -> RequestParams {
-        let num = |k: &str| body.get(k).and_then(serde_json::Value::as_u64);
-        RequestParams {
-            max_tokens: num("max_tokens")
-                .or_else(|| num("max_completion_tokens"))
-                .or_else(|| num("max_output_tokens")),
-            temperature: body.get("temperature").and_then(serde_json::Value::as_f64),
-            top_p: body.get("top_p").and_then(serde_json::Value::as_f64),
-            stream,
-        }
-    }
-}
-
 /// Everything the filter learned about one request it forwarded, or
 /// refused with a guardrail (`forwarded: false`).
 #[derive(Debug, Clone)]
@@ -158,7 +137,7 @@ pub struct RequestRecord {
     /// The client's `x-request-id`, for correlation only.
     pub client_request_id: Option<String>,
     pub client_api: Api,
-    pub upstream_api: Api,
+    pub upstream_api: Wire,
     pub provider: String,
     pub provider_kind: ProviderKind,
     pub request_model: String,
@@ -177,16 +156,6 @@ pub struct RequestRecord {
     pub guard_events: Vec<String>,
 }
 
-/// The semantic-convention provider name.
-pub fn provider_name(kind: ProviderKind, configured: &str) -> String {
-    match kind {
-        ProviderKind::Openai => "openai".into(),
-        ProviderKind::Anthropic => "anthropic".into(),
-        ProviderKind::Azure => "azure.ai.openai".into(),
-        ProviderKind::OpenaiCompatible => configured.into(),
-    }
-}
-
 fn error_type(status: u32) -> Option<String> {
     match status {
         0 => Some("upstream_reset".into()),
@@ -202,7 +171,7 @@ pub fn spans(r: &RequestRecord) -> Vec<Span> {
         ("gen_ai.operation.name", AttrValue::Str(operation.into())),
         (
             "gen_ai.provider.name",
-            AttrValue::Str(provider_name(r.provider_kind, &r.provider)),
+            AttrValue::Str(r.provider_kind.spec().semconv_name(&r.provider).into()),
         ),
         (
             "gen_ai.request.model",
@@ -303,7 +272,7 @@ pub fn spans(r: &RequestRecord) -> Vec<Span> {
         "tollgate.team",
         r.team.clone().map(AttrValue::Str),
     );
-    if r.client_api != r.upstream_api {
+    if r.client_api.wire() != r.upstream_api {
         attrs.push((
             "tollgate.translated_from",
             AttrValue::Str(r.client_api.name().into()),
@@ -342,7 +311,7 @@ pub fn spans(r: &RequestRecord) -> Vec<Span> {
         attributes: vec![
             (
                 "gen_ai.provider.name",
-                AttrValue::Str(provider_name(r.provider_kind, &r.provider)),
+                AttrValue::Str(r.provider_kind.spec().semconv_name(&r.provider).into()),
             ),
             (
                 "tollgate.upstream_api",
@@ -392,7 +361,7 @@ mod tests {
             request_id: "00000000000000010000000000000002".into(),
             client_request_id: Some("client-1".into()),
             client_api: Api::Messages,
-            upstream_api: Api::ChatCompletions,
+            upstream_api: Wire::ChatCompletions,
             provider: "openai".into(),
             provider_kind: ProviderKind::Openai,
             request_model: "gpt-4o".into(),

@@ -1,4 +1,7 @@
-//! Token usage as reported by providers, from JSON bodies and stream events.
+//! Token usage as reported by providers, from JSON bodies and stream
+//! events: the counts, the OpenAI / Anthropic usage object reader, the
+//! stream event scan and the summary each wire's reader folds into (where
+//! each wire keeps them is in its own file, `Upstream::summarize`).
 
 use serde::de::DeserializeSeed;
 use serde_json::Value;
@@ -187,38 +190,23 @@ pub struct ResponseMeta {
 }
 
 impl ResponseMeta {
-    /// Reads id, model and finish reasons from a response body or one stream
-    /// event of any of the three APIs.
-    pub fn observe(&mut self, v: &Value) {
-        // Anthropic message_start and Responses events wrap the object.
-        let object = v.get("message").or_else(|| v.get("response")).unwrap_or(v);
+    /// Notes the answer's id (the first one seen) and model (the latest).
+    pub fn seen(&mut self, id: Option<&str>, model: Option<&str>) {
         if self.id.is_none() {
-            self.id = object.get("id").and_then(Value::as_str).map(String::from);
+            self.id = id.map(String::from);
         }
-        if let Some(model) = object.get("model").and_then(Value::as_str) {
+        if let Some(model) = model {
             if self.model.as_deref() != Some(model) {
                 self.model = Some(model.to_string());
             }
         }
-        let mut reason = |r: Option<&str>| {
-            if let Some(r) = r {
-                if !self.finish_reasons.iter().any(|f| f == r) {
-                    self.finish_reasons.push(r.to_string());
-                }
-            }
-        };
-        if let Some(choices) = object.get("choices").and_then(Value::as_array) {
-            for choice in choices {
-                reason(choice.get("finish_reason").and_then(Value::as_str));
-            }
-        }
-        reason(object.get("stop_reason").and_then(Value::as_str));
-        reason(v.pointer("/delta/stop_reason").and_then(Value::as_str));
-        if object.get("object").and_then(Value::as_str) == Some("response") {
-            match object.get("status").and_then(Value::as_str) {
-                Some("completed") => reason(Some("stop")),
-                Some("incomplete") => reason(Some("length")),
-                _ => {}
+    }
+
+    /// Notes a finish reason, in the provider's own words, once.
+    pub fn reason(&mut self, reason: Option<&str>) {
+        if let Some(r) = reason {
+            if !self.finish_reasons.iter().any(|f| f == r) {
+                self.finish_reasons.push(r.to_string());
             }
         }
     }
@@ -232,53 +220,30 @@ pub struct ResponseSummary {
 }
 
 impl ResponseSummary {
-    /// Summary of a complete (non-streamed) JSON body.
-    pub fn from_body(body: &[u8]) -> ResponseSummary {
-        serde_json::from_slice::<Value>(body)
-            .map(|v| ResponseSummary::from_value(&v))
-            .unwrap_or_default()
+    /// Folds in usage: streams repeat or omit counts (Anthropic's
+    /// `message_delta`), so the larger counts win.
+    pub fn add_usage(&mut self, found: Usage) {
+        self.usage = Some(match self.usage {
+            Some(prev) => Usage {
+                input_tokens: prev.input_tokens.max(found.input_tokens),
+                output_tokens: prev.output_tokens.max(found.output_tokens),
+                cached_tokens: prev.cached_tokens.max(found.cached_tokens),
+                reasoning_tokens: prev.reasoning_tokens.max(found.reasoning_tokens),
+            },
+            None => found,
+        });
     }
 
-    /// Summary of a complete body already parsed.
-    pub fn from_value(v: &Value) -> ResponseSummary {
-        let mut summary = ResponseSummary {
-            usage: v.get("usage").and_then(Usage::from_usage_object),
-            ..ResponseSummary::default()
-        };
-        summary.meta.observe(v);
-        summary
-    }
-
-    /// Folds in one stream event's data. Anthropic splits usage (input in
-    /// `message_start`, output in `message_delta`), OpenAI sends one final
-    /// chunk, Responses puts it in `response.completed`. Events that can
-    /// carry nothing new are only scanned, not built: most are text deltas.
-    /// Answers the event's characters of generated text.
-    pub fn observe_event(&mut self, data: &str) -> usize {
+    /// Folds in one stream event's data with the wire's reader `read`.
+    /// Events that can carry nothing new are only scanned, not built: most
+    /// are text deltas. Answers the event's characters of generated text.
+    pub fn observe_event(&mut self, data: &str, read: fn(&mut ResponseSummary, &Value)) -> usize {
         let scan = scan_event(data);
         if self.meta.id.is_some() && !scan.has_meta {
             return scan.text_chars;
         }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
-            return scan.text_chars;
-        };
-        self.meta.observe(&v);
-        let found = v
-            .get("usage")
-            .or_else(|| v.pointer("/message/usage"))
-            .or_else(|| v.pointer("/response/usage"))
-            .and_then(Usage::from_usage_object);
-        if let Some(found) = found {
-            self.usage = Some(match self.usage {
-                // message_delta repeats or omits input; keep the larger counts.
-                Some(prev) => Usage {
-                    input_tokens: prev.input_tokens.max(found.input_tokens),
-                    output_tokens: prev.output_tokens.max(found.output_tokens),
-                    cached_tokens: prev.cached_tokens.max(found.cached_tokens),
-                    reasoning_tokens: prev.reasoning_tokens.max(found.reasoning_tokens),
-                },
-                None => found,
-            });
+        if let Ok(v) = serde_json::from_str::<Value>(data) {
+            read(self, &v);
         }
         scan.text_chars
     }
@@ -287,12 +252,22 @@ impl ResponseSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::wire::Wire;
+
+    fn summary_of(wire: Wire, body: &[u8]) -> ResponseSummary {
+        wire.upstream()
+            .summarize(&serde_json::from_slice(body).unwrap_or_default())
+    }
+
+    fn observe(wire: Wire, s: &mut ResponseSummary, data: &str) -> usize {
+        wire.upstream().observe_event(s, data)
+    }
 
     #[test]
     fn reads_each_format() {
         let chat = br#"{"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":1}}}"#;
         assert_eq!(
-            ResponseSummary::from_body(chat).usage,
+            summary_of(Wire::ChatCompletions, chat).usage,
             Some(Usage {
                 input_tokens: 10,
                 output_tokens: 5,
@@ -301,22 +276,34 @@ mod tests {
             })
         );
         let anthropic = br#"{"id":"msg_1","model":"claude-x","stop_reason":"end_turn","usage":{"input_tokens":7,"output_tokens":3,"cache_read_input_tokens":4}}"#;
-        let summary = ResponseSummary::from_body(anthropic);
+        let summary = summary_of(Wire::Messages, anthropic);
         assert_eq!(
             summary.usage.map(|u| (u.input_tokens, u.cached_tokens)),
             Some((11, 4))
         );
         assert_eq!(summary.meta.finish_reasons, vec!["end_turn".to_string()]);
-        assert_eq!(ResponseSummary::from_body(b"{}").usage, None);
-        assert_eq!(ResponseSummary::from_body(b"not json").usage, None);
+        assert_eq!(summary_of(Wire::ChatCompletions, b"{}").usage, None);
+        assert_eq!(summary_of(Wire::Messages, b"not json").usage, None);
     }
 
     #[test]
     fn accumulates_anthropic_and_responses_streams() {
         let mut s = ResponseSummary::default();
-        s.observe_event(r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-x","usage":{"input_tokens":12,"output_tokens":1}}}"#);
-        s.observe_event(r#"{"type":"content_block_delta","delta":{"text":"hi"}}"#);
-        s.observe_event(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#);
+        observe(
+            Wire::Messages,
+            &mut s,
+            r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-x","usage":{"input_tokens":12,"output_tokens":1}}}"#,
+        );
+        observe(
+            Wire::Messages,
+            &mut s,
+            r#"{"type":"content_block_delta","delta":{"text":"hi"}}"#,
+        );
+        observe(
+            Wire::Messages,
+            &mut s,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#,
+        );
         assert_eq!(
             s.usage.map(|u| (u.input_tokens, u.output_tokens)),
             Some((12, 9))
@@ -325,8 +312,16 @@ mod tests {
         assert_eq!(s.meta.model.as_deref(), Some("claude-x"));
         assert_eq!(s.meta.finish_reasons, vec!["end_turn".to_string()]);
         let mut r = ResponseSummary::default();
-        r.observe_event(r#"{"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4o"}}"#);
-        r.observe_event(r#"{"type":"response.completed","response":{"id":"resp_1","object":"response","status":"completed","usage":{"input_tokens":3,"output_tokens":4}}}"#);
+        observe(
+            Wire::Responses,
+            &mut r,
+            r#"{"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4o"}}"#,
+        );
+        observe(
+            Wire::Responses,
+            &mut r,
+            r#"{"type":"response.completed","response":{"id":"resp_1","object":"response","status":"completed","usage":{"input_tokens":3,"output_tokens":4}}}"#,
+        );
         assert_eq!(r.usage.map(|u| u.output_tokens), Some(4));
         assert_eq!(r.meta.finish_reasons, vec!["stop".to_string()]);
     }
@@ -362,9 +357,21 @@ mod tests {
     #[test]
     fn chat_stream_meta() {
         let mut s = ResponseSummary::default();
-        s.observe_event(r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#);
-        s.observe_event(r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{"content":"x"},"finish_reason":null}]}"#);
-        s.observe_event(r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#);
+        observe(
+            Wire::ChatCompletions,
+            &mut s,
+            r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#,
+        );
+        observe(
+            Wire::ChatCompletions,
+            &mut s,
+            r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{"content":"x"},"finish_reason":null}]}"#,
+        );
+        observe(
+            Wire::ChatCompletions,
+            &mut s,
+            r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+        );
         assert_eq!(s.meta.id.as_deref(), Some("chatcmpl-1"));
         assert_eq!(s.meta.finish_reasons, vec!["tool_calls".to_string()]);
     }
@@ -372,15 +379,35 @@ mod tests {
     #[test]
     fn stream_meta_whatever_the_spacing() {
         let mut s = ResponseSummary::default();
-        s.observe_event(r#"{ "id": "c1", "choices": [ { "delta": { "content": "x" }, "finish_reason": null } ] }"#);
-        let chars = s.observe_event(r#"{ "id": "c1", "choices": [ { "delta": { "content": "yz" }, "finish_reason": "length" } ] }"#);
-        s.observe_event(r#"{ "id": "c1", "choices": [], "usage": { "prompt_tokens": 3, "completion_tokens": 2 } }"#);
+        observe(
+            Wire::ChatCompletions,
+            &mut s,
+            r#"{ "id": "c1", "choices": [ { "delta": { "content": "x" }, "finish_reason": null } ] }"#,
+        );
+        let chars = observe(
+            Wire::ChatCompletions,
+            &mut s,
+            r#"{ "id": "c1", "choices": [ { "delta": { "content": "yz" }, "finish_reason": "length" } ] }"#,
+        );
+        observe(
+            Wire::ChatCompletions,
+            &mut s,
+            r#"{ "id": "c1", "choices": [], "usage": { "prompt_tokens": 3, "completion_tokens": 2 } }"#,
+        );
         assert_eq!(chars, 2);
         assert_eq!(s.meta.finish_reasons, vec!["length".to_string()]);
         assert_eq!(s.usage.map(|u| u.output_tokens), Some(2));
         let mut r = ResponseSummary::default();
-        r.observe_event(r#"{"type":"response.created","response":{"id":"r1"}}"#);
-        r.observe_event(r#"{ "type" : "response.completed", "response": {"id":"r1","object":"response","status":"completed"} }"#);
+        observe(
+            Wire::Responses,
+            &mut r,
+            r#"{"type":"response.created","response":{"id":"r1"}}"#,
+        );
+        observe(
+            Wire::Responses,
+            &mut r,
+            r#"{ "type" : "response.completed", "response": {"id":"r1","object":"response","status":"completed"} }"#,
+        );
         assert_eq!(r.meta.finish_reasons, vec!["stop".to_string()]);
     }
 }

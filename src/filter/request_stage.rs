@@ -9,20 +9,20 @@ use super::response::ResponseState;
 use super::root::Shared;
 use super::stats;
 use super::trace::RequestTrace;
-use crate::core::api::{self, Api, ClientFormat};
+use crate::core::api::{self, Api, ClientFormat, Endpoint};
 use crate::core::auth::{self, KeyCheck, KeyInfo};
 use crate::core::budget::{self, ReserveAnswer, ReserveRequest, UsageReport};
 use crate::core::config::{FailureMode, ProviderAuth, ProviderKind, ACCOUNT_HEADERS};
 use crate::core::content;
-use crate::core::convert;
 use crate::core::decision::{EnvAuth, RouteDecision};
 use crate::core::error::GatewayError;
 use crate::core::guard::{self, GuardEvent};
 use crate::core::key;
 use crate::core::models;
-use crate::core::request::LlmRequest;
+use crate::core::request::{LlmRequest, RequestParams};
 use crate::core::routing;
-use crate::core::telemetry::{RequestParams, RequestRecord};
+use crate::core::telemetry::RequestRecord;
+use crate::core::wire::{self, Wire};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -35,9 +35,6 @@ const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
 
 /// A client's `x-request-id` is kept for traces up to this many bytes.
 const MAX_CLIENT_REQUEST_ID: usize = 128;
-
-/// The Messages API version sent to Anthropic for clients of other APIs.
-const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Where a request stands on the way up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +75,7 @@ struct Forwarded {
     reservation_id: Option<String>,
     provider: String,
     provider_kind: ProviderKind,
-    upstream_api: Api,
+    upstream_api: Wire,
     params: RequestParams,
     upstream_start_ns: u64,
     /// Request messages for traces, when content capture is on.
@@ -88,7 +85,7 @@ struct Forwarded {
 pub struct RequestStage {
     shared: Rc<Shared>,
     phase: Phase,
-    api: Option<Api>,
+    endpoint: Option<Endpoint>,
     format: ClientFormat,
     key_hash: String,
     key: Option<Rc<KeyCheck>>,
@@ -123,7 +120,7 @@ impl RequestStage {
         RequestStage {
             shared,
             phase: Phase::Headers,
-            api: None,
+            endpoint: None,
             format: ClientFormat::OpenAi,
             key_hash: String::new(),
             key: None,
@@ -143,13 +140,21 @@ impl RequestStage {
         }
     }
 
+    /// The client API of a model call.
+    fn api(&self) -> Option<Api> {
+        match self.endpoint {
+            Some(Endpoint::Llm(api)) => Some(api),
+            Some(Endpoint::Models) | None => None,
+        }
+    }
+
     fn reject(&mut self, error: &GatewayError) -> Action {
         log::debug!(
             "tollgate: rejected {} with {}",
-            self.api.map_or("unknown", Api::name),
+            self.endpoint.map_or("unknown", Endpoint::name),
             error.status()
         );
-        let api = self.api.map_or("unknown", Api::name);
+        let api = self.endpoint.map_or("unknown", Endpoint::name);
         self.shared.stats.count(
             format!("tollgate.rejected.api.{api}.reason.{}", error.code()),
             1,
@@ -176,9 +181,12 @@ impl RequestStage {
         let method = header(headers, ":method").unwrap_or_default();
         self.client_path = header(headers, ":path").unwrap_or_default().to_string();
         let path = &self.client_path;
-        self.api = Api::detect(method, path);
-        self.format = api::client_format(self.api, header(headers, "anthropic-version").is_some());
-        if self.api.is_none() {
+        self.endpoint = Endpoint::detect(method, path);
+        self.format = api::client_format(
+            self.endpoint,
+            header(headers, "anthropic-version").is_some(),
+        );
+        if self.endpoint.is_none() {
             let path = path.split('?').next().unwrap_or_default().to_string();
             return Err(GatewayError::NotFound(path));
         }
@@ -281,7 +289,7 @@ impl RequestStage {
     fn key_known(&mut self) -> Result<Option<Vec<u8>>, GatewayError> {
         self.phase = Phase::Authorized;
         let info = self.key_info()?;
-        if self.api == Some(Api::Models) {
+        if self.endpoint == Some(Endpoint::Models) {
             return Ok(Some(models::list(&self.shared.config, info, self.format)));
         }
         if self.headers_ended {
@@ -311,7 +319,7 @@ impl RequestStage {
     /// Parses the complete body, picks the provider and records the decision.
     fn route(&mut self, body: &[u8]) -> Result<(), GatewayError> {
         let api = self
-            .api
+            .api()
             .ok_or(GatewayError::Internal("request without API"))?;
         let mut request = LlmRequest::parse(body, api::azure_deployment(&self.client_path))?;
         if let Some(info) = self.key_info()? {
@@ -321,10 +329,14 @@ impl RequestStage {
         }
         let shared = Rc::clone(&self.shared);
         let config = &shared.config;
-        let route = routing::resolve(config, api, &request.model)?;
+        let route = routing::resolve(config, api, &request.model, request.stream)?;
         let budgets = config.budgets.as_ref();
+        let params = request.params(api);
+        let max_output = params
+            .max_tokens
+            .unwrap_or(budgets.map_or(0, |b| b.default_max_output_tokens));
         self.forwarded = Some(Forwarded {
-            params: RequestParams::from_body(&request.body, request.stream),
+            params,
             upstream_model: route.upstream_model.clone(),
             estimated_input: 0,
             reservation_id: None,
@@ -337,18 +349,21 @@ impl RequestStage {
         });
         self.check_input(api, &mut request)?;
         self.response.apis = Some((api, route.upstream_api));
-        // Another API upstream, or a chat stream (usage must be asked for):
+        // Another wire upstream, or a stream whose usage must be asked for:
         // translate; otherwise at most the model name changes.
+        let upstream = route.upstream_api;
+        let translated = upstream != api.wire();
         let new_body =
-            if route.upstream_api != api || (request.stream && api == Api::ChatCompletions) {
-                let (translated, translation) = convert::request::translate(
+            if translated || (request.stream && upstream.upstream().stream_usage_on_request()) {
+                let (body, translation) = wire::request::translate(
                     api,
-                    route.upstream_api,
+                    upstream,
                     &request.body,
+                    request.stream,
                     &route.upstream_model,
                 )?;
                 self.response.translation = translation.rewrites().then_some(translation);
-                serde_json::to_vec(&translated).ok()
+                serde_json::to_vec(&body).ok()
             } else {
                 request.rewritten_for(&route.upstream_model)
             };
@@ -362,8 +377,13 @@ impl RequestStage {
             path: (route.path != self.client_path).then(|| route.path.clone()),
             traceparent: self.trace.as_ref().map(RequestTrace::upstream_traceparent),
             auth: env_auth(route.provider.kind, &route.provider.auth),
-            defaults: if route.upstream_api == Api::Messages && api != Api::Messages {
-                vec![("anthropic-version".into(), ANTHROPIC_VERSION.into())]
+            defaults: if translated {
+                upstream
+                    .upstream()
+                    .default_headers()
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), value.to_string()))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -381,13 +401,9 @@ impl RequestStage {
         }
         let capture = RequestTrace::captures_content(&self.shared)
             && self.trace.as_ref().is_some_and(|t| t.sampled);
-        let max_output = budget::max_output_tokens(
-            &request.body,
-            budgets.map_or(0, |b| b.default_max_output_tokens),
-        );
         if let Some(f) = &mut self.forwarded {
-            f.estimated_input = budget::estimate_input_tokens(&request.body);
-            f.input_messages = capture.then(|| content::input_messages(&request.body));
+            f.estimated_input = budget::estimate_input_tokens(api, &request.body);
+            f.input_messages = capture.then(|| content::input_messages(api, &request.body));
             f.upstream_start_ns = host::now_ns();
         }
         self.response.captured = capture.then(String::new);
@@ -528,7 +544,7 @@ impl RequestStage {
             model: f.model.clone(),
             upstream_model: f.upstream_model.clone(),
             provider: f.provider.clone(),
-            api: self.api.map_or("unknown", Api::name),
+            api: self.endpoint.map_or("unknown", Endpoint::name),
             input_tokens: input,
             output_tokens: output,
             cached_tokens: usage.cached_tokens,
@@ -545,7 +561,7 @@ impl RequestStage {
 
     fn count(&self, forwarded: &Forwarded, usage: &crate::core::usage::Usage) {
         let stats = &self.shared.stats;
-        let api = self.api.map_or("unknown", Api::name);
+        let api = self.endpoint.map_or("unknown", Endpoint::name);
         let provider = stats::tag(&forwarded.provider);
         let model = stats.model_tag(&forwarded.model);
         let status = stats::status_class(self.response.status);
@@ -592,7 +608,7 @@ impl RequestStage {
         let now = host::now_ns();
         log::debug!(
             "tollgate: {} request={} key={} model={} provider={} forwarded={forwarded} status={} stream={} input_tokens={} output_tokens={} ms={}",
-            self.api.map_or("unknown", Api::name),
+            self.endpoint.map_or("unknown", Endpoint::name),
             self.request_id,
             key.map_or("-", |k| k.key_id.as_str()),
             routed.model,
@@ -608,7 +624,7 @@ impl RequestStage {
                 .borrow_mut()
                 .push(self.usage_report(routed, forwarded, key, now));
         }
-        let (Some(trace), Some(client_api)) = (&self.trace, self.api) else {
+        let (Some(trace), Some(client_api)) = (&self.trace, self.api()) else {
             return;
         };
         trace.finish(
@@ -679,11 +695,7 @@ fn env_auth(kind: ProviderKind, auth: &ProviderAuth) -> Option<EnvAuth> {
     let ProviderAuth::Env { var } = auth else {
         return None;
     };
-    let (header, prefix) = match kind {
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => ("authorization", "Bearer "),
-        ProviderKind::Anthropic => ("x-api-key", ""),
-        ProviderKind::Azure => ("api-key", ""),
-    };
+    let (header, prefix) = kind.spec().auth_header();
     Some(EnvAuth {
         header: header.into(),
         prefix: prefix.into(),

@@ -4,14 +4,14 @@
 //! chunk by chunk; JSON bodies and errors once complete).
 
 use super::host;
-use crate::core::api::{Api, ClientFormat};
+use crate::core::api::Api;
 use crate::core::content;
-use crate::core::convert::stream::{Event, StreamTranslator};
-use crate::core::convert::{self, Translation};
 use crate::core::guard::stream::OutputGuard;
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
 use crate::core::sse::{SseEvent, SseFramer};
 use crate::core::usage::ResponseSummary;
+use crate::core::wire::stream::StreamTranslator;
+use crate::core::wire::{self, Event, Translation, Wire};
 use proxy_wasm::types::Action;
 
 /// Non-streamed response bytes kept for reading usage; beyond this the usage
@@ -35,8 +35,8 @@ pub struct ResponseState {
     /// see the usage chunk the gateway asked for).
     pub translation: Option<Translation>,
     translator: Option<StreamTranslator>,
-    /// The client's and the upstream's API (set when forwarded).
-    pub apis: Option<(Api, Api)>,
+    /// The client's API and the upstream's wire (set when forwarded).
+    pub apis: Option<(Api, Wire)>,
     /// Output guardrails for this request, when any is on.
     pub output_policy: Option<Policy>,
     output_guard: OutputGuard,
@@ -63,7 +63,7 @@ impl ResponseState {
         host::set_response_header("content-length", None);
         let now_s = host::now_ms() / 1000;
         if self.status >= 400 {
-            let status = convert::error::client_status(self.status).to_string();
+            let status = wire::error::client_status(self.status).to_string();
             host::set_response_header(":status", Some(&status));
             host::set_response_header("content-type", Some("application/json"));
         } else if self.stream {
@@ -110,8 +110,13 @@ impl ResponseState {
         if let Some(translator) = &mut self.translator {
             let guard = (guardrails, self.output_policy.as_ref());
             let (og, events) = (&mut self.output_guard, &mut self.new_guard_events);
+            let captured = &mut self.captured;
             let at_end = std::cell::Cell::new(false);
             let mut hook = |batch: &mut Vec<Event>| {
+                // The provider's text as decoded, before the output guardrails.
+                if let Some(text) = captured.as_mut() {
+                    content::push_events(batch, text);
+                }
                 if let (Some(g), Some(p)) = guard {
                     og.filter_events(g, p, batch, at_end.get());
                     events.append(&mut og.events);
@@ -125,7 +130,8 @@ impl ResponseState {
             host::set_buffer(host::RESPONSE_BODY, size, &out);
         } else if let (true, Some(t)) = (whole_body, &self.translation) {
             // An upstream error, in the client's error format.
-            let out = convert::error::translate(client_format(t.client), self.status, &chunk).1;
+            let format = t.client.inbound().format();
+            let out = wire::error::translate(format, self.status, &chunk).1;
             host::set_buffer(host::RESPONSE_BODY, size, &out);
         }
         Action::Continue
@@ -135,17 +141,17 @@ impl ResponseState {
     /// content, translation and output guardrails; written back only when
     /// translated or redacted.
     fn rewrite_whole_body(&mut self, chunk: &[u8], size: usize, guardrails: Option<&Guardrails>) {
+        let (client, wire) = self.wires();
         let upstream = serde_json::from_slice::<serde_json::Value>(chunk).ok();
         if let Some(v) = &upstream {
-            self.summary = ResponseSummary::from_value(v);
+            self.summary = wire.upstream().summarize(v);
             if self.captured.is_some() {
-                self.captured = Some(content::output_text(v));
+                self.captured = Some(wire.upstream().reply_text(v));
             }
         }
-        let client = self.apis.map_or(Api::ChatCompletions, |(c, _)| c);
         let translated = match (&self.translation, upstream) {
-            (Some(t), Some(v)) => convert::response::translate_value(t, &v, host::now_ms() / 1000),
-            (Some(_), None) => Err(convert::response::NOT_JSON),
+            (Some(t), Some(v)) => wire::reply::translate_value(t, &v, host::now_ms() / 1000),
+            (Some(_), None) => Err(wire::reply::NOT_JSON),
             (None, Some(v)) => Ok(v),
             // Not JSON and nothing to translate: passed through as it came.
             (None, None) => return,
@@ -156,7 +162,7 @@ impl ResponseState {
                 host::set_buffer(
                     host::RESPONSE_BODY,
                     size,
-                    &error.body(client_format(client)),
+                    &error.body(client.inbound().format()),
                 );
                 return;
             }
@@ -178,18 +184,27 @@ impl ResponseState {
     }
 
     /// Frames a stream chunk and reads usage from its events; returns them
-    /// for the translator.
+    /// for the translator. Captured text comes from the translator's
+    /// decoded events when it decodes, so no event is parsed for it twice.
     fn observe_stream(&mut self, chunk: &[u8], end: bool) -> Vec<SseEvent> {
+        let wire = self.wires().1;
+        let decoded = self
+            .translator
+            .as_ref()
+            .is_some_and(StreamTranslator::decodes);
         let events = self.framer.push(chunk);
         for event in &events {
-            self.text_chars += self.summary.observe_event(&event.data);
-            if let Some(text) = &mut self.captured {
-                content::push_stream_text(&event.data, text);
+            self.text_chars += wire
+                .upstream()
+                .observe_event(&mut self.summary, &event.data);
+            if let (Some(text), false) = (&mut self.captured, decoded) {
+                content::push_stream_text(wire, &event.data, text);
             }
         }
         if end {
             if let Some(event) = self.framer.finish() {
-                self.summary.observe_event(&event.data);
+                wire.upstream()
+                    .observe_event(&mut self.summary, &event.data);
             }
         }
         events
@@ -200,20 +215,19 @@ impl ResponseState {
             self.body.extend_from_slice(chunk);
         }
         if end {
-            self.summary = ResponseSummary::from_body(&self.body);
+            let upstream = self.wires().1.upstream();
+            let body = serde_json::from_slice(&self.body).unwrap_or_default();
+            self.summary = upstream.summarize(&body);
             if self.captured.is_some() {
-                let body = serde_json::from_slice(&self.body).unwrap_or_default();
-                self.captured = Some(content::output_text(&body));
+                self.captured = Some(upstream.reply_text(&body));
             }
             self.body = Vec::new();
         }
     }
-}
 
-fn client_format(api: Api) -> ClientFormat {
-    if api == Api::Messages {
-        ClientFormat::Anthropic
-    } else {
-        ClientFormat::OpenAi
+    /// The client's API and the upstream's wire.
+    fn wires(&self) -> (Api, Wire) {
+        self.apis
+            .unwrap_or((Api::ChatCompletions, Wire::ChatCompletions))
     }
 }

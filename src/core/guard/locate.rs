@@ -10,20 +10,22 @@
 //! property names), tool call arguments and results, `messages[].name`,
 //! `prediction`, response formats, documents and metadata are all visited.
 //!
-//! Answers: the generated text (message content and text blocks, tool call
-//! arguments).
+//! Answers: each client wire visits its generated text (message content and
+//! text blocks, tool call arguments) with the helpers here
+//! (`Inbound::reply_texts`).
 
 use crate::core::api::Api;
 use serde_json::{Map, Value};
 
-fn text_field(v: &mut Value, key: &str, f: &mut dyn FnMut(&mut String)) {
+/// Visits `v[key]` when it is a string.
+pub(crate) fn text_field(v: &mut Value, key: &str, f: &mut dyn FnMut(&mut String)) {
     if let Some(Value::String(s)) = v.get_mut(key) {
         f(s);
     }
 }
 
 /// A string, or an array of parts/blocks whose `text` (or `content`) is visited.
-fn content(v: Option<&mut Value>, f: &mut dyn FnMut(&mut String)) {
+pub(crate) fn content(v: Option<&mut Value>, f: &mut dyn FnMut(&mut String)) {
     match v {
         Some(Value::String(s)) => f(s),
         Some(Value::Array(parts)) => {
@@ -52,16 +54,6 @@ fn strings(v: Option<&mut Value>, f: &mut dyn FnMut(&mut String)) {
         Some(Value::Array(items)) => items.iter_mut().for_each(|i| strings(Some(i), f)),
         Some(Value::Object(map)) => map.values_mut().for_each(|i| strings(Some(i), f)),
         _ => {}
-    }
-}
-
-fn tool_calls(message: &mut Value, f: &mut dyn FnMut(&mut String)) {
-    if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
-        for call in calls {
-            if let Some(function) = call.get_mut("function") {
-                text_field(function, "arguments", f);
-            }
-        }
     }
 }
 
@@ -197,51 +189,16 @@ fn walk_map(
 
 /// Visits the text of a request body: everything the model reads.
 pub fn request_texts(api: Api, body: &mut Value, f: &mut dyn FnMut(&mut String)) {
-    if api == Api::Models {
-        return;
-    }
     let mut name = String::new();
     match body {
         Value::Object(map) => walk_map(
             map,
             Mode::Api,
-            &["instructions", "system", "messages", "input"],
+            api.inbound().conversation_fields(),
             f,
             &mut name,
         ),
         other => walk(other, Mode::Api, f, &mut name),
-    }
-}
-
-/// Visits the generated text of a complete response body.
-pub fn response_texts(api: Api, body: &mut Value, f: &mut dyn FnMut(&mut String)) {
-    match api {
-        Api::ChatCompletions => {
-            for c in body
-                .get_mut("choices")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(m) = c.get_mut("message") {
-                    text_field(m, "content", f);
-                    tool_calls(m, f);
-                }
-            }
-        }
-        Api::Messages => content(body.get_mut("content"), f),
-        Api::Responses => {
-            for item in body
-                .get_mut("output")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                content(item.get_mut("content"), f);
-                text_field(item, "arguments", f);
-            }
-        }
-        Api::Models => {}
     }
 }
 
@@ -256,7 +213,7 @@ mod tests {
         if request {
             request_texts(api, &mut body, &mut f);
         } else {
-            response_texts(api, &mut body, &mut f);
+            api.inbound().reply_texts(&mut body, &mut f);
         }
         out
     }

@@ -651,7 +651,7 @@ impl Guardrails {
     ) -> Outcome {
         let mut outcome = Outcome::default();
         let mut placeholders = Placeholders::default();
-        locate::response_texts(api, body, &mut |text: &mut String| {
+        api.inbound().reply_texts(body, &mut |text: &mut String| {
             let findings = self.scan(text, policy, Direction::Output);
             judge(
                 &findings,
@@ -664,7 +664,8 @@ impl Guardrails {
         });
         if let Some(b) = &outcome.blocked {
             let notice = blocked_notice(b);
-            locate::response_texts(api, body, &mut |text: &mut String| *text = notice.clone());
+            api.inbound()
+                .reply_texts(body, &mut |text: &mut String| *text = notice.clone());
             outcome.changed = true;
         }
         outcome

@@ -35,8 +35,7 @@ use super::normalize::{self, partial_spelling};
 use super::{
     blocked_notice, Blocked, Direction, GuardAction, GuardEvent, Guardrails, Placeholders, Policy,
 };
-use crate::core::convert::stream::Event;
-use crate::core::convert::Finish;
+use crate::core::wire::{Event, Finish};
 
 /// `hold_start` on `text` as the detectors read it (`normalize`), mapped
 /// back: a folded spelling keeps its words together.

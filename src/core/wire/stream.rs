@@ -1,62 +1,45 @@
-//! Streams: the upstream's SSE decoded into canonical `Event`s and encoded
-//! as the client's event sequence, chunk by chunk as they arrive. Upstream
-//! bytes may be split anywhere (the framer reassembles events). A stream
-//! that ends early still gets a valid terminal sequence for its client.
+//! Streams: the upstream's SSE decoded through its wire into canonical
+//! `Event`s and encoded through the client's, chunk by chunk as they arrive.
+//! Upstream bytes may be split anywhere (the framer reassembles events). A
+//! stream that ends early still gets a valid terminal sequence for its
+//! client. The wires' own event shapes live in their files; this is the
+//! state both sides share.
 
-use super::response::{anthropic_usage, chat_usage, responses_usage};
-use super::{set, str_of, u64_of, Finish, Part, Reply, Translation};
+use super::{Event, Part, Translation, Wire};
 use crate::core::api::Api;
 use crate::core::sse::SseEvent;
 use crate::core::usage::Usage;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-mod responses;
-mod text_delta;
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Start {
-        id: String,
-        model: String,
-    },
-    TextDelta(String),
-    /// A tool call begins; `index` counts tool calls from 0.
-    ToolStart {
-        index: usize,
-        id: String,
-        name: String,
-    },
-    ToolArgs {
-        index: usize,
-        json: String,
-    },
-    Finish(Finish),
-    Usage(Usage),
-    Error(String),
-}
-
-/// Reads upstream events of one API.
-#[derive(Debug, Default)]
+/// Reads upstream events of one wire.
+#[derive(Debug)]
 pub struct Decoder {
-    upstream: Option<Api>,
+    upstream: Wire,
     started: bool,
-    /// Anthropic block / Responses output index -> tool index.
-    tool_blocks: Vec<(usize, usize)>,
-    tools: usize,
-    /// Anthropic: input token counts from message_start.
-    input: Usage,
+    /// Upstream block / output index -> tool index.
+    pub(super) tool_blocks: Vec<(usize, usize)>,
+    pub(super) tools: usize,
+    /// Input token counts from a stream's first event (Anthropic).
+    pub(super) input: Usage,
 }
 
 impl Decoder {
-    pub fn new(upstream: Api) -> Decoder {
+    pub fn new(upstream: Wire) -> Decoder {
         Decoder {
-            upstream: Some(upstream),
-            ..Decoder::default()
+            upstream,
+            started: false,
+            tool_blocks: Vec::new(),
+            tools: 0,
+            input: Usage::default(),
         }
     }
 
     pub fn decode(&mut self, event: &SseEvent, out: &mut Vec<Event>) {
-        if event.data == "[DONE]" || event.data.is_empty() || self.text_delta(&event.data, out) {
+        let wire = self.upstream.upstream();
+        if event.data == "[DONE]"
+            || event.data.is_empty()
+            || (self.started && wire.text_delta(&event.data, out))
+        {
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(&event.data) else {
@@ -65,14 +48,11 @@ impl Decoder {
             ));
             return;
         };
-        match self.upstream {
-            Some(Api::Messages) => self.anthropic(&v, out),
-            Some(Api::Responses) => self.responses(&v, out),
-            _ => self.chat(&v, out),
-        }
+        wire.decode(self, &v, out);
     }
 
-    fn start(&mut self, id: Option<&str>, model: Option<&str>, out: &mut Vec<Event>) {
+    /// Announces the stream once, with the upstream's id and model.
+    pub(super) fn start(&mut self, id: Option<&str>, model: Option<&str>, out: &mut Vec<Event>) {
         if !self.started {
             self.started = true;
             out.push(Event::Start {
@@ -81,170 +61,38 @@ impl Decoder {
             });
         }
     }
-
-    fn chat(&mut self, v: &Value, out: &mut Vec<Event>) {
-        if let Some(e) = v.get("error") {
-            out.push(Event::Error(
-                str_of(e, "message").unwrap_or("provider error").into(),
-            ));
-            return;
-        }
-        self.start(str_of(v, "id"), str_of(v, "model"), out);
-        if let Some(choice) = v.pointer("/choices/0") {
-            let delta = choice.get("delta").unwrap_or(&Value::Null);
-            if let Some(text) = str_of(delta, "content").filter(|t| !t.is_empty()) {
-                out.push(Event::TextDelta(text.into()));
-            }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let index = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-                if let Some(name) = call.pointer("/function/name").and_then(Value::as_str) {
-                    let id = str_of(call, "id").unwrap_or_default().to_string();
-                    out.push(Event::ToolStart {
-                        index,
-                        id,
-                        name: name.into(),
-                    });
-                }
-                if let Some(args) = call
-                    .pointer("/function/arguments")
-                    .and_then(Value::as_str)
-                    .filter(|a| !a.is_empty())
-                {
-                    out.push(Event::ToolArgs {
-                        index,
-                        json: args.into(),
-                    });
-                }
-            }
-            if let Some(reason) = str_of(choice, "finish_reason") {
-                out.push(Event::Finish(Finish::from_openai(reason)));
-            }
-        }
-        if let Some(usage) = v
-            .get("usage")
-            .filter(|u| !u.is_null())
-            .and_then(Usage::from_usage_object)
-        {
-            out.push(Event::Usage(usage));
-        }
-    }
-
-    fn anthropic(&mut self, v: &Value, out: &mut Vec<Event>) {
-        match str_of(v, "type") {
-            Some("message_start") => {
-                let m = v.get("message").unwrap_or(&Value::Null);
-                self.start(str_of(m, "id"), str_of(m, "model"), out);
-                let u = m.get("usage").unwrap_or(&Value::Null);
-                self.input = anthropic_input(u);
-            }
-            Some("content_block_start") => {
-                let block = v.get("content_block").unwrap_or(&Value::Null);
-                if str_of(block, "type") == Some("tool_use") {
-                    let index = self.tools;
-                    self.tools += 1;
-                    self.tool_blocks.push((
-                        v.get("index").and_then(Value::as_u64).unwrap_or(0) as usize,
-                        index,
-                    ));
-                    out.push(Event::ToolStart {
-                        index,
-                        id: str_of(block, "id").unwrap_or_default().into(),
-                        name: str_of(block, "name").unwrap_or_default().into(),
-                    });
-                }
-            }
-            Some("content_block_delta") => {
-                let delta = v.get("delta").unwrap_or(&Value::Null);
-                match str_of(delta, "type") {
-                    Some("text_delta") => out.push(Event::TextDelta(
-                        str_of(delta, "text").unwrap_or_default().into(),
-                    )),
-                    Some("input_json_delta") => {
-                        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-                        if let Some(&(_, index)) =
-                            self.tool_blocks.iter().find(|(b, _)| *b == block)
-                        {
-                            let json = str_of(delta, "partial_json").unwrap_or_default();
-                            if !json.is_empty() {
-                                out.push(Event::ToolArgs {
-                                    index,
-                                    json: json.into(),
-                                });
-                            }
-                        }
-                    }
-                    _ => {} // thinking deltas stay with the provider
-                }
-            }
-            Some("message_delta") => {
-                if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                    out.push(Event::Finish(Finish::from_anthropic(reason)));
-                }
-                if let Some(u) = v.get("usage") {
-                    let mut usage = self.input;
-                    let later = anthropic_input(u);
-                    if later.input_tokens > 0 {
-                        usage.input_tokens = later.input_tokens;
-                        usage.cached_tokens = later.cached_tokens;
-                    }
-                    usage.output_tokens = u64_of(u, "output_tokens");
-                    out.push(Event::Usage(usage));
-                }
-            }
-            Some("error") => out.push(Event::Error(
-                v.pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("provider error")
-                    .into(),
-            )),
-            _ => {} // ping, content_block_stop, message_stop
-        }
-    }
 }
 
-/// Anthropic input counts in OpenAI terms: cached and cache-writing tokens included.
-fn anthropic_input(u: &Value) -> Usage {
-    let cached = u64_of(u, "cache_read_input_tokens");
-    Usage {
-        input_tokens: u64_of(u, "input_tokens") + cached + u64_of(u, "cache_creation_input_tokens"),
-        output_tokens: 0,
-        cached_tokens: cached,
-        reasoning_tokens: 0,
-    }
-}
-
-/// Writes the client's event sequence.
+/// Writes the client's event sequence: the state every client wire's
+/// writer shares (see `Inbound::stream_*`).
 #[derive(Debug)]
 pub struct Encoder {
     client: Api,
-    wants_usage: bool,
-    now_s: u64,
+    pub(super) wants_usage: bool,
+    pub(super) now_s: u64,
     started: bool,
-    done: bool,
-    id: String,
-    model: String,
-    finish: Option<Finish>,
-    finish_sent: bool,
-    usage: Option<Usage>,
+    pub(super) done: bool,
+    pub(super) id: String,
+    pub(super) model: String,
+    pub(super) finish: Option<super::Finish>,
+    /// Chat: the finish chunk went out.
+    pub(super) finish_sent: bool,
+    pub(super) usage: Option<Usage>,
     /// Text and tool calls so far (Responses needs them in the final event).
-    parts: Vec<Part>,
+    pub(super) parts: Vec<Part>,
     /// Text of the open Responses message item.
-    item_text: String,
-    /// Anthropic / Responses: the open block or output item, and its number.
-    open: Option<Open>,
-    next_block: usize,
+    pub(super) item_text: String,
+    /// Messages / Responses: the open block or output item, and its number.
+    pub(super) open: Option<Open>,
+    pub(super) next_block: usize,
     /// tool index -> (block or output index, item id)
-    tool_slots: Vec<(usize, usize, String)>,
-    sequence: u64,
+    pub(super) tool_slots: Vec<(usize, usize, String)>,
+    /// Responses: the next event's `sequence_number`.
+    pub(super) sequence: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Open {
+pub(super) enum Open {
     Text(usize),
     Tool(usize),
 }
@@ -284,6 +132,7 @@ impl Encoder {
                 out,
             );
         }
+        let client = self.client.inbound();
         match event {
             Event::Start { id, model } => {
                 if self.started {
@@ -292,14 +141,14 @@ impl Encoder {
                 self.started = true;
                 self.id = id;
                 self.model = model;
-                self.on_start(out);
+                client.stream_start(self, out);
             }
             Event::TextDelta(text) => {
                 match self.parts.last_mut() {
                     Some(Part::Text(t)) => t.push_str(&text),
                     _ => self.parts.push(Part::Text(text.clone())),
                 }
-                self.on_text(&text, out);
+                client.stream_text(self, &text, out);
             }
             Event::ToolStart { index, id, name } => {
                 self.parts.push(Part::ToolCall {
@@ -307,30 +156,37 @@ impl Encoder {
                     name: name.clone(),
                     arguments: String::new(),
                 });
-                self.on_tool_start(index, &id, &name, out);
+                client.stream_tool_start(self, index, &id, &name, out);
             }
             Event::ToolArgs { index, json } => {
                 if let Some(Part::ToolCall { arguments, .. }) = self.tool_part(index) {
                     arguments.push_str(&json);
                 }
-                self.on_tool_args(index, &json, out);
+                client.stream_tool_args(self, index, &json, out);
             }
             Event::Finish(f) => {
                 self.finish = Some(f);
-                if self.client == Api::ChatCompletions {
-                    self.chat_finish(out);
-                }
+                client.stream_finish(self, out);
             }
             Event::Usage(u) => self.usage = Some(u),
-            Event::Error(message) => self.on_error(&message, out),
+            Event::Error(message) => client.stream_error(self, &message, out),
         }
     }
 
-    fn tool_part(&mut self, index: usize) -> Option<&mut Part> {
+    /// The `index`th tool call so far.
+    pub(super) fn tool_part(&mut self, index: usize) -> Option<&mut Part> {
         self.parts
             .iter_mut()
             .filter(|p| matches!(p, Part::ToolCall { .. }))
             .nth(index)
+    }
+
+    /// The block or output index and item id of tool call `index`.
+    pub(super) fn tool_slot(&self, index: usize) -> Option<(usize, String)> {
+        self.tool_slots
+            .iter()
+            .find(|(i, _, _)| *i == index)
+            .map(|(_, b, id)| (*b, id.clone()))
     }
 
     /// Ends the stream: closes what is open and writes the terminal events
@@ -348,41 +204,12 @@ impl Encoder {
                 out,
             );
         }
-        match self.client {
-            Api::ChatCompletions => {
-                self.chat_finish(out);
-                if self.wants_usage {
-                    if let Some(u) = self.usage {
-                        self.chat_chunk(json!([]), Some(chat_usage(&u)), out);
-                    }
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-            }
-            Api::Messages => {
-                self.close_block(out);
-                let u = self.usage.unwrap_or_default();
-                let finish = self.finish.unwrap_or(Finish::Stop);
-                let mut usage = anthropic_usage(&u);
-                if let Some(o) = usage.as_object_mut() {
-                    o.remove("cache_creation_input_tokens");
-                }
-                self.sse(
-                    "message_delta",
-                    json!({"type": "message_delta", "delta": {"stop_reason": finish.anthropic(), "stop_sequence": null}, "usage": usage}),
-                    out,
-                );
-                self.sse("message_stop", json!({"type": "message_stop"}), out);
-            }
-            _ => {
-                self.close_item(out);
-                let response = self.response_object("completed");
-                self.responses_event("response.completed", json!({"response": response}), out);
-            }
-        }
+        self.client.inbound().stream_end(self, out);
         self.done = true;
     }
 
-    fn sse(&mut self, name: &str, data: Value, out: &mut Vec<u8>) {
+    /// A named SSE event.
+    pub(super) fn sse(&mut self, name: &str, data: Value, out: &mut Vec<u8>) {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\ndata: ");
@@ -390,336 +217,17 @@ impl Encoder {
         out.extend_from_slice(b"\n\n");
     }
 
-    fn responses_event(&mut self, kind: &str, mut data: Value, out: &mut Vec<u8>) {
-        if let Some(o) = data.as_object_mut() {
-            o.insert("type".into(), Value::String(kind.into()));
-            o.insert("sequence_number".into(), self.sequence.into());
-        }
-        self.sequence += 1;
-        self.sse(kind, data, out);
-    }
-
-    fn chat_chunk(&mut self, choices: Value, usage: Option<Value>, out: &mut Vec<u8>) {
-        let mut chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.now_s, "model": self.model, "choices": choices});
-        if let Some(u) = usage {
-            set(&mut chunk, "usage", u);
-        }
-        out.extend_from_slice(b"data: ");
-        write_json(out, &chunk);
-        out.extend_from_slice(b"\n\n");
-    }
-
-    /// A chat text delta, the most frequent event, written without
-    /// building a `Value` (same JSON as `chat_delta` would give).
-    fn chat_text(&self, text: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"data: {\"choices\":[{\"delta\":{\"content\":");
-        write_json(out, text);
-        out.extend_from_slice(
-            b"},\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":",
-        );
-        out.extend_from_slice(self.now_s.to_string().as_bytes());
-        out.extend_from_slice(b",\"id\":");
-        write_json(out, &self.id);
-        out.extend_from_slice(b",\"model\":");
-        write_json(out, &self.model);
-        out.extend_from_slice(b",\"object\":\"chat.completion.chunk\"}\n\n");
-    }
-
-    /// An Anthropic text delta, written without building a `Value`.
-    fn messages_text(index: usize, text: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"text\":");
-        write_json(out, text);
-        out.extend_from_slice(b",\"type\":\"text_delta\"},\"index\":");
-        out.extend_from_slice(index.to_string().as_bytes());
-        out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
-    }
-
-    fn chat_delta(&mut self, delta: Value, out: &mut Vec<u8>) {
-        self.chat_chunk(
-            json!([{"index": 0, "delta": delta, "finish_reason": null, "logprobs": null}]),
-            None,
-            out,
-        );
-    }
-
-    fn chat_finish(&mut self, out: &mut Vec<u8>) {
-        if self.finish_sent {
-            return;
-        }
-        self.finish_sent = true;
-        let reason = self.finish.unwrap_or(Finish::Stop).openai();
-        self.chat_chunk(
-            json!([{"index": 0, "delta": {}, "finish_reason": reason, "logprobs": null}]),
-            None,
-            out,
-        );
-    }
-
-    fn on_start(&mut self, out: &mut Vec<u8>) {
-        match self.client {
-            Api::ChatCompletions => {
-                self.chat_delta(json!({"role": "assistant", "content": ""}), out)
-            }
-            Api::Messages => {
-                let message = json!({
-                    "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                    "stop_reason": null, "stop_sequence": null,
-                    "usage": {"input_tokens": self.usage.map_or(0, |u| u.input_tokens), "output_tokens": 0},
-                });
-                self.sse(
-                    "message_start",
-                    json!({"type": "message_start", "message": message}),
-                    out,
-                );
-            }
-            _ => {
-                let response = self.response_object("in_progress");
-                self.responses_event("response.created", json!({"response": response}), out);
-                let response = self.response_object("in_progress");
-                self.responses_event("response.in_progress", json!({"response": response}), out);
-            }
-        }
-    }
-
-    fn on_text(&mut self, text: &str, out: &mut Vec<u8>) {
-        match self.client {
-            Api::ChatCompletions => self.chat_text(text, out),
-            Api::Messages => {
-                let index = self.open_text(out);
-                Encoder::messages_text(index, text, out);
-            }
-            _ => {
-                let index = self.open_text(out);
-                self.item_text.push_str(text);
-                let item_id = self.message_item_id();
-                self.responses_event(
-                    "response.output_text.delta",
-                    json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []}),
-                    out,
-                );
-            }
-        }
-    }
-
-    fn on_tool_start(&mut self, index: usize, id: &str, name: &str, out: &mut Vec<u8>) {
-        match self.client {
-            Api::ChatCompletions => self.chat_delta(
-                json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
-                out,
-            ),
-            Api::Messages => {
-                self.close_block(out);
-                let block = self.next_block;
-                self.next_block += 1;
-                self.open = Some(Open::Tool(block));
-                self.tool_slots.push((index, block, id.into()));
-                self.sse(
-                    "content_block_start",
-                    json!({"type": "content_block_start", "index": block, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
-                    out,
-                );
-            }
-            _ => {
-                self.close_item(out);
-                let output = self.next_block;
-                self.next_block += 1;
-                self.open = Some(Open::Tool(output));
-                let item_id = format!("fc_{output}_{}", self.id);
-                self.tool_slots.push((index, output, item_id.clone()));
-                let item = json!({"type": "function_call", "id": item_id, "call_id": id, "name": name, "arguments": "", "status": "in_progress"});
-                self.responses_event("response.output_item.added", json!({"output_index": output, "item": item}), out);
-            }
-        }
-    }
-
-    fn on_tool_args(&mut self, index: usize, json_piece: &str, out: &mut Vec<u8>) {
-        let slot = self
-            .tool_slots
-            .iter()
-            .find(|(i, _, _)| *i == index)
-            .map(|(_, b, id)| (*b, id.clone()));
-        match (self.client, slot) {
-            (Api::ChatCompletions, _) => {
-                self.chat_delta(json!({"tool_calls": [{"index": index, "function": {"arguments": json_piece}}]}), out)
-            }
-            (Api::Messages, Some((block, _))) => self.sse(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": block, "delta": {"type": "input_json_delta", "partial_json": json_piece}}),
-                out,
-            ),
-            (Api::Responses, Some((output, item_id))) => self.responses_event(
-                "response.function_call_arguments.delta",
-                json!({"item_id": item_id, "output_index": output, "delta": json_piece}),
-                out,
-            ),
-            _ => {}
-        }
-    }
-
-    fn on_error(&mut self, message: &str, out: &mut Vec<u8>) {
-        match self.client {
-            Api::Messages => {
-                self.sse(
-                    "error",
-                    json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-                    out,
-                );
-                self.done = true;
-            }
-            Api::Responses => {
-                self.responses_event(
-                    "error",
-                    json!({"code": "upstream_error", "message": message, "param": null}),
-                    out,
-                );
-                self.done = true;
-            }
-            _ => {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(
-                    json!({"error": {"message": message, "type": "server_error"}})
-                        .to_string()
-                        .as_bytes(),
-                );
-                out.extend_from_slice(b"\n\n");
-            }
-        }
-    }
-
-    /// Opens a text block / message item if none is open; its index.
-    fn open_text(&mut self, out: &mut Vec<u8>) -> usize {
-        if let Some(Open::Text(i)) = self.open {
-            return i;
-        }
-        match self.client {
-            Api::Messages => self.close_block(out),
-            _ => self.close_item(out),
-        }
-        let index = self.next_block;
-        self.next_block += 1;
-        self.open = Some(Open::Text(index));
-        if self.client == Api::Messages {
-            self.sse(
-                "content_block_start",
-                json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
-                out,
-            );
-        } else {
-            let item_id = self.message_item_id();
-            let item = json!({"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []});
-            self.responses_event(
-                "response.output_item.added",
-                json!({"output_index": index, "item": item}),
-                out,
-            );
-            self.responses_event(
-                "response.content_part.added",
-                json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
-                out,
-            );
-        }
-        index
-    }
-
-    fn close_block(&mut self, out: &mut Vec<u8>) {
-        if let Some(Open::Text(i) | Open::Tool(i)) = self.open.take() {
-            self.sse(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": i}),
-                out,
-            );
-        }
-    }
-
-    fn message_item_id(&self) -> String {
-        format!("msg_{}", self.id)
-    }
-
-    fn close_item(&mut self, out: &mut Vec<u8>) {
-        match self.open.take() {
-            Some(Open::Text(i)) => {
-                let item_id = self.message_item_id();
-                let text = std::mem::take(&mut self.item_text);
-                let part = json!({"type": "output_text", "text": text, "annotations": []});
-                self.responses_event(
-                    "response.output_text.done",
-                    json!({"item_id": item_id, "output_index": i, "content_index": 0, "text": text, "logprobs": []}),
-                    out,
-                );
-                self.responses_event(
-                    "response.content_part.done",
-                    json!({"item_id": item_id, "output_index": i, "content_index": 0, "part": part}),
-                    out,
-                );
-                let item = json!({"type": "message", "id": item_id, "status": "completed", "role": "assistant", "content": [part]});
-                self.responses_event(
-                    "response.output_item.done",
-                    json!({"output_index": i, "item": item}),
-                    out,
-                );
-            }
-            Some(Open::Tool(i)) => {
-                let Some((index, _, item_id)) =
-                    self.tool_slots.iter().find(|(_, b, _)| *b == i).cloned()
-                else {
-                    return;
-                };
-                let (call_id, name, args) = match self.tool_part(index) {
-                    Some(Part::ToolCall {
-                        id,
-                        name,
-                        arguments,
-                    }) => (id.clone(), name.clone(), arguments.clone()),
-                    _ => Default::default(),
-                };
-                self.responses_event(
-                    "response.function_call_arguments.done",
-                    json!({"item_id": item_id, "output_index": i, "arguments": args}),
-                    out,
-                );
-                let item = json!({"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": args, "status": "completed"});
-                self.responses_event(
-                    "response.output_item.done",
-                    json!({"output_index": i, "item": item}),
-                    out,
-                );
-            }
-            None => {}
-        }
-    }
-
-    /// A Responses upstream's id is kept as is; others get the prefix.
-    fn response_id(&self) -> String {
-        if self.id.starts_with("resp_") {
-            self.id.clone()
-        } else {
-            format!("resp_{}", self.id)
-        }
-    }
-
-    fn response_object(&self, status: &str) -> Value {
-        let reply = Reply {
-            id: self.id.clone(),
-            model: self.model.clone(),
-            created: self.now_s,
-            parts: self.parts.clone(),
-            finish: self.finish.unwrap_or(Finish::Stop),
-            usage: self.usage.unwrap_or_default(),
-        };
-        let incomplete = status == "completed" && reply.finish == Finish::Length;
-        let output = if status == "completed" {
-            super::response::responses_output(&reply)
-        } else {
-            Vec::new()
-        };
-        json!({
-            "id": self.response_id(), "object": "response", "created_at": self.now_s, "model": self.model,
-            "status": if incomplete { "incomplete" } else { status },
-            "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
-            "output": output,
-            "usage": if status == "completed" { responses_usage(&reply.usage) } else { Value::Null },
-            "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "error": null,
-        })
+    #[cfg(test)]
+    pub(super) fn for_test(client: Api) -> Encoder {
+        Encoder::new(
+            &Translation {
+                client,
+                upstream: client.wire(),
+                stream: true,
+                client_wants_usage: false,
+            },
+            7,
+        )
     }
 }
 
@@ -733,15 +241,16 @@ pub struct StreamTranslator {
 
 #[derive(Debug)]
 enum Mode {
-    /// Same API: events pass unchanged except the usage chunk the client did not ask for.
-    DropUsageChunk,
+    /// Same wire: events pass unchanged except the usage report the client
+    /// did not ask for.
+    DropUsageChunk(Wire),
     Translate(Decoder, Box<Encoder>),
 }
 
 impl StreamTranslator {
     pub fn new(t: &Translation, now_s: u64) -> StreamTranslator {
-        let mode = if t.client == t.upstream {
-            Mode::DropUsageChunk
+        let mode = if t.client.wire() == t.upstream {
+            Mode::DropUsageChunk(t.upstream)
         } else {
             Mode::Translate(Decoder::new(t.upstream), Box::new(Encoder::new(t, now_s)))
         };
@@ -760,6 +269,14 @@ impl StreamTranslator {
             self.event(event, &mut out, hook);
         }
         out
+    }
+
+    /// Whether upstream events are decoded (the hook sees canonical events).
+    pub fn decodes(&self) -> bool {
+        match self.mode {
+            Mode::DropUsageChunk(_) => false,
+            Mode::Translate(..) => true,
+        }
     }
 
     /// Decodes and re-encodes even same-API streams, so a hook sees them.
@@ -796,17 +313,8 @@ impl StreamTranslator {
         hook: &mut dyn FnMut(&mut Vec<Event>),
     ) {
         match &mut self.mode {
-            Mode::DropUsageChunk => {
-                let usage_only = event.data.contains("\"usage\"")
-                    && serde_json::from_str::<Value>(&event.data)
-                        .ok()
-                        .and_then(|v| {
-                            v.get("choices")
-                                .and_then(Value::as_array)
-                                .map(Vec::is_empty)
-                        })
-                        .unwrap_or(false);
-                if !usage_only {
+            Mode::DropUsageChunk(upstream) => {
+                if !upstream.upstream().is_usage_event(&event.data) {
                     out.extend_from_slice(b"data: ");
                     out.extend_from_slice(event.data.as_bytes());
                     out.extend_from_slice(b"\n\n");
@@ -826,7 +334,7 @@ impl StreamTranslator {
 
 /// Appends `v` as JSON. Writing to a `Vec` cannot fail, and every value
 /// here is serializable (no maps with non-string keys).
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+pub(super) fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     if serde_json::to_writer(&mut *out, v).is_err() {
         log::warn!("tollgate: could not encode a stream event");
     }
@@ -836,6 +344,8 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
 mod tests {
     use super::*;
     use crate::core::sse::SseFramer;
+    use crate::core::wire::Finish;
+    use serde_json::json;
 
     const CHAT_STREAM: &str = concat!(
         "data: {\"id\":\"c1\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
@@ -883,36 +393,10 @@ mod tests {
         "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":15,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"gpt-4o\",\"incomplete_details\":null,\"usage\":{\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":2},\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":1},\"total_tokens\":13}}}\n\n",
     );
 
-    #[test]
-    fn text_delta_fast_paths_write_what_the_value_path_would() {
-        let text = "quote \" backslash \\ newline \n tab \t ünïcödé \u{1}";
-        let mut e = Encoder::new(&t(Api::ChatCompletions, Api::Messages, false), 7);
-        e.id = "chatcmpl-\"x".into();
-        e.model = "m".into();
-        let (mut fast, mut slow) = (Vec::new(), Vec::new());
-        e.chat_text(text, &mut fast);
-        e.chat_delta(json!({"content": text}), &mut slow);
-        assert_eq!(
-            String::from_utf8(fast).unwrap(),
-            String::from_utf8(slow).unwrap()
-        );
-        let (mut fast, mut slow) = (Vec::new(), Vec::new());
-        Encoder::messages_text(3, text, &mut fast);
-        e.sse(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 3, "delta": {"type": "text_delta", "text": text}}),
-            &mut slow,
-        );
-        assert_eq!(
-            String::from_utf8(fast).unwrap(),
-            String::from_utf8(slow).unwrap()
-        );
-    }
-
     fn t(client: Api, upstream: Api, wants_usage: bool) -> Translation {
         Translation {
             client,
-            upstream,
+            upstream: upstream.wire(),
             stream: true,
             client_wants_usage: wants_usage,
         }
@@ -1066,7 +550,7 @@ mod tests {
     }
 
     fn decode_all(upstream: Api, input: &str) -> Vec<Event> {
-        let mut d = Decoder::new(upstream);
+        let mut d = Decoder::new(upstream.wire());
         let mut out = Vec::new();
         for e in SseFramer::new().push(input.as_bytes()) {
             d.decode(&e, &mut out);
@@ -1204,5 +688,97 @@ mod tests {
         assert_eq!(ev.last().unwrap().0.as_deref(), Some("error"));
         let out = run(&t(Api::Messages, Api::ChatCompletions, false), "", &[]);
         assert!(String::from_utf8(out).unwrap().contains("message_stop"));
+    }
+
+    /// What the full reader gives for `data` in a started stream.
+    fn full(upstream: Api, data: &str) -> Vec<Event> {
+        let mut d = Decoder::new(upstream.wire());
+        d.started = true;
+        let v = serde_json::from_str(data).unwrap();
+        let mut out = Vec::new();
+        upstream.wire().upstream().decode(&mut d, &v, &mut out);
+        out
+    }
+
+    #[test]
+    fn takes_only_plain_text_deltas_and_reads_them_as_the_full_reader_does() {
+        let cases = [
+            (
+                Api::ChatCompletions,
+                r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"a \"q\" \\ \u00e9\n"},"finish_reason":null,"logprobs":null}],"system_fingerprint":"x"}"#,
+                true,
+            ),
+            (
+                Api::ChatCompletions,
+                r#"{"choices":[{"delta":{"content":""}}]}"#,
+                true,
+            ),
+            (
+                Api::ChatCompletions,
+                r#"{"choices":[{"delta":{"content":"end"},"finish_reason":"stop"}]}"#,
+                false,
+            ),
+            (
+                Api::ChatCompletions,
+                r#"{"choices":[{"delta":{"content":null,"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#,
+                false,
+            ),
+            (
+                Api::ChatCompletions,
+                r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+                false,
+            ),
+            (
+                Api::ChatCompletions,
+                r#"{"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+                false,
+            ),
+            (
+                Api::ChatCompletions,
+                r#"{"error":{"message":"boom"}}"#,
+                false,
+            ),
+            (
+                Api::ChatCompletions,
+                r#"{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"b"}}]}"#,
+                false,
+            ),
+            (
+                Api::Messages,
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi \"there\""}}"#,
+                true,
+            ),
+            (
+                Api::Messages,
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\""}}"#,
+                false,
+            ),
+            (
+                Api::Messages,
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}"#,
+                false,
+            ),
+        ];
+        for (upstream, data, fast) in cases {
+            let mut out = Vec::new();
+            let wire = upstream.wire().upstream();
+            assert_eq!(wire.text_delta(data, &mut out), fast, "{data}");
+            if fast {
+                assert_eq!(out, full(upstream, data), "{data}");
+            } else {
+                assert!(out.is_empty());
+            }
+        }
+        // Before the stream has started, the full reader must see the event.
+        let mut d = Decoder::new(Wire::ChatCompletions);
+        let mut out = Vec::new();
+        d.decode(
+            &SseEvent {
+                event: None,
+                data: cases[0].1.into(),
+            },
+            &mut out,
+        );
+        assert!(matches!(out.first(), Some(Event::Start { .. })));
     }
 }

@@ -1,0 +1,35 @@
+//! Anthropic: the Messages API.
+
+use super::{base, no_api_version, Kind, Target};
+use crate::core::api::Api;
+use crate::core::config::Provider;
+use crate::core::wire::Wire;
+
+#[derive(Debug)]
+pub struct Anthropic;
+
+impl Kind for Anthropic {
+    fn wire(&self, _: Api) -> Wire {
+        Wire::Messages
+    }
+
+    fn path(&self, p: &Provider, _: Wire, _: &Target) -> String {
+        format!("{}/messages", base(p, "/v1"))
+    }
+
+    fn auth_header(&self) -> (&'static str, &'static str) {
+        ("x-api-key", "")
+    }
+
+    fn semconv_name<'a>(&self, _: &'a str) -> &'a str {
+        "anthropic"
+    }
+
+    fn has_deployments(&self) -> bool {
+        false
+    }
+
+    fn problems(&self, p: &Provider) -> Vec<String> {
+        no_api_version(p)
+    }
+}

@@ -1,0 +1,43 @@
+//! OpenAI: Chat Completions, and Responses for Responses clients.
+
+use super::{base, no_api_version, Kind, Target};
+use crate::core::api::Api;
+use crate::core::config::Provider;
+use crate::core::wire::Wire;
+
+#[derive(Debug)]
+pub struct OpenAi;
+
+impl Kind for OpenAi {
+    fn wire(&self, client: Api) -> Wire {
+        match client {
+            Api::Responses => Wire::Responses,
+            Api::ChatCompletions | Api::Messages => Wire::ChatCompletions,
+        }
+    }
+
+    fn path(&self, p: &Provider, wire: Wire, _: &Target) -> String {
+        let tail = if wire == Wire::Responses {
+            "/responses"
+        } else {
+            "/chat/completions"
+        };
+        format!("{}{tail}", base(p, "/v1"))
+    }
+
+    fn auth_header(&self) -> (&'static str, &'static str) {
+        ("authorization", "Bearer ")
+    }
+
+    fn semconv_name<'a>(&self, _: &'a str) -> &'a str {
+        "openai"
+    }
+
+    fn has_deployments(&self) -> bool {
+        false
+    }
+
+    fn problems(&self, p: &Provider) -> Vec<String> {
+        no_api_version(p)
+    }
+}

@@ -1,0 +1,617 @@
+//! OpenAI Responses, `POST /v1/responses`: requests, answers, streams
+//! (typed `response.*` events, usage in `response.completed`) and where
+//! their text is. Only Responses clients are sent to a Responses upstream
+//! (an OpenAI provider), so requests and answers pass it unchanged; its
+//! streams are decoded when output guardrails re-encode them. Reasoning,
+//! refusals, built-in tool calls and annotations are dropped (see
+//! docs/translation.md).
+
+use super::chat;
+use super::request::{bad, common, text_of};
+use super::stream::{Decoder, Encoder, Open};
+use super::{
+    joined_text, str_of, Conversation, Event, Finish, Inbound, Message, Part, Reply, Role,
+    TextVisitor, Upstream,
+};
+use crate::core::api::ClientFormat;
+use crate::core::content;
+use crate::core::error::GatewayError;
+use crate::core::guard::locate;
+use crate::core::usage::{ResponseSummary, Usage};
+use serde_json::{json, Map, Value};
+
+/// The Responses wire.
+#[derive(Debug)]
+pub struct Responses;
+
+impl Upstream for Responses {
+    fn name(&self) -> &'static str {
+        "responses"
+    }
+
+    fn write_request(&self, _: &Conversation, _: &str) -> Result<Value, GatewayError> {
+        Err(GatewayError::Internal(
+            "no translation to this upstream API",
+        ))
+    }
+
+    fn stream_usage_on_request(&self) -> bool {
+        false
+    }
+
+    fn ask_stream_usage(&self, _: &mut Map<String, Value>) {}
+
+    fn is_usage_event(&self, _: &str) -> bool {
+        false
+    }
+
+    fn default_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    fn read_reply(&self, _: &Value, _: u64) -> Result<Reply, GatewayError> {
+        Err(GatewayError::Internal(
+            "no translation from this upstream API",
+        ))
+    }
+
+    fn decode(&self, d: &mut Decoder, v: &Value, out: &mut Vec<Event>) {
+        decode(d, v, out);
+    }
+
+    fn text_delta(&self, _: &str, _: &mut Vec<Event>) -> bool {
+        false
+    }
+
+    fn summarize(&self, v: &Value) -> ResponseSummary {
+        let mut s = ResponseSummary::default();
+        observe(&mut s, v);
+        s
+    }
+
+    /// Usage comes in `response.completed`.
+    fn observe_event(&self, s: &mut ResponseSummary, data: &str) -> usize {
+        s.observe_event(data, observe)
+    }
+
+    fn reply_text(&self, v: &Value) -> String {
+        v.get("output")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|item| {
+                item.get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect()
+    }
+
+    fn push_stream_text(&self, data: &str, out: &mut String) {
+        if !data.contains("delta") {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        if str_of(&v, "type") == Some("response.output_text.delta") {
+            if let Some(piece) = str_of(&v, "delta") {
+                out.push_str(piece);
+            }
+        }
+    }
+}
+
+impl Inbound for Responses {
+    fn path(&self) -> &'static str {
+        "/v1/responses"
+    }
+
+    fn format(&self) -> ClientFormat {
+        ClientFormat::OpenAi
+    }
+
+    fn read_request(&self, body: &Value) -> Result<Conversation, GatewayError> {
+        read_request(body)
+    }
+
+    fn conversation_fields(&self) -> &'static [&'static str] {
+        &["instructions", "input"]
+    }
+
+    fn wants_stream_usage(&self, _: &Value) -> bool {
+        false
+    }
+
+    fn max_output_tokens(&self, body: &Value) -> Option<u64> {
+        body.get("max_output_tokens").and_then(Value::as_u64)
+    }
+
+    fn input_messages(&self, body: &Value) -> Vec<Value> {
+        let mut out = Vec::new();
+        if let Some(instructions) = body.get("instructions") {
+            out.push(content::message("system", instructions));
+        }
+        out.extend(content::messages(body.get("input")));
+        out
+    }
+
+    fn write_reply(&self, r: &Reply) -> Value {
+        write_reply(r)
+    }
+
+    fn reply_texts(&self, body: &mut Value, f: &mut TextVisitor) {
+        for item in body
+            .get_mut("output")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            locate::content(item.get_mut("content"), f);
+            locate::text_field(item, "arguments", f);
+        }
+    }
+
+    fn stream_start(&self, e: &mut Encoder, out: &mut Vec<u8>) {
+        let response = response_object(e, "in_progress");
+        event(e, "response.created", json!({"response": response}), out);
+        let response = response_object(e, "in_progress");
+        event(
+            e,
+            "response.in_progress",
+            json!({"response": response}),
+            out,
+        );
+    }
+
+    fn stream_text(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
+        let index = open_text(e, out);
+        e.item_text.push_str(text);
+        let item_id = message_item_id(e);
+        event(
+            e,
+            "response.output_text.delta",
+            json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []}),
+            out,
+        );
+    }
+
+    fn stream_tool_start(
+        &self,
+        e: &mut Encoder,
+        index: usize,
+        id: &str,
+        name: &str,
+        out: &mut Vec<u8>,
+    ) {
+        close_item(e, out);
+        let output = e.next_block;
+        e.next_block += 1;
+        e.open = Some(Open::Tool(output));
+        let item_id = format!("fc_{output}_{}", e.id);
+        e.tool_slots.push((index, output, item_id.clone()));
+        let item = json!({"type": "function_call", "id": item_id, "call_id": id, "name": name, "arguments": "", "status": "in_progress"});
+        event(
+            e,
+            "response.output_item.added",
+            json!({"output_index": output, "item": item}),
+            out,
+        );
+    }
+
+    fn stream_tool_args(&self, e: &mut Encoder, index: usize, json: &str, out: &mut Vec<u8>) {
+        if let Some((output, item_id)) = e.tool_slot(index) {
+            event(
+                e,
+                "response.function_call_arguments.delta",
+                json!({"item_id": item_id, "output_index": output, "delta": json}),
+                out,
+            );
+        }
+    }
+
+    fn stream_finish(&self, _: &mut Encoder, _: &mut Vec<u8>) {}
+
+    fn stream_error(&self, e: &mut Encoder, message: &str, out: &mut Vec<u8>) {
+        event(
+            e,
+            "error",
+            json!({"code": "upstream_error", "message": message, "param": null}),
+            out,
+        );
+        e.done = true;
+    }
+
+    fn stream_end(&self, e: &mut Encoder, out: &mut Vec<u8>) {
+        close_item(e, out);
+        let response = response_object(e, "completed");
+        event(e, "response.completed", json!({"response": response}), out);
+    }
+}
+
+/// Id, model, how it ended and usage of an answer or a stream event
+/// (events wrap the response object).
+fn observe(s: &mut ResponseSummary, v: &Value) {
+    let response = v.get("response").unwrap_or(v);
+    s.meta
+        .seen(str_of(response, "id"), str_of(response, "model"));
+    if str_of(response, "object") == Some("response") {
+        match str_of(response, "status") {
+            Some("completed") => s.meta.reason(Some("stop")),
+            Some("incomplete") => s.meta.reason(Some("length")),
+            _ => {}
+        }
+    }
+    if let Some(u) = v
+        .get("usage")
+        .or_else(|| response.get("usage"))
+        .and_then(Usage::from_usage_object)
+    {
+        s.add_usage(u);
+    }
+}
+
+// ---- requests ----
+
+fn read_request(body: &Value) -> Result<Conversation, GatewayError> {
+    let mut conv = Conversation::default();
+    common(body, &mut conv);
+    conv.max_tokens = body.get("max_output_tokens").and_then(Value::as_u64);
+    if let Some(instructions) = str_of(body, "instructions") {
+        conv.system.push(instructions.into());
+    }
+    conv.tools = chat::openai_tools(body.get("tools"), false);
+    conv.tool_choice = chat::openai_tool_choice(body.get("tool_choice"));
+    if let Some(format) = body.pointer("/text/format") {
+        chat::schema_format(format, &mut conv);
+    }
+    match body.get("input") {
+        Some(Value::String(s)) => conv.messages.push(Message {
+            role: Role::User,
+            parts: vec![Part::Text(s.clone())],
+        }),
+        Some(Value::Array(items)) => {
+            for item in items {
+                responses_item(item, &mut conv)?;
+            }
+        }
+        _ => return Err(bad("Missing required parameter: `input`.")),
+    }
+    Ok(conv)
+}
+
+fn responses_item(item: &Value, conv: &mut Conversation) -> Result<(), GatewayError> {
+    let push = |conv: &mut Conversation, role: Role, part: Part| match conv.messages.last_mut() {
+        Some(last) if last.role == role => last.parts.push(part),
+        _ => conv.messages.push(Message {
+            role,
+            parts: vec![part],
+        }),
+    };
+    match str_of(item, "type").unwrap_or("message") {
+        "message" => {
+            let content = item.get("content").unwrap_or(&Value::Null);
+            let mut parts = Vec::new();
+            match content {
+                Value::String(s) => parts.push(Part::Text(s.clone())),
+                Value::Array(blocks) => {
+                    for b in blocks {
+                        match str_of(b, "type") {
+                            Some("input_text") | Some("output_text") | Some("text") => {
+                                parts.push(Part::Text(str_of(b, "text").unwrap_or_default().into()))
+                            }
+                            Some("input_image") => parts.push(Part::Image {
+                                url: str_of(b, "image_url").ok_or_else(|| bad("input_image without image_url"))?.into(),
+                            }),
+                            Some(other) => {
+                                return Err(GatewayError::BadRequest(format!(
+                                    "Input content of type `{other}` cannot be translated for this model's provider."
+                                )))
+                            }
+                            None => return Err(bad("input content without type")),
+                        }
+                    }
+                }
+                _ => return Err(bad("input message content must be a string or an array")),
+            }
+            match str_of(item, "role") {
+                Some("system") | Some("developer") => conv.system.push(text_of(content)),
+                Some("assistant") => parts
+                    .into_iter()
+                    .for_each(|p| push(conv, Role::Assistant, p)),
+                _ => parts.into_iter().for_each(|p| push(conv, Role::User, p)),
+            }
+        }
+        "function_call" => push(
+            conv,
+            Role::Assistant,
+            Part::ToolCall {
+                id: str_of(item, "call_id").unwrap_or_default().into(),
+                name: str_of(item, "name").unwrap_or_default().into(),
+                arguments: str_of(item, "arguments").unwrap_or("{}").into(),
+            },
+        ),
+        "function_call_output" => push(
+            conv,
+            Role::User,
+            Part::ToolResult {
+                id: str_of(item, "call_id").unwrap_or_default().into(),
+                content: match item.get("output") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => text_of(other),
+                    None => String::new(),
+                },
+                is_error: false,
+            },
+        ),
+        // Reasoning items belong to the model that made them.
+        "reasoning" => {}
+        other => {
+            return Err(GatewayError::BadRequest(format!(
+                "Input items of type `{other}` cannot be translated for this model's provider."
+            )))
+        }
+    }
+    Ok(())
+}
+
+// ---- answers ----
+
+fn usage_object(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.input_tokens + u.output_tokens,
+    })
+}
+
+/// Output items of an answer (also the stream's last event).
+fn output(r: &Reply) -> Vec<Value> {
+    let mut out = Vec::new();
+    let text = joined_text(&r.parts);
+    if !text.is_empty() {
+        out.push(json!({
+            "type": "message", "id": format!("msg_{}", r.id), "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }));
+    }
+    for (i, p) in r.parts.iter().enumerate() {
+        if let Part::ToolCall {
+            id,
+            name,
+            arguments,
+        } = p
+        {
+            out.push(json!({
+                "type": "function_call", "id": format!("fc_{i}_{}", r.id), "call_id": id, "name": name,
+                "arguments": arguments, "status": "completed",
+            }));
+        }
+    }
+    out
+}
+
+fn write_reply(r: &Reply) -> Value {
+    let incomplete = r.finish == Finish::Length;
+    json!({
+        "id": format!("resp_{}", r.id), "object": "response", "created_at": r.created, "model": r.model,
+        "status": if incomplete { "incomplete" } else { "completed" },
+        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "output": output(r), "usage": usage_object(&r.usage),
+        "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "error": null,
+    })
+}
+
+// ---- streams ----
+
+fn decode(d: &mut Decoder, v: &Value, out: &mut Vec<Event>) {
+    match str_of(v, "type") {
+        Some("response.created") => {
+            let r = v.get("response").unwrap_or(&Value::Null);
+            d.start(str_of(r, "id"), str_of(r, "model"), out);
+        }
+        Some("response.output_item.added") => output_item(d, v, out),
+        Some("response.output_text.delta") => {
+            if let Some(text) = str_of(v, "delta").filter(|t| !t.is_empty()) {
+                out.push(Event::TextDelta(text.into()));
+            }
+        }
+        Some("response.function_call_arguments.delta") => {
+            let output = output_index(v);
+            let tool = d.tool_blocks.iter().find(|(o, _)| *o == output);
+            let json = str_of(v, "delta").unwrap_or_default();
+            if let (Some(&(_, index)), false) = (tool, json.is_empty()) {
+                out.push(Event::ToolArgs {
+                    index,
+                    json: json.into(),
+                });
+            }
+        }
+        Some("response.completed" | "response.incomplete") => ended(d, v, out),
+        Some("response.failed") => out.push(Event::Error(
+            error_message(v.pointer("/response/error")).into(),
+        )),
+        Some("error") => out.push(Event::Error(
+            str_of(v, "message")
+                .unwrap_or_else(|| error_message(v.get("error")))
+                .into(),
+        )),
+        _ => {} // in_progress, content parts, the .done events, reasoning
+    }
+}
+
+/// A function call item starts a tool call; other items (messages,
+/// reasoning, built-in tools) carry nothing to announce.
+fn output_item(d: &mut Decoder, v: &Value, out: &mut Vec<Event>) {
+    let item = v.get("item").unwrap_or(&Value::Null);
+    if str_of(item, "type") != Some("function_call") {
+        return;
+    }
+    let index = d.tools;
+    d.tools += 1;
+    d.tool_blocks.push((output_index(v), index));
+    out.push(Event::ToolStart {
+        index,
+        id: str_of(item, "call_id").unwrap_or_default().into(),
+        name: str_of(item, "name").unwrap_or_default().into(),
+    });
+}
+
+/// `response.completed` / `response.incomplete`: how it ended, and usage.
+fn ended(d: &mut Decoder, v: &Value, out: &mut Vec<Event>) {
+    let r = v.get("response").unwrap_or(&Value::Null);
+    let finish = match (str_of(r, "status"), r.pointer("/incomplete_details/reason")) {
+        (Some("incomplete"), Some(reason)) if reason == "content_filter" => Finish::ContentFilter,
+        (Some("incomplete"), _) => Finish::Length,
+        _ if d.tools > 0 => Finish::ToolCalls,
+        _ => Finish::Stop,
+    };
+    out.push(Event::Finish(finish));
+    if let Some(usage) = r.get("usage").and_then(Usage::from_usage_object) {
+        out.push(Event::Usage(usage));
+    }
+}
+
+fn output_index(v: &Value) -> usize {
+    v.get("output_index").and_then(Value::as_u64).unwrap_or(0) as usize
+}
+
+fn error_message(error: Option<&Value>) -> &str {
+    error
+        .and_then(|e| str_of(e, "message"))
+        .unwrap_or("provider error")
+}
+
+fn event(e: &mut Encoder, kind: &str, mut data: Value, out: &mut Vec<u8>) {
+    if let Some(o) = data.as_object_mut() {
+        o.insert("type".into(), Value::String(kind.into()));
+        o.insert("sequence_number".into(), e.sequence.into());
+    }
+    e.sequence += 1;
+    e.sse(kind, data, out);
+}
+
+fn message_item_id(e: &Encoder) -> String {
+    format!("msg_{}", e.id)
+}
+
+/// Opens a message item if none is open; its output index.
+fn open_text(e: &mut Encoder, out: &mut Vec<u8>) -> usize {
+    if let Some(Open::Text(i)) = e.open {
+        return i;
+    }
+    close_item(e, out);
+    let index = e.next_block;
+    e.next_block += 1;
+    e.open = Some(Open::Text(index));
+    let item_id = message_item_id(e);
+    let item = json!({"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []});
+    event(
+        e,
+        "response.output_item.added",
+        json!({"output_index": index, "item": item}),
+        out,
+    );
+    event(
+        e,
+        "response.content_part.added",
+        json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        out,
+    );
+    index
+}
+
+fn close_item(e: &mut Encoder, out: &mut Vec<u8>) {
+    match e.open.take() {
+        Some(Open::Text(i)) => {
+            let item_id = message_item_id(e);
+            let text = std::mem::take(&mut e.item_text);
+            let part = json!({"type": "output_text", "text": text, "annotations": []});
+            event(
+                e,
+                "response.output_text.done",
+                json!({"item_id": item_id, "output_index": i, "content_index": 0, "text": text, "logprobs": []}),
+                out,
+            );
+            event(
+                e,
+                "response.content_part.done",
+                json!({"item_id": item_id, "output_index": i, "content_index": 0, "part": part}),
+                out,
+            );
+            let item = json!({"type": "message", "id": item_id, "status": "completed", "role": "assistant", "content": [part]});
+            event(
+                e,
+                "response.output_item.done",
+                json!({"output_index": i, "item": item}),
+                out,
+            );
+        }
+        Some(Open::Tool(i)) => {
+            let Some((index, _, item_id)) = e.tool_slots.iter().find(|(_, b, _)| *b == i).cloned()
+            else {
+                return;
+            };
+            let (call_id, name, args) = match e.tool_part(index) {
+                Some(Part::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                }) => (id.clone(), name.clone(), arguments.clone()),
+                _ => Default::default(),
+            };
+            event(
+                e,
+                "response.function_call_arguments.done",
+                json!({"item_id": item_id, "output_index": i, "arguments": args}),
+                out,
+            );
+            let item = json!({"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": args, "status": "completed"});
+            event(
+                e,
+                "response.output_item.done",
+                json!({"output_index": i, "item": item}),
+                out,
+            );
+        }
+        None => {}
+    }
+}
+
+/// A Responses upstream's id is kept as is; others get the prefix.
+fn response_id(e: &Encoder) -> String {
+    if e.id.starts_with("resp_") {
+        e.id.clone()
+    } else {
+        format!("resp_{}", e.id)
+    }
+}
+
+fn response_object(e: &Encoder, status: &str) -> Value {
+    let reply = Reply {
+        id: e.id.clone(),
+        model: e.model.clone(),
+        created: e.now_s,
+        parts: e.parts.clone(),
+        finish: e.finish.unwrap_or(Finish::Stop),
+        usage: e.usage.unwrap_or_default(),
+    };
+    let incomplete = status == "completed" && reply.finish == Finish::Length;
+    let output = if status == "completed" {
+        output(&reply)
+    } else {
+        Vec::new()
+    };
+    json!({
+        "id": response_id(e), "object": "response", "created_at": e.now_s, "model": e.model,
+        "status": if incomplete { "incomplete" } else { status },
+        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "output": output,
+        "usage": if status == "completed" { usage_object(&reply.usage) } else { Value::Null },
+        "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "error": null,
+    })
+}
