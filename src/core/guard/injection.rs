@@ -373,6 +373,32 @@ impl Trie {
             .is_some_and(|bits| bits & (1 << (key % 64)) != 0)
     }
 
+    /// Whether the walk from `i` reaches a node where a part ends: most
+    /// words that pass `starts` (`review`, `roadmap`) do not, and then
+    /// cost no call.
+    #[inline]
+    fn reaches_a_part(&self, b: &[u8], i: usize) -> bool {
+        let mut node = 0;
+        let mut j = i;
+        while let Some(sym) = symbol(byte(b, j)) {
+            node = usize::from(
+                self.next
+                    .get(node)
+                    .and_then(|n| n.get(sym))
+                    .copied()
+                    .unwrap_or(0),
+            );
+            if node == 0 {
+                return false;
+            }
+            if self.ends.get(node).is_some_and(|e| !e.is_empty()) {
+                return true;
+            }
+            j += 1;
+        }
+        false
+    }
+
     fn new() -> Trie {
         let lists: [(&[&str], Part); 11] = [
             (OVERRIDE_VERBS, Part::Override),
@@ -509,7 +535,11 @@ impl Words {
         while let Some(&c) = b.get(i) {
             let k = CLASSES.get(usize::from(c)).copied().unwrap_or(0);
             if k & C_WORD != 0 {
-                if !after_word && k & C_LETTER != 0 && trie.starts(c, byte(b, i + 1)) {
+                if !after_word
+                    && k & C_LETTER != 0
+                    && trie.starts(c, byte(b, i + 1))
+                    && trie.reaches_a_part(b, i)
+                {
                     w.word_start(b, i, chars, stop, trie);
                 }
                 after_word = true;
