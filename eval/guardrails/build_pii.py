@@ -8,8 +8,10 @@ text that looks like entities).
 Each line: {"text", "group": "pii"|"secrets"|"benign"|"evasion", "kind",
 "value" (the entity, as it appears in text), "locale"}.
 
-Needs Faker 40.63.0 (pip install faker==40.63.0); output is deterministic for
-that version. Run: python3 eval/guardrails/build_pii.py (writes both files
+Needs Faker 40.63.0 (pip install faker==40.63.0; MIT licence, PyPI); output
+is deterministic for that version. The national phone formats, secrets and
+hard negatives are generated here from public numbering plans and key
+formats; nothing is copied from another corpus. Run: python3 eval/guardrails/build_pii.py (writes both files
 next to this script).
 """
 
