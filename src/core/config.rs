@@ -158,11 +158,25 @@ const MAX_KEY_CACHE_TTL_MS: u64 = 300_000;
 impl Config {
     /// Parses and validates; the error lists every problem found, one per line.
     pub fn parse(bytes: &[u8]) -> Result<Config, String> {
+        Config::load(bytes).map(|(config, _)| config)
+    }
+
+    /// The configuration, validated, and its guardrails compiled (once: a
+    /// bad pattern is reported at start-up with every other problem).
+    pub fn load(bytes: &[u8]) -> Result<(Config, Option<Guardrails>), String> {
         let config: Config = serde_json::from_slice(bytes)
             .map_err(|e| format!("invalid tollgate configuration JSON: {e}"))?;
-        let problems = config.problems();
+        let mut problems = config.problems();
+        let guardrails = match config.guardrails.as_ref().map(Guardrails::new) {
+            Some(Err(e)) => {
+                problems.push(format!("guardrails: {e}"));
+                None
+            }
+            Some(Ok(g)) => Some(g),
+            None => None,
+        };
         if problems.is_empty() {
-            Ok(config)
+            Ok((config, guardrails))
         } else {
             Err(format!(
                 "invalid tollgate configuration:\n  - {}",
@@ -218,11 +232,6 @@ impl Config {
         }
         if let Some(budgets) = &self.budgets {
             out.extend(budgets.problems());
-        }
-        if let Some(guardrails) = &self.guardrails {
-            if let Err(e) = Guardrails::new(guardrails) {
-                out.push(format!("guardrails: {e}"));
-            }
         }
         out
     }
@@ -343,10 +352,12 @@ mod tests {
                 {"name": "a", "kind": "azure", "cluster": ""},
                 {"name": "a", "kind": "openai", "cluster": "x", "api_version": "1"}
             ],
-            "models": [{"name": "m", "provider": "nope"}, {"name": "c-*", "provider": "a", "upstream_model": "z"}]
+            "models": [{"name": "m", "provider": "nope"}, {"name": "c-*", "provider": "a", "upstream_model": "z"}],
+            "guardrails": {"custom_patterns": [{"name": "t", "pattern": "(unclosed"}]}
         }"#;
         let err = Config::parse(bad.as_bytes()).err().unwrap_or_default();
         for needle in [
+            "custom pattern `t`",
             "key_cache_ttl_ms",
             "cluster must name",
             "need api_version",

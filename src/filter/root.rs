@@ -96,13 +96,13 @@ impl RootContext for Root {
             return true;
         }
         let bytes = host::buffer(host::PLUGIN_CONFIGURATION, size);
-        let configured = Config::parse(&bytes).and_then(|config| {
+        let configured = Config::load(&bytes).and_then(|(config, guardrails)| {
             let sidecar = SidecarClient::from_env(config.sidecar.clone())
                 .map_err(|e| format!("invalid tollgate configuration:\n  - {e}"))?;
-            Ok((config, Rc::new(sidecar)))
+            Ok((config, guardrails, Rc::new(sidecar)))
         });
         match configured {
-            Ok((config, sidecar)) => {
+            Ok((config, guardrails, sidecar)) => {
                 log::info!(
                     "tollgate: configured {} providers, {} model routes, key cache {} ms, sidecar {} (fail-{:?})",
                     config.providers.len(),
@@ -117,11 +117,6 @@ impl RootContext for Root {
                     .tracing
                     .clone()
                     .map(|t| RefCell::new(Exporter::new(t)));
-                // Validated in Config::parse, so this only compiles the regexes.
-                let guardrails = config
-                    .guardrails
-                    .as_ref()
-                    .and_then(|g| Guardrails::new(g).ok());
                 let reporter = config
                     .budgets
                     .as_ref()
