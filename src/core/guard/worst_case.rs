@@ -136,7 +136,9 @@ mod tests {
     }
 
     /// Thirty-two times the text must cost about 32 times the time, and
-    /// far less than 32² times: allowed up to 96 (room for a busy machine),
+    /// far less than 32² times: allowed up to 128 (room for a busy machine
+    /// and a debug build's cache misses on the larger text: 26 to 41 when
+    /// quiet, near 100 with other tests running),
     /// where the quadratic code took hundreds to thousands (every finding
     /// checked against every earlier one, placeholders looked up in a list,
     /// windows scanned again per anchor).
@@ -148,12 +150,12 @@ mod tests {
         for ((name, small), (_, large)) in small.iter().zip(&large) {
             let a = fastest(&g, small, 5).max(Duration::from_micros(500));
             let mut b = fastest(&g, large, 1);
-            if b > a * 96 {
+            if b > a * 128 {
                 // A busy moment: measure again before failing.
                 b = b.min(fastest(&g, large, 3));
             }
             assert!(
-                b <= a * 96,
+                b <= a * 128,
                 "{name}: {} KB took {b:?}, {} KB {a:?}",
                 large.len() >> 10,
                 small.len() >> 10
