@@ -9,10 +9,10 @@ SIDECAR := target/release/tollgate-sidecar
 
 build: $(WASM) $(SIDECAR)
 
-$(WASM): Cargo.toml Cargo.lock $(shell find src -name '*.rs') | deps
+$(WASM): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') protocol/Cargo.toml | deps
 	$(CARGO) build --target wasm32-wasip1 --release -p tollgate
 
-$(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src -name '*.rs') sidecar/Cargo.toml
+$(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src protocol/src -name '*.rs') sidecar/Cargo.toml protocol/Cargo.toml
 	$(CARGO) build --release -p tollgate-sidecar
 
 # What the build, `make run` and the end-to-end tests need: the wasm32-wasip1

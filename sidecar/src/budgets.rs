@@ -109,71 +109,9 @@ pub struct Budget {
     pub resets_at: Option<i64>,
 }
 
-/// `POST /v1/reserve`, sent by the filter before a request goes upstream.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ReserveRequest {
-    pub request_id: String,
-    pub key_id: String,
-    pub team: Option<String>,
-    pub user: Option<String>,
-    /// The client-facing model name.
-    pub model: String,
-    pub upstream_model: String,
-    pub provider: String,
-    pub estimated_input_tokens: u64,
-    pub max_output_tokens: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum ReserveAnswer {
-    Allowed(Allowed),
-    Denied(Denial),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Allowed {
-    /// Always true; the field the filter branches on.
-    pub allowed: bool,
-    pub reservation_id: String,
-    pub estimated_cost_usd: f64,
-    /// False when the model has no price (the estimate is then 0).
-    pub priced: bool,
-    /// Tracking-only budgets this request is over; they never block.
-    pub warnings: Vec<Overage>,
-}
-
-/// A budget that is used up (`used + reserved >= limit`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Overage {
-    pub budget_id: String,
-    pub scope: Scope,
-    pub scope_id: String,
-    pub kind: Kind,
-    pub period: Period,
-    pub limit: f64,
-    pub used: f64,
-    pub reserved: f64,
-    pub period_start: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Denial {
-    /// Always false.
-    pub allowed: bool,
-    pub reason: Reason,
-    pub budget_id: String,
-    pub scope: Scope,
-    pub scope_id: String,
-    pub kind: Kind,
-    pub period: Period,
-    pub limit: f64,
-    pub used: f64,
-    pub reserved: f64,
-    pub resets_at: Option<i64>,
-    pub retry_after_s: u64,
-    pub message: String,
-}
+/// `POST /v1/reserve` and its answer: wire types, shared with the filter.
+/// Scope, kind, period and reason travel as these enums' words.
+pub use tollgate_protocol::{Allowed, Denial, Overage, ReserveAnswer, ReserveRequest};
 
 /// A budget row.
 #[derive(Debug, Clone)]
@@ -282,10 +220,10 @@ impl Standing {
     fn overage(&self) -> Overage {
         Overage {
             budget_id: self.def.id.clone(),
-            scope: self.def.scope,
+            scope: self.def.scope.to_string(),
             scope_id: self.def.scope_id.clone(),
-            kind: self.def.kind,
-            period: self.def.period,
+            kind: self.def.kind.to_string(),
+            period: self.def.period.to_string(),
             limit: self.def.limit,
             used: self.used,
             reserved: self.reserved,
@@ -308,12 +246,13 @@ impl Standing {
                 Reason::RateLimit
             } else {
                 Reason::Budget
-            },
+            }
+            .to_string(),
             budget_id: d.id.clone(),
-            scope: d.scope,
+            scope: d.scope.to_string(),
             scope_id: d.scope_id.clone(),
-            kind: d.kind,
-            period: d.period,
+            kind: d.kind.to_string(),
+            period: d.period.to_string(),
             limit: d.limit,
             used: self.used,
             reserved: self.reserved,
@@ -671,14 +610,20 @@ mod tests {
         // Used up: wait for the reset.
         let s = standing(Kind::Requests, Period::Daily, 10.0, 10.0, 0.0);
         let d = s.denial(now);
-        assert_eq!(d.reason, Reason::Budget);
+        assert_eq!(d.reason, "budget");
         assert_eq!(d.retry_after_s as i64, s.end.unwrap_or_default() - now);
         // Blocked only by in-flight reservations: try again soon.
         let s = standing(Kind::Requests, Period::Daily, 10.0, 4.0, 6.0);
         assert_eq!(s.denial(now).retry_after_s, 60);
         let s = standing(Kind::Requests, Period::Minute, 10.0, 10.0, 0.0);
         let d = s.denial(now);
-        assert_eq!((d.reason, d.retry_after_s), (Reason::RateLimit, 50));
+        assert_eq!((d.reason.as_str(), d.retry_after_s), ("rate_limit", 50));
+        // The filter tells rate limits from budgets by these words.
+        assert_eq!(
+            Reason::RateLimit.as_str(),
+            tollgate_protocol::REASON_RATE_LIMIT
+        );
+        assert_eq!(Reason::Budget.as_str(), tollgate_protocol::REASON_BUDGET);
         let s = standing(Kind::Spend, Period::Lifetime, 1.0, 2.0, 0.0);
         assert_eq!(s.denial(now).retry_after_s, 86_400);
     }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::budgets::{charge, lock_budgets, matching_ids, BudgetDef};
 use crate::error::{Error, Result};
@@ -21,68 +21,11 @@ use crate::pricing::PriceTable;
 use crate::store::sql::{params, Row, Tx};
 use crate::store::Store;
 
-/// A guardrail that fired on the request: which one and what it did, never
-/// the matched text. The filter sends one entry per (guardrail, kind,
-/// direction, action) with how many findings it had; reports and rows
-/// without `count` (older filters, older rows) mean one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GuardrailEvent {
-    pub guardrail: String,
-    pub kind: String,
-    pub direction: String,
-    pub action: String,
-    #[serde(default = "one")]
-    pub count: u64,
-}
-
-fn one() -> u64 {
-    1
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `POST /v1/settle`, one finished request as the filter saw it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct UsageReport {
-    pub request_id: String,
-    pub reservation_id: Option<String>,
-    pub key_id: Option<String>,
-    pub team: Option<String>,
-    pub user: Option<String>,
-    pub model: String,
-    pub upstream_model: String,
-    pub provider: String,
-    pub api: String,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_tokens: u64,
-    pub reasoning_tokens: u64,
-    pub status: u32,
-    pub latency_ms: u64,
-    /// Tokens were estimated: the provider sent no usage.
-    pub estimated: bool,
-    pub stream: bool,
-    #[serde(default)]
-    pub guardrail_events: Vec<GuardrailEvent>,
-    /// Unix seconds when the request ended.
-    pub ts: i64,
-    /// `false`: the gateway answered itself (a guardrail block) and nothing
-    /// reached a provider; recorded at cost 0, charging no budget. Absent
-    /// means `true`.
-    #[serde(default = "yes")]
-    pub forwarded: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Settled {
-    pub request_id: String,
-    pub cost_usd: f64,
-    pub priced: bool,
-    /// The request was settled before; nothing changed.
-    pub duplicate: bool,
-}
+/// The filter's usage reports and the sidecar's answers: wire types, shared
+/// with the filter. A report without `forwarded` (an older filter) counts as
+/// forwarded; guardrail events without `count` (older filters, older rows)
+/// mean one.
+pub use tollgate_protocol::{GuardrailEvent, Settled, UsageReport};
 
 /// A ledger row as `GET /admin/usage/requests` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -127,22 +70,21 @@ struct Tally {
 /// Day, scope and id → counters, summed over a batch before they are written.
 type Tallies = BTreeMap<(String, &'static str, String), Tally>;
 
-impl UsageReport {
-    fn tally(&self, cost_usd: f64, priced: bool) -> Tally {
+impl Tally {
+    /// One report's counters.
+    fn of(r: &UsageReport, cost_usd: f64, priced: bool) -> Tally {
         Tally {
             requests: 1,
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cached_tokens: self.cached_tokens,
-            reasoning_tokens: self.reasoning_tokens,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cached_tokens: r.cached_tokens,
+            reasoning_tokens: r.reasoning_tokens,
             cost_usd,
-            estimated: u64::from(self.estimated),
+            estimated: u64::from(r.estimated),
             unpriced: u64::from(!priced),
         }
     }
-}
 
-impl Tally {
     fn add(&mut self, o: &Tally) {
         self.requests += o.requests;
         self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
@@ -283,7 +225,7 @@ fn apply(
     for b in budgets.iter().filter(|b| b.applies_to(key, team, user)) {
         charge(tx, b, b.period.bounds(ts).0, b.amount(cost, tokens))?;
     }
-    let t = r.tally(cost, priced);
+    let t = Tally::of(r, cost, priced);
     let day = day(ts);
     let model = Some(r.model.as_str());
     for (scope, id) in [

@@ -101,26 +101,9 @@ pub struct TeamList<'a> {
     pub teams: &'a [Team],
 }
 
-/// Why `/v1/authorize` refused a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DenyReason {
-    Unknown,
-    Revoked,
-    Inactive,
-    Expired,
-}
-
-/// What the filter needs to enforce a valid key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Grant {
-    pub key_id: String,
-    pub team: Option<String>,
-    pub user: Option<String>,
-    pub models: Vec<String>,
-    pub team_models: Vec<String>,
-    pub expires_at: Option<i64>,
-}
+/// Why `/v1/authorize` refused a key, and what the filter needs to enforce
+/// a valid one: wire types, shared with the filter.
+pub use tollgate_protocol::{DenyReason, Grant};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Authorization {

@@ -185,8 +185,16 @@ fn concurrent_reserves_never_pass_a_request_budget(backend: Backend) {
         })
         .unwrap();
     assert_eq!(
-        (refusal.reason, refusal.scope, refusal.kind),
-        (Reason::Budget, Scope::Key, Kind::Requests)
+        (
+            refusal.reason.as_str(),
+            refusal.scope.as_str(),
+            refusal.kind.as_str()
+        ),
+        (
+            Reason::Budget.as_str(),
+            Scope::Key.as_str(),
+            Kind::Requests.as_str()
+        )
     );
     assert_eq!(
         (refusal.used, refusal.reserved, refusal.limit),
@@ -360,12 +368,18 @@ fn tracking_budget_warns_and_never_blocks(backend: Backend) {
         assert_eq!(a.warnings.len(), 1);
         let w = &a.warnings[0];
         assert_eq!(
-            (w.budget_id.as_str(), w.scope, w.kind, w.period, w.limit),
+            (
+                w.budget_id.as_str(),
+                w.scope.as_str(),
+                w.kind.as_str(),
+                w.period.as_str(),
+                w.limit
+            ),
             (
                 b.id.as_str(),
-                Scope::Key,
-                Kind::Requests,
-                Period::Daily,
+                Scope::Key.as_str(),
+                Kind::Requests.as_str(),
+                Period::Daily.as_str(),
                 1.0
             )
         );
@@ -419,8 +433,8 @@ fn key_team_and_user_budgets_all_apply_and_the_tighter_wins(backend: Backend) {
     }
     let d = denied(reserve(&store, "key_a"));
     assert_eq!(
-        (d.scope, d.scope_id.as_str(), d.budget_id.as_str()),
-        (Scope::Team, "ml", team.id.as_str())
+        (d.scope.as_str(), d.scope_id.as_str(), d.budget_id.as_str()),
+        (Scope::Team.as_str(), "ml", team.id.as_str())
     );
 
     let raise = BudgetUpdate {
@@ -432,8 +446,8 @@ fn key_team_and_user_budgets_all_apply_and_the_tighter_wins(backend: Backend) {
     spend(&store, "key_a", "gpt-4o", 1, 1);
     let d = denied(reserve(&store, "key_a"));
     assert_eq!(
-        (d.scope, d.budget_id.as_str()),
-        (Scope::Key, key.id.as_str())
+        (d.scope.as_str(), d.budget_id.as_str()),
+        (Scope::Key.as_str(), key.id.as_str())
     );
     assert_eq!(
         store.get_budget(&user.id).unwrap().used,
@@ -475,8 +489,8 @@ fn request_rate_limit_resets_at_the_next_minute(backend: Backend) {
     }
     let d = denied(reserve(&store, "key_a"));
     assert_eq!(
-        (d.reason, d.period, d.retry_after_s),
-        (Reason::RateLimit, Period::Minute, 15)
+        (d.reason.as_str(), d.period.as_str(), d.retry_after_s),
+        (Reason::RateLimit.as_str(), Period::Minute.as_str(), 15)
     );
     assert_eq!(
         d.message,
@@ -507,7 +521,10 @@ fn token_rate_limit_counts_estimates_then_real_usage(backend: Backend) {
     let a = allowed(store.reserve(&first).unwrap());
     allowed(store.reserve(&req("key_a", "gpt-4o", 300, 200)).unwrap());
     let d = denied(reserve(&store, "key_a"));
-    assert_eq!((d.kind, d.used, d.reserved), (Kind::Tokens, 0.0, 1000.0));
+    assert_eq!(
+        (d.kind.as_str(), d.used, d.reserved),
+        (Kind::Tokens.as_str(), 0.0, 1000.0)
+    );
     // Settling the first with 100 real tokens frees the rest of its 500 estimate.
     let now = store.clock.now();
     store

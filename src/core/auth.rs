@@ -3,33 +3,41 @@
 
 use super::error::GatewayError;
 use super::glob;
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::rc::Rc;
+use tollgate_protocol::{AuthorizeAnswer, AuthorizeRequest, DenyReason, Grant};
 
-/// What the gateway knows about a valid key.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// What the gateway knows about a valid key (from the sidecar's `Grant`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
     pub key_id: String,
-    #[serde(default)]
     pub team: Option<String>,
-    #[serde(default)]
     pub user: Option<String>,
     /// Model patterns the key may use; empty = any.
-    #[serde(default)]
     pub models: Vec<String>,
     /// Model patterns the key's team may use; empty = any.
-    #[serde(default)]
     pub team_models: Vec<String>,
-    /// Unix seconds.
-    #[serde(default)]
-    pub expires_at: Option<u64>,
+    /// Unix seconds; expired from this second on.
+    pub expires_at: Option<i64>,
 }
 
 impl KeyInfo {
     /// Both the key's and the team's lists must allow the client-facing name.
     pub fn allows(&self, model: &str) -> bool {
         glob::allowed_by(&self.models, model) && glob::allowed_by(&self.team_models, model)
+    }
+}
+
+impl From<Grant> for KeyInfo {
+    fn from(g: Grant) -> KeyInfo {
+        KeyInfo {
+            key_id: g.key_id,
+            team: g.team,
+            user: g.user,
+            models: g.models,
+            team_models: g.team_models,
+            expires_at: g.expires_at,
+        }
     }
 }
 
@@ -42,10 +50,12 @@ pub enum KeyCheck {
 }
 
 impl KeyCheck {
-    /// The verdict at `now_secs`: a cached valid answer still expires on time.
+    /// The verdict at `now_secs` (unix seconds): a cached valid answer
+    /// still expires on time.
     pub fn verdict(&self, now_secs: u64) -> Result<&KeyInfo, GatewayError> {
+        let now = i64::try_from(now_secs).unwrap_or(i64::MAX);
         match self {
-            KeyCheck::Valid(info) if info.expires_at.is_some_and(|t| t <= now_secs) => {
+            KeyCheck::Valid(info) if info.expires_at.is_some_and(|t| t <= now) => {
                 Err(GatewayError::InvalidKey("expired"))
             }
             KeyCheck::Valid(info) => Ok(info),
@@ -54,36 +64,31 @@ impl KeyCheck {
     }
 }
 
-#[derive(Deserialize)]
-struct AuthorizeResponse {
-    valid: bool,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(flatten)]
-    info: Option<KeyInfo>,
-}
-
 /// Parses a 200 answer from `POST /v1/authorize`.
 pub fn parse_authorize_response(body: &[u8]) -> Result<KeyCheck, String> {
-    let r: AuthorizeResponse =
+    let r: AuthorizeAnswer =
         serde_json::from_slice(body).map_err(|e| format!("unreadable authorize answer: {e}"))?;
     if !r.valid {
-        let reason = match r.reason.as_deref() {
-            Some("revoked") => "revoked",
-            Some("expired") => "expired",
-            Some("inactive") => "deactivated",
-            _ => "not recognised",
+        let reason = match r.reason {
+            Some(DenyReason::Revoked) => "revoked",
+            Some(DenyReason::Expired) => "expired",
+            Some(DenyReason::Inactive) => "deactivated",
+            Some(DenyReason::Unknown) | None => "not recognised",
         };
         return Ok(KeyCheck::Invalid(reason));
     }
-    r.info
-        .map(KeyCheck::Valid)
+    r.grant
+        .map(|g| KeyCheck::Valid(g.into()))
         .ok_or_else(|| "valid key answer without key_id".to_string())
 }
 
 /// The body of `POST /v1/authorize`.
 pub fn authorize_request(key_hash: &str) -> Vec<u8> {
-    format!("{{\"key_hash\":\"{key_hash}\"}}").into_bytes()
+    let request = AuthorizeRequest {
+        key_hash: key_hash.into(),
+    };
+    // A struct of one string always encodes; an empty body would be refused (400).
+    serde_json::to_vec(&request).unwrap_or_default()
 }
 
 /// Key-hash -> verdict, each entry living `ttl_ms`. Bounded: when full,
@@ -154,6 +159,11 @@ mod tests {
             KeyCheck::Invalid("revoked")
         );
         assert!(parse_authorize_response(br#"{"valid":true}"#).is_err());
+        assert_eq!(
+            parse_authorize_response(br#"{"valid":false,"reason":"suspended"}"#).unwrap(),
+            KeyCheck::Invalid("not recognised")
+        );
+        assert_eq!(authorize_request("abc"), br#"{"key_hash":"abc"}"#.to_vec());
         assert!(parse_authorize_response(b"<html>").is_err());
     }
 
@@ -173,6 +183,15 @@ mod tests {
         assert_eq!(
             check.verdict(100).err(),
             Some(GatewayError::InvalidKey("expired"))
+        );
+        assert!(check.verdict(u64::MAX).is_err(), "far future: expired");
+        let KeyCheck::Valid(mut info) = check else {
+            unreachable!()
+        };
+        info.expires_at = Some(-1);
+        assert!(
+            KeyCheck::Valid(info).verdict(0).is_err(),
+            "before 1970: expired"
         );
     }
 

@@ -5,8 +5,10 @@ use super::api::Api;
 use super::config::FailureMode;
 use super::error::GatewayError;
 use super::guard::GuardEvent;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
+use tollgate_protocol as proto;
+pub use tollgate_protocol::{GuardrailEvent, ReserveRequest, UsageReport};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,32 +106,6 @@ fn count_text(v: &Value, chars: &mut usize) {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ReserveRequest<'a> {
-    pub request_id: &'a str,
-    pub key_id: &'a str,
-    pub team: Option<&'a str>,
-    pub user: Option<&'a str>,
-    pub model: &'a str,
-    pub upstream_model: &'a str,
-    pub provider: &'a str,
-    pub estimated_input_tokens: u64,
-    pub max_output_tokens: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct ReserveResponse {
-    allowed: bool,
-    #[serde(default)]
-    reservation_id: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    retry_after_s: Option<u64>,
-}
-
 /// The sidecar's verdict on a reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveAnswer {
@@ -137,42 +113,38 @@ pub enum ReserveAnswer {
     Denied(GatewayError),
 }
 
+/// Parses a 200 answer from `POST /v1/reserve`.
 pub fn parse_reserve_response(body: &[u8]) -> Result<ReserveAnswer, String> {
-    let r: ReserveResponse =
+    let r: proto::ReserveAnswer =
         serde_json::from_slice(body).map_err(|e| format!("unreadable reserve answer: {e}"))?;
-    if r.allowed {
-        let reservation_id = r
-            .reservation_id
-            .ok_or("allowed reserve answer without reservation_id")?;
-        return Ok(ReserveAnswer::Allowed { reservation_id });
-    }
-    let message = r.message.unwrap_or_else(|| "Budget exceeded.".into());
-    let retry_after_s = r.retry_after_s.unwrap_or(60);
-    Ok(ReserveAnswer::Denied(match r.reason.as_deref() {
-        Some("rate_limit") => GatewayError::RateLimited {
-            message,
-            retry_after_s,
+    let d = match r {
+        proto::ReserveAnswer::Allowed(a) => {
+            return Ok(ReserveAnswer::Allowed {
+                reservation_id: a.reservation_id,
+            })
+        }
+        proto::ReserveAnswer::Denied(d) => d,
+    };
+    let (message, retry_after_s) = (d.message, d.retry_after_s);
+    Ok(ReserveAnswer::Denied(
+        if d.reason == proto::REASON_RATE_LIMIT {
+            GatewayError::RateLimited {
+                message,
+                retry_after_s,
+            }
+        } else {
+            GatewayError::BudgetExceeded {
+                message,
+                retry_after_s,
+            }
         },
-        _ => GatewayError::BudgetExceeded {
-            message,
-            retry_after_s,
-        },
-    }))
+    ))
 }
 
-/// Guardrail events of one kind on one request, counted (never the text).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GuardrailEventReport {
-    pub guardrail: String,
-    pub kind: String,
-    pub direction: String,
-    pub action: String,
-    pub count: u64,
-}
-
-impl From<&GuardEvent> for GuardrailEventReport {
+/// A guardrail's findings of one kind on one request, counted (never the text).
+impl From<&GuardEvent> for GuardrailEvent {
     fn from(e: &GuardEvent) -> Self {
-        GuardrailEventReport {
+        GuardrailEvent {
             guardrail: e.guardrail.into(),
             kind: capped(&e.kind, MAX_REPORT_FIELD),
             direction: e.direction.name().into(),
@@ -193,54 +165,29 @@ pub fn capped(s: &str, max: usize) -> String {
         .to_string()
 }
 
-/// One request's usage for `POST /v1/settle/batch`. Text fields are cut to
-/// `MAX_REPORT_FIELD` (see `bounded`) and events are counted by kind, so a
+/// `report` with every client- or sidecar-supplied text field cut to
+/// `MAX_REPORT_FIELD`: with events counted by kind (`From<&GuardEvent>`), a
 /// report's size does not grow with what the client sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UsageReport {
-    pub request_id: String,
-    pub reservation_id: Option<String>,
-    pub key_id: Option<String>,
-    pub team: Option<String>,
-    pub user: Option<String>,
-    pub model: String,
-    pub upstream_model: String,
-    pub provider: String,
-    pub api: &'static str,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_tokens: u64,
-    pub reasoning_tokens: u64,
-    pub status: u32,
-    pub latency_ms: u64,
-    /// Tokens estimated because the provider sent no usage (or the client left mid-stream).
-    pub estimated: bool,
-    pub stream: bool,
-    pub guardrail_events: Vec<GuardrailEventReport>,
-    /// False when the gateway answered itself (a guardrail block): recorded,
-    /// never billed.
-    pub forwarded: bool,
-    pub ts: u64,
+pub fn bounded(mut report: UsageReport) -> UsageReport {
+    for field in [
+        &mut report.model,
+        &mut report.upstream_model,
+        &mut report.provider,
+    ] {
+        *field = capped(field, MAX_REPORT_FIELD);
+    }
+    for field in [&mut report.key_id, &mut report.team, &mut report.user]
+        .into_iter()
+        .flatten()
+    {
+        *field = capped(field, MAX_REPORT_FIELD);
+    }
+    report
 }
 
-impl UsageReport {
-    /// The report with every client- or sidecar-supplied text field capped.
-    pub fn bounded(mut self) -> UsageReport {
-        for field in [
-            &mut self.model,
-            &mut self.upstream_model,
-            &mut self.provider,
-        ] {
-            *field = capped(field, MAX_REPORT_FIELD);
-        }
-        for field in [&mut self.key_id, &mut self.team, &mut self.user]
-            .into_iter()
-            .flatten()
-        {
-            *field = capped(field, MAX_REPORT_FIELD);
-        }
-        self
-    }
+/// Unix seconds for a report's `ts`, from the host's nanoseconds.
+pub fn unix_secs(now_ns: u64) -> i64 {
+    i64::try_from(now_ns / 1_000_000_000).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -279,6 +226,14 @@ mod tests {
         };
         assert_eq!(e.status(), 429);
         assert!(e.message().contains("Team ml"));
+        let limited = parse_reserve_response(br#"{"allowed":false,"reason":"rate_limit"}"#);
+        assert_eq!(
+            limited,
+            Ok(ReserveAnswer::Denied(GatewayError::RateLimited {
+                message: "Budget exceeded.".into(),
+                retry_after_s: 60
+            }))
+        );
         assert!(parse_reserve_response(br#"{"allowed":true}"#).is_err());
         assert!(parse_reserve_response(b"nope").is_err());
     }

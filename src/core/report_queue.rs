@@ -206,7 +206,7 @@ mod tests {
             model: "m".repeat(model_len),
             upstream_model: "m".into(),
             provider: "openai".into(),
-            api: "chat_completions",
+            api: "chat_completions".into(),
             input_tokens: 1,
             output_tokens: 2,
             cached_tokens: 0,
@@ -221,14 +221,10 @@ mod tests {
         }
     }
 
+    /// The request ids of a batch, read as the sidecar reads it.
     fn ids(body: &[u8]) -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-        v["reports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["request_id"].as_str().unwrap().to_string())
-            .collect()
+        let batch: tollgate_protocol::SettleBatch = serde_json::from_slice(body).unwrap();
+        batch.reports.into_iter().map(|r| r.request_id).collect()
     }
 
     #[test]
@@ -344,7 +340,7 @@ mod tests {
     fn bounded_reports_stay_small() {
         let mut r = report("x", 2_500_000);
         r.team = Some("t".repeat(100_000));
-        let r = r.bounded();
+        let r = crate::core::budget::bounded(r);
         assert!(serde_json::to_vec(&r).unwrap().len() < 2_000);
     }
 }

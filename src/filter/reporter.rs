@@ -8,7 +8,7 @@
 
 use super::host;
 use super::sidecar::SidecarClient;
-use crate::core::budget::{BudgetConfig, UsageReport};
+use crate::core::budget::{self, BudgetConfig, UsageReport};
 use crate::core::report_queue::{Delivery, ReportQueue, Tally};
 use std::rc::Rc;
 use std::time::Duration;
@@ -42,7 +42,7 @@ impl Reporter {
     }
 
     pub fn push(&mut self, report: UsageReport) {
-        let tally = self.queue.push(&report.bounded());
+        let tally = self.queue.push(&budget::bounded(report));
         if tally.dropped > 0 {
             log::error!(
                 "tollgate: usage report queue full, dropped the oldest report ({} queued)",
@@ -58,7 +58,10 @@ impl Reporter {
             return;
         };
         let timeout = Duration::from_millis(self.sidecar.config.timeout_ms.max(1000));
-        match self.sidecar.post("/v1/settle/batch", &body, timeout) {
+        match self
+            .sidecar
+            .post(tollgate_protocol::SETTLE_BATCH_PATH, &body, timeout)
+        {
             Some(token) => self.in_flight = Some(token),
             None => {
                 let tally = self.queue.not_sent();

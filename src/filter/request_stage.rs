@@ -453,13 +453,13 @@ impl RequestStage {
             return Ok(());
         };
         let body = serde_json::to_vec(&ReserveRequest {
-            request_id: &self.request_id,
-            key_id: &info.key_id,
-            team: info.team.as_deref(),
-            user: info.user.as_deref(),
-            model: &f.model,
-            upstream_model: &f.upstream_model,
-            provider: &f.provider,
+            request_id: self.request_id.clone(),
+            key_id: info.key_id.clone(),
+            team: info.team.clone(),
+            user: info.user.clone(),
+            model: f.model.clone(),
+            upstream_model: f.upstream_model.clone(),
+            provider: f.provider.clone(),
             estimated_input_tokens: f.estimated_input,
             max_output_tokens,
         })
@@ -544,7 +544,7 @@ impl RequestStage {
             model: f.model.clone(),
             upstream_model: f.upstream_model.clone(),
             provider: f.provider.clone(),
-            api: self.endpoint.map_or("unknown", Endpoint::name),
+            api: self.endpoint.map_or("unknown", Endpoint::name).into(),
             input_tokens: input,
             output_tokens: output,
             cached_tokens: usage.cached_tokens,
@@ -555,7 +555,7 @@ impl RequestStage {
             stream: response.stream,
             guardrail_events: self.guard_events.iter().map(Into::into).collect(),
             forwarded,
-            ts: now_ns / 1_000_000_000,
+            ts: budget::unix_secs(now_ns),
         }
     }
 

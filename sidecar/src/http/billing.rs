@@ -12,10 +12,10 @@ use serde_json::json;
 use tracing::info;
 
 use super::{with_store, ApiError, AppState, JsonBody};
-use crate::budgets::{BudgetUpdate, NewBudget, ReserveRequest, Scope};
-use crate::ledger::UsageReport;
+use crate::budgets::{BudgetUpdate, NewBudget, Scope};
 use crate::pricing::Price;
 use crate::usage::{self, GroupBy, UsageQuery};
+use tollgate_protocol::{ReserveRequest, SettleBatch, SettleBatchAnswer, UsageReport};
 
 /// `GET /admin/usage/requests` answers at most this many rows per call.
 const MAX_LEDGER_ROWS: u32 = 100_000;
@@ -44,17 +44,12 @@ pub(super) async fn settle_one(
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct SettleBatch {
-    reports: Vec<UsageReport>,
-}
-
 pub(super) async fn settle_batch(
     State(state): State<AppState>,
     JsonBody(batch): JsonBody<SettleBatch>,
 ) -> Result<Response, ApiError> {
     let results = with_store(&state, move |s| s.settle(&batch.reports)).await?;
-    Ok(Json(json!({ "results": results })).into_response())
+    Ok(Json(SettleBatchAnswer { results }).into_response())
 }
 
 pub(super) async fn create_budget(

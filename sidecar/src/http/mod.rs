@@ -20,17 +20,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tracing::{error, info, warn};
 
 use crate::error::Error;
 use crate::keys::{self, SecretDigest};
 use crate::model::{
-    Authorization, CreateKeyRequest, CreateTeamRequest, DenyReason, KeyList, KeyRecord,
-    StatusChange, Team, TeamList, UpdateKeyRequest, UpdateTeamRequest,
+    Authorization, CreateKeyRequest, CreateTeamRequest, KeyList, KeyRecord, StatusChange, Team,
+    TeamList, UpdateKeyRequest, UpdateTeamRequest,
 };
 use crate::store::Store;
+use tollgate_protocol::{
+    AuthorizeAnswer, AuthorizeRequest, AUTHORIZE_PATH, RESERVE_PATH, SETTLE_BATCH_PATH, SETTLE_PATH,
+};
 
 /// Service tokens shorter than this are refused at start-up.
 pub const MIN_SERVICE_TOKEN_LEN: usize = 32;
@@ -113,10 +116,10 @@ pub fn router(state: AppState) -> Router {
         require_master_key,
     ));
     let filter = Router::new()
-        .route("/v1/authorize", post(authorize))
-        .route("/v1/reserve", post(billing::reserve))
-        .route("/v1/settle", post(billing::settle_one))
-        .route("/v1/settle/batch", post(billing::settle_batch))
+        .route(AUTHORIZE_PATH, post(authorize))
+        .route(RESERVE_PATH, post(billing::reserve))
+        .route(SETTLE_PATH, post(billing::settle_one))
+        .route(SETTLE_BATCH_PATH, post(billing::settle_batch))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_service_token,
@@ -306,28 +309,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-struct AuthorizeRequest {
-    key_hash: String,
-}
-
-#[derive(Serialize)]
-struct GrantedBody<'a> {
-    valid: bool,
-    key_id: &'a str,
-    team: Option<&'a str>,
-    user: Option<&'a str>,
-    models: &'a [String],
-    team_models: &'a [String],
-    expires_at: Option<i64>,
-}
-
-#[derive(Serialize)]
-struct DeniedBody {
-    valid: bool,
-    reason: DenyReason,
-}
-
 /// The filter's per-request lookup: one indexed query, service token only.
 async fn authorize(
     State(state): State<AppState>,
@@ -336,24 +317,11 @@ async fn authorize(
     let hash = keys::normalize_key_hash(&req.key_hash).ok_or_else(|| {
         ApiError::bad_request("key_hash must be 64 hex characters (SHA-256 of the key)")
     })?;
-    let decision = with_store(&state, move |s| s.authorize(&hash)).await?;
-    Ok(match &decision {
-        Authorization::Granted(g) => Json(GrantedBody {
-            valid: true,
-            key_id: &g.key_id,
-            team: g.team.as_deref(),
-            user: g.user.as_deref(),
-            models: &g.models,
-            team_models: &g.team_models,
-            expires_at: g.expires_at,
-        })
-        .into_response(),
-        Authorization::Denied(reason) => Json(DeniedBody {
-            valid: false,
-            reason: *reason,
-        })
-        .into_response(),
-    })
+    let answer = match with_store(&state, move |s| s.authorize(&hash)).await? {
+        Authorization::Granted(grant) => AuthorizeAnswer::granted(grant),
+        Authorization::Denied(reason) => AuthorizeAnswer::denied(reason),
+    };
+    Ok(Json(answer).into_response())
 }
 
 async fn create_key(

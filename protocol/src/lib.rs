@@ -1,0 +1,339 @@
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+//! The messages between the Envoy filter (`tollgate`) and `tollgate-sidecar`,
+//! defined once and used by both: the filter builds the requests and parses
+//! the answers, the sidecar parses the requests and builds the answers.
+//!
+//! Every call is a JSON `POST` carrying the service token:
+//!
+//! | path                | request          | answer (200)        |
+//! |---------------------|------------------|---------------------|
+//! | `/v1/authorize`     | `AuthorizeRequest` | `AuthorizeAnswer` |
+//! | `/v1/reserve`       | `ReserveRequest` | `ReserveAnswer`     |
+//! | `/v1/settle`        | `UsageReport`    | `Settled`           |
+//! | `/v1/settle/batch`  | `SettleBatch`    | `SettleBatchAnswer` |
+//!
+//! The serde attributes are the wire format: field names, which fields may
+//! be absent and what an absent field means (an older sender, or a sender
+//! that leaves out what the reader does not need). Times are unix seconds
+//! as `i64`. The sidecar's budget vocabulary (scope, kind, period, refusal
+//! reason) travels as its lowercase words (`String` here); the sidecar's
+//! enums own the list.
+//!
+//! Only `serde` (derive) is a dependency: the filter links this into its
+//! wasm module.
+
+use serde::{de, Deserialize, Deserializer, Serialize};
+
+/// `POST` path of the key check.
+pub const AUTHORIZE_PATH: &str = "/v1/authorize";
+/// `POST` path of a budget reservation.
+pub const RESERVE_PATH: &str = "/v1/reserve";
+/// `POST` path of one usage report.
+pub const SETTLE_PATH: &str = "/v1/settle";
+/// `POST` path of a batch of usage reports (what the filter sends).
+pub const SETTLE_BATCH_PATH: &str = "/v1/settle/batch";
+
+// ---------------------------------------------------------------- authorize
+
+/// `POST /v1/authorize`: is this key valid, and what may it use?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    /// SHA-256 of the key, 64 hex characters.
+    pub key_hash: String,
+}
+
+/// Why `/v1/authorize` refused a key. A reason this reader does not know
+/// (a newer sidecar) reads as `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenyReason {
+    /// Permanently disabled.
+    Revoked,
+    /// Temporarily disabled (can be re-activated).
+    Inactive,
+    Expired,
+    /// No such key.
+    #[serde(other)]
+    Unknown,
+}
+
+/// What the filter needs to enforce a valid key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub key_id: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Model patterns the key may use; empty = any.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Model patterns the key's team may use; empty = any.
+    #[serde(default)]
+    pub team_models: Vec<String>,
+    /// Unix seconds; the key is expired from this second on.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// The answer to `/v1/authorize`: `{"valid":true, <Grant fields>}` or
+/// `{"valid":false,"reason":..}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeAnswer {
+    pub valid: bool,
+    /// Set when `valid` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DenyReason>,
+    /// Set when `valid` is true (its fields sit next to `valid`). Reads as
+    /// `None` when they are missing or malformed.
+    #[serde(flatten)]
+    pub grant: Option<Grant>,
+}
+
+impl AuthorizeAnswer {
+    pub fn granted(grant: Grant) -> AuthorizeAnswer {
+        AuthorizeAnswer {
+            valid: true,
+            reason: None,
+            grant: Some(grant),
+        }
+    }
+
+    pub fn denied(reason: DenyReason) -> AuthorizeAnswer {
+        AuthorizeAnswer {
+            valid: false,
+            reason: Some(reason),
+            grant: None,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ reserve
+
+/// `POST /v1/reserve`, sent by the filter before a request goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveRequest {
+    pub request_id: String,
+    pub key_id: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The client-facing model name.
+    pub model: String,
+    pub upstream_model: String,
+    pub provider: String,
+    pub estimated_input_tokens: u64,
+    pub max_output_tokens: u64,
+}
+
+/// The answer to `/v1/reserve`: an `Allowed` or a `Denial`, told apart by
+/// their `allowed` field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReserveAnswer {
+    Allowed(Allowed),
+    Denied(Denial),
+}
+
+/// `Denial::reason` when a per-minute budget (a rate limit) refuses.
+pub const REASON_RATE_LIMIT: &str = "rate_limit";
+/// `Denial::reason` when any other budget refuses.
+pub const REASON_BUDGET: &str = "budget";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Allowed {
+    /// Always true; the field the filter branches on.
+    #[serde(deserialize_with = "must_be_true")]
+    pub allowed: bool,
+    pub reservation_id: String,
+    #[serde(default)]
+    pub estimated_cost_usd: f64,
+    /// False when the model has no price (the estimate is then 0).
+    #[serde(default)]
+    pub priced: bool,
+    /// Tracking-only budgets this request is over; they never block.
+    #[serde(default)]
+    pub warnings: Vec<Overage>,
+}
+
+/// A budget that is used up (`used + reserved >= limit`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Overage {
+    pub budget_id: String,
+    /// `key`, `team` or `user`.
+    pub scope: String,
+    pub scope_id: String,
+    /// `spend`, `tokens` or `requests`.
+    pub kind: String,
+    /// `minute`, `daily`, `weekly`, `monthly` or `lifetime`.
+    pub period: String,
+    pub limit: f64,
+    pub used: f64,
+    pub reserved: f64,
+    pub period_start: i64,
+}
+
+/// A refusal. The filter reads `reason`, `message` and `retry_after_s`;
+/// absent, they read as `budget`, "Budget exceeded." and 60.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Denial {
+    /// Always false.
+    #[serde(deserialize_with = "must_be_false")]
+    pub allowed: bool,
+    /// `REASON_RATE_LIMIT` or `REASON_BUDGET`.
+    #[serde(default = "reason_budget")]
+    pub reason: String,
+    #[serde(default)]
+    pub budget_id: String,
+    /// `key`, `team` or `user`.
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub scope_id: String,
+    /// `spend`, `tokens` or `requests`.
+    #[serde(default)]
+    pub kind: String,
+    /// `minute`, `daily`, `weekly`, `monthly` or `lifetime`.
+    #[serde(default)]
+    pub period: String,
+    #[serde(default)]
+    pub limit: f64,
+    #[serde(default)]
+    pub used: f64,
+    #[serde(default)]
+    pub reserved: f64,
+    /// Unix seconds; null for lifetime budgets.
+    #[serde(default)]
+    pub resets_at: Option<i64>,
+    #[serde(default = "sixty")]
+    pub retry_after_s: u64,
+    #[serde(default = "budget_exceeded")]
+    pub message: String,
+}
+
+fn reason_budget() -> String {
+    REASON_BUDGET.into()
+}
+
+fn sixty() -> u64 {
+    60
+}
+
+fn budget_exceeded() -> String {
+    "Budget exceeded.".into()
+}
+
+fn must_be_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match bool::deserialize(d)? {
+        true => Ok(true),
+        false => Err(de::Error::custom("not an allowed answer")),
+    }
+}
+
+fn must_be_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match bool::deserialize(d)? {
+        false => Ok(false),
+        true => Err(de::Error::custom("not a denial")),
+    }
+}
+
+// ------------------------------------------------------------------- settle
+
+/// Guardrail findings of one kind on one request: which guardrail, what it
+/// did and how often, never the matched text. Without `count` (older
+/// filters, older ledger rows) it means one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardrailEvent {
+    pub guardrail: String,
+    pub kind: String,
+    /// `input` or `output`.
+    pub direction: String,
+    pub action: String,
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /v1/settle` (one) or an entry of `/v1/settle/batch`: one finished
+/// request as the filter saw it. The sidecar settles idempotently by
+/// `request_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub request_id: String,
+    #[serde(default)]
+    pub reservation_id: Option<String>,
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    pub model: String,
+    pub upstream_model: String,
+    pub provider: String,
+    /// The client's API: `chat_completions`, `responses`, `messages`, ...
+    pub api: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// The HTTP status the client got.
+    pub status: u32,
+    pub latency_ms: u64,
+    /// Tokens were estimated: the provider sent no usage (or the client
+    /// left mid-stream).
+    pub estimated: bool,
+    pub stream: bool,
+    #[serde(default)]
+    pub guardrail_events: Vec<GuardrailEvent>,
+    /// `false`: the gateway answered itself (a guardrail block) and nothing
+    /// reached a provider; recorded at cost 0, never billed. Absent means
+    /// `true`.
+    #[serde(default = "yes")]
+    pub forwarded: bool,
+    /// Unix seconds when the request ended (the filter's clock).
+    pub ts: i64,
+}
+
+/// `POST /v1/settle/batch`. The filter writes this envelope around reports
+/// it keeps encoded (`{"reports":[..]}`), so its batches stay bounded in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleBatch {
+    pub reports: Vec<UsageReport>,
+}
+
+/// How one report was settled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settled {
+    pub request_id: String,
+    pub cost_usd: f64,
+    pub priced: bool,
+    /// The request was settled before; nothing changed.
+    pub duplicate: bool,
+}
+
+/// The answer to `/v1/settle/batch`, in the reports' order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettleBatchAnswer {
+    pub results: Vec<Settled>,
+}
+
+#[cfg(test)]
+mod tests;
