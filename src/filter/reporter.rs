@@ -6,6 +6,7 @@
 //! stops, or beyond `max_queued_reports` (counted in
 //! `tollgate.usage.reports_dropped` and logged).
 
+use super::env::Envoy;
 use super::host;
 use super::sidecar::SidecarClient;
 use crate::core::budget::{BudgetConfig, UsageReport};
@@ -58,7 +59,10 @@ impl Reporter {
             return;
         };
         let timeout = Duration::from_millis(self.sidecar.config.timeout_ms.max(1000));
-        match self.sidecar.post("/v1/settle/batch", &body, timeout) {
+        match self
+            .sidecar
+            .post(&Envoy, "/v1/settle/batch", &body, timeout)
+        {
             Some(token) => self.in_flight = Some(token),
             None => {
                 let tally = self.queue.not_sent();
