@@ -294,3 +294,58 @@ fn usage_is_read_from_the_answer() {
     // The answer went to the client as the provider sent it.
     assert_eq!(*host.response_body.borrow(), answer.into_bytes());
 }
+
+#[test]
+fn an_oversized_body_is_drained_then_refused_with_413() {
+    let shared = shared(json!({"max_request_bytes": 16}));
+    let body = openai("gpt-4o", "a prompt longer than the limit");
+    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &body));
+    // Declared too large: no key check, the body flows and is discarded.
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Continue);
+    assert!(stage.host.callouts.borrow().is_empty());
+    assert_eq!(stage.on_http_request_body(body.len(), false), Action::Pause);
+    assert!(stage.host.request_body.borrow().is_empty());
+    assert!(stage.host.replies.borrow().is_empty());
+    assert_eq!(stage.on_http_request_body(0, true), Action::Pause);
+    assert_eq!(stage.host.reply().unwrap().status, 413);
+}
+
+#[test]
+fn an_unreachable_sidecar_fails_closed_or_open_as_configured() {
+    let closed = shared(json!({}));
+    let mut stage = RequestStage::new(closed, chat("sk-a", &openai("gpt-4o", "hi")));
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+    stage.on_http_call_response(1, 0, 0, 0);
+    assert_eq!(stage.host.reply().unwrap().status, 503);
+    assert_eq!(stage.host.counter("tollgate.sidecar_failures"), 1);
+
+    let open =
+        shared(json!({"sidecar": {"token_env": TOKEN_ENV, "failure_mode": "open"}, "budgets": {}}));
+    let mut stage = RequestStage::new(open, chat("sk-a", &openai("gpt-4o", "hi")));
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+    stage.on_http_call_response(1, 0, 0, 0);
+    assert_eq!(stage.host.resumed.get(), 1);
+    // Forwarded unchecked, and with no key there is nothing to reserve.
+    assert_eq!(body_end(&mut stage), Action::Continue);
+    assert_eq!(paths(&stage.host), ["/v1/authorize"]);
+    assert_eq!(decision(&stage.host).unwrap().cluster, "c_openai");
+}
+
+#[test]
+fn the_model_list_is_answered_locally() {
+    let shared = shared(json!({}));
+    let host = MockHost::request(
+        "GET",
+        "/v1/models",
+        &[("authorization", "Bearer sk-a")],
+        b"",
+    );
+    let mut stage = RequestStage::new(Rc::clone(&shared), host);
+    assert_eq!(stage.on_http_request_headers(0, true), Action::Pause);
+    stage.host.answer_call("200", VALID);
+    stage.on_http_call_response(1, 0, VALID.len(), 0);
+    let reply = stage.host.reply().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["object"], "list");
+    assert_eq!(stage.host.resumed.get(), 0);
+}
