@@ -10,9 +10,10 @@
 //! Tollgate: an LLM gateway as a proxy-wasm filter for Envoy.
 //!
 //! `core` is host-free (plain functions and types, unit-tested natively);
-//! `filter` is the thin proxy-wasm adapter and only exists in the wasm build.
+//! `filter` is the thin proxy-wasm adapter: built for wasm, and natively
+//! only for its tests (which reach the host through a mock).
 
 pub mod core;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", test))]
 mod filter;

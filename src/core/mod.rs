@@ -7,6 +7,7 @@ pub mod config;
 pub mod content;
 pub mod decision;
 pub mod error;
+pub mod exchange;
 pub mod glob;
 pub mod guard;
 pub mod header_map;

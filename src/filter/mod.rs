@@ -1,9 +1,13 @@
 //! The proxy-wasm adapter: the only code that talks to Envoy. Host calls go
 //! through `host`, where every failure is a value, because a panic kills the
-//! VM for the worker.
+//! VM for the worker; the stages reach them through `env::Host`, so they run
+//! natively in tests against `mock::MockHost`.
 
+mod env;
 mod exporter;
 mod host;
+#[cfg(test)]
+mod mock;
 mod reporter;
 mod request_stage;
 mod response;

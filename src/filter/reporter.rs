@@ -6,6 +6,7 @@
 //! stops, or beyond `max_queued_reports` (counted in
 //! `tollgate.usage.reports_dropped` and logged).
 
+use super::env::Envoy;
 use super::host;
 use super::sidecar::SidecarClient;
 use crate::core::budget::{self, BudgetConfig, UsageReport};
@@ -60,7 +61,7 @@ impl Reporter {
         let timeout = Duration::from_millis(self.sidecar.config.timeout_ms.max(1000));
         match self
             .sidecar
-            .post(tollgate_protocol::SETTLE_BATCH_PATH, &body, timeout)
+            .post(&Envoy, tollgate_protocol::SETTLE_BATCH_PATH, &body, timeout)
         {
             Some(token) => self.in_flight = Some(token),
             None => {

@@ -3,7 +3,7 @@
 //! when the client speaks another API, the translation of the answer (streams
 //! chunk by chunk; JSON bodies and errors once complete).
 
-use super::host;
+use super::env::Host;
 use crate::core::api::Api;
 use crate::core::content;
 use crate::core::guard::stream::OutputGuard;
@@ -47,11 +47,13 @@ pub struct ResponseState {
 }
 
 impl ResponseState {
-    pub fn on_headers(&mut self) {
-        self.status = host::response_header(":status")
+    pub fn on_headers(&mut self, host: &impl Host) {
+        self.status = host
+            .response_header(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        self.stream = host::response_header("content-type")
+        self.stream = host
+            .response_header("content-type")
             .is_some_and(|t| t.starts_with("text/event-stream"));
         // Every upstream API's stream decodes, so output guardrails can
         // re-encode any stream.
@@ -60,12 +62,12 @@ impl ResponseState {
             return;
         }
         // The body changes size; Envoy sends it chunked.
-        host::set_response_header("content-length", None);
-        let now_s = host::now_ms() / 1000;
+        host.set_response_header("content-length", None);
+        let now_s = host.now_ms() / 1000;
         if self.status >= 400 {
             let status = wire::error::client_status(self.status).to_string();
-            host::set_response_header(":status", Some(&status));
-            host::set_response_header("content-type", Some("application/json"));
+            host.set_response_header(":status", Some(&status));
+            host.set_response_header("content-type", Some("application/json"));
         } else if self.stream {
             self.translator = match (&self.translation, self.apis) {
                 (Some(t), _) if guarded => Some(StreamTranslator::reencoding(t, now_s)),
@@ -85,10 +87,16 @@ impl ResponseState {
     }
 
     /// Observes (and when translating, rewrites) a body chunk.
-    pub fn on_body(&mut self, size: usize, end: bool, guardrails: Option<&Guardrails>) -> Action {
+    pub fn on_body(
+        &mut self,
+        host: &impl Host,
+        size: usize,
+        end: bool,
+        guardrails: Option<&Guardrails>,
+    ) -> Action {
         self.ended |= end;
         if self.first_chunk_ns.is_none() && size > 0 {
-            self.first_chunk_ns = Some(host::now_ns());
+            self.first_chunk_ns = Some(host.now_ns());
         }
         // Translated or guarded JSON, and translated errors, are rewritten
         // whole: hold the chunks.
@@ -97,11 +105,16 @@ impl ResponseState {
         if whole_body && !end {
             return Action::Pause;
         }
-        let chunk = host::buffer(host::RESPONSE_BODY, size);
+        let chunk = host.response_body(size);
         let framed = if self.stream && self.status < 400 {
             self.observe_stream(&chunk, end)
         } else if whole_body && self.status < 400 {
-            self.rewrite_whole_body(&chunk, size, guard_body.then_some(guardrails).flatten());
+            self.rewrite_whole_body(
+                host,
+                &chunk,
+                size,
+                guard_body.then_some(guardrails).flatten(),
+            );
             return Action::Continue;
         } else {
             self.observe_body(&chunk, end);
@@ -127,12 +140,12 @@ impl ResponseState {
                 at_end.set(true);
                 out.extend(translator.finish_with(&mut hook));
             }
-            host::set_buffer(host::RESPONSE_BODY, size, &out);
+            host.set_response_body(size, &out);
         } else if let (true, Some(t)) = (whole_body, &self.translation) {
             // An upstream error, in the client's error format.
             let format = t.client.inbound().format();
             let out = wire::error::translate(format, self.status, &chunk).1;
-            host::set_buffer(host::RESPONSE_BODY, size, &out);
+            host.set_response_body(size, &out);
         }
         Action::Continue
     }
@@ -140,7 +153,13 @@ impl ResponseState {
     /// A complete successful JSON answer: parsed once for usage, captured
     /// content, translation and output guardrails; written back only when
     /// translated or redacted.
-    fn rewrite_whole_body(&mut self, chunk: &[u8], size: usize, guardrails: Option<&Guardrails>) {
+    fn rewrite_whole_body(
+        &mut self,
+        host: &impl Host,
+        chunk: &[u8],
+        size: usize,
+        guardrails: Option<&Guardrails>,
+    ) {
         let (client, wire) = self.wires();
         let upstream = serde_json::from_slice::<serde_json::Value>(chunk).ok();
         if let Some(v) = &upstream {
@@ -150,7 +169,7 @@ impl ResponseState {
             }
         }
         let translated = match (&self.translation, upstream) {
-            (Some(t), Some(v)) => wire::reply::translate_value(t, &v, host::now_ms() / 1000),
+            (Some(t), Some(v)) => wire::reply::translate_value(t, &v, host.now_ms() / 1000),
             (Some(_), None) => Err(wire::reply::NOT_JSON),
             (None, Some(v)) => Ok(v),
             // Not JSON and nothing to translate: passed through as it came.
@@ -159,11 +178,7 @@ impl ResponseState {
         let mut body = match translated {
             Ok(body) => body,
             Err(error) => {
-                host::set_buffer(
-                    host::RESPONSE_BODY,
-                    size,
-                    &error.body(client.inbound().format()),
-                );
+                host.set_response_body(size, &error.body(client.inbound().format()));
                 return;
             }
         };
@@ -176,7 +191,7 @@ impl ResponseState {
         if changed {
             match serde_json::to_vec(&body) {
                 Ok(out) => {
-                    host::set_buffer(host::RESPONSE_BODY, size, &out);
+                    host.set_response_body(size, &out);
                 }
                 Err(_) => log::warn!("tollgate: could not encode the rewritten answer"),
             }

@@ -2,6 +2,7 @@
 //! owns the configuration and the key cache; the route stage (root_id
 //! "route") needs no configuration.
 
+use super::env::Envoy;
 use super::exporter::Exporter;
 use super::host;
 use super::reporter::Reporter;
@@ -24,8 +25,15 @@ use std::rc::Rc;
 const TICK_MS: u64 = 100;
 
 /// The wasm linear memory size: what this worker's VM holds.
+#[cfg(target_arch = "wasm32")]
 fn vm_memory_bytes() -> u64 {
     core::arch::wasm32::memory_size(0) as u64 * 65536
+}
+
+/// Native test builds have no wasm memory to measure.
+#[cfg(not(target_arch = "wasm32"))]
+fn vm_memory_bytes() -> u64 {
+    0
 }
 
 /// Distinct keys remembered per worker before the cache is pruned.
@@ -149,9 +157,9 @@ impl RootContext for Root {
                 shared
                     .request_counter
                     .set(shared.request_counter.get().wrapping_add(1));
-                Some(Box::new(RequestStage::new(Rc::clone(shared))))
+                Some(Box::new(RequestStage::new(Rc::clone(shared), Envoy)))
             }
-            Root::Route(secrets) => Some(Box::new(RouteStage::new(Rc::clone(secrets)))),
+            Root::Route(secrets) => Some(Box::new(RouteStage::new(Rc::clone(secrets), Envoy))),
             Root::Unconfigured => Some(Box::new(Unconfigured)),
         }
     }

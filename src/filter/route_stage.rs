@@ -2,7 +2,7 @@
 //! applies the request stage's decision to the headers: `:path`, the cluster
 //! header the Envoy route selects on, and (for `env` auth) the provider key.
 
-use super::host;
+use super::env::Host;
 use crate::core::api::ClientFormat;
 use crate::core::decision::RouteDecision;
 use crate::core::error::GatewayError;
@@ -18,13 +18,14 @@ pub const CLUSTER_HEADER: &str = "x-tollgate-cluster";
 /// Provider secrets read from the VM environment once per worker.
 pub type SecretCache = HashMap<String, Option<String>>;
 
-pub struct RouteStage {
+pub struct RouteStage<H: Host> {
+    host: H,
     secrets: Rc<RefCell<SecretCache>>,
 }
 
-impl RouteStage {
-    pub fn new(secrets: Rc<RefCell<SecretCache>>) -> RouteStage {
-        RouteStage { secrets }
+impl<H: Host> RouteStage<H> {
+    pub fn new(secrets: Rc<RefCell<SecretCache>>, host: H) -> RouteStage<H> {
+        RouteStage { host, secrets }
     }
 
     fn secret(&self, var: &str) -> Option<String> {
@@ -37,7 +38,7 @@ impl RouteStage {
 
     fn apply(&self, decision: &RouteDecision) -> Result<(), GatewayError> {
         if let Some(path) = &decision.path {
-            if !host::set_request_header(":path", Some(path)) {
+            if !self.host.set_request_header(":path", Some(path)) {
                 return Err(GatewayError::Internal("could not set the upstream path"));
             }
         }
@@ -52,26 +53,30 @@ impl RouteStage {
                 ));
             };
             let value = format!("{}{secret}", auth.prefix);
-            if !host::set_request_header(&auth.header, Some(&value)) {
+            if !self.host.set_request_header(&auth.header, Some(&value)) {
                 return Err(GatewayError::Internal(
                     "could not set the provider credential",
                 ));
             }
         }
         for name in &decision.remove {
-            host::set_request_header(name, None);
+            self.host.set_request_header(name, None);
         }
         for (name, value) in &decision.defaults {
-            if host::request_header(name).is_none() {
-                host::set_request_header(name, Some(value));
+            if self.host.request_header(name).is_none() {
+                self.host.set_request_header(name, Some(value));
             }
         }
         if let Some(traceparent) = &decision.traceparent {
-            host::set_request_header("traceparent", Some(traceparent));
+            self.host
+                .set_request_header("traceparent", Some(traceparent));
         }
         // Set last: changing headers makes Envoy pick the route again, now
         // with the provider's cluster.
-        if !host::set_request_header(CLUSTER_HEADER, Some(&decision.cluster)) {
+        if !self
+            .host
+            .set_request_header(CLUSTER_HEADER, Some(&decision.cluster))
+        {
             return Err(GatewayError::Internal(
                 "could not select the provider cluster",
             ));
@@ -80,12 +85,14 @@ impl RouteStage {
     }
 }
 
-impl Context for RouteStage {}
+impl<H: Host> Context for RouteStage<H> {}
 
-impl HttpContext for RouteStage {
+impl<H: Host> HttpContext for RouteStage<H> {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let decision =
-            host::property(&["tollgate.route"]).and_then(|bytes| RouteDecision::decode(&bytes));
+        let decision = self
+            .host
+            .property("tollgate.route")
+            .and_then(|bytes| RouteDecision::decode(&bytes));
         let result = match decision {
             Some(decision) => self.apply(&decision),
             None => Err(GatewayError::Internal(
@@ -95,14 +102,83 @@ impl HttpContext for RouteStage {
         match result {
             Ok(()) => Action::Continue,
             Err(error) => {
-                let format = if host::request_header("anthropic-version").is_some() {
+                let format = if self.host.request_header("anthropic-version").is_some() {
                     ClientFormat::Anthropic
                 } else {
                     ClientFormat::OpenAi
                 };
-                host::send_json(error.status(), &error.body(format), error.retry_after_s());
+                self.host
+                    .send_json(error.status(), &error.body(format), error.retry_after_s());
                 Action::Pause
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decision::EnvAuth;
+    use crate::filter::mock::MockHost;
+
+    fn stage(host: MockHost, decision: Option<&RouteDecision>) -> RouteStage<MockHost> {
+        if let Some(d) = decision {
+            host.set_property("tollgate.route", d.encode().as_bytes());
+        }
+        RouteStage::new(Rc::default(), host)
+    }
+
+    #[test]
+    fn applies_the_decision_with_the_cluster_last() {
+        std::env::set_var("TOLLGATE_ROUTE_TEST_KEY", "pk");
+        let decision = RouteDecision {
+            cluster: "c_anthropic".into(),
+            path: Some("/v1/messages".into()),
+            traceparent: None,
+            auth: Some(EnvAuth {
+                header: "x-api-key".into(),
+                prefix: String::new(),
+                var: "TOLLGATE_ROUTE_TEST_KEY".into(),
+            }),
+            defaults: vec![
+                ("anthropic-version".into(), "2023-06-01".into()),
+                ("anthropic-beta".into(), "b".into()),
+            ],
+            remove: vec!["openai-organization".into()],
+        };
+        let host = MockHost::request(
+            "POST",
+            "/v1/chat/completions",
+            &[("openai-organization", "o"), ("anthropic-beta", "client")],
+            b"",
+        );
+        let mut stage = stage(host, Some(&decision));
+        assert_eq!(stage.on_http_request_headers(0, false), Action::Continue);
+        let h = &stage.host;
+        assert_eq!(h.request_header(":path").as_deref(), Some("/v1/messages"));
+        assert_eq!(h.request_header("x-api-key").as_deref(), Some("pk"));
+        assert_eq!(h.request_header("openai-organization"), None);
+        // Defaults only where the client sent nothing.
+        assert_eq!(
+            h.request_header("anthropic-beta").as_deref(),
+            Some("client")
+        );
+        assert_eq!(
+            h.request_header("anthropic-version").as_deref(),
+            Some("2023-06-01")
+        );
+        let last = h.request_headers.borrow().last().cloned();
+        assert_eq!(last, Some((CLUSTER_HEADER.into(), "c_anthropic".into())));
+    }
+
+    #[test]
+    fn without_a_decision_it_answers_500_in_the_clients_format() {
+        let host = MockHost::request("POST", "/v1/messages", &[("anthropic-version", "1")], b"");
+        let mut stage = stage(host, None);
+        assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+        let reply = stage.host.reply().unwrap();
+        assert_eq!(reply.status, 500);
+        assert_eq!(reply.body["type"], "error");
+        assert_eq!(stage.host.request_header(CLUSTER_HEADER), None);
     }
 }

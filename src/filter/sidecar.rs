@@ -1,6 +1,7 @@
 //! Calls to tollgate-sidecar: every one carries the service token, so no
 //! other process on the host can authorize, reserve or settle.
 
+use super::env::Host;
 use crate::core::config::SidecarConfig;
 use std::time::Duration;
 
@@ -27,7 +28,13 @@ impl SidecarClient {
 
     /// POSTs JSON to `path`; the answer arrives in the calling context's
     /// `on_http_call_response`. `timeout` is from when the call leaves.
-    pub fn post(&self, path: &str, body: &[u8], timeout: Duration) -> Option<u32> {
+    pub fn post(
+        &self,
+        host: &impl Host,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Option<u32> {
         let headers = vec![
             (":method", "POST"),
             (":path", path),
@@ -35,17 +42,11 @@ impl SidecarClient {
             ("content-type", "application/json"),
             ("authorization", self.authorization.as_str()),
         ];
-        match proxy_wasm::hostcalls::dispatch_http_call(
-            &self.config.cluster,
-            headers,
-            Some(body),
-            vec![],
-            timeout,
-        ) {
+        match host.dispatch(&self.config.cluster, headers, body, timeout) {
             Ok(token) => Some(token),
             Err(e) => {
                 log::warn!(
-                    "tollgate: cannot call sidecar cluster {} ({path}): {e:?}",
+                    "tollgate: cannot call sidecar cluster {} ({path}): {e}",
                     self.config.cluster
                 );
                 None

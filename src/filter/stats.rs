@@ -4,7 +4,7 @@
 //! Metrics are defined on first use; a per-worker cap on distinct names keeps
 //! arbitrary client model names from growing Envoy's stats without bound.
 
-use super::host;
+use super::env::Host;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -23,7 +23,7 @@ enum Kind {
 }
 
 impl Stats {
-    fn id(&self, kind: Kind, name: String) -> Option<u32> {
+    fn id(&self, host: &impl Host, kind: Kind, name: String) -> Option<u32> {
         let mut ids = self.ids.borrow_mut();
         if let Some(id) = ids.get(&name) {
             return *id;
@@ -32,19 +32,19 @@ impl Stats {
             return None;
         }
         let id = match kind {
-            Kind::Counter => host::define_counter(&name),
-            Kind::Histogram => host::define_histogram(&name),
+            Kind::Counter => host.define_counter(&name),
+            Kind::Histogram => host.define_histogram(&name),
         };
         ids.insert(name, id);
         id
     }
 
-    pub fn count(&self, name: String, n: u64) {
-        host::add_to_counter(self.id(Kind::Counter, name), n);
+    pub fn count(&self, host: &impl Host, name: String, n: u64) {
+        host.add_to_counter(self.id(host, Kind::Counter, name), n);
     }
 
-    pub fn record(&self, name: String, value: u64) {
-        host::record_value(self.id(Kind::Histogram, name), value);
+    pub fn record(&self, host: &impl Host, name: String, value: u64) {
+        host.record_value(self.id(host, Kind::Histogram, name), value);
     }
 
     /// The model tag, or `other` once the worker holds many distinct names.

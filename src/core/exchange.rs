@@ -1,0 +1,331 @@
+//! The exchange plan: for a request whose key, model and input guardrails
+//! have passed, what to forward (body and the route stage's headers), what
+//! to bill (the budget reservation) and what to trace. The request stage
+//! only carries it out, so every decision here is tested without Envoy.
+
+use super::api::Api;
+use super::auth::KeyInfo;
+use super::budget::{self, ReserveRequest};
+use super::config::{Config, ProviderAuth, ProviderKind};
+use super::content;
+use super::decision::{EnvAuth, RouteDecision};
+use super::error::GatewayError;
+use super::request::{LlmRequest, RequestParams};
+use super::routing::Route;
+use super::wire::{self, Translation, Wire};
+
+/// What was decided about a request that goes upstream; kept for the usage
+/// report and the trace (also for a request a guardrail then refused).
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The client's model name.
+    pub model: String,
+    pub upstream_model: String,
+    /// Input tokens estimated from the body, for reserving and as a fallback.
+    pub estimated_input: u64,
+    pub reservation_id: Option<String>,
+    pub provider: String,
+    pub provider_kind: ProviderKind,
+    pub upstream_api: Wire,
+    pub params: RequestParams,
+    pub upstream_start_ns: u64,
+    /// Request messages for traces, when content capture is on.
+    pub input_messages: Option<String>,
+}
+
+impl Exchange {
+    pub fn new(api: Api, request: &LlmRequest, route: &Route) -> Exchange {
+        Exchange {
+            model: request.model.clone(),
+            upstream_model: route.upstream_model.clone(),
+            estimated_input: 0,
+            reservation_id: None,
+            provider: route.provider.name.clone(),
+            provider_kind: route.provider.kind,
+            upstream_api: route.upstream_api,
+            params: request.params(api),
+            upstream_start_ns: 0,
+            input_messages: None,
+        }
+    }
+}
+
+/// What the plan is made from besides the request, its route and its record.
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub api: Api,
+    /// The valid key; `None` when the key check failed open (nothing to bill).
+    pub key: Option<&'a KeyInfo>,
+    pub request_id: &'a str,
+    /// `:path` as the client sent it.
+    pub client_path: &'a str,
+    /// Provider-account headers the client sent.
+    pub account_headers: &'a [&'static str],
+    /// The provider's `traceparent`, when the request is traced.
+    pub traceparent: Option<String>,
+    /// Whether the trace captures prompt and answer text.
+    pub capture_content: bool,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    /// The body to forward, when it differs from the client's bytes.
+    pub body: Option<Vec<u8>>,
+    /// How the answer is translated back, when it must be rewritten.
+    pub translation: Option<Translation>,
+    /// The headers the route stage sets (filter state `tollgate.route`).
+    pub decision: RouteDecision,
+    /// The `/v1/reserve` body, when budgets are enforced for a known key.
+    pub reserve: Option<Vec<u8>>,
+    pub estimated_input: u64,
+    /// Request messages for the trace, when content is captured.
+    pub input_messages: Option<String>,
+    /// Whether the answer's text is captured for the trace.
+    pub capture_output: bool,
+}
+
+impl Plan {
+    /// The plan for `request` (after the input guardrails) along `route`.
+    pub fn new(
+        cx: &Context,
+        request: &mut LlmRequest,
+        route: &Route,
+        exchange: &Exchange,
+    ) -> Result<Plan, GatewayError> {
+        let api = cx.api;
+        let upstream = route.upstream_api;
+        // Another wire upstream, or a stream whose usage must be asked for:
+        // translate; otherwise at most the model name changes.
+        let translated = upstream != api.wire();
+        let (body, translation) =
+            if translated || (request.stream && upstream.upstream().stream_usage_on_request()) {
+                let (body, translation) = wire::request::translate(
+                    api,
+                    upstream,
+                    &request.body,
+                    request.stream,
+                    &route.upstream_model,
+                )?;
+                (
+                    serde_json::to_vec(&body).ok(),
+                    translation.rewrites().then_some(translation),
+                )
+            } else {
+                (request.rewritten_for(&route.upstream_model), None)
+            };
+        let decision = RouteDecision {
+            cluster: route.provider.cluster.clone(),
+            path: (route.path != cx.client_path).then(|| route.path.clone()),
+            traceparent: cx.traceparent.clone(),
+            auth: env_auth(route.provider.kind, &route.provider.auth),
+            defaults: if translated {
+                upstream
+                    .upstream()
+                    .default_headers()
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), value.to_string()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            remove: cx
+                .account_headers
+                .iter()
+                .filter(|h| !route.provider.pass_headers.iter().any(|p| p == *h))
+                .map(|h| h.to_string())
+                .collect(),
+        };
+        let estimated_input = budget::estimate_input_tokens(api, &request.body);
+        let input_messages = cx
+            .capture_content
+            .then(|| content::input_messages(api, &request.body));
+        Ok(Plan {
+            body,
+            translation,
+            decision,
+            reserve: reservation(cx, exchange, estimated_input)?,
+            estimated_input,
+            input_messages,
+            capture_output: cx.capture_content,
+        })
+    }
+}
+
+/// The reservation against the key's, team's and user's budgets; none when
+/// budgets are not enforced or the key check failed open.
+fn reservation(
+    cx: &Context,
+    exchange: &Exchange,
+    estimated_input: u64,
+) -> Result<Option<Vec<u8>>, GatewayError> {
+    let budgets = match &cx.config.budgets {
+        Some(b) if b.enforce => b,
+        _ => return Ok(None),
+    };
+    let Some(info) = cx.key else {
+        return Ok(None);
+    };
+    let max_output_tokens = exchange
+        .params
+        .max_tokens
+        .unwrap_or(budgets.default_max_output_tokens);
+    serde_json::to_vec(&ReserveRequest {
+        request_id: cx.request_id.to_string(),
+        key_id: info.key_id.clone(),
+        team: info.team.clone(),
+        user: info.user.clone(),
+        model: exchange.model.clone(),
+        upstream_model: exchange.upstream_model.clone(),
+        provider: exchange.provider.clone(),
+        estimated_input_tokens: estimated_input,
+        max_output_tokens,
+    })
+    .map(Some)
+    .map_err(|_| GatewayError::Internal("could not encode the budget reservation"))
+}
+
+/// How the route stage adds the provider key when Envoy does not.
+fn env_auth(kind: ProviderKind, auth: &ProviderAuth) -> Option<EnvAuth> {
+    let ProviderAuth::Env { var } = auth else {
+        return None;
+    };
+    let (header, prefix) = kind.spec().auth_header();
+    Some(EnvAuth {
+        header: header.into(),
+        prefix: prefix.into(),
+        var: var.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::routing;
+    use serde_json::{json, Value};
+
+    fn config(budgets: &str) -> Config {
+        let text = format!(
+            r#"{{
+            "providers": [
+                {{"name": "openai", "kind": "openai", "cluster": "c_openai", "pass_headers": ["openai-project"]}},
+                {{"name": "anthropic", "kind": "anthropic", "cluster": "c_anthropic",
+                  "auth": {{"type": "env", "var": "ANTHROPIC_KEY"}}}}
+            ],
+            "models": [
+                {{"name": "gpt-4o*", "provider": "openai"}},
+                {{"name": "fast", "provider": "openai", "upstream_model": "gpt-4o-mini"}},
+                {{"name": "claude-*", "provider": "anthropic"}}
+            ]{budgets}}}"#
+        );
+        Config::parse(text.as_bytes()).unwrap()
+    }
+
+    fn key() -> KeyInfo {
+        KeyInfo {
+            key_id: "k1".into(),
+            team: None,
+            user: Some("ann".into()),
+            models: vec![],
+            team_models: vec![],
+            expires_at: None,
+        }
+    }
+
+    /// The plan for an OpenAI Chat request with `body`.
+    fn plan(config: &Config, key: Option<&KeyInfo>, capture: bool, body: Value) -> Plan {
+        let api = Api::ChatCompletions;
+        let mut request = LlmRequest::parse(body.to_string().as_bytes(), None).unwrap();
+        let route = routing::resolve(config, api, &request.model, request.stream).unwrap();
+        let exchange = Exchange::new(api, &request, &route);
+        let cx = Context {
+            config,
+            api,
+            key,
+            request_id: "r1",
+            client_path: "/v1/chat/completions",
+            account_headers: &["openai-organization", "openai-project"],
+            traceparent: None,
+            capture_content: capture,
+        };
+        Plan::new(&cx, &mut request, &route, &exchange).unwrap()
+    }
+
+    fn hi(model: &str) -> Value {
+        json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    #[test]
+    fn same_wire_forwards_the_clients_bytes_unless_the_model_changes() {
+        let c = config("");
+        let p = plan(&c, None, false, hi("gpt-4o"));
+        assert!(p.body.is_none() && p.translation.is_none());
+        assert_eq!(p.decision.cluster, "c_openai");
+        assert_eq!(p.decision.path, None);
+        assert!(p.decision.auth.is_none() && p.decision.defaults.is_empty());
+        // Account headers go, unless the provider lets them pass.
+        assert_eq!(p.decision.remove, ["openai-organization"]);
+        let p = plan(&c, None, false, hi("fast"));
+        let sent: Value = serde_json::from_slice(&p.body.unwrap()).unwrap();
+        assert_eq!(sent["model"], "gpt-4o-mini");
+    }
+
+    #[test]
+    fn another_wire_is_translated_with_its_headers() {
+        let p = plan(&config(""), None, false, hi("claude-x"));
+        let sent: Value = serde_json::from_slice(&p.body.unwrap()).unwrap();
+        assert_eq!(sent["messages"][0]["content"][0]["text"], "hi");
+        assert!(sent.get("max_tokens").is_some());
+        assert!(p.translation.is_some());
+        assert_eq!(p.decision.cluster, "c_anthropic");
+        assert_eq!(p.decision.path.as_deref(), Some("/v1/messages"));
+        assert!(p
+            .decision
+            .defaults
+            .iter()
+            .any(|(n, _)| n == "anthropic-version"));
+        let auth = p.decision.auth.unwrap();
+        assert_eq!(
+            (auth.header.as_str(), auth.var.as_str()),
+            ("x-api-key", "ANTHROPIC_KEY")
+        );
+        assert_eq!(p.decision.remove, ["openai-organization", "openai-project"]);
+    }
+
+    #[test]
+    fn bills_only_a_known_key_when_budgets_are_enforced() {
+        let key = key();
+        assert!(plan(&config(""), Some(&key), false, hi("gpt-4o"))
+            .reserve
+            .is_none());
+        let off = config(r#", "budgets": {"enforce": false}"#);
+        assert!(plan(&off, Some(&key), false, hi("gpt-4o"))
+            .reserve
+            .is_none());
+        let on = config(r#", "budgets": {"default_max_output_tokens": 100}"#);
+        assert!(plan(&on, None, false, hi("gpt-4o")).reserve.is_none());
+        let p = plan(&on, Some(&key), false, hi("fast"));
+        let reserve: Value = serde_json::from_slice(&p.reserve.unwrap()).unwrap();
+        assert_eq!(reserve["request_id"], "r1");
+        assert_eq!(reserve["key_id"], "k1");
+        assert_eq!(reserve["user"], "ann");
+        assert_eq!(reserve["model"], "fast");
+        assert_eq!(reserve["upstream_model"], "gpt-4o-mini");
+        assert_eq!(reserve["max_output_tokens"], 100);
+        assert_eq!(reserve["estimated_input_tokens"], p.estimated_input);
+        assert!(p.estimated_input > 0);
+        let mut asks = hi("gpt-4o");
+        asks["max_tokens"] = json!(7);
+        let p = plan(&on, Some(&key), false, asks);
+        let reserve: Value = serde_json::from_slice(&p.reserve.unwrap()).unwrap();
+        assert_eq!(reserve["max_output_tokens"], 7);
+    }
+
+    #[test]
+    fn traces_content_only_when_captured() {
+        let c = config("");
+        let p = plan(&c, None, false, hi("gpt-4o"));
+        assert!(p.input_messages.is_none() && !p.capture_output);
+        let p = plan(&c, None, true, hi("gpt-4o"));
+        assert!(p.input_messages.unwrap().contains("hi") && p.capture_output);
+    }
+}

@@ -1,0 +1,134 @@
+//! The host calls an HTTP stream's stages make, behind a trait so the stages
+//! run natively in tests against `mock::MockHost`. `Envoy` forwards to the
+//! panic-free ABI calls in `host`.
+
+use super::host;
+use std::time::Duration;
+
+pub trait Host {
+    /// All request headers, in one call (empty once the map is gone).
+    fn request_headers(&self) -> Vec<(String, String)>;
+    fn request_header(&self, name: &str) -> Option<String>;
+    /// Sets (or with `None` removes) a request header; false if refused.
+    fn set_request_header(&self, name: &str, value: Option<&str>) -> bool;
+    fn response_header(&self, name: &str) -> Option<String>;
+    fn set_response_header(&self, name: &str, value: Option<&str>) -> bool;
+    /// The first `size` bytes of the buffered request body.
+    fn request_body(&self, size: usize) -> Vec<u8>;
+    /// Bytes of request body Envoy holds.
+    fn request_body_size(&self) -> usize;
+    /// Replaces the first `size` bytes of the request body.
+    fn set_request_body(&self, size: usize, body: &[u8]) -> bool;
+    fn response_body(&self, size: usize) -> Vec<u8>;
+    fn set_response_body(&self, size: usize, body: &[u8]) -> bool;
+    /// A filter state value an earlier stage set.
+    fn property(&self, name: &str) -> Option<Vec<u8>>;
+    /// Sets a filter state value for the later stages.
+    fn set_property(&self, name: &str, value: &[u8]) -> bool;
+    /// Answers the client locally with a JSON body.
+    fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>);
+    /// Starts a callout; its answer arrives in `on_http_call_response`.
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: Vec<(&str, &str)>,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String>;
+    /// The `:status` of the callout being answered.
+    fn call_status(&self) -> Option<String>;
+    fn call_body(&self, size: usize) -> Vec<u8>;
+    /// Lets a paused request go on.
+    fn resume_request(&self) -> bool;
+    fn now_ns(&self) -> u64;
+    fn define_counter(&self, name: &str) -> Option<u32>;
+    fn define_histogram(&self, name: &str) -> Option<u32>;
+    fn add_to_counter(&self, id: Option<u32>, n: u64);
+    fn record_value(&self, id: Option<u32>, value: u64);
+
+    fn now_ms(&self) -> u64 {
+        self.now_ns() / 1_000_000
+    }
+}
+
+/// The real host.
+#[derive(Clone, Copy, Default)]
+pub struct Envoy;
+
+impl Host for Envoy {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        host::headers(host::REQUEST_HEADERS)
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        host::request_header(name)
+    }
+    fn set_request_header(&self, name: &str, value: Option<&str>) -> bool {
+        host::set_request_header(name, value)
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        host::response_header(name)
+    }
+    fn set_response_header(&self, name: &str, value: Option<&str>) -> bool {
+        host::set_response_header(name, value)
+    }
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        host::buffer(host::REQUEST_BODY, size)
+    }
+    fn request_body_size(&self) -> usize {
+        host::buffer_size(host::REQUEST_BODY)
+    }
+    fn set_request_body(&self, size: usize, body: &[u8]) -> bool {
+        host::set_buffer(host::REQUEST_BODY, size, body)
+    }
+    fn response_body(&self, size: usize) -> Vec<u8> {
+        host::buffer(host::RESPONSE_BODY, size)
+    }
+    fn set_response_body(&self, size: usize, body: &[u8]) -> bool {
+        host::set_buffer(host::RESPONSE_BODY, size, body)
+    }
+    fn property(&self, name: &str) -> Option<Vec<u8>> {
+        host::property(&[name])
+    }
+    fn set_property(&self, name: &str, value: &[u8]) -> bool {
+        host::set_property(name, value)
+    }
+    fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
+        host::send_json(status, body, retry_after_s);
+    }
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: Vec<(&str, &str)>,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        // Through the SDK: it registers the token so the answer reaches
+        // the calling context.
+        proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout)
+            .map_err(|status| format!("{status:?}"))
+    }
+    fn call_status(&self) -> Option<String> {
+        host::header(host::CALL_RESPONSE_HEADERS, ":status")
+    }
+    fn call_body(&self, size: usize) -> Vec<u8> {
+        host::buffer(host::CALL_RESPONSE_BODY, size)
+    }
+    fn resume_request(&self) -> bool {
+        host::resume_request()
+    }
+    fn now_ns(&self) -> u64 {
+        host::now_ns()
+    }
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        host::define_counter(name)
+    }
+    fn define_histogram(&self, name: &str) -> Option<u32> {
+        host::define_histogram(name)
+    }
+    fn add_to_counter(&self, id: Option<u32>, n: u64) {
+        host::add_to_counter(id, n);
+    }
+    fn record_value(&self, id: Option<u32>, value: u64) {
+        host::record_value(id, value);
+    }
+}

@@ -1,0 +1,206 @@
+//! A host for native tests: serves canned headers, bodies and callout
+//! answers, and records what the stage did with them.
+
+use super::env::Host;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A callout the stage made.
+#[derive(Debug, Clone)]
+pub struct Callout {
+    pub cluster: String,
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// A local answer the stage sent.
+#[derive(Debug, Clone)]
+pub struct LocalReply {
+    pub status: u32,
+    pub body: serde_json::Value,
+    pub retry_after_s: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct MockHost {
+    pub request_headers: RefCell<Vec<(String, String)>>,
+    pub request_body: RefCell<Vec<u8>>,
+    pub response_headers: RefCell<Vec<(String, String)>>,
+    pub response_body: RefCell<Vec<u8>>,
+    pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    pub replies: RefCell<Vec<LocalReply>>,
+    pub callouts: RefCell<Vec<Callout>>,
+    /// The answer `call_status` / `call_body` serve: status and body.
+    pub call_answer: RefCell<(Option<String>, Vec<u8>)>,
+    pub resumed: Cell<u32>,
+    pub now_ns: Cell<u64>,
+    /// Metric names by id, and their counts.
+    metrics: RefCell<Vec<String>>,
+    pub counters: RefCell<HashMap<String, u64>>,
+}
+
+impl MockHost {
+    pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> MockHost {
+        let mut all = vec![
+            (":method".to_string(), method.to_string()),
+            (":path".to_string(), path.to_string()),
+        ];
+        all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        MockHost {
+            request_headers: RefCell::new(all),
+            request_body: RefCell::new(body.to_vec()),
+            now_ns: Cell::new(1_700_000_000_000_000_000),
+            ..MockHost::default()
+        }
+    }
+
+    pub fn reply(&self) -> Option<LocalReply> {
+        self.replies.borrow().last().cloned()
+    }
+
+    pub fn answer_call(&self, status: &str, body: &str) {
+        *self.call_answer.borrow_mut() = (Some(status.into()), body.as_bytes().to_vec());
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.borrow().get(name).copied().unwrap_or(0)
+    }
+}
+
+fn header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+fn set(headers: &RefCell<Vec<(String, String)>>, name: &str, value: Option<&str>) -> bool {
+    let mut headers = headers.borrow_mut();
+    headers.retain(|(n, _)| n != name);
+    if let Some(v) = value {
+        headers.push((name.to_string(), v.to_string()));
+    }
+    true
+}
+
+fn splice(buffer: &RefCell<Vec<u8>>, size: usize, body: &[u8]) -> bool {
+    let mut buffer = buffer.borrow_mut();
+    let size = size.min(buffer.len());
+    buffer.splice(..size, body.iter().copied());
+    true
+}
+
+impl Host for MockHost {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.request_headers.borrow().clone()
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        header(&self.request_headers.borrow(), name)
+    }
+    fn set_request_header(&self, name: &str, value: Option<&str>) -> bool {
+        set(&self.request_headers, name, value)
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        header(&self.response_headers.borrow(), name)
+    }
+    fn set_response_header(&self, name: &str, value: Option<&str>) -> bool {
+        set(&self.response_headers, name, value)
+    }
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        self.request_body
+            .borrow()
+            .iter()
+            .take(size)
+            .copied()
+            .collect()
+    }
+    fn request_body_size(&self) -> usize {
+        self.request_body.borrow().len()
+    }
+    fn set_request_body(&self, size: usize, body: &[u8]) -> bool {
+        splice(&self.request_body, size, body)
+    }
+    fn response_body(&self, size: usize) -> Vec<u8> {
+        self.response_body
+            .borrow()
+            .iter()
+            .take(size)
+            .copied()
+            .collect()
+    }
+    fn set_response_body(&self, size: usize, body: &[u8]) -> bool {
+        splice(&self.response_body, size, body)
+    }
+    fn property(&self, name: &str) -> Option<Vec<u8>> {
+        self.properties.borrow().get(name).cloned()
+    }
+    fn set_property(&self, name: &str, value: &[u8]) -> bool {
+        self.properties
+            .borrow_mut()
+            .insert(name.to_string(), value.to_vec());
+        true
+    }
+    fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
+        self.replies.borrow_mut().push(LocalReply {
+            status,
+            body: serde_json::from_slice(body).unwrap_or_default(),
+            retry_after_s,
+        });
+    }
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: Vec<(&str, &str)>,
+        body: &[u8],
+        _timeout: Duration,
+    ) -> Result<u32, String> {
+        let path = headers
+            .iter()
+            .find(|(n, _)| *n == ":path")
+            .map_or("", |(_, v)| *v);
+        let mut callouts = self.callouts.borrow_mut();
+        callouts.push(Callout {
+            cluster: cluster.to_string(),
+            path: path.to_string(),
+            body: body.to_vec(),
+        });
+        Ok(callouts.len() as u32)
+    }
+    fn call_status(&self) -> Option<String> {
+        self.call_answer.borrow().0.clone()
+    }
+    fn call_body(&self, size: usize) -> Vec<u8> {
+        self.call_answer
+            .borrow()
+            .1
+            .iter()
+            .take(size)
+            .copied()
+            .collect()
+    }
+    fn resume_request(&self) -> bool {
+        self.resumed.set(self.resumed.get() + 1);
+        true
+    }
+    fn now_ns(&self) -> u64 {
+        self.now_ns.get()
+    }
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        let mut metrics = self.metrics.borrow_mut();
+        metrics.push(name.to_string());
+        Some(metrics.len() as u32 - 1)
+    }
+    fn define_histogram(&self, name: &str) -> Option<u32> {
+        self.define_counter(name)
+    }
+    fn add_to_counter(&self, id: Option<u32>, n: u64) {
+        let name = id.and_then(|id| self.metrics.borrow().get(id as usize).cloned());
+        if let Some(name) = name {
+            *self.counters.borrow_mut().entry(name).or_default() += n;
+        }
+    }
+    fn record_value(&self, id: Option<u32>, value: u64) {
+        self.add_to_counter(id, value);
+    }
+}

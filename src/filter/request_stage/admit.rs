@@ -1,0 +1,93 @@
+//! The header phase up to the key check: which endpoint, which key, which
+//! headers never go upstream, and oversized bodies (drained, then 413).
+
+use super::{header, Phase, RequestStage};
+use crate::core::api::{self, Endpoint};
+use crate::core::config::ACCOUNT_HEADERS;
+use crate::core::error::GatewayError;
+use crate::core::key;
+use crate::filter::env::Host;
+use proxy_wasm::types::Action;
+
+/// Oversized bodies are read and discarded up to this many bytes before the
+/// 413 goes out: answering mid-upload makes Envoy close the connection and
+/// the client often sees a reset instead of the error.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
+/// How the header phase ended.
+pub(super) enum Start {
+    /// The key's verdict is known (cache hit, or failing open).
+    KeyKnown,
+    /// Waiting for the sidecar.
+    Callout,
+    /// The declared body is over the limit.
+    Drain,
+}
+
+impl<H: Host> RequestStage<H> {
+    /// Header phase up to the key check.
+    pub(super) fn start(&mut self, headers: &[(String, String)]) -> Result<Start, GatewayError> {
+        let method = header(headers, ":method").unwrap_or_default();
+        self.client_path = header(headers, ":path").unwrap_or_default().to_string();
+        let path = &self.client_path;
+        self.endpoint = Endpoint::detect(method, path);
+        self.format = api::client_format(
+            self.endpoint,
+            header(headers, "anthropic-version").is_some(),
+        );
+        if self.endpoint.is_none() {
+            let path = path.split('?').next().unwrap_or_default().to_string();
+            return Err(GatewayError::NotFound(path));
+        }
+        let client_key = key::extract(
+            header(headers, "authorization"),
+            header(headers, "x-api-key").or(header(headers, "api-key")),
+        )
+        .ok_or(GatewayError::MissingKey)?;
+        self.key_hash = key::hash(client_key);
+        self.account_headers = ACCOUNT_HEADERS
+            .into_iter()
+            .filter(|h| header(headers, h).is_some())
+            .collect();
+        // The gateway key never goes upstream (the provider key is added
+        // later), and the buffer filter re-sets content-length for a rewritten body.
+        for name in ["authorization", "x-api-key", "api-key", "content-length"] {
+            if header(headers, name).is_some() {
+                self.host.set_request_header(name, None);
+            }
+        }
+        // Checked after content-length is gone, so the buffer filter cannot
+        // answer first with its own plain-text 413.
+        let declared = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > self.shared.config.max_request_bytes) {
+            self.phase = Phase::Draining;
+            return Ok(Start::Drain);
+        }
+        let now = self.started_ns / 1_000_000;
+        let cached = self.shared.cache.borrow().get(&self.key_hash, now);
+        if let Some(check) = cached {
+            self.key = Some(check);
+            return Ok(Start::KeyKnown);
+        }
+        self.authorize_callout()?;
+        Ok(if self.phase == Phase::Authorizing {
+            Start::Callout
+        } else {
+            Start::KeyKnown
+        })
+    }
+
+    /// Discards an oversized body, answering 413 once it is all read.
+    pub(super) fn drain(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.phase = Phase::Draining;
+        self.drained = self.drained.saturating_add(body_size);
+        let limit = self.shared.config.max_request_bytes;
+        if end_of_stream
+            || self.drained > MAX_DRAIN_BYTES
+            || !self.host.set_request_body(body_size, &[])
+        {
+            return self.reject(&GatewayError::TooLarge(limit));
+        }
+        Action::Pause
+    }
+}

@@ -1,0 +1,97 @@
+//! The body phase: parse the complete body once, check the model against
+//! the key, resolve the route, run the input guardrails, then carry out the
+//! exchange plan (`core::exchange`): rewrite the body, record the route
+//! stage's decision, and reserve the budget.
+
+use super::{Phase, RequestStage};
+use crate::core::api;
+use crate::core::error::GatewayError;
+use crate::core::exchange::{self, Exchange, Plan};
+use crate::core::request::LlmRequest;
+use crate::core::routing;
+use crate::filter::env::Host;
+use crate::filter::trace::RequestTrace;
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+
+impl<H: Host> RequestStage<H> {
+    /// Routes the complete body held in Envoy's buffer.
+    pub(super) fn route_body(&mut self, body_size: usize) -> Action {
+        let body = self.host.request_body(body_size);
+        match self.route(&body) {
+            Ok(()) if self.phase == Phase::Reserving => Action::Pause,
+            Ok(()) => Action::Continue,
+            Err(error) => self.reject(&error),
+        }
+    }
+
+    /// Parses the complete body, picks the provider and carries out the plan.
+    pub(super) fn route(&mut self, body: &[u8]) -> Result<(), GatewayError> {
+        let api = self
+            .api()
+            .ok_or(GatewayError::Internal("request without API"))?;
+        let mut request = LlmRequest::parse(body, api::azure_deployment(&self.client_path))?;
+        if let Some(info) = self.key_info()? {
+            if !info.allows(&request.model) {
+                return Err(GatewayError::ModelNotAllowed(request.model));
+            }
+        }
+        let shared = Rc::clone(&self.shared);
+        let route = routing::resolve(&shared.config, api, &request.model, request.stream)?;
+        // Recorded before the guardrails, so a blocked request is recorded too.
+        self.forwarded = Some(Exchange::new(api, &request, &route));
+        self.check_input(api, &mut request)?;
+        self.response.apis = Some((api, route.upstream_api));
+        let capture = RequestTrace::captures_content(&shared)
+            && self.trace.as_ref().is_some_and(|t| t.sampled);
+        let plan = match &self.forwarded {
+            Some(exchange) => Plan::new(
+                &exchange::Context {
+                    config: &shared.config,
+                    api,
+                    key: self.key_info()?,
+                    request_id: &self.request_id,
+                    client_path: &self.client_path,
+                    account_headers: &self.account_headers,
+                    traceparent: self.trace.as_ref().map(RequestTrace::upstream_traceparent),
+                    capture_content: capture,
+                },
+                &mut request,
+                &route,
+                exchange,
+            )?,
+            None => return Err(GatewayError::Internal("request without a record")),
+        };
+        self.carry_out(plan, body.len())
+    }
+
+    /// Does what the plan says, in the order Envoy needs: the body and the
+    /// decision before the request moves on, the reservation last.
+    fn carry_out(&mut self, plan: Plan, body_len: usize) -> Result<(), GatewayError> {
+        self.response.translation = plan.translation;
+        if let Some(new_body) = plan.body {
+            if !self.host.set_request_body(body_len, &new_body) {
+                return Err(GatewayError::Internal("could not rewrite the request body"));
+            }
+        }
+        if !self
+            .host
+            .set_property("tollgate.route", plan.decision.encode().as_bytes())
+        {
+            return Err(GatewayError::Internal(
+                "could not record the routing decision",
+            ));
+        }
+        if let Some(f) = &mut self.forwarded {
+            f.estimated_input = plan.estimated_input;
+            f.input_messages = plan.input_messages;
+            f.upstream_start_ns = self.host.now_ns();
+        }
+        self.response.captured = plan.capture_output.then(String::new);
+        self.phase = Phase::Forwarded;
+        match plan.reserve {
+            Some(body) => self.reserve(&body),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The key check: the per-worker cache, else a callout to the sidecar's
+//! `/v1/authorize`, and the failure mode when the sidecar cannot answer.
+
+use super::{Phase, RequestStage};
+use crate::core::api::Endpoint;
+use crate::core::auth::{self, KeyInfo};
+use crate::core::config::FailureMode;
+use crate::core::error::GatewayError;
+use crate::core::models;
+use crate::filter::env::Host;
+use std::rc::Rc;
+use std::time::Duration;
+
+impl<H: Host> RequestStage<H> {
+    pub(super) fn authorize_callout(&mut self) -> Result<(), GatewayError> {
+        let body = auth::authorize_request(&self.key_hash);
+        if self.call_sidecar(tollgate_protocol::AUTHORIZE_PATH, &body) {
+            self.phase = Phase::Authorizing;
+            Ok(())
+        } else {
+            self.sidecar_failed()
+        }
+    }
+
+    /// POSTs JSON to the sidecar; the answer arrives in
+    /// `on_http_call_response`. False (logged) when the call cannot start.
+    pub(super) fn call_sidecar(&self, path: &str, body: &[u8]) -> bool {
+        let sidecar = &self.shared.sidecar;
+        // Envoy starts the timer from when its event loop woke up, so the
+        // time this callback spent (a large body's scan) is not the
+        // sidecar's: without it the call could time out before it leaves.
+        let busy_ms = self.host.now_ns().saturating_sub(self.callback_ns) / 1_000_000;
+        let timeout = Duration::from_millis(sidecar.config.timeout_ms.saturating_add(busy_ms));
+        sidecar.post(&self.host, path, body, timeout).is_some()
+    }
+
+    /// Whether to go on without the sidecar (`Ok`, logged) or refuse with 503.
+    pub(super) fn unavailable(
+        &self,
+        mode: FailureMode,
+        passes_without: &str,
+    ) -> Result<(), GatewayError> {
+        self.count("tollgate.sidecar_failures".into(), 1);
+        match mode {
+            FailureMode::Closed => Err(GatewayError::SidecarUnavailable),
+            FailureMode::Open => {
+                log::warn!("tollgate: sidecar unavailable, failing open: request passes without {passes_without}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies the failure mode when the key check cannot be made.
+    fn sidecar_failed(&mut self) -> Result<(), GatewayError> {
+        self.unavailable(self.shared.config.sidecar.failure_mode, "key checks")?;
+        self.key = None;
+        Ok(())
+    }
+
+    /// The sidecar answered the key check: caches the verdict and goes on
+    /// as `key_known`.
+    pub(super) fn authorized(
+        &mut self,
+        status: Option<String>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, GatewayError> {
+        let answer = match status.as_deref() {
+            Some("200") => auth::parse_authorize_response(body),
+            Some(other) => Err(format!("sidecar answered HTTP {other}")),
+            None => Err("sidecar unreachable or timed out".to_string()),
+        };
+        match answer {
+            Ok(check) => {
+                let check = Rc::new(check);
+                let now = self.host.now_ms();
+                self.shared.cache.borrow_mut().insert(
+                    self.key_hash.clone(),
+                    Rc::clone(&check),
+                    now,
+                );
+                self.key = Some(check);
+            }
+            Err(why) => {
+                log::warn!("tollgate: key check failed: {why}");
+                self.sidecar_failed()?;
+            }
+        }
+        self.key_known()
+    }
+
+    /// The key is known (or failed open): checks it and answers what needs
+    /// no body (the model listing, returned for the caller to send).
+    pub(super) fn key_known(&mut self) -> Result<Option<Vec<u8>>, GatewayError> {
+        self.phase = Phase::Authorized;
+        let info = self.key_info()?;
+        if self.endpoint == Some(Endpoint::Models) {
+            return Ok(Some(models::list(&self.shared.config, info, self.format)));
+        }
+        if self.headers_ended {
+            self.route(&[])?;
+        }
+        Ok(None)
+    }
+
+    /// The valid key's details; `None` when failing open.
+    pub(super) fn key_info(&self) -> Result<Option<&KeyInfo>, GatewayError> {
+        match &self.key {
+            Some(check) => check.verdict(self.host.now_ms() / 1000).map(Some),
+            None => Ok(None),
+        }
+    }
+}

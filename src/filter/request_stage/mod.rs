@@ -1,0 +1,293 @@
+//! Request stage: key check (cached sidecar callout), body parsing, model
+//! routing and the routing decision; on the way back, token usage.
+//!
+//! It pauses in the header phase only while a key callout is in flight
+//! (Envoy then holds the body), and buffers the body until it is complete.
+//! Each job has its module; this one holds the state and the callbacks.
+
+mod admit;
+mod forward;
+mod guard;
+mod key_check;
+mod record;
+mod reserve;
+#[cfg(test)]
+mod tests;
+
+use super::env::Host;
+use super::response::ResponseState;
+use super::root::Shared;
+use super::trace::RequestTrace;
+use crate::core::api::{Api, ClientFormat, Endpoint};
+use crate::core::auth::KeyCheck;
+use crate::core::budget;
+use crate::core::error::GatewayError;
+use crate::core::exchange::Exchange;
+use crate::core::guard::GuardEvent;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+
+/// A client's `x-request-id` is kept for traces up to this many bytes.
+const MAX_CLIENT_REQUEST_ID: usize = 128;
+
+/// Where a request stands on the way up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Headers seen, key not yet known.
+    Headers,
+    /// Waiting for the sidecar; the header phase returned Pause.
+    Authorizing,
+    /// Key accepted (or failed open); body flowing.
+    Authorized,
+    /// Body over the limit: discarding it, then 413.
+    Draining,
+    /// Routed; waiting for the sidecar's budget reservation.
+    Reserving,
+    /// Routed upstream.
+    Forwarded,
+    /// Answered locally.
+    Done,
+}
+
+pub struct RequestStage<H: Host> {
+    host: H,
+    shared: Rc<Shared>,
+    phase: Phase,
+    endpoint: Option<Endpoint>,
+    format: ClientFormat,
+    key_hash: String,
+    key: Option<Rc<KeyCheck>>,
+    /// `:path` as the client sent it (header maps are gone after the header phase).
+    client_path: String,
+    /// Bytes of an oversized body discarded so far.
+    drained: usize,
+    /// The request body ended with the headers (no body callbacks follow).
+    headers_ended: bool,
+    started_ns: u64,
+    /// When the current callback began: callout timers count from the
+    /// event loop's wake-up, so time computing here is added to timeouts.
+    callback_ns: u64,
+    /// The gateway's own id (the ledger's idempotency key).
+    request_id: String,
+    /// The client's `x-request-id`, only a correlation attribute on traces.
+    client_request_id: Option<String>,
+    /// Provider-account headers the client sent (`ACCOUNT_HEADERS`).
+    account_headers: Vec<&'static str>,
+    /// Guardrail events of both directions, counted by kind.
+    guard_events: Vec<GuardEvent>,
+    /// What was decided about a request a guardrail then refused: recorded
+    /// (with its events), never billed.
+    blocked: Option<Exchange>,
+    trace: Option<RequestTrace>,
+    forwarded: Option<Exchange>,
+    response: ResponseState,
+}
+
+impl<H: Host> RequestStage<H> {
+    pub fn new(shared: Rc<Shared>, host: H) -> RequestStage<H> {
+        RequestStage {
+            host,
+            shared,
+            phase: Phase::Headers,
+            endpoint: None,
+            format: ClientFormat::OpenAi,
+            key_hash: String::new(),
+            key: None,
+            client_path: String::new(),
+            drained: 0,
+            headers_ended: false,
+            started_ns: 0,
+            callback_ns: 0,
+            request_id: String::new(),
+            client_request_id: None,
+            account_headers: Vec::new(),
+            guard_events: Vec::new(),
+            blocked: None,
+            trace: None,
+            forwarded: None,
+            response: ResponseState::default(),
+        }
+    }
+
+    /// The client API of a model call.
+    fn api(&self) -> Option<Api> {
+        match self.endpoint {
+            Some(Endpoint::Llm(api)) => Some(api),
+            Some(Endpoint::Models) | None => None,
+        }
+    }
+
+    fn api_name(&self) -> &'static str {
+        self.endpoint.map_or("unknown", Endpoint::name)
+    }
+
+    fn count(&self, name: String, n: u64) {
+        self.shared.stats.count(&self.host, name, n);
+    }
+
+    fn reject(&mut self, error: &GatewayError) -> Action {
+        let api = self.api_name();
+        log::debug!("tollgate: rejected {api} with {}", error.status());
+        self.count(
+            format!("tollgate.rejected.api.{api}.reason.{}", error.code()),
+            1,
+        );
+        self.host.send_json(
+            error.status(),
+            &error.body(self.format),
+            error.retry_after_s(),
+        );
+        // Nothing went upstream: no bill, no upstream span. A guardrail
+        // block is still recorded (with its events, at no cost).
+        let forwarded = self.forwarded.take();
+        if let GatewayError::GuardrailBlocked { .. } = error {
+            self.blocked = forwarded;
+            // What the client got, for the record.
+            self.response.status = error.status();
+        }
+        self.phase = Phase::Done;
+        Action::Pause
+    }
+
+    /// Answers `/v1/models` from the configuration.
+    fn answer_listing(&mut self, listing: &[u8]) {
+        self.host.send_json(200, listing, None);
+        self.phase = Phase::Done;
+    }
+}
+
+/// A header from a map read with `Host::request_headers` (names are lowercase).
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+impl<H: Host> Context for RequestStage<H> {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let status = self.host.call_status();
+        let body = self.host.call_body(body_size);
+        if self.phase == Phase::Reserving {
+            match self.reserved(status, &body) {
+                Ok(()) => {
+                    if !self.host.resume_request() {
+                        log::error!("tollgate: could not resume the request after the reservation");
+                    }
+                }
+                Err(error) => {
+                    self.reject(&error);
+                }
+            }
+            return;
+        }
+        match self.authorized(status, &body) {
+            Ok(Some(listing)) => self.answer_listing(&listing),
+            Ok(None) => {
+                if !self.host.resume_request() {
+                    log::error!("tollgate: could not resume the request after the key check");
+                }
+            }
+            Err(error) => {
+                self.reject(&error);
+            }
+        }
+    }
+}
+
+impl<H: Host> HttpContext for RequestStage<H> {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        self.started_ns = self.host.now_ns();
+        self.callback_ns = self.started_ns;
+        self.headers_ended = end_of_stream;
+        self.request_id = self.shared.mint_request_id();
+        let headers = self.host.request_headers();
+        self.client_request_id =
+            header(&headers, "x-request-id").map(|id| budget::capped(id, MAX_CLIENT_REQUEST_ID));
+        self.trace = RequestTrace::start(&self.shared, &self.request_id, &headers);
+        match self.start(&headers) {
+            Ok(admit::Start::Callout) => Action::Pause,
+            Ok(admit::Start::Drain) => Action::Continue,
+            Ok(admit::Start::KeyKnown) => match self.key_known() {
+                Ok(Some(listing)) => {
+                    self.answer_listing(&listing);
+                    Action::Pause
+                }
+                Ok(None) => Action::Continue,
+                Err(error) => self.reject(&error),
+            },
+            Err(error) => self.reject(&error),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.callback_ns = self.host.now_ns();
+        let oversized = body_size > self.shared.config.max_request_bytes;
+        match self.phase {
+            Phase::Draining => return self.drain(body_size, end_of_stream),
+            Phase::Authorized if oversized => return self.drain(body_size, end_of_stream),
+            Phase::Authorized => {}
+            _ => return Action::Continue,
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.route_body(body_size)
+    }
+
+    /// A request that ends in trailers (HTTP/2, gRPC-style clients): the
+    /// body callbacks never saw `end_of_stream`, so it is routed here.
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        self.callback_ns = self.host.now_ns();
+        match self.phase {
+            Phase::Draining => {
+                let error = GatewayError::TooLarge(self.shared.config.max_request_bytes);
+                self.reject(&error)
+            }
+            Phase::Authorized => {
+                let size = self.host.request_body_size();
+                self.route_body(size)
+            }
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        if self.phase == Phase::Forwarded {
+            self.response.on_headers(&self.host);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.phase == Phase::Forwarded {
+            let action = self.response.on_body(
+                &self.host,
+                body_size,
+                end_of_stream,
+                self.shared.guardrails.as_ref(),
+            );
+            let new_events = std::mem::take(&mut self.response.new_guard_events);
+            if !new_events.is_empty() {
+                self.record_guard_events(&new_events);
+            }
+            return action;
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if let Some(forwarded) = &self.forwarded {
+            self.record(forwarded, true);
+        } else if let Some(blocked) = &self.blocked {
+            self.record(blocked, false);
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The request stage driven natively through `MockHost`: Envoy's callbacks
+//! in the order Envoy makes them, canned sidecar answers, and what reached
+//! the client, the route stage and the sidecar.
+
+use super::RequestStage;
+use crate::core::auth::AuthCache;
+use crate::core::config::Config;
+use crate::core::decision::RouteDecision;
+use crate::core::guard::Guardrails;
+use crate::filter::env::Host;
+use crate::filter::mock::MockHost;
+use crate::filter::root::Shared;
+use crate::filter::sidecar::SidecarClient;
+use crate::filter::stats::Stats;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use serde_json::{json, Value};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+const TOKEN_ENV: &str = "TOLLGATE_STAGE_TEST_TOKEN";
+const VALID: &str = r#"{"valid": true, "key_id": "k1", "team": "research"}"#;
+const SECRET: &str = "the key is AKIAIOSFODNN7EXAMPLE";
+
+fn shared(extra: Value) -> Rc<Shared> {
+    let mut config = json!({
+        "providers": [
+            {"name": "openai", "kind": "openai", "cluster": "c_openai"},
+            {"name": "anthropic", "kind": "anthropic", "cluster": "c_anthropic"}
+        ],
+        "models": [
+            {"name": "gpt-4o*", "provider": "openai"},
+            {"name": "fast", "provider": "openai", "upstream_model": "gpt-4o-mini"},
+            {"name": "claude-*", "provider": "anthropic"}
+        ],
+        "sidecar": {"token_env": TOKEN_ENV},
+        "guardrails": {"secrets": {"input": "block"}}
+    });
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    let config = Config::parse(config.to_string().as_bytes()).unwrap();
+    std::env::set_var(TOKEN_ENV, "service-token");
+    let sidecar = Rc::new(SidecarClient::from_env(config.sidecar.clone()).unwrap());
+    Rc::new(Shared {
+        cache: RefCell::new(AuthCache::new(config.key_cache_ttl_ms, 100)),
+        stats: Stats::default(),
+        exporter: None,
+        guardrails: config
+            .guardrails
+            .as_ref()
+            .map(|g| Guardrails::new(g).unwrap()),
+        reporter: None,
+        memory_gauge: None,
+        request_counter: Cell::new(1),
+        id_seed: 7,
+        sidecar,
+        config,
+    })
+}
+
+fn openai(model: &str, content: &str) -> Vec<u8> {
+    json!({"model": model, "messages": [{"role": "user", "content": content}]})
+        .to_string()
+        .into_bytes()
+}
+
+fn chat(key: &str, body: &[u8]) -> MockHost {
+    let length = body.len().to_string();
+    MockHost::request(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("authorization", &format!("Bearer {key}")),
+            ("content-length", &length),
+            ("openai-organization", "org-1"),
+        ],
+        body,
+    )
+}
+
+/// Headers, then the key check answered with `answer`.
+fn authorized(shared: &Rc<Shared>, host: MockHost, answer: &str) -> RequestStage<MockHost> {
+    let mut stage = RequestStage::new(Rc::clone(shared), host);
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+    stage.host.answer_call("200", answer);
+    stage.on_http_call_response(1, 0, answer.len(), 0);
+    stage
+}
+
+fn body_end(stage: &mut RequestStage<MockHost>) -> Action {
+    let size = stage.host.request_body.borrow().len();
+    stage.on_http_request_body(size, true)
+}
+
+fn decision(host: &MockHost) -> Option<RouteDecision> {
+    let properties = host.properties.borrow();
+    RouteDecision::decode(properties.get("tollgate.route")?)
+}
+
+fn paths(host: &MockHost) -> Vec<String> {
+    host.callouts
+        .borrow()
+        .iter()
+        .map(|c| c.path.clone())
+        .collect()
+}
+
+#[test]
+fn pending_key_check_pauses_the_request() {
+    let shared = shared(json!({}));
+    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &openai("gpt-4o", "hi")));
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+    let callouts = stage.host.callouts.borrow().clone();
+    assert_eq!(callouts.len(), 1);
+    assert_eq!(callouts[0].cluster, "tollgate_sidecar");
+    assert_eq!(callouts[0].path, "/v1/authorize");
+    let sent: Value = serde_json::from_slice(&callouts[0].body).unwrap();
+    assert_eq!(sent["key_hash"], crate::core::key::hash("sk-a"));
+    // Held: not resumed, not answered, nothing decided, and the gateway
+    // key already gone from the headers.
+    assert_eq!(stage.host.resumed.get(), 0);
+    assert!(stage.host.replies.borrow().is_empty());
+    assert!(decision(&stage.host).is_none());
+    assert_eq!(stage.host.request_header("authorization"), None);
+}
+
+#[test]
+fn valid_key_is_forwarded_with_the_right_headers_and_body() {
+    let shared = shared(json!({}));
+    let mut stage = authorized(&shared, chat("sk-a", &openai("fast", "hi")), VALID);
+    assert_eq!(stage.host.resumed.get(), 1);
+    assert_eq!(body_end(&mut stage), Action::Continue);
+    let host = &stage.host;
+    assert!(host.replies.borrow().is_empty());
+    for gone in ["authorization", "content-length"] {
+        assert_eq!(host.request_header(gone), None, "{gone}");
+    }
+    // The alias's upstream model, the client's messages untouched.
+    let sent: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(sent["messages"][0]["content"], "hi");
+    let d = decision(host).unwrap();
+    assert_eq!(d.cluster, "c_openai");
+    assert_eq!(d.path, None);
+    assert_eq!(d.remove, ["openai-organization"]);
+    // The verdict is cached: the next request with the key makes no callout.
+    let mut next = RequestStage::new(Rc::clone(&shared), chat("sk-a", &openai("gpt-4o", "x")));
+    assert_eq!(next.on_http_request_headers(0, false), Action::Continue);
+    assert_eq!(body_end(&mut next), Action::Continue);
+    assert!(next.host.callouts.borrow().is_empty());
+    // An unchanged body goes as the client sent it.
+    assert_eq!(*next.host.request_body.borrow(), openai("gpt-4o", "x"));
+}
+
+#[test]
+fn unknown_key_is_refused_in_the_openai_format() {
+    let shared = shared(json!({}));
+    let stage = authorized(
+        &shared,
+        chat("sk-bad", &openai("gpt-4o", "hi")),
+        r#"{"valid": false}"#,
+    );
+    let reply = stage.host.reply().unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.body["error"]["code"], "invalid_api_key");
+    assert_eq!(reply.body["error"]["type"], "invalid_request_error");
+    assert_eq!(stage.host.resumed.get(), 0);
+    assert_eq!(
+        stage
+            .host
+            .counter("tollgate.rejected.api.chat_completions.reason.invalid_api_key"),
+        1
+    );
+}
+
+#[test]
+fn unknown_key_is_refused_in_the_anthropic_format() {
+    let shared = shared(json!({}));
+    let body = br#"{"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}"#;
+    let host = MockHost::request(
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", "sk-bad"), ("anthropic-version", "2023-06-01")],
+        body,
+    );
+    let stage = authorized(&shared, host, r#"{"valid": false, "reason": "revoked"}"#);
+    let reply = stage.host.reply().unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.body["type"], "error");
+    assert_eq!(reply.body["error"]["type"], "authentication_error");
+    assert!(reply.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("revoked"));
+}
+
+#[test]
+fn guardrail_block_is_answered_locally_and_nothing_goes_upstream() {
+    let shared = shared(json!({"budgets": {}}));
+    let sent = openai("gpt-4o", SECRET);
+    let mut stage = authorized(&shared, chat("sk-a", &sent), VALID);
+    assert_eq!(body_end(&mut stage), Action::Pause);
+    let reply = stage.host.reply().unwrap();
+    assert_eq!(reply.status, 400);
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("secrets") && !message.contains("AKIA"));
+    // No decision for the route stage, no reservation, the body untouched.
+    assert!(decision(&stage.host).is_none());
+    assert_eq!(paths(&stage.host), ["/v1/authorize"]);
+    assert_eq!(*stage.host.request_body.borrow(), sent);
+    // Recorded (unbilled) with its event.
+    assert!(stage.forwarded.is_none() && stage.blocked.is_some());
+    assert_eq!(stage.guard_events.len(), 1);
+}
+
+#[test]
+fn budget_denial_is_answered_with_429() {
+    let shared = shared(json!({"budgets": {}}));
+    let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
+    assert_eq!(body_end(&mut stage), Action::Pause);
+    assert_eq!(paths(&stage.host), ["/v1/authorize", "/v1/reserve"]);
+    let reserve: Value = serde_json::from_slice(&stage.host.callouts.borrow()[1].body).unwrap();
+    assert_eq!(reserve["key_id"], "k1");
+    assert_eq!(reserve["team"], "research");
+    assert_eq!(reserve["max_output_tokens"], 4096);
+    let denied = r#"{"allowed": false, "reason": "budget", "message": "Team budget exceeded.", "retry_after_s": 30}"#;
+    stage.host.answer_call("200", denied);
+    stage.on_http_call_response(2, 0, denied.len(), 0);
+    let reply = stage.host.reply().unwrap();
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.retry_after_s, Some(30));
+    assert_eq!(reply.body["error"]["message"], "Team budget exceeded.");
+    // Resumed once, after the key check; never after the denial.
+    assert_eq!(stage.host.resumed.get(), 1);
+    assert!(stage.forwarded.is_none());
+}
+
+#[test]
+fn allowed_reservation_resumes_the_request() {
+    let shared = shared(json!({"budgets": {}}));
+    let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
+    assert_eq!(body_end(&mut stage), Action::Pause);
+    let allowed = r#"{"allowed": true, "reservation_id": "r1"}"#;
+    stage.host.answer_call("200", allowed);
+    stage.on_http_call_response(2, 0, allowed.len(), 0);
+    assert_eq!(stage.host.resumed.get(), 2);
+    assert!(stage.host.replies.borrow().is_empty());
+    let f = stage.forwarded.as_ref().unwrap();
+    assert_eq!(f.reservation_id.as_deref(), Some("r1"));
+}
+
+#[test]
+fn duplicate_json_keys_are_refused_with_400() {
+    let shared = shared(json!({}));
+    let body = br#"{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}"#;
+    let mut stage = authorized(&shared, chat("sk-a", body), VALID);
+    assert_eq!(body_end(&mut stage), Action::Pause);
+    let reply = stage.host.reply().unwrap();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["error"]["type"], "invalid_request_error");
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("duplicate key `model`"), "{message}");
+    assert!(decision(&stage.host).is_none());
+}
+
+#[test]
+fn usage_is_read_from_the_answer() {
+    let shared = shared(json!({}));
+    let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
+    assert_eq!(body_end(&mut stage), Action::Continue);
+    *stage.host.response_headers.borrow_mut() = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    let answer = json!({
+        "id": "c1", "object": "chat.completion", "model": "gpt-4o",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    })
+    .to_string();
+    *stage.host.response_body.borrow_mut() = answer.clone().into_bytes();
+    assert_eq!(stage.on_http_response_headers(0, false), Action::Continue);
+    assert_eq!(
+        stage.on_http_response_body(answer.len(), true),
+        Action::Continue
+    );
+    // Usage read for the report and the counters (which `on_log` sends
+    // through the reporter and exporter, not yet behind `Host`).
+    let usage = stage.response.summary.usage.unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (5, 3));
+    assert_eq!(stage.response.status, 200);
+    let host = &stage.host;
+    // The answer went to the client as the provider sent it.
+    assert_eq!(*host.response_body.borrow(), answer.into_bytes());
+}
+
+#[test]
+fn an_oversized_body_is_drained_then_refused_with_413() {
+    let shared = shared(json!({"max_request_bytes": 16}));
+    let body = openai("gpt-4o", "a prompt longer than the limit");
+    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &body));
+    // Declared too large: no key check, the body flows and is discarded.
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Continue);
+    assert!(stage.host.callouts.borrow().is_empty());
+    assert_eq!(stage.on_http_request_body(body.len(), false), Action::Pause);
+    assert!(stage.host.request_body.borrow().is_empty());
+    assert!(stage.host.replies.borrow().is_empty());
+    assert_eq!(stage.on_http_request_body(0, true), Action::Pause);
+    assert_eq!(stage.host.reply().unwrap().status, 413);
+}
+
+#[test]
+fn an_unreachable_sidecar_fails_closed_or_open_as_configured() {
+    let closed = shared(json!({}));
+    let mut stage = RequestStage::new(closed, chat("sk-a", &openai("gpt-4o", "hi")));
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+    stage.on_http_call_response(1, 0, 0, 0);
+    assert_eq!(stage.host.reply().unwrap().status, 503);
+    assert_eq!(stage.host.counter("tollgate.sidecar_failures"), 1);
+
+    let open =
+        shared(json!({"sidecar": {"token_env": TOKEN_ENV, "failure_mode": "open"}, "budgets": {}}));
+    let mut stage = RequestStage::new(open, chat("sk-a", &openai("gpt-4o", "hi")));
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+    stage.on_http_call_response(1, 0, 0, 0);
+    assert_eq!(stage.host.resumed.get(), 1);
+    // Forwarded unchecked, and with no key there is nothing to reserve.
+    assert_eq!(body_end(&mut stage), Action::Continue);
+    assert_eq!(paths(&stage.host), ["/v1/authorize"]);
+    assert_eq!(decision(&stage.host).unwrap().cluster, "c_openai");
+}
+
+#[test]
+fn the_model_list_is_answered_locally() {
+    let shared = shared(json!({}));
+    let host = MockHost::request(
+        "GET",
+        "/v1/models",
+        &[("authorization", "Bearer sk-a")],
+        b"",
+    );
+    let mut stage = RequestStage::new(Rc::clone(&shared), host);
+    assert_eq!(stage.on_http_request_headers(0, true), Action::Pause);
+    stage.host.answer_call("200", VALID);
+    stage.on_http_call_response(1, 0, VALID.len(), 0);
+    let reply = stage.host.reply().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["object"], "list");
+    assert_eq!(stage.host.resumed.get(), 0);
+}
