@@ -106,6 +106,20 @@ fn detectors_meet_their_targets() {
 /// Cost of all guardrails natively: an 8 KB chat request (prose with a few
 /// entities) through `check_request`, and a 100-chunk answer through the
 /// stream guard. Printed with `--nocapture`; asserts only that they run.
+/// Each figure is the fastest mean of 10 batches of 20 runs: on a shared
+/// machine the mean of one batch mostly measures the neighbours.
+fn best_ms(mut f: impl FnMut()) -> f64 {
+    (0..10)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..20 {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e3 / 20.0
+        })
+        .fold(f64::MAX, f64::min)
+}
+
 #[test]
 fn guardrail_cost_on_8kb_request_and_100_chunk_stream() {
     use tollgate::core::api::Api;
@@ -120,27 +134,18 @@ fn guardrail_cost_on_8kb_request_and_100_chunk_stream() {
     }
     prose.push_str("Contact jane@example.com or +44 20 7946 0958.");
     let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prose}]});
-    let runs = 50;
-    let start = std::time::Instant::now();
-    for _ in 0..runs {
+    let per_request = best_ms(|| {
         let mut b = body.clone();
         let outcome = g.check_request(Api::ChatCompletions, &mut b, &policy);
         assert!(outcome.changed);
-    }
-    let per_request = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
-    let t = std::time::Instant::now();
-    for _ in 0..runs {
+    });
+    let t_scan = best_ms(|| {
         let _ = g.scan(&prose, &policy, Direction::Input);
-    }
-    let t_scan = t.elapsed().as_secs_f64() * 1e3 / runs as f64;
-    let t = std::time::Instant::now();
-    for _ in 0..runs {
+    });
+    let t_injection = best_ms(|| {
         let _ = g.injection_score(&prose, &mut { usize::MAX });
-    }
-    println!(
-        "scan {t_scan:.3} ms, injection {:.3} ms",
-        t.elapsed().as_secs_f64() * 1e3 / runs as f64
-    );
+    });
+    println!("scan {t_scan:.3} ms, injection {t_injection:.3} ms");
     // The worst case for cue-based windows: a system prompt full of the
     // words injection signals key on, code with assignments, numbers.
     let mut mixed = String::new();
@@ -158,23 +163,19 @@ fn guardrail_cost_on_8kb_request_and_100_chunk_stream() {
     }
     let mixed_body =
         serde_json::json!({"model": "m", "messages": [{"role": "system", "content": mixed}]});
-    let start = std::time::Instant::now();
-    for _ in 0..runs {
+    let per_mixed = best_ms(|| {
         let mut b = mixed_body.clone();
         let outcome = g.check_request(Api::ChatCompletions, &mut b, &policy);
         assert!(outcome.blocked.is_none());
-    }
-    let per_mixed = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    });
     let chunk = "and the roadmap for next year looks ";
-    let start = std::time::Instant::now();
-    for _ in 0..runs {
+    let per_stream = best_ms(|| {
         let mut guard = OutputGuard::default();
         for _ in 0..100 {
             let _ = guard.push(&g, &policy, chunk);
         }
         let _ = guard.flush(&g, &policy);
-    }
-    let per_stream = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    });
     println!(
         "guardrails, native: 8 KB request {per_request:.3} ms; 100-chunk stream {per_stream:.3} ms"
     );
