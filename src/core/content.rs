@@ -53,6 +53,13 @@ pub fn messages(v: Option<&Value>) -> Vec<Value> {
     }
 }
 
+/// A system prompt (if any) then the messages (`messages`).
+pub fn with_system(system: Option<&Value>, list: Option<&Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = system.map(|s| message("system", s)).into_iter().collect();
+    out.extend(messages(list));
+    out
+}
+
 /// The conversation of a request body of `api`.
 pub fn input_messages(api: Api, body: &Value) -> String {
     capped(Value::Array(api.inbound().input_messages(body)))

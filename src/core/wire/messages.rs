@@ -128,12 +128,7 @@ impl Inbound for Messages {
     }
 
     fn input_messages(&self, body: &Value) -> Vec<Value> {
-        let mut out = Vec::new();
-        if let Some(system) = body.get("system") {
-            out.push(content::message("system", system));
-        }
-        out.extend(content::messages(body.get("messages")));
-        out
+        content::with_system(body.get("system"), body.get("messages"))
     }
 
     fn write_reply(&self, r: &Reply) -> Value {

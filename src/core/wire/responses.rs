@@ -130,12 +130,7 @@ impl Inbound for Responses {
     }
 
     fn input_messages(&self, body: &Value) -> Vec<Value> {
-        let mut out = Vec::new();
-        if let Some(instructions) = body.get("instructions") {
-            out.push(content::message("system", instructions));
-        }
-        out.extend(content::messages(body.get("input")));
-        out
+        content::with_system(body.get("instructions"), body.get("input"))
     }
 
     fn write_reply(&self, r: &Reply) -> Value {
