@@ -443,24 +443,7 @@ fn write_request(conv: &Conversation, model: &str) -> Value {
         }
         match m.role {
             Role::User => messages.push(json!({"role": "user", "content": chat_content(&m.parts)})),
-            Role::Assistant => {
-                let calls: Vec<Value> = m
-                    .parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::ToolCall { id, name, arguments } => {
-                            Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                let text = joined_text(&m.parts);
-                let mut msg = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
-                if !calls.is_empty() {
-                    set(&mut msg, "tool_calls", Value::Array(calls));
-                }
-                messages.push(msg);
-            }
+            Role::Assistant => messages.push(assistant_message(&m.parts)),
         }
     }
     let mut out = Map::new();
@@ -569,10 +552,11 @@ fn usage_object(u: &Usage) -> Value {
     })
 }
 
-fn write_reply(r: &Reply) -> Value {
-    let text = joined_text(&r.parts);
-    let calls: Vec<Value> = r
-        .parts
+/// An assistant turn: its text (null when it only calls tools) and its
+/// tool calls; in a request's history and in an answer alike.
+fn assistant_message(parts: &[Part]) -> Value {
+    let text = joined_text(parts);
+    let calls: Vec<Value> = parts
         .iter()
         .filter_map(|p| match p {
             Part::ToolCall { id, name, arguments } => {
@@ -581,10 +565,16 @@ fn write_reply(r: &Reply) -> Value {
             _ => None,
         })
         .collect();
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }, "refusal": null});
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
     if !calls.is_empty() {
         set(&mut message, "tool_calls", Value::Array(calls));
     }
+    message
+}
+
+fn write_reply(r: &Reply) -> Value {
+    let mut message = assistant_message(&r.parts);
+    set(&mut message, "refusal", Value::Null);
     json!({
         "id": r.id, "object": "chat.completion", "created": r.created, "model": r.model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(r.finish), "logprobs": null}],
