@@ -6,20 +6,7 @@ use super::detect::Detectors;
 use super::detectors::reference::Reference as Patterns;
 use super::injection::reference::Reference as Signals;
 use super::injection::InjectionDetector;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use super::test_rng::Rng;
 
 const ENTITY_PIECES: &[&str] = &[
     "AKIA",
@@ -316,10 +303,6 @@ const INJECTION_PIECES: &[&str] = &[
     "=",
 ];
 
-fn pick<'a>(rng: &mut Rng, from: &[&'a str]) -> &'a str {
-    from.get(rng.below(from.len())).copied().unwrap_or("")
-}
-
 /// `n` characters from `alphabet`.
 fn chars(rng: &mut Rng, alphabet: &str, n: usize) -> String {
     let a: Vec<char> = alphabet.chars().collect();
@@ -335,16 +318,12 @@ const KEY: &str = "abcXYZ0189_-";
 /// Something close to an entity: valid, nearly valid or broken.
 fn entity(rng: &mut Rng) -> String {
     let sep = |rng: &mut Rng| {
-        pick(
-            rng,
-            &["", " ", "-", ".", " ", "  ", "(", ")", "/", "_", ") ", " ("],
-        )
-        .to_string()
+        rng.pick(&["", " ", "-", ".", " ", "  ", "(", ")", "/", "_", ") ", " ("])
+            .to_string()
     };
     match rng.below(17) {
-        0 => pick(
-            rng,
-            &[
+        0 => rng
+            .pick(&[
                 "4111 1111 1111 1111",
                 "4242-4242-4242-4242",
                 "GB82 WEST 1234 5698 7654 32",
@@ -358,9 +337,8 @@ fn entity(rng: &mut Rng) -> String {
                 "AKIAIOSFODNN7EXAMPLE",
                 "password = hunter2hunter2",
                 "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmN",
-            ],
-        )
-        .to_string(),
+            ])
+            .to_string(),
         1 => {
             let groups = rng.below(7) + 1;
             let mut s = String::new();
@@ -411,24 +389,21 @@ fn entity(rng: &mut Rng) -> String {
             s
         }
         5 => {
-            let prefix = pick(
-                rng,
-                &[
-                    "AKIA",
-                    "ASIA",
-                    "ghp_",
-                    "ghs_",
-                    "github_pat_",
-                    "xoxb-",
-                    "xoxr-",
-                    "sk-",
-                    "sk-ant-",
-                    "sk-proj-",
-                    "sk_live_",
-                    "rk_live_",
-                    "AIza",
-                ],
-            );
+            let prefix = rng.pick(&[
+                "AKIA",
+                "ASIA",
+                "ghp_",
+                "ghs_",
+                "github_pat_",
+                "xoxb-",
+                "xoxr-",
+                "sk-",
+                "sk-ant-",
+                "sk-proj-",
+                "sk_live_",
+                "rk_live_",
+                "AIza",
+            ]);
             let n = rng.below(45) + 5;
             let body = if prefix.starts_with('A') && rng.below(2) == 0 {
                 chars(rng, UPPER, n)
@@ -476,45 +451,39 @@ fn entity(rng: &mut Rng) -> String {
             )
         }
         9 => {
-            let name = pick(
-                rng,
-                &[
-                    "password",
-                    "DB_PASSWORD",
-                    "pwd",
-                    "api-key",
-                    "my_secret",
-                    "auth_token",
-                    "key",
-                ],
-            );
-            let ws = pick(rng, &["", " ", "  ", "\t"]);
-            let op = pick(rng, &["=", ":", "=="]);
-            let quote = pick(rng, &["", "\"", "'"]);
+            let name = rng.pick(&[
+                "password",
+                "DB_PASSWORD",
+                "pwd",
+                "api-key",
+                "my_secret",
+                "auth_token",
+                "key",
+            ]);
+            let ws = rng.pick(&["", " ", "  ", "\t"]);
+            let op = rng.pick(&["=", ":", "=="]);
+            let quote = rng.pick(&["", "\"", "'"]);
             let n = rng.below(10) + 2;
             let value = chars(rng, "abXY09*$<>[]é.:=", n);
             format!("{name}{ws}{op}{ws}{quote}{value}{quote}")
         }
         10 => {
             let mut s = String::from("-----BEGIN ");
-            s.push_str(pick(rng, &["", "RSA ", "EC ", "OPENSSH "]));
+            s.push_str(rng.pick(&["", "RSA ", "EC ", "OPENSSH "]));
             s.push_str("PRIVATE KEY-----\nMIIB");
             if rng.below(2) == 0 {
-                s.push_str(pick(
-                    rng,
-                    &[
-                        "\n-----END RSA PRIVATE KEY-----",
-                        "\n-----END PRIVATE KEY-----",
-                        "-----END X-----",
-                    ],
-                ));
+                s.push_str(rng.pick(&[
+                    "\n-----END RSA PRIVATE KEY-----",
+                    "\n-----END PRIVATE KEY-----",
+                    "-----END X-----",
+                ]));
             }
             s
         }
         11 | 12 => {
             // Phones: an optional `+`, `00` or `(`, digit groups, separators
             // and brackets, an optional extension.
-            let mut s = pick(rng, &["", "", "+", "00", "(", "(+", "0"]).to_string();
+            let mut s = rng.pick(&["", "", "+", "00", "(", "(+", "0"]).to_string();
             for g in 0..rng.below(6) + 1 {
                 if g > 0 {
                     s.push_str(&sep(rng));
@@ -523,36 +492,30 @@ fn entity(rng: &mut Rng) -> String {
                 s.push_str(&chars(rng, DIGITS, n));
             }
             if rng.below(3) == 0 {
-                s.push_str(pick(
-                    rng,
-                    &["x", " x", " ext. ", "ext", "#", " # ", "xx", "e"],
-                ));
+                s.push_str(rng.pick(&["x", " x", " ext. ", "ext", "#", " # ", "xx", "e"]));
                 let n = rng.below(8);
                 s.push_str(&chars(rng, DIGITS, n));
             }
             s
         }
         13 => {
-            let name = pick(
-                rng,
-                &[
-                    "aws_secret_access_key",
-                    "AWS_SECRET_KEY",
-                    "SecretAccessKey",
-                    "client_secret",
-                    "api_token",
-                    "token",
-                    "x-auth",
-                    "private_key",
-                    "credentials",
-                    "my-secret_key",
-                    "\"access_key\"",
-                    "password",
-                ],
-            );
-            let ws = pick(rng, &["", " ", "\t"]);
-            let op = pick(rng, &["=", ":", "'=", "\": "]);
-            let quote = pick(rng, &["", "\"", "'"]);
+            let name = rng.pick(&[
+                "aws_secret_access_key",
+                "AWS_SECRET_KEY",
+                "SecretAccessKey",
+                "client_secret",
+                "api_token",
+                "token",
+                "x-auth",
+                "private_key",
+                "credentials",
+                "my-secret_key",
+                "\"access_key\"",
+                "password",
+            ]);
+            let ws = rng.pick(&["", " ", "\t"]);
+            let op = rng.pick(&["=", ":", "'=", "\": "]);
+            let quote = rng.pick(&["", "\"", "'"]);
             let n = rng.below(50) + 4;
             let value = if rng.below(2) == 0 {
                 chars(rng, "abXY09/+=_-$<.", n)
@@ -561,7 +524,7 @@ fn entity(rng: &mut Rng) -> String {
             };
             format!("{name}{ws}{op}{ws}{quote}{value}{quote}")
         }
-        _ => pick(rng, ENTITY_PIECES).to_string(),
+        _ => rng.pick(ENTITY_PIECES).to_string(),
     }
 }
 
@@ -580,12 +543,12 @@ fn random_entities(rng: &mut Rng, max: usize) -> String {
     let mut s = String::new();
     for _ in 0..rng.below(max) + 1 {
         if rng.below(3) == 0 {
-            s.push_str(pick(rng, ENTITY_PIECES));
+            s.push_str(rng.pick(ENTITY_PIECES));
         } else {
             s.push_str(&entity(rng));
         }
         if rng.below(3) > 0 {
-            s.push_str(pick(rng, &[" ", " ", ", ", "\n", ".", "x", ":", "("]));
+            s.push_str(rng.pick(&[" ", " ", ", ", "\n", ".", "x", ":", "("]));
         }
     }
     s

@@ -19,6 +19,8 @@ pub mod normalize;
 pub mod stream;
 #[cfg(test)]
 mod stream_props;
+#[cfg(test)]
+mod test_rng;
 #[doc(hidden)]
 pub mod worst_case;
 

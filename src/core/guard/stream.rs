@@ -63,6 +63,13 @@ fn extension(w: &[u8]) -> bool {
             || w == b"#")
 }
 
+/// A number group with its extension glued on (`0958x`, `0958ext.`): the
+/// extension's digits may follow after a space.
+fn glued_extension(w: &[u8]) -> bool {
+    let digits = w.iter().take_while(|c| c.is_ascii_digit()).count();
+    digits > 0 && w.get(digits..).is_some_and(extension)
+}
+
 /// Where the tail of `text[from..]` that may still belong to a match starts:
 /// a word start (or `from`).
 fn hold_start(text: &str, from: usize) -> usize {
@@ -97,7 +104,7 @@ fn hold_start(text: &str, from: usize) -> usize {
             .unwrap_or_default();
         let groups = single_space
             && ((chain(last) && (held.is_none_or(chain) || extension(held_word)))
-                || (extension(prev) && held.is_none_or(chain)));
+                || ((extension(prev) || glued_extension(prev)) && held.is_none_or(chain)));
         // `name = value`: the value (or the `=`) may still come.
         let assignment = (assigns(last) && credential_name(b, gap - 1, None).is_some())
             || (held.is_some_and(assigns) && credential_name(b, start, None).is_some())
@@ -306,7 +313,8 @@ impl OutputGuard {
             keep = keep.min(sync);
         }
         // Nor inside a run of number groups (`4111 1111 ... 1111-4111 ...`):
-        // matches in it depend on where it starts.
+        // matches in it depend on where it starts. Bytes beyond ASCII may
+        // fold into digits (fullwidth), so they count as the run's too.
         let floor = keep.saturating_sub(SYNC_WINDOW);
         while keep > floor {
             // The word before `keep`, one space aside, or `keep`'s own.
@@ -322,7 +330,9 @@ impl OutputGuard {
             let word = b.get(start..end).unwrap_or_default();
             if start == keep
                 || word.is_empty()
-                || !(word.iter().all(|c| chain(*c)) || extension(word))
+                || !(word.iter().all(|c| chain(*c) || !c.is_ascii())
+                    || extension(word)
+                    || glued_extension(word))
             {
                 break;
             }

@@ -5,6 +5,7 @@
 //! entity formats to `SAMPLES`: every case draws from it.
 
 use super::stream::OutputGuard;
+use super::test_rng::Rng;
 use super::{Direction, GuardAction, GuardrailConfig, Guardrails, Placeholders, Policy};
 use crate::core::api::Api;
 
@@ -116,24 +117,6 @@ fn cases() -> usize {
         .unwrap_or(2000)
 }
 
-/// A tiny deterministic PRNG (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
-        list.get(self.below(list.len())).copied().unwrap_or("")
-    }
-}
-
 /// A random answer: up to six entities (some repeated, some adjacent, at
 /// the start and end too; or none) between filler.
 fn answer(rng: &mut Rng) -> String {
@@ -154,11 +137,12 @@ fn answer(rng: &mut Rng) -> String {
         };
         used.push(sample);
         // Entities glued into one run (`0767(0117) 496`, a value running
-        // into the next name) are split by where the run starts, which a
-        // stream can see differently (a known limit, stream.rs): keep them
-        // apart.
+        // into the next name, `hunter2=password = ...`) are split by where
+        // the run starts, which a stream can see differently (a known
+        // limit, stream.rs): keep them apart.
         let glues = |c: char| c.is_ascii_alphanumeric() || "()+_".contains(c);
-        if text.ends_with(glues) && sample.starts_with(glues) {
+        let joins = |c: char| glues(c) || "=:".contains(c);
+        if text.ends_with(joins) && sample.starts_with(glues) {
             text.push_str(" and ");
         }
         text.push_str(sample);
