@@ -24,14 +24,21 @@ deps:
 setup:
 	@$(PYTHON) scripts/deps.py --lint
 
+# CHAIN=two_stage runs the fallback chain (envoy/two-stage-chain.yaml).
+CHAIN ?= single_stage
+
 run: deps build
-	$(PYTHON) scripts/stack.py run
+	$(PYTHON) scripts/stack.py run --chain $(CHAIN)
 
 unit:
 	$(CARGO) test --workspace
 
+# Every test on the single-stage chain; keys, budgets and routing also on
+# the two-stage fallback.
 e2e: deps build
 	cd wasm-tests && $(PYTHON) -m pytest -q
+	cd wasm-tests && TOLLGATE_CHAIN=two_stage $(PYTHON) -m pytest -q \
+	  test_keys.py test_budgets.py test_budget_periods.py test_routing.py
 
 test: lint unit e2e
 

@@ -33,6 +33,8 @@ from deps import find_envoy
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy" / "gateway.yaml"
+TWO_STAGE = ROOT / "envoy" / "two-stage-chain.yaml"
+CHAINS = ("single_stage", "two_stage")
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
 SIDECAR = ROOT / "target" / "release" / "tollgate-sidecar"
 MOCK = ROOT / "wasm-tests" / "mock_provider.py"
@@ -80,17 +82,19 @@ def merge(base: dict, overrides: dict) -> dict:
 
 def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None, otlp_port: int,
            real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1",
-           bare_cluster: str | None = None, floor_wasm: Path | None = None) -> str:
+           bare_cluster: str | None = None, floor_wasm: Path | None = None, chain: str = "single_stage") -> str:
     """The gateway config with ports filled in and non-real providers on the mock.
 
     `bare_cluster` drops the Tollgate filters and routes everything to that
     cluster: the same Envoy without Tollgate, for side-by-side benchmarks.
-    `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place."""
+    `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place.
+    `chain="two_stage"` swaps in the fallback chain of two-stage-chain.yaml."""
     azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
     azure_host = azure_endpoint.split("://")[-1].strip("/") or "azure.invalid"
     text = TEMPLATE.read_text()
-    for name, value in {"ADMIN_PORT": admin_port, "LISTEN_PORT": listen_port, "LISTEN_ADDRESS": listen_address,
-                        "SIDECAR_PORT": sidecar_port, "OTLP_PORT": otlp_port, "WASM_PATH": wasm, "AZURE_OPENAI_HOST": azure_host}.items():
+    values = {"ADMIN_PORT": admin_port, "LISTEN_PORT": listen_port, "LISTEN_ADDRESS": listen_address,
+                        "SIDECAR_PORT": sidecar_port, "OTLP_PORT": otlp_port, "WASM_PATH": wasm, "AZURE_OPENAI_HOST": azure_host}
+    for name, value in values.items():
         text = text.replace("${%s}" % name, str(value))
     config = yaml.safe_load(text)
     resources = config["static_resources"]
@@ -110,6 +114,10 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         if secret["name"] in mocked_secrets:
             secret["generic_secret"]["secret"] = {"inline_string": mocked_secrets[secret["name"]]}
     hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    if chain == "two_stage":
+        hcm["http_filters"] = two_stage_filters(hcm["http_filters"][0], wasm)
+    elif chain != "single_stage":
+        raise SystemExit(f"unknown chain {chain!r}: one of {', '.join(CHAINS)}")
     if bare_cluster:
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
         route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
@@ -127,6 +135,17 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         value = wasm_config["typed_config"]["config"]["configuration"]
         value["value"] = json.dumps(merge(json.loads(value["value"]), plugin_overrides))
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def two_stage_filters(single: dict, wasm: Path) -> list:
+    """two-stage-chain.yaml's filters, carrying the single-stage filter's
+    configuration with "chain": "two_stage"."""
+    filters = yaml.safe_load(TWO_STAGE.read_text().replace("${WASM_PATH}", str(wasm)))
+    value = single["typed_config"]["config"]["configuration"]["value"]
+    plugin = json.loads(value)
+    plugin["chain"] = "two_stage"
+    filters[0]["typed_config"]["config"]["configuration"]["value"] = json.dumps(plugin, indent=2)
+    return filters
 
 
 def wait_until(check, what: str, timeout: float = 20.0, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -159,7 +178,8 @@ class Envoy:
 
     def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
                  admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None,
-                 otlp_port: int | None = None, sidecar_port: int | None = None, floor_wasm: Path | None = None):
+                 otlp_port: int | None = None, sidecar_port: int | None = None, floor_wasm: Path | None = None,
+                 chain: str | None = None):
         self.stack = stack
         self.name = name
         self.port = listen_port or free_port()
@@ -170,7 +190,8 @@ class Envoy:
             wasm=stack.wasm, listen_port=self.port, admin_port=self.admin_port,
             sidecar_port=sidecar_port or stack.sidecar_port,
             mock_port=stack.mock_port, otlp_port=otlp_port or stack.otlp_port, real=stack.real, plugin_overrides=plugin_overrides,
-            listen_address=listen_address, bare_cluster=bare_cluster, floor_wasm=floor_wasm))
+            listen_address=listen_address, bare_cluster=bare_cluster, floor_wasm=floor_wasm,
+            chain=chain or stack.chain))
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -221,8 +242,11 @@ class Stack:
                  plugin_overrides: dict | None = None, envoy_workers: int = 1, envoy_log_level: str = "info",
                  listen_address: str = "127.0.0.1", otlp_receiver: bool = False,
                  mock_command: list[str] | None = None, sidecar_args: list[str] | None = None,
-                 master_key: str | None = None, service_token: str | None = None):
+                 master_key: str | None = None, service_token: str | None = None, chain: str | None = None):
         ports = ports or {}
+        # The filter chain shape (CHAINS): TOLLGATE_CHAIN lets `make test`
+        # run tests on the two-stage fallback too.
+        self.chain = chain or os.environ.get("TOLLGATE_CHAIN") or "single_stage"
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.real = real or set()
@@ -349,7 +373,7 @@ def run(args):
     """`make run`: start everything on fixed ports, make a first key, wait."""
     real = real_providers(os.environ)
     workdir = ROOT / "build" / "run"
-    stack = Stack(workdir, real=real, envoy_workers=args.workers, envoy_log_level="warning",
+    stack = Stack(workdir, real=real, envoy_workers=args.workers, envoy_log_level="warning", chain=args.chain,
                   ports={"listen": args.port, "admin": args.admin_port, "sidecar": args.sidecar_port,
                          "mock": args.mock_port})
     stack.start()
@@ -421,6 +445,8 @@ def main():
     r.add_argument("--sidecar-port", type=int, default=8790)
     r.add_argument("--mock-port", type=int, default=18000)
     r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--chain", choices=CHAINS, default="single_stage",
+                   help="the filter chain: one wasm stage (Envoy >= 1.35) or the two-stage fallback")
     args = parser.parse_args()
     if args.command == "run":
         signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -111,3 +111,30 @@ def test_cli_created_key_works(stack):
     import json
     created = json.loads(stack.cli("keys", "create", "--team", "cli", "--models", "gpt-4o*,claude-*", "--json"))
     assert chat(stack, created["key"]).choices[0].message.content
+
+
+def test_a_body_that_arrives_during_the_key_check_waits_for_it(stack, make_key):
+    """The sidecar is frozen while a whole request with an uncached key
+    arrives, so the body callbacks run while the key check is pending: the
+    request must wait for the verdict (letting the body through there would
+    send it upstream unchecked)."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+    good = make_key()
+    pid = stack.sidecar_proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            bad = pool.submit(chat, stack, "tg-frozen-sidecar-unknown-key-000000000000000")
+            ok = pool.submit(chat, stack, good)
+            time.sleep(0.4)
+            assert not bad.done() and not ok.done(), "answered before the key check"
+            os.kill(pid, signal.SIGCONT)
+            with pytest.raises(openai.AuthenticationError):
+                bad.result(timeout=10)
+            assert ok.result(timeout=10).choices
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    sent = stack.mock("GET", "/__mock/requests")
+    assert len(sent) == 1, sent

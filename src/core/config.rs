@@ -19,6 +19,21 @@ pub enum FailureMode {
     Open,
 }
 
+/// How the filter sits in Envoy's HTTP filter chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Chain {
+    /// `[tollgate, router]` with `allow_on_headers_stop_iteration: true`
+    /// (Envoy >= 1.35): the filter holds the headers while it reads the
+    /// body, then sets the routing headers itself (default).
+    #[default]
+    SingleStage,
+    /// `[tollgate, buffer, tollgate (root_id "route"), router]`, for proxies
+    /// without the flag (Envoy < 1.35, Istio's WasmPlugin): the route stage
+    /// applies the decision once the buffer filter has the whole body.
+    TwoStage,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SidecarConfig {
@@ -124,6 +139,9 @@ pub struct ModelRoute {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The filter chain shape this configuration is loaded into.
+    #[serde(default)]
+    pub chain: Chain,
     #[serde(default)]
     pub sidecar: SidecarConfig,
     /// How long a key check answer is reused; bounds how late a revocation bites.

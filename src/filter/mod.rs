@@ -12,6 +12,7 @@ mod reporter;
 mod request_stage;
 mod response;
 mod root;
+mod route_headers;
 mod route_stage;
 mod sidecar;
 mod stats;

@@ -7,7 +7,8 @@ use super::exporter::Exporter;
 use super::host;
 use super::reporter::Reporter;
 use super::request_stage::RequestStage;
-use super::route_stage::{RouteStage, SecretCache};
+use super::route_headers::Secrets;
+use super::route_stage::RouteStage;
 use super::sidecar::SidecarClient;
 use super::stats::Stats;
 use crate::core::api::ClientFormat;
@@ -57,6 +58,8 @@ pub struct Shared {
     /// Random per VM: with the counter, the gateway's request ids.
     pub id_seed: u64,
     pub sidecar: Rc<SidecarClient>,
+    /// Provider keys for `env` auth (the single-stage chain sets them).
+    pub secrets: Secrets,
 }
 
 impl Shared {
@@ -73,7 +76,7 @@ pub enum Root {
     #[default]
     Unconfigured,
     Request(Rc<Shared>),
-    Route(Rc<RefCell<SecretCache>>),
+    Route(Rc<Secrets>),
 }
 
 impl Context for Root {
@@ -141,6 +144,7 @@ impl RootContext for Root {
                     request_counter: std::cell::Cell::new(0),
                     id_seed: host::random_u64(),
                     sidecar,
+                    secrets: Secrets::default(),
                 }));
                 true
             }

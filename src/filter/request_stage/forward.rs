@@ -5,11 +5,13 @@
 
 use super::{Phase, RequestStage};
 use crate::core::api;
+use crate::core::decision::RouteDecision;
 use crate::core::error::GatewayError;
 use crate::core::exchange::{self, Exchange, Plan};
 use crate::core::request::LlmRequest;
 use crate::core::routing;
 use crate::filter::env::Host;
+use crate::filter::route_headers;
 use crate::filter::trace::RequestTrace;
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -65,23 +67,49 @@ impl<H: Host> RequestStage<H> {
         self.carry_out(plan, body.len())
     }
 
+    /// Routes the held headers (single stage: `content-length` too, which
+    /// Envoy does not fix after a body rewrite), or hands the decision to
+    /// the route stage in filter state (two stages).
+    fn apply_decision(
+        &self,
+        decision: &RouteDecision,
+        body_len: usize,
+    ) -> Result<(), GatewayError> {
+        if !self.holds_headers() {
+            return if self
+                .host
+                .set_property("tollgate.route", decision.encode().as_bytes())
+            {
+                Ok(())
+            } else {
+                Err(GatewayError::Internal(
+                    "could not record the routing decision",
+                ))
+            };
+        }
+        if !self.headers_ended
+            && !self
+                .host
+                .set_request_header("content-length", Some(&body_len.to_string()))
+        {
+            return Err(GatewayError::Internal("could not set the body length"));
+        }
+        route_headers::apply(&self.host, decision, &self.shared.secrets)
+    }
+
     /// Does what the plan says, in the order Envoy needs: the body and the
     /// decision before the request moves on, the reservation last.
     fn carry_out(&mut self, plan: Plan, body_len: usize) -> Result<(), GatewayError> {
         self.response.translation = plan.translation;
-        if let Some(new_body) = plan.body {
-            if !self.host.set_request_body(body_len, &new_body) {
+        if let Some(new_body) = &plan.body {
+            if !self.host.set_request_body(body_len, new_body) {
                 return Err(GatewayError::Internal("could not rewrite the request body"));
             }
         }
-        if !self
-            .host
-            .set_property("tollgate.route", plan.decision.encode().as_bytes())
-        {
-            return Err(GatewayError::Internal(
-                "could not record the routing decision",
-            ));
-        }
+        self.apply_decision(
+            &plan.decision,
+            plan.body.as_ref().map_or(body_len, Vec::len),
+        )?;
         if let Some(f) = &mut self.forwarded {
             f.estimated_input = plan.estimated_input;
             f.input_messages = plan.input_messages;

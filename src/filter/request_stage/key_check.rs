@@ -98,6 +98,9 @@ impl<H: Host> RequestStage<H> {
         }
         if self.headers_ended {
             self.route(&[])?;
+        } else if self.body_ended {
+            let body = self.host.request_body(self.host.request_body_size());
+            self.route(&body)?;
         }
         Ok(None)
     }

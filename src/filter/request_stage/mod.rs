@@ -1,9 +1,12 @@
 //! Request stage: key check (cached sidecar callout), body parsing, model
 //! routing and the routing decision; on the way back, token usage.
 //!
-//! It pauses in the header phase only while a key callout is in flight
-//! (Envoy then holds the body), and buffers the body until it is complete.
-//! Each job has its module; this one holds the state and the callbacks.
+//! On the single-stage chain it holds the headers until the body is routed
+//! and sets the routing headers itself; on the two-stage chain it pauses in
+//! the header phase only while a key callout is in flight (Envoy then holds
+//! the body) and leaves the headers to the route stage. Either way it
+//! buffers the body until it is complete. Each job has its module; this one
+//! holds the state and the callbacks.
 
 mod admit;
 mod forward;
@@ -21,6 +24,7 @@ use super::trace::RequestTrace;
 use crate::core::api::{Api, ClientFormat, Endpoint};
 use crate::core::auth::KeyCheck;
 use crate::core::budget;
+use crate::core::config::Chain;
 use crate::core::error::GatewayError;
 use crate::core::exchange::Exchange;
 use crate::core::guard::GuardEvent;
@@ -64,6 +68,9 @@ pub struct RequestStage<H: Host> {
     drained: usize,
     /// The request body ended with the headers (no body callbacks follow).
     headers_ended: bool,
+    /// The whole body has arrived while the key check was pending (the
+    /// single-stage chain keeps delivering it): routed once the key is known.
+    body_ended: bool,
     started_ns: u64,
     /// When the current callback began: callout timers count from the
     /// event loop's wake-up, so time computing here is added to timeouts.
@@ -97,6 +104,7 @@ impl<H: Host> RequestStage<H> {
             client_path: String::new(),
             drained: 0,
             headers_ended: false,
+            body_ended: false,
             started_ns: 0,
             callback_ns: 0,
             request_id: String::new(),
@@ -107,6 +115,32 @@ impl<H: Host> RequestStage<H> {
             trace: None,
             forwarded: None,
             response: ResponseState::default(),
+        }
+    }
+
+    /// Whether this filter holds the headers until the body is routed
+    /// (the single-stage chain) instead of the buffer filter doing it.
+    fn holds_headers(&self) -> bool {
+        self.shared.config.chain == Chain::SingleStage
+    }
+
+    /// What the header and body callbacks answer while the request is not
+    /// routed yet: the single-stage chain holds it here, the two-stage
+    /// chain lets the buffer filter hold it.
+    fn wait(&self) -> Action {
+        if self.holds_headers() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    /// The header callback's answer once the key is known.
+    fn after_headers(&self) -> Action {
+        match self.phase {
+            Phase::Forwarded => Action::Continue,
+            Phase::Reserving => Action::Pause,
+            _ => self.wait(),
         }
     }
 
@@ -188,10 +222,19 @@ impl<H: Host> Context for RequestStage<H> {
             }
             return;
         }
+        if self.phase != Phase::Authorizing {
+            // Answered already (the body was too large, or the client left).
+            return;
+        }
         match self.authorized(status, &body) {
             Ok(Some(listing)) => self.answer_listing(&listing),
             Ok(None) => {
-                if !self.host.resume_request() {
+                // Routed, or (two-stage) free to go to the buffer filter;
+                // otherwise the body is still arriving, or the budget
+                // answer is awaited, and that callback moves it on.
+                let ready = self.phase == Phase::Forwarded
+                    || (self.phase == Phase::Authorized && !self.holds_headers());
+                if ready && !self.host.resume_request() {
                     log::error!("tollgate: could not resume the request after the key check");
                 }
             }
@@ -214,13 +257,13 @@ impl<H: Host> HttpContext for RequestStage<H> {
         self.trace = RequestTrace::start(&self.shared, &self.request_id, &headers);
         match self.start(&headers) {
             Ok(admit::Start::Callout) => Action::Pause,
-            Ok(admit::Start::Drain) => Action::Continue,
+            Ok(admit::Start::Drain) => self.wait(),
             Ok(admit::Start::KeyKnown) => match self.key_known() {
                 Ok(Some(listing)) => {
                     self.answer_listing(&listing);
                     Action::Pause
                 }
-                Ok(None) => Action::Continue,
+                Ok(None) => self.after_headers(),
                 Err(error) => self.reject(&error),
             },
             Err(error) => self.reject(&error),
@@ -232,7 +275,15 @@ impl<H: Host> HttpContext for RequestStage<H> {
         let oversized = body_size > self.shared.config.max_request_bytes;
         match self.phase {
             Phase::Draining => return self.drain(body_size, end_of_stream),
-            Phase::Authorized if oversized => return self.drain(body_size, end_of_stream),
+            Phase::Authorizing | Phase::Authorized if oversized => {
+                return self.drain(body_size, end_of_stream)
+            }
+            // The single-stage chain delivers the body while the key check
+            // is pending: hold it (Continue would let it go unchecked).
+            Phase::Authorizing => {
+                self.body_ended = end_of_stream;
+                return Action::Pause;
+            }
             Phase::Authorized => {}
             _ => return Action::Continue,
         }
@@ -250,6 +301,10 @@ impl<H: Host> HttpContext for RequestStage<H> {
             Phase::Draining => {
                 let error = GatewayError::TooLarge(self.shared.config.max_request_bytes);
                 self.reject(&error)
+            }
+            Phase::Authorizing => {
+                self.body_ended = true;
+                Action::Pause
             }
             Phase::Authorized => {
                 let size = self.host.request_body_size();

@@ -55,6 +55,7 @@ fn shared(extra: Value) -> Rc<Shared> {
         request_counter: Cell::new(1),
         id_seed: 7,
         sidecar,
+        secrets: Default::default(),
         config,
     })
 }
@@ -127,7 +128,7 @@ fn pending_key_check_pauses_the_request() {
 
 #[test]
 fn valid_key_is_forwarded_with_the_right_headers_and_body() {
-    let shared = shared(json!({}));
+    let shared = shared(json!({"chain": "two_stage"}));
     let mut stage = authorized(&shared, chat("sk-a", &openai("fast", "hi")), VALID);
     assert_eq!(stage.host.resumed.get(), 1);
     assert_eq!(body_end(&mut stage), Action::Continue);
@@ -216,7 +217,7 @@ fn guardrail_block_is_answered_locally_and_nothing_goes_upstream() {
 
 #[test]
 fn budget_denial_is_answered_with_429() {
-    let shared = shared(json!({"budgets": {}}));
+    let shared = shared(json!({"chain": "two_stage", "budgets": {}}));
     let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
     assert_eq!(body_end(&mut stage), Action::Pause);
     assert_eq!(paths(&stage.host), ["/v1/authorize", "/v1/reserve"]);
@@ -238,7 +239,7 @@ fn budget_denial_is_answered_with_429() {
 
 #[test]
 fn allowed_reservation_resumes_the_request() {
-    let shared = shared(json!({"budgets": {}}));
+    let shared = shared(json!({"chain": "two_stage", "budgets": {}}));
     let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
     assert_eq!(body_end(&mut stage), Action::Pause);
     let allowed = r#"{"allowed": true, "reservation_id": "r1"}"#;
@@ -297,7 +298,7 @@ fn usage_is_read_from_the_answer() {
 
 #[test]
 fn an_oversized_body_is_drained_then_refused_with_413() {
-    let shared = shared(json!({"max_request_bytes": 16}));
+    let shared = shared(json!({"chain": "two_stage", "max_request_bytes": 16}));
     let body = openai("gpt-4o", "a prompt longer than the limit");
     let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &body));
     // Declared too large: no key check, the body flows and is discarded.
@@ -312,15 +313,16 @@ fn an_oversized_body_is_drained_then_refused_with_413() {
 
 #[test]
 fn an_unreachable_sidecar_fails_closed_or_open_as_configured() {
-    let closed = shared(json!({}));
+    let closed = shared(json!({"chain": "two_stage"}));
     let mut stage = RequestStage::new(closed, chat("sk-a", &openai("gpt-4o", "hi")));
     assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
     stage.on_http_call_response(1, 0, 0, 0);
     assert_eq!(stage.host.reply().unwrap().status, 503);
     assert_eq!(stage.host.counter("tollgate.sidecar_failures"), 1);
 
-    let open =
-        shared(json!({"sidecar": {"token_env": TOKEN_ENV, "failure_mode": "open"}, "budgets": {}}));
+    let open = shared(
+        json!({"chain": "two_stage", "sidecar": {"token_env": TOKEN_ENV, "failure_mode": "open"}, "budgets": {}}),
+    );
     let mut stage = RequestStage::new(open, chat("sk-a", &openai("gpt-4o", "hi")));
     assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
     stage.on_http_call_response(1, 0, 0, 0);
@@ -348,4 +350,85 @@ fn the_model_list_is_answered_locally() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["object"], "list");
     assert_eq!(stage.host.resumed.get(), 0);
+}
+
+// The single-stage chain: the filter holds the headers (Pause, with
+// `allow_on_headers_stop_iteration`) while the body arrives, then routes
+// them itself.
+
+fn cluster(host: &MockHost) -> Option<String> {
+    host.request_header(crate::filter::route_headers::CLUSTER_HEADER)
+}
+
+#[test]
+fn single_stage_holds_the_headers_and_routes_them_from_the_body() {
+    let shared = shared(json!({}));
+    let body = openai("fast", "hi");
+    let mut stage = authorized(&shared, chat("sk-a", &body), VALID);
+    // The key is known but the body is not: nothing resumes yet.
+    assert_eq!(stage.host.resumed.get(), 0);
+    assert_eq!(cluster(&stage.host), None);
+    assert_eq!(stage.on_http_request_body(5, false), Action::Pause);
+    assert_eq!(body_end(&mut stage), Action::Continue);
+    let host = &stage.host;
+    assert!(host.replies.borrow().is_empty());
+    assert_eq!(cluster(host).as_deref(), Some("c_openai"));
+    assert_eq!(host.request_header("authorization"), None);
+    assert_eq!(host.request_header("openai-organization"), None);
+    // Envoy does not fix content-length after a body rewrite.
+    let sent = host.request_body.borrow().clone();
+    assert_ne!(sent, body, "the alias's upstream model is written");
+    assert_eq!(
+        host.request_header("content-length"),
+        Some(sent.len().to_string())
+    );
+    // No filter state for a route stage.
+    assert!(decision(host).is_none());
+}
+
+#[test]
+fn single_stage_holds_a_body_that_arrives_during_the_key_check() {
+    let shared = shared(json!({}));
+    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-bad", &openai("gpt-4o", "hi")));
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+    // Continue here would send the request upstream unchecked.
+    assert_eq!(body_end(&mut stage), Action::Pause);
+    let invalid = r#"{"valid": false, "reason": "revoked"}"#;
+    stage.host.answer_call("200", invalid);
+    stage.on_http_call_response(1, 0, invalid.len(), 0);
+    assert_eq!(stage.host.reply().unwrap().status, 401);
+    assert_eq!(stage.host.resumed.get(), 0);
+    assert_eq!(cluster(&stage.host), None);
+
+    // A valid key: routed and resumed by the key check's answer.
+    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &openai("gpt-4o", "hi")));
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+    assert_eq!(body_end(&mut stage), Action::Pause);
+    stage.host.answer_call("200", VALID);
+    stage.on_http_call_response(1, 0, VALID.len(), 0);
+    assert!(stage.host.replies.borrow().is_empty());
+    assert_eq!(cluster(&stage.host).as_deref(), Some("c_openai"));
+    assert_eq!(stage.host.resumed.get(), 1);
+}
+
+#[test]
+fn single_stage_blocks_from_the_body_with_nothing_routed() {
+    let shared = shared(json!({}));
+    let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", SECRET)), VALID);
+    assert_eq!(body_end(&mut stage), Action::Pause);
+    assert_eq!(stage.host.reply().unwrap().status, 400);
+    assert_eq!(cluster(&stage.host), None);
+    assert_eq!(stage.host.resumed.get(), 0);
+}
+
+#[test]
+fn single_stage_drains_an_oversized_body_with_the_headers_held() {
+    let shared = shared(json!({"max_request_bytes": 16}));
+    let body = openai("gpt-4o", "a prompt longer than the limit");
+    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &body));
+    assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
+    assert_eq!(stage.on_http_request_body(body.len(), false), Action::Pause);
+    assert_eq!(stage.on_http_request_body(0, true), Action::Pause);
+    assert_eq!(stage.host.reply().unwrap().status, 413);
+    assert_eq!(cluster(&stage.host), None);
 }

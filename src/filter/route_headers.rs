@@ -1,0 +1,76 @@
+//! Applies a routing decision to the request headers: `:path`, the provider
+//! credential (for `env` auth), headers to drop and defaults, and last the
+//! cluster header the Envoy route selects on. The single-stage chain does
+//! this from the body callback while the headers are held; the two-stage
+//! chain from the route stage.
+
+use super::env::Host;
+use crate::core::decision::RouteDecision;
+use crate::core::error::GatewayError;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Header the Envoy route's `cluster_header` reads.
+pub const CLUSTER_HEADER: &str = "x-tollgate-cluster";
+
+/// Provider secrets read from the VM environment, once per worker.
+#[derive(Default)]
+pub struct Secrets(RefCell<HashMap<String, Option<String>>>);
+
+impl Secrets {
+    fn get(&self, var: &str) -> Option<String> {
+        self.0
+            .borrow_mut()
+            .entry(var.to_string())
+            .or_insert_with(|| std::env::var(var).ok())
+            .clone()
+    }
+}
+
+pub fn apply(
+    host: &impl Host,
+    decision: &RouteDecision,
+    secrets: &Secrets,
+) -> Result<(), GatewayError> {
+    if let Some(path) = &decision.path {
+        if !host.set_request_header(":path", Some(path)) {
+            return Err(GatewayError::Internal("could not set the upstream path"));
+        }
+    }
+    if let Some(auth) = &decision.auth {
+        let Some(secret) = secrets.get(&auth.var) else {
+            log::error!(
+                "tollgate: environment variable {} (provider key) is not visible to the VM; list it in vm_config.environment_variables.host_env_keys",
+                auth.var
+            );
+            return Err(GatewayError::Internal(
+                "provider credential is not configured",
+            ));
+        };
+        let value = format!("{}{secret}", auth.prefix);
+        if !host.set_request_header(&auth.header, Some(&value)) {
+            return Err(GatewayError::Internal(
+                "could not set the provider credential",
+            ));
+        }
+    }
+    for name in &decision.remove {
+        host.set_request_header(name, None);
+    }
+    for (name, value) in &decision.defaults {
+        if host.request_header(name).is_none() {
+            host.set_request_header(name, Some(value));
+        }
+    }
+    if let Some(traceparent) = &decision.traceparent {
+        host.set_request_header("traceparent", Some(traceparent));
+    }
+    // Set last: changing headers makes Envoy pick the route again, now
+    // with the provider's cluster.
+    if !host.set_request_header(CLUSTER_HEADER, Some(&decision.cluster)) {
+        return Err(GatewayError::Internal(
+            "could not select the provider cluster",
+        ));
+    }
+    Ok(())
+}
