@@ -242,7 +242,8 @@ class Stack:
                  plugin_overrides: dict | None = None, envoy_workers: int = 1, envoy_log_level: str = "info",
                  listen_address: str = "127.0.0.1", otlp_receiver: bool = False,
                  mock_command: list[str] | None = None, sidecar_args: list[str] | None = None,
-                 master_key: str | None = None, service_token: str | None = None, chain: str | None = None):
+                 master_key: str | None = None, service_token: str | None = None, chain: str | None = None,
+                 db: str | None = None):
         ports = ports or {}
         # The filter chain shape (CHAINS): TOLLGATE_CHAIN lets `make test`
         # run tests on the two-stage fallback too.
@@ -258,7 +259,8 @@ class Stack:
         env_token = os.environ.get("TOLLGATE_SERVICE_TOKEN")
         self.service_token = service_token or env_token or secrets.token_urlsafe(32)
         self.service_token_generated = not (service_token or env_token)
-        self.db = self.workdir / "tollgate.db"
+        # A SQLite file of this run, or a `postgres://` URL.
+        self.db = db or self.workdir / "tollgate.db"
         self.sidecar_port = ports.get("sidecar") or free_port()
         self.mock_port = None if self.real >= set(PROVIDERS) else (ports.get("mock") or free_port())
         # Where spans go: the test receiver when asked for, else a collector
@@ -275,6 +277,7 @@ class Stack:
         self._envoy_args = dict(plugin_overrides=plugin_overrides, listen_port=ports.get("listen", 0),
                                 admin_port=ports.get("admin", 0), listen_address=listen_address)
         self.mock_proc = self.sidecar_proc = None
+        self.extra_sidecars: list[subprocess.Popen] = []
         self.envoys: list[Envoy] = []
 
     def start(self) -> "Stack":
@@ -303,15 +306,25 @@ class Stack:
         return envoy
 
     def start_sidecar(self):
-        log = open(self.workdir / "sidecar.log", "a")
+        self.sidecar_proc = self._sidecar("sidecar", self.sidecar_port)
+
+    def add_sidecar(self, name: str) -> int:
+        """Another sidecar on the same database (a second gateway replica);
+        returns its port, for `add_envoy(..., sidecar_port=)`."""
+        port = free_port()
+        self.extra_sidecars.append(self._sidecar(name, port))
+        return port
+
+    def _sidecar(self, name: str, port: int) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "a")
         env = dict(os.environ, TOLLGATE_MASTER_KEY=self.master_key,
                    TOLLGATE_SERVICE_TOKEN=self.service_token, RUST_LOG="info")
-        self.sidecar_proc = subprocess.Popen(
-            [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{self.sidecar_port}",
-             *self.sidecar_args],
+        proc = subprocess.Popen(
+            [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{port}", *self.sidecar_args],
             env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.sidecar_port}/readyz"), "tollgate-sidecar",
-                   proc=self.sidecar_proc, log=self.workdir / "sidecar.log")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), f"tollgate-sidecar {name}",
+                   proc=proc, log=self.workdir / f"{name}.log")
+        return proc
 
     def stop_sidecar(self):
         stop_process(self.sidecar_proc)
@@ -320,6 +333,8 @@ class Stack:
         for envoy in self.envoys:
             envoy.stop()
         stop_process(self.sidecar_proc)
+        for proc in self.extra_sidecars:
+            stop_process(proc)
         stop_process(self.mock_proc)
         stop_process(self.otlp_proc)
 
