@@ -2,8 +2,10 @@
 # what they need if it is missing (scripts/deps.py; quick when all is there).
 CARGO ?= cargo
 PYTHON ?= python3
-WASM := target/wasm32-wasip1/release/tollgate.wasm
-SIDECAR := target/release/tollgate-sidecar
+# Where cargo builds: $CARGO_TARGET_DIR when set (scripts/stack.py reads it too).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+WASM := $(TARGET_DIR)/wasm32-wasip1/release/tollgate.wasm
+SIDECAR := $(TARGET_DIR)/release/tollgate-sidecar
 
 .PHONY: build run test unit e2e lint fmt setup deps clean bench
 

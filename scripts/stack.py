@@ -33,8 +33,10 @@ from deps import find_envoy
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy" / "gateway.yaml"
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
-SIDECAR = ROOT / "target" / "release" / "tollgate-sidecar"
+# Where cargo puts builds: $CARGO_TARGET_DIR when set (as cargo does), else target/.
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve()
+WASM = TARGET / "wasm32-wasip1" / "release" / "tollgate.wasm"
+SIDECAR = TARGET / "release" / "tollgate-sidecar"
 MOCK = ROOT / "wasm-tests" / "mock_provider.py"
 OTLP_RECEIVER = ROOT / "wasm-tests" / "otlp_receiver.py"
 
@@ -78,14 +80,67 @@ def merge(base: dict, overrides: dict) -> dict:
     return out
 
 
+CHAINS = ("single_stage", "two_stage")
+# The two-stage chain's buffer filter (see envoy/gateway.yaml): the filter's
+# max_request_bytes + a whole socket read (per_connection_buffer_limit_bytes).
+BUFFER_FILTER = {"name": "envoy.filters.http.buffer", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+    "max_request_bytes": 33554432}}
+
+
+def chain_of(http_filters: list[dict]) -> str:
+    """The chain an http_filters list has: "two_stage" when a wasm filter runs
+    with root_id "route" (the route stage), else "single_stage"."""
+    for f in http_filters:
+        if (f.get("typed_config", {}).get("config") or {}).get("root_id") == "route":
+            return "two_stage"
+    return "single_stage"
+
+
+def set_chain(hcm: dict, chain: str) -> bool:
+    """Makes the listener's http_filters the `chain` shape (DESIGN.md):
+
+    - "single_stage": [tollgate (allow_on_headers_stop_iteration: true), router]
+    - "two_stage":    [tollgate, buffer, tollgate-route (root_id "route"), router]
+
+    built from the template's tollgate filter (same vm_config). Returns False
+    and changes nothing when the template already has that shape; True when
+    it swapped the list, and then the caller records `"chain": chain` in the
+    plugin configuration (the filter must know which shape it runs in). A
+    template already in the asked shape is left byte for byte as shipped, so
+    a filter that predates the "chain" setting keeps working with it."""
+    if chain not in CHAINS:
+        raise ValueError(f"chain must be one of {CHAINS}, not {chain!r}")
+    filters = hcm["http_filters"]
+    if chain_of(filters) == chain:
+        return False
+    tollgate = copy.deepcopy(next(f for f in filters if f["name"] == "tollgate"))
+    router = next(f for f in filters if f["name"] == "envoy.filters.http.router")
+    plugin = tollgate["typed_config"]["config"]
+    if chain == "single_stage":
+        plugin["allow_on_headers_stop_iteration"] = True
+        hcm["http_filters"] = [tollgate, router]
+    else:
+        plugin.pop("allow_on_headers_stop_iteration", None)
+        route = {"name": "tollgate-route", "typed_config": {
+            "@type": tollgate["typed_config"]["@type"],
+            "config": {"name": "tollgate-route", "root_id": "route",
+                       "failure_policy": plugin.get("failure_policy", "FAIL_RELOAD"),
+                       "vm_config": copy.deepcopy(plugin["vm_config"])}}}
+        hcm["http_filters"] = [tollgate, copy.deepcopy(BUFFER_FILTER), route, router]
+    return True
+
+
 def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None, otlp_port: int,
            real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1",
-           bare_cluster: str | None = None, floor_wasm: Path | None = None) -> str:
+           bare_cluster: str | None = None, floor_wasm: Path | None = None, chain: str | None = None) -> str:
     """The gateway config with ports filled in and non-real providers on the mock.
 
     `bare_cluster` drops the Tollgate filters and routes everything to that
     cluster: the same Envoy without Tollgate, for side-by-side benchmarks.
-    `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place."""
+    `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place.
+    `chain` ("single_stage" or "two_stage", see `set_chain`) renders that
+    filter chain; None keeps the template's."""
     azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
     azure_host = azure_endpoint.split("://")[-1].strip("/") or "azure.invalid"
     text = TEMPLATE.read_text()
@@ -110,22 +165,28 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         if secret["name"] in mocked_secrets:
             secret["generic_secret"]["secret"] = {"inline_string": mocked_secrets[secret["name"]]}
     hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    chain_overrides = {}
+    if chain and set_chain(hcm, chain):
+        chain_overrides = {"chain": chain}
     if bare_cluster:
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
         route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
         route.pop("cluster_header")
         route["cluster"] = bare_cluster
     if floor_wasm:
+        # The floor reads only which chain it runs in.
+        floor_config = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": json.dumps({"chain": chain_of(hcm["http_filters"])})}
         for f in hcm["http_filters"]:
             plugin = f["typed_config"].get("config")
             if plugin and "vm_config" in plugin:
-                plugin.pop("configuration", None)
+                plugin["configuration"] = dict(floor_config)
                 plugin["vm_config"] = {**plugin["vm_config"], "vm_id": "floor",
                                        "code": {"local": {"filename": str(floor_wasm)}}}
-    if plugin_overrides:
-        wasm_config = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+    elif not bare_cluster and (plugin_overrides or chain_overrides):
+        wasm_config = hcm["http_filters"][0]
         value = wasm_config["typed_config"]["config"]["configuration"]
-        value["value"] = json.dumps(merge(json.loads(value["value"]), plugin_overrides))
+        value["value"] = json.dumps(merge(json.loads(value["value"]), {**(plugin_overrides or {}), **chain_overrides}))
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -159,7 +220,8 @@ class Envoy:
 
     def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
                  admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None,
-                 otlp_port: int | None = None, sidecar_port: int | None = None, floor_wasm: Path | None = None):
+                 otlp_port: int | None = None, sidecar_port: int | None = None, floor_wasm: Path | None = None,
+                 chain: str | None = None):
         self.stack = stack
         self.name = name
         self.port = listen_port or free_port()
@@ -170,7 +232,7 @@ class Envoy:
             wasm=stack.wasm, listen_port=self.port, admin_port=self.admin_port,
             sidecar_port=sidecar_port or stack.sidecar_port,
             mock_port=stack.mock_port, otlp_port=otlp_port or stack.otlp_port, real=stack.real, plugin_overrides=plugin_overrides,
-            listen_address=listen_address, bare_cluster=bare_cluster, floor_wasm=floor_wasm))
+            listen_address=listen_address, bare_cluster=bare_cluster, floor_wasm=floor_wasm, chain=chain))
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -221,7 +283,10 @@ class Stack:
                  plugin_overrides: dict | None = None, envoy_workers: int = 1, envoy_log_level: str = "info",
                  listen_address: str = "127.0.0.1", otlp_receiver: bool = False,
                  mock_command: list[str] | None = None, sidecar_args: list[str] | None = None,
-                 master_key: str | None = None, service_token: str | None = None):
+                 master_key: str | None = None, service_token: str | None = None, chain: str | None = None):
+        """`chain` ("single_stage" | "two_stage", see `set_chain`) renders the
+        first Envoy with that filter chain; None keeps envoy/gateway.yaml's.
+        `add_envoy(..., chain=...)` does the same for later ones."""
         ports = ports or {}
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +314,8 @@ class Stack:
         self.envoy_workers = envoy_workers
         self.envoy_log_level = envoy_log_level
         self._envoy_args = dict(plugin_overrides=plugin_overrides, listen_port=ports.get("listen", 0),
-                                admin_port=ports.get("admin", 0), listen_address=listen_address)
+                                admin_port=ports.get("admin", 0), listen_address=listen_address,
+                                chain=chain)
         self.mock_proc = self.sidecar_proc = None
         self.envoys: list[Envoy] = []
 
