@@ -49,11 +49,12 @@ clean:
 	$(CARGO) clean
 	rm -rf build
 
-# Side-by-side benchmark (needs wrk): see bench/run.py.
+# Side-by-side benchmark (needs wrk): see bench/run.py. About 20 minutes
+# (3 interleaved rounds); e.g. BENCH_ARGS="--rounds 1 --only b,fl1,fl2,s,s0".
 bench: build
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) || \
 	  { echo "make bench needs wrk: apt-get install wrk" >&2; exit 1; }
 	$(CARGO) build --release -p tollgate-fast-mock
 	$(CARGO) build --target wasm32-wasip1 --release -p tollgate-floor-filter
 	$(CARGO) bench --bench hot_path
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
