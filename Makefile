@@ -2,8 +2,10 @@
 # what they need if it is missing (scripts/deps.py; quick when all is there).
 CARGO ?= cargo
 PYTHON ?= python3
-WASM := target/wasm32-wasip1/release/tollgate.wasm
-SIDECAR := target/release/tollgate-sidecar
+# Where cargo builds: $CARGO_TARGET_DIR when set (scripts/stack.py reads it too).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+WASM := $(TARGET_DIR)/wasm32-wasip1/release/tollgate.wasm
+SIDECAR := $(TARGET_DIR)/release/tollgate-sidecar
 
 .PHONY: build run test unit e2e lint fmt setup deps clean bench
 
@@ -54,11 +56,12 @@ clean:
 	$(CARGO) clean
 	rm -rf build
 
-# Side-by-side benchmark (needs wrk): see bench/run.py.
+# Side-by-side benchmark (needs wrk): see bench/run.py. About 20 minutes
+# (3 interleaved rounds); e.g. BENCH_ARGS="--rounds 1 --only b,fl1,fl2,s,s0".
 bench: build
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) || \
 	  { echo "make bench needs wrk: apt-get install wrk" >&2; exit 1; }
 	$(CARGO) build --release -p tollgate-fast-mock
 	$(CARGO) build --target wasm32-wasip1 --release -p tollgate-floor-filter
 	$(CARGO) bench --bench hot_path
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py $(BENCH_ARGS)

@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy" / "gateway.yaml"
 TWO_STAGE = ROOT / "envoy" / "two-stage-chain.yaml"
 CHAINS = ("single_stage", "two_stage")
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
-SIDECAR = ROOT / "target" / "release" / "tollgate-sidecar"
+# Where cargo puts builds: $CARGO_TARGET_DIR when set (as cargo does), else target/.
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve()
+WASM = TARGET / "wasm32-wasip1" / "release" / "tollgate.wasm"
+SIDECAR = TARGET / "release" / "tollgate-sidecar"
 MOCK = ROOT / "wasm-tests" / "mock_provider.py"
 OTLP_RECEIVER = ROOT / "wasm-tests" / "otlp_receiver.py"
 
@@ -117,7 +119,7 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
     if chain == "two_stage":
         hcm["http_filters"] = two_stage_filters(hcm["http_filters"][0], wasm)
     elif chain != "single_stage":
-        raise SystemExit(f"unknown chain {chain!r}: one of {', '.join(CHAINS)}")
+        raise ValueError(f"unknown chain {chain!r}: one of {', '.join(CHAINS)}")
     if bare_cluster:
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
         route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
@@ -127,10 +129,12 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         for f in hcm["http_filters"]:
             plugin = f["typed_config"].get("config")
             if plugin and "vm_config" in plugin:
-                plugin.pop("configuration", None)
+                # The floor reads only which chain it runs in.
+                plugin["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                           "value": json.dumps({"chain": chain})}
                 plugin["vm_config"] = {**plugin["vm_config"], "vm_id": "floor",
                                        "code": {"local": {"filename": str(floor_wasm)}}}
-    if plugin_overrides:
+    if plugin_overrides and not (floor_wasm or bare_cluster):
         wasm_config = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
         value = wasm_config["typed_config"]["config"]["configuration"]
         value["value"] = json.dumps(merge(json.loads(value["value"]), plugin_overrides))

@@ -72,6 +72,52 @@ def test_make_run_welcome_names_the_master_key_it_used(tmp_path, monkeypatch, ca
     assert "tg-first-key" in out
 
 
+# scripts/stack.py renders either filter chain (issue 20: one wasm stage,
+# the two-stage chain kept as the fallback for Envoy < 1.35).
+
+def rendered_filters(**kwargs) -> list[dict]:
+    import json
+
+    import yaml
+
+    import stack as stack_module
+    text = stack_module.render(wasm=Path("/tollgate.wasm"), listen_port=1, admin_port=2, sidecar_port=3, mock_port=4,
+                               otlp_port=5, real=set(), **kwargs)
+    hcm = yaml.safe_load(text)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    out = []
+    for f in hcm["http_filters"]:
+        plugin = f["typed_config"].get("config") or {}
+        value = (plugin.get("configuration") or {}).get("value")
+        out.append({"name": f["name"], "root_id": plugin.get("root_id"),
+                    "stop_iteration": plugin.get("allow_on_headers_stop_iteration", False),
+                    "vm_id": (plugin.get("vm_config") or {}).get("vm_id"),
+                    "config": json.loads(value) if value else None})
+    return out
+
+
+def test_either_chain_renders_from_the_template():
+    import stack as stack_module
+
+    single = rendered_filters()
+    assert rendered_filters(chain="single_stage") == single
+    assert [(f["name"], f["root_id"], f["stop_iteration"]) for f in single] == [
+        ("tollgate", "", True), ("envoy.filters.http.router", None, False)]
+    assert "chain" not in single[0]["config"], "the shipped config relies on the default"
+    two = rendered_filters(chain="two_stage")
+    assert [(f["name"], f["root_id"], f["stop_iteration"], f["vm_id"]) for f in two] == [
+        ("tollgate", "", False, "tollgate"), ("envoy.filters.http.buffer", None, False, None),
+        ("tollgate-route", "route", False, "tollgate"), ("envoy.filters.http.router", None, False, None)]
+    # The two-stage request stage carries the shipped configuration, marked two_stage.
+    assert two[0]["config"] == {**single[0]["config"], "chain": "two_stage"}
+    # Overrides still apply on either chain; the floor learns its chain.
+    assert rendered_filters(chain="two_stage", plugin_overrides={"budgets": None})[0]["config"]["budgets"] is None
+    for chain in stack_module.CHAINS:
+        floor = [f for f in rendered_filters(chain=chain, floor_wasm=Path("/floor.wasm")) if f["vm_id"]]
+        assert floor and all(f["vm_id"] == "floor" and f["config"] == {"chain": chain} for f in floor)
+    with pytest.raises(ValueError):
+        rendered_filters(chain="three_stage")
+
+
 # scripts/deps.py: the detection logic, then the script itself.
 
 def test_requirements_are_parsed_and_checked_against_installed_versions():
