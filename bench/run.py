@@ -12,7 +12,8 @@
         router], the same work (the fallback for Envoy < 1.35)
   (s)   envoy/gateway.yaml as shipped: key cached, budgets on (a request
         budget on the key that never binds), guardrails on, tracing to a
-        healthy OTLP collector (the Python receiver), the template's chain
+        healthy OTLP collector (the fast mock acknowledges and drops
+        spans), the template's chain
   (s0)  (s) with budgets off ("budgets": null): what budgets cost
   (s2)  (s) on the two-stage fallback chain (only when the template ships
         the single stage; otherwise it is (s))
@@ -73,7 +74,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from deps import find_envoy  # noqa: E402
-from stack import CHAINS, TARGET, Stack  # noqa: E402
+from stack import CHAINS, TARGET, Stack, free_port  # noqa: E402
 
 FAST_MOCK = TARGET / "release" / "tollgate-fast-mock"
 FLOOR_WASM = TARGET / "wasm32-wasip1" / "release" / "tollgate_floor_filter.wasm"
@@ -213,8 +214,10 @@ def main():
         chosen = [v for v in variants if v != "s2" or shipped_chain != "two_stage"]
 
     tmp = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    # The fast mock is also the OTLP collector (it acknowledges and drops spans).
+    mock_port = free_port()
     stack = Stack(tmp, plugin_overrides=plain, envoy_log_level="error", chain=args.chain,
-                  mock_command=[str(FAST_MOCK)], otlp_receiver=True)
+                  mock_command=[str(FAST_MOCK)], ports={"mock": mock_port, "otlp": mock_port})
     envoys = {}
 
     def envoy(name: str):
@@ -259,8 +262,6 @@ def main():
                 runs[letter].append(run)
                 print(f"  ({letter}) {name}: {run['rps']:.0f} req/s, p50 {run['p50']:.3f} ms, "
                       f"p99 {run['p99']:.3f} ms, errors {run['errors']}", flush=True)
-                if envoy_name in ("shipped", "shipped_nobudgets", "shipped_two_stage"):
-                    stack.otlp("DELETE", "/__otlp/spans")  # the receiver keeps what it decodes
         spans = {letter: span_counts(envoys[variants[letter][1]]) for letter in ("s", "s0", "s2") if letter in runs}
         ttfb = {name: time_to_first_byte(stack.envoy.port, key, body) for name, body in [
             ("untranslated (OpenAI -> OpenAI)", stream_body),
@@ -428,7 +429,7 @@ def acceptance(runs: dict, shipped_chain: str, args, loads: list[float]) -> str:
     lines = ["", "## Acceptance (issue 20), from this run", "",
              f"(s) is envoy/gateway.yaml as shipped ({shipped_chain} chain"
              + (f"; Tollgate's rows forced to the {args.chain} chain by --chain" if args.chain else "")
-             + "), tracing to the Python OTLP receiver on the same machine. A target is met when the median "
+             + "), tracing to an OTLP collector on the same machine (the fast mock). A target is met when the median "
                "over the rounds meets it.",
              "",
              *([f"Warning: the load average reached {max(loads):.1f} as a round started (above {BUSY_LOAD}): "

@@ -131,6 +131,9 @@ async fn main() {
                 }
             }),
         )
+        // The OTLP/HTTP collector for the bench: accepts and drops spans, so
+        // a Python receiver does not take the CPU the measured Envoy needs.
+        .route("/v1/traces", post(|| async { StatusCode::OK }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") });
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => l,
