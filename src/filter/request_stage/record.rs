@@ -37,6 +37,8 @@ impl<H: Host> RequestStage<H> {
         UsageReport {
             request_id: self.request_id.clone(),
             reservation_id: f.reservation_id.clone(),
+            lease_id: None,
+            lease_debits: Vec::new(),
             key_id: key.map(|k| k.key_id.clone()),
             team: key.and_then(|k| k.team.clone()),
             user: key.and_then(|k| k.user.clone()),
