@@ -5,7 +5,7 @@
 #![allow(clippy::indexing_slicing, clippy::panic)] // test code: a panic is a failure report
 
 use tollgate::core::api::{Api, ClientFormat};
-use tollgate::core::auth::parse_authorize_response;
+use tollgate::core::auth::{parse_authorize_response, SharedVerdict};
 use tollgate::core::config::Config;
 use tollgate::core::decision::RouteDecision;
 use tollgate::core::guard::stream::OutputGuard;
@@ -174,6 +174,7 @@ fn exercise(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
         let _ = w.upstream().reply_text(&value);
     }
     let _ = parse_authorize_response(bytes);
+    shared_values(bytes);
     let _ = RouteDecision::decode(bytes);
     let _ = Config::parse(bytes);
     // The framer sees the same bytes cut at random points.
@@ -198,6 +199,13 @@ fn exercise(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
         }
     }
     exercise_translators(bytes, rng, g);
+}
+
+/// A key verdict another worker wrote in shared data parses or not.
+fn shared_values(bytes: &[u8]) {
+    if let Some(verdict) = SharedVerdict::decode(bytes) {
+        let _ = verdict.check();
+    }
 }
 
 fn guardrails() -> Guardrails {

@@ -3,9 +3,11 @@
 //! VM for the worker; the stages reach them through `env::Host`, so they run
 //! natively in tests against `mock::MockHost`.
 
+mod background;
 mod env;
 mod exporter;
 mod host;
+mod key_cache;
 #[cfg(test)]
 mod mock;
 mod reporter;
@@ -13,6 +15,7 @@ mod request_stage;
 mod response;
 mod root;
 mod route_stage;
+mod shared_data;
 mod sidecar;
 mod stats;
 mod trace;

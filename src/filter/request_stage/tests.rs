@@ -7,6 +7,7 @@ use crate::core::auth::AuthCache;
 use crate::core::config::Config;
 use crate::core::decision::RouteDecision;
 use crate::core::guard::Guardrails;
+use crate::filter::background::Background;
 use crate::filter::env::Host;
 use crate::filter::mock::MockHost;
 use crate::filter::root::Shared;
@@ -51,6 +52,10 @@ fn shared(extra: Value) -> Rc<Shared> {
             .as_ref()
             .map(|g| Guardrails::new(g).unwrap()),
         reporter: None,
+        background: RefCell::new(Background::new(
+            config.sidecar.timeout_ms,
+            config.key_cache_ttl_ms,
+        )),
         memory_gauge: None,
         request_counter: Cell::new(1),
         id_seed: 7,
@@ -349,3 +354,5 @@ fn the_model_list_is_answered_locally() {
     assert_eq!(reply.body["object"], "list");
     assert_eq!(stage.host.resumed.get(), 0);
 }
+
+mod leases;
