@@ -8,6 +8,7 @@ mod env;
 mod exporter;
 mod host;
 mod key_cache;
+mod leases;
 #[cfg(test)]
 mod mock;
 mod reporter;

@@ -9,8 +9,8 @@ mod admit;
 mod forward;
 mod guard;
 mod key_check;
+mod lease;
 mod record;
-mod reserve;
 #[cfg(test)]
 mod tests;
 
@@ -20,7 +20,7 @@ use super::root::Shared;
 use super::trace::RequestTrace;
 use crate::core::api::{Api, ClientFormat, Endpoint};
 use crate::core::auth::KeyCheck;
-use crate::core::budget;
+use crate::core::budget::{self, LeaseRequest};
 use crate::core::error::GatewayError;
 use crate::core::exchange::Exchange;
 use crate::core::guard::GuardEvent;
@@ -42,7 +42,7 @@ enum Phase {
     Authorized,
     /// Body over the limit: discarding it, then 413.
     Draining,
-    /// Routed; waiting for the sidecar's budget reservation.
+    /// Routed; waiting for the sidecar's budget lease.
     Reserving,
     /// Routed upstream.
     Forwarded,
@@ -81,6 +81,8 @@ pub struct RequestStage<H: Host> {
     blocked: Option<Exchange>,
     trace: Option<RequestTrace>,
     forwarded: Option<Exchange>,
+    /// What the request needs from the lease callout it waits for.
+    lease_need: Option<LeaseRequest>,
     response: ResponseState,
 }
 
@@ -106,6 +108,7 @@ impl<H: Host> RequestStage<H> {
             blocked: None,
             trace: None,
             forwarded: None,
+            lease_need: None,
             response: ResponseState::default(),
         }
     }
@@ -176,10 +179,10 @@ impl<H: Host> Context for RequestStage<H> {
         let status = self.host.call_status();
         let body = self.host.call_body(body_size);
         if self.phase == Phase::Reserving {
-            match self.reserved(status, &body) {
+            match self.leased(status, &body) {
                 Ok(()) => {
                     if !self.host.resume_request() {
-                        log::error!("tollgate: could not resume the request after the reservation");
+                        log::error!("tollgate: could not resume the request after the lease");
                     }
                 }
                 Err(error) => {
