@@ -123,9 +123,13 @@ impl AuthCache {
         entry.fetched_ms.saturating_add(self.ttl_ms)
     }
 
+    /// A verdict given less than `ttl_ms` ago (and not "in the future": a
+    /// clock stepped back must not stretch it).
     pub fn get(&self, key_hash: &str, now_ms: u64) -> Option<Rc<KeyCheck>> {
         match self.entries.get(key_hash) {
-            Some(e) if self.expires(e) > now_ms => Some(Rc::clone(&e.check)),
+            Some(e) if e.fetched_ms <= now_ms && now_ms < self.expires(e) => {
+                Some(Rc::clone(&e.check))
+            }
             _ => None,
         }
     }
@@ -286,6 +290,7 @@ mod tests {
         cache.insert("a".into(), Rc::clone(&v), 500);
         assert!(cache.get("a", 1499).is_some());
         assert!(cache.get("a", 1500).is_none());
+        assert!(cache.get("a", 499).is_none(), "the clock stepped back");
         // Refresh ahead: due from 3/4 of its life, once.
         assert_eq!(cache.refresh_due("a", 1249), None);
         assert_eq!(cache.refresh_due("a", 1250), Some(500));

@@ -120,8 +120,10 @@ impl Lease {
                 .is_none_or(|p| amount(p.input) && amount(p.output))
     }
 
+    /// Before its deadline, and no further from it than its ttl: a clock
+    /// stepped back must not stretch a lease past its hold at the sidecar.
     pub fn live(&self, now_ms: u64) -> bool {
-        now_ms < self.deadline_ms
+        now_ms < self.deadline_ms && self.deadline_ms - now_ms <= self.ttl_ms
     }
 
     /// What a request of `size` takes from budget `b` of this lease.
@@ -166,7 +168,7 @@ impl Lease {
     /// and two requests of `size`).
     fn healthy(&self, now_ms: u64, size: Size) -> bool {
         let left = self.deadline_ms.saturating_sub(now_ms);
-        left > 0
+        self.live(now_ms)
             && left > self.ttl_ms / 4
             && self.budgets.iter().all(|b| {
                 let need = self.need(b, size);
@@ -508,6 +510,13 @@ mod tests {
         assert_eq!(slot.debit(1500, SIZE).unwrap().lease_id, "new");
         // Past every deadline nothing covers.
         assert_eq!(slot.debit(2000, SIZE), None);
+        // Nor when the clock stepped back further than a lease's ttl.
+        let mut slot = Slot::default();
+        slot.merge(lease("l", 1000, &[], 5000), 5000);
+        assert!(slot.debit(5000, SIZE).is_some());
+        assert_eq!(slot.debit(4999, SIZE), None);
+        slot.prune(4999);
+        assert!(slot.leases.is_empty());
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub fn entry_key(key_hash: &str) -> String {
 pub fn read(host: &impl Host, key_hash: &str, now_ms: u64, ttl_ms: u64) -> Option<(KeyCheck, u64)> {
     let bytes = host.shared_data(&entry_key(key_hash)).0?;
     let entry = SharedVerdict::decode(&bytes)?;
-    if now_ms >= entry.fetched_ms.saturating_add(ttl_ms) {
+    // Too old, or given "in the future" (the clock stepped back).
+    if now_ms < entry.fetched_ms || now_ms >= entry.fetched_ms.saturating_add(ttl_ms) {
         return None;
     }
     Some((entry.check()?, entry.fetched_ms))
@@ -55,12 +56,10 @@ pub fn store(
     }
     .encode();
     shared_data::update(host, &entry_key(key_hash), |current| {
-        let current = current.and_then(SharedVerdict::decode);
-        match current {
-            // Another worker stored a newer answer meanwhile.
-            Some(c) if c.fetched_ms > now_ms => Step::Keep(()),
-            None if !valid => Step::Keep(()),
-            _ => Step::Write(entry.clone(), ()),
+        if current.is_none() && !valid {
+            Step::Keep(())
+        } else {
+            Step::Write(entry.clone(), ())
         }
     });
 }
@@ -95,8 +94,8 @@ pub fn claim_refresh(
                 None => Refresh::Skip,
             });
         }
-        let refreshing = entry.refreshing_since_ms;
-        if refreshing != 0 && now_ms < refreshing.saturating_add(stale_ms) {
+        let since = entry.refreshing_since_ms;
+        if since != 0 && since <= now_ms && now_ms < since.saturating_add(stale_ms) {
             return Step::Keep(Refresh::Skip);
         }
         entry.refreshing_since_ms = now_ms.max(1);
@@ -125,11 +124,9 @@ mod tests {
         store(&host, "h", REVOKED, false, 600, 1000);
         let (check, fetched) = read(&host, "h", 700, 1000).unwrap();
         assert_eq!((check, fetched), (KeyCheck::Invalid("revoked"), 600));
-        // Too old to use.
+        // Too old to use, or from "the future" (the clock stepped back).
         assert!(read(&host, "h", 1600, 1000).is_none());
-        // A slower worker's older answer does not replace a newer one.
-        store(&host, "h", VALID, true, 550, 1000);
-        assert_eq!(read(&host, "h", 700, 1000).unwrap().1, 600);
+        assert!(read(&host, "h", 599, 1000).is_none());
         // No cache, nothing shared.
         store(&host, "off", VALID, true, 10, 0);
         assert!(host.shared_value(&entry_key("off")).is_none());

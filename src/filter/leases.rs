@@ -133,7 +133,7 @@ pub fn store(host: &impl Host, need: &LeaseRequest, lease: Lease, now_ms: u64) -
 fn claim_refill(host: &impl Host, flag: &str, now_ms: u64, stale_ms: u64) -> bool {
     shared_data::update(host, flag, |value| {
         let raised = value.and_then(lease::decode_stamp);
-        if raised.is_some_and(|t| now_ms < t.saturating_add(stale_ms)) {
+        if raised.is_some_and(|t| t <= now_ms && now_ms < t.saturating_add(stale_ms)) {
             Step::Keep(false)
         } else {
             Step::Write(lease::encode_stamp(now_ms.max(1)).to_vec(), true)
