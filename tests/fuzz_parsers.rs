@@ -5,12 +5,14 @@
 #![allow(clippy::indexing_slicing, clippy::panic)] // test code: a panic is a failure report
 
 use tollgate::core::api::{Api, ClientFormat};
-use tollgate::core::auth::parse_authorize_response;
+use tollgate::core::auth::{parse_authorize_response, SharedVerdict};
+use tollgate::core::budget::{parse_lease_response, LeaseGrant};
 use tollgate::core::config::Config;
 use tollgate::core::decision::RouteDecision;
 use tollgate::core::guard::stream::OutputGuard;
 use tollgate::core::guard::{worst_case, GuardrailConfig, Guardrails};
 use tollgate::core::json;
+use tollgate::core::lease::{Lease, Size, Slot};
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
 use tollgate::core::usage::{text_chars, ResponseSummary};
@@ -40,6 +42,7 @@ const SEEDS: &[&[u8]] = &[
     b"event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\r\n\r\n",
     b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
     br#"{"valid":true,"key_id":"k","models":["a*"],"team_models":[],"expires_at":1}"#,
+    br#"{"allowed":true,"lease_id":"l","ttl_ms":10,"budgets":[{"budget_id":"b","kind":"spend","granted":1e-3}],"price":{"input":2,"output":8}}"#,
     b"c=cluster\np=/path\na=authorization\tBearer \tVAR",
     br#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
     br#"{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"o"}],"instructions":"s"}"#,
@@ -174,6 +177,8 @@ fn exercise(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
         let _ = w.upstream().reply_text(&value);
     }
     let _ = parse_authorize_response(bytes);
+    let _ = parse_lease_response(bytes);
+    shared_values(bytes);
     let _ = RouteDecision::decode(bytes);
     let _ = Config::parse(bytes);
     // The framer sees the same bytes cut at random points.
@@ -198,6 +203,63 @@ fn exercise(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
         }
     }
     exercise_translators(bytes, rng, g);
+}
+
+/// Values other workers wrote in shared data: a slot decodes to what
+/// encodes back to the same bytes, or to nothing; a key verdict parses or not.
+fn shared_values(bytes: &[u8]) {
+    if let Some(mut slot) = Slot::decode(bytes) {
+        assert_eq!(slot.encode(), bytes);
+        let _ = slot.debit(
+            5,
+            Size {
+                input: 7,
+                output: 9,
+            },
+        );
+        slot.prune(6);
+        let _ = slot.wants_refill(
+            6,
+            Size {
+                input: 1,
+                output: 1,
+            },
+        );
+    }
+    if let Some(verdict) = SharedVerdict::decode(bytes) {
+        let _ = verdict.check();
+    }
+}
+
+/// A slot of two leases and a release, as a worker writes it.
+fn slot_seed() -> Vec<u8> {
+    let grant: LeaseGrant = serde_json::from_str(
+        r#"{"allowed":true,"lease_id":"lease_1","ttl_ms":10000,"price":{"input":2,"output":8},
+            "budgets":[{"budget_id":"b1","kind":"spend","granted":2.5},{"budget_id":"b2","kind":"requests","granted":9}]}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut slot = Slot::default();
+    slot.merge(Lease::from_grant(&grant, 100), 100);
+    let mut other = grant.clone();
+    other.lease_id = "lease_2".into();
+    slot.merge(Lease::from_grant(&other, 5), 5);
+    slot.prune(20_000);
+    slot.merge(Lease::from_grant(&grant, 30_000), 30_000);
+    slot.encode()
+}
+
+#[test]
+fn shared_data_decoders_never_panic() {
+    let mut rng = Rng(0x5eed_1ea5e);
+    let seed = slot_seed();
+    assert!(Slot::decode(&seed).is_some_and(|s| !s.releases.is_empty()));
+    for i in 0..20_000 {
+        let input: Vec<u8> = match i % 4 {
+            0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+            _ => mutate(&mut rng, &seed),
+        };
+        shared_values(&input);
+    }
 }
 
 fn guardrails() -> Guardrails {

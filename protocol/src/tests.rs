@@ -200,6 +200,8 @@ fn usage_report() -> UsageReport {
     UsageReport {
         request_id: "req_1".into(),
         reservation_id: Some("res_1".into()),
+        lease_id: None,
+        lease_debits: vec![],
         key_id: Some("key_1".into()),
         team: None,
         user: None,
@@ -231,7 +233,8 @@ fn usage_report() -> UsageReport {
 fn usage_reports_keep_their_shape() {
     assert_eq!(
         round_trip(&usage_report()),
-        json!({"request_id": "req_1", "reservation_id": "res_1", "key_id": "key_1",
+        json!({"request_id": "req_1", "reservation_id": "res_1", "lease_id": null,
+               "lease_debits": [], "key_id": "key_1",
                "team": null, "user": null, "model": "gpt-4o", "upstream_model": "gpt-4o-2024",
                "provider": "openai", "api": "chat_completions", "input_tokens": 100,
                "output_tokens": 20, "cached_tokens": 5, "reasoning_tokens": 0, "status": 200,

@@ -1,5 +1,6 @@
-//! Key checks: the sidecar's `/v1/authorize` answer, and a short per-VM cache
-//! so a hot key does not cost a callout per request.
+//! Key checks: the sidecar's `/v1/authorize` answer, a short per-VM cache
+//! so a hot key does not cost a callout per request, and the verdict as
+//! Envoy's shared data keeps it for every worker (`filter::key_cache`).
 
 use super::error::GatewayError;
 use super::glob;
@@ -91,13 +92,22 @@ pub fn authorize_request(key_hash: &str) -> Vec<u8> {
     serde_json::to_vec(&request).unwrap_or_default()
 }
 
-/// Key-hash -> verdict, each entry living `ttl_ms`. Bounded: when full,
+/// Key-hash -> verdict, each entry living `ttl_ms` from when the sidecar
+/// gave it (a verdict read from shared data keeps its age, so a revocation
+/// bites within `ttl_ms` whichever worker asked). Bounded: when full,
 /// expired entries go first, then everything (a burst of distinct keys must
 /// not grow the VM's memory).
 pub struct AuthCache {
     ttl_ms: u64,
     capacity: usize,
-    entries: HashMap<String, (u64, Rc<KeyCheck>)>,
+    entries: HashMap<String, Entry>,
+}
+
+struct Entry {
+    fetched_ms: u64,
+    check: Rc<KeyCheck>,
+    /// A refresh ahead of expiry was tried for it (once per entry).
+    refresh_tried: bool,
 }
 
 impl AuthCache {
@@ -109,25 +119,52 @@ impl AuthCache {
         }
     }
 
+    fn expires(&self, entry: &Entry) -> u64 {
+        entry.fetched_ms.saturating_add(self.ttl_ms)
+    }
+
+    /// A verdict given less than `ttl_ms` ago (and not "in the future": a
+    /// clock stepped back must not stretch it).
     pub fn get(&self, key_hash: &str, now_ms: u64) -> Option<Rc<KeyCheck>> {
         match self.entries.get(key_hash) {
-            Some((expires, check)) if *expires > now_ms => Some(Rc::clone(check)),
+            Some(e) if e.fetched_ms <= now_ms && now_ms < self.expires(e) => {
+                Some(Rc::clone(&e.check))
+            }
             _ => None,
         }
     }
 
-    pub fn insert(&mut self, key_hash: String, check: Rc<KeyCheck>, now_ms: u64) {
+    /// Caches a verdict the sidecar gave at `fetched_ms`.
+    pub fn insert(&mut self, key_hash: String, check: Rc<KeyCheck>, fetched_ms: u64) {
         if self.ttl_ms == 0 {
             return;
         }
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key_hash) {
-            self.entries.retain(|_, (expires, _)| *expires > now_ms);
+            let ttl = self.ttl_ms;
+            self.entries
+                .retain(|_, e| e.fetched_ms.saturating_add(ttl) > fetched_ms);
             if self.entries.len() >= self.capacity {
                 self.entries.clear();
             }
         }
-        self.entries
-            .insert(key_hash, (now_ms.saturating_add(self.ttl_ms), check));
+        let entry = Entry {
+            fetched_ms,
+            check,
+            refresh_tried: false,
+        };
+        self.entries.insert(key_hash, entry);
+    }
+
+    /// When a cached verdict is in the last quarter of its life, the first
+    /// time it is asked: its `fetched_ms`, for a refresh ahead of expiry.
+    pub fn refresh_due(&mut self, key_hash: &str, now_ms: u64) -> Option<u64> {
+        let due_after = self.ttl_ms - self.ttl_ms / 4;
+        let e = self.entries.get_mut(key_hash)?;
+        if e.refresh_tried || now_ms < e.fetched_ms.saturating_add(due_after) {
+            return None;
+        }
+        e.refresh_tried = true;
+        Some(e.fetched_ms)
     }
 
     pub fn len(&self) -> usize {
@@ -136,6 +173,56 @@ impl AuthCache {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// Largest sidecar answer kept in shared data (a key with a long model list
+/// is only cached per worker).
+pub const MAX_SHARED_ANSWER: usize = 16 * 1024;
+
+/// A key verdict in Envoy's shared data: the sidecar's answer as it came
+/// (each worker parses it with `parse_authorize_response`), when it came,
+/// and since when a worker is refreshing it (0: nobody).
+///
+/// ```text
+/// VERSION:u8 fetched_ms:u64 refreshing_since_ms:u64 answer (the rest)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedVerdict {
+    pub fetched_ms: u64,
+    pub refreshing_since_ms: u64,
+    pub answer: Vec<u8>,
+}
+
+const SHARED_VERDICT_VERSION: u8 = 1;
+
+impl SharedVerdict {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17 + self.answer.len());
+        out.push(SHARED_VERDICT_VERSION);
+        out.extend_from_slice(&self.fetched_ms.to_le_bytes());
+        out.extend_from_slice(&self.refreshing_since_ms.to_le_bytes());
+        out.extend_from_slice(&self.answer);
+        out
+    }
+
+    /// The verdict `encode` wrote; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<SharedVerdict> {
+        let (&version, rest) = bytes.split_first()?;
+        let (fetched, rest) = rest.split_at_checked(8)?;
+        let (refreshing, answer) = rest.split_at_checked(8)?;
+        (version == SHARED_VERDICT_VERSION && answer.len() <= MAX_SHARED_ANSWER).then(|| {
+            SharedVerdict {
+                fetched_ms: u64::from_le_bytes(fetched.try_into().unwrap_or_default()),
+                refreshing_since_ms: u64::from_le_bytes(refreshing.try_into().unwrap_or_default()),
+                answer: answer.to_vec(),
+            }
+        })
+    }
+
+    /// The key's verdict; `None` when the stored answer does not parse.
+    pub fn check(&self) -> Option<KeyCheck> {
+        parse_authorize_response(&self.answer).ok()
     }
 }
 
@@ -193,6 +280,55 @@ mod tests {
             KeyCheck::Valid(info).verdict(0).is_err(),
             "before 1970: expired"
         );
+    }
+
+    #[test]
+    fn cached_verdicts_age_from_when_the_sidecar_gave_them() {
+        let mut cache = AuthCache::new(1000, 10);
+        let v = Rc::new(KeyCheck::Invalid("revoked"));
+        // Read from shared data at 900, given by the sidecar at 500.
+        cache.insert("a".into(), Rc::clone(&v), 500);
+        assert!(cache.get("a", 1499).is_some());
+        assert!(cache.get("a", 1500).is_none());
+        assert!(cache.get("a", 499).is_none(), "the clock stepped back");
+        // Refresh ahead: due from 3/4 of its life, once.
+        assert_eq!(cache.refresh_due("a", 1249), None);
+        assert_eq!(cache.refresh_due("a", 1250), Some(500));
+        assert_eq!(cache.refresh_due("a", 1300), None);
+        assert_eq!(cache.refresh_due("b", 1300), None);
+        cache.insert("a".into(), v, 1400);
+        assert_eq!(cache.refresh_due("a", 2150), Some(1400));
+    }
+
+    #[test]
+    fn shared_verdicts_round_trip_and_reject_garbage() {
+        let v = SharedVerdict {
+            fetched_ms: 1_700_000_000_123,
+            refreshing_since_ms: 0,
+            answer: br#"{"valid":true,"key_id":"k"}"#.to_vec(),
+        };
+        let bytes = v.encode();
+        assert_eq!(SharedVerdict::decode(&bytes), Some(v.clone()));
+        let KeyCheck::Valid(info) = v.check().unwrap() else {
+            panic!()
+        };
+        assert_eq!(info.key_id, "k");
+        for n in 0..17 {
+            assert_eq!(SharedVerdict::decode(&bytes[..n]), None);
+        }
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert_eq!(SharedVerdict::decode(&other), None);
+        let huge = SharedVerdict {
+            answer: vec![b' '; MAX_SHARED_ANSWER + 1],
+            ..v.clone()
+        };
+        assert_eq!(SharedVerdict::decode(&huge.encode()), None);
+        let garbage = SharedVerdict {
+            answer: b"<html>".to_vec(),
+            ..v
+        };
+        assert_eq!(garbage.check(), None);
     }
 
     #[test]

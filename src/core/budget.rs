@@ -1,5 +1,5 @@
 //! Budgets as the filter sees them: estimating a request's tokens, the
-//! sidecar's reserve answer, and usage reports for settling.
+//! sidecar's lease answer, and usage reports for settling.
 
 use super::api::Api;
 use super::config::FailureMode;
@@ -8,18 +8,18 @@ use super::guard::GuardEvent;
 use serde::Deserialize;
 use serde_json::Value;
 use tollgate_protocol as proto;
-pub use tollgate_protocol::{GuardrailEvent, ReserveRequest, UsageReport};
+pub use tollgate_protocol::{GuardrailEvent, LeaseAmount, LeaseGrant, LeaseRequest, UsageReport};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
-    /// Reserve before forwarding (false = only record usage).
+    /// Admit requests against budget leases (false = only record usage).
     #[serde(default = "yes")]
     pub enforce: bool,
-    /// When the sidecar cannot answer a reserve; default: `sidecar.failure_mode`.
+    /// When the sidecar cannot answer a lease request; default: `sidecar.failure_mode`.
     #[serde(default)]
     pub failure_mode: Option<FailureMode>,
-    /// Output tokens reserved when the request sets no maximum.
+    /// Output tokens a request needs from a lease when it sets no maximum.
     #[serde(default = "default_max_output_tokens")]
     pub default_max_output_tokens: u64,
     /// Usage reports kept per worker while the sidecar is unreachable.
@@ -106,39 +106,35 @@ fn count_text(v: &Value, chars: &mut usize) {
     }
 }
 
-/// The sidecar's verdict on a reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReserveAnswer {
-    Allowed { reservation_id: String },
+/// The sidecar's answer to a lease request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseAnswer {
+    Granted(LeaseGrant),
     Denied(GatewayError),
 }
 
-/// Parses a 200 answer from `POST /v1/reserve`.
-pub fn parse_reserve_response(body: &[u8]) -> Result<ReserveAnswer, String> {
-    let r: proto::ReserveAnswer =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable reserve answer: {e}"))?;
-    let d = match r {
-        proto::ReserveAnswer::Allowed(a) => {
-            return Ok(ReserveAnswer::Allowed {
-                reservation_id: a.reservation_id,
-            })
-        }
-        proto::ReserveAnswer::Denied(d) => d,
-    };
+/// Parses a 200 answer from `POST /v1/lease`.
+pub fn parse_lease_response(body: &[u8]) -> Result<LeaseAnswer, String> {
+    match serde_json::from_slice(body).map_err(|e| format!("unreadable lease answer: {e}"))? {
+        proto::LeaseAnswer::Granted(grant) => Ok(LeaseAnswer::Granted(grant)),
+        proto::LeaseAnswer::Denied(d) => Ok(LeaseAnswer::Denied(denial_error(d))),
+    }
+}
+
+/// A budget refusal as the client's 429.
+fn denial_error(d: proto::Denial) -> GatewayError {
     let (message, retry_after_s) = (d.message, d.retry_after_s);
-    Ok(ReserveAnswer::Denied(
-        if d.reason == proto::REASON_RATE_LIMIT {
-            GatewayError::RateLimited {
-                message,
-                retry_after_s,
-            }
-        } else {
-            GatewayError::BudgetExceeded {
-                message,
-                retry_after_s,
-            }
-        },
-    ))
+    if d.reason == proto::REASON_RATE_LIMIT {
+        GatewayError::RateLimited {
+            message,
+            retry_after_s,
+        }
+    } else {
+        GatewayError::BudgetExceeded {
+            message,
+            retry_after_s,
+        }
+    }
 }
 
 /// A guardrail's findings of one kind on one request, counted (never the text).
@@ -176,11 +172,23 @@ pub fn bounded(mut report: UsageReport) -> UsageReport {
     ] {
         *field = capped(field, MAX_REPORT_FIELD);
     }
-    for field in [&mut report.key_id, &mut report.team, &mut report.user]
-        .into_iter()
-        .flatten()
+    for field in [
+        &mut report.key_id,
+        &mut report.team,
+        &mut report.user,
+        &mut report.lease_id,
+    ]
+    .into_iter()
+    .flatten()
     {
         *field = capped(field, MAX_REPORT_FIELD);
+    }
+    // A slot holds at most `lease::MAX_BUDGETS` budgets per lease.
+    report
+        .lease_debits
+        .truncate(crate::core::lease::MAX_BUDGETS);
+    for debit in &mut report.lease_debits {
+        debit.budget_id = capped(&debit.budget_id, MAX_REPORT_FIELD);
     }
     report
 }
@@ -210,31 +218,43 @@ mod tests {
     }
 
     #[test]
-    fn parses_reserve_answers() {
+    fn parses_lease_answers() {
+        let granted = parse_lease_response(
+            br#"{"allowed":true,"lease_id":"l1","ttl_ms":10000,"budgets":[{"budget_id":"b","kind":"requests","granted":12.0}],"price":{"input":2.0,"output":10.0}}"#,
+        )
+        .unwrap();
+        let LeaseAnswer::Granted(g) = granted else {
+            panic!("{granted:?}")
+        };
         assert_eq!(
-            parse_reserve_response(br#"{"allowed":true,"reservation_id":"r1","warnings":[]}"#),
-            Ok(ReserveAnswer::Allowed {
-                reservation_id: "r1".into()
-            })
+            (g.lease_id.as_str(), g.ttl_ms, g.budgets.len()),
+            ("l1", 10_000, 1)
         );
-        let denied = parse_reserve_response(
+        // No hard budget: an empty lease.
+        let LeaseAnswer::Granted(g) =
+            parse_lease_response(br#"{"allowed":true,"lease_id":"l2","ttl_ms":5}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(g.budgets.is_empty() && g.price.is_none());
+        // Denials become the client's 429, as reservations' did.
+        let denied = parse_lease_response(
             br#"{"allowed":false,"reason":"budget","message":"Team ml is over budget","retry_after_s":30}"#,
         )
         .unwrap();
-        let ReserveAnswer::Denied(e) = denied else {
+        let LeaseAnswer::Denied(e) = denied else {
             panic!()
         };
-        assert_eq!(e.status(), 429);
+        assert_eq!((e.status(), e.retry_after_s()), (429, Some(30)));
         assert!(e.message().contains("Team ml"));
-        let limited = parse_reserve_response(br#"{"allowed":false,"reason":"rate_limit"}"#);
         assert_eq!(
-            limited,
-            Ok(ReserveAnswer::Denied(GatewayError::RateLimited {
+            parse_lease_response(br#"{"allowed":false,"reason":"rate_limit"}"#),
+            Ok(LeaseAnswer::Denied(GatewayError::RateLimited {
                 message: "Budget exceeded.".into(),
                 retry_after_s: 60
             }))
         );
-        assert!(parse_reserve_response(br#"{"allowed":true}"#).is_err());
-        assert!(parse_reserve_response(b"nope").is_err());
+        assert!(parse_lease_response(br#"{"allowed":true,"lease_id":"l"}"#).is_err());
+        assert!(parse_lease_response(b"nope").is_err());
     }
 }

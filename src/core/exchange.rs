@@ -1,11 +1,11 @@
 //! The exchange plan: for a request whose key, model and input guardrails
 //! have passed, what to forward (body and the route stage's headers), what
-//! to bill (the budget reservation) and what to trace. The request stage
+//! to bill (the budget lease it needs) and what to trace. The request stage
 //! only carries it out, so every decision here is tested without Envoy.
 
 use super::api::Api;
 use super::auth::KeyInfo;
-use super::budget::{self, ReserveRequest};
+use super::budget::{self, LeaseAmount, LeaseRequest};
 use super::config::{Config, ProviderAuth, ProviderKind};
 use super::content;
 use super::decision::{EnvAuth, RouteDecision};
@@ -21,9 +21,11 @@ pub struct Exchange {
     /// The client's model name.
     pub model: String,
     pub upstream_model: String,
-    /// Input tokens estimated from the body, for reserving and as a fallback.
+    /// Input tokens estimated from the body, for the budget lease and as a fallback.
     pub estimated_input: u64,
-    pub reservation_id: Option<String>,
+    /// The lease the request was admitted from, and what it took.
+    pub lease_id: Option<String>,
+    pub lease_debits: Vec<LeaseAmount>,
     pub provider: String,
     pub provider_kind: ProviderKind,
     pub upstream_api: Wire,
@@ -39,7 +41,8 @@ impl Exchange {
             model: request.model.clone(),
             upstream_model: route.upstream_model.clone(),
             estimated_input: 0,
-            reservation_id: None,
+            lease_id: None,
+            lease_debits: Vec::new(),
             provider: route.provider.name.clone(),
             provider_kind: route.provider.kind,
             upstream_api: route.upstream_api,
@@ -56,7 +59,6 @@ pub struct Context<'a> {
     pub api: Api,
     /// The valid key; `None` when the key check failed open (nothing to bill).
     pub key: Option<&'a KeyInfo>,
-    pub request_id: &'a str,
     /// `:path` as the client sent it.
     pub client_path: &'a str,
     /// Provider-account headers the client sent.
@@ -75,8 +77,9 @@ pub struct Plan {
     pub translation: Option<Translation>,
     /// The headers the route stage sets (filter state `tollgate.route`).
     pub decision: RouteDecision,
-    /// The `/v1/reserve` body, when budgets are enforced for a known key.
-    pub reserve: Option<Vec<u8>>,
+    /// What the request needs from a budget lease (a `/v1/lease` request
+    /// with no releases), when budgets are enforced for a known key.
+    pub lease: Option<LeaseRequest>,
     pub estimated_input: u64,
     /// Request messages for the trace, when content is captured.
     pub input_messages: Option<String>,
@@ -143,7 +146,7 @@ impl Plan {
             body,
             translation,
             decision,
-            reserve: reservation(cx, exchange, estimated_input)?,
+            lease: lease_need(cx, exchange, estimated_input),
             estimated_input,
             input_messages,
             capture_output: cx.capture_content,
@@ -151,26 +154,12 @@ impl Plan {
     }
 }
 
-/// The reservation against the key's, team's and user's budgets; none when
-/// budgets are not enforced or the key check failed open.
-fn reservation(
-    cx: &Context,
-    exchange: &Exchange,
-    estimated_input: u64,
-) -> Result<Option<Vec<u8>>, GatewayError> {
-    let budgets = match &cx.config.budgets {
-        Some(b) if b.enforce => b,
-        _ => return Ok(None),
-    };
-    let Some(info) = cx.key else {
-        return Ok(None);
-    };
-    let max_output_tokens = exchange
-        .params
-        .max_tokens
-        .unwrap_or(budgets.default_max_output_tokens);
-    serde_json::to_vec(&ReserveRequest {
-        request_id: cx.request_id.to_string(),
+/// What the request needs from the key's, team's and user's budgets; none
+/// when budgets are not enforced or the key check failed open.
+fn lease_need(cx: &Context, exchange: &Exchange, estimated_input: u64) -> Option<LeaseRequest> {
+    let budgets = cx.config.budgets.as_ref().filter(|b| b.enforce)?;
+    let info = cx.key?;
+    Some(LeaseRequest {
         key_id: info.key_id.clone(),
         team: info.team.clone(),
         user: info.user.clone(),
@@ -178,10 +167,12 @@ fn reservation(
         upstream_model: exchange.upstream_model.clone(),
         provider: exchange.provider.clone(),
         estimated_input_tokens: estimated_input,
-        max_output_tokens,
+        max_output_tokens: exchange
+            .params
+            .max_tokens
+            .unwrap_or(budgets.default_max_output_tokens),
+        release: Vec::new(),
     })
-    .map(Some)
-    .map_err(|_| GatewayError::Internal("could not encode the budget reservation"))
 }
 
 /// How the route stage adds the provider key when Envoy does not.
@@ -241,7 +232,6 @@ mod tests {
             config,
             api,
             key,
-            request_id: "r1",
             client_path: "/v1/chat/completions",
             account_headers: &["openai-organization", "openai-project"],
             traceparent: None,
@@ -295,29 +285,26 @@ mod tests {
     fn bills_only_a_known_key_when_budgets_are_enforced() {
         let key = key();
         assert!(plan(&config(""), Some(&key), false, hi("gpt-4o"))
-            .reserve
+            .lease
             .is_none());
         let off = config(r#", "budgets": {"enforce": false}"#);
-        assert!(plan(&off, Some(&key), false, hi("gpt-4o"))
-            .reserve
-            .is_none());
+        assert!(plan(&off, Some(&key), false, hi("gpt-4o")).lease.is_none());
         let on = config(r#", "budgets": {"default_max_output_tokens": 100}"#);
-        assert!(plan(&on, None, false, hi("gpt-4o")).reserve.is_none());
+        assert!(plan(&on, None, false, hi("gpt-4o")).lease.is_none());
         let p = plan(&on, Some(&key), false, hi("fast"));
-        let reserve: Value = serde_json::from_slice(&p.reserve.unwrap()).unwrap();
-        assert_eq!(reserve["request_id"], "r1");
-        assert_eq!(reserve["key_id"], "k1");
-        assert_eq!(reserve["user"], "ann");
-        assert_eq!(reserve["model"], "fast");
-        assert_eq!(reserve["upstream_model"], "gpt-4o-mini");
-        assert_eq!(reserve["max_output_tokens"], 100);
-        assert_eq!(reserve["estimated_input_tokens"], p.estimated_input);
-        assert!(p.estimated_input > 0);
+        let need = p.lease.unwrap();
+        assert_eq!(need.key_id, "k1");
+        assert_eq!((need.team, need.user.as_deref()), (None, Some("ann")));
+        assert_eq!(need.model, "fast");
+        assert_eq!(need.upstream_model, "gpt-4o-mini");
+        assert_eq!(need.provider, "openai");
+        assert_eq!(need.max_output_tokens, 100);
+        assert_eq!(need.estimated_input_tokens, p.estimated_input);
+        assert!(p.estimated_input > 0 && need.release.is_empty());
         let mut asks = hi("gpt-4o");
         asks["max_tokens"] = json!(7);
         let p = plan(&on, Some(&key), false, asks);
-        let reserve: Value = serde_json::from_slice(&p.reserve.unwrap()).unwrap();
-        assert_eq!(reserve["max_output_tokens"], 7);
+        assert_eq!(p.lease.unwrap().max_output_tokens, 7);
     }
 
     #[test]

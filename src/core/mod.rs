@@ -13,6 +13,7 @@ pub mod guard;
 pub mod header_map;
 pub mod json;
 pub mod key;
+pub mod lease;
 pub mod models;
 pub mod otlp;
 pub mod provider;

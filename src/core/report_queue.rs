@@ -200,6 +200,8 @@ mod tests {
         UsageReport {
             request_id: id.into(),
             reservation_id: None,
+            lease_id: None,
+            lease_debits: Vec::new(),
             key_id: Some("key_1".into()),
             team: None,
             user: None,

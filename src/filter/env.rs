@@ -5,6 +5,16 @@
 use super::host;
 use std::time::Duration;
 
+/// What became of a shared-data write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedWrite {
+    Ok,
+    /// Another worker wrote the key since it was read: read it again.
+    CasMismatch,
+    /// The host refused it.
+    Failed,
+}
+
 pub trait Host {
     /// All request headers, in one call (empty once the map is gone).
     fn request_headers(&self) -> Vec<(String, String)>;
@@ -41,6 +51,13 @@ pub trait Host {
     /// Lets a paused request go on.
     fn resume_request(&self) -> bool;
     fn now_ns(&self) -> u64;
+    /// A value of Envoy's shared data (one copy per Envoy, seen by every
+    /// worker) and its compare-and-swap token; `(None, None)` when absent.
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes a shared-data value; with `cas`, only if nobody wrote it since
+    /// the read that returned `cas` (a key that does not exist yet is
+    /// written regardless). Shared data has no delete.
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite;
     fn define_counter(&self, name: &str) -> Option<u32>;
     fn define_histogram(&self, name: &str) -> Option<u32>;
     fn add_to_counter(&self, id: Option<u32>, n: u64);
@@ -118,6 +135,12 @@ impl Host for Envoy {
     }
     fn now_ns(&self) -> u64 {
         host::now_ns()
+    }
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        host::shared_data(key)
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+        host::set_shared_data(key, value, cas)
     }
     fn define_counter(&self, name: &str) -> Option<u32> {
         host::define_counter(name)

@@ -5,11 +5,13 @@
 //! status is a value. The one exception is `dispatch_http_call`, which must
 //! go through the SDK so it can route the answer to the calling context.
 
+use super::env::SharedWrite;
 use crate::core::header_map;
 use std::ptr::null_mut;
 
 const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
+const STATUS_CAS_MISMATCH: u32 = 8;
 
 // Map and buffer kinds and stream types of the proxy-wasm ABI 0.2.
 pub const REQUEST_HEADERS: u32 = 0;
@@ -87,6 +89,20 @@ extern "C" {
     fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_log_level(level: *mut u32) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
 }
 
 /// Takes ownership of bytes the host allocated through the SDK's
@@ -218,6 +234,41 @@ pub fn now_ns() -> u64 {
     match unsafe { proxy_get_current_time_nanoseconds(&mut nanos) } {
         STATUS_OK => nanos,
         _ => 0,
+    }
+}
+
+/// A shared-data value and its CAS token; `(None, None)` when absent or
+/// refused (the SDK's version panics on an unexpected status).
+pub fn shared_data(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    let (mut data, mut size, mut cas) = (null_mut(), 0, 0u32);
+    // SAFETY: pointers to live locals and a borrowed str.
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match owned(status, data, size) {
+        Some(value) => (Some(value), (cas != 0).then_some(cas)),
+        None => (None, None),
+    }
+}
+
+/// Writes a shared-data value, with compare-and-swap when `cas` is given.
+pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+    // SAFETY: borrowed slices valid for the call.
+    let status = unsafe {
+        proxy_set_shared_data(
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+            cas.unwrap_or(0),
+        )
+    };
+    match status {
+        STATUS_OK => SharedWrite::Ok,
+        STATUS_CAS_MISMATCH => SharedWrite::CasMismatch,
+        other => {
+            log::debug!("tollgate: shared data write refused with status {other}");
+            SharedWrite::Failed
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! A host for native tests: serves canned headers, bodies and callout
 //! answers, and records what the stage did with them.
 
-use super::env::Host;
+use super::env::{Host, SharedWrite};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A callout the stage made.
@@ -22,6 +23,17 @@ pub struct LocalReply {
     pub retry_after_s: Option<u64>,
 }
 
+/// Envoy's shared data as MockHosts share it: values with their CAS tokens.
+#[derive(Default)]
+pub struct SharedData {
+    pub values: HashMap<String, (Vec<u8>, u32)>,
+    last_cas: u32,
+}
+
+/// Runs once, just before the next shared-data write: another worker
+/// writing between this one's read and its write.
+pub type Interleave = Box<dyn FnOnce()>;
+
 #[derive(Default)]
 pub struct MockHost {
     pub request_headers: RefCell<Vec<(String, String)>>,
@@ -38,6 +50,12 @@ pub struct MockHost {
     /// Metric names by id, and their counts.
     metrics: RefCell<Vec<String>>,
     pub counters: RefCell<HashMap<String, u64>>,
+    /// Shared with the other MockHosts of one test Envoy (`sharing`).
+    pub shared: Rc<RefCell<SharedData>>,
+    pub before_write: RefCell<Option<Interleave>>,
+    /// Shared-data writes made, and how many found the value changed.
+    pub shared_writes: Cell<u32>,
+    pub cas_mismatches: Cell<u32>,
 }
 
 impl MockHost {
@@ -53,6 +71,17 @@ impl MockHost {
             now_ns: Cell::new(1_700_000_000_000_000_000),
             ..MockHost::default()
         }
+    }
+
+    /// The same host seeing `other`'s shared data: another worker of its Envoy.
+    pub fn sharing(mut self, other: &MockHost) -> MockHost {
+        self.shared = Rc::clone(&other.shared);
+        self
+    }
+
+    /// A shared-data value.
+    pub fn shared_value(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared.borrow().values.get(key).map(|(v, _)| v.clone())
     }
 
     pub fn reply(&self) -> Option<LocalReply> {
@@ -185,6 +214,34 @@ impl Host for MockHost {
     }
     fn now_ns(&self) -> u64 {
         self.now_ns.get()
+    }
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.shared.borrow().values.get(key) {
+            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+    /// Envoy's rules: a CAS token that is not the current one is a
+    /// mismatch; a key that does not exist yet is written regardless.
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+        if let Some(other_worker) = self.before_write.borrow_mut().take() {
+            other_worker();
+        }
+        self.shared_writes.set(self.shared_writes.get() + 1);
+        let mut shared = self.shared.borrow_mut();
+        let current = shared.values.get(key).map(|(_, c)| *c);
+        if let (Some(current), Some(cas)) = (current, cas) {
+            if current != cas {
+                self.cas_mismatches.set(self.cas_mismatches.get() + 1);
+                return SharedWrite::CasMismatch;
+            }
+        }
+        shared.last_cas += 1;
+        let next = shared.last_cas;
+        shared
+            .values
+            .insert(key.to_string(), (value.to_vec(), next));
+        SharedWrite::Ok
     }
     fn define_counter(&self, name: &str) -> Option<u32> {
         let mut metrics = self.metrics.borrow_mut();

@@ -3,9 +3,12 @@
 //! VM for the worker; the stages reach them through `env::Host`, so they run
 //! natively in tests against `mock::MockHost`.
 
+mod background;
 mod env;
 mod exporter;
 mod host;
+mod key_cache;
+mod leases;
 #[cfg(test)]
 mod mock;
 mod reporter;
@@ -14,6 +17,7 @@ mod response;
 mod root;
 mod route_headers;
 mod route_stage;
+mod shared_data;
 mod sidecar;
 mod stats;
 mod trace;

@@ -2,7 +2,8 @@
 //! owns the configuration and the key cache; the route stage (root_id
 //! "route") needs no configuration.
 
-use super::env::Envoy;
+use super::background::Background;
+use super::env::{Envoy, Host};
 use super::exporter::Exporter;
 use super::host;
 use super::reporter::Reporter;
@@ -51,6 +52,8 @@ pub struct Shared {
     pub guardrails: Option<Guardrails>,
     /// Usage reports to the sidecar, when `budgets` is configured.
     pub reporter: Option<RefCell<Reporter>>,
+    /// Lease refills and key refreshes the root context sends.
+    pub background: RefCell<Background>,
     /// `tollgate.vm.memory_bytes`: this worker VM's linear memory.
     pub memory_gauge: Option<u32>,
     /// Requests this VM has seen; also makes request ids unique within it.
@@ -84,14 +87,18 @@ impl Context for Root {
         &mut self,
         token: u32,
         _headers: usize,
-        _body: usize,
+        body_size: usize,
         _trailers: usize,
     ) {
         let Root::Request(shared) = self else {
             return;
         };
         let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
-        if let Some(reporter) = shared.reporter.as_ref().filter(|r| r.borrow().owns(token)) {
+        if shared.background.borrow().owns(token) {
+            let body = Envoy.call_body(body_size);
+            let mut background = shared.background.borrow_mut();
+            background.on_response(&Envoy, token, status.as_deref(), &body);
+        } else if let Some(reporter) = shared.reporter.as_ref().filter(|r| r.borrow().owns(token)) {
             reporter.borrow_mut().on_response(status);
         } else if let Some(exporter) = shared.exporter.as_ref().filter(|e| e.borrow().owns(token)) {
             exporter.borrow_mut().on_response(token, status);
@@ -132,6 +139,10 @@ impl RootContext for Root {
                     .budgets
                     .as_ref()
                     .map(|b| RefCell::new(Reporter::new(b, Rc::clone(&sidecar))));
+                let background = RefCell::new(Background::new(
+                    config.sidecar.timeout_ms,
+                    config.key_cache_ttl_ms,
+                ));
                 host::set_tick_period_ms(TICK_MS);
                 *self = Root::Request(Rc::new(Shared {
                     config,
@@ -139,6 +150,7 @@ impl RootContext for Root {
                     stats: Stats::default(),
                     exporter,
                     reporter,
+                    background,
                     guardrails,
                     memory_gauge: host::define_gauge("tollgate.vm.memory_bytes"),
                     request_counter: std::cell::Cell::new(0),
@@ -176,6 +188,7 @@ impl RootContext for Root {
             if let Some(reporter) = &shared.reporter {
                 reporter.borrow_mut().tick(host::now_ms());
             }
+            shared.background.borrow_mut().tick(&Envoy, &shared.sidecar);
             // Only VMs that serve requests report: the main thread's VM
             // ticks too, and would overwrite the worker's figure.
             if shared.request_counter.get() > 0 {

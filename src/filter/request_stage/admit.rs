@@ -63,9 +63,7 @@ impl<H: Host> RequestStage<H> {
             self.phase = Phase::Draining;
             return Ok(Start::Drain);
         }
-        let now = self.started_ns / 1_000_000;
-        let cached = self.shared.cache.borrow().get(&self.key_hash, now);
-        if let Some(check) = cached {
+        if let Some(check) = self.cached_key(self.started_ns / 1_000_000) {
             self.key = Some(check);
             return Ok(Start::KeyKnown);
         }

@@ -1,7 +1,7 @@
 //! The body phase: parse the complete body once, check the model against
 //! the key, resolve the route, run the input guardrails, then carry out the
 //! exchange plan (`core::exchange`): rewrite the body, record the route
-//! stage's decision, and reserve the budget.
+//! stage's decision, and take the budget from a lease.
 
 use super::{Phase, RequestStage};
 use crate::core::api;
@@ -52,7 +52,6 @@ impl<H: Host> RequestStage<H> {
                     config: &shared.config,
                     api,
                     key: self.key_info()?,
-                    request_id: &self.request_id,
                     client_path: &self.client_path,
                     account_headers: &self.account_headers,
                     traceparent: self.trace.as_ref().map(RequestTrace::upstream_traceparent),
@@ -98,7 +97,7 @@ impl<H: Host> RequestStage<H> {
     }
 
     /// Does what the plan says, in the order Envoy needs: the body and the
-    /// decision before the request moves on, the reservation last.
+    /// decision before the request moves on, the budget last.
     fn carry_out(&mut self, plan: Plan, body_len: usize) -> Result<(), GatewayError> {
         self.response.translation = plan.translation;
         if let Some(new_body) = &plan.body {
@@ -117,8 +116,8 @@ impl<H: Host> RequestStage<H> {
         }
         self.response.captured = plan.capture_output.then(String::new);
         self.phase = Phase::Forwarded;
-        match plan.reserve {
-            Some(body) => self.reserve(&body),
+        match plan.lease {
+            Some(need) => self.lease(need),
             None => Ok(()),
         }
     }

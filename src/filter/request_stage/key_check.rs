@@ -1,17 +1,71 @@
-//! The key check: the per-worker cache, else a callout to the sidecar's
+//! The key check: the per-worker cache, then the one the Envoy's workers
+//! share (`filter::key_cache`), else a callout to the sidecar's
 //! `/v1/authorize`, and the failure mode when the sidecar cannot answer.
 
 use super::{Phase, RequestStage};
 use crate::core::api::Endpoint;
-use crate::core::auth::{self, KeyInfo};
+use crate::core::auth::{self, KeyCheck, KeyInfo};
 use crate::core::config::FailureMode;
 use crate::core::error::GatewayError;
 use crate::core::models;
+use crate::filter::background::Job;
 use crate::filter::env::Host;
+use crate::filter::key_cache::{self, Refresh};
 use std::rc::Rc;
 use std::time::Duration;
 
 impl<H: Host> RequestStage<H> {
+    /// The key's verdict without a callout: this worker's cache, else the
+    /// shared one (`None`: ask the sidecar). A verdict in the last quarter of
+    /// its life is refreshed ahead, once per Envoy, from the root context.
+    pub(super) fn cached_key(&self, now: u64) -> Option<Rc<KeyCheck>> {
+        let hash = &self.key_hash;
+        let cached = self.shared.cache.borrow().get(hash, now);
+        if let Some(check) = cached {
+            let due = self.shared.cache.borrow_mut().refresh_due(hash, now);
+            return match due {
+                Some(fetched) => Some(self.refresh_ahead(fetched, now).unwrap_or(check)),
+                None => Some(check),
+            };
+        }
+        let ttl = self.shared.config.key_cache_ttl_ms;
+        let (check, fetched) = key_cache::read(&self.host, hash, now, ttl)?;
+        let check = Rc::new(check);
+        self.count("tollgate.key_cache.shared_hits".into(), 1);
+        self.shared
+            .cache
+            .borrow_mut()
+            .insert(hash.clone(), Rc::clone(&check), fetched);
+        Some(check)
+    }
+
+    /// Claims the refresh of the verdict given at `fetched` and queues it;
+    /// when another worker's refresh already landed, the newer verdict.
+    fn refresh_ahead(&self, fetched: u64, now: u64) -> Option<Rc<KeyCheck>> {
+        let background = &self.shared.background;
+        if !background.borrow().has_room() {
+            return None;
+        }
+        let stale = background.borrow().stale_ms();
+        match key_cache::claim_refresh(&self.host, &self.key_hash, fetched, now, stale) {
+            Refresh::Claimed => {
+                let job = Job::KeyRefresh(self.key_hash.clone());
+                background.borrow_mut().push(job);
+                None
+            }
+            Refresh::Newer(check, fetched) => {
+                let check = Rc::new(check);
+                self.shared.cache.borrow_mut().insert(
+                    self.key_hash.clone(),
+                    Rc::clone(&check),
+                    fetched,
+                );
+                Some(check)
+            }
+            Refresh::Skip => None,
+        }
+    }
+
     pub(super) fn authorize_callout(&mut self) -> Result<(), GatewayError> {
         let body = auth::authorize_request(&self.key_hash);
         if self.call_sidecar(tollgate_protocol::AUTHORIZE_PATH, &body) {
@@ -57,8 +111,8 @@ impl<H: Host> RequestStage<H> {
         Ok(())
     }
 
-    /// The sidecar answered the key check: caches the verdict and goes on
-    /// as `key_known`.
+    /// The sidecar answered the key check: caches and shares the verdict and
+    /// goes on as `key_known`.
     pub(super) fn authorized(
         &mut self,
         status: Option<String>,
@@ -73,6 +127,9 @@ impl<H: Host> RequestStage<H> {
             Ok(check) => {
                 let check = Rc::new(check);
                 let now = self.host.now_ms();
+                let valid = matches!(*check, KeyCheck::Valid(_));
+                let ttl = self.shared.config.key_cache_ttl_ms;
+                key_cache::store(&self.host, &self.key_hash, body, valid, now, ttl);
                 self.shared.cache.borrow_mut().insert(
                     self.key_hash.clone(),
                     Rc::clone(&check),

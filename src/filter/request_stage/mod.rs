@@ -12,8 +12,8 @@ mod admit;
 mod forward;
 mod guard;
 mod key_check;
+mod lease;
 mod record;
-mod reserve;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +23,7 @@ use super::root::Shared;
 use super::trace::RequestTrace;
 use crate::core::api::{Api, ClientFormat, Endpoint};
 use crate::core::auth::KeyCheck;
-use crate::core::budget;
+use crate::core::budget::{self, LeaseRequest};
 use crate::core::config::Chain;
 use crate::core::error::GatewayError;
 use crate::core::exchange::Exchange;
@@ -46,7 +46,7 @@ enum Phase {
     Authorized,
     /// Body over the limit: discarding it, then 413.
     Draining,
-    /// Routed; waiting for the sidecar's budget reservation.
+    /// Routed; waiting for the sidecar's budget lease.
     Reserving,
     /// Routed upstream.
     Forwarded,
@@ -88,6 +88,8 @@ pub struct RequestStage<H: Host> {
     blocked: Option<Exchange>,
     trace: Option<RequestTrace>,
     forwarded: Option<Exchange>,
+    /// What the request needs from the lease callout it waits for.
+    lease_need: Option<LeaseRequest>,
     response: ResponseState,
 }
 
@@ -114,6 +116,7 @@ impl<H: Host> RequestStage<H> {
             blocked: None,
             trace: None,
             forwarded: None,
+            lease_need: None,
             response: ResponseState::default(),
         }
     }
@@ -210,10 +213,10 @@ impl<H: Host> Context for RequestStage<H> {
         let status = self.host.call_status();
         let body = self.host.call_body(body_size);
         if self.phase == Phase::Reserving {
-            match self.reserved(status, &body) {
+            match self.leased(status, &body) {
                 Ok(()) => {
                     if !self.host.resume_request() {
-                        log::error!("tollgate: could not resume the request after the reservation");
+                        log::error!("tollgate: could not resume the request after the lease");
                     }
                 }
                 Err(error) => {

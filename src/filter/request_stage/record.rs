@@ -17,7 +17,7 @@ impl<H: Host> RequestStage<H> {
     /// The usage report for the sidecar; tokens are estimated when the
     /// provider sent no usage (or the response was cut short). A request
     /// that was not forwarded has none.
-    fn usage_report(
+    pub(super) fn usage_report(
         &self,
         f: &Exchange,
         forwarded: bool,
@@ -36,7 +36,9 @@ impl<H: Host> RequestStage<H> {
         };
         UsageReport {
             request_id: self.request_id.clone(),
-            reservation_id: f.reservation_id.clone(),
+            reservation_id: None,
+            lease_id: f.lease_id.clone(),
+            lease_debits: f.lease_debits.clone(),
             key_id: key.map(|k| k.key_id.clone()),
             team: key.and_then(|k| k.team.clone()),
             user: key.and_then(|k| k.user.clone()),

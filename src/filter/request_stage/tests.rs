@@ -7,6 +7,7 @@ use crate::core::auth::AuthCache;
 use crate::core::config::Config;
 use crate::core::decision::RouteDecision;
 use crate::core::guard::Guardrails;
+use crate::filter::background::Background;
 use crate::filter::env::Host;
 use crate::filter::mock::MockHost;
 use crate::filter::root::Shared;
@@ -51,6 +52,10 @@ fn shared(extra: Value) -> Rc<Shared> {
             .as_ref()
             .map(|g| Guardrails::new(g).unwrap()),
         reporter: None,
+        background: RefCell::new(Background::new(
+            config.sidecar.timeout_ms,
+            config.key_cache_ttl_ms,
+        )),
         memory_gauge: None,
         request_counter: Cell::new(1),
         id_seed: 7,
@@ -213,42 +218,6 @@ fn guardrail_block_is_answered_locally_and_nothing_goes_upstream() {
     // Recorded (unbilled) with its event.
     assert!(stage.forwarded.is_none() && stage.blocked.is_some());
     assert_eq!(stage.guard_events.len(), 1);
-}
-
-#[test]
-fn budget_denial_is_answered_with_429() {
-    let shared = shared(json!({"chain": "two_stage", "budgets": {}}));
-    let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
-    assert_eq!(body_end(&mut stage), Action::Pause);
-    assert_eq!(paths(&stage.host), ["/v1/authorize", "/v1/reserve"]);
-    let reserve: Value = serde_json::from_slice(&stage.host.callouts.borrow()[1].body).unwrap();
-    assert_eq!(reserve["key_id"], "k1");
-    assert_eq!(reserve["team"], "research");
-    assert_eq!(reserve["max_output_tokens"], 4096);
-    let denied = r#"{"allowed": false, "reason": "budget", "message": "Team budget exceeded.", "retry_after_s": 30}"#;
-    stage.host.answer_call("200", denied);
-    stage.on_http_call_response(2, 0, denied.len(), 0);
-    let reply = stage.host.reply().unwrap();
-    assert_eq!(reply.status, 429);
-    assert_eq!(reply.retry_after_s, Some(30));
-    assert_eq!(reply.body["error"]["message"], "Team budget exceeded.");
-    // Resumed once, after the key check; never after the denial.
-    assert_eq!(stage.host.resumed.get(), 1);
-    assert!(stage.forwarded.is_none());
-}
-
-#[test]
-fn allowed_reservation_resumes_the_request() {
-    let shared = shared(json!({"chain": "two_stage", "budgets": {}}));
-    let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
-    assert_eq!(body_end(&mut stage), Action::Pause);
-    let allowed = r#"{"allowed": true, "reservation_id": "r1"}"#;
-    stage.host.answer_call("200", allowed);
-    stage.on_http_call_response(2, 0, allowed.len(), 0);
-    assert_eq!(stage.host.resumed.get(), 2);
-    assert!(stage.host.replies.borrow().is_empty());
-    let f = stage.forwarded.as_ref().unwrap();
-    assert_eq!(f.reservation_id.as_deref(), Some("r1"));
 }
 
 #[test]

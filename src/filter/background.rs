@@ -1,0 +1,203 @@
+//! Callouts the root context makes for the request stages, off the request
+//! path: lease refills before a slot runs dry (`filter::leases`) and key
+//! verdict refreshes before they expire (`filter::key_cache`). A stage
+//! queues a job after raising its flag in shared data (so one per slot or
+//! key is under way per Envoy); the root's tick sends the queue and its
+//! `on_http_call_response` hands each answer back here by its token.
+//! A job that cannot be sent is dropped: its flag goes stale and a later
+//! request queues it again.
+
+use super::env::Host;
+use super::key_cache;
+use super::leases;
+use super::sidecar::SidecarClient;
+use crate::core::auth::{self, KeyCheck};
+use crate::core::budget::LeaseRequest;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+/// Jobs waiting for the next tick; beyond it no more are queued.
+const MAX_QUEUED: usize = 256;
+/// Jobs whose answer is awaited; the rest wait for a later tick.
+const MAX_IN_FLIGHT: usize = 32;
+/// Added to the callout timeout before a flag counts as lost: the job may
+/// wait up to a tick in the queue before it leaves.
+const STALE_MARGIN_MS: u64 = 1000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// A lease for this request size's slot, merged into the slot.
+    Refill(LeaseRequest),
+    /// The key check of this key hash, shared when it lands.
+    KeyRefresh(String),
+}
+
+pub struct Background {
+    timeout_ms: u64,
+    key_ttl_ms: u64,
+    queue: VecDeque<Job>,
+    in_flight: HashMap<u32, Job>,
+}
+
+impl Background {
+    pub fn new(timeout_ms: u64, key_ttl_ms: u64) -> Background {
+        Background {
+            timeout_ms,
+            key_ttl_ms,
+            queue: VecDeque::new(),
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// How long a raised flag holds before it counts as lost.
+    pub fn stale_ms(&self) -> u64 {
+        self.timeout_ms.saturating_add(STALE_MARGIN_MS)
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.queue.len() < MAX_QUEUED
+    }
+
+    /// Queues a job; false when the queue is full.
+    pub fn push(&mut self, job: Job) -> bool {
+        if !self.has_room() {
+            return false;
+        }
+        self.queue.push_back(job);
+        true
+    }
+
+    /// Jobs waiting for the next tick.
+    #[cfg(test)]
+    pub fn queued(&self) -> impl Iterator<Item = &Job> {
+        self.queue.iter()
+    }
+
+    /// Sends what is queued (within `MAX_IN_FLIGHT`).
+    pub fn tick(&mut self, host: &impl Host, sidecar: &SidecarClient) {
+        let now = host.now_ms();
+        let timeout = Duration::from_millis(self.timeout_ms);
+        while self.in_flight.len() < MAX_IN_FLIGHT {
+            let Some(job) = self.queue.pop_front() else {
+                return;
+            };
+            let (path, body) = match &job {
+                Job::Refill(need) => {
+                    let mut request = need.clone();
+                    request.release = leases::take_releases(host, need, now);
+                    let Ok(body) = serde_json::to_vec(&request) else {
+                        continue;
+                    };
+                    (tollgate_protocol::LEASE_PATH, body)
+                }
+                Job::KeyRefresh(key_hash) => (
+                    tollgate_protocol::AUTHORIZE_PATH,
+                    auth::authorize_request(key_hash),
+                ),
+            };
+            if let Some(token) = sidecar.post(host, path, &body, timeout) {
+                self.in_flight.insert(token, job);
+            }
+        }
+    }
+
+    pub fn owns(&self, token: u32) -> bool {
+        self.in_flight.contains_key(&token)
+    }
+
+    /// The answer to the job sent with `token`.
+    pub fn on_response(&mut self, host: &impl Host, token: u32, status: Option<&str>, body: &[u8]) {
+        let now = host.now_ms();
+        match self.in_flight.remove(&token) {
+            Some(Job::Refill(need)) => leases::refilled(host, &need, status, body, now),
+            Some(Job::KeyRefresh(key_hash)) => {
+                let check = match status {
+                    Some("200") => auth::parse_authorize_response(body),
+                    Some(other) => Err(format!("sidecar answered HTTP {other}")),
+                    None => Err("sidecar unreachable or timed out".to_string()),
+                };
+                // A failed refresh leaves the claim: the verdict expires on
+                // time and the next request checks the key itself.
+                match check {
+                    Ok(check) => {
+                        let valid = matches!(check, KeyCheck::Valid(_));
+                        key_cache::store(host, &key_hash, body, valid, now, self.key_ttl_ms);
+                    }
+                    Err(why) => log::warn!("tollgate: key refresh failed: {why}"),
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::SidecarConfig;
+    use crate::core::lease::Slot;
+    use crate::filter::mock::MockHost;
+
+    const TOKEN_ENV: &str = "TOLLGATE_BACKGROUND_TEST_TOKEN";
+
+    fn sidecar() -> SidecarClient {
+        std::env::set_var(TOKEN_ENV, "t");
+        SidecarClient::from_env(SidecarConfig {
+            token_env: TOKEN_ENV.into(),
+            ..SidecarConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn need() -> LeaseRequest {
+        LeaseRequest {
+            key_id: "k".into(),
+            team: None,
+            user: None,
+            model: "m".into(),
+            upstream_model: "m".into(),
+            provider: "p".into(),
+            estimated_input_tokens: 1,
+            max_output_tokens: 1,
+            release: vec![],
+        }
+    }
+
+    #[test]
+    fn sends_on_tick_and_routes_answers_by_token() {
+        let root = MockHost::default();
+        let mut b = Background::new(1000, 10_000);
+        assert!(b.push(Job::Refill(need())));
+        assert!(b.push(Job::KeyRefresh("h".into())));
+        b.tick(&root, &sidecar());
+        assert_eq!(b.queued().count(), 0);
+        let callouts = root.callouts.borrow().clone();
+        assert_eq!(callouts[0].path, "/v1/lease");
+        let sent: LeaseRequest = serde_json::from_slice(&callouts[0].body).unwrap();
+        assert_eq!(sent, need());
+        assert_eq!(callouts[1].path, "/v1/authorize");
+        assert!(b.owns(1) && b.owns(2) && !b.owns(3));
+        // The refill's grant lands in the slot.
+        let grant = br#"{"allowed":true,"lease_id":"r1","ttl_ms":1000,"budgets":[{"budget_id":"b","kind":"requests","granted":5}]}"#;
+        b.on_response(&root, 1, Some("200"), grant);
+        let slot = root.shared_value(&leases::slot_key(&need())).unwrap();
+        assert_eq!(Slot::decode(&slot).unwrap().leases[0].lease_id, "r1");
+        assert!(!b.owns(1));
+        // The key refresh: a valid verdict is shared.
+        b.on_response(&root, 2, Some("200"), br#"{"valid":true,"key_id":"k"}"#);
+        assert!(root.shared_value(&key_cache::entry_key("h")).is_some());
+    }
+
+    #[test]
+    fn bounded() {
+        let mut b = Background::new(1000, 10_000);
+        for _ in 0..MAX_QUEUED {
+            assert!(b.push(Job::KeyRefresh("h".into())));
+        }
+        assert!(!b.has_room() && !b.push(Job::KeyRefresh("h".into())));
+        let root = MockHost::default();
+        b.tick(&root, &sidecar());
+        assert_eq!(root.callouts.borrow().len(), MAX_IN_FLIGHT);
+        assert_eq!(b.queued().count(), MAX_QUEUED - MAX_IN_FLIGHT);
+    }
+}
