@@ -17,6 +17,7 @@
 //! |---------------------|------------------|---------------------|
 //! | `/v1/authorize`     | `AuthorizeRequest` | `AuthorizeAnswer` |
 //! | `/v1/reserve`       | `ReserveRequest` | `ReserveAnswer`     |
+//! | `/v1/lease`         | `LeaseRequest`   | `LeaseAnswer`       |
 //! | `/v1/settle`        | `UsageReport`    | `Settled`           |
 //! | `/v1/settle/batch`  | `SettleBatch`    | `SettleBatchAnswer` |
 //!
@@ -27,6 +28,12 @@
 //! reason) travels as its lowercase words (`String` here); the sidecar's
 //! enums own the list.
 //!
+//! A lease (`/v1/lease`) is an amount of each of a key's hard budgets that
+//! the filter spends locally, one request at a time, without a callout;
+//! `request_need` is what one request takes from a leased budget, on both
+//! sides. Reports of requests admitted on a lease name it (`lease_id`,
+//! `lease_debits`) so the sidecar shrinks the lease's holds as it settles.
+//!
 //! Only `serde` (derive) is a dependency: the filter links this into its
 //! wasm module.
 
@@ -36,6 +43,8 @@ use serde::{de, Deserialize, Deserializer, Serialize};
 pub const AUTHORIZE_PATH: &str = "/v1/authorize";
 /// `POST` path of a budget reservation.
 pub const RESERVE_PATH: &str = "/v1/reserve";
+/// `POST` path of a budget lease.
+pub const LEASE_PATH: &str = "/v1/lease";
 /// `POST` path of one usage report.
 pub const SETTLE_PATH: &str = "/v1/settle";
 /// `POST` path of a batch of usage reports (what the filter sends).
@@ -247,6 +256,112 @@ fn must_be_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
+// -------------------------------------------------------------------- lease
+
+/// `POST /v1/lease`: a lease for this key and model, sized for at least one
+/// request of this size; `release` hands back the unused rest of leases the
+/// filter dropped (expired or replaced).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    pub key_id: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The client-facing model name.
+    pub model: String,
+    pub upstream_model: String,
+    pub provider: String,
+    /// One request's worth: the lease is sized for at least one request
+    /// of these tokens.
+    pub estimated_input_tokens: u64,
+    pub max_output_tokens: u64,
+    #[serde(default)]
+    pub release: Vec<LeaseRelease>,
+}
+
+/// The unused rest of a lease the filter no longer uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRelease {
+    pub lease_id: String,
+    pub unused: Vec<LeaseAmount>,
+}
+
+/// An amount of one budget: released (`LeaseRelease::unused`) or taken by
+/// one request (`UsageReport::lease_debits`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseAmount {
+    pub budget_id: String,
+    pub amount: f64,
+}
+
+/// The answer to `/v1/lease`: a `LeaseGrant` or a `Denial` (the one
+/// `/v1/reserve` gives), told apart by their `allowed` field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LeaseAnswer {
+    Granted(LeaseGrant),
+    Denied(Denial),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// Always true; the field the filter branches on.
+    #[serde(deserialize_with = "must_be_true")]
+    pub allowed: bool,
+    pub lease_id: String,
+    /// How long the filter may use it, relative (the filter's clock may differ
+    /// from the sidecar's; the sidecar's test clock does).
+    pub ttl_ms: u64,
+    /// The hard budgets this key's requests count against, each with the amount
+    /// granted. Empty: no hard budget applies (the filter then admits with no
+    /// callout until ttl_ms passes).
+    #[serde(default)]
+    pub budgets: Vec<LeasedBudget>,
+    /// USD per million tokens of the upstream model; None = unpriced (spend need 0).
+    #[serde(default)]
+    pub price: Option<LeasePrice>,
+    /// Tracking-only budgets that are used up; they never block.
+    #[serde(default)]
+    pub warnings: Vec<Overage>,
+}
+
+/// One hard budget of a lease and the amount granted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeasedBudget {
+    pub budget_id: String,
+    /// `spend`, `tokens` or `requests`.
+    pub kind: String,
+    pub granted: f64,
+}
+
+/// A model's price, USD per 1M tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LeasePrice {
+    pub input: f64,
+    pub output: f64,
+}
+
+/// What one request takes from a leased budget of `kind`: the one
+/// definition both sides use (the sidecar to size grants, the filter to
+/// debit them). `requests`: 1; `tokens`: input plus maximum output;
+/// `spend`: those tokens at `price` (0 when the model is unpriced); a kind
+/// this reader does not know: 0.
+pub fn request_need(
+    kind: &str,
+    price: Option<&LeasePrice>,
+    estimated_input_tokens: u64,
+    max_output_tokens: u64,
+) -> f64 {
+    let (input, output) = (estimated_input_tokens as f64, max_output_tokens as f64);
+    match kind {
+        "requests" => 1.0,
+        "tokens" => estimated_input_tokens.saturating_add(max_output_tokens) as f64,
+        "spend" => price.map_or(0.0, |p| (input * p.input + output * p.output) / 1e6),
+        _ => 0.0,
+    }
+}
+
 // ------------------------------------------------------------------- settle
 
 /// Guardrail findings of one kind on one request: which guardrail, what it
@@ -274,7 +389,7 @@ fn yes() -> bool {
 /// `POST /v1/settle` (one) or an entry of `/v1/settle/batch`: one finished
 /// request as the filter saw it. The sidecar settles idempotently by
 /// `request_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageReport {
     pub request_id: String,
     #[serde(default)]
@@ -310,11 +425,19 @@ pub struct UsageReport {
     pub forwarded: bool,
     /// Unix seconds when the request ended (the filter's clock).
     pub ts: i64,
+    /// The lease the request was admitted on; absent for reserved requests
+    /// (and from older filters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+    /// What the filter took from that lease for this request, per budget
+    /// (`request_need` of each leased budget).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lease_debits: Vec<LeaseAmount>,
 }
 
 /// `POST /v1/settle/batch`. The filter writes this envelope around reports
 /// it keeps encoded (`{"reports":[..]}`), so its batches stay bounded in bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SettleBatch {
     pub reports: Vec<UsageReport>,
 }
