@@ -218,6 +218,8 @@ mod tests {
             guardrail_events: Vec::new(),
             forwarded: true,
             ts: 4,
+            lease_id: None,
+            lease_debits: Vec::new(),
         }
     }
 

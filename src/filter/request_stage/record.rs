@@ -55,6 +55,8 @@ impl<H: Host> RequestStage<H> {
             guardrail_events: self.guard_events.iter().map(Into::into).collect(),
             forwarded,
             ts: budget::unix_secs(now_ns),
+            lease_id: None,
+            lease_debits: Vec::new(),
         }
     }
 
