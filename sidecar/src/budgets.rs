@@ -13,6 +13,10 @@
 //! most one reservation (the one that crosses the limit), and a request
 //! budget of N allows exactly N. Holds expire after ten minutes unless
 //! settled first (`ledger.rs`), and only count in the period they were made.
+//!
+//! A lease (`leases.rs`) checks the same budgets the same way and holds an
+//! amount of each hard budget for many requests at once; its holds are
+//! `reserved` like a reservation's.
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
