@@ -124,8 +124,12 @@ def test_a_huge_model_name_is_refused_and_billing_goes_on(stack, key):
 def test_request_refused_while_the_sidecar_is_down_is_not_billed(stack, key):
     envoy = stack.add_envoy("envoy-refusals", plugin_overrides={"key_cache_ttl_ms": 60_000})
     kid = key_id(stack, key)
+    # A token budget whose first lease (an eighth of it) covers small
+    # requests but not the 4 MB one, which then needs the sidecar.
+    stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": kid, "kind": "tokens", "limit": 4_000_000,
+                                           "period": "daily", "mode": "hard"})
     client = openai_client(envoy.base_url, key)
-    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # caches the key
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # caches the key and a lease
     settled(stack, kid, 1)
     trace = "5bf92f3577b34da6a3ce929d0e0e4799"
     stack.stop_sidecar()

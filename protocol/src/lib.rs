@@ -28,6 +28,12 @@
 //! reason) travels as its lowercase words (`String` here); the sidecar's
 //! enums own the list.
 //!
+//! A lease (`/v1/lease`) is an amount of each of a key's hard budgets that
+//! the filter spends locally, one request at a time, without a callout;
+//! `request_need` is what one request takes from a leased budget, on both
+//! sides. Reports of requests admitted on a lease name it (`lease_id`,
+//! `lease_debits`) so the sidecar shrinks the lease's holds as it settles.
+//!
 //! Only `serde` (derive) is a dependency: the filter links this into its
 //! wasm module.
 
@@ -266,7 +272,8 @@ pub struct LeaseRequest {
     pub model: String,
     pub upstream_model: String,
     pub provider: String,
-    /// One request's worth.
+    /// One request's worth: the lease is sized for at least one request
+    /// of these tokens.
     pub estimated_input_tokens: u64,
     pub max_output_tokens: u64,
     #[serde(default)]
@@ -280,15 +287,16 @@ pub struct LeaseRelease {
     pub unused: Vec<LeaseAmount>,
 }
 
-/// An amount of one budget.
+/// An amount of one budget: released (`LeaseRelease::unused`) or taken by
+/// one request (`UsageReport::lease_debits`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaseAmount {
     pub budget_id: String,
     pub amount: f64,
 }
 
-/// The answer to `/v1/lease`: a `LeaseGrant` or a `Denial`, told apart by
-/// their `allowed` field.
+/// The answer to `/v1/lease`: a `LeaseGrant` or a `Denial` (the one
+/// `/v1/reserve` gives), told apart by their `allowed` field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum LeaseAnswer {
@@ -313,12 +321,12 @@ pub struct LeaseGrant {
     /// USD per million tokens of the upstream model; None = unpriced (spend need 0).
     #[serde(default)]
     pub price: Option<LeasePrice>,
-    /// Tracking-only budgets this key is over; they never block.
+    /// Tracking-only budgets that are used up; they never block.
     #[serde(default)]
     pub warnings: Vec<Overage>,
 }
 
-/// A hard budget and the amount of it the lease holds.
+/// One hard budget of a lease and the amount granted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeasedBudget {
     pub budget_id: String,
@@ -327,14 +335,18 @@ pub struct LeasedBudget {
     pub granted: f64,
 }
 
-/// USD per 1M tokens.
+/// A model's price, USD per 1M tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LeasePrice {
     pub input: f64,
     pub output: f64,
 }
 
-/// What one request takes from a leased budget: the ONE definition both sides use.
+/// What one request takes from a leased budget of `kind`: the one
+/// definition both sides use (the sidecar to size grants, the filter to
+/// debit them). `requests`: 1; `tokens`: input plus maximum output;
+/// `spend`: those tokens at `price` (0 when the model is unpriced); a kind
+/// this reader does not know: 0.
 pub fn request_need(
     kind: &str,
     price: Option<&LeasePrice>,
@@ -344,7 +356,7 @@ pub fn request_need(
     let (input, output) = (estimated_input_tokens as f64, max_output_tokens as f64);
     match kind {
         "requests" => 1.0,
-        "tokens" => input + output,
+        "tokens" => estimated_input_tokens.saturating_add(max_output_tokens) as f64,
         "spend" => price.map_or(0.0, |p| (input * p.input + output * p.output) / 1e6),
         _ => 0.0,
     }
@@ -382,12 +394,6 @@ pub struct UsageReport {
     pub request_id: String,
     #[serde(default)]
     pub reservation_id: Option<String>,
-    /// The lease the request was admitted from (absent for older filters).
-    #[serde(default)]
-    pub lease_id: Option<String>,
-    /// What the filter took from the lease for this request.
-    #[serde(default)]
-    pub lease_debits: Vec<LeaseAmount>,
     #[serde(default)]
     pub key_id: Option<String>,
     #[serde(default)]
@@ -419,6 +425,14 @@ pub struct UsageReport {
     pub forwarded: bool,
     /// Unix seconds when the request ended (the filter's clock).
     pub ts: i64,
+    /// The lease the request was admitted on; absent for reserved requests
+    /// (and from older filters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+    /// What the filter took from that lease for this request, per budget
+    /// (`request_need` of each leased budget).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lease_debits: Vec<LeaseAmount>,
 }
 
 /// `POST /v1/settle/batch`. The filter writes this envelope around reports

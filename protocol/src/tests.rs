@@ -200,8 +200,6 @@ fn usage_report() -> UsageReport {
     UsageReport {
         request_id: "req_1".into(),
         reservation_id: Some("res_1".into()),
-        lease_id: None,
-        lease_debits: vec![],
         key_id: Some("key_1".into()),
         team: None,
         user: None,
@@ -226,6 +224,8 @@ fn usage_report() -> UsageReport {
         }],
         forwarded: true,
         ts: 1_795_000_000,
+        lease_id: None,
+        lease_debits: vec![],
     }
 }
 
@@ -233,8 +233,7 @@ fn usage_report() -> UsageReport {
 fn usage_reports_keep_their_shape() {
     assert_eq!(
         round_trip(&usage_report()),
-        json!({"request_id": "req_1", "reservation_id": "res_1", "lease_id": null,
-               "lease_debits": [], "key_id": "key_1",
+        json!({"request_id": "req_1", "reservation_id": "res_1", "key_id": "key_1",
                "team": null, "user": null, "model": "gpt-4o", "upstream_model": "gpt-4o-2024",
                "provider": "openai", "api": "chat_completions", "input_tokens": 100,
                "output_tokens": 20, "cached_tokens": 5, "reasoning_tokens": 0, "status": 200,
@@ -274,6 +273,40 @@ fn old_usage_reports_read_with_defaults() {
     assert!(serde_json::from_value::<UsageReport>(broken).is_err());
 }
 
+#[test]
+fn lease_reports_name_the_lease_and_its_debits() {
+    let r = UsageReport {
+        reservation_id: None,
+        lease_id: Some("lse_1".into()),
+        lease_debits: vec![
+            LeaseAmount {
+                budget_id: "bud_1".into(),
+                amount: 1.0,
+            },
+            LeaseAmount {
+                budget_id: "bud_2".into(),
+                amount: 0.0075,
+            },
+        ],
+        ..usage_report()
+    };
+    let v = round_trip(&r);
+    assert_eq!(v["lease_id"], json!("lse_1"));
+    assert_eq!(
+        v["lease_debits"],
+        json!([{"budget_id": "bud_1", "amount": 1.0}, {"budget_id": "bud_2", "amount": 0.0075}])
+    );
+    assert_eq!(v["reservation_id"], json!(null));
+    // A report without a lease is the report an older sidecar reads: no new fields.
+    let v = round_trip(&usage_report());
+    for absent in ["lease_id", "lease_debits"] {
+        assert!(v.get(absent).is_none(), "{absent} in {v}");
+    }
+    // An older filter's report (no lease fields) reads as no lease.
+    let r: UsageReport = parse(v);
+    assert_eq!((r.lease_id, r.lease_debits), (None, vec![]));
+}
+
 fn fields_without(v: &mut Value, field: &str) {
     v.as_object_mut().unwrap().remove(field);
 }
@@ -300,4 +333,159 @@ fn settle_answers() {
         ],
     };
     assert_eq!(round_trip(&all)["results"][1]["duplicate"], json!(true));
+}
+
+fn lease_request() -> LeaseRequest {
+    LeaseRequest {
+        key_id: "key_1".into(),
+        team: Some("ml".into()),
+        user: None,
+        model: "gpt-4o".into(),
+        upstream_model: "gpt-4o-2024".into(),
+        provider: "openai".into(),
+        estimated_input_tokens: 10,
+        max_output_tokens: 4096,
+        release: vec![LeaseRelease {
+            lease_id: "lse_0".into(),
+            unused: vec![LeaseAmount {
+                budget_id: "bud_1".into(),
+                amount: 3.0,
+            }],
+        }],
+    }
+}
+
+#[test]
+fn lease_requests_keep_their_shape() {
+    assert_eq!(
+        round_trip(&lease_request()),
+        json!({"key_id": "key_1", "team": "ml", "user": null, "model": "gpt-4o",
+               "upstream_model": "gpt-4o-2024", "provider": "openai",
+               "estimated_input_tokens": 10, "max_output_tokens": 4096,
+               "release": [{"lease_id": "lse_0", "unused": [{"budget_id": "bud_1", "amount": 3.0}]}]})
+    );
+    // Team, user and release may be absent.
+    let r: LeaseRequest = parse(json!({"key_id": "k", "model": "m", "upstream_model": "m",
+        "provider": "p", "estimated_input_tokens": 1, "max_output_tokens": 2}));
+    assert_eq!((r.team, r.user, r.release), (None, None, vec![]));
+    // The sizes are required: a lease is sized for one request.
+    let mut v = serde_json::to_value(lease_request()).unwrap();
+    fields_without(&mut v, "max_output_tokens");
+    assert!(serde_json::from_value::<LeaseRequest>(v).is_err());
+}
+
+fn lease_grant() -> LeaseGrant {
+    LeaseGrant {
+        allowed: true,
+        lease_id: "lse_1".into(),
+        ttl_ms: 10_000,
+        budgets: vec![
+            LeasedBudget {
+                budget_id: "bud_1".into(),
+                kind: "requests".into(),
+                granted: 12.0,
+            },
+            LeasedBudget {
+                budget_id: "bud_3".into(),
+                kind: "spend".into(),
+                granted: 1.25,
+            },
+        ],
+        price: Some(LeasePrice {
+            input: 2.5,
+            output: 10.0,
+        }),
+        warnings: vec![overage()],
+    }
+}
+
+#[test]
+fn lease_answers_keep_their_shape() {
+    assert_eq!(
+        round_trip(&LeaseAnswer::Granted(lease_grant())),
+        json!({"allowed": true, "lease_id": "lse_1", "ttl_ms": 10_000,
+               "budgets": [{"budget_id": "bud_1", "kind": "requests", "granted": 12.0},
+                           {"budget_id": "bud_3", "kind": "spend", "granted": 1.25}],
+               "price": {"input": 2.5, "output": 10.0},
+               "warnings": [serde_json::to_value(overage()).unwrap()]})
+    );
+    // A denial is the reserve denial, field for field.
+    assert_eq!(
+        round_trip(&LeaseAnswer::Denied(denial())),
+        round_trip(&ReserveAnswer::Denied(denial()))
+    );
+    let unpriced = LeaseGrant {
+        budgets: vec![],
+        price: None,
+        warnings: vec![],
+        ..lease_grant()
+    };
+    let v = round_trip(&LeaseAnswer::Granted(unpriced));
+    assert_eq!((&v["price"], &v["budgets"]), (&json!(null), &json!([])));
+}
+
+#[test]
+fn lease_answers_read_by_allowed() {
+    // A grant with nothing optional: no hard budget, unpriced, no warnings.
+    let a: LeaseAnswer = parse(json!({"allowed": true, "lease_id": "l", "ttl_ms": 5}));
+    let LeaseAnswer::Granted(g) = a else {
+        panic!("{a:?}")
+    };
+    assert_eq!(
+        (
+            g.lease_id.as_str(),
+            g.ttl_ms,
+            g.budgets.len(),
+            g.price,
+            g.warnings.len()
+        ),
+        ("l", 5, 0, None, 0)
+    );
+    // A denial with nothing but `allowed`: the reserve defaults.
+    let d: LeaseAnswer = parse(json!({"allowed": false}));
+    let LeaseAnswer::Denied(d) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (d.reason.as_str(), d.message.as_str(), d.retry_after_s),
+        (REASON_BUDGET, "Budget exceeded.", 60)
+    );
+    // A denial that carries lease fields is still a denial.
+    let d: LeaseAnswer = parse(json!({"allowed": false, "lease_id": "l", "ttl_ms": 5}));
+    assert!(matches!(d, LeaseAnswer::Denied(_)));
+    // Allowed without a lease id or a ttl, no `allowed`, a reserve answer: errors.
+    for bad in [
+        json!({"allowed": true, "ttl_ms": 5}),
+        json!({"allowed": true, "lease_id": "l"}),
+        json!({"allowed": true, "reservation_id": "r"}),
+        json!({"lease_id": "l", "ttl_ms": 5}),
+        json!({"allowed": "yes", "lease_id": "l", "ttl_ms": 5}),
+    ] {
+        assert!(
+            serde_json::from_value::<LeaseAnswer>(bad.clone()).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn request_need_per_kind() {
+    let price = LeasePrice {
+        input: 2.5,
+        output: 10.0,
+    };
+    // 1000 in at $2.50 + 500 out at $10 per 1M = $0.0075.
+    assert_eq!(request_need("requests", Some(&price), 1000, 500), 1.0);
+    assert_eq!(request_need("requests", None, 0, 0), 1.0);
+    assert_eq!(request_need("tokens", Some(&price), 1000, 500), 1500.0);
+    assert_eq!(request_need("tokens", None, 7, 0), 7.0);
+    assert_eq!(request_need("spend", Some(&price), 1000, 500), 0.0075);
+    assert_eq!(request_need("spend", Some(&price), 0, 1_000_000), 10.0);
+    // Unpriced: spend needs nothing (the request is flagged, never blocked on price).
+    assert_eq!(request_need("spend", None, 1000, 500), 0.0);
+    // Kinds this reader does not know, and the words in another case: nothing.
+    assert_eq!(request_need("watts", Some(&price), 1000, 500), 0.0);
+    assert_eq!(request_need("Requests", Some(&price), 1000, 500), 0.0);
+    // Token counts saturate rather than wrap.
+    assert_eq!(request_need("tokens", None, u64::MAX, 1), u64::MAX as f64);
 }

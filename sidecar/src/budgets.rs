@@ -13,6 +13,10 @@
 //! most one reservation (the one that crosses the limit), and a request
 //! budget of N allows exactly N. Holds expire after ten minutes unless
 //! settled first (`ledger.rs`), and only count in the period they were made.
+//!
+//! A lease (`leases.rs`) checks the same budgets the same way and holds an
+//! amount of each hard budget for many requests at once; its holds are
+//! `reserved` like a reservation's.
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
@@ -168,12 +172,12 @@ impl BudgetDef {
 }
 
 /// A budget's current period, as read in a transaction.
-struct Standing {
-    def: BudgetDef,
-    start: i64,
-    end: Option<i64>,
-    used: f64,
-    reserved: f64,
+pub(crate) struct Standing {
+    pub def: BudgetDef,
+    pub start: i64,
+    pub end: Option<i64>,
+    pub used: f64,
+    pub reserved: f64,
 }
 
 impl Standing {
@@ -195,7 +199,7 @@ impl Standing {
         })
     }
 
-    fn exhausted(&self) -> bool {
+    pub fn exhausted(&self) -> bool {
         self.used + self.reserved >= self.def.limit
     }
 
@@ -217,7 +221,7 @@ impl Standing {
         }
     }
 
-    fn overage(&self) -> Overage {
+    pub fn overage(&self) -> Overage {
         Overage {
             budget_id: self.def.id.clone(),
             scope: self.def.scope.to_string(),
@@ -342,6 +346,56 @@ pub(crate) fn lock_budgets(tx: &mut dyn Tx, ids: &BTreeSet<String>) -> Result<Ve
         }
     }
     Ok(out)
+}
+
+/// The current standings of locked budgets (`lock_budgets`), their expired
+/// holds dropped first.
+pub(crate) fn current_standings(
+    tx: &mut dyn Tx,
+    defs: impl IntoIterator<Item = BudgetDef>,
+    now: i64,
+) -> Result<Vec<Standing>> {
+    defs.into_iter()
+        .map(|def| {
+            // Expired holds no longer count; drop them while the budget is locked.
+            tx.execute(DROP_EXPIRED_HOLDS, &params![&def.id, now])?;
+            Standing::read(tx, def, now)
+        })
+        .collect()
+}
+
+/// The refusal of a request, if a hard budget is used up: it names the
+/// budget that stays closed longest, when several are.
+pub(crate) fn refusal(standings: &[Standing], now: i64) -> Option<Denial> {
+    standings
+        .iter()
+        .filter(|s| s.def.mode == Mode::Hard && s.exhausted())
+        .min_by_key(|s| Reverse(s.end.unwrap_or(i64::MAX)))
+        .map(|s| s.denial(now))
+}
+
+/// Budgets that are used up but let the request through (tracking-only).
+pub(crate) fn warnings(standings: &[Standing]) -> Vec<Overage> {
+    standings
+        .iter()
+        .filter(|s| s.exhausted())
+        .map(Standing::overage)
+        .collect()
+}
+
+/// Holds a request's or a lease's amount against a budget's current period.
+pub(crate) fn hold(
+    tx: &mut dyn Tx,
+    holder: &str,
+    s: &Standing,
+    amount: f64,
+    expires_at: i64,
+) -> Result<()> {
+    tx.execute(
+        INSERT_HOLD,
+        &params![holder, &s.def.id, s.start, amount, expires_at],
+    )?;
+    Ok(())
 }
 
 /// Adds settled usage to a budget's period.
@@ -502,25 +556,19 @@ impl Store {
                 p.cost(r.estimated_input_tokens, r.max_output_tokens, 0)
             });
             let ids = matching_ids(tx, Some(&r.key_id), r.team.as_deref(), r.user.as_deref())?;
-            let mut standings = Vec::with_capacity(ids.len());
-            for def in lock_budgets(tx, &ids.into_iter().collect())? {
-                // Expired holds no longer count; drop them while the budget is locked.
-                tx.execute(DROP_EXPIRED_HOLDS, &params![&def.id, now])?;
-                standings.push(Standing::read(tx, def, now)?);
-            }
-            let refusing = standings
-                .iter()
-                .filter(|s| s.def.mode == Mode::Hard && s.exhausted())
-                .min_by_key(|s| Reverse(s.end.unwrap_or(i64::MAX)));
-            if let Some(s) = refusing {
-                return Ok(ReserveAnswer::Denied(s.denial(now)));
+            let locked = lock_budgets(tx, &ids.into_iter().collect())?;
+            let standings = current_standings(tx, locked, now)?;
+            if let Some(denial) = refusal(&standings, now) {
+                return Ok(ReserveAnswer::Denied(denial));
             }
             let expires_at = now + RESERVATION_TTL_S;
             for s in &standings {
-                let amount = s.def.amount(cost, tokens);
-                tx.execute(
-                    INSERT_HOLD,
-                    &params![&reservation_id, &s.def.id, s.start, amount, expires_at],
+                hold(
+                    tx,
+                    &reservation_id,
+                    s,
+                    s.def.amount(cost, tokens),
+                    expires_at,
                 )?;
             }
             Ok(ReserveAnswer::Allowed(Allowed {
@@ -528,11 +576,7 @@ impl Store {
                 reservation_id: reservation_id.clone(),
                 estimated_cost_usd: cost,
                 priced: price.is_some(),
-                warnings: standings
-                    .iter()
-                    .filter(|s| s.exhausted())
-                    .map(Standing::overage)
-                    .collect(),
+                warnings: warnings(&standings),
             }))
         })?;
         match &answer {
@@ -540,15 +584,7 @@ impl Store {
                 if !a.priced {
                     self.note_unpriced(&r.upstream_model);
                 }
-                for w in &a.warnings {
-                    if self.notices().first_in_period(&w.budget_id, w.period_start) {
-                        warn!(
-                            budget = %w.budget_id, scope = %w.scope, scope_id = %w.scope_id,
-                            kind = %w.kind, period = %w.period, limit = w.limit, used = w.used,
-                            "tracking-only budget exceeded (not blocking)"
-                        );
-                    }
-                }
+                self.log_warnings(&a.warnings);
             }
             ReserveAnswer::Denied(d) => debug!(
                 request_id = %r.request_id, budget = %d.budget_id, reason = %d.reason,
@@ -556,6 +592,21 @@ impl Store {
             ),
         }
         Ok(answer)
+    }
+}
+
+impl Store {
+    /// Logs tracking-only budgets over their limit, once per budget and period.
+    pub(crate) fn log_warnings(&self, warnings: &[Overage]) {
+        for w in warnings {
+            if self.notices().first_in_period(&w.budget_id, w.period_start) {
+                warn!(
+                    budget = %w.budget_id, scope = %w.scope, scope_id = %w.scope_id,
+                    kind = %w.kind, period = %w.period, limit = w.limit, used = w.used,
+                    "tracking-only budget exceeded (not blocking)"
+                );
+            }
+        }
     }
 }
 

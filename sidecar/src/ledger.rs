@@ -1,10 +1,12 @@
 //! Settling usage: one ledger row per request (never prompt or response
 //! text), the real cost and tokens added to every matching budget, per-day
-//! tallies for reports, and the reservation's holds released.
+//! tallies for reports, and the reservation's holds released. A request
+//! admitted on a budget lease (`leases.rs`) takes its debits off the lease's
+//! holds instead: the rest of the lease stays held for the filter.
 //!
 //! Settling is idempotent by request id: the ledger's primary key decides,
 //! so a report retried after a timeout or a sidecar restart is answered as
-//! a duplicate and changes nothing.
+//! a duplicate and changes nothing (its lease debits are not taken twice).
 //!
 //! A request the gateway answered itself (`forwarded: false`, e.g. a
 //! guardrail block) gets its ledger row too, at cost 0, but charges no
@@ -16,6 +18,7 @@ use serde::Serialize;
 
 use crate::budgets::{charge, lock_budgets, matching_ids, BudgetDef};
 use crate::error::{Error, Result};
+use crate::leases::shrink_hold;
 use crate::periods::day;
 use crate::pricing::PriceTable;
 use crate::store::sql::{params, Row, Tx};
@@ -178,30 +181,33 @@ impl Store {
 }
 
 /// The budgets a batch may touch: those matching its keys, teams and users,
-/// and those its reservations hold.
+/// and those its reservations and leases hold.
 fn budgets_touched(tx: &mut dyn Tx, reports: &[UsageReport]) -> Result<BTreeSet<String>> {
     let mut ids = BTreeSet::new();
+    let mut holders = BTreeSet::new();
     for r in reports {
         let (key, team, user) = (r.key_id.as_deref(), r.team.as_deref(), r.user.as_deref());
         if r.forwarded {
             ids.extend(matching_ids(tx, key, team, user)?);
         }
-        if let Some(res) = &r.reservation_id {
-            for row in tx.query(
-                "SELECT budget_id FROM reservation_holds WHERE reservation_id = $1",
-                &params![res],
-            )? {
-                ids.insert(row.text(0)?);
-            }
+        holders.extend(r.reservation_id.as_deref());
+        holders.extend(r.lease_id.as_deref());
+    }
+    for holder in holders {
+        for row in tx.query(
+            "SELECT budget_id FROM reservation_holds WHERE reservation_id = $1",
+            &params![holder],
+        )? {
+            ids.insert(row.text(0)?);
         }
     }
     Ok(ids)
 }
 
-/// Applies a newly recorded request: releases its reservation, charges its
-/// budgets for the period it ended in, and adds it to the day's tallies.
-/// A request the gateway answered itself only releases a reservation, should
-/// it have one.
+/// Applies a newly recorded request: releases its reservation or takes its
+/// debits off its lease's holds, charges its budgets for the period it ended
+/// in, and adds it to the day's tallies. A request the gateway answered
+/// itself only releases what it held.
 fn apply(
     tx: &mut dyn Tx,
     r: &UsageReport,
@@ -216,6 +222,11 @@ fn apply(
             "DELETE FROM reservation_holds WHERE reservation_id = $1",
             &params![res],
         )?;
+    }
+    if let Some(lease) = &r.lease_id {
+        for d in &r.lease_debits {
+            shrink_hold(tx, lease, &d.budget_id, d.amount)?;
+        }
     }
     if !r.forwarded {
         return Ok(());

@@ -1,5 +1,5 @@
 //! Tollgate sidecar: owns virtual keys, teams, budgets and the usage ledger,
-//! and answers the Envoy filter's authorize, reserve and settle calls. The
+//! and answers the Envoy filter's authorize, reserve, lease and settle calls. The
 //! binary (`main.rs`) wires these modules into the `serve` command and the
 //! offline CLI.
 
@@ -12,6 +12,7 @@ pub mod clock;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod leases;
 pub mod ledger;
 pub mod model;
 mod notices;

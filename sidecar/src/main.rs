@@ -93,14 +93,19 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     let db_owned = db.to_owned();
     let store = tokio::task::spawn_blocking(move || open_store(&db_owned, clock))
         .await
-        .context("opening the database")??;
+        .context("opening the database")??
+        .with_lease_ttl_s(args.lease_ttl_s)
+        .context("--lease-ttl-s / TOLLGATE_LEASE_TTL_S")?;
     let backend = store.backend_name();
     let app = http::router(AppState::new(Arc::new(store), &master_key, &service_token));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let listen = listener.local_addr().unwrap_or(args.listen);
-    info!(listen = %listen, db = %display_db(db), backend, "tollgate-sidecar listening");
+    info!(
+        listen = %listen, db = %display_db(db), backend, lease_ttl_s = args.lease_ttl_s,
+        "tollgate-sidecar listening"
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

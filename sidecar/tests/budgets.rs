@@ -111,6 +111,8 @@ fn report(
         guardrail_events: vec![],
         ts,
         forwarded: true,
+        lease_id: None,
+        lease_debits: vec![],
     }
 }
 

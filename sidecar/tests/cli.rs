@@ -186,6 +186,7 @@ fn serve(dir: &TempDir, var: &str, service_token: Option<&str>, extra: &[&str]) 
         .args(extra)
         .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
         .env_remove("TOLLGATE_SERVICE_TOKEN")
+        .env_remove("TOLLGATE_LEASE_TTL_S")
         .env_remove("RUST_LOG");
     match service_token {
         Some(token) => cmd.env(var, token),
@@ -458,6 +459,64 @@ fn serve_with_test_clock_lets_tests_move_time() {
         if expected == 200 {
             assert!(response.ends_with(r#"{"now":4102444800}"#), "{response}");
         }
+    }
+}
+
+/// A lease TTL below a second stops `serve`, from the flag or the variable.
+#[test]
+fn serve_refuses_a_lease_ttl_below_one_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = Some(SERVICE_TOKEN);
+    for value in ["0", "-5", "ten"] {
+        let flag = format!("--lease-ttl-s={value}");
+        let out = serve(&dir, "TOLLGATE_SERVICE_TOKEN", token, &[&flag])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--lease-ttl-s {value} started");
+        assert!(stderr.contains("--lease-ttl-s"), "{value}: {stderr}");
+        let out = serve(&dir, "TOLLGATE_SERVICE_TOKEN", token, &[])
+            .env("TOLLGATE_LEASE_TTL_S", value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "TOLLGATE_LEASE_TTL_S={value} started"
+        );
+        assert!(stderr.contains("--lease-ttl-s"), "{value}: {stderr}");
+    }
+}
+
+/// `serve` grants leases for `--lease-ttl-s` (or `TOLLGATE_LEASE_TTL_S`),
+/// 10 s by default; the flag wins over the variable.
+#[test]
+fn serve_grants_leases_for_the_configured_ttl() {
+    let lease = r#"{"key_id": "key_a", "model": "gpt-4o", "upstream_model": "gpt-4o",
+        "provider": "openai", "estimated_input_tokens": 1, "max_output_tokens": 1}"#;
+    let cases: [(&[&str], Option<&str>, &str); 4] = [
+        (&[], None, r#""ttl_ms":10000"#),
+        (&["--lease-ttl-s", "3"], None, r#""ttl_ms":3000"#),
+        (&[], Some("4"), r#""ttl_ms":4000"#),
+        (&["--lease-ttl-s", "5"], Some("4"), r#""ttl_ms":5000"#),
+    ];
+    for (flag, var, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = serve(&dir, "TOLLGATE_SERVICE_TOKEN", Some(SERVICE_TOKEN), flag);
+        if let Some(v) = var {
+            cmd.env("TOLLGATE_LEASE_TTL_S", v);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let addr = listening_address(&mut child);
+        let response = http_post(&addr, "/v1/lease", SERVICE_TOKEN, lease);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains(expected), "{flag:?} {var:?}: {response}");
     }
 }
 

@@ -396,6 +396,12 @@ async fn filter_endpoints_require_the_service_token() {
                    "model": "gpt-4o", "upstream_model": "gpt-4o", "provider": "openai",
                    "estimated_input_tokens": 10, "max_output_tokens": 10}),
         ),
+        (
+            "/v1/lease",
+            json!({"key_id": key_id, "team": "ml", "user": null, "model": "gpt-4o",
+                   "upstream_model": "gpt-4o", "provider": "openai",
+                   "estimated_input_tokens": 10, "max_output_tokens": 10}),
+        ),
         ("/v1/settle", report.clone()),
         ("/v1/settle/batch", json!({ "reports": [report] })),
     ];

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Budgets over HTTP: the filter's reserve and settle calls with their exact
-//! JSON, the admin API for budgets, prices, usage and the test clock, and
+//! Budgets over HTTP: the filter's reserve, lease and settle calls with
+//! their exact JSON, the admin API for budgets, prices, usage and the test clock, and
 //! 50 concurrent reserves against a real bound server on both backends.
 
 mod common;
@@ -138,6 +138,107 @@ async fn reserve_and_settle_answer_the_documented_json() {
     ] {
         let (status, err) = post(&app, path, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {err}");
+        assert_eq!(error_type(&err), "invalid_request");
+    }
+}
+
+fn lease_body(key: &str, release: Value) -> Value {
+    json!({
+        "key_id": key, "team": "ml", "user": null, "model": "gpt-4o",
+        "upstream_model": "gpt-4o", "provider": "openai",
+        "estimated_input_tokens": 1000, "max_output_tokens": 500, "release": release
+    })
+}
+
+#[tokio::test]
+async fn lease_and_settle_on_it_answer_the_documented_json() {
+    let app = app();
+    let (status, budget) = app
+        .admin(
+            Method::POST,
+            "/admin/budgets",
+            json!({"scope": "team", "scope_id": "ml", "kind": "requests", "limit": 100,
+                   "period": "monthly"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{budget}");
+    let id = budget["id"].as_str().unwrap().to_owned();
+    let budget_path = format!("/admin/budgets/{id}");
+
+    let (status, lease) = post(&app, "/v1/lease", lease_body("key_a", json!([]))).await;
+    assert_eq!(status, StatusCode::OK, "{lease}");
+    let lease_id = lease["lease_id"].as_str().unwrap().to_owned();
+    assert!(lease_id.starts_with("lse_"), "{lease_id}");
+    assert_eq!(
+        lease,
+        json!({"allowed": true, "lease_id": lease_id, "ttl_ms": 10_000,
+               "budgets": [{"budget_id": id, "kind": "requests", "granted": 12.0}],
+               "price": {"input": 2.5, "output": 10.0}, "warnings": []})
+    );
+    let (_, b) = app.admin(Method::GET, &budget_path, json!({})).await;
+    assert_eq!((&b["used"], &b["reserved"]), (&json!(0.0), &json!(12.0)));
+
+    // A request admitted on the lease: its report names the lease and the debit.
+    let mut one = report("r1", None, "key_a", "gpt-4o", T0);
+    one["lease_id"] = json!(lease_id);
+    one["lease_debits"] = json!([{"budget_id": id, "amount": 1.0}]);
+    let (status, settled) = post(&app, "/v1/settle", one.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{settled}");
+    assert_eq!(settled["duplicate"], false);
+    let (_, again) = post(&app, "/v1/settle/batch", json!({"reports": [one]})).await;
+    assert_eq!(again["results"][0]["duplicate"], true);
+    let (_, b) = app.admin(Method::GET, &budget_path, json!({})).await;
+    assert_eq!((&b["used"], &b["reserved"]), (&json!(1.0), &json!(11.0)));
+
+    // The next lease hands back the rest of this one.
+    let release = json!([{"lease_id": lease_id, "unused": [{"budget_id": id, "amount": 11.0}]}]);
+    let (_, next) = post(&app, "/v1/lease", lease_body("key_a", release)).await;
+    assert_eq!(
+        next["budgets"][0]["granted"],
+        json!(12.0),
+        "99 left: {next}"
+    );
+    let (_, b) = app.admin(Method::GET, &budget_path, json!({})).await;
+    assert_eq!((&b["used"], &b["reserved"]), (&json!(1.0), &json!(12.0)));
+
+    // Refused: the reserve refusal, word for word.
+    let (status, _) = app
+        .admin(Method::PATCH, &budget_path, json!({"limit": 13}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, no) = post(&app, "/v1/lease", lease_body("key_a", json!([]))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, no_reserve) = post(&app, "/v1/reserve", reserve_body("r2", "key_a", "gpt-4o")).await;
+    assert_eq!(no, no_reserve);
+    assert_eq!(
+        no,
+        json!({
+            "allowed": false, "reason": "budget", "budget_id": id,
+            "scope": "team", "scope_id": "ml", "kind": "requests", "period": "monthly",
+            "limit": 13.0, "used": 1.0, "reserved": 12.0,
+            "resets_at": 1_796_083_200, "retry_after_s": 60,
+            "message": "Team ml has used 1 (plus 12 in flight) of its 13 monthly requests; \
+                        resets 2026-12-01T00:00:00Z"
+        })
+    );
+
+    // No hard budget for another team's key: an empty lease, no callouts for its TTL.
+    let mut other = lease_body("key_b", json!([]));
+    other["team"] = json!("ops");
+    let (_, free) = post(&app, "/v1/lease", other).await;
+    assert_eq!(
+        (&free["budgets"], &free["ttl_ms"]),
+        (&json!([]), &json!(10_000))
+    );
+
+    for bad in [
+        json!({"key_id": "key_a"}),
+        lease_body("", json!([])),
+        lease_body("key_a", json!([{"lease_id": "l"}])),
+        lease_body("key_a", json!({"lease_id": "l"})),
+    ] {
+        let (status, err) = post(&app, "/v1/lease", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
         assert_eq!(error_type(&err), "invalid_request");
     }
 }

@@ -78,6 +78,16 @@ pub struct ServeArgs {
     /// Let `POST /admin/clock` move the sidecar's time (for tests only)
     #[arg(long)]
     pub test_clock: bool,
+    /// How long the filter may use a budget lease (/v1/lease), in seconds;
+    /// a lease never outlasts the period of a budget it covers
+    #[arg(
+        long,
+        env = "TOLLGATE_LEASE_TTL_S",
+        value_name = "SECONDS",
+        default_value_t = crate::leases::DEFAULT_LEASE_TTL_S,
+        value_parser = clap::value_parser!(i64).range(1..)
+    )]
+    pub lease_ttl_s: i64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,12 @@
-//! Budgets over HTTP: the filter's `/v1/reserve` and `/v1/settle` calls
-//! (service token, like `/v1/authorize`), and the admin API for budgets,
-//! prices, usage reports and the test clock.
+//! Budgets over HTTP: the filter's `/v1/reserve`, `/v1/lease` and
+//! `/v1/settle` calls (service token, like `/v1/authorize`), and the admin
+//! API for budgets, prices, usage reports and the test clock.
+//!
+//! `/v1/reserve` holds one request's estimate against every matching budget
+//! (`budgets.rs`); `/v1/lease` grants the filter an amount of each hard
+//! budget to admit requests against locally, an eighth of what is left
+//! (`leases.rs`). Either way a hard budget is overshot by at most one
+//! request's estimate plus what requests in flight use beyond theirs.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -15,7 +21,9 @@ use super::{with_store, ApiError, AppState, JsonBody};
 use crate::budgets::{BudgetUpdate, NewBudget, Scope};
 use crate::pricing::Price;
 use crate::usage::{self, GroupBy, UsageQuery};
-use tollgate_protocol::{ReserveRequest, SettleBatch, SettleBatchAnswer, UsageReport};
+use tollgate_protocol::{
+    LeaseRequest, ReserveRequest, SettleBatch, SettleBatchAnswer, UsageReport,
+};
 
 /// `GET /admin/usage/requests` answers at most this many rows per call.
 const MAX_LEDGER_ROWS: u32 = 100_000;
@@ -30,6 +38,14 @@ pub(super) async fn reserve(
     JsonBody(req): JsonBody<ReserveRequest>,
 ) -> Result<Response, ApiError> {
     let answer = with_store(&state, move |s| s.reserve(&req)).await?;
+    Ok(Json(answer).into_response())
+}
+
+pub(super) async fn lease(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<LeaseRequest>,
+) -> Result<Response, ApiError> {
+    let answer = with_store(&state, move |s| s.lease(&req)).await?;
     Ok(Json(answer).into_response())
 }
 

@@ -1,6 +1,6 @@
 //! HTTP API: the filter's `/v1/authorize` lookup, health probes and the
 //! master-key protected admin API for keys and teams; budgets, reservations,
-//! prices and usage are in `billing.rs`. Every error is JSON:
+//! leases, prices and usage are in `billing.rs`. Every error is JSON:
 //! `{"error":{"message":..,"type":..}}`.
 //!
 //! Two secrets, never interchangeable: the filter's `/v1/*` calls carry the
@@ -32,7 +32,8 @@ use crate::model::{
 };
 use crate::store::Store;
 use tollgate_protocol::{
-    AuthorizeAnswer, AuthorizeRequest, AUTHORIZE_PATH, RESERVE_PATH, SETTLE_BATCH_PATH, SETTLE_PATH,
+    AuthorizeAnswer, AuthorizeRequest, AUTHORIZE_PATH, LEASE_PATH, RESERVE_PATH, SETTLE_BATCH_PATH,
+    SETTLE_PATH,
 };
 
 /// Service tokens shorter than this are refused at start-up.
@@ -118,6 +119,7 @@ pub fn router(state: AppState) -> Router {
     let filter = Router::new()
         .route(AUTHORIZE_PATH, post(authorize))
         .route(RESERVE_PATH, post(billing::reserve))
+        .route(LEASE_PATH, post(billing::lease))
         .route(SETTLE_PATH, post(billing::settle_one))
         .route(SETTLE_BATCH_PATH, post(billing::settle_batch))
         .route_layer(middleware::from_fn_with_state(

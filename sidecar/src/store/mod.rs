@@ -18,7 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::leases::DEFAULT_LEASE_TTL_S;
 use crate::notices::Notices;
 use sql::Tx;
 
@@ -26,6 +27,8 @@ pub struct Store {
     backend: Backend,
     clock: Arc<Clock>,
     notices: Notices,
+    /// How long a budget lease may be used, at most (`leases.rs`).
+    lease_ttl_s: i64,
 }
 
 enum Backend {
@@ -47,7 +50,24 @@ impl Store {
             backend,
             clock,
             notices: Notices::default(),
+            lease_ttl_s: DEFAULT_LEASE_TTL_S,
         })
+    }
+
+    /// Sets how long a budget lease may be used (seconds, at least 1;
+    /// `serve --lease-ttl-s`).
+    pub fn with_lease_ttl_s(mut self, ttl_s: i64) -> Result<Store> {
+        if ttl_s < 1 {
+            return Err(Error::invalid(format!(
+                "the lease TTL must be at least 1 second, got {ttl_s}"
+            )));
+        }
+        self.lease_ttl_s = ttl_s;
+        Ok(self)
+    }
+
+    pub fn lease_ttl_s(&self) -> i64 {
+        self.lease_ttl_s
     }
 
     pub fn clock(&self) -> &Arc<Clock> {

@@ -401,3 +401,5 @@ fn single_stage_drains_an_oversized_body_with_the_headers_held() {
     assert_eq!(stage.host.reply().unwrap().status, 413);
     assert_eq!(cluster(&stage.host), None);
 }
+
+mod leases;

@@ -1,6 +1,7 @@
 //! Budget leases and the shared key cache through MockHost: workers of one
 //! Envoy are RequestStages with their own `Shared` (per-worker state) whose
-//! MockHosts share one shared-data map.
+//! MockHosts share one shared-data map. On the two-stage chain (the stage
+//! resumes after each callout), but for the last test.
 
 use super::*;
 use crate::core::auth::KeyCheck;
@@ -11,7 +12,7 @@ use crate::filter::request_stage::Phase;
 use crate::filter::{key_cache, leases};
 use tollgate_protocol::LeaseAmount;
 
-const BUDGETS: &str = r#"{"budgets": {}}"#;
+const BUDGETS: &str = r#"{"chain": "two_stage", "budgets": {}}"#;
 
 fn budgets() -> Rc<Shared> {
     shared(serde_json::from_str(BUDGETS).unwrap())
@@ -323,7 +324,7 @@ fn an_unreachable_sidecar_applies_the_budget_failure_mode() {
     stage.on_http_call_response(2, 0, 0, 0);
     assert_eq!(stage.host.reply().unwrap().status, 503);
 
-    let open = shared(json!({"budgets": {"failure_mode": "open"}}));
+    let open = shared(json!({"chain": "two_stage", "budgets": {"failure_mode": "open"}}));
     let mut stage = authorized(&open, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
     body_end(&mut stage);
     answer(&mut stage, "502", "");
@@ -336,7 +337,8 @@ fn an_unreachable_sidecar_applies_the_budget_failure_mode() {
 
 #[test]
 fn workers_share_key_verdicts_and_revocation_bites_within_the_ttl() {
-    let (w1, w2) = (shared(json!({})), shared(json!({})));
+    let two_stage = || shared(json!({"chain": "two_stage"}));
+    let (w1, w2) = (two_stage(), two_stage());
     let first = authorized(&w1, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
     let hash = crate::core::key::hash("sk-a");
     assert!(first
@@ -398,4 +400,25 @@ fn workers_share_key_verdicts_and_revocation_bites_within_the_ttl() {
         .as_str()
         .unwrap()
         .contains("revoked"));
+}
+
+#[test]
+fn single_stage_routes_the_held_headers_before_the_lease_callout_and_resumes_once() {
+    let shared = shared(json!({"budgets": {}}));
+    let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
+    assert_eq!(body_end(&mut stage), Action::Pause);
+    assert_eq!(paths(&stage.host), ["/v1/authorize", "/v1/lease"]);
+    // Headers set while they are held; nothing resumed until the lease.
+    assert_eq!(cluster(&stage.host).as_deref(), Some("c_openai"));
+    assert_eq!(stage.host.resumed.get(), 0);
+    answer(&mut stage, "200", &grant("l1", 3));
+    assert_eq!(stage.host.resumed.get(), 1);
+    assert_eq!(lease_of(&stage), debit("l1", 1.0));
+
+    // The next one is admitted from the slot as its body ends: Continue.
+    let next = request(&shared, &stage.host);
+    assert!(next.host.callouts.borrow().is_empty());
+    assert_eq!(next.phase, Phase::Forwarded);
+    assert_eq!(next.host.resumed.get(), 0);
+    assert_eq!(cluster(&next.host).as_deref(), Some("c_openai"));
 }
