@@ -60,8 +60,10 @@ pub trait Host {
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite;
     fn define_counter(&self, name: &str) -> Option<u32>;
     fn define_histogram(&self, name: &str) -> Option<u32>;
+    fn define_gauge(&self, name: &str) -> Option<u32>;
     fn add_to_counter(&self, id: Option<u32>, n: u64);
     fn record_value(&self, id: Option<u32>, value: u64);
+    fn set_gauge(&self, id: Option<u32>, value: u64);
 
     fn now_ms(&self) -> u64 {
         self.now_ns() / 1_000_000
@@ -148,10 +150,16 @@ impl Host for Envoy {
     fn define_histogram(&self, name: &str) -> Option<u32> {
         host::define_histogram(name)
     }
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        host::define_gauge(name)
+    }
     fn add_to_counter(&self, id: Option<u32>, n: u64) {
         host::add_to_counter(id, n);
     }
     fn record_value(&self, id: Option<u32>, value: u64) {
         host::record_value(id, value);
+    }
+    fn set_gauge(&self, id: Option<u32>, value: u64) {
+        host::set_gauge(id, value);
     }
 }

@@ -4,8 +4,10 @@
 //! dead, hung or failing collector costs at most `max_in_flight` pending
 //! calls and `max_queue` spans; the rest are dropped and counted, never
 //! retried without bound. `spans_exported` counts what the collector acknowledged.
+//! Host calls go through `env::Host`; nothing here calls the host per
+//! request but a dropped span (the queue gauge is set on the tick).
 
-use super::host;
+use super::env::Host;
 use crate::core::otlp::{self, AttrValue, Span};
 use crate::core::telemetry::TracingConfig;
 use std::time::Duration;
@@ -24,10 +26,9 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn new(config: TracingConfig) -> Exporter {
-        let instance = config.instance.clone().or_else(|| {
-            host::property(&["node", "id"]).map(|id| String::from_utf8_lossy(&id).into_owned())
-        });
+    /// `node_id` (Envoy's) names the instance when the config does not.
+    pub fn new(host: &impl Host, config: TracingConfig, node_id: Option<String>) -> Exporter {
+        let instance = config.instance.clone().or(node_id);
         let mut resource = vec![(
             "service.name".to_string(),
             AttrValue::Str(config.service_name.clone()),
@@ -41,27 +42,26 @@ impl Exporter {
             queue: Vec::new(),
             in_flight: Vec::new(),
             last_flush_ms: 0,
-            dropped: host::define_counter("tollgate.trace.spans_dropped"),
-            failures: host::define_counter("tollgate.trace.export_failures"),
-            exported: host::define_counter("tollgate.trace.spans_exported"),
-            queued: host::define_gauge("tollgate.trace.spans_queued"),
+            dropped: host.define_counter("tollgate.trace.spans_dropped"),
+            failures: host.define_counter("tollgate.trace.export_failures"),
+            exported: host.define_counter("tollgate.trace.spans_exported"),
+            queued: host.define_gauge("tollgate.trace.spans_queued"),
         }
     }
 
-    pub fn push(&mut self, spans: impl IntoIterator<Item = Span>) {
+    pub fn push(&mut self, host: &impl Host, spans: impl IntoIterator<Item = Span>) {
         for span in spans {
             if self.queue.len() >= self.config.max_queue {
-                host::add_to_counter(self.dropped, 1);
+                host.add_to_counter(self.dropped, 1);
             } else {
                 self.queue.push(span);
             }
         }
-        host::set_gauge(self.queued, self.queue.len() as u64);
     }
 
     /// Sends full batches while slots are free, and a partial one when the
     /// flush interval has passed; called on the root context's tick.
-    pub fn flush(&mut self, now_ms: u64) {
+    pub fn flush(&mut self, host: &impl Host, now_ms: u64) {
         while self.in_flight.len() < self.config.max_in_flight {
             let full = self.queue.len() >= self.config.max_batch;
             let due = now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms;
@@ -69,12 +69,12 @@ impl Exporter {
                 break;
             }
             self.last_flush_ms = now_ms;
-            self.send_batch();
+            self.send_batch(host);
         }
-        host::set_gauge(self.queued, self.queue.len() as u64);
+        host.set_gauge(self.queued, self.queue.len() as u64);
     }
 
-    fn send_batch(&mut self) {
+    fn send_batch(&mut self, host: &impl Host) {
         let take = self.queue.len().min(self.config.max_batch);
         let batch: Vec<Span> = self.queue.drain(..take).collect();
         let body = otlp::encode_export(&self.resource, "tollgate", &batch);
@@ -87,18 +87,12 @@ impl Exporter {
         ];
         headers.extend(c.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let timeout = Duration::from_millis(c.timeout_ms);
-        match proxy_wasm::hostcalls::dispatch_http_call(
-            &c.cluster,
-            headers,
-            Some(&body),
-            vec![],
-            timeout,
-        ) {
+        match host.dispatch(&c.cluster, headers, &body, timeout) {
             Ok(token) => self.in_flight.push((token, batch.len())),
             Err(e) => {
-                host::add_to_counter(self.failures, 1);
-                host::add_to_counter(self.dropped, batch.len() as u64);
-                log::debug!("tollgate: trace export not sent: {e:?}");
+                host.add_to_counter(self.failures, 1);
+                host.add_to_counter(self.dropped, batch.len() as u64);
+                log::debug!("tollgate: trace export not sent: {e}");
             }
         }
     }
@@ -108,16 +102,16 @@ impl Exporter {
     }
 
     /// The collector answered (or the call failed or timed out).
-    pub fn on_response(&mut self, token: u32, status: Option<String>) {
+    pub fn on_response(&mut self, host: &impl Host, token: u32, status: Option<String>) {
         let Some(at) = self.in_flight.iter().position(|(t, _)| *t == token) else {
             return;
         };
         let (_, spans) = self.in_flight.swap_remove(at);
         if status.as_deref().is_some_and(|s| s.starts_with('2')) {
-            host::add_to_counter(self.exported, spans as u64);
+            host.add_to_counter(self.exported, spans as u64);
         } else {
-            host::add_to_counter(self.failures, 1);
-            host::add_to_counter(self.dropped, spans as u64);
+            host.add_to_counter(self.failures, 1);
+            host.add_to_counter(self.dropped, spans as u64);
             log::debug!(
                 "tollgate: trace export failed: {}",
                 status.as_deref().unwrap_or("no answer")

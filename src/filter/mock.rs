@@ -251,6 +251,15 @@ impl Host for MockHost {
     fn define_histogram(&self, name: &str) -> Option<u32> {
         self.define_counter(name)
     }
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        self.define_counter(name)
+    }
+    fn set_gauge(&self, id: Option<u32>, value: u64) {
+        let name = id.and_then(|id| self.metrics.borrow().get(id as usize).cloned());
+        if let Some(name) = name {
+            self.counters.borrow_mut().insert(name, value);
+        }
+    }
     fn add_to_counter(&self, id: Option<u32>, n: u64) {
         let name = id.and_then(|id| self.metrics.borrow().get(id as usize).cloned());
         if let Some(name) = name {

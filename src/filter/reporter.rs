@@ -4,10 +4,11 @@
 //! refuses) are in `core::report_queue`; this adds the calls and metrics.
 //! What can still be lost: reports queued in a worker when Envoy itself
 //! stops, or beyond `max_queued_reports` (counted in
-//! `tollgate.usage.reports_dropped` and logged).
+//! `tollgate.usage.reports_dropped` and logged). Host calls go through
+//! `env::Host`: none per request unless a report is dropped (the queue
+//! gauge is set on the tick).
 
-use super::env::Envoy;
-use super::host;
+use super::env::Host;
 use super::sidecar::SidecarClient;
 use crate::core::budget::{self, BudgetConfig, UsageReport};
 use crate::core::report_queue::{Delivery, ReportQueue, Tally};
@@ -26,7 +27,7 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(config: &BudgetConfig, sidecar: Rc<SidecarClient>) -> Reporter {
+    pub fn new(host: &impl Host, config: &BudgetConfig, sidecar: Rc<SidecarClient>) -> Reporter {
         Reporter {
             sidecar,
             queue: ReportQueue::new(
@@ -35,14 +36,14 @@ impl Reporter {
                 config.flush_interval_ms,
             ),
             in_flight: None,
-            sent: host::define_counter("tollgate.usage.reports_sent"),
-            dropped: host::define_counter("tollgate.usage.reports_dropped"),
-            failures: host::define_counter("tollgate.usage.report_failures"),
-            queued: host::define_gauge("tollgate.usage.reports_queued"),
+            sent: host.define_counter("tollgate.usage.reports_sent"),
+            dropped: host.define_counter("tollgate.usage.reports_dropped"),
+            failures: host.define_counter("tollgate.usage.report_failures"),
+            queued: host.define_gauge("tollgate.usage.reports_queued"),
         }
     }
 
-    pub fn push(&mut self, report: UsageReport) {
+    pub fn push(&mut self, host: &impl Host, report: UsageReport) {
         let tally = self.queue.push(&budget::bounded(report));
         if tally.dropped > 0 {
             log::error!(
@@ -50,23 +51,24 @@ impl Reporter {
                 self.queue.pending()
             );
         }
-        self.count(tally);
+        self.count(host, tally);
     }
 
     /// Sends the next batch when one is due and nothing is in flight.
-    pub fn tick(&mut self, now_ms: u64) {
+    pub fn tick(&mut self, host: &impl Host, now_ms: u64) {
+        host.set_gauge(self.queued, self.queue.pending() as u64);
         let Some(body) = self.queue.next_batch(now_ms) else {
             return;
         };
         let timeout = Duration::from_millis(self.sidecar.config.timeout_ms.max(1000));
         match self
             .sidecar
-            .post(&Envoy, tollgate_protocol::SETTLE_BATCH_PATH, &body, timeout)
+            .post(host, tollgate_protocol::SETTLE_BATCH_PATH, &body, timeout)
         {
             Some(token) => self.in_flight = Some(token),
             None => {
                 let tally = self.queue.not_sent();
-                self.count(tally);
+                self.count(host, tally);
             }
         }
     }
@@ -75,7 +77,7 @@ impl Reporter {
         self.in_flight == Some(token)
     }
 
-    pub fn on_response(&mut self, status: Option<String>) {
+    pub fn on_response(&mut self, host: &impl Host, status: Option<String>) {
         self.in_flight = None;
         let delivery = Delivery::from_status(status.as_deref());
         let tally = self.queue.finish(delivery);
@@ -89,13 +91,19 @@ impl Reporter {
                 );
             }
         }
-        self.count(tally);
+        self.count(host, tally);
     }
 
-    fn count(&self, tally: Tally) {
-        host::add_to_counter(self.sent, tally.sent);
-        host::add_to_counter(self.dropped, tally.dropped);
-        host::add_to_counter(self.failures, tally.failures);
-        host::set_gauge(self.queued, self.queue.pending() as u64);
+    /// Adds what changed to the counters (a host call only for those).
+    fn count(&self, host: &impl Host, tally: Tally) {
+        for (id, n) in [
+            (self.sent, tally.sent),
+            (self.dropped, tally.dropped),
+            (self.failures, tally.failures),
+        ] {
+            if n > 0 {
+                host.add_to_counter(id, n);
+            }
+        }
     }
 }

@@ -38,6 +38,13 @@ fn vm_memory_bytes() -> u64 {
     0
 }
 
+/// Envoy's node id: names the instance on exported traces.
+fn node_id() -> Option<String> {
+    host::property(&["node", "id"])
+        .map(|id| String::from_utf8_lossy(&id).into_owned())
+        .filter(|id| !id.is_empty())
+}
+
 /// Distinct keys remembered per worker before the cache is pruned.
 const KEY_CACHE_CAPACITY: usize = 10_000;
 
@@ -99,9 +106,9 @@ impl Context for Root {
             let mut background = shared.background.borrow_mut();
             background.on_response(&Envoy, token, status.as_deref(), &body);
         } else if let Some(reporter) = shared.reporter.as_ref().filter(|r| r.borrow().owns(token)) {
-            reporter.borrow_mut().on_response(status);
+            reporter.borrow_mut().on_response(&Envoy, status);
         } else if let Some(exporter) = shared.exporter.as_ref().filter(|e| e.borrow().owns(token)) {
-            exporter.borrow_mut().on_response(token, status);
+            exporter.borrow_mut().on_response(&Envoy, token, status);
         }
     }
 }
@@ -134,11 +141,11 @@ impl RootContext for Root {
                 let exporter = config
                     .tracing
                     .clone()
-                    .map(|t| RefCell::new(Exporter::new(t)));
+                    .map(|t| RefCell::new(Exporter::new(&Envoy, t, node_id())));
                 let reporter = config
                     .budgets
                     .as_ref()
-                    .map(|b| RefCell::new(Reporter::new(b, Rc::clone(&sidecar))));
+                    .map(|b| RefCell::new(Reporter::new(&Envoy, b, Rc::clone(&sidecar))));
                 let background = RefCell::new(Background::new(
                     config.sidecar.timeout_ms,
                     config.key_cache_ttl_ms,
@@ -183,10 +190,10 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Root::Request(shared) = self {
             if let Some(exporter) = &shared.exporter {
-                exporter.borrow_mut().flush(host::now_ms());
+                exporter.borrow_mut().flush(&Envoy, host::now_ms());
             }
             if let Some(reporter) = &shared.reporter {
-                reporter.borrow_mut().tick(host::now_ms());
+                reporter.borrow_mut().tick(&Envoy, host::now_ms());
             }
             shared.background.borrow_mut().tick(&Envoy, &shared.sidecar);
             // Only VMs that serve requests report: the main thread's VM

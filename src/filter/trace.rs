@@ -1,6 +1,7 @@
 //! Per-request trace state: ids (continuing the client's `traceparent`),
 //! the sampling decision, and the spans handed to the worker's exporter.
 
+use super::env::Host;
 use super::request_stage::header;
 use super::root::Shared;
 use crate::core::telemetry::{self, RequestRecord, TraceIds};
@@ -46,12 +47,12 @@ impl RequestTrace {
         tracecontext::format(&self.ids.trace_id, &self.ids.upstream_span_id, self.sampled)
     }
 
-    pub fn finish(&self, shared: &Shared, record: &RequestRecord) {
+    pub fn finish(&self, shared: &Shared, host: &impl Host, record: &RequestRecord) {
         if !self.sampled {
             return;
         }
         if let Some(exporter) = &shared.exporter {
-            exporter.borrow_mut().push(telemetry::spans(record));
+            exporter.borrow_mut().push(host, telemetry::spans(record));
         }
     }
 

@@ -50,8 +50,13 @@ impl<H: Host> RequestStage<H> {
             .filter(|h| header(headers, h).is_some())
             .collect();
         // The gateway key never goes upstream (the provider key is added
-        // later), and the buffer filter re-sets content-length for a rewritten body.
-        for name in ["authorization", "x-api-key", "api-key", "content-length"] {
+        // later). On two stages the buffer filter re-sets content-length for
+        // a rewritten body; one stage sets it itself, only when it rewrites.
+        let length = (!self.holds_headers()).then_some("content-length");
+        for name in ["authorization", "x-api-key", "api-key"]
+            .into_iter()
+            .chain(length)
+        {
             if header(headers, name).is_some() {
                 self.host.set_request_header(name, None);
             }

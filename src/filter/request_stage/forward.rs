@@ -66,13 +66,13 @@ impl<H: Host> RequestStage<H> {
         self.carry_out(plan, body.len())
     }
 
-    /// Routes the held headers (single stage: `content-length` too, which
-    /// Envoy does not fix after a body rewrite), or hands the decision to
-    /// the route stage in filter state (two stages).
+    /// Routes the held headers (single stage: `content-length` of a
+    /// rewritten body too, which Envoy does not fix), or hands the decision
+    /// to the route stage in filter state (two stages).
     fn apply_decision(
         &self,
         decision: &RouteDecision,
-        body_len: usize,
+        rewritten_len: Option<usize>,
     ) -> Result<(), GatewayError> {
         if !self.holds_headers() {
             return if self
@@ -86,12 +86,13 @@ impl<H: Host> RequestStage<H> {
                 ))
             };
         }
-        if !self.headers_ended
-            && !self
+        if let Some(len) = rewritten_len {
+            if !self
                 .host
-                .set_request_header("content-length", Some(&body_len.to_string()))
-        {
-            return Err(GatewayError::Internal("could not set the body length"));
+                .set_request_header("content-length", Some(&len.to_string()))
+            {
+                return Err(GatewayError::Internal("could not set the body length"));
+            }
         }
         route_headers::apply(&self.host, decision, &self.shared.secrets)
     }
@@ -105,10 +106,7 @@ impl<H: Host> RequestStage<H> {
                 return Err(GatewayError::Internal("could not rewrite the request body"));
             }
         }
-        self.apply_decision(
-            &plan.decision,
-            plan.body.as_ref().map_or(body_len, Vec::len),
-        )?;
+        self.apply_decision(&plan.decision, plan.body.as_ref().map(Vec::len))?;
         if let Some(f) = &mut self.forwarded {
             f.estimated_input = plan.estimated_input;
             f.input_messages = plan.input_messages;

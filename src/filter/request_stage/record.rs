@@ -130,13 +130,14 @@ impl<H: Host> RequestStage<H> {
         if let Some(reporter) = &self.shared.reporter {
             reporter
                 .borrow_mut()
-                .push(self.usage_report(routed, forwarded, key, now));
+                .push(&self.host, self.usage_report(routed, forwarded, key, now));
         }
         let (Some(trace), Some(client_api)) = (&self.trace, self.api()) else {
             return;
         };
         trace.finish(
             &self.shared,
+            &self.host,
             &RequestRecord {
                 ids: trace.ids,
                 forwarded,

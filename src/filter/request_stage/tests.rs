@@ -9,7 +9,9 @@ use crate::core::decision::RouteDecision;
 use crate::core::guard::Guardrails;
 use crate::filter::background::Background;
 use crate::filter::env::Host;
+use crate::filter::exporter::Exporter;
 use crate::filter::mock::MockHost;
+use crate::filter::reporter::Reporter;
 use crate::filter::root::Shared;
 use crate::filter::sidecar::SidecarClient;
 use crate::filter::stats::Stats;
@@ -43,15 +45,22 @@ fn shared(extra: Value) -> Rc<Shared> {
     let config = Config::parse(config.to_string().as_bytes()).unwrap();
     std::env::set_var(TOKEN_ENV, "service-token");
     let sidecar = Rc::new(SidecarClient::from_env(config.sidecar.clone()).unwrap());
+    let metrics = MockHost::default();
     Rc::new(Shared {
         cache: RefCell::new(AuthCache::new(config.key_cache_ttl_ms, 100)),
         stats: Stats::default(),
-        exporter: None,
+        exporter: config
+            .tracing
+            .clone()
+            .map(|t| RefCell::new(Exporter::new(&metrics, t, None))),
         guardrails: config
             .guardrails
             .as_ref()
             .map(|g| Guardrails::new(g).unwrap()),
-        reporter: None,
+        reporter: config
+            .budgets
+            .as_ref()
+            .map(|b| RefCell::new(Reporter::new(&metrics, b, Rc::clone(&sidecar)))),
         background: RefCell::new(Background::new(
             config.sidecar.timeout_ms,
             config.key_cache_ttl_ms,
@@ -255,14 +264,75 @@ fn usage_is_read_from_the_answer() {
         stage.on_http_response_body(answer.len(), true),
         Action::Continue
     );
-    // Usage read for the report and the counters (which `on_log` sends
-    // through the reporter and exporter, not yet behind `Host`).
     let usage = stage.response.summary.usage.unwrap();
     assert_eq!((usage.input_tokens, usage.output_tokens), (5, 3));
     assert_eq!(stage.response.status, 200);
     let host = &stage.host;
     // The answer went to the client as the provider sent it.
     assert_eq!(*host.response_body.borrow(), answer.into_bytes());
+}
+
+#[test]
+fn the_end_of_a_request_queues_its_report_and_spans_for_the_root_tick() {
+    let shared = shared(json!({"budgets": {"enforce": false}, "tracing": {"cluster": "otel"}}));
+    // The root context's host, where the reporter and exporter define their metrics.
+    let root = MockHost::default();
+    let (reporter, exporter) = (
+        shared.reporter.as_ref().unwrap(),
+        shared.exporter.as_ref().unwrap(),
+    );
+    let budgets = shared.config.budgets.as_ref().unwrap();
+    *reporter.borrow_mut() = Reporter::new(&root, budgets, Rc::clone(&shared.sidecar));
+    let tracing = shared.config.tracing.clone().unwrap();
+    *exporter.borrow_mut() = Exporter::new(&root, tracing, None);
+    let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
+    assert_eq!(body_end(&mut stage), Action::Continue);
+    *stage.host.response_headers.borrow_mut() = vec![(":status".into(), "200".into())];
+    let answer = json!({"id": "c1", "model": "gpt-4o", "choices": [],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 3}})
+    .to_string();
+    *stage.host.response_body.borrow_mut() = answer.clone().into_bytes();
+    stage.on_http_response_headers(0, false);
+    stage.on_http_response_body(answer.len(), true);
+    let calls_before = stage.host.callouts.borrow().len();
+    stage.on_log();
+    // Nothing leaves the request's context: the root's tick sends it.
+    assert_eq!(stage.host.callouts.borrow().len(), calls_before);
+    assert!(
+        stage.host.counter(
+            "tollgate.requests.api.chat_completions.provider.openai.model.gpt-4o.status.2xx"
+        ) == 1
+    );
+
+    let later = stage.host.now_ms() + 10_000;
+    reporter.borrow_mut().tick(&root, later);
+    exporter.borrow_mut().flush(&root, later);
+    let calls = root.callouts.borrow().clone();
+    assert_eq!(calls.len(), 2, "one settle batch, one span export");
+    assert_eq!(calls[0].path, tollgate_protocol::SETTLE_BATCH_PATH);
+    let batch: Value = serde_json::from_slice(&calls[0].body).unwrap();
+    let report = &batch["reports"][0];
+    assert_eq!(
+        (
+            report["input_tokens"].as_u64(),
+            report["output_tokens"].as_u64()
+        ),
+        (Some(5), Some(3))
+    );
+    assert_eq!(report["key_id"], "k1");
+    assert_eq!(calls[1].cluster, "otel");
+    assert_eq!(root.counter("tollgate.usage.reports_queued"), 1);
+    assert_eq!(root.counter("tollgate.trace.spans_queued"), 0);
+
+    // Acknowledged: counted; the report is not sent again.
+    reporter.borrow_mut().on_response(&root, Some("200".into()));
+    exporter
+        .borrow_mut()
+        .on_response(&root, 2, Some("200".into()));
+    assert_eq!(root.counter("tollgate.usage.reports_sent"), 1);
+    assert_eq!(root.counter("tollgate.trace.spans_exported"), 2);
+    reporter.borrow_mut().tick(&root, later + 10_000);
+    assert_eq!(root.callouts.borrow().len(), 2);
 }
 
 #[test]
