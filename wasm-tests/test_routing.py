@@ -169,3 +169,14 @@ def test_azure_sdk_inbound(stack, key):
     assert upstream["headers"]["authorization"] == "Bearer mock-openai-key"
     assert "api-key" not in upstream["headers"]
     assert_no_gateway_key(upstream, key)
+
+
+def test_a_two_stage_config_without_the_chain_field_still_routes(stack, key):
+    """A two-stage gateway.yaml from before "chain" existed (the default is
+    the single stage): the route stage in the same VM tells the filter which
+    chain it is in, so requests are routed instead of hanging."""
+    old = stack.add_envoy("old-two-stage", chain="two_stage", plugin_overrides={"chain": "single_stage"})
+    reply = openai_client(old.base_url, key).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content
+    old.stop()

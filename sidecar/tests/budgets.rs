@@ -43,26 +43,7 @@ fn request_id() -> String {
     format!("req-{}", REQUESTS.fetch_add(1, Ordering::Relaxed))
 }
 
-fn create(
-    store: &Store,
-    scope: Scope,
-    id: &str,
-    kind: Kind,
-    limit: f64,
-    period: Period,
-    mode: Mode,
-) -> Budget {
-    store
-        .create_budget(NewBudget {
-            scope,
-            scope_id: id.into(),
-            kind,
-            limit,
-            period,
-            mode,
-        })
-        .unwrap()
-}
+use common::create_budget as create;
 
 fn hard(store: &Store, scope: Scope, id: &str, kind: Kind, limit: f64, period: Period) -> Budget {
     create(store, scope, id, kind, limit, period, Mode::Hard)

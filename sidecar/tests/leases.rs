@@ -10,9 +10,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestStore, T0};
-use tollgate_sidecar::budgets::{
-    Budget, Denial, Kind, Mode, NewBudget, ReserveAnswer, ReserveRequest, Scope,
-};
+use tollgate_sidecar::budgets::{Budget, Denial, Kind, Mode, ReserveAnswer, ReserveRequest, Scope};
 use tollgate_sidecar::leases::{
     request_need, LeaseAmount, LeaseAnswer, LeaseGrant, LeasePrice, LeaseRelease, LeaseRequest,
     DEFAULT_LEASE_TTL_S, LEASE_GRACE_S,
@@ -44,26 +42,7 @@ fn create(store: &Store, scope: Scope, id: &str, kind: Kind, limit: f64, period:
     create_in(store, scope, id, kind, limit, period, Mode::Hard)
 }
 
-fn create_in(
-    store: &Store,
-    scope: Scope,
-    id: &str,
-    kind: Kind,
-    limit: f64,
-    period: Period,
-    mode: Mode,
-) -> Budget {
-    store
-        .create_budget(NewBudget {
-            scope,
-            scope_id: id.into(),
-            kind,
-            limit,
-            period,
-            mode,
-        })
-        .unwrap()
-}
+use common::create_budget as create_in;
 
 /// A lease request of key `key` (team `ml`, user `alice`) for `model`.
 fn lease_req(key: &str, model: &str, input: u64, max_output: u64) -> LeaseRequest {

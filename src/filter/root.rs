@@ -19,7 +19,7 @@ use crate::core::error::GatewayError;
 use crate::core::guard::Guardrails;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 /// The root context's tick: full report and span batches leave at the next
@@ -36,6 +36,19 @@ fn vm_memory_bytes() -> u64 {
 #[cfg(not(target_arch = "wasm32"))]
 fn vm_memory_bytes() -> u64 {
     0
+}
+
+thread_local! {
+    /// A route stage was configured in this VM (it shares the request
+    /// stage's `vm_id`): the chain is the two-stage one whatever the
+    /// configuration says, so a two-stage config from before `"chain"`
+    /// existed keeps working instead of pausing headers without the flag.
+    static ROUTE_STAGE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this VM also runs the two-stage chain's route stage.
+pub fn route_stage_present() -> bool {
+    ROUTE_STAGE.with(Cell::get)
 }
 
 /// Envoy's node id: names the instance on exported traces.
@@ -64,7 +77,7 @@ pub struct Shared {
     /// `tollgate.vm.memory_bytes`: this worker VM's linear memory.
     pub memory_gauge: Option<u32>,
     /// Requests this VM has seen; also makes request ids unique within it.
-    pub request_counter: std::cell::Cell<u64>,
+    pub request_counter: Cell<u64>,
     /// Random per VM: with the counter, the gateway's request ids.
     pub id_seed: u64,
     pub sidecar: Rc<SidecarClient>,
@@ -117,6 +130,7 @@ impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         host::follow_envoy_log_level();
         if host::property(&["plugin_root_id"]).as_deref() == Some(b"route") {
+            ROUTE_STAGE.with(|present| present.set(true));
             *self = Root::Route(Rc::default());
             return true;
         }
@@ -160,7 +174,7 @@ impl RootContext for Root {
                     background,
                     guardrails,
                     memory_gauge: host::define_gauge("tollgate.vm.memory_bytes"),
-                    request_counter: std::cell::Cell::new(0),
+                    request_counter: Cell::new(0),
                     id_seed: host::random_u64(),
                     sidecar,
                     secrets: Secrets::default(),

@@ -18,7 +18,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+use tollgate_sidecar::budgets::{Budget, Kind, Mode, NewBudget, Scope};
 use tollgate_sidecar::clock::Clock;
+use tollgate_sidecar::periods::Period;
 use tollgate_sidecar::store::Store;
 
 /// 2026-11-22T12:00:00Z, a Sunday: where manual test clocks start.
@@ -290,4 +292,26 @@ impl PgServer {
     pub fn connect(url: &str) -> postgres::Client {
         postgres::Client::connect(url, postgres::NoTls).unwrap()
     }
+}
+
+/// A budget created through the store.
+pub fn create_budget(
+    store: &Store,
+    scope: Scope,
+    id: &str,
+    kind: Kind,
+    limit: f64,
+    period: Period,
+    mode: Mode,
+) -> Budget {
+    store
+        .create_budget(NewBudget {
+            scope,
+            scope_id: id.into(),
+            kind,
+            limit,
+            period,
+            mode,
+        })
+        .unwrap()
 }

@@ -19,7 +19,7 @@ mod tests;
 
 use super::env::Host;
 use super::response::ResponseState;
-use super::root::Shared;
+use super::root::{self, Shared};
 use super::trace::RequestTrace;
 use crate::core::api::{Api, ClientFormat, Endpoint};
 use crate::core::auth::KeyCheck;
@@ -124,7 +124,7 @@ impl<H: Host> RequestStage<H> {
     /// Whether this filter holds the headers until the body is routed
     /// (the single-stage chain) instead of the buffer filter doing it.
     fn holds_headers(&self) -> bool {
-        self.shared.config.chain == Chain::SingleStage
+        self.shared.config.chain == Chain::SingleStage && !root::route_stage_present()
     }
 
     /// What the header and body callbacks answer while the request is not
