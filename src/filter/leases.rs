@@ -80,9 +80,16 @@ pub fn debit(host: &impl Host, need: &LeaseRequest, now_ms: u64) -> Option<(Debi
         let mut slot = slot_of(value);
         match slot.debit(now_ms, size) {
             Some(debit) => {
+                let live = slot.leases.len();
                 slot.prune(now_ms);
                 let refill = slot.wants_refill(now_ms, size);
-                Step::Write(slot.encode(), Some((debit, refill)))
+                // A lease of no hard budget takes nothing: no write, so the
+                // workers do not contend for a slot that does not change.
+                if debit.amounts.is_empty() && slot.leases.len() == live {
+                    Step::Keep(Some((debit, refill)))
+                } else {
+                    Step::Write(slot.encode(), Some((debit, refill)))
+                }
             }
             None => Step::Keep(None),
         }

@@ -306,11 +306,22 @@ fn no_hard_budget_caches_an_empty_lease_for_its_ttl() {
         r#"{"allowed": true, "lease_id": "free", "ttl_ms": 10000}"#,
     );
     assert_eq!(lease_of(&first), Some(("free".into(), vec![])));
+    // The newest CAS token: it moves with every write.
+    let version = || {
+        let shared = first.host.shared.borrow();
+        shared.values.values().map(|(_, cas)| *cas).max()
+    };
+    let written = version();
     for _ in 0..20 {
         let next = request(&shared, &first.host);
         assert!(next.host.callouts.borrow().is_empty());
         assert_eq!(lease_of(&next), Some(("free".into(), vec![])));
     }
+    assert_eq!(
+        version(),
+        written,
+        "admitting from an empty lease writes nothing"
+    );
     assert_eq!(shared.background.borrow().queued().count(), 0);
 }
 
