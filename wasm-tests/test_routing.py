@@ -179,4 +179,3 @@ def test_a_two_stage_config_without_the_chain_field_still_routes(stack, key):
     reply = openai_client(old.base_url, key).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content
-    old.stop()
