@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 
 use common::{Backend, TestStore, T0};
 use tollgate_sidecar::budgets::{
-    Allowed, Budget, BudgetUpdate, Denial, Kind, Mode, NewBudget, Reason, ReserveAnswer,
-    ReserveRequest, Scope,
+    Allowed, BudgetUpdate, Denial, Kind, Mode, NewBudget, Reason, ReserveAnswer, ReserveRequest,
+    Scope,
 };
 use tollgate_sidecar::error::Error;
 use tollgate_sidecar::ledger::{GuardrailEvent, Settled, UsageReport};
@@ -37,16 +36,10 @@ on_both_backends!(
     guardrail_event_counts_are_kept_and_default_to_one,
 );
 
-static REQUESTS: AtomicUsize = AtomicUsize::new(0);
+use common::{create_budget as create, hard_budget as hard};
 
 fn request_id() -> String {
-    format!("req-{}", REQUESTS.fetch_add(1, Ordering::Relaxed))
-}
-
-use common::create_budget as create;
-
-fn hard(store: &Store, scope: Scope, id: &str, kind: Kind, limit: f64, period: Period) -> Budget {
-    create(store, scope, id, kind, limit, period, Mode::Hard)
+    common::request_id("req")
 }
 
 /// A request of key `key` (team `ml`, user `alice`) for `model`.

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -32,17 +31,11 @@ on_both_backends!(
     concurrent_leases_overshoot_spend_by_less_than_one_request,
 );
 
-static REQUESTS: AtomicUsize = AtomicUsize::new(0);
+use common::{create_budget as create_in, hard_budget as create};
 
 fn request_id() -> String {
-    format!("lreq-{}", REQUESTS.fetch_add(1, Ordering::Relaxed))
+    common::request_id("lreq")
 }
-
-fn create(store: &Store, scope: Scope, id: &str, kind: Kind, limit: f64, period: Period) -> Budget {
-    create_in(store, scope, id, kind, limit, period, Mode::Hard)
-}
-
-use common::create_budget as create_in;
 
 /// A lease request of key `key` (team `ml`, user `alice`) for `model`.
 fn lease_req(key: &str, model: &str, input: u64, max_output: u64) -> LeaseRequest {

@@ -294,6 +294,25 @@ impl PgServer {
     }
 }
 
+/// A hard budget created through the store.
+pub fn hard_budget(
+    store: &Store,
+    scope: Scope,
+    id: &str,
+    kind: Kind,
+    limit: f64,
+    period: Period,
+) -> Budget {
+    create_budget(store, scope, id, kind, limit, period, Mode::Hard)
+}
+
+static REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// A request id no other test of this process uses.
+pub fn request_id(prefix: &str) -> String {
+    format!("{prefix}-{}", REQUESTS.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A budget created through the store.
 pub fn create_budget(
     store: &Store,
