@@ -10,7 +10,7 @@
 use super::env::Host;
 use super::key_cache;
 use super::leases;
-use super::sidecar::SidecarClient;
+use super::sidecar::{self, SidecarClient};
 use crate::core::auth::{self, KeyCheck};
 use crate::core::budget::LeaseRequest;
 use std::collections::{HashMap, VecDeque};
@@ -111,11 +111,7 @@ impl Background {
         match self.in_flight.remove(&token) {
             Some(Job::Refill(need)) => leases::refilled(host, &need, status, body, now),
             Some(Job::KeyRefresh(key_hash)) => {
-                let check = match status {
-                    Some("200") => auth::parse_authorize_response(body),
-                    Some(other) => Err(format!("sidecar answered HTTP {other}")),
-                    None => Err("sidecar unreachable or timed out".to_string()),
-                };
+                let check = sidecar::answer(status, body, auth::parse_authorize_response);
                 // A failed refresh leaves the claim: the verdict expires on
                 // time and the next request checks the key itself.
                 match check {

@@ -23,6 +23,7 @@
 use super::background::{Background, Job};
 use super::env::Host;
 use super::shared_data::{self, Step};
+use super::sidecar;
 use crate::core::budget::{self, LeaseAnswer, LeaseRequest};
 use crate::core::key;
 use crate::core::lease::{self, Debit, Lease, Size, Slot};
@@ -181,11 +182,7 @@ pub fn refilled(
     now_ms: u64,
 ) {
     let flag = refill_key(need);
-    let answer = match status {
-        Some("200") => budget::parse_lease_response(body),
-        Some(other) => Err(format!("sidecar answered HTTP {other}")),
-        None => Err("sidecar unreachable or timed out".to_string()),
-    };
+    let answer = sidecar::answer(status, body, budget::parse_lease_response);
     let done = match answer {
         Ok(LeaseAnswer::Granted(grant)) => {
             store(host, need, Lease::from_grant(&grant, now_ms), now_ms);

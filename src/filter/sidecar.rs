@@ -54,3 +54,17 @@ impl SidecarClient {
         }
     }
 }
+
+/// The sidecar's answer to a callout, read with `parse` when it is a 200;
+/// otherwise why there is none (logged by the caller).
+pub fn answer<T>(
+    status: Option<&str>,
+    body: &[u8],
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, String> {
+    match status {
+        Some("200") => parse(body),
+        Some(other) => Err(format!("sidecar answered HTTP {other}")),
+        None => Err("sidecar unreachable or timed out".to_string()),
+    }
+}

@@ -11,6 +11,7 @@ use crate::core::models;
 use crate::filter::background::Job;
 use crate::filter::env::Host;
 use crate::filter::key_cache::{self, Refresh};
+use crate::filter::sidecar;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -118,11 +119,7 @@ impl<H: Host> RequestStage<H> {
         status: Option<String>,
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, GatewayError> {
-        let answer = match status.as_deref() {
-            Some("200") => auth::parse_authorize_response(body),
-            Some(other) => Err(format!("sidecar answered HTTP {other}")),
-            None => Err("sidecar unreachable or timed out".to_string()),
-        };
+        let answer = sidecar::answer(status.as_deref(), body, auth::parse_authorize_response);
         match answer {
             Ok(check) => {
                 let check = Rc::new(check);

@@ -12,6 +12,7 @@ use crate::core::error::GatewayError;
 use crate::core::lease::{Debit, Lease};
 use crate::filter::env::Host;
 use crate::filter::leases;
+use crate::filter::sidecar;
 
 impl<H: Host> RequestStage<H> {
     /// Admits the request from a lease, or asks the sidecar for one (the
@@ -82,11 +83,10 @@ impl<H: Host> RequestStage<H> {
         status: Option<String>,
         body: &[u8],
     ) -> Result<(), GatewayError> {
-        let answer = match (status.as_deref(), self.lease_need.take()) {
-            (_, None) => Err("a lease answer with no request waiting".to_string()),
-            (Some("200"), Some(need)) => budget::parse_lease_response(body).map(|a| (a, need)),
-            (Some(other), _) => Err(format!("sidecar answered HTTP {other}")),
-            (None, _) => Err("sidecar unreachable or timed out".to_string()),
+        let answer = match self.lease_need.take() {
+            None => Err("a lease answer with no request waiting".to_string()),
+            Some(need) => sidecar::answer(status.as_deref(), body, budget::parse_lease_response)
+                .map(|a| (a, need)),
         };
         match answer {
             Ok((LeaseAnswer::Granted(grant), need)) => {
