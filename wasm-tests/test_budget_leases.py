@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from conftest import openai_client, wait_for
+from conftest import openai_client
 from pg import Postgres
 from stack import Stack
-from test_budgets import MESSAGES, key_id, ledger
+from test_budgets import MESSAGES, key_id, settled
 
 WORKERS = 2
 
@@ -73,8 +73,9 @@ def until_refused(clients: list, max_tokens: int | None = None, limit: int = 200
 
 
 def all_settled(stack, kid: str, count: int) -> list[dict]:
-    rows, _ = wait_for(lambda: len(r := ledger(stack, kid)) >= count and r, timeout=15, step=0.2)
-    assert rows and len(rows) == count, f"{len(ledger(stack, kid))} ledger rows for {count} answers"
+    """The ledger rows once `count` have settled; exactly `count` of them."""
+    rows = settled(stack, kid, count, timeout=15)
+    assert len(rows) == count, f"{len(rows)} ledger rows for {count} answers"
     return rows
 
 
