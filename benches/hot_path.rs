@@ -21,13 +21,13 @@ use std::time::Instant;
 use tollgate::core::api::Api;
 use tollgate::core::config::Config;
 use tollgate::core::decision::RouteDecision;
-use tollgate::core::guard::stream::OutputGuard;
+use tollgate::core::guard::stream::{OutputGuard, SlotGuards};
 use tollgate::core::guard::{worst_case, Guardrails};
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
 use tollgate::core::usage::{self, ResponseSummary};
-use tollgate::core::wire::stream::StreamTranslator;
-use tollgate::core::wire::{self, Event, Translation, Wire};
+use tollgate::core::wire::edit::StreamEditor;
+use tollgate::core::wire::{self, Wire};
 use tollgate::core::{budget, key, otlp, routing, telemetry, tracecontext};
 
 const REQUEST: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise our meeting notes: the team agreed to ship the release on Friday, review the budget next week and hire two engineers."}],"max_tokens":128,"temperature":0.2}"#;
@@ -203,39 +203,34 @@ fn chat_stream_events() -> Vec<String> {
 }
 
 /// A streamed answer as the response path handles it: each chunk framed
-/// once, its events observed for usage and (output guardrails on) decoded,
-/// guarded and re-encoded.
+/// once, its events observed for usage and (output guardrails on) edited
+/// in place under the guards.
 fn one_stream(g: &Guardrails, s: &mut Stages, events: &[String]) {
     let policy = g.policy(Some("team"), Some("key_1"));
-    let t = Translation {
-        client: Api::ChatCompletions,
-        upstream: Wire::ChatCompletions,
-        stream: true,
-        client_wants_usage: true,
-    };
+    let upstream = Wire::ChatCompletions;
     let mut framer = SseFramer::new();
     let mut summary = ResponseSummary::default();
-    let mut translator = StreamTranslator::reencoding(&t, 1_700_000_000);
-    let mut guard = OutputGuard::default();
-    let mut out = 0;
+    let mut editor = StreamEditor::new(Api::ChatCompletions, false);
+    let mut guards = SlotGuards::default();
+    let mut filter =
+        |slot: usize, text: &str, end: bool| guards.filter(g, &policy, slot, text, end);
+    let mut out = Vec::new();
     for chunk in events {
         let framed = s.time(0, "frame + usage", || {
             let framed = framer.push(chunk.as_bytes());
             for e in &framed {
                 black_box(usage::text_chars(&e.data));
-                t.upstream.upstream().observe_event(&mut summary, &e.data);
+                upstream.upstream().observe_event(&mut summary, &e.data);
             }
             framed
         });
-        out += s.time(1, "re-encode + guard", || {
-            let mut hook = |batch: &mut Vec<Event>| guard.filter_events(g, &policy, batch, false);
-            translator.push_events(&framed, &mut hook).len()
+        s.time(1, "edit + guard", || {
+            for e in &framed {
+                editor.push(e, &mut filter, &mut out);
+            }
         });
     }
-    out += s.time(1, "re-encode + guard", || {
-        let mut hook = |batch: &mut Vec<Event>| guard.filter_events(g, &policy, batch, true);
-        translator.finish_with(&mut hook).len()
-    });
+    s.time(1, "edit + guard", || editor.finish(&mut filter, &mut out));
     assert!(summary.usage.is_some());
     black_box(out);
 }

@@ -9,13 +9,14 @@ use tollgate::core::auth::{parse_authorize_response, SharedVerdict};
 use tollgate::core::budget::{parse_lease_response, LeaseGrant};
 use tollgate::core::config::Config;
 use tollgate::core::decision::RouteDecision;
-use tollgate::core::guard::stream::OutputGuard;
-use tollgate::core::guard::{worst_case, GuardrailConfig, Guardrails};
+use tollgate::core::guard::stream::{OutputGuard, SlotGuards};
+use tollgate::core::guard::{worst_case, GuardrailConfig, Guardrails, Policy};
 use tollgate::core::json;
 use tollgate::core::lease::{Lease, Size, Slot};
 use tollgate::core::request::LlmRequest;
 use tollgate::core::sse::SseFramer;
 use tollgate::core::usage::{text_chars, ResponseSummary};
+use tollgate::core::wire::edit::StreamEditor;
 use tollgate::core::wire::stream::StreamTranslator;
 use tollgate::core::wire::{self, Event, Translation, Wire};
 
@@ -85,11 +86,11 @@ fn exercise_translators(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
                 client_wants_usage: rng.below(2) == 0,
             };
             let _ = wire::reply::translate(&t, bytes, 0);
-            let mut s = if rng.below(2) == 0 {
-                StreamTranslator::new(&t, 0)
-            } else {
-                StreamTranslator::reencoding(&t, 0)
-            };
+            if client.wire() == upstream && rng.below(2) == 0 {
+                edit_stream(client, bytes, rng, g, &policy);
+                continue;
+            }
+            let mut s = StreamTranslator::new(&t, 0);
             let mut guard = OutputGuard::default();
             let mut framer = SseFramer::new();
             let mut rest = bytes;
@@ -106,6 +107,24 @@ fn exercise_translators(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
         }
     }
     let _ = wire::error::translate(ClientFormat::Anthropic, 400 + rng.below(200) as u32, bytes);
+}
+
+/// A same-API stream edited in place under the output guardrails.
+fn edit_stream(client: Api, bytes: &[u8], rng: &mut Rng, g: &Guardrails, policy: &Policy) {
+    let mut editor = StreamEditor::new(client, rng.below(2) == 0);
+    let mut guards = SlotGuards::default();
+    let mut filter = |slot: usize, text: &str, end: bool| guards.filter(g, policy, slot, text, end);
+    let mut framer = SseFramer::new();
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
+        for event in framer.push(chunk) {
+            editor.push(&event, &mut filter, &mut out);
+        }
+        rest = tail;
+    }
+    editor.finish(&mut filter, &mut out);
 }
 
 const INTERESTING: &[&[u8]] = &[

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -149,6 +150,9 @@ class Reply:
     output_tokens: int
     created: int
     piece_sizes: tuple[int, ...] = (PIECE_CHARS,)  # streamed text deltas' lengths, cycled
+    choices: int = 1  # Chat `n`: each choice says the same
+    stop: str | None = None  # the stop sequence the text was cut at
+    thinking: str | None = None  # Anthropic extended thinking, when enabled
 
 
 def text_of(value: object) -> str:
@@ -206,13 +210,37 @@ def count_output_tokens(output: str) -> int:
     return max(1, math.ceil(len(output) / 4))
 
 
+def stop_at(text: str, body: dict) -> tuple[str, str | None]:
+    """The text cut before the first stop sequence the request names (`stop`, `stop_sequences`), and which."""
+    stops = body.get("stop_sequences") or body.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else stops
+    hits = [(text.find(s), s) for s in stops if isinstance(s, str) and s and s in text]
+    if not hits:
+        return text, None
+    at, stop = min(hits)
+    return text[:at], stop
+
+
+def thinking_enabled(body: dict) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") == "enabled"
+
+
+def thinking_signature(thinking: str) -> str:
+    """Stands in for Anthropic's signature: it covers the thinking text."""
+    return "mocksig-" + hashlib.sha256(thinking.encode()).hexdigest()[:32]
+
+
 def build_reply(n: int, model: str, messages: list, body: dict) -> Reply:
     messages = [m for m in messages if isinstance(m, dict)]
     last_user = next((text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
     tool = chosen_tool(body, last_user, ends_with_tool_result(messages))
-    text = "" if tool else reply_text(model, last_user)
+    text, stop = ("", None) if tool else stop_at(reply_text(model, last_user), body)
     output = TOOL_ARGUMENTS if tool else text
-    return Reply(n, model, text, tool, count_input_tokens(messages), count_output_tokens(output), int(time.time()))
+    choices = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 1 else 1
+    thinking = f"The user wants {model} to answer; plan it step by step." if thinking_enabled(body) else None
+    return Reply(n, model, text, tool, count_input_tokens(messages), count_output_tokens(output) * choices,
+                 int(time.time()), choices=choices, stop=stop, thinking=thinking)
 
 
 def with_system(system: object, messages: list) -> list:
@@ -279,16 +307,17 @@ def chat_completion(reply: Reply, body: dict) -> dict:
     if reply.tool:
         call = {"id": OPENAI_CALL_ID, "type": "function", "function": {"name": reply.tool, "arguments": TOOL_ARGUMENTS}}
         message.update(content=None, tool_calls=[call])
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": chat_finish(reply)}
-    return {**chat_head(reply, "chat.completion"), "choices": [choice], "usage": chat_usage(reply)}
+    choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": chat_finish(reply)}
+               for i in range(reply.choices)]
+    return {**chat_head(reply, "chat.completion"), "choices": choices, "usage": chat_usage(reply)}
 
 
 def chat_events(reply: Reply, body: dict) -> list:
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     head = chat_head(reply, "chat.completion.chunk")
 
-    def chunk(delta: dict, finish: str | None = None) -> tuple:
-        data = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    def chunk(delta: dict, finish: str | None = None, index: int = 0) -> tuple:
+        data = {**head, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
         if include_usage:  # the real API marks every chunk but the last with usage: null
             data["usage"] = None
         return (None, data)
@@ -300,7 +329,11 @@ def chat_events(reply: Reply, body: dict) -> list:
     else:
         first = {"role": "assistant", "content": "", "refusal": None}
         deltas = [{"content": p} for p in pieces(reply.text, reply.piece_sizes)]
-    events = [chunk(first), *map(chunk, deltas), chunk({}, chat_finish(reply))]
+    # Several choices interleave, one delta of each in turn, as OpenAI sends them.
+    choices = range(reply.choices)
+    events = [chunk(first, index=i) for i in choices]
+    events += [chunk(d, index=i) for d in deltas for i in choices]
+    events += [chunk({}, chat_finish(reply), index=i) for i in choices]
     if include_usage:
         events.append((None, {**head, "choices": [], "usage": chat_usage(reply)}))
     return events + [(None, "[DONE]")]
@@ -418,22 +451,29 @@ def anthropic_block(reply: Reply, done: bool) -> dict:
     return {"type": "text", "text": reply.text if done else ""}
 
 
+def thinking_block(reply: Reply, done: bool) -> dict:
+    if not done:
+        return {"type": "thinking", "thinking": "", "signature": ""}
+    return {"type": "thinking", "thinking": reply.thinking, "signature": thinking_signature(reply.thinking)}
+
+
 def anthropic_message(reply: Reply, done: bool) -> dict:
+    content = [thinking_block(reply, True)] if reply.thinking else []
     return {
         "id": f"msg_mock_{reply.n}",
         "type": "message",
         "role": "assistant",
         "model": reply.model,
-        "content": [anthropic_block(reply, True)] if done else [],
+        "content": [*content, anthropic_block(reply, True)] if done else [],
         "stop_reason": anthropic_stop(reply) if done else None,
-        "stop_sequence": None,
+        "stop_sequence": reply.stop if done else None,
         # message_start reports 1 output token, like the real API.
         "usage": anthropic_usage(reply, reply.output_tokens if done else 1),
     }
 
 
 def anthropic_stop(reply: Reply) -> str:
-    return "tool_use" if reply.tool else "end_turn"
+    return "tool_use" if reply.tool else "stop_sequence" if reply.stop else "end_turn"
 
 
 def messages_body(reply: Reply, body: dict) -> dict:
@@ -445,13 +485,25 @@ def messages_events(reply: Reply, body: dict) -> list:
         deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces(TOOL_ARGUMENTS)]
     else:
         deltas = [{"type": "text_delta", "text": p} for p in pieces(reply.text, reply.piece_sizes)]
+    thinking = []
+    if reply.thinking:
+        thinking = [
+            ("content_block_start", {"index": 0, "content_block": thinking_block(reply, False)}),
+            *[("content_block_delta", {"index": 0, "delta": {"type": "thinking_delta", "thinking": p}})
+              for p in pieces(reply.thinking)],
+            ("content_block_delta", {"index": 0, "delta": {"type": "signature_delta",
+                                                           "signature": thinking_signature(reply.thinking)}}),
+            ("content_block_stop", {"index": 0}),
+        ]
+    index = len(thinking) and 1
     events = [
         ("message_start", {"message": anthropic_message(reply, done=False)}),
-        ("content_block_start", {"index": 0, "content_block": anthropic_block(reply, False)}),
+        *thinking,
+        ("content_block_start", {"index": index, "content_block": anthropic_block(reply, False)}),
         ("ping", {}),
-        *[("content_block_delta", {"index": 0, "delta": d}) for d in deltas],
-        ("content_block_stop", {"index": 0}),
-        ("message_delta", {"delta": {"stop_reason": anthropic_stop(reply), "stop_sequence": None},
+        *[("content_block_delta", {"index": index, "delta": d}) for d in deltas],
+        ("content_block_stop", {"index": index}),
+        ("message_delta", {"delta": {"stop_reason": anthropic_stop(reply), "stop_sequence": reply.stop},
                            "usage": anthropic_usage(reply, reply.output_tokens)}),
         ("message_stop", {}),
     ]
@@ -757,6 +809,10 @@ class Handler(BaseHTTPRequestHandler):
             message = f"{missing}: Field required" if flavor == "anthropic" else f"Missing required parameter: '{missing}'."
             self.send_error_body(flavor, "invalid", message, "missing_required_parameter")
             return
+        unsigned = api == "messages" and unsigned_thinking(body)
+        if unsigned:
+            self.send_error_body(flavor, "invalid", unsigned)
+            return
         model = deployment or body["model"]
         tools = gemini_tools(body) if flavor == "gemini" else body
         reply = build_reply(self.server.state.next_id(), model, conversation(api, body), tools)
@@ -785,6 +841,27 @@ class Handler(BaseHTTPRequestHandler):
 def model_list() -> dict:
     return {"object": "list", "data": [{"id": m, "object": "model", "created": 1715367049, "owned_by": "system"}
                                        for m in OPENAI_MODELS]}
+
+
+def unsigned_thinking(body: dict) -> str | None:
+    """Anthropic's check with thinking on: an assistant turn that called a tool must start with its
+    thinking block, signed over the thinking text as it was sent; the error message, else None."""
+    if not thinking_enabled(body):
+        return None
+    for i, message in enumerate(body.get("messages") or []):
+        content = message.get("content") if isinstance(message, dict) else None
+        if message.get("role") != "assistant" or not isinstance(content, list) or not content:
+            continue
+        blocks = [b for b in content if isinstance(b, dict)]
+        for b in blocks:
+            if b.get("type") == "thinking" and b.get("signature") != thinking_signature(b.get("thinking", "")):
+                return f"messages.{i}.content.0: Invalid `signature` in `thinking` block"
+        uses_tool = any(b.get("type") == "tool_use" for b in blocks)
+        if uses_tool and blocks[0].get("type") not in ("thinking", "redacted_thinking"):
+            return (f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                    f"`{blocks[0].get('type')}`. When `thinking` is enabled, a final `assistant` message must "
+                    "start with a thinking block.")
+    return None
 
 
 def missing_field(api: str, body: dict, deployment: str | None) -> str | None:

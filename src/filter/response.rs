@@ -6,10 +6,11 @@
 use super::env::Host;
 use crate::core::api::Api;
 use crate::core::content;
-use crate::core::guard::stream::OutputGuard;
+use crate::core::guard::stream::{OutputGuard, SlotGuards};
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
 use crate::core::sse::{SseEvent, SseFramer};
 use crate::core::usage::ResponseSummary;
+use crate::core::wire::edit::StreamEditor;
 use crate::core::wire::stream::StreamTranslator;
 use crate::core::wire::{self, Event, Translation, Wire};
 use proxy_wasm::types::Action;
@@ -35,6 +36,9 @@ pub struct ResponseState {
     /// see the usage chunk the gateway asked for).
     pub translation: Option<Translation>,
     translator: Option<StreamTranslator>,
+    /// A same-API stream under output guardrails, edited in place.
+    editor: Option<StreamEditor>,
+    slot_guards: SlotGuards,
     /// The client's API and the upstream's wire (set when forwarded).
     pub apis: Option<(Api, Wire)>,
     /// Output guardrails for this request, when any is on.
@@ -69,20 +73,18 @@ impl ResponseState {
             host.set_response_header(":status", Some(&status));
             host.set_response_header("content-type", Some("application/json"));
         } else if self.stream {
-            self.translator = match (&self.translation, self.apis) {
-                (Some(t), _) if guarded => Some(StreamTranslator::reencoding(t, now_s)),
-                (Some(t), _) => Some(StreamTranslator::new(t, now_s)),
-                (None, Some((client, upstream))) => {
-                    let t = Translation {
-                        client,
-                        upstream,
-                        stream: true,
-                        client_wants_usage: true,
-                    };
-                    Some(StreamTranslator::reencoding(&t, now_s))
+            let (client, upstream) = self.wires();
+            match &self.translation {
+                _ if guarded && client.wire() == upstream => {
+                    let drop_usage = self
+                        .translation
+                        .as_ref()
+                        .is_some_and(|t| !t.client_wants_usage);
+                    self.editor = Some(StreamEditor::new(client, drop_usage));
                 }
-                (None, None) => None,
-            };
+                Some(t) => self.translator = Some(StreamTranslator::new(t, now_s)),
+                None => {}
+            }
         }
     }
 
@@ -101,7 +103,8 @@ impl ResponseState {
         // Translated or guarded JSON, and translated errors, are rewritten
         // whole: hold the chunks.
         let guard_body = self.output_policy.is_some() && !self.stream && self.status < 400;
-        let whole_body = (self.translation.is_some() || guard_body) && self.translator.is_none();
+        let streamed = self.translator.is_some() || self.editor.is_some();
+        let whole_body = (self.translation.is_some() || guard_body) && !streamed;
         if whole_body && !end {
             return Action::Pause;
         }
@@ -120,7 +123,22 @@ impl ResponseState {
             self.observe_body(&chunk, end);
             Vec::new()
         };
-        if let Some(translator) = &mut self.translator {
+        if let Some(editor) = &mut self.editor {
+            let (guards, policy) = (&mut self.slot_guards, self.output_policy.as_ref());
+            let mut filter = |slot: usize, text: &str, end: bool| match (guardrails, policy) {
+                (Some(g), Some(p)) => guards.filter(g, p, slot, text, end),
+                _ => Ok((text.to_string(), 0)),
+            };
+            let mut out = Vec::new();
+            for event in &framed {
+                editor.push(event, &mut filter, &mut out);
+            }
+            if end {
+                editor.finish(&mut filter, &mut out);
+            }
+            self.new_guard_events.append(&mut self.slot_guards.events);
+            host.set_response_body(size, &out);
+        } else if let Some(translator) = &mut self.translator {
             let guard = (guardrails, self.output_policy.as_ref());
             let (og, events) = (&mut self.output_guard, &mut self.new_guard_events);
             let captured = &mut self.captured;

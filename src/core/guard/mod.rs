@@ -20,7 +20,7 @@ pub mod stream;
 #[cfg(test)]
 mod stream_props;
 #[cfg(test)]
-mod test_rng;
+pub(crate) mod test_rng;
 #[doc(hidden)]
 pub mod worst_case;
 

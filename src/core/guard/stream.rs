@@ -206,15 +206,29 @@ impl OutputGuard {
     /// Adds a delta; returns the text that is safe to send now.
     pub fn push(&mut self, g: &Guardrails, p: &Policy, text: &str) -> Result<String, Blocked> {
         self.text.push_str(text);
-        self.release(g, p, false)
+        self.release_own(g, p, false)
     }
 
     /// Releases everything held (before a tool call, or at the end).
     pub fn flush(&mut self, g: &Guardrails, p: &Policy) -> Result<String, Blocked> {
-        self.release(g, p, true)
+        self.release_own(g, p, true)
     }
 
-    fn release(&mut self, g: &Guardrails, p: &Policy, all: bool) -> Result<String, Blocked> {
+    /// `release`, numbering with this guard's own placeholders.
+    fn release_own(&mut self, g: &Guardrails, p: &Policy, all: bool) -> Result<String, Blocked> {
+        let mut placeholders = std::mem::take(&mut self.placeholders);
+        let released = self.release(g, p, all, &mut placeholders);
+        self.placeholders = placeholders;
+        released
+    }
+
+    fn release(
+        &mut self,
+        g: &Guardrails,
+        p: &Policy,
+        all: bool,
+        placeholders: &mut Placeholders,
+    ) -> Result<String, Blocked> {
         if !all && self.held() < self.rescan_at {
             return Ok(String::new());
         }
@@ -276,9 +290,7 @@ impl OutputGuard {
                 &*f
             })
             .collect();
-        let out = self
-            .placeholders
-            .redact(self.text.get(from..cut).unwrap_or(""), &redact);
+        let out = placeholders.redact(self.text.get(from..cut).unwrap_or(""), &redact);
         self.keep_context(cut);
         self.wait();
         Ok(out)
@@ -347,6 +359,45 @@ impl OutputGuard {
     /// Bytes held back.
     pub fn held(&self) -> usize {
         self.text.len() - self.released
+    }
+}
+
+/// Output guardrails for a stream edited in place (`wire::edit`): one
+/// guard per text slot (a choice, a content block, an output part), with
+/// placeholders numbered across the answer as the non-streamed check does.
+#[derive(Debug, Default)]
+pub struct SlotGuards {
+    guards: Vec<OutputGuard>,
+    placeholders: Placeholders,
+    /// Guardrail events since the caller last took them.
+    pub events: Vec<GuardEvent>,
+}
+
+impl SlotGuards {
+    /// `text` came in `slot` (`end`: the slot is over): the text to send
+    /// now and how many bytes of what came are still held, or the notice
+    /// a block ends the stream with.
+    pub fn filter(
+        &mut self,
+        g: &Guardrails,
+        p: &Policy,
+        slot: usize,
+        text: &str,
+        end: bool,
+    ) -> Result<(String, usize), String> {
+        while self.guards.len() <= slot {
+            self.guards.push(OutputGuard::default());
+        }
+        let Some(guard) = self.guards.get_mut(slot) else {
+            return Err(String::new());
+        };
+        guard.text.push_str(text);
+        let released = guard.release(g, p, end, &mut self.placeholders);
+        self.events.append(&mut guard.events);
+        match released {
+            Ok(out) => Ok((out, guard.held())),
+            Err(b) => Err(format!(" {}", blocked_notice(&b))),
+        }
     }
 }
 

@@ -2,11 +2,12 @@
 //! streams (`data:` chunks of `choices[].delta`, a final usage chunk only
 //! when `stream_options.include_usage` asks for it) and where their text is.
 
+use super::edit::{Block, EditState, Ends, Slot, StreamEdit};
 use super::request::{bad, common, insert_opt, text_of};
 use super::stream::{write_json, Decoder, Encoder};
 use super::{
-    joined_text, set, str_of, Conversation, Event, Finish, Inbound, Message, Part, Reply, Role,
-    TextVisitor, Tool, ToolChoice, Upstream,
+    joined_text, set, str_of, u64_of, Conversation, Event, Finish, Inbound, Message, Part, Reply,
+    Role, TextVisitor, Tool, ToolChoice, Upstream,
 };
 use crate::core::api::ClientFormat;
 use crate::core::content;
@@ -735,6 +736,79 @@ fn finish_chunk(e: &mut Encoder, out: &mut Vec<u8>) {
         None,
         out,
     );
+}
+
+/// Chat streams edited in place: a slot per choice, ended by its
+/// `finish_reason`.
+impl StreamEdit for Chat {
+    fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
+        for c in choices_mut(v) {
+            let slot = (u64_of(c, "index"), 0);
+            if let Some(Value::String(text)) = c.pointer_mut("/delta/content") {
+                f(slot, text);
+            }
+        }
+    }
+
+    fn ends(&self, v: &Value) -> Ends {
+        let ended: Vec<Slot> = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get("finish_reason").is_some_and(|r| !r.is_null()))
+            .map(|c| (u64_of(c, "index"), 0))
+            .collect();
+        if ended.is_empty() {
+            Ends::None
+        } else {
+            Ends::Slots(ended)
+        }
+    }
+
+    fn whole_texts(&self, _: &mut Value, _: &mut dyn FnMut(Slot, &mut String)) {}
+
+    fn observe(&self, st: &mut EditState, v: &Value) {
+        if st.template.is_none() && v.get("choices").is_some() {
+            st.template = Some(v.clone());
+        }
+    }
+
+    /// Every choice ends with `content_filter`, the blocked one after the
+    /// notice.
+    fn blocked(&self, st: &mut EditState, b: Block, out: &mut Vec<u8>) {
+        let mut chunk = st.template.take().unwrap_or_else(|| json!({}));
+        if let Some(o) = chunk.as_object_mut() {
+            o.remove("usage");
+            o.remove("obfuscation");
+        }
+        let mut choices: Vec<u64> = b.slots.iter().map(|s| s.0).collect();
+        choices.dedup();
+        for index in choices {
+            let delta = if index == b.slot.0 {
+                json!({"content": b.notice})
+            } else {
+                json!({})
+            };
+            set(
+                &mut chunk,
+                "choices",
+                json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": "content_filter"}]),
+            );
+            out.extend_from_slice(b"data: ");
+            write_json(out, &chunk);
+            out.extend_from_slice(b"\n\n");
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+/// The `choices` of a chunk or answer.
+fn choices_mut(v: &mut Value) -> impl Iterator<Item = &mut Value> {
+    v.get_mut("choices")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
 }
 
 #[cfg(test)]

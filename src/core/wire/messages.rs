@@ -2,8 +2,9 @@
 //! (`message_start`, content blocks, `message_delta` with the stop reason
 //! and output usage) and where their text is.
 
+use super::edit::{Block, EditState, Ends, Slot, StreamEdit};
 use super::request::{bad, common, insert_opt, text_of};
-use super::stream::{write_json, Decoder, Encoder, Open};
+use super::stream::{write_json, write_sse, Decoder, Encoder, Open};
 use super::{
     set, str_of, u64_of, Conversation, Event, Finish, Inbound, Message, Part, Reply, Role,
     TextVisitor, Tool, ToolChoice, Upstream,
@@ -664,6 +665,60 @@ fn text_event(index: usize, text: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"type\":\"text_delta\"},\"index\":");
     out.extend_from_slice(index.to_string().as_bytes());
     out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
+}
+
+/// Messages streams edited in place: a slot per text block, ended by its
+/// `content_block_stop`. Thinking blocks pass as sent: their signature
+/// covers them.
+impl StreamEdit for Messages {
+    fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
+        if str_of(v, "type") != Some("content_block_delta") {
+            return;
+        }
+        let slot = (u64_of(v, "index"), 0);
+        let Some(delta) = v.get_mut("delta") else {
+            return;
+        };
+        if str_of(delta, "type") == Some("text_delta") {
+            if let Some(Value::String(text)) = delta.get_mut("text") {
+                f(slot, text);
+            }
+        }
+    }
+
+    fn ends(&self, v: &Value) -> Ends {
+        match str_of(v, "type") {
+            Some("content_block_stop") => Ends::Slots(vec![(u64_of(v, "index"), 0)]),
+            Some("message_delta" | "message_stop" | "error") => Ends::All,
+            _ => Ends::None,
+        }
+    }
+
+    fn whole_texts(&self, _: &mut Value, _: &mut dyn FnMut(Slot, &mut String)) {}
+
+    fn observe(&self, _: &mut EditState, _: &Value) {}
+
+    /// The open text block gets the notice and closes; the message ends
+    /// as a non-streamed block leaves it (`end_turn`).
+    fn blocked(&self, _: &mut EditState, b: Block, out: &mut Vec<u8>) {
+        let index = b.slot.0;
+        write_sse(
+            out,
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": b.notice}}),
+        );
+        write_sse(
+            out,
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": index}),
+        );
+        write_sse(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 0}}),
+        );
+        write_sse(out, "message_stop", &json!({"type": "message_stop"}));
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@
 
 pub mod canonical;
 pub mod chat;
+pub mod edit;
+#[cfg(test)]
+mod edit_props;
 pub mod error;
 pub mod gemini;
 pub mod messages;

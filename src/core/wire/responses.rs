@@ -7,11 +7,12 @@
 //! docs/translation.md).
 
 use super::chat;
+use super::edit::{Block, EditState, Ends, Slot, StreamEdit};
 use super::request::{bad, common, text_of};
-use super::stream::{Decoder, Encoder, Open};
+use super::stream::{write_sse, Decoder, Encoder, Open};
 use super::{
-    joined_text, str_of, Conversation, Event, Finish, Inbound, Message, Part, Reply, Role,
-    TextVisitor, Upstream,
+    joined_text, set, str_of, u64_of, Conversation, Event, Finish, Inbound, Message, Part, Reply,
+    Role, TextVisitor, Upstream,
 };
 use crate::core::api::ClientFormat;
 use crate::core::content;
@@ -609,4 +610,159 @@ fn response_object(e: &Encoder, status: &str) -> Value {
         "usage": if status == "completed" { usage_object(&reply.usage) } else { Value::Null },
         "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "error": null,
     })
+}
+
+/// Responses streams edited in place: a slot per output text part, ended
+/// by its `response.output_text.done`; the events that repeat a part's
+/// text (`*.done`, the final response) get the client's text.
+impl StreamEdit for Responses {
+    fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
+        if str_of(v, "type") == Some("response.output_text.delta") {
+            let slot = part_slot(v);
+            if let Some(Value::String(text)) = v.get_mut("delta") {
+                f(slot, text);
+            }
+        }
+    }
+
+    fn ends(&self, v: &Value) -> Ends {
+        match str_of(v, "type") {
+            Some("response.output_text.done" | "response.content_part.done") => {
+                Ends::Slots(vec![part_slot(v)])
+            }
+            Some("response.completed" | "response.incomplete" | "response.failed" | "error") => {
+                Ends::All
+            }
+            _ => Ends::None,
+        }
+    }
+
+    fn whole_texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
+        let slot = part_slot(v);
+        let output = u64_of(v, "output_index");
+        match str_of(v, "type") {
+            Some("response.output_text.done") => {
+                if let Some(Value::String(text)) = v.get_mut("text") {
+                    f(slot, text);
+                }
+            }
+            Some("response.content_part.done") => {
+                if let Some(part) = v.get_mut("part") {
+                    part_text(part, slot, f);
+                }
+            }
+            Some("response.output_item.done") => {
+                if let Some(item) = v.get_mut("item") {
+                    item_texts(item, output, f);
+                }
+            }
+            Some("response.completed" | "response.incomplete" | "response.failed") => {
+                let items = v
+                    .pointer_mut("/response/output")
+                    .and_then(Value::as_array_mut);
+                for (i, item) in (0u64..).zip(items.into_iter().flatten()) {
+                    item_texts(item, i, f);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn observe(&self, st: &mut EditState, v: &Value) {
+        if let Some(n) = v.get("sequence_number").and_then(Value::as_u64) {
+            st.sequence = n + 1;
+        }
+        match str_of(v, "type") {
+            Some("response.created") => st.template = v.get("response").cloned(),
+            Some("response.output_item.added" | "response.output_item.done") => {
+                let index = u64_of(v, "output_index");
+                if let Some(item) = v.get("item") {
+                    st.items.retain(|(i, _)| *i != index);
+                    st.items.push((index, item.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The part gets the notice and closes, with its item; the response
+    /// completes as incomplete for `content_filter`.
+    fn blocked(&self, st: &mut EditState, b: Block, out: &mut Vec<u8>) {
+        let (output, content) = b.slot;
+        let mut item = st
+            .items
+            .iter()
+            .find(|(i, _)| *i == output)
+            .map(|(_, item)| item.clone())
+            .unwrap_or_else(|| json!({"type": "message", "role": "assistant"}));
+        let item_id = item.get("id").cloned().unwrap_or(Value::Null);
+        let part = json!({"type": "output_text", "text": b.text, "annotations": []});
+        let mut sequence = st.sequence;
+        let mut event = |name: &str, mut data: Value| {
+            set(&mut data, "type", name.into());
+            set(&mut data, "sequence_number", sequence.into());
+            sequence += 1;
+            write_sse(out, name, &data);
+        };
+        event(
+            "response.output_text.delta",
+            json!({"item_id": item_id, "output_index": output, "content_index": content, "delta": b.notice, "logprobs": []}),
+        );
+        event(
+            "response.output_text.done",
+            json!({"item_id": item_id, "output_index": output, "content_index": content, "text": b.text, "logprobs": []}),
+        );
+        event(
+            "response.content_part.done",
+            json!({"item_id": item_id, "output_index": output, "content_index": content, "part": part}),
+        );
+        let mut parts = item
+            .get("content")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        parts.truncate(usize::try_from(content).unwrap_or(usize::MAX));
+        parts.push(part);
+        set(&mut item, "content", Value::Array(parts));
+        set(&mut item, "status", "incomplete".into());
+        event(
+            "response.output_item.done",
+            json!({"output_index": output, "item": item}),
+        );
+        st.items.retain(|(i, _)| *i != output);
+        st.items.push((output, item));
+        st.items.sort_by_key(|(i, _)| *i);
+        let mut response = st.template.take().unwrap_or_else(|| json!({}));
+        set(&mut response, "status", "incomplete".into());
+        set(
+            &mut response,
+            "incomplete_details",
+            json!({"reason": "content_filter"}),
+        );
+        let items = st.items.iter().map(|(_, item)| item.clone()).collect();
+        set(&mut response, "output", Value::Array(items));
+        event("response.completed", json!({"response": response}));
+    }
+}
+
+/// (output index, content index) of a part event.
+fn part_slot(v: &Value) -> Slot {
+    (u64_of(v, "output_index"), u64_of(v, "content_index"))
+}
+
+/// The text of an `output_text` part.
+fn part_text(part: &mut Value, slot: Slot, f: &mut dyn FnMut(Slot, &mut String)) {
+    if str_of(part, "type") == Some("output_text") {
+        if let Some(Value::String(text)) = part.get_mut("text") {
+            f(slot, text);
+        }
+    }
+}
+
+/// The output texts of a message item at `output`.
+fn item_texts(item: &mut Value, output: u64, f: &mut dyn FnMut(Slot, &mut String)) {
+    let parts = item.get_mut("content").and_then(Value::as_array_mut);
+    for (i, part) in (0u64..).zip(parts.into_iter().flatten()) {
+        part_text(part, (output, i), f);
+    }
 }

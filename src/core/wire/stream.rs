@@ -210,11 +210,7 @@ impl Encoder {
 
     /// A named SSE event.
     pub(super) fn sse(&mut self, name: &str, data: Value, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        write_json(out, &data);
-        out.extend_from_slice(b"\n\n");
+        write_sse(out, name, &data);
     }
 
     #[cfg(test)]
@@ -279,7 +275,8 @@ impl StreamTranslator {
         }
     }
 
-    /// Decodes and re-encodes even same-API streams, so a hook sees them.
+    /// Decodes and re-encodes even a same-API stream (codec round trips).
+    #[cfg(test)]
     pub fn reencoding(t: &Translation, now_s: u64) -> StreamTranslator {
         StreamTranslator {
             mode: Mode::Translate(Decoder::new(t.upstream), Box::new(Encoder::new(t, now_s))),
@@ -330,6 +327,15 @@ impl StreamTranslator {
             }
         }
     }
+}
+
+/// Appends a named SSE event.
+pub(super) fn write_sse(out: &mut Vec<u8>, name: &str, data: &Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    write_json(out, data);
+    out.extend_from_slice(b"\n\n");
 }
 
 /// Appends `v` as JSON. Writing to a `Vec` cannot fail, and every value

@@ -1,0 +1,406 @@
+//! Same-API streams under output guardrails, edited in place. Every event
+//! reaches the client as the provider sent it (the same bytes) except the
+//! generated text the guardrails rewrite, so choices, thinking blocks and
+//! their signatures, stop sequences, refusals, logprobs and fields no
+//! canonical model knows pass through.
+//!
+//! Each text delta belongs to a slot (a choice, a content block, an output
+//! part; the wire's `StreamEdit` says which) with its own guard. An event
+//! waits while a guard holds part of its text, so with nothing to redact
+//! the client gets exactly the provider's events, each at most a word
+//! later. A redaction goes into the event where the redacted span starts;
+//! events whose text it swallowed carry "". Events that repeat a slot's
+//! whole text (Responses' `*.done`, `response.completed`) get the text the
+//! client assembled. A block drops what is held and ends the stream in the
+//! wire's shape with the notice.
+
+use super::stream::write_json;
+use crate::core::api::Api;
+use crate::core::sse::SseEvent;
+use serde_json::Value;
+use std::collections::VecDeque;
+
+/// A text slot, as the wire numbers it: (choice, 0), (content block, 0) or
+/// (output index, content index).
+pub type Slot = (u64, u64);
+
+/// The slots an event closes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ends {
+    None,
+    Slots(Vec<Slot>),
+    /// The answer is over (its stop reason, or its final event).
+    All,
+}
+
+/// What the wire remembers from the stream to end it after a block.
+#[derive(Debug, Default)]
+pub struct EditState {
+    /// Chat: the first chunk (id, model, created); Responses: the response
+    /// object of `response.created`.
+    pub template: Option<Value>,
+    /// Responses: the next `sequence_number`.
+    pub sequence: u64,
+    /// Responses: the output items so far, by output index.
+    pub items: Vec<(u64, Value)>,
+}
+
+/// A wire's side of in-place editing (one implementation per client API).
+pub trait StreamEdit: Sync {
+    /// Visits the generated text deltas of one event, with their slots.
+    fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String));
+
+    /// The slots the event closes (visited after its own deltas).
+    fn ends(&self, v: &Value) -> Ends;
+
+    /// Visits the fields of an event that repeat a slot's whole text.
+    fn whole_texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String));
+
+    /// Notes what `blocked` needs (the event as the client gets it).
+    fn observe(&self, st: &mut EditState, v: &Value);
+
+    /// Ends the stream after a block in `slot`: `notice` is appended to the
+    /// slot's text, which then reads `text`; `slots` are all seen so far.
+    fn blocked(&self, st: &mut EditState, b: Block, out: &mut Vec<u8>);
+}
+
+/// A block, for `StreamEdit::blocked`.
+pub struct Block<'a> {
+    pub slot: Slot,
+    pub notice: &'a str,
+    /// The slot's text as the client will have it, notice included.
+    pub text: &'a str,
+    pub slots: &'a [Slot],
+}
+
+/// The guard: `(slot index, text, end)` -> the text to send now and the
+/// bytes of what came that are still held, or the block notice.
+pub type Filter<'a> = dyn FnMut(usize, &str, bool) -> Result<(String, usize), String> + 'a;
+
+#[derive(Debug)]
+pub struct StreamEditor {
+    api: Api,
+    /// The gateway asked for a usage event the client did not.
+    drop_usage: bool,
+    slots: Vec<SlotText>,
+    held: VecDeque<Held>,
+    state: EditState,
+    stopped: bool,
+}
+
+/// One slot's text: pushed to its guard, released, and how.
+#[derive(Debug)]
+struct SlotText {
+    key: Slot,
+    pushed: usize,
+    released: usize,
+    /// Pushed, not yet released.
+    pending: String,
+    /// Released ranges whose events have not all gone out.
+    pieces: VecDeque<Piece>,
+    /// The slot's text as the client gets it.
+    assembled: String,
+    changed: bool,
+}
+
+/// Released bytes `start..end` of a slot; `out` when the guard changed them.
+#[derive(Debug)]
+struct Piece {
+    start: usize,
+    end: usize,
+    out: Option<String>,
+}
+
+#[derive(Debug)]
+struct Held {
+    event: SseEvent,
+    value: Value,
+    /// (slot index, start, end) of each text delta, in visiting order.
+    texts: Vec<(usize, usize, usize)>,
+    /// A whole-text field was rewritten.
+    edited: bool,
+}
+
+impl StreamEditor {
+    pub fn new(api: Api, drop_usage: bool) -> StreamEditor {
+        StreamEditor {
+            api,
+            drop_usage,
+            slots: Vec::new(),
+            held: VecDeque::new(),
+            state: EditState::default(),
+            stopped: false,
+        }
+    }
+
+    /// One upstream event; writes what may go out now.
+    pub fn push(&mut self, event: &SseEvent, filter: &mut Filter, out: &mut Vec<u8>) {
+        if self.stopped {
+            return;
+        }
+        if event.data == "[DONE]" || event.data.is_empty() {
+            if self.end_slots(Ends::All, filter, out) {
+                let data = Value::String(event.data.clone());
+                self.queue(event.clone(), data, Vec::new(), false, out);
+            }
+            return;
+        }
+        let wire = self.api.wire().upstream();
+        if self.drop_usage && wire.is_usage_event(&event.data) {
+            return;
+        }
+        let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
+            // Text the guard cannot read does not reach the client.
+            log::warn!("tollgate: dropped a malformed stream event");
+            return;
+        };
+        let edit = self.api.stream_edit();
+        let mut deltas = Vec::new();
+        edit.texts(&mut v, &mut |slot, text| deltas.push((slot, text.clone())));
+        let mut texts = Vec::with_capacity(deltas.len());
+        for (slot, text) in deltas {
+            let i = self.slot(slot);
+            let Some(s) = self.slots.get_mut(i) else {
+                return;
+            };
+            let start = s.pushed;
+            s.pushed += text.len();
+            s.pending.push_str(&text);
+            texts.push((i, start, s.pushed));
+            if !self.filter(i, &text, false, filter, out) {
+                return;
+            }
+        }
+        if !self.end_slots(edit.ends(&v), filter, out) {
+            return;
+        }
+        let mut edited = false;
+        let slots = &self.slots;
+        edit.whole_texts(&mut v, &mut |slot, text| {
+            if let Some(s) = slots.iter().find(|s| s.key == slot && s.changed) {
+                if *text != s.assembled {
+                    text.clone_from(&s.assembled);
+                    edited = true;
+                }
+            }
+        });
+        self.queue(event.clone(), v, texts, edited, out);
+    }
+
+    /// The upstream ended: everything held is released.
+    pub fn finish(&mut self, filter: &mut Filter, out: &mut Vec<u8>) {
+        if !self.stopped && self.end_slots(Ends::All, filter, out) {
+            self.write_ready(out);
+        }
+    }
+
+    /// The index of `key`'s slot, added when new.
+    fn slot(&mut self, key: Slot) -> usize {
+        if let Some(i) = self.slots.iter().position(|s| s.key == key) {
+            return i;
+        }
+        self.slots.push(SlotText {
+            key,
+            pushed: 0,
+            released: 0,
+            pending: String::new(),
+            pieces: VecDeque::new(),
+            assembled: String::new(),
+            changed: false,
+        });
+        self.slots.len() - 1
+    }
+
+    /// Flushes the slots `ends` names; false when a guard blocked.
+    fn end_slots(&mut self, ends: Ends, filter: &mut Filter, out: &mut Vec<u8>) -> bool {
+        let ended: Vec<usize> = match ends {
+            Ends::None => return true,
+            Ends::All => (0..self.slots.len()).collect(),
+            Ends::Slots(keys) => keys
+                .iter()
+                .filter_map(|k| self.slots.iter().position(|s| s.key == *k))
+                .collect(),
+        };
+        ended
+            .into_iter()
+            .all(|i| self.filter(i, "", true, filter, out))
+    }
+
+    /// Runs slot `i`'s guard; records what it released. False on a block
+    /// (the stream has then been ended).
+    fn filter(
+        &mut self,
+        i: usize,
+        text: &str,
+        end: bool,
+        filter: &mut Filter,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let (released, held) = match filter(i, text, end) {
+            Ok(r) => r,
+            Err(notice) => {
+                self.block(i, &notice, out);
+                return false;
+            }
+        };
+        let Some(s) = self.slots.get_mut(i) else {
+            return true;
+        };
+        let cut = s.pending.len().saturating_sub(held);
+        if cut > 0 || !released.is_empty() {
+            let original: String = s.pending.drain(..cut.min(s.pending.len())).collect();
+            let changed = released != original;
+            s.changed |= changed;
+            s.assembled.push_str(&released);
+            s.pieces.push_back(Piece {
+                start: s.released,
+                end: s.released + cut,
+                out: changed.then_some(released),
+            });
+            s.released += cut;
+        }
+        true
+    }
+
+    fn block(&mut self, i: usize, notice: &str, out: &mut Vec<u8>) {
+        self.stopped = true;
+        self.held.clear();
+        let Some(s) = self.slots.get_mut(i) else {
+            return;
+        };
+        s.assembled.push_str(notice);
+        let keys: Vec<Slot> = self.slots.iter().map(|s| s.key).collect();
+        let Some(s) = self.slots.get(i) else {
+            return;
+        };
+        let block = Block {
+            slot: s.key,
+            notice,
+            text: &s.assembled,
+            slots: &keys,
+        };
+        self.api.stream_edit().blocked(&mut self.state, block, out);
+    }
+
+    fn queue(
+        &mut self,
+        event: SseEvent,
+        value: Value,
+        texts: Vec<(usize, usize, usize)>,
+        edited: bool,
+        out: &mut Vec<u8>,
+    ) {
+        self.held.push_back(Held {
+            event,
+            value,
+            texts,
+            edited,
+        });
+        self.write_ready(out);
+    }
+
+    /// Writes the held events whose text is all released, in order.
+    fn write_ready(&mut self, out: &mut Vec<u8>) {
+        while let Some(front) = self.held.front() {
+            let ready = front
+                .texts
+                .iter()
+                .all(|(i, _, end)| self.slots.get(*i).is_some_and(|s| s.released >= *end));
+            if !ready {
+                return;
+            }
+            if let Some(held) = self.held.pop_front() {
+                self.write(held, out);
+            }
+        }
+    }
+
+    fn write(&mut self, held: Held, out: &mut Vec<u8>) {
+        let Held {
+            event,
+            mut value,
+            texts,
+            mut edited,
+        } = held;
+        let edit = self.api.stream_edit();
+        let mut k = 0;
+        let slots = &self.slots;
+        edit.texts(&mut value, &mut |_, text| {
+            if let Some((i, start, end)) = texts.get(k) {
+                if let Some(new) = slots.get(*i).map(|s| s.text_for(*start, *end, text)) {
+                    if new != *text {
+                        *text = new;
+                        edited = true;
+                    }
+                }
+            }
+            k += 1;
+        });
+        for (i, _, end) in &texts {
+            if let Some(s) = self.slots.get_mut(*i) {
+                while s.pieces.front().is_some_and(|p| p.end <= *end) {
+                    s.pieces.pop_front();
+                }
+            }
+        }
+        // What `blocked` needs is what the client saw.
+        edit.observe(&mut self.state, &value);
+        if edited {
+            let mut data = Vec::new();
+            write_json(&mut data, &value);
+            write_event(event.event.as_deref(), &String::from_utf8_lossy(&data), out);
+        } else {
+            write_event(event.event.as_deref(), &event.data, out);
+        }
+    }
+}
+
+impl SlotText {
+    /// What the client gets for the delta that carried bytes
+    /// `start..end` (`original`) of this slot.
+    fn text_for(&self, start: usize, end: usize, original: &str) -> String {
+        let mut text = String::new();
+        for p in &self.pieces {
+            if p.end <= start || p.start >= end {
+                continue;
+            }
+            match &p.out {
+                None => {
+                    let from = p.start.max(start) - start;
+                    let to = p.end.min(end) - start;
+                    text.push_str(original.get(from..to).unwrap_or_default());
+                }
+                // A rewritten span goes where it starts.
+                Some(out) if p.start >= start => text.push_str(out),
+                Some(_) => {}
+            }
+        }
+        text
+    }
+}
+
+/// Writes one SSE event (data with newlines as several `data:` lines).
+pub(super) fn write_event(name: Option<&str>, data: &str, out: &mut Vec<u8>) {
+    if let Some(name) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    for line in data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+impl Api {
+    /// The API's in-place stream editing.
+    pub fn stream_edit(self) -> &'static dyn StreamEdit {
+        match self {
+            Api::ChatCompletions => &super::chat::Chat,
+            Api::Responses => &super::responses::Responses,
+            Api::Messages => &super::messages::Messages,
+        }
+    }
+}
