@@ -167,7 +167,7 @@ impl StreamEditor {
             s.pushed += text.len();
             s.pending.push_str(&text);
             texts.push((i, start, s.pushed));
-            if !self.filter(i, &text, false, filter, out) {
+            if !self.run_guard(i, &text, false, filter, out) {
                 return;
             }
         }
@@ -223,12 +223,12 @@ impl StreamEditor {
         };
         ended
             .into_iter()
-            .all(|i| self.filter(i, "", true, filter, out))
+            .all(|i| self.run_guard(i, "", true, filter, out))
     }
 
     /// Runs slot `i`'s guard; records what it released. False on a block
     /// (the stream has then been ended).
-    fn filter(
+    fn run_guard(
         &mut self,
         i: usize,
         text: &str,
@@ -246,9 +246,11 @@ impl StreamEditor {
         let Some(s) = self.slots.get_mut(i) else {
             return true;
         };
-        let cut = s.pending.len().saturating_sub(held);
+        let cut = s
+            .pending
+            .floor_char_boundary(s.pending.len().saturating_sub(held));
         if cut > 0 || !released.is_empty() {
-            let original: String = s.pending.drain(..cut.min(s.pending.len())).collect();
+            let original: String = s.pending.drain(..cut).collect();
             let changed = released != original;
             s.changed |= changed;
             s.assembled.push_str(&released);
