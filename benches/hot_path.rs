@@ -225,7 +225,7 @@ fn one_stream(g: &Guardrails, s: &mut Stages, events: &[String]) {
             framed
         });
         s.time(1, "edit + guard", || {
-            for e in &framed {
+            for e in framed {
                 editor.push(e, &mut filter, &mut out);
             }
         });

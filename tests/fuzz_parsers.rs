@@ -120,7 +120,7 @@ fn edit_stream(client: Api, bytes: &[u8], rng: &mut Rng, g: &Guardrails, policy:
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
         for event in framer.push(chunk) {
-            editor.push(&event, &mut filter, &mut out);
+            editor.push(event, &mut filter, &mut out);
         }
         rest = tail;
     }

@@ -130,7 +130,7 @@ impl ResponseState {
                 _ => Ok((text.to_string(), 0)),
             };
             let mut out = Vec::new();
-            for event in &framed {
+            for event in framed {
                 editor.push(event, &mut filter, &mut out);
             }
             if end {

@@ -2,7 +2,7 @@
 //! streams (`data:` chunks of `choices[].delta`, a final usage chunk only
 //! when `stream_options.include_usage` asks for it) and where their text is.
 
-use super::edit::{Block, EditState, Ends, Slot, StreamEdit};
+use super::edit::{Block, EditState, Ends, PlainText, Slot, StreamEdit};
 use super::request::{bad, common, insert_opt, text_of};
 use super::stream::{write_json, Decoder, Encoder};
 use super::{
@@ -649,6 +649,8 @@ struct ChatChunk<'a> {
 
 #[derive(Deserialize)]
 struct ChatChoice<'a> {
+    #[serde(default)]
+    index: u64,
     #[serde(borrow)]
     delta: ChatDelta<'a>,
     #[serde(default)]
@@ -673,6 +675,7 @@ fn text_delta(data: &str, out: &mut Vec<Event>) -> bool {
             error: None,
         }) => match choices.as_slice() {
             [ChatChoice {
+                index: _,
                 delta:
                     ChatDelta {
                         content: Some(text),
@@ -741,6 +744,28 @@ fn finish_chunk(e: &mut Encoder, out: &mut Vec<u8>) {
 /// Chat streams edited in place: a slot per choice, ended by its
 /// `finish_reason`.
 impl StreamEdit for Chat {
+    fn plain_text<'a>(&self, data: &'a str) -> Option<PlainText<'a>> {
+        let chunk = serde_json::from_str::<ChatChunk>(data).ok()?;
+        match <[ChatChoice; 1]>::try_from(chunk.choices) {
+            Ok(
+                [ChatChoice {
+                    index,
+                    delta:
+                        ChatDelta {
+                            content: Some(text),
+                            ..
+                        },
+                    finish_reason: None,
+                }],
+            ) => Some(PlainText {
+                slot: (index, 0),
+                text,
+                sequence: None,
+            }),
+            _ => None,
+        }
+    }
+
     fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
         for c in choices_mut(v) {
             let slot = (u64_of(c, "index"), 0);

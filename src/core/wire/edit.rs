@@ -18,6 +18,7 @@ use super::stream::write_json;
 use crate::core::api::Api;
 use crate::core::sse::SseEvent;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 /// A text slot, as the wire numbers it: (choice, 0), (content block, 0) or
@@ -45,8 +46,21 @@ pub struct EditState {
     pub items: Vec<(u64, Value)>,
 }
 
+/// The most frequent event: one text delta and nothing else to edit (it
+/// ends no slot and repeats no whole text).
+pub struct PlainText<'a> {
+    pub slot: Slot,
+    pub text: Cow<'a, str>,
+    /// Responses: the event's `sequence_number`.
+    pub sequence: Option<u64>,
+}
+
 /// A wire's side of in-place editing (one implementation per client API).
 pub trait StreamEdit: Sync {
+    /// The cheap read of a plain text delta (borrowed structs, no `Value`);
+    /// it must find the text `texts` would.
+    fn plain_text<'a>(&self, data: &'a str) -> Option<PlainText<'a>>;
+
     /// Visits the generated text deltas of one event, with their slots.
     fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String));
 
@@ -56,7 +70,8 @@ pub trait StreamEdit: Sync {
     /// Visits the fields of an event that repeat a slot's whole text.
     fn whole_texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String));
 
-    /// Notes what `blocked` needs (the event as the client gets it).
+    /// Notes what `blocked` needs (the event as the client gets it; plain
+    /// text deltas after the first event are not shown).
     fn observe(&self, st: &mut EditState, v: &Value);
 
     /// Ends the stream after a block in `slot`: `notice` is appended to the
@@ -86,6 +101,8 @@ pub struct StreamEditor {
     held: VecDeque<Held>,
     state: EditState,
     stopped: bool,
+    /// The first event is always read in full (`observe` sees it).
+    started: bool,
 }
 
 /// One slot's text: pushed to its guard, released, and how.
@@ -114,7 +131,9 @@ struct Piece {
 #[derive(Debug)]
 struct Held {
     event: SseEvent,
-    value: Value,
+    /// The parsed event; `None` for a plain text delta (read again, and
+    /// parsed only if its text changes).
+    value: Option<Value>,
     /// (slot index, start, end) of each text delta, in visiting order.
     texts: Vec<(usize, usize, usize)>,
     /// A whole-text field was rewritten.
@@ -130,18 +149,31 @@ impl StreamEditor {
             held: VecDeque::new(),
             state: EditState::default(),
             stopped: false,
+            started: false,
         }
     }
 
     /// One upstream event; writes what may go out now.
-    pub fn push(&mut self, event: &SseEvent, filter: &mut Filter, out: &mut Vec<u8>) {
+    pub fn push(&mut self, event: SseEvent, filter: &mut Filter, out: &mut Vec<u8>) {
         if self.stopped {
             return;
         }
         if event.data == "[DONE]" || event.data.is_empty() {
             if self.end_slots(Ends::All, filter, out) {
-                let data = Value::String(event.data.clone());
-                self.queue(event.clone(), data, Vec::new(), false, out);
+                self.queue(event, None, Vec::new(), false, out);
+            }
+            return;
+        }
+        let edit = self.api.stream_edit();
+        let plain = match self.started {
+            true => edit.plain_text(&event.data),
+            false => None,
+        };
+        self.started = true;
+        if let Some(PlainText { slot, text, .. }) = plain {
+            let text = text.into_owned();
+            if let Some(delta) = self.push_text(slot, &text, filter, out) {
+                self.queue(event, None, vec![delta], false, out);
             }
             return;
         }
@@ -154,21 +186,13 @@ impl StreamEditor {
             log::warn!("tollgate: dropped a malformed stream event");
             return;
         };
-        let edit = self.api.stream_edit();
         let mut deltas = Vec::new();
         edit.texts(&mut v, &mut |slot, text| deltas.push((slot, text.clone())));
         let mut texts = Vec::with_capacity(deltas.len());
         for (slot, text) in deltas {
-            let i = self.slot(slot);
-            let Some(s) = self.slots.get_mut(i) else {
-                return;
-            };
-            let start = s.pushed;
-            s.pushed += text.len();
-            s.pending.push_str(&text);
-            texts.push((i, start, s.pushed));
-            if !self.run_guard(i, &text, false, filter, out) {
-                return;
+            match self.push_text(slot, &text, filter, out) {
+                Some(delta) => texts.push(delta),
+                None => return,
             }
         }
         if !self.end_slots(edit.ends(&v), filter, out) {
@@ -184,7 +208,25 @@ impl StreamEditor {
                 }
             }
         });
-        self.queue(event.clone(), v, texts, edited, out);
+        self.queue(event, Some(v), texts, edited, out);
+    }
+
+    /// A text delta of `slot` to its guard: its (slot index, start, end),
+    /// or `None` when the guard blocked.
+    fn push_text(
+        &mut self,
+        slot: Slot,
+        text: &str,
+        filter: &mut Filter,
+        out: &mut Vec<u8>,
+    ) -> Option<(usize, usize, usize)> {
+        let i = self.slot(slot);
+        let s = self.slots.get_mut(i)?;
+        let start = s.pushed;
+        s.pushed += text.len();
+        s.pending.push_str(text);
+        let delta = (i, start, s.pushed);
+        self.run_guard(i, text, false, filter, out).then_some(delta)
     }
 
     /// The upstream ended: everything held is released.
@@ -287,7 +329,7 @@ impl StreamEditor {
     fn queue(
         &mut self,
         event: SseEvent,
-        value: Value,
+        value: Option<Value>,
         texts: Vec<(usize, usize, usize)>,
         edited: bool,
         out: &mut Vec<u8>,
@@ -320,11 +362,36 @@ impl StreamEditor {
     fn write(&mut self, held: Held, out: &mut Vec<u8>) {
         let Held {
             event,
-            mut value,
+            value,
             texts,
             mut edited,
         } = held;
         let edit = self.api.stream_edit();
+        let mut value = match value {
+            Some(v) => v,
+            // `[DONE]` or a plain text delta: as it came unless its text changed.
+            None => {
+                let plain = edit.plain_text(&event.data);
+                let changed = match (&plain, texts.first()) {
+                    (Some(p), Some(&(i, start, end))) => self
+                        .slots
+                        .get(i)
+                        .is_some_and(|s| s.text_for(start, end, &p.text) != p.text),
+                    _ => false,
+                };
+                if !changed {
+                    if let Some(n) = plain.and_then(|p| p.sequence) {
+                        self.state.sequence = n + 1;
+                    }
+                    self.prune(&texts);
+                    return write_event(event.event.as_deref(), &event.data, out);
+                }
+                match serde_json::from_str(&event.data) {
+                    Ok(v) => v,
+                    Err(_) => return,
+                }
+            }
+        };
         let mut k = 0;
         let slots = &self.slots;
         edit.texts(&mut value, &mut |_, text| {
@@ -338,13 +405,7 @@ impl StreamEditor {
             }
             k += 1;
         });
-        for (i, _, end) in &texts {
-            if let Some(s) = self.slots.get_mut(*i) {
-                while s.pieces.front().is_some_and(|p| p.end <= *end) {
-                    s.pieces.pop_front();
-                }
-            }
-        }
+        self.prune(&texts);
         // What `blocked` needs is what the client saw.
         edit.observe(&mut self.state, &value);
         if edited {
@@ -353,6 +414,17 @@ impl StreamEditor {
             write_event(event.event.as_deref(), &String::from_utf8_lossy(&data), out);
         } else {
             write_event(event.event.as_deref(), &event.data, out);
+        }
+    }
+
+    /// Drops the released pieces no held event still needs.
+    fn prune(&mut self, written: &[(usize, usize, usize)]) {
+        for (i, _, end) in written {
+            if let Some(s) = self.slots.get_mut(*i) {
+                while s.pieces.front().is_some_and(|p| p.end <= *end) {
+                    s.pieces.pop_front();
+                }
+            }
         }
     }
 }

@@ -416,7 +416,7 @@ fn edit(
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(1 + rng.below(rest.len().min(96)));
         for event in framer.push(chunk) {
-            editor.push(&event, &mut filter, &mut out);
+            editor.push(event, &mut filter, &mut out);
         }
         rest = tail;
     }

@@ -2,7 +2,7 @@
 //! (`message_start`, content blocks, `message_delta` with the stop reason
 //! and output usage) and where their text is.
 
-use super::edit::{Block, EditState, Ends, Slot, StreamEdit};
+use super::edit::{Block, EditState, Ends, PlainText, Slot, StreamEdit};
 use super::request::{bad, common, insert_opt, text_of};
 use super::stream::{write_json, write_sse, Decoder, Encoder, Open};
 use super::{
@@ -619,6 +619,8 @@ fn anthropic_input(u: &Value) -> Usage {
 struct MessagesDelta<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
+    #[serde(default)]
+    index: u64,
     #[serde(borrow)]
     delta: MessagesText<'a>,
 }
@@ -671,6 +673,19 @@ fn text_event(index: usize, text: &str, out: &mut Vec<u8>) {
 /// `content_block_stop`. Thinking blocks pass as sent: their signature
 /// covers them.
 impl StreamEdit for Messages {
+    fn plain_text<'a>(&self, data: &'a str) -> Option<PlainText<'a>> {
+        match serde_json::from_str::<MessagesDelta>(data) {
+            Ok(d) if d.kind == "content_block_delta" && d.delta.kind == "text_delta" => {
+                Some(PlainText {
+                    slot: (d.index, 0),
+                    text: d.delta.text,
+                    sequence: None,
+                })
+            }
+            _ => None,
+        }
+    }
+
     fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
         if str_of(v, "type") != Some("content_block_delta") {
             return;

@@ -7,7 +7,7 @@
 //! docs/translation.md).
 
 use super::chat;
-use super::edit::{Block, EditState, Ends, Slot, StreamEdit};
+use super::edit::{Block, EditState, Ends, PlainText, Slot, StreamEdit};
 use super::request::{bad, common, text_of};
 use super::stream::{write_sse, Decoder, Encoder, Open};
 use super::{
@@ -19,7 +19,9 @@ use crate::core::content;
 use crate::core::error::GatewayError;
 use crate::core::guard::locate;
 use crate::core::usage::{ResponseSummary, Usage};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// The Responses wire.
 #[derive(Debug)]
@@ -616,6 +618,17 @@ fn response_object(e: &Encoder, status: &str) -> Value {
 /// by its `response.output_text.done`; the events that repeat a part's
 /// text (`*.done`, the final response) get the client's text.
 impl StreamEdit for Responses {
+    fn plain_text<'a>(&self, data: &'a str) -> Option<PlainText<'a>> {
+        match serde_json::from_str::<TextDeltaEvent>(data) {
+            Ok(e) if e.kind == "response.output_text.delta" => Some(PlainText {
+                slot: (e.output_index, e.content_index),
+                text: e.delta,
+                sequence: e.sequence_number,
+            }),
+            _ => None,
+        }
+    }
+
     fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
         if str_of(v, "type") == Some("response.output_text.delta") {
             let slot = part_slot(v);
@@ -743,6 +756,20 @@ impl StreamEdit for Responses {
         set(&mut response, "output", Value::Array(items));
         event("response.completed", json!({"response": response}));
     }
+}
+
+/// The fields of `response.output_text.delta` the editor reads.
+#[derive(Deserialize)]
+struct TextDeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    output_index: u64,
+    #[serde(default)]
+    content_index: u64,
+    #[serde(borrow)]
+    delta: Cow<'a, str>,
+    sequence_number: Option<u64>,
 }
 
 /// (output index, content index) of a part event.
