@@ -4,6 +4,7 @@
 use super::budget::BudgetConfig;
 use super::glob;
 use super::guard::{GuardrailConfig, Guardrails};
+use super::provider::unused_settings;
 pub use super::provider::ProviderKind;
 use super::telemetry::TracingConfig;
 use serde::Deserialize;
@@ -105,6 +106,11 @@ pub struct Provider {
     /// Azure OpenAI `api-version` query parameter.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// Azure: sends Responses clients to Azure's Responses API, `v1`
+    /// (`/openai/v1/responses`) or a dated version from 2025-03-01-preview
+    /// on; absent, they are translated to Chat on the deployment path.
+    #[serde(default)]
+    pub responses_api_version: Option<String>,
     /// Path prefix of the API on the upstream, e.g. `/openai/v1` for an
     /// OpenAI-compatible server; default `/v1` (unused for azure).
     #[serde(default)]
@@ -308,7 +314,8 @@ fn provider_problems(i: usize, p: &Provider) -> Vec<String> {
             ));
         }
     }
-    for problem in p.kind.spec().problems(p) {
+    let problems = p.kind.spec().problems(p).into_iter();
+    for problem in problems.chain(unused_settings(p)) {
         out.push(format!("providers[{i}] (`{}`): {problem}", p.name));
     }
     if let Some(base) = &p.base_path {
@@ -368,7 +375,8 @@ mod tests {
             "key_cache_ttl_ms": 999999999,
             "providers": [
                 {"name": "a", "kind": "azure", "cluster": ""},
-                {"name": "a", "kind": "openai", "cluster": "x", "api_version": "1"}
+                {"name": "a", "kind": "openai", "cluster": "x", "api_version": "1",
+                 "responses_api_version": "v1"}
             ],
             "models": [{"name": "m", "provider": "nope"}, {"name": "c-*", "provider": "a", "upstream_model": "z"}],
             "guardrails": {"custom_patterns": [{"name": "t", "pattern": "(unclosed"}]}
@@ -379,7 +387,8 @@ mod tests {
             "key_cache_ttl_ms",
             "cluster must name",
             "need api_version",
-            "only used by azure",
+            "api_version is only used by azure",
+            "responses_api_version is only used by azure",
             "duplicate provider name",
             "unknown provider `nope`",
             "is a pattern",

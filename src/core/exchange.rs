@@ -107,14 +107,14 @@ impl Plan {
                     upstream,
                     &request.body,
                     request.stream,
-                    &route.upstream_model,
+                    &route.body_model,
                 )?;
                 (
                     serde_json::to_vec(&body).ok(),
                     translation.rewrites().then_some(translation),
                 )
             } else {
-                (request.rewritten_for(&route.upstream_model), None)
+                (request.rewritten_for(&route.body_model), None)
             };
         let decision = RouteDecision {
             cluster: route.provider.cluster.clone(),
@@ -224,7 +224,16 @@ mod tests {
 
     /// The plan for an OpenAI Chat request with `body`.
     fn plan(config: &Config, key: Option<&KeyInfo>, capture: bool, body: Value) -> Plan {
-        let api = Api::ChatCompletions;
+        plan_in(Api::ChatCompletions, config, key, capture, body)
+    }
+
+    fn plan_in(
+        api: Api,
+        config: &Config,
+        key: Option<&KeyInfo>,
+        capture: bool,
+        body: Value,
+    ) -> Plan {
         let mut request = LlmRequest::parse(body.to_string().as_bytes(), None).unwrap();
         let route = routing::resolve(config, api, &request.model, request.stream).unwrap();
         let exchange = Exchange::new(api, &request, &route);
@@ -232,7 +241,7 @@ mod tests {
             config,
             api,
             key,
-            client_path: "/v1/chat/completions",
+            client_path: api.inbound().path(),
             account_headers: &["openai-organization", "openai-project"],
             traceparent: None,
             capture_content: capture,
@@ -279,6 +288,27 @@ mod tests {
             ("x-api-key", "ANTHROPIC_KEY")
         );
         assert_eq!(p.decision.remove, ["openai-organization", "openai-project"]);
+    }
+
+    #[test]
+    fn azure_responses_bodies_name_the_deployment() {
+        let c = Config::parse(
+            br#"{"providers": [{"name": "az", "kind": "azure", "cluster": "c_az",
+                  "api_version": "2024-10-21", "responses_api_version": "v1"}],
+              "models": [{"name": "gpt-4o", "provider": "az", "deployment": "prod-4o"}]}"#,
+        )
+        .unwrap();
+        let p = plan_in(
+            Api::Responses,
+            &c,
+            None,
+            false,
+            json!({"model": "gpt-4o", "input": "hi"}),
+        );
+        assert!(p.translation.is_none(), "spoken to in Responses");
+        assert_eq!(p.decision.path.as_deref(), Some("/openai/v1/responses"));
+        let sent: Value = serde_json::from_slice(&p.body.unwrap()).unwrap();
+        assert_eq!(sent["model"], "prod-4o");
     }
 
     #[test]

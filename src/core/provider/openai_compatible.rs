@@ -1,6 +1,6 @@
 //! OpenAI-compatible servers (vLLM, Ollama, llama.cpp ...): Chat Completions only.
 
-use super::{base, no_api_version, Kind, Target};
+use super::{base, Kind, Target};
 use crate::core::api::Api;
 use crate::core::config::Provider;
 use crate::core::wire::Wire;
@@ -9,7 +9,7 @@ use crate::core::wire::Wire;
 pub struct OpenAiCompatible;
 
 impl Kind for OpenAiCompatible {
-    fn wire(&self, _: Api) -> Wire {
+    fn wire(&self, _: &Provider, _: Api) -> Wire {
         Wire::ChatCompletions
     }
 
@@ -28,9 +28,5 @@ impl Kind for OpenAiCompatible {
 
     fn has_deployments(&self) -> bool {
         false
-    }
-
-    fn problems(&self, p: &Provider) -> Vec<String> {
-        no_api_version(p)
     }
 }
