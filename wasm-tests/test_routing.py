@@ -1,6 +1,6 @@
 """Requests that should reach a provider: both SDKs, streaming and not,
-model aliases, Azure deployment and Responses paths, and the local model
-listing."""
+model aliases, Azure deployment and Responses paths, provider settings, and
+the local model listing."""
 
 import json
 import time
@@ -203,14 +203,26 @@ def test_azure_sdk_responses(stack, key):
     assert upstream["headers"]["authorization"] == "Bearer mock-openai-key"
 
 
+def test_openai_compatible_gets_max_tokens_by_default(stack, key):
+    anthropic_client(stack.envoy.base_url, key).messages.create(
+        model="local-llama", max_tokens=42, messages=MESSAGES)
+    (upstream,) = provider_requests(stack, "/v1/chat/completions")
+    assert upstream["body"]["max_tokens"] == 42
+    assert "max_completion_tokens" not in upstream["body"]
+
+
 @pytest.fixture(scope="module")
 def configured(stack):
-    """An Envoy whose azure provider takes Responses on a dated version."""
+    """An Envoy whose azure provider takes Responses on a dated version and
+    whose openai-compatible server reads `max_completion_tokens`."""
     return stack.add_envoy("envoy-provider-settings", plugin_overrides={
         "providers": [
             {"name": "azure", "kind": "azure", "cluster": "provider_azure", "api_version": "2024-10-21",
-             "responses_api_version": "2025-04-01-preview", "auth": {"type": "env", "var": "AZURE_OPENAI_API_KEY"}}],
-        "models": [{"name": "azure-gpt-4o", "provider": "azure", "deployment": "gpt-4o"}]})
+             "responses_api_version": "2025-04-01-preview", "auth": {"type": "env", "var": "AZURE_OPENAI_API_KEY"}},
+            {"name": "local", "kind": "openai-compatible", "cluster": "provider_local",
+             "max_tokens_field": "max_completion_tokens", "auth": {"type": "env", "var": "LOCAL_LLM_API_KEY"}}],
+        "models": [{"name": "azure-gpt-4o", "provider": "azure", "deployment": "gpt-4o"},
+                   {"name": "local-*", "provider": "local"}]})
 
 
 def test_azure_responses_on_a_dated_api_version(stack, configured, key):
@@ -227,6 +239,14 @@ def test_azure_responses_on_a_dated_api_version(stack, configured, key):
     (upstream,) = provider_requests(stack, "/openai/")
     assert (upstream["path"], upstream["query"]) == (
         "/openai/deployments/gpt-4o/chat/completions", {"api-version": "2024-10-21"})
+
+
+def test_openai_compatible_gets_the_configured_max_tokens_field(stack, configured, key):
+    anthropic_client(configured.base_url, key).messages.create(
+        model="local-llama", max_tokens=42, messages=MESSAGES)
+    (upstream,) = provider_requests(stack, "/v1/chat/completions")
+    assert upstream["body"]["max_completion_tokens"] == 42
+    assert "max_tokens" not in upstream["body"]
 
 
 def test_a_two_stage_config_without_the_chain_field_still_routes(stack, key):

@@ -94,6 +94,15 @@ pub enum ProviderAuth {
     Env { var: String },
 }
 
+/// The Chat Completions field for a request's output limit: OpenAI reads
+/// `max_completion_tokens`, older servers only `max_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {
@@ -111,6 +120,10 @@ pub struct Provider {
     /// on; absent, they are translated to Chat on the deployment path.
     #[serde(default)]
     pub responses_api_version: Option<String>,
+    /// openai-compatible: the field translated requests carry their output
+    /// limit in; default `max_tokens`.
+    #[serde(default)]
+    pub max_tokens_field: Option<MaxTokensField>,
     /// Path prefix of the API on the upstream, e.g. `/openai/v1` for an
     /// OpenAI-compatible server; default `/v1` (unused for azure).
     #[serde(default)]
@@ -376,7 +389,7 @@ mod tests {
             "providers": [
                 {"name": "a", "kind": "azure", "cluster": ""},
                 {"name": "a", "kind": "openai", "cluster": "x", "api_version": "1",
-                 "responses_api_version": "v1"}
+                 "max_tokens_field": "max_tokens", "responses_api_version": "v1"}
             ],
             "models": [{"name": "m", "provider": "nope"}, {"name": "c-*", "provider": "a", "upstream_model": "z"}],
             "guardrails": {"custom_patterns": [{"name": "t", "pattern": "(unclosed"}]}
@@ -389,6 +402,7 @@ mod tests {
             "need api_version",
             "api_version is only used by azure",
             "responses_api_version is only used by azure",
+            "max_tokens_field is only used by openai-compatible",
             "duplicate provider name",
             "unknown provider `nope`",
             "is a pattern",
@@ -409,5 +423,17 @@ mod tests {
         .err()
         .unwrap_or_default();
         assert!(err.contains("unknown variant `bedrock`"), "{err}");
+        let err = Config::parse(
+            br#"{"providers": [{"name": "x", "kind": "openai-compatible", "cluster": "c",
+                 "max_tokens_field": "max_new_tokens"}], "models": []}"#,
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            err.contains(
+                "unknown variant `max_new_tokens`, expected `max_tokens` or `max_completion_tokens`"
+            ),
+            "{err}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use super::api::Api;
 use super::config::Provider;
 use super::wire::Wire;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 /// The kinds of provider, as named in the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -72,6 +73,10 @@ pub trait Kind: Sync {
         target.model
     }
 
+    /// Adjusts a request the gateway wrote (translated) to what the
+    /// provider reads.
+    fn adapt_request(&self, _p: &Provider, _body: &mut Map<String, Value>) {}
+
     /// The header the provider key goes in, and the value's prefix (`env`
     /// auth; Envoy's credential injector is configured to match).
     fn auth_header(&self) -> (&'static str, &'static str);
@@ -97,6 +102,11 @@ pub(crate) fn unused_settings(p: &Provider) -> Vec<String> {
             "responses_api_version",
             p.responses_api_version.is_some(),
             ProviderKind::Azure,
+        ),
+        (
+            "max_tokens_field",
+            p.max_tokens_field.is_some(),
+            ProviderKind::OpenaiCompatible,
         ),
     ]
     .into_iter()
