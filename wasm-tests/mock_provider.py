@@ -73,8 +73,10 @@ ROUTES = [
     ("POST", re.compile(r"/v1/messages"), "anthropic", "messages"),
     ("POST", re.compile(r"/openai/deployments/(?P<deployment>[^/]+)/chat/completions"), "azure", "chat"),
     ("POST", re.compile(r"/openai/deployments/(?P<deployment>[^/]+)/responses"), "azure", "responses"),
-    # AzureOpenAI sends Responses calls here, with the deployment as the body's model.
+    # AzureOpenAI sends Responses calls here, with the deployment as the body's model;
+    # Azure's v1 API takes them (and needs no api-version) on /openai/v1/responses.
     ("POST", re.compile(r"/openai/responses"), "azure", "responses"),
+    ("POST", re.compile(r"/openai/v1/responses"), "azure", "responses"),
     # Gemini names the model in the path (like an Azure deployment) and streams on its own path.
     ("POST", re.compile(r"/v1beta/models/(?P<deployment>[^/:]+):generateContent"), "gemini", "gemini"),
     ("POST", re.compile(r"/v1beta/models/(?P<deployment>[^/:]+):streamGenerateContent"), "gemini", "gemini-stream"),
@@ -754,7 +756,7 @@ class Handler(BaseHTTPRequestHandler):
         if any(GATEWAY_KEY.search(v) for v in headers.values()):
             self.send_error_body(flavor, "invalid", "gateway key leaked upstream")
             return
-        rejection = self.rejection(flavor, query)
+        rejection = self.rejection(flavor, path, query)
         if rejection:
             self.send_error_body(flavor, *rejection)
             return
@@ -766,7 +768,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.answer(flavor, api, deployment, body, fault, query)
 
-    def rejection(self, flavor: str, query: dict) -> tuple | None:
+    def rejection(self, flavor: str, path: str, query: dict) -> tuple | None:
         """(error kind, message) when the credentials or Azure's api-version are wrong, else None."""
         headers = self.headers
         if flavor == "openai" and headers.get("Authorization") != f"Bearer {OPENAI_KEY}":
@@ -777,7 +779,7 @@ class Handler(BaseHTTPRequestHandler):
             return "auth", "invalid x-api-key"
         if flavor == "azure" and headers.get("api-key") != AZURE_KEY:
             return "auth", AZURE_AUTH_MESSAGE
-        if flavor == "azure" and "api-version" not in query:
+        if flavor == "azure" and not path.startswith("/openai/v1/") and "api-version" not in query:
             return "invalid", "Missing required query parameter: api-version"
         if flavor == "gemini" and headers.get("x-goog-api-key") != GEMINI_KEY:
             return "auth", "API key not valid. Please pass a valid API key."

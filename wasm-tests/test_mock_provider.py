@@ -215,6 +215,9 @@ def test_azure_chat(port):
     assert status == 200 and body["model"] == "my-deployment"
     status, body = call_json(port, "POST", AZURE_CHAT.split("?")[0], {"messages": HI}, AZURE_AUTH)
     assert status == 400 and "api-version" in body["error"]["message"]
+    # Azure's v1 API needs no api-version.
+    status, body = call_json(port, "POST", "/openai/v1/responses", {"model": "my-deployment", "input": "Hi"}, AZURE_AUTH)
+    assert status == 200 and body["model"] == "my-deployment"
     status, body = call_json(port, "POST", AZURE_CHAT, {"messages": HI}, {"api-key": "wrong"})
     assert status == 401 and body["error"]["code"] == "401"
 

@@ -1,5 +1,6 @@
 """Requests that should reach a provider: both SDKs, streaming and not,
-model aliases, Azure deployment paths, and the local model listing."""
+model aliases, Azure deployment and Responses paths, provider settings, and
+the local model listing."""
 
 import json
 import time
@@ -169,6 +170,83 @@ def test_azure_sdk_inbound(stack, key):
     assert upstream["headers"]["authorization"] == "Bearer mock-openai-key"
     assert "api-key" not in upstream["headers"]
     assert_no_gateway_key(upstream, key)
+
+
+def azure_client(base_url: str, key: str, api_version: str) -> openai.AzureOpenAI:
+    return openai.AzureOpenAI(azure_endpoint=base_url, api_key=key, api_version=api_version,
+                              max_retries=0, timeout=20)
+
+
+def test_azure_sdk_responses(stack, key):
+    """AzureOpenAI's responses.create (`/openai/responses?api-version=...`) reaches
+    the azure provider's Responses API (`responses_api_version: v1` in gateway.yaml),
+    the deployment named in the body, and any other provider too."""
+    client = azure_client(stack.envoy.base_url, key, "2025-04-01-preview")
+    response = client.responses.create(model="azure-gpt-4o", input="Say hello")
+    assert response.output_text == "Hello! This is the mock gpt-4o reply."
+    assert response.usage.output_tokens > 0
+    events = list(client.responses.create(model="azure-gpt-4o", input="Say hello", stream=True))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "Hello! This is the mock gpt-4o reply."
+    assert events[-1].type == "response.completed" and events[-1].response.usage.output_tokens > 0
+    upstream = provider_requests(stack, "/openai/")
+    assert [(r["path"], r["query"], r["body"]["model"], r["body"].get("stream")) for r in upstream] == [
+        ("/openai/v1/responses", {}, "gpt-4o", None), ("/openai/v1/responses", {}, "gpt-4o", True)]
+    for r in upstream:
+        assert r["headers"]["api-key"] == "mock-azure-key"
+        assert_no_gateway_key(r, key)
+    stack.mock("DELETE", "/__mock/requests")
+    response = client.responses.create(model="gpt-4o", input="Say hello")
+    assert response.output_text == "Hello! This is the mock gpt-4o reply."
+    (upstream,) = provider_requests(stack, "/responses")
+    assert (upstream["path"], upstream["query"]) == ("/v1/responses", {})
+    assert upstream["headers"]["authorization"] == "Bearer mock-openai-key"
+
+
+def test_openai_compatible_gets_max_tokens_by_default(stack, key):
+    anthropic_client(stack.envoy.base_url, key).messages.create(
+        model="local-llama", max_tokens=42, messages=MESSAGES)
+    (upstream,) = provider_requests(stack, "/v1/chat/completions")
+    assert upstream["body"]["max_tokens"] == 42
+    assert "max_completion_tokens" not in upstream["body"]
+
+
+@pytest.fixture(scope="module")
+def configured(stack):
+    """An Envoy whose azure provider takes Responses on a dated version and
+    whose openai-compatible server reads `max_completion_tokens`."""
+    return stack.add_envoy("envoy-provider-settings", plugin_overrides={
+        "providers": [
+            {"name": "azure", "kind": "azure", "cluster": "provider_azure", "api_version": "2024-10-21",
+             "responses_api_version": "2025-04-01-preview", "auth": {"type": "env", "var": "AZURE_OPENAI_API_KEY"}},
+            {"name": "local", "kind": "openai-compatible", "cluster": "provider_local",
+             "max_tokens_field": "max_completion_tokens", "auth": {"type": "env", "var": "LOCAL_LLM_API_KEY"}}],
+        "models": [{"name": "azure-gpt-4o", "provider": "azure", "deployment": "gpt-4o"},
+                   {"name": "local-*", "provider": "local"}]})
+
+
+def test_azure_responses_on_a_dated_api_version(stack, configured, key):
+    client = azure_client(configured.base_url, key, "2025-04-01-preview")
+    with client.responses.stream(model="azure-gpt-4o", input="Say hello") as s:
+        final = s.get_final_response()
+    assert final.output_text == "Hello! This is the mock gpt-4o reply."
+    (upstream,) = provider_requests(stack, "/openai/")
+    assert (upstream["path"], upstream["query"], upstream["body"]["model"]) == (
+        "/openai/responses", {"api-version": "2025-04-01-preview"}, "gpt-4o")
+    # Chat clients still use the deployment path and its own api_version.
+    stack.mock("DELETE", "/__mock/requests")
+    openai_client(configured.base_url, key).chat.completions.create(model="azure-gpt-4o", messages=MESSAGES)
+    (upstream,) = provider_requests(stack, "/openai/")
+    assert (upstream["path"], upstream["query"]) == (
+        "/openai/deployments/gpt-4o/chat/completions", {"api-version": "2024-10-21"})
+
+
+def test_openai_compatible_gets_the_configured_max_tokens_field(stack, configured, key):
+    anthropic_client(configured.base_url, key).messages.create(
+        model="local-llama", max_tokens=42, messages=MESSAGES)
+    (upstream,) = provider_requests(stack, "/v1/chat/completions")
+    assert upstream["body"]["max_completion_tokens"] == 42
+    assert "max_tokens" not in upstream["body"]
 
 
 def test_a_two_stage_config_without_the_chain_field_still_routes(stack, key):

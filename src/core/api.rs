@@ -34,7 +34,7 @@ pub const APIS: [Api; 3] = [Api::ChatCompletions, Api::Responses, Api::Messages]
 impl Endpoint {
     /// Detects the endpoint; `None` for paths the gateway does not serve.
     /// Azure OpenAI style paths (`/openai/deployments/{d}/chat/completions`,
-    /// `/openai/v1/...`) count as the OpenAI API they carry.
+    /// `/openai/responses`, `/openai/v1/...`) count as the OpenAI API they carry.
     pub fn detect(method: &str, path: &str) -> Option<Endpoint> {
         let path = path.split(['?', '#']).next().unwrap_or("");
         let path = path.strip_suffix('/').unwrap_or(path);
@@ -44,6 +44,11 @@ impl Endpoint {
                 ("POST", "chat/completions") => Some(Endpoint::Llm(Api::ChatCompletions)),
                 _ => None,
             };
+        }
+        // The AzureOpenAI SDK sends Responses calls outside the deployment
+        // paths and without `/v1` (the model is the body's).
+        if (method, path) == ("POST", "/openai/responses") {
+            return Some(Endpoint::Llm(Api::Responses));
         }
         let path = match path.strip_prefix("/openai") {
             Some(rest) if rest.starts_with("/v1/") => rest,
@@ -128,6 +133,14 @@ mod tests {
             Endpoint::detect("POST", "/openai/v1/responses"),
             Some(Endpoint::Llm(Api::Responses))
         );
+        let azure = "/openai/responses?api-version=2025-04-01-preview";
+        assert_eq!(
+            Endpoint::detect("POST", azure),
+            Some(Endpoint::Llm(Api::Responses))
+        );
+        assert_eq!(azure_deployment(azure), None, "the model is the body's");
+        assert_eq!(Endpoint::detect("GET", "/openai/responses"), None);
+        assert_eq!(Endpoint::detect("POST", "/openai/messages"), None);
         assert_eq!(
             Endpoint::detect("POST", "/openai/deployments/x/embeddings"),
             None

@@ -4,6 +4,7 @@
 use super::budget::BudgetConfig;
 use super::glob;
 use super::guard::{GuardrailConfig, Guardrails};
+use super::provider::unused_settings;
 pub use super::provider::ProviderKind;
 use super::telemetry::TracingConfig;
 use serde::Deserialize;
@@ -93,6 +94,15 @@ pub enum ProviderAuth {
     Env { var: String },
 }
 
+/// The Chat Completions field for a request's output limit: OpenAI reads
+/// `max_completion_tokens`, older servers only `max_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {
@@ -105,6 +115,15 @@ pub struct Provider {
     /// Azure OpenAI `api-version` query parameter.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// Azure: sends Responses clients to Azure's Responses API, `v1`
+    /// (`/openai/v1/responses`) or a dated version from 2025-03-01-preview
+    /// on; absent, they are translated to Chat on the deployment path.
+    #[serde(default)]
+    pub responses_api_version: Option<String>,
+    /// openai-compatible: the field translated requests carry their output
+    /// limit in; default `max_tokens`.
+    #[serde(default)]
+    pub max_tokens_field: Option<MaxTokensField>,
     /// Path prefix of the API on the upstream, e.g. `/openai/v1` for an
     /// OpenAI-compatible server; default `/v1` (unused for azure).
     #[serde(default)]
@@ -308,7 +327,8 @@ fn provider_problems(i: usize, p: &Provider) -> Vec<String> {
             ));
         }
     }
-    for problem in p.kind.spec().problems(p) {
+    let problems = p.kind.spec().problems(p).into_iter();
+    for problem in problems.chain(unused_settings(p)) {
         out.push(format!("providers[{i}] (`{}`): {problem}", p.name));
     }
     if let Some(base) = &p.base_path {
@@ -368,7 +388,8 @@ mod tests {
             "key_cache_ttl_ms": 999999999,
             "providers": [
                 {"name": "a", "kind": "azure", "cluster": ""},
-                {"name": "a", "kind": "openai", "cluster": "x", "api_version": "1"}
+                {"name": "a", "kind": "openai", "cluster": "x", "api_version": "1",
+                 "max_tokens_field": "max_tokens", "responses_api_version": "v1"}
             ],
             "models": [{"name": "m", "provider": "nope"}, {"name": "c-*", "provider": "a", "upstream_model": "z"}],
             "guardrails": {"custom_patterns": [{"name": "t", "pattern": "(unclosed"}]}
@@ -379,7 +400,9 @@ mod tests {
             "key_cache_ttl_ms",
             "cluster must name",
             "need api_version",
-            "only used by azure",
+            "api_version is only used by azure",
+            "responses_api_version is only used by azure",
+            "max_tokens_field is only used by openai-compatible",
             "duplicate provider name",
             "unknown provider `nope`",
             "is a pattern",
@@ -400,5 +423,17 @@ mod tests {
         .err()
         .unwrap_or_default();
         assert!(err.contains("unknown variant `bedrock`"), "{err}");
+        let err = Config::parse(
+            br#"{"providers": [{"name": "x", "kind": "openai-compatible", "cluster": "c",
+                 "max_tokens_field": "max_new_tokens"}], "models": []}"#,
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            err.contains(
+                "unknown variant `max_new_tokens`, expected `max_tokens` or `max_completion_tokens`"
+            ),
+            "{err}"
+        );
     }
 }

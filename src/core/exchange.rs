@@ -102,19 +102,22 @@ impl Plan {
         let translated = upstream != api.wire();
         let (body, translation) =
             if translated || (request.stream && upstream.upstream().stream_usage_on_request()) {
-                let (body, translation) = wire::request::translate(
+                let (mut body, translation) = wire::request::translate(
                     api,
                     upstream,
                     &request.body,
                     request.stream,
-                    &route.upstream_model,
+                    &route.body_model,
                 )?;
+                if let (true, Some(o)) = (translated, body.as_object_mut()) {
+                    route.provider.kind.spec().adapt_request(route.provider, o);
+                }
                 (
                     serde_json::to_vec(&body).ok(),
                     translation.rewrites().then_some(translation),
                 )
             } else {
-                (request.rewritten_for(&route.upstream_model), None)
+                (request.rewritten_for(&route.body_model), None)
             };
         let decision = RouteDecision {
             cluster: route.provider.cluster.clone(),
@@ -224,7 +227,22 @@ mod tests {
 
     /// The plan for an OpenAI Chat request with `body`.
     fn plan(config: &Config, key: Option<&KeyInfo>, capture: bool, body: Value) -> Plan {
-        let api = Api::ChatCompletions;
+        plan_in(Api::ChatCompletions, config, key, capture, body)
+    }
+
+    /// The body sent upstream for an `api` request with `body`.
+    fn sent(api: Api, config: &Config, body: Value) -> Value {
+        let plan = plan_in(api, config, None, false, body);
+        serde_json::from_slice(&plan.body.unwrap()).unwrap()
+    }
+
+    fn plan_in(
+        api: Api,
+        config: &Config,
+        key: Option<&KeyInfo>,
+        capture: bool,
+        body: Value,
+    ) -> Plan {
         let mut request = LlmRequest::parse(body.to_string().as_bytes(), None).unwrap();
         let route = routing::resolve(config, api, &request.model, request.stream).unwrap();
         let exchange = Exchange::new(api, &request, &route);
@@ -232,7 +250,7 @@ mod tests {
             config,
             api,
             key,
-            client_path: "/v1/chat/completions",
+            client_path: api.inbound().path(),
             account_headers: &["openai-organization", "openai-project"],
             traceparent: None,
             capture_content: capture,
@@ -279,6 +297,51 @@ mod tests {
             ("x-api-key", "ANTHROPIC_KEY")
         );
         assert_eq!(p.decision.remove, ["openai-organization", "openai-project"]);
+    }
+
+    #[test]
+    fn openai_compatible_servers_get_their_max_tokens_field() {
+        let c = Config::parse(
+            br#"{"providers": [
+                {"name": "old", "kind": "openai-compatible", "cluster": "c_old"},
+                {"name": "new", "kind": "openai-compatible", "cluster": "c_new",
+                 "max_tokens_field": "max_completion_tokens"}],
+              "models": [{"name": "old-*", "provider": "old"}, {"name": "new-*", "provider": "new"}]}"#,
+        )
+        .unwrap();
+        let ask = |model: &str| json!({"model": model, "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]});
+        let old = sent(Api::Messages, &c, ask("old-llama"));
+        assert_eq!(old["max_tokens"], 9, "the default");
+        assert!(old.get("max_completion_tokens").is_none());
+        let new = sent(Api::Messages, &c, ask("new-llama"));
+        assert_eq!(new["max_completion_tokens"], 9);
+        assert!(new.get("max_tokens").is_none());
+        let responses = json!({"model": "old-llama", "input": "hi", "max_output_tokens": 5});
+        assert_eq!(sent(Api::Responses, &c, responses)["max_tokens"], 5);
+        // A Chat client's own field is its choice: its bytes go as sent.
+        let chat = json!({"model": "old-llama", "max_completion_tokens": 9, "messages": []});
+        assert!(plan(&c, None, false, chat).body.is_none());
+    }
+
+    #[test]
+    fn azure_responses_bodies_name_the_deployment() {
+        let c = Config::parse(
+            br#"{"providers": [{"name": "az", "kind": "azure", "cluster": "c_az",
+                  "api_version": "2024-10-21", "responses_api_version": "v1"}],
+              "models": [{"name": "gpt-4o", "provider": "az", "deployment": "prod-4o"}]}"#,
+        )
+        .unwrap();
+        let p = plan_in(
+            Api::Responses,
+            &c,
+            None,
+            false,
+            json!({"model": "gpt-4o", "input": "hi"}),
+        );
+        assert!(p.translation.is_none(), "spoken to in Responses");
+        assert_eq!(p.decision.path.as_deref(), Some("/openai/v1/responses"));
+        let sent: Value = serde_json::from_slice(&p.body.unwrap()).unwrap();
+        assert_eq!(sent["model"], "prod-4o");
     }
 
     #[test]

@@ -11,8 +11,11 @@ use super::wire::Wire;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route<'a> {
     pub provider: &'a Provider,
-    /// Model name to put in the upstream body.
+    /// The upstream model's name, for the ledger, prices and leases.
     pub upstream_model: String,
+    /// The model name put in the upstream body (for Azure's Responses API,
+    /// the deployment).
+    pub body_model: String,
     /// Upstream `:path` (with query for Azure).
     pub path: String,
     /// The wire the provider is spoken to in (translated when it differs).
@@ -52,16 +55,18 @@ pub fn resolve<'a>(
         .clone()
         .unwrap_or_else(|| model.to_string());
     let kind = provider.kind.spec();
-    let upstream_api = kind.wire(api);
+    let upstream_api = kind.wire(provider, api);
     let target = Target {
         model: &upstream_model,
         deployment: entry.deployment.as_deref().unwrap_or(&upstream_model),
         stream,
     };
     let path = kind.path(provider, upstream_api, &target);
+    let body_model = kind.body_model(upstream_api, &target).to_string();
     Ok(Route {
         provider,
         upstream_model,
+        body_model,
         path,
         upstream_api,
     })

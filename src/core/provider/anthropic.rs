@@ -1,6 +1,6 @@
 //! Anthropic: the Messages API.
 
-use super::{base, no_api_version, Kind, Target};
+use super::{base, Kind, Target};
 use crate::core::api::Api;
 use crate::core::config::Provider;
 use crate::core::wire::Wire;
@@ -9,7 +9,7 @@ use crate::core::wire::Wire;
 pub struct Anthropic;
 
 impl Kind for Anthropic {
-    fn wire(&self, _: Api) -> Wire {
+    fn wire(&self, _: &Provider, _: Api) -> Wire {
         Wire::Messages
     }
 
@@ -27,9 +27,5 @@ impl Kind for Anthropic {
 
     fn has_deployments(&self) -> bool {
         false
-    }
-
-    fn problems(&self, p: &Provider) -> Vec<String> {
-        no_api_version(p)
     }
 }

@@ -1,7 +1,7 @@
 //! Google Gemini (the Gemini API's native `generateContent`): the model and
 //! the stream flag are in the path, the key in `x-goog-api-key`.
 
-use super::{base, no_api_version, url_segment, Kind, Target};
+use super::{base, url_segment, Kind, Target};
 use crate::core::api::Api;
 use crate::core::config::Provider;
 use crate::core::wire::Wire;
@@ -10,7 +10,7 @@ use crate::core::wire::Wire;
 pub struct Gemini;
 
 impl Kind for Gemini {
-    fn wire(&self, _: Api) -> Wire {
+    fn wire(&self, _: &Provider, _: Api) -> Wire {
         Wire::Gemini
     }
 
@@ -37,10 +37,6 @@ impl Kind for Gemini {
 
     fn has_deployments(&self) -> bool {
         false
-    }
-
-    fn problems(&self, p: &Provider) -> Vec<String> {
-        no_api_version(p)
     }
 }
 

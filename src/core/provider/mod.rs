@@ -13,6 +13,7 @@ use super::api::Api;
 use super::config::Provider;
 use super::wire::Wire;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 /// The kinds of provider, as named in the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -26,6 +27,17 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// The name the configuration gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Azure => "azure",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+
     /// The kind's implementation.
     pub fn spec(self) -> &'static dyn Kind {
         match self {
@@ -51,10 +63,19 @@ pub struct Target<'a> {
 /// Everything that differs between provider kinds.
 pub trait Kind: Sync {
     /// The wire requests of `client` are sent in.
-    fn wire(&self, client: Api) -> Wire;
+    fn wire(&self, p: &Provider, client: Api) -> Wire;
 
     /// The upstream `:path` (with query where the provider needs one).
     fn path(&self, p: &Provider, wire: Wire, target: &Target) -> String;
+
+    /// The model name the upstream body carries.
+    fn body_model<'a>(&self, _wire: Wire, target: &Target<'a>) -> &'a str {
+        target.model
+    }
+
+    /// Adjusts a request the gateway wrote (translated) to what the
+    /// provider reads.
+    fn adapt_request(&self, _p: &Provider, _body: &mut Map<String, Value>) {}
 
     /// The header the provider key goes in, and the value's prefix (`env`
     /// auth; Envoy's credential injector is configured to match).
@@ -66,21 +87,37 @@ pub trait Kind: Sync {
     /// Whether model entries may name a deployment.
     fn has_deployments(&self) -> bool;
 
-    /// Problems with the kind's own settings (`api_version`), one per line.
-    fn problems(&self, p: &Provider) -> Vec<String>;
+    /// Problems with the kind's own settings (azure's `api_version`), one
+    /// per line.
+    fn problems(&self, _p: &Provider) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Settings only one kind reads: on another they would be ignored silently.
+pub(crate) fn unused_settings(p: &Provider) -> Vec<String> {
+    [
+        ("api_version", p.api_version.is_some(), ProviderKind::Azure),
+        (
+            "responses_api_version",
+            p.responses_api_version.is_some(),
+            ProviderKind::Azure,
+        ),
+        (
+            "max_tokens_field",
+            p.max_tokens_field.is_some(),
+            ProviderKind::OpenaiCompatible,
+        ),
+    ]
+    .into_iter()
+    .filter(|&(_, set, kind)| set && kind != p.kind)
+    .map(|(name, _, kind)| format!("{name} is only used by {} providers", kind.name()))
+    .collect()
 }
 
 /// `base_path`, or the provider's default.
 pub(crate) fn base<'a>(p: &'a Provider, default: &'a str) -> &'a str {
     p.base_path.as_deref().unwrap_or(default)
-}
-
-/// `api_version` is Azure's alone.
-pub(crate) fn no_api_version(p: &Provider) -> Vec<String> {
-    match &p.api_version {
-        Some(_) => vec!["api_version is only used by azure providers".into()],
-        None => Vec::new(),
-    }
 }
 
 /// Percent-encodes a path segment so a model or deployment name cannot
@@ -95,4 +132,18 @@ pub(crate) fn url_segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_configurations() {
+        use ProviderKind::*;
+        for kind in [Openai, Anthropic, Azure, OpenaiCompatible, Gemini] {
+            let parsed: ProviderKind = serde_json::from_value(kind.name().into()).unwrap();
+            assert_eq!(parsed, kind);
+        }
+    }
 }

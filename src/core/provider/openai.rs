@@ -1,6 +1,6 @@
 //! OpenAI: Chat Completions, and Responses for Responses clients.
 
-use super::{base, no_api_version, Kind, Target};
+use super::{base, Kind, Target};
 use crate::core::api::Api;
 use crate::core::config::Provider;
 use crate::core::wire::Wire;
@@ -9,7 +9,7 @@ use crate::core::wire::Wire;
 pub struct OpenAi;
 
 impl Kind for OpenAi {
-    fn wire(&self, client: Api) -> Wire {
+    fn wire(&self, _: &Provider, client: Api) -> Wire {
         match client {
             Api::Responses => Wire::Responses,
             Api::ChatCompletions | Api::Messages => Wire::ChatCompletions,
@@ -35,9 +35,5 @@ impl Kind for OpenAi {
 
     fn has_deployments(&self) -> bool {
         false
-    }
-
-    fn problems(&self, p: &Provider) -> Vec<String> {
-        no_api_version(p)
     }
 }
