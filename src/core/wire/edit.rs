@@ -14,7 +14,8 @@
 //! client assembled. A block drops what is held and ends the stream in the
 //! wire's shape with the notice.
 
-use super::stream::write_json;
+use super::stream::{write_json, Encoder, MALFORMED_EVENT};
+use super::Translation;
 use crate::core::api::Api;
 use crate::core::sse::SseEvent;
 use serde_json::Value;
@@ -182,8 +183,7 @@ impl StreamEditor {
             return;
         }
         let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
-            // Text the guard cannot read does not reach the client.
-            log::warn!("tollgate: dropped a malformed stream event");
+            self.malformed(filter, out);
             return;
         };
         let mut deltas = Vec::new();
@@ -227,6 +227,32 @@ impl StreamEditor {
         s.pending.push_str(text);
         let delta = (i, start, s.pushed);
         self.run_guard(i, text, false, filter, out).then_some(delta)
+    }
+
+    /// An event that is not JSON: the guard cannot read it, so the client
+    /// gets an error event in its format instead (after what is held),
+    /// and, where its API ends a stream at an error, nothing more.
+    fn malformed(&mut self, filter: &mut Filter, out: &mut Vec<u8>) {
+        log::warn!("tollgate: the provider sent a malformed stream event");
+        if !self.end_slots(Ends::All, filter, out) {
+            return;
+        }
+        self.write_ready(out);
+        let mut e = Encoder::new(
+            &Translation {
+                client: self.api,
+                upstream: self.api.wire(),
+                stream: true,
+                client_wants_usage: false,
+            },
+            0,
+        );
+        e.sequence = self.state.sequence;
+        self.api
+            .inbound()
+            .stream_error(&mut e, MALFORMED_EVENT, out);
+        self.state.sequence = e.sequence;
+        self.stopped = e.done;
     }
 
     /// The upstream ended: everything held is released.
@@ -476,5 +502,49 @@ impl Api {
             Api::Responses => &super::responses::Responses,
             Api::Messages => &super::messages::Messages,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::sse::SseFramer;
+
+    /// `input` through the editor with a guard that changes nothing.
+    fn edit(api: Api, input: &str) -> String {
+        let mut editor = StreamEditor::new(api, false);
+        let mut filter = |_: usize, text: &str, _: bool| Ok((text.to_string(), 0));
+        let mut out = Vec::new();
+        for event in SseFramer::new().push(input.as_bytes()) {
+            editor.push(event, &mut filter, &mut out);
+        }
+        editor.finish(&mut filter, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_malformed_event_becomes_an_error_in_the_clients_format() {
+        let chat = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+            "data: {not json\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let out = edit(Api::ChatCompletions, chat);
+        let error = "data: {\"error\":{\"message\":\"the provider sent a malformed stream event\",\"type\":\"server_error\"}}\n\n";
+        assert!(out.contains(error), "{out}");
+        assert!(!out.contains("not json") && out.ends_with("data: [DONE]\n\n"));
+        let messages = concat!(
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: content_block_delta\ndata: {broken\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let out = edit(Api::Messages, messages);
+        assert!(out.contains("\"text\":\"Hi\""), "{out}");
+        // Anthropic ends a stream at an error event: nothing follows it.
+        assert!(
+            out.ends_with("\"message\":\"the provider sent a malformed stream event\",\"type\":\"api_error\"},\"type\":\"error\"}\n\n"),
+            "{out}"
+        );
     }
 }

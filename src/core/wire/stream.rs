@@ -11,6 +11,9 @@ use crate::core::sse::SseEvent;
 use crate::core::usage::Usage;
 use serde_json::Value;
 
+/// What a client is told of an upstream event that is not JSON.
+pub(super) const MALFORMED_EVENT: &str = "the provider sent a malformed stream event";
+
 /// Reads upstream events of one wire.
 #[derive(Debug)]
 pub struct Decoder {
@@ -43,9 +46,7 @@ impl Decoder {
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(&event.data) else {
-            out.push(Event::Error(
-                "the provider sent a malformed stream event".into(),
-            ));
+            out.push(Event::Error(MALFORMED_EVENT.into()));
             return;
         };
         wire.decode(self, &v, out);
