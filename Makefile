@@ -7,7 +7,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WASM := $(TARGET_DIR)/wasm32-wasip1/release/tollgate.wasm
 SIDECAR := $(TARGET_DIR)/release/tollgate-sidecar
 
-.PHONY: build run test unit e2e lint fmt setup deps clean bench
+.PHONY: build run test unit e2e lint fmt setup deps clean bench deploy-manifests
 
 build: $(WASM) $(SIDECAR)
 
@@ -51,6 +51,11 @@ lint: setup
 
 fmt:
 	$(CARGO) fmt --all
+
+# The generated files under deploy/ (Kubernetes and Istio), from envoy/gateway.yaml;
+# wasm-tests/test_deploy.py fails while they are stale.
+deploy-manifests: deps
+	$(PYTHON) scripts/render_deploy.py $(DEPLOY_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -84,15 +84,18 @@ def merge(base: dict, overrides: dict) -> dict:
 
 def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None, otlp_port: int,
            real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1",
-           bare_cluster: str | None = None, floor_wasm: Path | None = None, chain: str = "single_stage") -> str:
+           bare_cluster: str | None = None, floor_wasm: Path | None = None, chain: str = "single_stage",
+           azure_host: str | None = None) -> str:
     """The gateway config with ports filled in and non-real providers on the mock.
 
     `bare_cluster` drops the Tollgate filters and routes everything to that
     cluster: the same Envoy without Tollgate, for side-by-side benchmarks.
     `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place.
-    `chain="two_stage"` swaps in the fallback chain of two-stage-chain.yaml."""
-    azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
-    azure_host = azure_endpoint.split("://")[-1].strip("/") or "azure.invalid"
+    `chain="two_stage"` swaps in the fallback chain of two-stage-chain.yaml.
+    `azure_host` defaults to the host of $AZURE_OPENAI_ENDPOINT."""
+    if azure_host is None:
+        azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
+        azure_host = azure_endpoint.split("://")[-1].strip("/") or "azure.invalid"
     text = TEMPLATE.read_text()
     values = {"ADMIN_PORT": admin_port, "LISTEN_PORT": listen_port, "LISTEN_ADDRESS": listen_address,
                         "SIDECAR_PORT": sidecar_port, "OTLP_PORT": otlp_port, "WASM_PATH": wasm, "AZURE_OPENAI_HOST": azure_host}
@@ -183,14 +186,15 @@ class Envoy:
     def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
                  admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None,
                  otlp_port: int | None = None, sidecar_port: int | None = None, floor_wasm: Path | None = None,
-                 chain: str | None = None):
+                 chain: str | None = None, config: str | None = None):
         self.stack = stack
         self.name = name
         self.port = listen_port or free_port()
         self.admin_port = admin_port or free_port()
         self.config_path = stack.workdir / f"{name}.yaml"
         self.log_path = stack.workdir / f"{name}.log"
-        self.config_path.write_text(render(
+        # `config`: the caller's own, on these ports (the deploy tests run the manifests' configs).
+        self.config_path.write_text(config if config is not None else render(
             wasm=stack.wasm, listen_port=self.port, admin_port=self.admin_port,
             sidecar_port=sidecar_port or stack.sidecar_port,
             mock_port=stack.mock_port, otlp_port=otlp_port or stack.otlp_port, real=stack.real, plugin_overrides=plugin_overrides,
