@@ -3,7 +3,9 @@ selenium through chromedriver, against a sidecar on SQLite and on
 PostgreSQL. It clicks through a key's life (create, read the secret once,
 search, deactivate, activate, edit models and expiry, revoke), a budget's
 creation and edit, usage charts and their CSV, guardrail counts, and an
-invite link redeemed once. The SQLite run saves docs/console-*.png.
+invite link redeemed once. The SQLite run takes screenshots along the way,
+into the test's temp dir; with TOLLGATE_UPDATE_SCREENSHOTS=1 into docs/
+(the README's pictures).
 
 Without chromium and chromedriver (apt-get install chromium chromium-driver)
 these tests are skipped, except in CI (CI=true), where that is a failure.
@@ -30,6 +32,8 @@ from stack import Stack
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+# A plain `make test` leaves the tracked pictures alone.
+UPDATE_SCREENSHOTS = bool(os.environ.get("TOLLGATE_UPDATE_SCREENSHOTS"))
 DAY = 86400
 
 
@@ -90,9 +94,10 @@ def sidecar(request, tmp_path_factory):
 class Console:
     """The browser on one sidecar's console, with the waits a person does by eye."""
 
-    def __init__(self, driver, stack: Stack):
+    def __init__(self, driver, stack: Stack, shots: Path):
         self.d = driver
         self.stack = stack
+        self.shots = shots
         self.base = f"http://127.0.0.1:{stack.sidecar_port}"
 
     def wait(self, condition, timeout: float = 10):
@@ -146,9 +151,9 @@ class Console:
         self.wait_cell("#keys-table", row_id, ".status", lambda t: t == status)
 
     def screenshot(self, name: str):
-        # Only the SQLite run writes docs/: one set of pictures.
+        # One set of pictures: the SQLite run's.
         if self.stack.backend == "sqlite":
-            self.d.save_screenshot(str(DOCS / f"console-{name}.png"))
+            assert self.d.save_screenshot(str(self.shots / f"console-{name}.png"))
 
 
 def authorize(stack: Stack, key: str) -> dict:
@@ -192,8 +197,8 @@ def post_usage(stack: Stack, key_ids: dict[str, str]):
     assert status == 200, body
 
 
-def test_console_key_life_budget_usage_and_invite(browser, sidecar, downloads):
-    c = Console(browser, sidecar)
+def test_console_key_life_budget_usage_and_invite(browser, sidecar, downloads, tmp_path):
+    c = Console(browser, sidecar, DOCS if UPDATE_SCREENSHOTS else tmp_path)
     browser.get(c.base + "/console")
 
     # Sign in: a wrong key is refused, the master key opens the console.

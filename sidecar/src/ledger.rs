@@ -1,9 +1,9 @@
 //! Settling usage: one ledger row per request (never prompt or response
 //! text), the real cost and tokens added to every matching budget, per-day
 //! tallies of usage and of guardrail events (counts only) for reports, and
-//! the reservation's holds released. A request
-//! admitted on a budget lease (`leases.rs`) takes its debits off the lease's
-//! holds instead: the rest of the lease stays held for the filter.
+//! the reservation's holds released. A request admitted on a budget lease
+//! (`leases.rs`) takes its debits off the lease's holds instead: the rest of
+//! the lease stays held for the filter.
 //!
 //! Settling is idempotent by request id: the ledger's primary key decides,
 //! so a report retried after a timeout or a sidecar restart is answered as
