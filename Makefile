@@ -14,7 +14,8 @@ build: $(WASM) $(SIDECAR)
 $(WASM): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') protocol/Cargo.toml | deps
 	$(CARGO) build --target wasm32-wasip1 --release -p tollgate
 
-$(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src protocol/src -name '*.rs') sidecar/Cargo.toml protocol/Cargo.toml
+# The console's pages are compiled into the sidecar (include_str!).
+$(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src protocol/src -name '*.rs') $(wildcard sidecar/console/*) sidecar/Cargo.toml protocol/Cargo.toml
 	$(CARGO) build --release -p tollgate-sidecar
 
 # What the build, `make run` and the end-to-end tests need: the wasm32-wasip1

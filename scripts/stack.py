@@ -438,6 +438,7 @@ def print_welcome(stack: Stack, key: str, real: set[str]):
   gateway      {base}
   envoy admin  http://127.0.0.1:{stack.envoy.admin_port}
   sidecar      http://127.0.0.1:{stack.sidecar_port}
+  console      http://127.0.0.1:{stack.sidecar_port}/console/  (sign in with the master key)
 {secrets_text(stack)}
   files        {stack.workdir}
 

@@ -18,7 +18,8 @@ const KEY_ID_PREFIX: &str = "key_";
 const ID_RANDOM_LEN: usize = 12;
 const ID_ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
-/// A freshly minted key: the plaintext plus what the store keeps of it.
+/// A freshly minted secret (a key or an invite token): the plaintext plus
+/// what the store keeps of it.
 pub struct GeneratedKey {
     pub plaintext: String,
     pub hash: String,
@@ -27,10 +28,15 @@ pub struct GeneratedKey {
 
 /// `tg-` + URL-safe base64 (no padding) of 32 bytes from the OS RNG: 46 chars.
 pub fn generate_key() -> Result<GeneratedKey> {
+    generate_secret(KEY_PREFIX)
+}
+
+/// `prefix` + URL-safe base64 (no padding) of 32 bytes from the OS RNG.
+pub fn generate_secret(prefix: &str) -> Result<GeneratedKey> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(Error::Rng)?;
-    let mut plaintext = String::with_capacity(KEY_PREFIX.len() + 43);
-    plaintext.push_str(KEY_PREFIX);
+    let mut plaintext = String::with_capacity(prefix.len() + 43);
+    plaintext.push_str(prefix);
     URL_SAFE_NO_PAD.encode_string(bytes, &mut plaintext);
     let hash = hash_key(&plaintext);
     let prefix = plaintext.chars().take(DISPLAY_PREFIX_LEN).collect();

@@ -1,8 +1,9 @@
 //! Settling usage: one ledger row per request (never prompt or response
 //! text), the real cost and tokens added to every matching budget, per-day
-//! tallies for reports, and the reservation's holds released. A request
-//! admitted on a budget lease (`leases.rs`) takes its debits off the lease's
-//! holds instead: the rest of the lease stays held for the filter.
+//! tallies of usage and of guardrail events (counts only) for reports, and
+//! the reservation's holds released. A request admitted on a budget lease
+//! (`leases.rs`) takes its debits off the lease's holds instead: the rest of
+//! the lease stays held for the filter.
 //!
 //! Settling is idempotent by request id: the ledger's primary key decides,
 //! so a report retried after a timeout or a sidecar restart is answered as
@@ -10,7 +11,8 @@
 //!
 //! A request the gateway answered itself (`forwarded: false`, e.g. a
 //! guardrail block) gets its ledger row too, at cost 0, but charges no
-//! budget and is not a provider request in the daily tallies.
+//! budget and is not a provider request in the daily usage tallies (its
+//! guardrail events are counted).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -70,8 +72,14 @@ struct Tally {
     unpriced: u64,
 }
 
-/// Day, scope and id → counters, summed over a batch before they are written.
-type Tallies = BTreeMap<(String, &'static str, String), Tally>;
+/// What a batch adds to the daily tallies, summed before it is written.
+#[derive(Default)]
+struct Tallies {
+    /// Day, scope and id → counters.
+    usage: BTreeMap<(String, &'static str, String), Tally>,
+    /// Day, guardrail, kind, direction and action → findings.
+    guardrails: BTreeMap<(String, String, String, String, String), u64>,
+}
 
 impl Tally {
     /// One report's counters.
@@ -119,7 +127,7 @@ impl Store {
             let prices = PriceTable::load(tx)?;
             let touched = budgets_touched(tx, reports)?;
             let budgets = lock_budgets(tx, &touched)?;
-            let mut tallies = Tallies::new();
+            let mut tallies = Tallies::default();
             let mut out: Vec<Option<Settled>> = vec![None; reports.len()];
             for &(i, r) in &order {
                 // Reports carry the filter's clock; one from the future counts as now.
@@ -150,8 +158,17 @@ impl Store {
                     *slot = Some(settled);
                 }
             }
-            for ((day, scope, id), t) in &tallies {
+            for ((day, scope, id), t) in &tallies.usage {
                 add_tally(tx, day, scope, id, t)?;
+            }
+            for ((day, guardrail, kind, direction, action), count) in &tallies.guardrails {
+                tx.execute(
+                    "INSERT INTO guardrail_daily (day, guardrail, kind, direction, action, count)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (day, guardrail, kind, direction, action)
+                     DO UPDATE SET count = guardrail_daily.count + excluded.count",
+                    &params![day, guardrail, kind, direction, action, *count],
+                )?;
             }
             Ok(out.into_iter().flatten().collect::<Vec<_>>())
         })?;
@@ -207,7 +224,7 @@ fn budgets_touched(tx: &mut dyn Tx, reports: &[UsageReport]) -> Result<BTreeSet<
 /// Applies a newly recorded request: releases its reservation or takes its
 /// debits off its lease's holds, charges its budgets for the period it ended
 /// in, and adds it to the day's tallies. A request the gateway answered
-/// itself only releases what it held.
+/// itself only releases what it held and counts its guardrail events.
 fn apply(
     tx: &mut dyn Tx,
     r: &UsageReport,
@@ -228,6 +245,19 @@ fn apply(
             shrink_hold(tx, lease, &d.budget_id, d.amount)?;
         }
     }
+    let day = day(ts);
+    // Blocked requests count too: a block is the event admins most want to see.
+    for e in &r.guardrail_events {
+        let slot = (
+            day.clone(),
+            e.guardrail.clone(),
+            e.kind.clone(),
+            e.direction.clone(),
+            e.action.clone(),
+        );
+        let count = tallies.guardrails.entry(slot).or_default();
+        *count = count.saturating_add(e.count);
+    }
     if !r.forwarded {
         return Ok(());
     }
@@ -237,7 +267,6 @@ fn apply(
         charge(tx, b, b.period.bounds(ts).0, b.amount(cost, tokens))?;
     }
     let t = Tally::of(r, cost, priced);
-    let day = day(ts);
     let model = Some(r.model.as_str());
     for (scope, id) in [
         ("key", key),
@@ -247,7 +276,7 @@ fn apply(
     ] {
         // Absent ids tally under '', so every grouping adds up to the same total.
         let slot = (day.clone(), scope, id.unwrap_or_default().to_owned());
-        tallies.entry(slot).or_default().add(&t);
+        tallies.usage.entry(slot).or_default().add(&t);
     }
     Ok(())
 }

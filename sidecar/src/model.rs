@@ -86,6 +86,26 @@ pub struct KeyList<'a> {
     pub keys: &'a [KeyRecord],
 }
 
+/// Which keys a listing returns; every given field must match.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub team: Option<String>,
+    pub status: Option<KeyStatus>,
+    /// A substring of the id, prefix, name, team, user or metadata (ASCII
+    /// letters in any case).
+    pub search: Option<String>,
+}
+
+/// A user as the keys name them (there is no user table): their teams and
+/// how many keys they hold, how many of them usable now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserSummary {
+    pub user: String,
+    pub teams: Vec<String>,
+    pub keys: u64,
+    pub active_keys: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Team {
     pub name: String,
@@ -247,6 +267,102 @@ impl UpdateKeyRequest {
             ));
         }
         Ok(update)
+    }
+}
+
+/// How long an invite link can be used when the request does not say.
+pub const DEFAULT_INVITE_TTL: &str = "7d";
+
+/// `POST /admin/invites`: a one-time link that creates a key for `user` in `team`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInviteRequest {
+    pub team: String,
+    pub user: String,
+    pub models: Option<Vec<String>>,
+    /// How long the link can be used (default 7d).
+    pub expires_in: Option<String>,
+    /// How long the key it creates lives, from redemption; absent: no expiry.
+    pub key_expires_in: Option<String>,
+}
+
+/// Validated input for `Store::create_invite`.
+#[derive(Debug, Clone)]
+pub struct NewInvite {
+    pub team: String,
+    pub user: String,
+    pub models: Vec<String>,
+    pub expires_at: i64,
+    pub key_ttl_s: Option<i64>,
+}
+
+impl CreateInviteRequest {
+    pub fn validate(self, now: i64) -> Result<NewInvite> {
+        let ttl = self.expires_in.as_deref().unwrap_or(DEFAULT_INVITE_TTL);
+        Ok(NewInvite {
+            team: validate_team_name(self.team)?,
+            user: validate_label("user", self.user)?,
+            models: validate_models(self.models.unwrap_or_default())?,
+            expires_at: expires_from_now(ttl, now)?,
+            key_ttl_s: self
+                .key_expires_in
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?,
+        })
+    }
+}
+
+string_enum! {
+    pub enum InviteStatus("invite status") {
+        Pending = "pending",
+        Redeemed = "redeemed",
+        Expired = "expired",
+    }
+}
+
+/// An invite as admins see it: never its token.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Invite {
+    pub id: String,
+    pub team: String,
+    pub user: String,
+    pub models: Vec<String>,
+    /// Seconds the created key lives from redemption; null: no expiry.
+    pub key_ttl_s: Option<i64>,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub redeemed_at: Option<i64>,
+    /// The key the invite created, once redeemed.
+    pub key_id: Option<String>,
+    pub status: InviteStatus,
+}
+
+/// The result of creating an invite: the only time its token is available.
+#[derive(Debug, Serialize)]
+pub struct CreatedInvite {
+    pub token: String,
+    #[serde(flatten)]
+    pub invite: Invite,
+}
+
+/// `POST /console/invite/redeem`: the token from the link, and a name for the key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemInviteRequest {
+    pub token: String,
+    pub name: Option<String>,
+}
+
+impl RedeemInviteRequest {
+    /// The token and the validated key name.
+    pub fn validate(self) -> Result<(String, Option<String>)> {
+        let name = self
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| validate_label("name", n))
+            .transpose()?;
+        Ok((self.token, name))
     }
 }
 

@@ -1,6 +1,8 @@
 //! Usage reports: totals per key, team, user, model or day over a range of
-//! days, read from the per-day tallies that settling keeps (never a scan of
-//! the ledger), as JSON or CSV.
+//! days, or per day and key, team, user or model (the console's charts),
+//! read from the per-day tallies that settling keeps (never a scan of the
+//! ledger), as JSON or CSV; and guardrail event counts, from their own
+//! daily tallies.
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -44,6 +46,26 @@ pub struct Totals {
     pub unpriced_requests: u64,
 }
 
+/// One day's totals for one key, team, user or model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailyRow {
+    pub day: String,
+    /// As in `UsageRow`.
+    pub group: Option<String>,
+    pub totals: Totals,
+}
+
+/// How often a guardrail found one kind of thing in one direction, and
+/// what it did: counts only, never text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct GuardrailCount {
+    pub guardrail: String,
+    pub kind: String,
+    pub direction: String,
+    pub action: String,
+    pub count: u64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageRow {
     /// The key id, team, user, model or day; `None` for requests without one
@@ -64,32 +86,39 @@ pub const COLUMNS: [&str; 8] = [
     "unpriced_requests",
 ];
 
-impl UsageQuery {
-    fn validate(&self) -> Result<()> {
-        for (name, value) in [("from", &self.from), ("to", &self.to)] {
-            if let Some(v) = value {
-                if parse_day(v).is_none() {
-                    return Err(Error::invalid(format!(
-                        "{name} must be a date YYYY-MM-DD, got {v:?}"
-                    )));
-                }
+/// The bounds of an inclusive range of days, open ends unbounded, as the
+/// `day` columns compare.
+fn day_bounds<'a>(from: Option<&'a str>, to: Option<&'a str>) -> Result<(&'a str, &'a str)> {
+    for (name, value) in [("from", from), ("to", to)] {
+        if let Some(v) = value {
+            if parse_day(v).is_none() {
+                return Err(Error::invalid(format!(
+                    "{name} must be a date YYYY-MM-DD, got {v:?}"
+                )));
             }
         }
-        Ok(())
+    }
+    Ok((from.unwrap_or("0000-00-00"), to.unwrap_or("9999-99-99")))
+}
+
+impl UsageQuery {
+    fn bounds(&self) -> Result<(&str, &str)> {
+        day_bounds(self.from.as_deref(), self.to.as_deref())
     }
 }
 
 impl Totals {
-    fn from_row(r: &Row) -> Result<Totals> {
+    /// The counters in `COLUMNS` order, from column `first` on.
+    fn from_row(r: &Row, first: usize) -> Result<Totals> {
         Ok(Totals {
-            requests: r.count(1)?,
-            input_tokens: r.count(2)?,
-            output_tokens: r.count(3)?,
-            cached_tokens: r.count(4)?,
-            reasoning_tokens: r.count(5)?,
-            cost_usd: r.real(6)?,
-            estimated_requests: r.count(7)?,
-            unpriced_requests: r.count(8)?,
+            requests: r.count(first)?,
+            input_tokens: r.count(first + 1)?,
+            output_tokens: r.count(first + 2)?,
+            cached_tokens: r.count(first + 3)?,
+            reasoning_tokens: r.count(first + 4)?,
+            cost_usd: r.real(first + 5)?,
+            estimated_requests: r.count(first + 6)?,
+            unpriced_requests: r.count(first + 7)?,
         })
     }
 
@@ -110,7 +139,7 @@ impl Totals {
 
 impl Store {
     pub fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>> {
-        q.validate()?;
+        let (from, to) = q.bounds()?;
         // Every request is tallied once per scope, so the day totals are the
         // model rows added up.
         let (scope, column) = match q.group_by {
@@ -128,21 +157,85 @@ impl Store {
              FROM usage_daily WHERE scope = $1 AND day >= $2 AND day <= $3
              GROUP BY {column}"
         );
-        let from = q.from.as_deref().unwrap_or("0000-00-00");
-        let to = q.to.as_deref().unwrap_or("9999-99-99");
         let mut rows = self.read(|c| {
             c.query(&sql, &params![scope, from, to])?
                 .iter()
                 .map(|r| {
                     Ok(UsageRow {
                         group: r.opt_text(0)?.filter(|g| !g.is_empty()),
-                        totals: Totals::from_row(r)?,
+                        totals: Totals::from_row(r, 1)?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
         // Sorted here, bytewise, so both backends agree whatever PostgreSQL's collation.
         rows.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(rows)
+    }
+
+    /// Per day and key, team, user or model (not `day`: that is `usage`).
+    pub fn usage_daily(&self, q: &UsageQuery) -> Result<Vec<DailyRow>> {
+        let (from, to) = q.bounds()?;
+        let scope = match q.group_by {
+            GroupBy::Key => "key",
+            GroupBy::Team => "team",
+            GroupBy::User => "user",
+            GroupBy::Model => "model",
+            GroupBy::Day => {
+                return Err(Error::invalid(
+                    "group_by must be key, team, user or model here (days are always the rows)",
+                ))
+            }
+        };
+        let mut rows = self.read(|c| {
+            c.query(
+                "SELECT day, scope_id, requests, input_tokens, output_tokens, cached_tokens,
+                        reasoning_tokens, cost_usd, estimated_requests, unpriced_requests
+                 FROM usage_daily WHERE scope = $1 AND day >= $2 AND day <= $3",
+                &params![scope, from, to],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(DailyRow {
+                    day: r.text(0)?,
+                    group: r.opt_text(1)?.filter(|g| !g.is_empty()),
+                    totals: Totals::from_row(r, 2)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+        })?;
+        rows.sort_by(|a, b| (&a.day, &a.group).cmp(&(&b.day, &b.group)));
+        Ok(rows)
+    }
+
+    /// Guardrail events over a range of days, per guardrail, kind,
+    /// direction and action.
+    pub fn guardrail_events(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<GuardrailCount>> {
+        let (from, to) = day_bounds(from, to)?;
+        let mut rows = self.read(|c| {
+            c.query(
+                "SELECT guardrail, kind, direction, action, CAST(SUM(count) AS BIGINT)
+                 FROM guardrail_daily WHERE day >= $1 AND day <= $2
+                 GROUP BY guardrail, kind, direction, action",
+                &params![from, to],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(GuardrailCount {
+                    guardrail: r.text(0)?,
+                    kind: r.text(1)?,
+                    direction: r.text(2)?,
+                    action: r.text(3)?,
+                    count: r.count(4)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+        })?;
+        rows.sort();
         Ok(rows)
     }
 }
@@ -168,13 +261,47 @@ pub fn to_csv(group_by: GroupBy, rows: &[UsageRow]) -> String {
     let mut out = format!("{},{}\n", group_by, COLUMNS.join(","));
     for row in rows {
         out.push_str(&csv_cell(row.group.as_deref().unwrap_or_default()));
-        for cell in row.totals.cells() {
-            out.push(',');
-            out.push_str(&cell);
-        }
-        out.push('\n');
+        push_cells(&mut out, &row.totals);
     }
     out
+}
+
+/// `{"group_by": "team", "rows": [{"day": "2026-11-22", "team": "ml", "requests": 3, ...}]}`
+pub fn daily_to_json(group_by: GroupBy, rows: &[DailyRow]) -> Value {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let mut obj = Map::new();
+            obj.insert("day".into(), json!(row.day));
+            obj.insert(group_by.as_str().into(), json!(row.group));
+            if let Ok(Value::Object(totals)) = serde_json::to_value(row.totals) {
+                obj.extend(totals);
+            }
+            Value::Object(obj)
+        })
+        .collect();
+    json!({ "group_by": group_by, "rows": rows })
+}
+
+/// `day,<group_by>,requests,...`, one line per day and group.
+pub fn daily_to_csv(group_by: GroupBy, rows: &[DailyRow]) -> String {
+    let mut out = format!("day,{},{}\n", group_by, COLUMNS.join(","));
+    for row in rows {
+        out.push_str(&row.day);
+        out.push(',');
+        out.push_str(&csv_cell(row.group.as_deref().unwrap_or_default()));
+        push_cells(&mut out, &row.totals);
+    }
+    out
+}
+
+/// `,` and each counter, then the line's end.
+fn push_cells(out: &mut String, totals: &Totals) {
+    for cell in totals.cells() {
+        out.push(',');
+        out.push_str(&cell);
+    }
+    out.push('\n');
 }
 
 fn csv_cell(s: &str) -> String {

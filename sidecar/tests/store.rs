@@ -29,6 +29,7 @@ on_both_backends!(
     data_survives_reopen,
     newer_schema_is_refused,
     ledger_rows_from_before_forwarded_and_counts_read_as_forwarded_once,
+    guardrail_tallies_are_rebuilt_from_the_ledger,
 );
 
 fn key_for_team(team: &str) -> NewKey {
@@ -366,8 +367,9 @@ fn sqlite_is_in_wal_mode_at_the_latest_schema() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        version, 4,
-        "keys and teams; budgets and the ledger; holds, tallies and prices; forwarded"
+        version, 5,
+        "keys and teams; budgets and the ledger; holds, tallies and prices; forwarded; \
+         guardrail tallies and invites"
     );
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -436,7 +438,8 @@ fn ledger_rows_from_before_forwarded_and_counts_read_as_forwarded_once(backend: 
     let old_events =
         r#"[{"guardrail":"pii","kind":"email","direction":"input","action":"redact"}]"#;
     let downgrade = format!(
-        "ALTER TABLE usage_ledger DROP COLUMN forwarded;
+        "DROP TABLE guardrail_daily; DROP TABLE invites;
+         ALTER TABLE usage_ledger DROP COLUMN forwarded;
          UPDATE usage_ledger SET guardrail_events = '{old_events}';"
     );
     match backend {
@@ -465,4 +468,64 @@ fn ledger_rows_from_before_forwarded_and_counts_read_as_forwarded_once(backend: 
         })
         .collect();
     assert_eq!(shape, vec![("new", false, 5), ("old", true, 1)]);
+    let events = again.guardrail_events(None, None).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].count, 6,
+        "the old row's one finding, rebuilt, and the new five"
+    );
+}
+
+/// A database from before guardrail tallies (SQLite schema 4, PostgreSQL
+/// schema 2) gets them rebuilt from its ledger rows.
+fn guardrail_tallies_are_rebuilt_from_the_ledger(backend: Backend) {
+    let Some(store) = TestStore::open(backend) else {
+        return;
+    };
+    let report = |id: &str, ts: i64, events: serde_json::Value| -> UsageReport {
+        serde_json::from_value(json!({
+            "request_id": id, "key_id": "key_a", "model": "gpt-4o", "upstream_model": "gpt-4o",
+            "provider": "openai", "api": "chat_completions", "input_tokens": 1,
+            "output_tokens": 1, "cached_tokens": 0, "reasoning_tokens": 0, "status": 200,
+            "latency_ms": 5, "estimated": false, "stream": false, "ts": ts,
+            "guardrail_events": events
+        }))
+        .unwrap()
+    };
+    let email = |count: u64| {
+        json!({"guardrail": "pii", "kind": "email", "direction": "input", "action": "redact",
+               "count": count})
+    };
+    let phone = json!({"guardrail": "pii", "kind": "phone", "direction": "output",
+                       "action": "monitor", "count": 1});
+    store
+        .settle(&[
+            report("a", common::T0 - 86_400, json!([email(2)])),
+            report("b", common::T0, json!([email(3), phone])),
+            report("c", common::T0, json!([])),
+        ])
+        .unwrap();
+    let before = store.guardrail_events(None, None).unwrap();
+    let today = store.guardrail_events(Some("2026-11-22"), None).unwrap();
+    let downgrade = "DROP TABLE guardrail_daily; DROP TABLE invites;";
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(&store.db.url).unwrap();
+            conn.execute_batch(downgrade).unwrap();
+            conn.pragma_update(None, "user_version", 4).unwrap();
+        }
+        Backend::Postgres => PgServer::connect(&store.db.url)
+            .batch_execute(&format!(
+                "{downgrade} UPDATE schema_version SET version = 2;"
+            ))
+            .unwrap(),
+    }
+    let again = store.reopen();
+    assert_eq!(again.guardrail_events(None, None).unwrap(), before);
+    assert_eq!(
+        again.guardrail_events(Some("2026-11-22"), None).unwrap(),
+        today
+    );
+    let counts: Vec<(&str, u64)> = before.iter().map(|e| (e.kind.as_str(), e.count)).collect();
+    assert_eq!(counts, [("email", 5), ("phone", 1)]);
 }

@@ -185,15 +185,7 @@ pub(super) async fn usage_summary(
     q: Result<Query<UsageParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = query(q)?;
-    let csv = match p.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "format must be json or csv, got {other:?}"
-            )))
-        }
-    };
+    let csv = wants_csv(p.format.as_deref())?;
     let group_by = p.group_by;
     let q = UsageQuery {
         group_by,
@@ -203,9 +195,72 @@ pub(super) async fn usage_summary(
     let rows = with_store(&state, move |s| s.usage(&q)).await?;
     if csv {
         let body = usage::to_csv(group_by, &rows);
-        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response());
+        return Ok(csv_response(body, &format!("usage-{group_by}.csv")));
     }
     Ok(Json(usage::to_json(group_by, &rows)).into_response())
+}
+
+fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format must be json or csv, got {other:?}"
+        ))),
+    }
+}
+
+/// A CSV body a browser saves as `filename`.
+fn csv_response(body: String, filename: &str) -> Response {
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /admin/usage/daily`: per day and key, team, user or model, for charts.
+pub(super) async fn usage_daily(
+    State(state): State<AppState>,
+    q: Result<Query<UsageParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query(q)?;
+    let csv = wants_csv(p.format.as_deref())?;
+    let group_by = p.group_by;
+    let q = UsageQuery {
+        group_by,
+        from: p.from,
+        to: p.to,
+    };
+    let rows = with_store(&state, move |s| s.usage_daily(&q)).await?;
+    if csv {
+        let body = usage::daily_to_csv(group_by, &rows);
+        return Ok(csv_response(body, &format!("usage-daily-{group_by}.csv")));
+    }
+    Ok(Json(usage::daily_to_json(group_by, &rows)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct DayRange {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /admin/guardrails`: event counts by guardrail, kind, direction and action.
+pub(super) async fn guardrail_events(
+    State(state): State<AppState>,
+    q: Result<Query<DayRange>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let r = query(q)?;
+    let rows = with_store(&state, move |s| {
+        s.guardrail_events(r.from.as_deref(), r.to.as_deref())
+    })
+    .await?;
+    Ok(Json(json!({ "events": rows })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -1,13 +1,16 @@
 //! HTTP API: the filter's `/v1/authorize` lookup, health probes and the
-//! master-key protected admin API for keys and teams; budgets, reservations,
-//! leases, prices and usage are in `billing.rs`. Every error is JSON:
-//! `{"error":{"message":..,"type":..}}`.
+//! master-key protected admin API for keys, teams, users and invites;
+//! budgets, reservations, leases, prices and usage are in `billing.rs`, the
+//! web console and its public invite page in `console.rs`. Every API error
+//! is JSON: `{"error":{"message":..,"type":..}}`.
 //!
 //! Two secrets, never interchangeable: the filter's `/v1/*` calls carry the
 //! service token (`Authorization: Bearer <TOLLGATE_SERVICE_TOKEN>`), admin
-//! calls the master key. Health probes need neither.
+//! calls the master key. Health probes, the console's static pages and
+//! invite redemption (the one-time token is the credential) need neither.
 
 mod billing;
+mod console;
 
 use std::sync::Arc;
 
@@ -27,8 +30,8 @@ use tracing::{error, info, warn};
 use crate::error::Error;
 use crate::keys::{self, SecretDigest};
 use crate::model::{
-    Authorization, CreateKeyRequest, CreateTeamRequest, KeyList, KeyRecord, StatusChange, Team,
-    TeamList, UpdateKeyRequest, UpdateTeamRequest,
+    Authorization, CreateInviteRequest, CreateKeyRequest, CreateTeamRequest, KeyFilter, KeyList,
+    KeyRecord, KeyStatus, StatusChange, Team, TeamList, UpdateKeyRequest, UpdateTeamRequest,
 };
 use crate::store::Store;
 use tollgate_protocol::{
@@ -89,6 +92,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/keys/{id}/activate", post(activate_key))
         .route("/admin/teams", post(create_team).get(list_teams))
         .route("/admin/teams/{name}", get(get_team).patch(update_team))
+        .route("/admin/users", get(list_users))
+        .route("/admin/invites", post(create_invite).get(list_invites))
+        .route("/admin/invites/{id}", delete(delete_invite))
         .route(
             "/admin/budgets",
             post(billing::create_budget).get(billing::list_budgets),
@@ -105,7 +111,9 @@ pub fn router(state: AppState) -> Router {
             delete(billing::delete_price).put(billing::set_price),
         )
         .route("/admin/usage", get(billing::usage_summary))
-        .route("/admin/usage/requests", get(billing::usage_requests));
+        .route("/admin/usage/requests", get(billing::usage_requests))
+        .route("/admin/usage/daily", get(billing::usage_daily))
+        .route("/admin/guardrails", get(billing::guardrail_events));
     // Moving time is for tests only: without `serve --test-clock` the route does not exist.
     let admin = if state.store.clock().is_adjustable() {
         admin.route("/admin/clock", post(billing::set_clock))
@@ -131,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(filter)
         .merge(admin)
+        .merge(console::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -344,6 +353,8 @@ async fn create_key(
 #[derive(Deserialize)]
 struct ListKeysQuery {
     team: Option<String>,
+    status: Option<String>,
+    search: Option<String>,
 }
 
 async fn list_keys(
@@ -351,7 +362,18 @@ async fn list_keys(
     query: Result<Query<ListKeysQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let keys = with_store(&state, move |s| s.list_keys(query.team.as_deref())).await?;
+    // An empty field of a search form means "any".
+    let given = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let status = given(query.status)
+        .map(|s| s.parse::<KeyStatus>())
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let filter = KeyFilter {
+        team: given(query.team),
+        status,
+        search: given(query.search),
+    };
+    let keys = with_store(&state, move |s| s.find_keys(&filter)).await?;
     Ok(Json(KeyList { keys: &keys }).into_response())
 }
 
@@ -440,4 +462,44 @@ async fn update_team(
     let team = with_store(&state, move |s| s.update_team(&name, update)).await?;
     info!(team = %team.name, "team updated");
     Ok(Json(team))
+}
+
+async fn list_users(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let users = with_store(&state, |s| s.list_users()).await?;
+    Ok(Json(json!({ "users": users })).into_response())
+}
+
+async fn create_invite(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<CreateInviteRequest>,
+) -> Result<Response, ApiError> {
+    let new = req.validate(state.store.clock().now())?;
+    let created = with_store(&state, move |s| s.create_invite(new)).await?;
+    let invite = &created.invite;
+    info!(id = %invite.id, team = %invite.team, user = %invite.user, "invite created");
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListInvitesQuery {
+    team: Option<String>,
+}
+
+async fn list_invites(
+    State(state): State<AppState>,
+    query: Result<Query<ListInvitesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let invites = with_store(&state, move |s| s.list_invites(query.team.as_deref())).await?;
+    Ok(Json(json!({ "invites": invites })).into_response())
+}
+
+async fn delete_invite(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let deleted = id.clone();
+    with_store(&state, move |s| s.delete_invite(&id)).await?;
+    info!(id = %deleted, "invite withdrawn");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,14 +1,16 @@
 //! Keys and teams: the authorize lookup and the admin operations.
 
+use std::collections::BTreeMap;
+
 use tracing::info;
 
 use super::sql::{params, Row, Tx};
 use super::Store;
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::keys::{self, GeneratedKey};
 use crate::model::{
-    Authorization, CreatedKey, DenyReason, Grant, KeyRecord, KeyStatus, KeyUpdate, NewKey, NewTeam,
-    StatusChange, Team, TeamUpdate,
+    Authorization, CreatedKey, DenyReason, Grant, KeyFilter, KeyRecord, KeyStatus, KeyUpdate,
+    NewKey, NewTeam, StatusChange, Team, TeamUpdate, UserSummary,
 };
 
 const KEY_COLUMNS: &str = r#"id, key_prefix, name, team, "user", models, metadata, status,
@@ -58,53 +60,11 @@ impl Store {
         let generated = keys::generate_key()?;
         let id = keys::new_key_id()?;
         let now = self.clock().now();
-        let models = serde_json::to_string(&new.models)?;
-        let metadata = serde_json::to_string(&new.metadata)?;
-        let team_created = self.write(|tx| {
-            let created = match &new.team {
-                Some(team) => ensure_team(tx, team, now)?,
-                None => false,
-            };
-            tx.execute(
-                r#"INSERT INTO keys (id, key_hash, key_prefix, name, team, "user", models, metadata,
-                                    status, expires_at, created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"#,
-                &params![
-                    &id,
-                    &generated.hash,
-                    &generated.prefix,
-                    new.name.as_deref(),
-                    new.team.as_deref(),
-                    new.user.as_deref(),
-                    &models,
-                    &metadata,
-                    KeyStatus::Active.as_str(),
-                    new.expires_at,
-                    now,
-                ],
-            )?;
-            Ok(created)
-        })?;
+        let team_created = self.write(|tx| insert_key(tx, &id, &generated, &new, now))?;
         if let (true, Some(team)) = (team_created, &new.team) {
             info!(team = %team, "team auto-created for key (no model restriction)");
         }
-        Ok(CreatedKey {
-            key: generated.plaintext,
-            record: KeyRecord {
-                id,
-                key_prefix: generated.prefix,
-                name: new.name,
-                team: new.team,
-                user: new.user,
-                models: new.models,
-                metadata: new.metadata,
-                status: KeyStatus::Active,
-                expires_at: new.expires_at,
-                created_at: now,
-                updated_at: now,
-            },
-            team_created,
-        })
+        Ok(created_key(id, generated, new, now, team_created))
     }
 
     pub fn get_key(&self, id: &str) -> Result<KeyRecord> {
@@ -113,18 +73,82 @@ impl Store {
 
     /// All keys in creation order, optionally only those of one team.
     pub fn list_keys(&self, team: Option<&str>) -> Result<Vec<KeyRecord>> {
+        self.find_keys(&KeyFilter {
+            team: team.map(str::to_owned),
+            ..KeyFilter::default()
+        })
+    }
+
+    /// The keys `filter` matches, in creation order.
+    pub fn find_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
+        // LOWER on both sides: PostgreSQL's LIKE is case-sensitive, SQLite's is not
+        // (for ASCII letters, the only ones SQLite's LOWER folds).
+        let pattern = filter.search.as_deref().map(|s| {
+            let escaped = s
+                .to_ascii_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
         self.read(|c| {
-            // The CAST tells PostgreSQL the type of a parameter that may be NULL.
+            // The CASTs tell PostgreSQL the type of parameters that may be NULL.
             let sql = format!(
-                "SELECT {KEY_COLUMNS} FROM keys WHERE CAST($1 AS TEXT) IS NULL OR team = $1
-                 ORDER BY created_at, {}",
+                r#"SELECT {KEY_COLUMNS} FROM keys
+                   WHERE (CAST($1 AS TEXT) IS NULL OR team = $1)
+                     AND (CAST($2 AS TEXT) IS NULL OR status = $2)
+                     AND (CAST($3 AS TEXT) IS NULL
+                          OR LOWER(id) LIKE $3 ESCAPE '\' OR LOWER(key_prefix) LIKE $3 ESCAPE '\'
+                          OR LOWER(COALESCE(name, '')) LIKE $3 ESCAPE '\'
+                          OR LOWER(COALESCE(team, '')) LIKE $3 ESCAPE '\'
+                          OR LOWER(COALESCE("user", '')) LIKE $3 ESCAPE '\'
+                          OR LOWER(metadata) LIKE $3 ESCAPE '\')
+                   ORDER BY created_at, {}"#,
                 c.dialect().insertion_order()
             );
-            c.query(&sql, &params![team])?
-                .iter()
-                .map(key_from_row)
-                .collect()
+            let status = filter.status.map(KeyStatus::as_str);
+            c.query(
+                &sql,
+                &params![filter.team.as_deref(), status, pattern.as_deref()],
+            )?
+            .iter()
+            .map(key_from_row)
+            .collect()
         })
+    }
+
+    /// Everyone the keys name as their user, by name.
+    pub fn list_users(&self) -> Result<Vec<UserSummary>> {
+        let now = self.clock().now();
+        let rows = self.read(|c| {
+            c.query(
+                r#"SELECT "user", team, COUNT(*),
+                          SUM(CASE WHEN status = 'active' AND (expires_at IS NULL OR expires_at > $1)
+                                   THEN 1 ELSE 0 END)
+                   FROM keys WHERE "user" IS NOT NULL GROUP BY "user", team"#,
+                &params![now],
+            )
+        })?;
+        let mut users: BTreeMap<String, UserSummary> = BTreeMap::new();
+        for row in rows {
+            let name = row.text(0)?;
+            let entry = users.entry(name.clone()).or_insert_with(|| UserSummary {
+                user: name,
+                teams: Vec::new(),
+                keys: 0,
+                active_keys: 0,
+            });
+            entry.teams.extend(row.opt_text(1)?);
+            entry.keys += row.count(2)?;
+            entry.active_keys += row.count(3)?;
+        }
+        Ok(users
+            .into_values()
+            .map(|mut u| {
+                u.teams.sort();
+                u
+            })
+            .collect())
     }
 
     /// Applies a partial update; naming a team that does not exist creates it.
@@ -267,6 +291,66 @@ impl Store {
             )?;
             Ok(team)
         })
+    }
+}
+
+/// Inserts a new key (creating its team if needed); true if the team was created.
+pub(super) fn insert_key(
+    tx: &mut dyn Tx,
+    id: &str,
+    generated: &GeneratedKey,
+    new: &NewKey,
+    now: i64,
+) -> Result<bool> {
+    let team_created = match &new.team {
+        Some(team) => ensure_team(tx, team, now)?,
+        None => false,
+    };
+    tx.execute(
+        r#"INSERT INTO keys (id, key_hash, key_prefix, name, team, "user", models, metadata,
+                            status, expires_at, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"#,
+        &params![
+            id,
+            &generated.hash,
+            &generated.prefix,
+            new.name.as_deref(),
+            new.team.as_deref(),
+            new.user.as_deref(),
+            &serde_json::to_string(&new.models)?,
+            &serde_json::to_string(&new.metadata)?,
+            KeyStatus::Active.as_str(),
+            new.expires_at,
+            now,
+        ],
+    )?;
+    Ok(team_created)
+}
+
+/// What `insert_key` wrote, with the plaintext the caller hands out once.
+pub(super) fn created_key(
+    id: String,
+    generated: GeneratedKey,
+    new: NewKey,
+    now: i64,
+    team_created: bool,
+) -> CreatedKey {
+    CreatedKey {
+        key: generated.plaintext,
+        record: KeyRecord {
+            id,
+            key_prefix: generated.prefix,
+            name: new.name,
+            team: new.team,
+            user: new.user,
+            models: new.models,
+            metadata: new.metadata,
+            status: KeyStatus::Active,
+            expires_at: new.expires_at,
+            created_at: now,
+            updated_at: now,
+        },
+        team_created,
     }
 }
 

@@ -9,6 +9,7 @@
 //! lock the budget rows (`SELECT ... FOR UPDATE`) in id order first, which
 //! also keeps concurrent transactions from deadlocking.
 
+mod invites;
 mod keys_teams;
 mod postgres;
 pub mod sql;
@@ -16,6 +17,8 @@ mod sqlite;
 
 use std::path::Path;
 use std::sync::Arc;
+
+pub use invites::INVITE_PREFIX;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};

@@ -134,6 +134,39 @@ CREATE TABLE prices (
     r#"
 ALTER TABLE usage_ledger ADD COLUMN forwarded BOOLEAN NOT NULL DEFAULT TRUE;
 "#,
+    // The console: guardrail events tallied per day (rebuilt from the
+    // ledger, counts only), and invite links, kept by token hash.
+    r#"
+CREATE TABLE guardrail_daily (
+    day       TEXT NOT NULL,
+    guardrail TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    count     BIGINT NOT NULL,
+    PRIMARY KEY (day, guardrail, kind, direction, action)
+);
+INSERT INTO guardrail_daily
+SELECT to_char(to_timestamp(l.ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+       COALESCE(e->>'guardrail', ''), COALESCE(e->>'kind', ''),
+       COALESCE(e->>'direction', ''), COALESCE(e->>'action', ''),
+       CAST(SUM(COALESCE(CAST(e->>'count' AS BIGINT), 1)) AS BIGINT)
+FROM usage_ledger l, json_array_elements(CAST(l.guardrail_events AS JSON)) e
+GROUP BY 1, 2, 3, 4, 5;
+CREATE TABLE invites (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY,
+    id          TEXT PRIMARY KEY,
+    token_hash  TEXT NOT NULL UNIQUE,
+    team        TEXT NOT NULL REFERENCES teams(name),
+    "user"      TEXT NOT NULL,
+    models      TEXT NOT NULL DEFAULT '[]',
+    key_ttl_s   BIGINT,
+    expires_at  BIGINT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    redeemed_at BIGINT,
+    key_id      TEXT
+);
+"#,
 ];
 
 pub struct Postgres {

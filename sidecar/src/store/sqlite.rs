@@ -162,6 +162,38 @@ CREATE TABLE prices (
     r#"
 ALTER TABLE usage_ledger ADD COLUMN forwarded INTEGER NOT NULL DEFAULT 1;
 "#,
+    // The console: guardrail events tallied per day (rebuilt from the
+    // ledger, counts only), and invite links, kept by token hash.
+    r#"
+CREATE TABLE guardrail_daily (
+    day       TEXT NOT NULL,
+    guardrail TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (day, guardrail, kind, direction, action)
+) STRICT;
+INSERT INTO guardrail_daily
+SELECT strftime('%Y-%m-%d', l.ts, 'unixepoch'),
+       COALESCE(json_extract(e.value, '$.guardrail'), ''), COALESCE(json_extract(e.value, '$.kind'), ''),
+       COALESCE(json_extract(e.value, '$.direction'), ''), COALESCE(json_extract(e.value, '$.action'), ''),
+       SUM(COALESCE(json_extract(e.value, '$.count'), 1))
+FROM usage_ledger l, json_each(l.guardrail_events) e
+GROUP BY 1, 2, 3, 4, 5;
+CREATE TABLE invites (
+    id          TEXT PRIMARY KEY NOT NULL,
+    token_hash  TEXT NOT NULL UNIQUE,
+    team        TEXT NOT NULL REFERENCES teams(name),
+    user        TEXT NOT NULL,
+    models      TEXT NOT NULL DEFAULT '[]',
+    key_ttl_s   INTEGER,
+    expires_at  INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    redeemed_at INTEGER,
+    key_id      TEXT
+) STRICT;
+"#,
 ];
 
 pub struct Sqlite {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -25,9 +25,24 @@ pub struct App {
 
 /// A router over a fresh SQLite store on a manual (so movable) clock.
 pub fn app() -> App {
-    let store = TestStore::open(Backend::Sqlite).unwrap();
+    app_on(Backend::Sqlite).unwrap()
+}
+
+/// A router over a fresh store on `backend` on a manual clock; `None` when
+/// PostgreSQL is not installed.
+pub fn app_on(backend: Backend) -> Option<App> {
+    let store = TestStore::open(backend)?;
     let router = router(AppState::new(Arc::clone(&store.store), MASTER, SERVICE));
-    App { store, router }
+    Some(App { store, router })
+}
+
+/// Runs an async test body from a plain `#[test]` (as `on_both_backends!`
+/// generates); the App is dropped after the runtime is gone.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 /// A router whose store reads the machine's clock, as `serve` without
@@ -73,6 +88,15 @@ impl App {
             .to_owned();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         (status, content_type, bytes)
+    }
+
+    /// An unauthenticated GET: status, headers and body.
+    pub async fn get(&self, uri: &str) -> (StatusCode, HeaderMap, Bytes) {
+        let req = Request::get(uri).body(Body::empty()).unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, bytes)
     }
 
     /// A call whose answer is JSON (or empty, read as null).
