@@ -117,6 +117,11 @@ impl Plan {
                     translation.rewrites().then_some(translation),
                 )
             } else {
+                // Thinking the gateway wrote for another provider is unsigned,
+                // and Anthropic refuses it in a history.
+                if upstream == Wire::Messages {
+                    request.modified |= wire::messages::drop_unsigned_thinking(&mut request.body);
+                }
                 (request.rewritten_for(&route.body_model), None)
             };
         let decision = RouteDecision {
@@ -275,6 +280,27 @@ mod tests {
         let p = plan(&c, None, false, hi("fast"));
         let sent: Value = serde_json::from_slice(&p.body.unwrap()).unwrap();
         assert_eq!(sent["model"], "gpt-4o-mini");
+    }
+
+    #[test]
+    fn unsigned_thinking_is_not_sent_to_anthropic() {
+        let history = |signature: &str| {
+            json!({"model": "claude-x", "max_tokens": 9, "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "t", "signature": signature},
+                    {"type": "text", "text": "a"}]},
+                {"role": "user", "content": "y"}]})
+        };
+        let c = config("");
+        let sent = sent(Api::Messages, &c, history(""));
+        assert_eq!(
+            sent["messages"][1]["content"],
+            json!([{"type": "text", "text": "a"}]),
+            "the gateway's own (from Gemini) is dropped"
+        );
+        let signed = plan_in(Api::Messages, &c, None, false, history("sig"));
+        assert!(signed.body.is_none(), "Anthropic's own passes as it came");
     }
 
     #[test]

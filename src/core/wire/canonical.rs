@@ -29,6 +29,11 @@ pub enum Part {
         content: String,
         is_error: bool,
     },
+    /// The model declining to answer (OpenAI `refusal`).
+    Refusal(String),
+    /// Reasoning the model showed (thinking text, a reasoning summary),
+    /// without the provider's signature: only that provider can check it.
+    Reasoning(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +68,12 @@ pub struct Conversation {
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    /// Anthropic `top_k`.
+    pub top_k: Option<u64>,
+    /// Chat Completions `seed` and penalties.
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
     pub stop: Vec<String>,
     pub stream: bool,
     /// A JSON schema the output must follow (OpenAI `response_format` /
@@ -70,6 +81,17 @@ pub struct Conversation {
     pub json_schema: Option<Value>,
     pub json_object: bool,
     pub user: Option<String>,
+    /// The client asked to see the model's reasoning.
+    pub reasoning: Option<Reasoning>,
+    /// OpenAI's reasoning effort (`low`, `high`, ...).
+    pub reasoning_effort: Option<String>,
+}
+
+/// Reasoning asked for: Anthropic `thinking` (with its token budget) or a
+/// Responses `reasoning.summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reasoning {
+    pub budget_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +108,7 @@ pub struct Reply {
     pub id: String,
     pub model: String,
     pub created: u64,
-    /// Text and tool calls, in order.
+    /// Reasoning, text, refusals and tool calls, in order.
     pub parts: Vec<Part>,
     pub finish: Finish,
     pub usage: Usage,
@@ -100,6 +122,8 @@ pub enum Event {
         model: String,
     },
     TextDelta(String),
+    RefusalDelta(String),
+    ReasoningDelta(String),
     /// A tool call begins; `index` counts tool calls from 0.
     ToolStart {
         index: usize,
@@ -136,6 +160,20 @@ pub(crate) fn joined_text(parts: &[Part]) -> String {
         .iter()
         .filter_map(|p| {
             if let Part::Text(t) = p {
+                Some(t.as_str())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The refusal parts of `parts`, joined.
+pub(crate) fn joined_refusal(parts: &[Part]) -> String {
+    parts
+        .iter()
+        .filter_map(|p| {
+            if let Part::Refusal(t) = p {
                 Some(t.as_str())
             } else {
                 None

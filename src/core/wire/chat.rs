@@ -6,8 +6,8 @@ use super::edit::{Block, EditState, Ends, PlainText, Slot, StreamEdit};
 use super::request::{bad, common, insert_opt, text_of};
 use super::stream::{write_json, Decoder, Encoder};
 use super::{
-    joined_text, set, str_of, u64_of, Conversation, Event, Finish, Inbound, Message, Part, Reply,
-    Role, TextVisitor, Tool, ToolChoice, Upstream,
+    joined_refusal, joined_text, set, str_of, u64_of, Conversation, Event, Finish, Inbound,
+    Message, Part, Reply, Role, TextVisitor, Tool, ToolChoice, Upstream,
 };
 use crate::core::api::ClientFormat;
 use crate::core::content;
@@ -149,6 +149,7 @@ impl Inbound for Chat {
         {
             if let Some(m) = c.get_mut("message") {
                 locate::text_field(m, "content", f);
+                locate::text_field(m, "refusal", f);
                 if let Some(Value::Array(calls)) = m.get_mut("tool_calls") {
                     for call in calls {
                         if let Some(function) = call.get_mut("function") {
@@ -167,6 +168,13 @@ impl Inbound for Chat {
     fn stream_text(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
         text_chunk(e, text, out);
     }
+
+    fn stream_refusal(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
+        delta_chunk(e, json!({"refusal": text}), out);
+    }
+
+    /// Chat Completions has no standard field for reasoning.
+    fn stream_reasoning(&self, _: &mut Encoder, _: &str, _: &mut Vec<u8>) {}
 
     fn stream_tool_start(
         &self,
@@ -260,6 +268,7 @@ fn chat_parts(content: &Value) -> Result<Vec<Part>, GatewayError> {
             for p in parts {
                 match str_of(p, "type") {
                     Some("text") => out.push(Part::Text(str_of(p, "text").unwrap_or_default().into())),
+                    Some("refusal") => out.push(Part::Refusal(str_of(p, "refusal").unwrap_or_default().into())),
                     Some("image_url") => {
                         let url = p.pointer("/image_url/url").and_then(Value::as_str).ok_or_else(|| bad("image_url without url"))?;
                         out.push(Part::Image { url: url.into() });
@@ -337,6 +346,9 @@ pub(super) fn schema_format(format: &Value, conv: &mut Conversation) {
 fn read_request(body: &Value) -> Result<Conversation, GatewayError> {
     let mut conv = Conversation::default();
     common(body, &mut conv);
+    conv.seed = body.get("seed").and_then(Value::as_i64);
+    conv.presence_penalty = body.get("presence_penalty").and_then(Value::as_f64);
+    conv.frequency_penalty = body.get("frequency_penalty").and_then(Value::as_f64);
     if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err(bad(
             "`n` greater than 1 cannot be served by this model's provider.",
@@ -365,6 +377,7 @@ fn read_request(body: &Value) -> Result<Conversation, GatewayError> {
             }),
             Some("assistant") => {
                 let mut parts = chat_parts(content)?;
+                parts.extend(refusal(m));
                 parts.extend(tool_calls(m));
                 conv.messages.push(Message {
                     role: Role::Assistant,
@@ -490,6 +503,11 @@ fn write_request(conv: &Conversation, model: &str) -> Value {
         out.insert("response_format".into(), json!({"type": "json_object"}));
     }
     insert_opt(&mut out, "user", conv.user.clone().map(Value::String));
+    insert_opt(
+        &mut out,
+        "reasoning_effort",
+        conv.reasoning_effort.clone().map(Value::String),
+    );
     if conv.stream {
         out.insert("stream".into(), Value::Bool(true));
     }
@@ -497,6 +515,13 @@ fn write_request(conv: &Conversation, model: &str) -> Value {
 }
 
 // ---- answers ----
+
+/// The `refusal` of an OpenAI chat message.
+fn refusal(message: &Value) -> Option<Part> {
+    str_of(message, "refusal")
+        .filter(|r| !r.is_empty())
+        .map(|r| Part::Refusal(r.into()))
+}
 
 /// The tool calls of an OpenAI chat message (`tool_calls[].function`).
 fn tool_calls(message: &Value) -> impl Iterator<Item = Part> + '_ {
@@ -531,6 +556,7 @@ fn read_reply(v: &Value, now_s: u64) -> Result<Reply, GatewayError> {
     if let Some(text) = str_of(message, "content").filter(|t| !t.is_empty()) {
         parts.push(Part::Text(text.into()));
     }
+    parts.extend(refusal(message));
     parts.extend(tool_calls(message));
     let u = v.get("usage").unwrap_or(&Value::Null);
     Ok(Reply {
@@ -553,10 +579,11 @@ fn usage_object(u: &Usage) -> Value {
     })
 }
 
-/// An assistant turn: its text (null when it only calls tools) and its
-/// tool calls; in a request's history and in an answer alike.
+/// An assistant turn: its text (null when it only refuses or calls tools),
+/// refusal and tool calls; in a request's history and in an answer alike.
 fn assistant_message(parts: &[Part]) -> Value {
     let text = joined_text(parts);
+    let refusal = joined_refusal(parts);
     let calls: Vec<Value> = parts
         .iter()
         .filter_map(|p| match p {
@@ -566,7 +593,11 @@ fn assistant_message(parts: &[Part]) -> Value {
             _ => None,
         })
         .collect();
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
+    let only_other = text.is_empty() && !(calls.is_empty() && refusal.is_empty());
+    let mut message = json!({"role": "assistant", "content": if only_other { Value::Null } else { Value::String(text) }});
+    if !refusal.is_empty() {
+        set(&mut message, "refusal", Value::String(refusal));
+    }
     if !calls.is_empty() {
         set(&mut message, "tool_calls", Value::Array(calls));
     }
@@ -575,7 +606,9 @@ fn assistant_message(parts: &[Part]) -> Value {
 
 fn write_reply(r: &Reply) -> Value {
     let mut message = assistant_message(&r.parts);
-    set(&mut message, "refusal", Value::Null);
+    if message.get("refusal").is_none() {
+        set(&mut message, "refusal", Value::Null);
+    }
     json!({
         "id": r.id, "object": "chat.completion", "created": r.created, "model": r.model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(r.finish), "logprobs": null}],
@@ -597,6 +630,9 @@ fn decode(d: &mut Decoder, v: &Value, out: &mut Vec<Event>) {
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         if let Some(text) = str_of(delta, "content").filter(|t| !t.is_empty()) {
             out.push(Event::TextDelta(text.into()));
+        }
+        if let Some(text) = str_of(delta, "refusal").filter(|t| !t.is_empty()) {
+            out.push(Event::RefusalDelta(text.into()));
         }
         for call in delta
             .get("tool_calls")
@@ -662,6 +698,8 @@ struct ChatDelta<'a> {
     #[serde(borrow, default)]
     content: Option<Cow<'a, str>>,
     #[serde(default)]
+    refusal: Option<IgnoredAny>,
+    #[serde(default)]
     tool_calls: Option<IgnoredAny>,
 }
 
@@ -679,6 +717,7 @@ fn text_delta(data: &str, out: &mut Vec<Event>) -> bool {
                 delta:
                     ChatDelta {
                         content: Some(text),
+                        refusal: None,
                         tool_calls: None,
                     },
                 finish_reason: None,
@@ -853,5 +892,19 @@ mod tests {
             String::from_utf8(fast).unwrap(),
             String::from_utf8(slow).unwrap()
         );
+    }
+
+    #[test]
+    fn refusal_deltas_take_the_full_reader() {
+        let mut out = Vec::new();
+        let refusal = r#"{"choices":[{"delta":{"content":"","refusal":"No."}}]}"#;
+        assert!(!text_delta(refusal, &mut out));
+        let mut d = Decoder::new(crate::core::wire::Wire::ChatCompletions);
+        decode(&mut d, &serde_json::from_str(refusal).unwrap(), &mut out);
+        assert_eq!(out.last(), Some(&Event::RefusalDelta("No.".into())));
+        let text = r#"{"choices":[{"delta":{"content":"Hi","refusal":null}}]}"#;
+        let mut out = Vec::new();
+        assert!(text_delta(text, &mut out));
+        assert_eq!(out, [Event::TextDelta("Hi".into())]);
     }
 }

@@ -3,12 +3,14 @@
 //! `generationConfig`; answers and stream events (`streamGenerateContent
 //! ?alt=sse`, each `data:` a partial answer) as `candidates` with
 //! `usageMetadata`. The model and the stream flag are in the path, not the
-//! body (`core::provider::gemini`). Only the first candidate is read.
+//! body (`core::provider::gemini`). Only the first candidate is read; a
+//! prompt Gemini blocked (`promptFeedback.blockReason`, no candidates) is a
+//! content-filter finish.
 
 use super::request::insert_opt;
 use super::stream::Decoder;
 use super::{
-    joined_text, str_of, u64_of, Conversation, Event, Finish, Part, Reply, Role, ToolChoice,
+    joined_text, set, str_of, u64_of, Conversation, Event, Finish, Part, Reply, Role, ToolChoice,
     Upstream,
 };
 use crate::core::error::GatewayError;
@@ -43,19 +45,27 @@ impl Upstream for Gemini {
     }
 
     fn read_reply(&self, v: &Value, now_s: u64) -> Result<Reply, GatewayError> {
-        let candidate = v
-            .pointer("/candidates/0")
-            .ok_or(GatewayError::UpstreamInvalid(
-                "the provider's answer has no candidates",
-            ))?;
-        let parts: Vec<Part> = answer_parts(candidate).collect();
-        let called = parts.iter().any(|p| matches!(p, Part::ToolCall { .. }));
+        let (parts, finish) = match (v.pointer("/candidates/0"), blocked(v)) {
+            (Some(candidate), _) => {
+                let parts: Vec<Part> = answer_parts(candidate).collect();
+                let called = parts.iter().any(|p| matches!(p, Part::ToolCall { .. }));
+                let reason = str_of(candidate, "finishReason").unwrap_or("STOP");
+                let finish = read_finish(reason, called);
+                (parts, finish)
+            }
+            (None, true) => (Vec::new(), Finish::ContentFilter),
+            (None, false) => {
+                return Err(GatewayError::UpstreamInvalid(
+                    "the provider's answer has no candidates",
+                ))
+            }
+        };
         Ok(Reply {
             id: str_of(v, "responseId").unwrap_or("gemini-tollgate").into(),
             model: str_of(v, "modelVersion").unwrap_or_default().into(),
             created: now_s,
             parts,
-            finish: read_finish(str_of(candidate, "finishReason").unwrap_or("STOP"), called),
+            finish,
             usage: v.get("usageMetadata").map(usage).unwrap_or_default(),
         })
     }
@@ -72,6 +82,7 @@ impl Upstream for Gemini {
         for part in answer_parts(candidate) {
             match part {
                 Part::Text(text) if !text.is_empty() => out.push(Event::TextDelta(text)),
+                Part::Reasoning(text) if !text.is_empty() => out.push(Event::ReasoningDelta(text)),
                 Part::ToolCall {
                     id,
                     name,
@@ -91,6 +102,8 @@ impl Upstream for Gemini {
         }
         if let Some(reason) = str_of(candidate, "finishReason") {
             out.push(Event::Finish(read_finish(reason, d.tools > 0)));
+        } else if blocked(v) {
+            out.push(Event::Finish(Finish::ContentFilter));
         }
         if let Some(u) = v.get("usageMetadata") {
             out.push(Event::Usage(usage(u)));
@@ -115,7 +128,7 @@ impl Upstream for Gemini {
         let candidate = v.pointer("/candidates/0").unwrap_or(&Value::Null);
         answer_parts(candidate)
             .map(|p| match p {
-                Part::Text(t) => t.chars().count(),
+                Part::Text(t) | Part::Reasoning(t) | Part::Refusal(t) => t.chars().count(),
                 Part::ToolCall { arguments, .. } => arguments.chars().count(),
                 Part::Image { .. } | Part::ToolResult { .. } => 0,
             })
@@ -133,6 +146,11 @@ impl Upstream for Gemini {
             out.push_str(&self.reply_text(&v));
         }
     }
+}
+
+/// Whether Gemini refused the prompt itself (no candidates then).
+fn blocked(v: &Value) -> bool {
+    v.pointer("/promptFeedback/blockReason").is_some()
 }
 
 /// Gemini reasons in OpenAI terms: a stop after function calls is a tool
@@ -174,8 +192,8 @@ fn observe(s: &mut ResponseSummary, v: &Value) {
     }
 }
 
-/// The text and function calls of a candidate; thought summaries stay
-/// with the provider.
+/// The thought summaries, text and function calls of a candidate (thought
+/// signatures stay with the provider).
 fn answer_parts(candidate: &Value) -> impl Iterator<Item = Part> + '_ {
     candidate
         .pointer("/content/parts")
@@ -183,10 +201,13 @@ fn answer_parts(candidate: &Value) -> impl Iterator<Item = Part> + '_ {
         .into_iter()
         .flatten()
         .enumerate()
-        .filter(|(_, p)| p.get("thought").and_then(Value::as_bool) != Some(true))
         .filter_map(|(i, p)| {
             if let Some(text) = str_of(p, "text") {
-                return Some(Part::Text(text.into()));
+                return Some(if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                    Part::Reasoning(text.into())
+                } else {
+                    Part::Text(text.into())
+                });
             }
             let call = p.get("functionCall")?;
             Some(Part::ToolCall {
@@ -242,6 +263,25 @@ fn write_request(c: &Conversation) -> Value {
     );
     insert_opt(&mut config, "temperature", c.temperature.map(Value::from));
     insert_opt(&mut config, "topP", c.top_p.map(Value::from));
+    insert_opt(&mut config, "topK", c.top_k.map(Value::from));
+    insert_opt(&mut config, "seed", c.seed.map(Value::from));
+    insert_opt(
+        &mut config,
+        "presencePenalty",
+        c.presence_penalty.map(Value::from),
+    );
+    insert_opt(
+        &mut config,
+        "frequencyPenalty",
+        c.frequency_penalty.map(Value::from),
+    );
+    if let Some(r) = c.reasoning {
+        let mut thinking = json!({"includeThoughts": true});
+        if let Some(budget) = r.budget_tokens {
+            set(&mut thinking, "thinkingBudget", budget.into());
+        }
+        config.insert("thinkingConfig".into(), thinking);
+    }
     if !c.stop.is_empty() {
         config.insert("stopSequences".into(), json!(c.stop));
     }
@@ -293,7 +333,8 @@ fn write_request(c: &Conversation) -> Value {
 
 fn write_part(p: &Part, c: &Conversation) -> Value {
     match p {
-        Part::Text(t) => json!({"text": t}),
+        Part::Text(t) | Part::Refusal(t) => json!({"text": t}),
+        Part::Reasoning(t) => json!({"text": t, "thought": true}),
         Part::Image { url } => match url
             .strip_prefix("data:")
             .and_then(|rest| rest.split_once(";base64,"))
@@ -436,8 +477,19 @@ mod tests {
             &reply::translate(&t(Api::Messages, false), ANSWER.as_bytes(), 5).unwrap(),
         )
         .unwrap();
-        assert_eq!(out["content"][0]["text"], "Hello");
+        assert_eq!(
+            out["content"][0],
+            json!({"type": "thinking", "thinking": "thinking", "signature": ""})
+        );
+        assert_eq!(out["content"][1]["text"], "Hello");
         assert_eq!(out["usage"]["input_tokens"], 7, "cached tokens apart");
+        let out: Value = serde_json::from_slice(
+            &reply::translate(&t(Api::Responses, false), ANSWER.as_bytes(), 5).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["output"][0]["summary"][0]["text"], "thinking");
+        assert_eq!(out["output"][1]["content"][0]["text"], "Hello");
+        assert_eq!(out["output"][2]["type"], "function_call");
         let v: Value = serde_json::from_str(ANSWER).unwrap();
         let s = Gemini.summarize(&v);
         assert_eq!(
@@ -457,11 +509,15 @@ mod tests {
     );
 
     fn run(client: Api, cut: usize) -> (Vec<u8>, ResponseSummary) {
+        run_stream(client, STREAM, cut)
+    }
+
+    fn run_stream(client: Api, input: &str, cut: usize) -> (Vec<u8>, ResponseSummary) {
         let mut s = StreamTranslator::new(&t(client, true), 1);
         let mut summary = ResponseSummary::default();
         let mut framer = SseFramer::new();
         let mut out = Vec::new();
-        for chunk in [&STREAM.as_bytes()[..cut], &STREAM.as_bytes()[cut..]] {
+        for chunk in [&input.as_bytes()[..cut], &input.as_bytes()[cut..]] {
             let events = framer.push(chunk);
             for e in &events {
                 Gemini.observe_event(&mut summary, &e.data);
@@ -493,5 +549,129 @@ mod tests {
         assert!(text.contains("\"stop_reason\":\"max_tokens\""), "{text}");
         assert!(text.contains("\"output_tokens\":3"), "{text}");
         assert!(text.contains("\"text\":\"lo\""), "{text}");
+    }
+
+    /// Parsed `data:` payloads of a translated stream.
+    fn payloads(out: &[u8]) -> Vec<Value> {
+        SseFramer::new()
+            .push(out)
+            .into_iter()
+            .filter(|e| e.data != "[DONE]")
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect()
+    }
+
+    const THOUGHTS: &str = concat!(
+        "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Weighing it\",\"thought\":true}]},\"index\":0}],\"modelVersion\":\"gemini-2.5-flash\",\"responseId\":\"r3\"}\r\n\r\n",
+        "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\" up.\",\"thought\":true}]},\"index\":0}],\"modelVersion\":\"gemini-2.5-flash\",\"responseId\":\"r3\"}\r\n\r\n",
+        "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Yes.\",\"thoughtSignature\":\"c2ln\"}]},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":1,\"thoughtsTokenCount\":7},\"modelVersion\":\"gemini-2.5-flash\",\"responseId\":\"r3\"}\r\n\r\n",
+    );
+
+    #[test]
+    fn thought_summaries_stream_as_thinking_or_reasoning() {
+        let (messages, _) = run_stream(Api::Messages, THOUGHTS, 0);
+        let ev = payloads(&messages);
+        assert_eq!(
+            ev[1]["content_block"],
+            json!({"type": "thinking", "thinking": "", "signature": ""})
+        );
+        let thinking: String = ev
+            .iter()
+            .filter_map(|e| e.pointer("/delta/thinking").and_then(Value::as_str))
+            .collect();
+        assert_eq!(thinking, "Weighing it up.");
+        assert_eq!(ev[4]["type"], "content_block_stop");
+        assert_eq!(ev[5]["content_block"]["type"], "text");
+        assert_eq!(ev[5]["index"], 1);
+        let (responses, _) = run_stream(Api::Responses, THOUGHTS, 0);
+        let ev = payloads(&responses);
+        let done = &ev.last().unwrap()["response"];
+        assert_eq!(
+            done["output"][0]["summary"],
+            json!([{"type": "summary_text", "text": "Weighing it up."}])
+        );
+        assert_eq!(done["output"][1]["content"][0]["text"], "Yes.");
+        let (chat, _) = run_stream(Api::ChatCompletions, THOUGHTS, 0);
+        let text = String::from_utf8(chat).unwrap();
+        assert!(!text.contains("Weighing"), "{text}");
+        for client in [Api::ChatCompletions, Api::Responses, Api::Messages] {
+            let whole = run_stream(client, THOUGHTS, 0).0;
+            for cut in 1..THOUGHTS.len() {
+                assert_eq!(
+                    run_stream(client, THOUGHTS, cut).0,
+                    whole,
+                    "{client:?} {cut}"
+                );
+            }
+        }
+    }
+
+    const BLOCKED: &str = r#"{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":6,"totalTokenCount":6},"modelVersion":"gemini-2.5-flash","responseId":"r4"}"#;
+
+    #[test]
+    fn a_blocked_prompt_is_a_content_filter() {
+        let answer = |client| -> Value {
+            serde_json::from_slice(
+                &reply::translate(&t(client, false), BLOCKED.as_bytes(), 5).unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            answer(Api::ChatCompletions)["choices"][0]["finish_reason"],
+            "content_filter"
+        );
+        assert_eq!(answer(Api::Messages)["stop_reason"], "refusal");
+        assert_eq!(
+            answer(Api::Responses)["incomplete_details"]["reason"],
+            "content_filter"
+        );
+        let stream = format!("data: {BLOCKED}\r\n\r\n");
+        let ev = payloads(&run_stream(Api::Messages, &stream, 0).0);
+        assert_eq!(ev[ev.len() - 2]["delta"]["stop_reason"], "refusal");
+        let ev = payloads(&run_stream(Api::ChatCompletions, &stream, 0).0);
+        let reasons: Vec<&Value> = ev
+            .iter()
+            .filter_map(|e| e.pointer("/choices/0/finish_reason"))
+            .filter(|r| !r.is_null())
+            .collect();
+        assert_eq!(reasons, [&json!("content_filter")]);
+    }
+
+    #[test]
+    fn reasoning_and_sampling_requests_reach_generation_config() {
+        let msgs = json!({"model": "g", "max_tokens": 4000, "top_k": 40,
+            "thinking": {"type": "enabled", "budget_tokens": 2048},
+            "messages": [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "text", "text": "hello"}]},
+                {"role": "user", "content": "again"}]});
+        let (out, _) = translate(Api::Messages, Wire::Gemini, &msgs, false, "g").unwrap();
+        assert_eq!(
+            out["generationConfig"],
+            json!({"maxOutputTokens": 4000, "topK": 40,
+                "thinkingConfig": {"includeThoughts": true, "thinkingBudget": 2048}})
+        );
+        assert_eq!(
+            out["contents"][1],
+            json!({"role": "model", "parts": [{"text": "hello"}]}),
+            "Anthropic's signed thinking is not sent to Gemini"
+        );
+        let resp = json!({"input": "hi", "reasoning": {"effort": "low", "summary": "auto"}});
+        let (out, _) = translate(Api::Responses, Wire::Gemini, &resp, false, "g").unwrap();
+        assert_eq!(
+            out["generationConfig"],
+            json!({"thinkingConfig": {"includeThoughts": true}})
+        );
+        let chat = json!({"seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5, "n": 1,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let (out, _) = translate(Api::ChatCompletions, Wire::Gemini, &chat, false, "g").unwrap();
+        assert_eq!(
+            out["generationConfig"],
+            json!({"seed": 7, "presencePenalty": 0.5, "frequencyPenalty": -0.5})
+        );
+        let n2 = json!({"n": 2, "messages": [{"role": "user", "content": "hi"}]});
+        let err = translate(Api::ChatCompletions, Wire::Gemini, &n2, false, "g").unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(err.message().contains("`n`"), "{}", err.message());
     }
 }

@@ -6,8 +6,8 @@ use super::edit::{Block, EditState, Ends, PlainText, Slot, StreamEdit};
 use super::request::{bad, common, insert_opt, text_of};
 use super::stream::{write_json, write_sse, Decoder, Encoder, Open};
 use super::{
-    set, str_of, u64_of, Conversation, Event, Finish, Inbound, Message, Part, Reply, Role,
-    TextVisitor, Tool, ToolChoice, Upstream,
+    set, str_of, u64_of, Conversation, Event, Finish, Inbound, Message, Part, Reasoning, Reply,
+    Role, TextVisitor, Tool, ToolChoice, Upstream,
 };
 use crate::core::api::ClientFormat;
 use crate::core::content;
@@ -138,6 +138,18 @@ impl Inbound for Messages {
 
     fn reply_texts(&self, body: &mut Value, f: &mut TextVisitor) {
         locate::content(body.get_mut("content"), f);
+        for block in body
+            .get_mut("content")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            // Only the thinking the gateway wrote (from another provider):
+            // Anthropic's own is signed, and rewriting it would fail the next turn.
+            if str_of(block, "signature") == Some("") {
+                locate::text_field(block, "thinking", f);
+            }
+        }
     }
 
     fn stream_start(&self, e: &mut Encoder, out: &mut Vec<u8>) {
@@ -156,6 +168,34 @@ impl Inbound for Messages {
     fn stream_text(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
         let index = open_text(e, out);
         text_event(index, text, out);
+    }
+
+    /// A refusal is text here; the stop reason says it was one.
+    fn stream_refusal(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
+        self.stream_text(e, text, out);
+    }
+
+    fn stream_reasoning(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
+        let index = match e.open {
+            Some(Open::Reasoning(i)) => i,
+            _ => {
+                close_block(e, out);
+                let index = e.next_block;
+                e.next_block += 1;
+                e.open = Some(Open::Reasoning(index));
+                e.sse(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": index, "content_block": thinking_block("")}),
+                    out,
+                );
+                index
+            }
+        };
+        e.sse(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": text}}),
+            out,
+        );
     }
 
     fn stream_tool_start(
@@ -202,14 +242,14 @@ impl Inbound for Messages {
     fn stream_end(&self, e: &mut Encoder, out: &mut Vec<u8>) {
         close_block(e, out);
         let u = e.usage.unwrap_or_default();
-        let finish = e.finish.unwrap_or(Finish::Stop);
+        let reason = stop_reason(e.finish.unwrap_or(Finish::Stop), &e.parts);
         let mut usage = usage_object(&u);
         if let Some(o) = usage.as_object_mut() {
             o.remove("cache_creation_input_tokens");
         }
         e.sse(
             "message_delta",
-            json!({"type": "message_delta", "delta": {"stop_reason": finish_reason(finish), "stop_sequence": null}, "usage": usage}),
+            json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null}, "usage": usage}),
             out,
         );
         e.sse("message_stop", json!({"type": "message_stop"}), out);
@@ -233,9 +273,14 @@ fn observe(s: &mut ResponseSummary, v: &Value) {
     }
 }
 
-fn finish_reason(f: Finish) -> &'static str {
+/// A content filter and an answer that refused (OpenAI's `refusal`) end
+/// as Anthropic's `refusal`. Never `stop_sequence`: the other APIs do not
+/// say whether a stop sequence matched.
+fn stop_reason(f: Finish, parts: &[Part]) -> &'static str {
     match f {
-        Finish::Stop | Finish::ContentFilter => "end_turn",
+        Finish::Stop if parts.iter().any(|p| matches!(p, Part::Refusal(_))) => "refusal",
+        Finish::Stop => "end_turn",
+        Finish::ContentFilter => "refusal",
         Finish::Length => "max_tokens",
         Finish::ToolCalls => "tool_use",
     }
@@ -246,8 +291,13 @@ fn read_finish(s: &str) -> Finish {
         "max_tokens" | "model_context_window_exceeded" => Finish::Length,
         "tool_use" => Finish::ToolCalls,
         "refusal" => Finish::ContentFilter,
-        _ => Finish::Stop,
+        _ => Finish::Stop, // end_turn, stop_sequence, pause_turn
     }
+}
+
+/// A thinking block without a signature: only Anthropic can sign one.
+fn thinking_block(text: &str) -> Value {
+    json!({"type": "thinking", "thinking": text, "signature": ""})
 }
 
 // ---- requests ----
@@ -268,13 +318,14 @@ fn anthropic_parts(content: &Value, role: Role) -> Result<Vec<Part>, GatewayErro
             Some("text") => out.push(Part::Text(str_of(b, "text").unwrap_or_default().into())),
             Some("image") => {
                 let source = b.get("source").unwrap_or(&Value::Null);
-                let url = match str_of(source, "type") {
-                    Some("base64") => format!(
+                let url = match (str_of(source, "type"), str_of(source, "url")) {
+                    (Some("base64"), _) => format!(
                         "data:{};base64,{}",
                         str_of(source, "media_type").unwrap_or("image/png"),
                         str_of(source, "data").unwrap_or_default()
                     ),
-                    _ => str_of(source, "url").unwrap_or_default().into(),
+                    (Some("url"), Some(url)) => url.into(),
+                    _ => return Err(bad("Only images by URL or base64 data can be translated for this model's provider.")),
                 };
                 out.push(Part::Image { url });
             }
@@ -288,7 +339,7 @@ fn anthropic_parts(content: &Value, role: Role) -> Result<Vec<Part>, GatewayErro
                 content: text_of(b.get("content").unwrap_or(&Value::Null)),
                 is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
             }),
-            // Thinking blocks are the model's own and are not sent to other providers.
+            // Thinking blocks are signed by Anthropic, for Anthropic only.
             Some("thinking") | Some("redacted_thinking") => {}
             Some(other) => {
                 return Err(GatewayError::BadRequest(format!(
@@ -305,6 +356,22 @@ fn read_request(body: &Value) -> Result<Conversation, GatewayError> {
     let mut conv = Conversation::default();
     common(body, &mut conv);
     conv.max_tokens = body.get("max_tokens").and_then(Value::as_u64);
+    conv.top_k = body.get("top_k").and_then(Value::as_u64);
+    conv.user = body
+        .pointer("/metadata/user_id")
+        .and_then(Value::as_str)
+        .map(String::from);
+    conv.reasoning = match body.pointer("/thinking/type").and_then(Value::as_str) {
+        Some("enabled") => Some(Reasoning {
+            budget_tokens: body
+                .pointer("/thinking/budget_tokens")
+                .and_then(Value::as_u64),
+        }),
+        Some("adaptive") => Some(Reasoning {
+            budget_tokens: None,
+        }),
+        _ => None,
+    };
     match body.get("system") {
         Some(Value::String(s)) => conv.system.push(s.clone()),
         Some(blocks @ Value::Array(_)) => conv.system.push(text_of(blocks)),
@@ -315,6 +382,8 @@ fn read_request(body: &Value) -> Result<Conversation, GatewayError> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        // Anthropic's own tools (web search, bash, ...) have a versioned type.
+        .filter(|t| str_of(t, "type").unwrap_or("custom") == "custom")
         .filter_map(|t| {
             Some(Tool {
                 name: str_of(t, "name")?.into(),
@@ -359,6 +428,29 @@ fn read_request(body: &Value) -> Result<Conversation, GatewayError> {
     Ok(conv)
 }
 
+/// A Messages client's request for Anthropic itself: drops the thinking
+/// blocks the gateway wrote for another provider's reasoning (with an
+/// empty signature), as Anthropic refuses blocks it did not sign. Whether
+/// there were any.
+pub fn drop_unsigned_thinking(body: &mut Value) -> bool {
+    let mut dropped = false;
+    for m in body
+        .get_mut("messages")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(blocks) = m.get_mut("content").and_then(Value::as_array_mut) {
+            let before = blocks.len();
+            blocks.retain(|b| {
+                str_of(b, "type") != Some("thinking") || str_of(b, "signature") != Some("")
+            });
+            dropped |= blocks.len() < before;
+        }
+    }
+    dropped
+}
+
 fn anthropic_image(url: &str) -> Value {
     match url
         .strip_prefix("data:")
@@ -378,17 +470,7 @@ fn write_request(conv: &Conversation, model: &str) -> Value {
             .parts
             .iter()
             .filter(|p| !matches!(p, Part::Text(t) if t.is_empty()))
-            .map(|p| match p {
-                Part::Text(t) => json!({"type": "text", "text": t}),
-                Part::Image { url } => anthropic_image(url),
-                Part::ToolCall { id, name, arguments } => json!({
-                    "type": "tool_use", "id": id, "name": name,
-                    "input": serde_json::from_str::<Value>(arguments).ok().filter(Value::is_object).unwrap_or_else(|| json!({})),
-                }),
-                Part::ToolResult { id, content, is_error } => {
-                    json!({"type": "tool_result", "tool_use_id": id, "content": content, "is_error": is_error})
-                }
-            })
+            .map(block)
             .collect();
         if blocks.is_empty() {
             continue;
@@ -419,7 +501,12 @@ fn write_request(conv: &Conversation, model: &str) -> Value {
     if !conv.system.is_empty() {
         out.insert("system".into(), Value::String(conv.system.join("\n\n")));
     }
-    insert_opt(&mut out, "temperature", conv.temperature.map(Value::from));
+    // Anthropic's range ends at 1, OpenAI's at 2.
+    insert_opt(
+        &mut out,
+        "temperature",
+        conv.temperature.map(|t| Value::from(t.min(1.0))),
+    );
     insert_opt(&mut out, "top_p", conv.top_p.map(Value::from));
     if !conv.stop.is_empty() {
         out.insert("stop_sequences".into(), json!(conv.stop));
@@ -481,7 +568,10 @@ fn read_reply(v: &Value, now_s: u64) -> Result<Reply, GatewayError> {
                 name: str_of(b, "name").unwrap_or_default().into(),
                 arguments: b.get("input").map_or_else(|| "{}".into(), Value::to_string),
             }),
-            _ => {} // thinking blocks stay with the provider
+            Some("thinking") => parts.push(Part::Reasoning(
+                str_of(b, "thinking").unwrap_or_default().into(),
+            )),
+            _ => {} // signatures, redacted thinking and server tools stay with the provider
         }
     }
     let u = v.get("usage").unwrap_or(&Value::Null);
@@ -513,22 +603,36 @@ fn usage_object(u: &Usage) -> Value {
     })
 }
 
+/// A content block, in a request or an answer (requests hold no reasoning:
+/// the readers drop it).
+fn block(p: &Part) -> Value {
+    match p {
+        Part::Text(t) | Part::Refusal(t) => json!({"type": "text", "text": t}),
+        Part::Reasoning(t) => thinking_block(t),
+        Part::Image { url } => anthropic_image(url),
+        Part::ToolCall {
+            id,
+            name,
+            arguments,
+        } => json!({
+            "type": "tool_use", "id": id, "name": name,
+            "input": serde_json::from_str::<Value>(arguments).ok().filter(Value::is_object).unwrap_or_else(|| json!({})),
+        }),
+        Part::ToolResult {
+            id,
+            content,
+            is_error,
+        } => {
+            json!({"type": "tool_result", "tool_use_id": id, "content": content, "is_error": is_error})
+        }
+    }
+}
+
 fn write_reply(r: &Reply) -> Value {
-    let content: Vec<Value> = r
-        .parts
-        .iter()
-        .filter_map(|p| match p {
-            Part::Text(t) => Some(json!({"type": "text", "text": t})),
-            Part::ToolCall { id, name, arguments } => Some(json!({
-                "type": "tool_use", "id": id, "name": name,
-                "input": serde_json::from_str::<Value>(arguments).ok().filter(Value::is_object).unwrap_or_else(|| json!({})),
-            })),
-            _ => None,
-        })
-        .collect();
+    let content: Vec<Value> = r.parts.iter().map(block).collect();
     json!({
         "id": r.id, "type": "message", "role": "assistant", "model": r.model, "content": content,
-        "stop_reason": finish_reason(r.finish), "stop_sequence": null, "usage": usage_object(&r.usage),
+        "stop_reason": stop_reason(r.finish, &r.parts), "stop_sequence": null, "usage": usage_object(&r.usage),
     })
 }
 
@@ -564,6 +668,9 @@ fn decode(d: &mut Decoder, v: &Value, out: &mut Vec<Event>) {
                 Some("text_delta") => out.push(Event::TextDelta(
                     str_of(delta, "text").unwrap_or_default().into(),
                 )),
+                Some("thinking_delta") => out.push(Event::ReasoningDelta(
+                    str_of(delta, "thinking").unwrap_or_default().into(),
+                )),
                 Some("input_json_delta") => {
                     let block = v.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
                     if let Some(&(_, index)) = d.tool_blocks.iter().find(|(b, _)| *b == block) {
@@ -576,7 +683,7 @@ fn decode(d: &mut Decoder, v: &Value, out: &mut Vec<Event>) {
                         }
                     }
                 }
-                _ => {} // thinking deltas stay with the provider
+                _ => {} // signatures and citations stay with the provider
             }
         }
         Some("message_delta") => {
@@ -651,7 +758,9 @@ fn open_text(e: &mut Encoder, out: &mut Vec<u8>) -> usize {
 }
 
 fn close_block(e: &mut Encoder, out: &mut Vec<u8>) {
-    if let Some(Open::Text(i) | Open::Tool(i)) = e.open.take() {
+    if let Some(Open::Text(i) | Open::Refusal(i) | Open::Reasoning(i) | Open::Tool(i)) =
+        e.open.take()
+    {
         e.sse(
             "content_block_stop",
             json!({"type": "content_block_stop", "index": i}),

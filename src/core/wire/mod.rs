@@ -158,6 +158,8 @@ pub trait Inbound: Upstream {
     /// stream has said so far.
     fn stream_start(&self, e: &mut Encoder, out: &mut Vec<u8>);
     fn stream_text(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>);
+    fn stream_refusal(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>);
+    fn stream_reasoning(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>);
     fn stream_tool_start(
         &self,
         e: &mut Encoder,

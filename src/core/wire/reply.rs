@@ -90,6 +90,95 @@ mod tests {
         assert_eq!(r["status"], "completed");
     }
 
+    const CHAT_REFUSAL: &str = r#"{"id":"chatcmpl-2","object":"chat.completion","created":5,"model":"gpt-4o",
+        "choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}],
+        "usage":{"prompt_tokens":3,"completion_tokens":6}}"#;
+
+    #[test]
+    fn chat_refusal_to_responses_and_messages() {
+        let r = out(&t(Api::Responses, Api::ChatCompletions), CHAT_REFUSAL);
+        assert_eq!(r["status"], "completed");
+        assert_eq!(
+            r["output"][0]["content"],
+            json!([{"type": "refusal", "refusal": "I can't help with that."}])
+        );
+        let m = out(&t(Api::Messages, Api::ChatCompletions), CHAT_REFUSAL);
+        assert_eq!(
+            m["content"],
+            json!([{"type": "text", "text": "I can't help with that."}])
+        );
+        assert_eq!(m["stop_reason"], "refusal");
+        // A content filter is a refusal for Anthropic clients, an
+        // incomplete response for Responses clients.
+        let filtered = CHAT_REFUSAL.replace("\"stop\"", "\"content_filter\"");
+        let m = out(&t(Api::Messages, Api::ChatCompletions), &filtered);
+        assert_eq!(m["stop_reason"], "refusal");
+        let r = out(&t(Api::Responses, Api::ChatCompletions), &filtered);
+        assert_eq!(
+            (&r["status"], &r["incomplete_details"]["reason"]),
+            (&json!("incomplete"), &json!("content_filter"))
+        );
+    }
+
+    const THINKING: &str = r#"{"id":"msg_2","type":"message","role":"assistant","model":"claude-x",
+        "content":[{"type":"thinking","thinking":"Count the letters.","signature":"sig"},
+            {"type":"redacted_thinking","data":"opaque"},{"type":"text","text":"Three"}],
+        "stop_reason":"stop_sequence","stop_sequence":"END","usage":{"input_tokens":4,"output_tokens":9}}"#;
+
+    #[test]
+    fn messages_thinking_and_stop_sequence_to_chat_and_responses() {
+        let c = out(&t(Api::ChatCompletions, Api::Messages), THINKING);
+        assert_eq!(
+            c["choices"][0]["message"],
+            json!({"role": "assistant", "content": "Three", "refusal": null})
+        );
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
+        let r = out(&t(Api::Responses, Api::Messages), THINKING);
+        assert_eq!(r["status"], "completed");
+        assert_eq!(
+            r["output"][0],
+            json!({"type": "reasoning", "id": "rs_0_msg_2",
+                "summary": [{"type": "summary_text", "text": "Count the letters."}]})
+        );
+        assert_eq!(r["output"][1]["id"], "msg_1_msg_2");
+        assert_eq!(r["output"][1]["content"][0]["text"], "Three");
+        assert_eq!(r["output"].as_array().map(Vec::len), Some(2));
+        let refused = THINKING.replace("\"stop_sequence\",", "\"refusal\",");
+        let c = out(&t(Api::ChatCompletions, Api::Messages), &refused);
+        assert_eq!(c["choices"][0]["finish_reason"], "content_filter");
+        let r = out(&t(Api::Responses, Api::Messages), &refused);
+        assert_eq!(r["incomplete_details"]["reason"], "content_filter");
+    }
+
+    /// The texts output guardrails see in a client's answer.
+    fn guarded_texts(client: Api, mut body: Value) -> Vec<String> {
+        let mut seen = Vec::new();
+        client
+            .inbound()
+            .reply_texts(&mut body, &mut |t: &mut String| seen.push(t.clone()));
+        seen
+    }
+
+    #[test]
+    fn carried_refusals_and_reasoning_are_guarded() {
+        let refusal = "I can't help with that.".to_string();
+        let chat: Value = serde_json::from_str(CHAT_REFUSAL).unwrap();
+        assert!(guarded_texts(Api::ChatCompletions, chat).contains(&refusal));
+        for client in [Api::Responses, Api::Messages] {
+            let body = out(&t(client, Api::ChatCompletions), CHAT_REFUSAL);
+            assert!(guarded_texts(client, body).contains(&refusal), "{client:?}");
+        }
+        let thought = "Count the letters.".to_string();
+        let summary = out(&t(Api::Responses, Api::Messages), THINKING);
+        assert!(guarded_texts(Api::Responses, summary).contains(&thought));
+        // Claude's own thinking is signed: left as it came. The thinking the
+        // gateway wrote for another provider's reasoning has no signature.
+        let mut claude: Value = serde_json::from_str(THINKING).unwrap();
+        assert!(!guarded_texts(Api::Messages, claude.clone()).contains(&thought));
+        claude["content"][0]["signature"] = json!("");
+        assert!(guarded_texts(Api::Messages, claude).contains(&thought));
+    }
+
     #[test]
     fn bad_upstream_bodies_are_errors() {
         for body in ["not json", "{}", r#"{"choices":[]}"#] {

@@ -63,7 +63,10 @@ pub(super) fn common(body: &Value, conv: &mut Conversation) {
     conv.temperature = body.get("temperature").and_then(Value::as_f64);
     conv.top_p = body.get("top_p").and_then(Value::as_f64);
     conv.parallel_tool_calls = body.get("parallel_tool_calls").and_then(Value::as_bool);
-    conv.user = str_of(body, "user").map(String::from);
+    // OpenAI's successor of `user`.
+    conv.user = str_of(body, "user")
+        .or_else(|| str_of(body, "safety_identifier"))
+        .map(String::from);
     conv.stop = match body.get("stop").or_else(|| body.get("stop_sequences")) {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) => a
@@ -193,16 +196,19 @@ mod tests {
                 {"type": "function_call_output", "call_id": "c1", "output": "ok"}
             ],
             "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
-            "text": {"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": true}}
+            "text": {"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": true}},
+            "reasoning": {"effort": "high"}
         });
         let (chat, _) = translate(Api::Responses, Api::ChatCompletions, &resp, "m").unwrap();
         assert_eq!(chat["messages"][0]["content"], "sys");
+        assert_eq!(chat["reasoning_effort"], "high");
         assert_eq!(chat["messages"][2]["tool_calls"][0]["id"], "c1");
         assert_eq!(chat["messages"][3]["role"], "tool");
         assert_eq!(chat["response_format"]["json_schema"]["name"], "out");
         assert_eq!(chat["tools"][0]["function"]["name"], "f");
         let (msgs, _) = translate(Api::Responses, Api::Messages, &resp, "c").unwrap();
         assert_eq!(msgs["max_tokens"], 7);
+        assert_eq!(msgs.get("thinking"), None, "an effort level is no budget");
         assert_eq!(msgs["messages"][2]["content"][0]["type"], "tool_result");
     }
 
@@ -219,6 +225,56 @@ mod tests {
             "c"
         )
         .is_err());
+    }
+
+    #[test]
+    fn refusals_thinking_and_user_ids_in_history() {
+        let chat = json!({"temperature": 1.5, "safety_identifier": "u-1", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": null, "refusal": "I can't."},
+            {"role": "user", "content": "y"}]});
+        let (out, _) = translate(Api::ChatCompletions, Api::Messages, &chat, "c").unwrap();
+        assert_eq!(
+            out["messages"][1],
+            json!({"role": "assistant", "content": [{"type": "text", "text": "I can't."}]})
+        );
+        assert_eq!(out["temperature"], 1.0, "Anthropic's maximum");
+        assert_eq!(out["metadata"]["user_id"], "u-1");
+        let resp = json!({"input": [
+            {"role": "user", "content": "x"},
+            {"type": "message", "role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]}]});
+        let (out, _) = translate(Api::Responses, Api::ChatCompletions, &resp, "m").unwrap();
+        assert_eq!(
+            out["messages"][1],
+            json!({"role": "assistant", "content": null, "refusal": "No."})
+        );
+        let msgs = json!({"max_tokens": 9, "metadata": {"user_id": "u-2"}, "top_k": 5,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "tools": [{"name": "f", "input_schema": {"type": "object"}},
+                {"type": "web_search_20250305", "name": "web_search"}],
+            "messages": [{"role": "user", "content": "x"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "t", "signature": "s"},
+                    {"type": "redacted_thinking", "data": "d"},
+                    {"type": "text", "text": "a"}]}]});
+        let (out, _) = translate(Api::Messages, Api::ChatCompletions, &msgs, "m").unwrap();
+        assert_eq!(
+            out["messages"][1],
+            json!({"role": "assistant", "content": "a"})
+        );
+        assert_eq!(out["user"], "u-2");
+        assert_eq!(
+            out["tools"].as_array().map(Vec::len),
+            Some(1),
+            "Anthropic's server tools are not functions"
+        );
+        assert_eq!(
+            (out.get("top_k"), out.get("reasoning_effort")),
+            (None, None)
+        );
+        let by_file = json!({"max_tokens": 9, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "f"}}]}]});
+        assert!(translate(Api::Messages, Api::ChatCompletions, &by_file, "m").is_err());
     }
 
     #[test]

@@ -1,17 +1,16 @@
 //! OpenAI Responses, `POST /v1/responses`: requests, answers, streams
 //! (typed `response.*` events, usage in `response.completed`) and where
 //! their text is. Only Responses clients are sent to a Responses upstream
-//! (an OpenAI provider), so requests and answers pass it unchanged; its
-//! streams are decoded when output guardrails re-encode them. Reasoning,
-//! refusals, built-in tool calls and annotations are dropped (see
-//! docs/translation.md).
+//! (an OpenAI or Azure provider), so requests, answers and streams pass it
+//! unchanged (streams edited in place under output guardrails, `edit`);
+//! its stream decoder serves the codec tests.
 
 use super::chat;
 use super::edit::{Block, EditState, Ends, PlainText, Slot, StreamEdit};
 use super::request::{bad, common, text_of};
 use super::stream::{write_sse, Decoder, Encoder, Open};
 use super::{
-    joined_text, set, str_of, u64_of, Conversation, Event, Finish, Inbound, Message, Part, Reply,
+    set, str_of, u64_of, Conversation, Event, Finish, Inbound, Message, Part, Reasoning, Reply,
     Role, TextVisitor, Upstream,
 };
 use crate::core::api::ClientFormat;
@@ -149,6 +148,17 @@ impl Inbound for Responses {
         {
             locate::content(item.get_mut("content"), f);
             locate::text_field(item, "arguments", f);
+            // Refusal parts and reasoning summaries, which `locate` skips.
+            for (list, key) in [("content", "refusal"), ("summary", "text")] {
+                for part in item
+                    .get_mut(list)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    locate::text_field(part, key, f);
+                }
+            }
         }
     }
 
@@ -165,13 +175,61 @@ impl Inbound for Responses {
     }
 
     fn stream_text(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
-        let index = open_text(e, out);
+        let (index, content) = open_part(e, Open::Text, out);
         e.item_text.push_str(text);
-        let item_id = message_item_id(e);
+        let item_id = item_id("msg", index, e);
         event(
             e,
             "response.output_text.delta",
-            json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []}),
+            json!({"item_id": item_id, "output_index": index, "content_index": content, "delta": text, "logprobs": []}),
+            out,
+        );
+    }
+
+    fn stream_refusal(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
+        let (index, content) = open_part(e, Open::Refusal, out);
+        e.item_text.push_str(text);
+        let item_id = item_id("msg", index, e);
+        event(
+            e,
+            "response.refusal.delta",
+            json!({"item_id": item_id, "output_index": index, "content_index": content, "delta": text}),
+            out,
+        );
+    }
+
+    /// Reasoning is written as a reasoning item's summary text.
+    fn stream_reasoning(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
+        let index = match e.open {
+            Some(Open::Reasoning(i)) => i,
+            _ => {
+                close_item(e, out);
+                let index = e.next_block;
+                e.next_block += 1;
+                e.open = Some(Open::Reasoning(index));
+                let item_id = item_id("rs", index, e);
+                let item = json!({"type": "reasoning", "id": item_id, "summary": []});
+                event(
+                    e,
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": item}),
+                    out,
+                );
+                event(
+                    e,
+                    "response.reasoning_summary_part.added",
+                    json!({"item_id": item_id, "output_index": index, "summary_index": 0, "part": summary_part("")}),
+                    out,
+                );
+                index
+            }
+        };
+        e.item_text.push_str(text);
+        let item_id = item_id("rs", index, e);
+        event(
+            e,
+            "response.reasoning_summary_text.delta",
+            json!({"item_id": item_id, "output_index": index, "summary_index": 0, "delta": text}),
             out,
         );
     }
@@ -188,7 +246,7 @@ impl Inbound for Responses {
         let output = e.next_block;
         e.next_block += 1;
         e.open = Some(Open::Tool(output));
-        let item_id = format!("fc_{output}_{}", e.id);
+        let item_id = item_id("fc", output, e);
         e.tool_slots.push((index, output, item_id.clone()));
         let item = json!({"type": "function_call", "id": item_id, "call_id": id, "name": name, "arguments": "", "status": "in_progress"});
         event(
@@ -265,6 +323,18 @@ fn read_request(body: &Value) -> Result<Conversation, GatewayError> {
     if let Some(format) = body.pointer("/text/format") {
         chat::schema_format(format, &mut conv);
     }
+    conv.reasoning_effort = body
+        .pointer("/reasoning/effort")
+        .and_then(Value::as_str)
+        .map(String::from);
+    if ["/reasoning/summary", "/reasoning/generate_summary"]
+        .iter()
+        .any(|p| body.pointer(p).is_some_and(Value::is_string))
+    {
+        conv.reasoning = Some(Reasoning {
+            budget_tokens: None,
+        });
+    }
     match body.get("input") {
         Some(Value::String(s)) => conv.messages.push(Message {
             role: Role::User,
@@ -300,6 +370,7 @@ fn responses_item(item: &Value, conv: &mut Conversation) -> Result<(), GatewayEr
                             Some("input_text") | Some("output_text") | Some("text") => {
                                 parts.push(Part::Text(str_of(b, "text").unwrap_or_default().into()))
                             }
+                            Some("refusal") => parts.push(Part::Refusal(str_of(b, "refusal").unwrap_or_default().into())),
                             Some("input_image") => parts.push(Part::Image {
                                 url: str_of(b, "image_url").ok_or_else(|| bad("input_image without image_url"))?.into(),
                             }),
@@ -367,38 +438,86 @@ fn usage_object(u: &Usage) -> Value {
     })
 }
 
-/// Output items of an answer (also the stream's last event).
+/// Output items of an answer (also the stream's last event), as the
+/// stream writes them: consecutive text and refusals make one message.
 fn output(r: &Reply) -> Vec<Value> {
-    let mut out = Vec::new();
-    let text = joined_text(&r.parts);
-    if !text.is_empty() {
-        out.push(json!({
-            "type": "message", "id": format!("msg_{}", r.id), "status": "completed", "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        }));
-    }
-    for (i, p) in r.parts.iter().enumerate() {
-        if let Part::ToolCall {
-            id,
-            name,
-            arguments,
-        } = p
-        {
-            out.push(json!({
-                "type": "function_call", "id": format!("fc_{i}_{}", r.id), "call_id": id, "name": name,
-                "arguments": arguments, "status": "completed",
-            }));
+    let mut items = Vec::new();
+    let mut content: Vec<Value> = Vec::new();
+    for p in &r.parts {
+        match (p, content.last_mut()) {
+            (Part::Text(t), _) if t.is_empty() => {}
+            (Part::Text(t), Some(last)) if str_of(last, "type") == Some("output_text") => {
+                if let Some(Value::String(text)) = last.get_mut("text") {
+                    text.push_str(t);
+                }
+            }
+            (Part::Text(t), _) => content.push(text_part(t)),
+            (Part::Refusal(t), _) => content.push(refusal_part(t)),
+            _ => {
+                push_message(&mut items, &mut content, &r.id);
+                let id = |kind| format!("{kind}_{}_{}", items.len(), r.id);
+                match p {
+                    Part::Reasoning(t) => items.push(json!({
+                        "type": "reasoning", "id": id("rs"), "summary": [summary_part(t)],
+                    })),
+                    Part::ToolCall {
+                        id: call_id,
+                        name,
+                        arguments,
+                    } => items.push(json!({
+                        "type": "function_call", "id": id("fc"), "call_id": call_id, "name": name,
+                        "arguments": arguments, "status": "completed",
+                    })),
+                    _ => {}
+                }
+            }
         }
     }
-    out
+    push_message(&mut items, &mut content, &r.id);
+    items
+}
+
+/// Ends the message being built (if it has content) as the next item.
+fn push_message(items: &mut Vec<Value>, content: &mut Vec<Value>, id: &str) {
+    if !content.is_empty() {
+        items.push(message_item(
+            &format!("msg_{}_{id}", items.len()),
+            "completed",
+            std::mem::take(content),
+        ));
+    }
+}
+
+fn message_item(id: &str, status: &str, content: Vec<Value>) -> Value {
+    json!({"type": "message", "id": id, "status": status, "role": "assistant", "content": content})
+}
+
+fn text_part(text: &str) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": []})
+}
+
+fn refusal_part(text: &str) -> Value {
+    json!({"type": "refusal", "refusal": text})
+}
+
+fn summary_part(text: &str) -> Value {
+    json!({"type": "summary_text", "text": text})
+}
+
+/// `status` and `incomplete_details` of an answer that ended with `f`.
+fn ending(f: Finish) -> (&'static str, Value) {
+    match f {
+        Finish::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
+        Finish::ContentFilter => ("incomplete", json!({"reason": "content_filter"})),
+        _ => ("completed", Value::Null),
+    }
 }
 
 fn write_reply(r: &Reply) -> Value {
-    let incomplete = r.finish == Finish::Length;
+    let (status, details) = ending(r.finish);
     json!({
         "id": format!("resp_{}", r.id), "object": "response", "created_at": r.created, "model": r.model,
-        "status": if incomplete { "incomplete" } else { "completed" },
-        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "status": status, "incomplete_details": details,
         "output": output(r), "usage": usage_object(&r.usage),
         "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "error": null,
     })
@@ -493,55 +612,114 @@ fn event(e: &mut Encoder, kind: &str, mut data: Value, out: &mut Vec<u8>) {
     e.sse(kind, data, out);
 }
 
-fn message_item_id(e: &Encoder) -> String {
-    format!("msg_{}", e.id)
+/// The id of output item `index` (`kind` `msg`, `rs` or `fc`), as
+/// `output` names it.
+fn item_id(kind: &str, index: usize, e: &Encoder) -> String {
+    format!("{kind}_{index}_{}", e.id)
 }
 
-/// Opens a message item if none is open; its output index.
-fn open_text(e: &mut Encoder, out: &mut Vec<u8>) -> usize {
-    if let Some(Open::Text(i)) = e.open {
-        return i;
-    }
-    close_item(e, out);
-    let index = e.next_block;
-    e.next_block += 1;
-    e.open = Some(Open::Text(index));
-    let item_id = message_item_id(e);
-    let item = json!({"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []});
-    event(
-        e,
-        "response.output_item.added",
-        json!({"output_index": index, "item": item}),
-        out,
-    );
+/// Opens a text or refusal part (`kind`) in the open message item, or in a
+/// new one; its output and content index.
+fn open_part(e: &mut Encoder, kind: fn(usize) -> Open, out: &mut Vec<u8>) -> (usize, usize) {
+    let index = match e.open {
+        Some(open @ (Open::Text(i) | Open::Refusal(i))) => {
+            if open == kind(i) {
+                return (i, e.item_parts.len());
+            }
+            close_part(e, i, matches!(open, Open::Refusal(_)), out);
+            i
+        }
+        _ => {
+            close_item(e, out);
+            let index = e.next_block;
+            e.next_block += 1;
+            let item = message_item(&item_id("msg", index, e), "in_progress", Vec::new());
+            event(
+                e,
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+                out,
+            );
+            index
+        }
+    };
+    e.open = Some(kind(index));
+    let content = e.item_parts.len();
+    let part = match kind(index) {
+        Open::Refusal(_) => refusal_part(""),
+        _ => text_part(""),
+    };
+    let item_id = item_id("msg", index, e);
     event(
         e,
         "response.content_part.added",
-        json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        json!({"item_id": item_id, "output_index": index, "content_index": content, "part": part}),
         out,
     );
-    index
+    (index, content)
+}
+
+/// Ends the open text or refusal part of message item `i` (which stays open).
+fn close_part(e: &mut Encoder, i: usize, refusal: bool, out: &mut Vec<u8>) {
+    let item_id = item_id("msg", i, e);
+    let content = e.item_parts.len();
+    let text = std::mem::take(&mut e.item_text);
+    let part = if refusal {
+        event(
+            e,
+            "response.refusal.done",
+            json!({"item_id": item_id, "output_index": i, "content_index": content, "refusal": text}),
+            out,
+        );
+        refusal_part(&text)
+    } else {
+        event(
+            e,
+            "response.output_text.done",
+            json!({"item_id": item_id, "output_index": i, "content_index": content, "text": text, "logprobs": []}),
+            out,
+        );
+        text_part(&text)
+    };
+    event(
+        e,
+        "response.content_part.done",
+        json!({"item_id": item_id, "output_index": i, "content_index": content, "part": part}),
+        out,
+    );
+    e.item_parts.push(part);
 }
 
 fn close_item(e: &mut Encoder, out: &mut Vec<u8>) {
     match e.open.take() {
-        Some(Open::Text(i)) => {
-            let item_id = message_item_id(e);
+        Some(open @ (Open::Text(i) | Open::Refusal(i))) => {
+            close_part(e, i, matches!(open, Open::Refusal(_)), out);
+            let content = std::mem::take(&mut e.item_parts);
+            let item = message_item(&item_id("msg", i, e), "completed", content);
+            event(
+                e,
+                "response.output_item.done",
+                json!({"output_index": i, "item": item}),
+                out,
+            );
+        }
+        Some(Open::Reasoning(i)) => {
+            let item_id = item_id("rs", i, e);
             let text = std::mem::take(&mut e.item_text);
-            let part = json!({"type": "output_text", "text": text, "annotations": []});
             event(
                 e,
-                "response.output_text.done",
-                json!({"item_id": item_id, "output_index": i, "content_index": 0, "text": text, "logprobs": []}),
+                "response.reasoning_summary_text.done",
+                json!({"item_id": item_id, "output_index": i, "summary_index": 0, "text": text}),
                 out,
             );
+            let part = summary_part(&text);
             event(
                 e,
-                "response.content_part.done",
-                json!({"item_id": item_id, "output_index": i, "content_index": 0, "part": part}),
+                "response.reasoning_summary_part.done",
+                json!({"item_id": item_id, "output_index": i, "summary_index": 0, "part": part}),
                 out,
             );
-            let item = json!({"type": "message", "id": item_id, "status": "completed", "role": "assistant", "content": [part]});
+            let item = json!({"type": "reasoning", "id": item_id, "summary": [part]});
             event(
                 e,
                 "response.output_item.done",
@@ -589,7 +767,10 @@ fn response_id(e: &Encoder) -> String {
     }
 }
 
+/// The response object of the first events (`in_progress`, no output) or
+/// of the last (`completed`, or `incomplete` for how it ended).
 fn response_object(e: &Encoder, status: &str) -> Value {
+    let done = status == "completed";
     let reply = Reply {
         id: e.id.clone(),
         model: e.model.clone(),
@@ -598,18 +779,16 @@ fn response_object(e: &Encoder, status: &str) -> Value {
         finish: e.finish.unwrap_or(Finish::Stop),
         usage: e.usage.unwrap_or_default(),
     };
-    let incomplete = status == "completed" && reply.finish == Finish::Length;
-    let output = if status == "completed" {
-        output(&reply)
+    let (status, details) = if done {
+        ending(reply.finish)
     } else {
-        Vec::new()
+        (status, Value::Null)
     };
     json!({
         "id": response_id(e), "object": "response", "created_at": e.now_s, "model": e.model,
-        "status": if incomplete { "incomplete" } else { status },
-        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
-        "output": output,
-        "usage": if status == "completed" { usage_object(&reply.usage) } else { Value::Null },
+        "status": status, "incomplete_details": details,
+        "output": if done { output(&reply) } else { Vec::new() },
+        "usage": if done { usage_object(&reply.usage) } else { Value::Null },
         "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "error": null,
     })
 }

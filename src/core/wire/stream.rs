@@ -79,10 +79,12 @@ pub struct Encoder {
     /// Chat: the finish chunk went out.
     pub(super) finish_sent: bool,
     pub(super) usage: Option<Usage>,
-    /// Text and tool calls so far (Responses needs them in the final event).
+    /// What was said so far (Responses needs it in the final event).
     pub(super) parts: Vec<Part>,
-    /// Text of the open Responses message item.
+    /// Text of the open Responses content or summary part.
     pub(super) item_text: String,
+    /// The closed content parts of the open Responses message item.
+    pub(super) item_parts: Vec<Value>,
     /// Messages / Responses: the open block or output item, and its number.
     pub(super) open: Option<Open>,
     pub(super) next_block: usize,
@@ -95,6 +97,9 @@ pub struct Encoder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Open {
     Text(usize),
+    /// Responses: a refusal part of a message item (Messages writes refusals as text).
+    Refusal(usize),
+    Reasoning(usize),
     Tool(usize),
 }
 
@@ -113,6 +118,7 @@ impl Encoder {
             usage: None,
             parts: Vec::new(),
             item_text: String::new(),
+            item_parts: Vec::new(),
             open: None,
             next_block: 0,
             tool_slots: Vec::new(),
@@ -150,6 +156,20 @@ impl Encoder {
                     _ => self.parts.push(Part::Text(text.clone())),
                 }
                 client.stream_text(self, &text, out);
+            }
+            Event::RefusalDelta(text) => {
+                match self.parts.last_mut() {
+                    Some(Part::Refusal(t)) => t.push_str(&text),
+                    _ => self.parts.push(Part::Refusal(text.clone())),
+                }
+                client.stream_refusal(self, &text, out);
+            }
+            Event::ReasoningDelta(text) => {
+                match self.parts.last_mut() {
+                    Some(Part::Reasoning(t)) => t.push_str(&text),
+                    _ => self.parts.push(Part::Reasoning(text.clone())),
+                }
+                client.stream_reasoning(self, &text, out);
             }
             Event::ToolStart { index, id, name } => {
                 self.parts.push(Part::ToolCall {
@@ -787,5 +807,224 @@ mod tests {
             &mut out,
         );
         assert!(matches!(out.first(), Some(Event::Start { .. })));
+    }
+
+    const CHAT_REFUSAL_STREAM: &str = concat!(
+        "data: {\"id\":\"c2\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"refusal\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"I can't \"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":null,\"refusal\":\"help.\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"id\":\"c2\",\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":4}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    const MESSAGES_THINKING_STREAM: &str = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m2\",\"model\":\"claude-x\",\"usage\":{\"input_tokens\":4,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Count \"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"them.\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQB\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"Three\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"stop_sequence\",\"stop_sequence\":\"END\"},\"usage\":{\"output_tokens\":9}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    /// The `type`s of a translated stream's events.
+    fn kinds(ev: &[(Option<String>, Value)]) -> Vec<&str> {
+        ev.iter()
+            .map(|(_, v)| v["type"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn chat_refusal_streams_to_responses_messages_and_chat() {
+        let ev = events(&run(
+            &t(Api::Responses, Api::ChatCompletions, false),
+            CHAT_REFUSAL_STREAM,
+            &[],
+        ));
+        assert_eq!(
+            kinds(&ev),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.refusal.delta",
+                "response.refusal.delta",
+                "response.refusal.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        assert_eq!(ev[3].1["part"], json!({"type": "refusal", "refusal": ""}));
+        assert_eq!(ev[6].1["refusal"], "I can't help.");
+        let refusal = json!([{"type": "refusal", "refusal": "I can't help."}]);
+        assert_eq!(ev[8].1["item"]["content"], refusal);
+        let done = &ev[9].1["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["output"], json!([ev[8].1["item"]]));
+
+        let ev = events(&run(
+            &t(Api::Messages, Api::ChatCompletions, false),
+            CHAT_REFUSAL_STREAM,
+            &[],
+        ));
+        let text: String = ev
+            .iter()
+            .filter_map(|(_, v)| v.pointer("/delta/text").and_then(Value::as_str))
+            .collect();
+        assert_eq!(text, "I can't help.");
+        let stop = &ev[ev.len() - 2].1["delta"];
+        assert_eq!(
+            (&stop["stop_reason"], &stop["stop_sequence"]),
+            (&json!("refusal"), &Value::Null)
+        );
+
+        // A same-API re-encode (output guardrails) keeps the refusal.
+        let ev = events(&reencode(
+            &t(Api::ChatCompletions, Api::ChatCompletions, false),
+            CHAT_REFUSAL_STREAM,
+            &[],
+        ));
+        let refusal: String = ev
+            .iter()
+            .filter_map(|(_, v)| {
+                v.pointer("/choices/0/delta/refusal")
+                    .and_then(Value::as_str)
+            })
+            .collect();
+        assert_eq!(refusal, "I can't help.");
+    }
+
+    #[test]
+    fn messages_thinking_and_stop_sequence_stream_to_openai_clients() {
+        let ev = events(&run(
+            &t(Api::Responses, Api::Messages, false),
+            MESSAGES_THINKING_STREAM,
+            &[],
+        ));
+        assert_eq!(
+            kinds(&ev)[2..10],
+            [
+                "response.output_item.added",
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+            ]
+        );
+        let reasoning = json!({"type": "reasoning", "id": "rs_0_m2",
+            "summary": [{"type": "summary_text", "text": "Count them."}]});
+        assert_eq!(ev[8].1["item"], reasoning);
+        let done = &ev.last().unwrap().1["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["output"][0], reasoning);
+        assert_eq!(done["output"][1]["id"], "msg_1_m2");
+        assert_eq!(done["output"][1]["content"][0]["text"], "Three");
+
+        let out = run(
+            &t(Api::ChatCompletions, Api::Messages, false),
+            MESSAGES_THINKING_STREAM,
+            &[],
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("Count"), "{text}");
+        assert!(text.contains("\"finish_reason\":\"stop\""), "{text}");
+    }
+
+    #[test]
+    fn responses_items_match_the_final_output() {
+        // Text, a refusal, reasoning, a call and text again: each item its own
+        // id (the SDK's stream helper refuses repeated ones), and the final
+        // output is the items as they were done.
+        let mut e = Encoder::new(&t(Api::Responses, Api::Messages, false), 1);
+        let mut out = Vec::new();
+        for event in [
+            Event::Start {
+                id: "x".into(),
+                model: "m".into(),
+            },
+            Event::TextDelta("a".into()),
+            Event::RefusalDelta("no".into()),
+            Event::TextDelta("b".into()),
+            Event::ReasoningDelta("r".into()),
+            Event::ToolStart {
+                index: 0,
+                id: "c".into(),
+                name: "f".into(),
+            },
+            Event::ToolArgs {
+                index: 0,
+                json: "{}".into(),
+            },
+            Event::TextDelta("d".into()),
+            Event::Finish(Finish::ToolCalls),
+        ] {
+            e.encode(event, &mut out);
+        }
+        e.finish(&mut out);
+        let ev = events(&out);
+        let items: Vec<&Value> = ev
+            .iter()
+            .filter(|(n, _)| n.as_deref() == Some("response.output_item.done"))
+            .map(|(_, v)| &v["item"])
+            .collect();
+        let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["msg_0_x", "rs_1_x", "fc_2_x", "msg_3_x"]);
+        assert_eq!(
+            items[0]["content"],
+            json!([{"type": "output_text", "text": "a", "annotations": []},
+                {"type": "refusal", "refusal": "no"},
+                {"type": "output_text", "text": "b", "annotations": []}])
+        );
+        let content_indices: Vec<&Value> = ev
+            .iter()
+            .filter(|(n, _)| n.as_deref() == Some("response.content_part.added"))
+            .map(|(_, v)| &v["content_index"])
+            .collect();
+        assert_eq!(
+            content_indices,
+            [&json!(0), &json!(1), &json!(2), &json!(0)]
+        );
+        assert_eq!(
+            ev.last().unwrap().1["response"]["output"],
+            json!(items),
+            "the final output repeats the done items"
+        );
+    }
+
+    #[test]
+    fn cross_api_streams_same_at_every_cut() {
+        for (tr, input) in [
+            (
+                t(Api::Responses, Api::ChatCompletions, false),
+                CHAT_REFUSAL_STREAM,
+            ),
+            (
+                t(Api::Messages, Api::ChatCompletions, false),
+                CHAT_REFUSAL_STREAM,
+            ),
+            (
+                t(Api::Responses, Api::Messages, false),
+                MESSAGES_THINKING_STREAM,
+            ),
+            (
+                t(Api::ChatCompletions, Api::Messages, true),
+                MESSAGES_THINKING_STREAM,
+            ),
+        ] {
+            let whole = run(&tr, input, &[]);
+            for cut in 1..input.len() {
+                assert_eq!(run(&tr, input, &[cut]), whole, "{tr:?} cut at {cut}");
+            }
+        }
     }
 }
