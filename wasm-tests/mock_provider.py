@@ -155,6 +155,7 @@ class Reply:
     choices: int = 1  # Chat `n`: each choice says the same
     stop: str | None = None  # the stop sequence the text was cut at
     thinking: str | None = None  # Anthropic extended thinking, when enabled
+    refusal: bool = False  # "refuse: <text>": Chat Completions refuses with <text>, Anthropic stops with refusal (others echo)
 
 
 def text_of(value: object) -> str:
@@ -200,8 +201,11 @@ def chosen_tool(body: dict, last_user: str, after_tool_result: bool) -> str | No
 
 
 def reply_text(model: str, last_user: str) -> str:
-    _, found, echoed = last_user.partition("echo:")
-    return echoed.strip() if found else f"Hello! This is the mock {model} reply."
+    for marker in ("echo:", "refuse:"):
+        _, found, echoed = last_user.partition(marker)
+        if found:
+            return echoed.strip()
+    return f"Hello! This is the mock {model} reply."
 
 
 def count_input_tokens(messages: list[dict]) -> int:
@@ -242,7 +246,8 @@ def build_reply(n: int, model: str, messages: list, body: dict) -> Reply:
     choices = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 1 else 1
     thinking = f"The user wants {model} to answer; plan it step by step." if thinking_enabled(body) else None
     return Reply(n, model, text, tool, count_input_tokens(messages), count_output_tokens(output) * choices,
-                 int(time.time()), choices=choices, stop=stop, thinking=thinking)
+                 int(time.time()), choices=choices, stop=stop, thinking=thinking,
+                 refusal=not tool and "refuse:" in last_user)
 
 
 def with_system(system: object, messages: list) -> list:
@@ -306,6 +311,8 @@ def chat_head(reply: Reply, kind: str) -> dict:
 
 def chat_completion(reply: Reply, body: dict) -> dict:
     message = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
+    if reply.refusal:
+        message.update(content=None, refusal=reply.text)
     if reply.tool:
         call = {"id": OPENAI_CALL_ID, "type": "function", "function": {"name": reply.tool, "arguments": TOOL_ARGUMENTS}}
         message.update(content=None, tool_calls=[call])
@@ -328,6 +335,9 @@ def chat_events(reply: Reply, body: dict) -> list:
         call = {"index": 0, "id": OPENAI_CALL_ID, "type": "function", "function": {"name": reply.tool, "arguments": ""}}
         first = {"role": "assistant", "content": None, "tool_calls": [call]}
         deltas = [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces(TOOL_ARGUMENTS)]
+    elif reply.refusal:
+        first = {"role": "assistant", "content": None, "refusal": ""}
+        deltas = [{"refusal": p} for p in pieces(reply.text, reply.piece_sizes)]
     else:
         first = {"role": "assistant", "content": "", "refusal": None}
         deltas = [{"content": p} for p in pieces(reply.text, reply.piece_sizes)]
@@ -475,7 +485,9 @@ def anthropic_message(reply: Reply, done: bool) -> dict:
 
 
 def anthropic_stop(reply: Reply) -> str:
-    return "tool_use" if reply.tool else "stop_sequence" if reply.stop else "end_turn"
+    if reply.tool:
+        return "tool_use"
+    return "refusal" if reply.refusal else "stop_sequence" if reply.stop else "end_turn"
 
 
 def messages_body(reply: Reply, body: dict) -> dict:
@@ -531,14 +543,15 @@ def gemini_conversation(body: dict) -> list:
     return with_system(text_of(system.get("parts")) if isinstance(system, dict) else None, messages)
 
 
-def gemini_tools(body: dict) -> dict:
-    """Gemini's tools and tool config in the shape `chosen_tool` reads."""
+def gemini_settings(body: dict) -> dict:
+    """Gemini's tools, tool config and thought summaries (`includeThoughts`) in the shape `build_reply` reads."""
     declarations = [d for t in body.get("tools") or [] if isinstance(t, dict)
                     for d in t.get("functionDeclarations") or [] if isinstance(d, dict)]
     config = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {})
     named = config.get("allowedFunctionNames") or []
     choice = {"name": named[0]} if named else {"ANY": "required", "NONE": "none"}.get(config.get("mode"))
-    return {"tools": declarations, "tool_choice": choice}
+    thoughts = ((body.get("generationConfig") or {}).get("thinkingConfig") or {}).get("includeThoughts")
+    return {"tools": declarations, "tool_choice": choice, **({"thinking": {"type": "enabled"}} if thoughts else {})}
 
 
 def gemini_usage(reply: Reply, done: bool) -> dict:
@@ -558,10 +571,15 @@ def gemini_response(reply: Reply, parts: list, done: bool) -> dict:
             "modelVersion": reply.model, "responseId": f"gemini-mock-{reply.n}"}
 
 
+def gemini_thought(reply: Reply) -> list:
+    """The thought summary part, when the request asked for thoughts."""
+    return [{"text": reply.thinking, "thought": True}] if reply.thinking else []
+
+
 def gemini_parts(reply: Reply) -> list:
     if reply.tool:
-        return [{"functionCall": {"name": reply.tool, "args": TOOL_INPUT}}]
-    return [{"text": reply.text}]
+        return [*gemini_thought(reply), {"functionCall": {"name": reply.tool, "args": TOOL_INPUT}}]
+    return [*gemini_thought(reply), {"text": reply.text}]
 
 
 def gemini_body(reply: Reply, body: dict) -> dict:
@@ -571,8 +589,10 @@ def gemini_body(reply: Reply, body: dict) -> dict:
 def gemini_events(reply: Reply, body: dict) -> list:
     """`streamGenerateContent?alt=sse`: each `data:` a partial answer, the last with the finish reason."""
     texts = [] if reply.tool else pieces(reply.text, reply.piece_sizes)
-    events = [(None, gemini_response(reply, [{"text": t}], done=False)) for t in texts[:-1]]
-    last = gemini_parts(reply) if reply.tool else [{"text": texts[-1] if texts else ""}]
+    thought = [(None, gemini_response(reply, gemini_thought(reply), done=False))] if reply.thinking else []
+    events = thought + [(None, gemini_response(reply, [{"text": t}], done=False)) for t in texts[:-1]]
+    call = [p for p in gemini_parts(reply) if "functionCall" in p]
+    last = call if reply.tool else [{"text": texts[-1] if texts else ""}]
     return events + [(None, gemini_response(reply, last, done=True))]
 
 
@@ -816,7 +836,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error_body(flavor, "invalid", unsigned)
             return
         model = deployment or body["model"]
-        tools = gemini_tools(body) if flavor == "gemini" else body
+        tools = gemini_settings(body) if flavor == "gemini" else body
         reply = build_reply(self.server.state.next_id(), model, conversation(api, body), tools)
         sizes = self.headers.get("x-mock-piece-chars")  # e.g. "1,5,2": text delta lengths, cycled
         if sizes:

@@ -173,3 +173,63 @@ def test_provider_error_arrives_in_client_format(stack, key):
             model="gpt-4o", max_tokens=10, messages=[{"role": "user", "content": "x"}],
             extra_headers={"x-mock-fault": "500"})
     assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "api_error"
+
+
+REFUSAL = "No poem today."
+
+
+def test_refusals_cross_apis(stack, key):
+    prompt = f"refuse: {REFUSAL}"
+    messages = [{"role": "user", "content": prompt}]
+    # An OpenAI refusal to an Anthropic client: its text, ending in `refusal`.
+    claude_sdk = anthropic_client(stack.envoy.base_url, key)
+    message = claude_sdk.messages.create(model="gpt-4o", max_tokens=100, messages=messages)
+    assert (message.content[0].text, message.stop_reason) == (REFUSAL, "refusal")
+    with claude_sdk.messages.stream(model="gpt-4o", max_tokens=100, messages=messages) as s:
+        final = s.get_final_message()
+    assert (final.content[0].text, final.stop_reason) == (REFUSAL, "refusal")
+    # To a Responses client served over Chat Completions (openai-compatible): a refusal part.
+    openai_sdk = openai_client(stack.envoy.base_url, key)
+    response = openai_sdk.responses.create(model="local-llama", input=prompt)
+    assert response.status == "completed"
+    assert [(c.type, c.refusal) for c in response.output[0].content] == [("refusal", REFUSAL)]
+    with openai_sdk.responses.stream(model="local-llama", input=prompt) as s:
+        deltas = [e.delta for e in s if e.type == "response.refusal.delta"]
+        final = s.get_final_response()
+    assert "".join(deltas) == final.output[0].content[0].refusal == REFUSAL
+    # An Anthropic refusal to OpenAI clients: a content filter.
+    reply = openai_sdk.chat.completions.create(model="claude-haiku-4-5", messages=messages)
+    assert reply.choices[0].finish_reason == "content_filter"
+    response = openai_sdk.responses.create(model="claude-haiku-4-5", input=prompt)
+    assert (response.status, response.incomplete_details.reason) == ("incomplete", "content_filter")
+
+
+def test_reasoning_crosses_apis(stack, key):
+    """Gemini's thought summaries reach an Anthropic client as thinking blocks
+    (unsigned, so the gateway keeps them from Anthropic) and a Responses
+    client as a reasoning summary."""
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    turn = [{"role": "user", "content": ECHO}]
+    claude_sdk = anthropic_client(stack.envoy.base_url, key)
+    message = claude_sdk.messages.create(model="gemini-2.5-flash", max_tokens=2048, thinking=thinking, messages=turn)
+    thought, text = message.content
+    assert (thought.type, thought.signature, text.text) == ("thinking", "", REPLY)
+    assert thought.thinking.startswith("The user wants gemini-2.5-flash")
+    with claude_sdk.messages.stream(model="gemini-2.5-flash", max_tokens=2048, thinking=thinking, messages=turn) as s:
+        final = s.get_final_message()
+    assert [(b.type, getattr(b, "thinking", None)) for b in final.content] == [
+        ("thinking", thought.thinking), ("text", None)]
+    # The next turn goes to Claude, which refuses thinking it did not sign.
+    follow = claude_sdk.messages.create(model="claude-haiku-4-5", max_tokens=2048, thinking=thinking, messages=[
+        *turn, {"role": "assistant", "content": [b.model_dump() for b in message.content]}, *turn])
+    assert follow.stop_reason == "end_turn"
+    sent = stack.mock("GET", "/__mock/requests")[-1]["body"]["messages"][1]["content"]
+    assert [b["type"] for b in sent] == ["text"]
+    openai_sdk = openai_client(stack.envoy.base_url, key)
+    response = openai_sdk.responses.create(model="gemini-2.5-flash", input=ECHO, reasoning={"summary": "auto"})
+    assert [o.type for o in response.output] == ["reasoning", "message"]
+    assert (response.output[0].summary[0].text, response.output_text) == (thought.thinking, REPLY)
+    with openai_sdk.responses.stream(model="gemini-2.5-flash", input=ECHO, reasoning={"summary": "auto"}) as s:
+        summary = "".join(e.delta for e in s if e.type == "response.reasoning_summary_text.delta")
+        final = s.get_final_response()
+    assert summary == final.output[0].summary[0].text == thought.thinking
