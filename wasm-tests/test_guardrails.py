@@ -187,7 +187,7 @@ def test_blocked_stream_ends_with_a_valid_terminal_event(output_guarded, key):
     with anthropic_client(output_guarded.base_url, key).messages.stream(
             model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "echo: " + SECRET}]) as s:
         message = s.get_final_message()
-    assert "AKIA" not in message.content[0].text and message.stop_reason == "end_turn"
+    assert "AKIA" not in message.content[0].text and message.stop_reason == "refusal"
 
 
 def test_blocked_responses_stream_ends_with_response_completed(output_guarded, key):

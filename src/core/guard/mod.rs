@@ -668,6 +668,7 @@ impl Guardrails {
             let notice = blocked_notice(b);
             api.inbound()
                 .reply_texts(body, &mut |text: &mut String| *text = notice.clone());
+            api.inbound().mark_filtered(body);
             outcome.changed = true;
         }
         outcome
@@ -882,6 +883,39 @@ mod apply_tests {
             o.events.first().map(|e| e.direction),
             Some(Direction::Output)
         );
+        // A block replaces the text and ends the answer as each API's
+        // content filter does, like a blocked stream.
+        let mut config = GuardrailConfig::default();
+        config.pii.output = Some(GuardAction::Block);
+        let g = Guardrails::new(&config).unwrap();
+        let p = g.policy(None, None);
+        let mail = "write to bob@corp.example";
+        let cases = [
+            (
+                Api::ChatCompletions,
+                json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": mail}, "finish_reason": "stop"}]}),
+                "/choices/0/finish_reason",
+                json!("content_filter"),
+            ),
+            (
+                Api::Messages,
+                json!({"content": [{"type": "text", "text": mail}], "stop_reason": "end_turn"}),
+                "/stop_reason",
+                json!("refusal"),
+            ),
+            (
+                Api::Responses,
+                json!({"status": "completed", "output": [{"type": "message", "content": [{"type": "output_text", "text": mail}]}]}),
+                "/incomplete_details",
+                json!({"reason": "content_filter"}),
+            ),
+        ];
+        for (api, mut body, pointer, want) in cases {
+            let o = g.check_response(api, &mut body, &p);
+            assert!(o.blocked.is_some() && o.changed, "{api:?}");
+            assert_eq!(body.pointer(pointer), Some(&want), "{api:?}");
+            assert!(!body.to_string().contains("bob@"), "{api:?}");
+        }
     }
 
     #[test]

@@ -140,6 +140,16 @@ impl Inbound for Chat {
         write_reply(r)
     }
 
+    fn mark_filtered(&self, body: &mut Value) {
+        for c in choices_mut(body) {
+            set(
+                c,
+                "finish_reason",
+                json!(finish_reason(Finish::ContentFilter)),
+            );
+        }
+    }
+
     fn reply_texts(&self, body: &mut Value, f: &mut TextVisitor) {
         for c in body
             .get_mut("choices")
@@ -857,7 +867,7 @@ impl StreamEdit for Chat {
             set(
                 &mut chunk,
                 "choices",
-                json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": "content_filter"}]),
+                json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish_reason(Finish::ContentFilter)}]),
             );
             out.extend_from_slice(b"data: ");
             write_json(out, &chunk);

@@ -136,6 +136,15 @@ impl Inbound for Messages {
         write_reply(r)
     }
 
+    fn mark_filtered(&self, body: &mut Value) {
+        set(
+            body,
+            "stop_reason",
+            json!(stop_reason(Finish::ContentFilter, &[])),
+        );
+        set(body, "stop_sequence", Value::Null);
+    }
+
     fn reply_texts(&self, body: &mut Value, f: &mut TextVisitor) {
         locate::content(body.get_mut("content"), f);
         for block in body
@@ -822,8 +831,8 @@ impl StreamEdit for Messages {
 
     fn observe(&self, _: &mut EditState, _: &Value) {}
 
-    /// The open text block gets the notice and closes; the message ends
-    /// as a non-streamed block leaves it (`end_turn`).
+    /// The open text block gets the notice and closes; the message stops
+    /// as a refusal.
     fn blocked(&self, _: &mut EditState, b: Block, out: &mut Vec<u8>) {
         let index = b.slot.0;
         write_sse(
@@ -839,7 +848,7 @@ impl StreamEdit for Messages {
         write_sse(
             out,
             "message_delta",
-            &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 0}}),
+            &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(Finish::ContentFilter, &[]), "stop_sequence": null}, "usage": {"output_tokens": 0}}),
         );
         write_sse(out, "message_stop", &json!({"type": "message_stop"}));
     }

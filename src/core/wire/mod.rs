@@ -154,6 +154,10 @@ pub trait Inbound: Upstream {
     /// Visits the generated text of a complete answer (output guardrails).
     fn reply_texts(&self, body: &mut Value, f: &mut TextVisitor);
 
+    /// Marks a complete answer as ended by a content filter (an output
+    /// guardrail blocked it), as a blocked stream ends.
+    fn mark_filtered(&self, body: &mut Value);
+
     /// Stream writing, one call per canonical event; `e` holds what the
     /// stream has said so far.
     fn stream_start(&self, e: &mut Encoder, out: &mut Vec<u8>);

@@ -139,6 +139,12 @@ impl Inbound for Responses {
         write_reply(r)
     }
 
+    fn mark_filtered(&self, body: &mut Value) {
+        let (status, details) = ending(Finish::ContentFilter);
+        set(body, "status", json!(status));
+        set(body, "incomplete_details", details);
+    }
+
     fn reply_texts(&self, body: &mut Value, f: &mut TextVisitor) {
         for item in body
             .get_mut("output")
@@ -925,12 +931,7 @@ impl StreamEdit for Responses {
         st.items.push((output, item));
         st.items.sort_by_key(|(i, _)| *i);
         let mut response = st.template.take().unwrap_or_else(|| json!({}));
-        set(&mut response, "status", "incomplete".into());
-        set(
-            &mut response,
-            "incomplete_details",
-            json!({"reason": "content_filter"}),
-        );
+        self.mark_filtered(&mut response);
         let items = st.items.iter().map(|(_, item)| item.clone()).collect();
         set(&mut response, "output", Value::Array(items));
         event("response.completed", json!({"response": response}));
