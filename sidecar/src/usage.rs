@@ -244,16 +244,27 @@ impl Store {
 pub fn to_json(group_by: GroupBy, rows: &[UsageRow]) -> Value {
     let rows: Vec<Value> = rows
         .iter()
-        .map(|row| {
-            let mut obj = Map::new();
-            obj.insert(group_by.as_str().into(), json!(row.group));
-            if let Ok(Value::Object(totals)) = serde_json::to_value(row.totals) {
-                obj.extend(totals);
-            }
-            Value::Object(obj)
-        })
+        .map(|row| row_json(None, group_by, &row.group, &row.totals))
         .collect();
     json!({ "group_by": group_by, "rows": rows })
+}
+
+/// One row: its day (daily rows), its group and its totals.
+fn row_json(
+    day: Option<&str>,
+    group_by: GroupBy,
+    group: &Option<String>,
+    totals: &Totals,
+) -> Value {
+    let mut obj = Map::new();
+    if let Some(day) = day {
+        obj.insert("day".into(), json!(day));
+    }
+    obj.insert(group_by.as_str().into(), json!(group));
+    if let Ok(Value::Object(totals)) = serde_json::to_value(totals) {
+        obj.extend(totals);
+    }
+    Value::Object(obj)
 }
 
 /// A header line, then one line per row (RFC 4180 quoting).
@@ -270,15 +281,7 @@ pub fn to_csv(group_by: GroupBy, rows: &[UsageRow]) -> String {
 pub fn daily_to_json(group_by: GroupBy, rows: &[DailyRow]) -> Value {
     let rows: Vec<Value> = rows
         .iter()
-        .map(|row| {
-            let mut obj = Map::new();
-            obj.insert("day".into(), json!(row.day));
-            obj.insert(group_by.as_str().into(), json!(row.group));
-            if let Ok(Value::Object(totals)) = serde_json::to_value(row.totals) {
-                obj.extend(totals);
-            }
-            Value::Object(obj)
-        })
+        .map(|row| row_json(Some(&row.day), group_by, &row.group, &row.totals))
         .collect();
     json!({ "group_by": group_by, "rows": rows })
 }

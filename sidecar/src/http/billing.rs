@@ -184,14 +184,8 @@ pub(super) async fn usage_summary(
     State(state): State<AppState>,
     q: Result<Query<UsageParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = query(q)?;
-    let csv = wants_csv(p.format.as_deref())?;
-    let group_by = p.group_by;
-    let q = UsageQuery {
-        group_by,
-        from: p.from,
-        to: p.to,
-    };
+    let (q, csv) = usage_query(query(q)?)?;
+    let group_by = q.group_by;
     let rows = with_store(&state, move |s| s.usage(&q)).await?;
     if csv {
         let body = usage::to_csv(group_by, &rows);
@@ -200,14 +194,23 @@ pub(super) async fn usage_summary(
     Ok(Json(usage::to_json(group_by, &rows)).into_response())
 }
 
-fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
-    match format {
-        None | Some("json") => Ok(false),
-        Some("csv") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "format must be json or csv, got {other:?}"
-        ))),
-    }
+/// A usage endpoint's query, and whether it answers in CSV.
+fn usage_query(p: UsageParams) -> Result<(UsageQuery, bool), ApiError> {
+    let csv = match p.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be json or csv, got {other:?}"
+            )))
+        }
+    };
+    let q = UsageQuery {
+        group_by: p.group_by,
+        from: p.from,
+        to: p.to,
+    };
+    Ok((q, csv))
 }
 
 /// A CSV body a browser saves as `filename`.
@@ -228,14 +231,8 @@ pub(super) async fn usage_daily(
     State(state): State<AppState>,
     q: Result<Query<UsageParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = query(q)?;
-    let csv = wants_csv(p.format.as_deref())?;
-    let group_by = p.group_by;
-    let q = UsageQuery {
-        group_by,
-        from: p.from,
-        to: p.to,
-    };
+    let (q, csv) = usage_query(query(q)?)?;
+    let group_by = q.group_by;
     let rows = with_store(&state, move |s| s.usage_daily(&q)).await?;
     if csv {
         let body = usage::daily_to_csv(group_by, &rows);

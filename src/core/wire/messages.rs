@@ -185,21 +185,7 @@ impl Inbound for Messages {
     }
 
     fn stream_reasoning(&self, e: &mut Encoder, text: &str, out: &mut Vec<u8>) {
-        let index = match e.open {
-            Some(Open::Reasoning(i)) => i,
-            _ => {
-                close_block(e, out);
-                let index = e.next_block;
-                e.next_block += 1;
-                e.open = Some(Open::Reasoning(index));
-                e.sse(
-                    "content_block_start",
-                    json!({"type": "content_block_start", "index": index, "content_block": thinking_block("")}),
-                    out,
-                );
-                index
-            }
-        };
+        let index = open_block(e, Open::Reasoning, thinking_block(""), out);
         e.sse(
             "content_block_delta",
             json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": text}}),
@@ -751,25 +737,37 @@ struct MessagesText<'a> {
 
 /// Opens a text block if none is open; its index.
 fn open_text(e: &mut Encoder, out: &mut Vec<u8>) -> usize {
-    if let Some(Open::Text(i)) = e.open {
-        return i;
+    open_block(e, Open::Text, json!({"type": "text", "text": ""}), out)
+}
+
+/// Opens a block of `kind` (starting as `content_block`) unless one is
+/// open; its index.
+fn open_block(
+    e: &mut Encoder,
+    kind: fn(usize) -> Open,
+    content_block: Value,
+    out: &mut Vec<u8>,
+) -> usize {
+    if let Some(open) = e.open {
+        let index = open.index();
+        if open == kind(index) {
+            return index;
+        }
     }
     close_block(e, out);
     let index = e.next_block;
     e.next_block += 1;
-    e.open = Some(Open::Text(index));
+    e.open = Some(kind(index));
     e.sse(
         "content_block_start",
-        json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_start", "index": index, "content_block": content_block}),
         out,
     );
     index
 }
 
 fn close_block(e: &mut Encoder, out: &mut Vec<u8>) {
-    if let Some(Open::Text(i) | Open::Refusal(i) | Open::Reasoning(i) | Open::Tool(i)) =
-        e.open.take()
-    {
+    if let Some(i) = e.open.take().map(Open::index) {
         e.sse(
             "content_block_stop",
             json!({"type": "content_block_stop", "index": i}),

@@ -103,6 +103,15 @@ pub(super) enum Open {
     Tool(usize),
 }
 
+impl Open {
+    /// The open block's or output item's index.
+    pub(super) fn index(self) -> usize {
+        match self {
+            Open::Text(i) | Open::Refusal(i) | Open::Reasoning(i) | Open::Tool(i) => i,
+        }
+    }
+}
+
 impl Encoder {
     pub fn new(t: &Translation, now_s: u64) -> Encoder {
         Encoder {
