@@ -477,94 +477,99 @@ fn assembled(api: Api, out: &[u8]) -> (Texts, Vec<(String, String)>) {
     (slots, wholes)
 }
 
-#[test]
-fn a_redaction_changes_only_its_slots_text() {
-    let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+const SECRET: &str = "jane.doe@example.com";
+
+/// Random streams of each API with `SECRET` in one slot, edited with PII
+/// on output redacted or blocked: `check(api, case, input, its texts,
+/// the client's bytes)`.
+fn with_secret(block: bool, seed: u64, check: impl Fn(Api, usize, &str, &Texts, &[u8])) {
+    let mut config = GuardrailConfig::default();
+    if block {
+        config.pii.output = Some(GuardAction::Block);
+    }
+    let g = Guardrails::new(&config).unwrap();
     let p = g.policy(None, None);
-    let mut rng = Rng(0xed17_2edac7);
-    let secret = "jane.doe@example.com";
+    let mut rng = Rng(seed);
     for api in APIS {
         for case in 0..cases() {
-            let (input, texts) = stream(api, &mut rng, Some(secret));
+            let (input, texts) = stream(api, &mut rng, Some(SECRET));
             let (out, _) = edit(api, &input, &g, &p, false, &mut rng);
-            let out_text = String::from_utf8(out.clone()).unwrap();
-            assert!(
-                !out_text.contains(secret),
-                "{api:?} case {case}: {out_text}"
-            );
-            let (got, wholes) = assembled(api, &out);
-            let (sent, _) = assembled(api, input.as_bytes());
-            assert_eq!(sent.len(), got.len(), "{api:?} case {case}");
-            for (slot, got) in &got {
-                let (_, text) = texts.iter().find(|(s, _)| s == slot).unwrap();
-                assert_eq!(
-                    *got,
-                    text.replace(secret, "[EMAIL_1]"),
-                    "{api:?} case {case}"
-                );
-            }
-            for (whole, assembled) in wholes {
-                assert_eq!(whole, assembled, "{api:?} case {case}");
-            }
-            // Everything but the text is as the provider sent it.
-            let strip = |events: Vec<(Option<String>, Value)>| -> Vec<_> {
-                events
-                    .into_iter()
-                    .map(|(n, mut v)| {
-                        api.stream_edit().texts(&mut v, &mut |_, t| t.clear());
-                        api.stream_edit().whole_texts(&mut v, &mut |_, t| t.clear());
-                        (n, v)
-                    })
-                    .collect()
-            };
-            assert_eq!(
-                strip(parsed(&out)),
-                strip(parsed(input.as_bytes())),
-                "{api:?} case {case}"
-            );
+            check(api, case, &input, &texts, &out);
         }
     }
 }
 
 #[test]
-fn a_block_cuts_before_the_entity_and_ends_the_stream() {
-    let mut config = GuardrailConfig::default();
-    config.pii.output = Some(GuardAction::Block);
-    let g = Guardrails::new(&config).unwrap();
-    let p = g.policy(None, None);
-    let mut rng = Rng(0xb10c);
-    let secret = "jane.doe@example.com";
-    for api in APIS {
-        for case in 0..cases() {
-            let (input, _) = stream(api, &mut rng, Some(secret));
-            let (out, _) = edit(api, &input, &g, &p, false, &mut rng);
-            let text = String::from_utf8(out.clone()).unwrap();
-            assert!(!text.contains("jane"), "{api:?} case {case}: {text}");
-            if !input.contains(secret) {
-                continue;
-            }
-            assert!(
-                text.contains("Response blocked by the pii guardrail"),
-                "{text}"
+fn a_redaction_changes_only_its_slots_text() {
+    let secret = SECRET;
+    with_secret(false, 0xed17_2edac7, |api, case, input, texts, out| {
+        let out_text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            !out_text.contains(secret),
+            "{api:?} case {case}: {out_text}"
+        );
+        let (got, wholes) = assembled(api, out);
+        let (sent, _) = assembled(api, input.as_bytes());
+        assert_eq!(sent.len(), got.len(), "{api:?} case {case}");
+        for (slot, got) in &got {
+            let (_, text) = texts.iter().find(|(s, _)| s == slot).unwrap();
+            assert_eq!(
+                *got,
+                text.replace(secret, "[EMAIL_1]"),
+                "{api:?} case {case}"
             );
-            let events = parsed(&out);
-            let last = events.last().unwrap();
-            match api {
-                Api::ChatCompletions => assert_eq!(last.1, json!("[DONE]")),
-                Api::Messages => assert_eq!(last.0.as_deref(), Some("message_stop")),
-                Api::Responses => {
-                    assert_eq!(last.0.as_deref(), Some("response.completed"));
-                    assert_eq!(
-                        last.1["response"]["incomplete_details"]["reason"],
-                        "content_filter"
-                    );
-                    let seqs: Vec<u64> = events
-                        .iter()
-                        .filter_map(|(_, v)| v["sequence_number"].as_u64())
-                        .collect();
-                    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
-                }
+        }
+        for (whole, assembled) in wholes {
+            assert_eq!(whole, assembled, "{api:?} case {case}");
+        }
+        // Everything but the text is as the provider sent it.
+        let strip = |events: Vec<(Option<String>, Value)>| -> Vec<_> {
+            events
+                .into_iter()
+                .map(|(n, mut v)| {
+                    api.stream_edit().texts(&mut v, &mut |_, t| t.clear());
+                    api.stream_edit().whole_texts(&mut v, &mut |_, t| t.clear());
+                    (n, v)
+                })
+                .collect()
+        };
+        assert_eq!(
+            strip(parsed(out)),
+            strip(parsed(input.as_bytes())),
+            "{api:?} case {case}"
+        );
+    });
+}
+
+#[test]
+fn a_block_cuts_before_the_entity_and_ends_the_stream() {
+    with_secret(true, 0xb10c, |api, case, input, _, out| {
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(!text.contains("jane"), "{api:?} case {case}: {text}");
+        if !input.contains(SECRET) {
+            return;
+        }
+        assert!(
+            text.contains("Response blocked by the pii guardrail"),
+            "{text}"
+        );
+        let events = parsed(out);
+        let last = events.last().unwrap();
+        match api {
+            Api::ChatCompletions => assert_eq!(last.1, json!("[DONE]")),
+            Api::Messages => assert_eq!(last.0.as_deref(), Some("message_stop")),
+            Api::Responses => {
+                assert_eq!(last.0.as_deref(), Some("response.completed"));
+                assert_eq!(
+                    last.1["response"]["incomplete_details"]["reason"],
+                    "content_filter"
+                );
+                let seqs: Vec<u64> = events
+                    .iter()
+                    .filter_map(|(_, v)| v["sequence_number"].as_u64())
+                    .collect();
+                assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
             }
         }
-    }
+    });
 }
