@@ -91,7 +91,7 @@ fn exercise_translators(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
                 continue;
             }
             let mut s = StreamTranslator::new(&t, 0);
-            let mut guard = OutputGuard::default();
+            let mut guard = SlotGuards::default();
             let mut framer = SseFramer::new();
             let mut rest = bytes;
             while !rest.is_empty() {

@@ -33,7 +33,6 @@ AZURE_KEY = "mock-azure-key"
 GEMINI_KEY = "mock-gemini-key"
 
 TOOL_INPUT = {"location": "Paris"}
-TOOL_ARGUMENTS = json.dumps(TOOL_INPUT, separators=(",", ":"))
 OPENAI_CALL_ID = "call_mock_1"
 ANTHROPIC_CALL_ID = "toolu_mock_1"
 PIECE_CHARS = 8  # streamed deltas are this long, so every reply spans several chunks
@@ -155,6 +154,7 @@ class Reply:
     choices: int = 1  # Chat `n`: each choice says the same
     stop: str | None = None  # the stop sequence the text was cut at
     thinking: str | None = None  # Anthropic extended thinking, when enabled
+    tool_input: dict = dataclasses.field(default_factory=lambda: dict(TOOL_INPUT))  # "location: X" sets X
     refusal: bool = False  # "refuse: <text>": Chat Completions refuses with <text>, Anthropic stops with refusal (others echo)
 
 
@@ -242,12 +242,22 @@ def build_reply(n: int, model: str, messages: list, body: dict) -> Reply:
     last_user = next((text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
     tool = chosen_tool(body, last_user, ends_with_tool_result(messages))
     text, stop = ("", None) if tool else stop_at(reply_text(model, last_user), body)
-    output = TOOL_ARGUMENTS if tool else text
+    _, asked, location = last_user.partition("location:")
+    tool_input = {"location": location.strip()} if asked else dict(TOOL_INPUT)
+    output = tool_arguments_of(tool_input) if tool else text
     choices = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 1 else 1
     thinking = f"The user wants {model} to answer; plan it step by step." if thinking_enabled(body) else None
     return Reply(n, model, text, tool, count_input_tokens(messages), count_output_tokens(output) * choices,
                  int(time.time()), choices=choices, stop=stop, thinking=thinking,
-                 refusal=not tool and "refuse:" in last_user)
+                 refusal=not tool and "refuse:" in last_user, tool_input=tool_input)
+
+
+def tool_arguments_of(tool_input: dict) -> str:
+    return json.dumps(tool_input, separators=(",", ":"))
+
+
+def tool_arguments(reply: Reply) -> str:
+    return tool_arguments_of(reply.tool_input)
 
 
 def with_system(system: object, messages: list) -> list:
@@ -314,7 +324,7 @@ def chat_completion(reply: Reply, body: dict) -> dict:
     if reply.refusal:
         message.update(content=None, refusal=reply.text)
     if reply.tool:
-        call = {"id": OPENAI_CALL_ID, "type": "function", "function": {"name": reply.tool, "arguments": TOOL_ARGUMENTS}}
+        call = {"id": OPENAI_CALL_ID, "type": "function", "function": {"name": reply.tool, "arguments": tool_arguments(reply)}}
         message.update(content=None, tool_calls=[call])
     choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": chat_finish(reply)}
                for i in range(reply.choices)]
@@ -334,7 +344,7 @@ def chat_events(reply: Reply, body: dict) -> list:
     if reply.tool:
         call = {"index": 0, "id": OPENAI_CALL_ID, "type": "function", "function": {"name": reply.tool, "arguments": ""}}
         first = {"role": "assistant", "content": None, "tool_calls": [call]}
-        deltas = [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces(TOOL_ARGUMENTS)]
+        deltas = [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces(tool_arguments(reply))]
     elif reply.refusal:
         first = {"role": "assistant", "content": None, "refusal": ""}
         deltas = [{"refusal": p} for p in pieces(reply.text, reply.piece_sizes)]
@@ -375,7 +385,7 @@ def output_item_id(reply: Reply) -> str:
 def output_item(reply: Reply, done: bool) -> dict:
     status = "completed" if done else "in_progress"
     if reply.tool:
-        arguments = TOOL_ARGUMENTS if done else ""
+        arguments = tool_arguments(reply) if done else ""
         return {"type": "function_call", "id": output_item_id(reply), "call_id": OPENAI_CALL_ID,
                 "name": reply.tool, "arguments": arguments, "status": status}
     content = [output_text(reply.text)] if done else []
@@ -419,8 +429,8 @@ def response_delta_events(reply: Reply) -> list[tuple]:
     """The events between output_item.added and output_item.done."""
     item = {"item_id": output_item_id(reply), "output_index": 0}
     if reply.tool:
-        deltas = [("response.function_call_arguments.delta", {**item, "delta": p}) for p in pieces(TOOL_ARGUMENTS)]
-        done = {**item, "name": reply.tool, "arguments": TOOL_ARGUMENTS}
+        deltas = [("response.function_call_arguments.delta", {**item, "delta": p}) for p in pieces(tool_arguments(reply))]
+        done = {**item, "name": reply.tool, "arguments": tool_arguments(reply)}
         return deltas + [("response.function_call_arguments.done", done)]
     part = {**item, "content_index": 0}
     deltas = [("response.output_text.delta", {**part, "delta": p, "logprobs": []}) for p in pieces(reply.text, reply.piece_sizes)]
@@ -459,7 +469,7 @@ def anthropic_usage(reply: Reply, output_tokens: int) -> dict:
 
 def anthropic_block(reply: Reply, done: bool) -> dict:
     if reply.tool:
-        return {"type": "tool_use", "id": ANTHROPIC_CALL_ID, "name": reply.tool, "input": TOOL_INPUT if done else {}}
+        return {"type": "tool_use", "id": ANTHROPIC_CALL_ID, "name": reply.tool, "input": reply.tool_input if done else {}}
     return {"type": "text", "text": reply.text if done else ""}
 
 
@@ -496,7 +506,7 @@ def messages_body(reply: Reply, body: dict) -> dict:
 
 def messages_events(reply: Reply, body: dict) -> list:
     if reply.tool:
-        deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces(TOOL_ARGUMENTS)]
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces(tool_arguments(reply))]
     else:
         deltas = [{"type": "text_delta", "text": p} for p in pieces(reply.text, reply.piece_sizes)]
     thinking = []
@@ -578,7 +588,7 @@ def gemini_thought(reply: Reply) -> list:
 
 def gemini_parts(reply: Reply) -> list:
     if reply.tool:
-        return [*gemini_thought(reply), {"functionCall": {"name": reply.tool, "args": TOOL_INPUT}}]
+        return [*gemini_thought(reply), {"functionCall": {"name": reply.tool, "args": reply.tool_input}}]
     return [*gemini_thought(reply), {"text": reply.text}]
 
 

@@ -3,6 +3,10 @@ default), a same-API stream reaches the SDK as the provider sent it, with only
 the text the guardrails must change rewritten: several choices, extended
 thinking and its signature, stop sequences."""
 
+import json
+
+import pytest
+
 from conftest import anthropic_client, openai_client
 
 REPLY = "Bonjour, ça va? Tout est traduit."
@@ -67,3 +71,32 @@ def test_a_stop_sequence_reaches_the_client(stack, key):
         final = s.get_final_message()
     assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "END")
     assert final.content[0].text == "one two "
+
+
+WEATHER_OPENAI = {"type": "function", "function": {"name": WEATHER["name"], "description": WEATHER["description"],
+                                                   "parameters": WEATHER["input_schema"]}}
+WEATHER_RESPONSES = {"type": "function", "name": WEATHER["name"], "description": WEATHER["description"],
+                     "parameters": WEATHER["input_schema"]}
+LEAKY_CALL = "call tool location: jane.doe@example.com"
+REDACTED_INPUT = {"location": "[EMAIL_1]"}
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-haiku-4-5"])
+def test_streamed_tool_call_arguments_are_guarded_like_whole_answers(stack, key, model):
+    """The arguments a model streams into a tool call are scanned as a non-streamed answer's are, in place
+    (same API) and translated."""
+    client = openai_client(stack.envoy.base_url, key)
+    chunks = list(client.chat.completions.create(model=model, stream=True, tools=[WEATHER_OPENAI],
+                                                 messages=[{"role": "user", "content": LEAKY_CALL}]))
+    arguments = "".join(call.function.arguments or "" for c in chunks for ch in c.choices
+                        for call in (ch.delta.tool_calls or []))
+    assert json.loads(arguments) == REDACTED_INPUT
+    with anthropic_client(stack.envoy.base_url, key).messages.stream(
+            model=model, max_tokens=256, tools=[WEATHER],
+            messages=[{"role": "user", "content": LEAKY_CALL}]) as s:
+        message = s.get_final_message()
+    assert [b.input for b in message.content if b.type == "tool_use"] == [REDACTED_INPUT]
+    with client.responses.stream(model=model, tools=[WEATHER_RESPONSES], input=LEAKY_CALL) as s:
+        response = s.get_final_response()
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert [json.loads(c.arguments) for c in calls] == [REDACTED_INPUT]

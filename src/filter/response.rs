@@ -6,7 +6,7 @@
 use super::env::Host;
 use crate::core::api::Api;
 use crate::core::content;
-use crate::core::guard::stream::{OutputGuard, SlotGuards};
+use crate::core::guard::stream::SlotGuards;
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
 use crate::core::sse::{SseEvent, SseFramer};
 use crate::core::usage::ResponseSummary;
@@ -43,7 +43,7 @@ pub struct ResponseState {
     pub apis: Option<(Api, Wire)>,
     /// Output guardrails for this request, when any is on.
     pub output_policy: Option<Policy>,
-    output_guard: OutputGuard,
+    output_guard: SlotGuards,
     /// Output guardrail events since the stage last took them.
     pub new_guard_events: Vec<GuardEvent>,
     framer: SseFramer,

@@ -144,8 +144,6 @@ pub struct OutputGuard {
     pub events: Vec<GuardEvent>,
     /// Hold deltas without scanning until this many bytes are held.
     rescan_at: usize,
-    /// A block ended the stream; later events are dropped.
-    stopped: bool,
     /// Where the last released match starts in `text`, if kept.
     sync: Option<usize>,
     /// Bytes scanned so far (tests check the work stays linear).
@@ -154,55 +152,6 @@ pub struct OutputGuard {
 }
 
 impl OutputGuard {
-    /// Runs a batch of decoded stream events through the guard: text deltas
-    /// are released as the hold rules allow (and flushed before any other
-    /// event); a block replaces the rest with a notice and a content-filter
-    /// finish. `at_end`: the stream is over, flush it all.
-    pub fn filter_events(
-        &mut self,
-        g: &Guardrails,
-        p: &Policy,
-        batch: &mut Vec<Event>,
-        at_end: bool,
-    ) {
-        let mut out = Vec::with_capacity(batch.len());
-        for event in batch.drain(..) {
-            if self.stopped {
-                break;
-            }
-            match event {
-                Event::TextDelta(text) => {
-                    let released = self.push(g, p, &text);
-                    self.emit(released, &mut out);
-                }
-                other => {
-                    let released = self.flush(g, p);
-                    self.emit(released, &mut out);
-                    if !self.stopped {
-                        out.push(other);
-                    }
-                }
-            }
-        }
-        if at_end && !self.stopped {
-            let released = self.flush(g, p);
-            self.emit(released, &mut out);
-        }
-        *batch = out;
-    }
-
-    fn emit(&mut self, released: Result<String, Blocked>, out: &mut Vec<Event>) {
-        match released {
-            Ok(text) if !text.is_empty() => out.push(Event::TextDelta(text)),
-            Ok(_) => {}
-            Err(b) => {
-                out.push(Event::TextDelta(format!(" {}", blocked_notice(&b))));
-                out.push(Event::Finish(Finish::ContentFilter));
-                self.stopped = true;
-            }
-        }
-    }
-
     /// Adds a delta; returns the text that is safe to send now.
     pub fn push(&mut self, g: &Guardrails, p: &Policy, text: &str) -> Result<String, Blocked> {
         self.text.push_str(text);
@@ -362,15 +311,19 @@ impl OutputGuard {
     }
 }
 
-/// Output guardrails for a stream edited in place (`wire::edit`): one
-/// guard per text slot (a choice, a content block, an output part), with
-/// placeholders numbered across the answer as the non-streamed check does.
+/// Output guardrails for a stream: one guard per text slot (a choice's
+/// content, a content block, an output part, a tool call's arguments),
+/// with placeholders numbered across the answer as the non-streamed check
+/// does. An in-place edited stream (`wire::edit`) names its slots; a
+/// translated one goes through `filter_events`.
 #[derive(Debug, Default)]
 pub struct SlotGuards {
     guards: Vec<OutputGuard>,
     placeholders: Placeholders,
     /// Guardrail events since the caller last took them.
     pub events: Vec<GuardEvent>,
+    /// A block ended the translated stream.
+    stopped: bool,
 }
 
 impl SlotGuards {
@@ -399,6 +352,88 @@ impl SlotGuards {
             Err(b) => Err(format!(" {}", blocked_notice(&b))),
         }
     }
+
+    /// Runs a batch of decoded events of a translated stream through the
+    /// guards: text (slot 0) and each tool call's arguments (slot 1 +
+    /// index) are released as the hold rules allow, and what a slot holds
+    /// is flushed before another slot's delta or any other event; a block
+    /// replaces the rest with a notice and a content-filter finish.
+    /// `at_end`: the stream is over, flush it all.
+    pub fn filter_events(
+        &mut self,
+        g: &Guardrails,
+        p: &Policy,
+        batch: &mut Vec<Event>,
+        at_end: bool,
+    ) {
+        let mut out = Vec::with_capacity(batch.len());
+        for event in batch.drain(..) {
+            if self.stopped {
+                break;
+            }
+            let (slot, text) = match &event {
+                Event::TextDelta(text) => (0, text.as_str()),
+                Event::ToolArgs { index, json } => (1 + index, json.as_str()),
+                _ => {
+                    self.flush_except(g, p, None, &mut out);
+                    if !self.stopped {
+                        out.push(event);
+                    }
+                    continue;
+                }
+            };
+            self.flush_except(g, p, Some(slot), &mut out);
+            if !self.stopped {
+                let released = self.filter(g, p, slot, text, false);
+                self.emit(slot, released, &mut out);
+            }
+        }
+        if at_end {
+            self.flush_except(g, p, None, &mut out);
+        }
+        *batch = out;
+    }
+
+    /// Releases what every slot but `keep` holds.
+    fn flush_except(
+        &mut self,
+        g: &Guardrails,
+        p: &Policy,
+        keep: Option<usize>,
+        out: &mut Vec<Event>,
+    ) {
+        for slot in 0..self.guards.len() {
+            let holds = self.guards.get(slot).is_some_and(|guard| guard.held() > 0);
+            if self.stopped || Some(slot) == keep || !holds {
+                continue;
+            }
+            let released = self.filter(g, p, slot, "", true);
+            self.emit(slot, released, out);
+        }
+    }
+
+    fn emit(
+        &mut self,
+        slot: usize,
+        released: Result<(String, usize), String>,
+        out: &mut Vec<Event>,
+    ) {
+        match released {
+            Ok((text, _)) if text.is_empty() => {}
+            Ok((text, _)) => out.push(match slot {
+                0 => Event::TextDelta(text),
+                _ => Event::ToolArgs {
+                    index: slot - 1,
+                    json: text,
+                },
+            }),
+            Err(notice) => {
+                out.push(Event::TextDelta(notice));
+                out.push(Event::Finish(Finish::ContentFilter));
+                self.stopped = true;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -413,7 +448,7 @@ mod tests {
         config.secrets.output = Some(GuardAction::Block);
         let g_block = Guardrails::new(&config).unwrap();
         let p = g_block.policy(None, None);
-        let mut guard = OutputGuard::default();
+        let mut guard = SlotGuards::default();
         let mut batch = vec![
             Event::TextDelta("Here it is: AKIAIOSFODNN".into()),
             Event::TextDelta("7EXAMPLE and more".into()),
@@ -432,7 +467,7 @@ mod tests {
         assert!(later.is_empty(), "nothing after a block");
         // Redaction holds back, then flushes at the end.
         let p = g.policy(None, None);
-        let mut guard = OutputGuard::default();
+        let mut guard = SlotGuards::default();
         let mut batch = vec![Event::TextDelta("mail jane@exa".into())];
         guard.filter_events(&g, &p, &mut batch, false);
         let mut end = vec![Event::TextDelta("mple.com".into())];
@@ -446,6 +481,45 @@ mod tests {
             })
             .collect();
         assert_eq!(text, "mail [EMAIL_1]");
+        // Tool call arguments are guarded too, each call on its own, and
+        // text held before a call goes out before it.
+        let mut guard = SlotGuards::default();
+        let mut batch = vec![
+            Event::TextDelta("Sending it to".into()),
+            Event::ToolStart {
+                index: 0,
+                id: "c1".into(),
+                name: "send".into(),
+            },
+            Event::ToolArgs {
+                index: 0,
+                json: "{\"to\": \"jane.do".into(),
+            },
+            Event::ToolArgs {
+                index: 0,
+                json: "e@example.com\"}".into(),
+            },
+            Event::Finish(Finish::ToolCalls),
+        ];
+        guard.filter_events(&g, &p, &mut batch, true);
+        let (mut text, mut args) = (String::new(), String::new());
+        for e in &batch {
+            match e {
+                Event::TextDelta(t) => text.push_str(t),
+                Event::ToolArgs { json, .. } => args.push_str(json),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            (text.as_str(), args.as_str()),
+            ("Sending it to", "{\"to\": \"[EMAIL_1]\"}")
+        );
+        let start = batch
+            .iter()
+            .position(|e| matches!(e, Event::ToolStart { .. }));
+        let last_text = batch.iter().rposition(|e| matches!(e, Event::TextDelta(_)));
+        assert!(last_text < start, "{batch:?}");
+        assert_eq!(batch.last(), Some(&Event::Finish(Finish::ToolCalls)));
     }
 
     #[test]

@@ -790,8 +790,8 @@ fn finish_chunk(e: &mut Encoder, out: &mut Vec<u8>) {
     );
 }
 
-/// Chat streams edited in place: a slot per choice, ended by its
-/// `finish_reason`.
+/// Chat streams edited in place: a slot per choice's content and per tool
+/// call's arguments, ended by the choice's `finish_reason`.
 impl StreamEdit for Chat {
     fn plain_text<'a>(&self, data: &'a str) -> Option<PlainText<'a>> {
         let chunk = serde_json::from_str::<ChatChunk>(data).ok()?;
@@ -802,6 +802,7 @@ impl StreamEdit for Chat {
                     delta:
                         ChatDelta {
                             content: Some(text),
+                            tool_calls: None,
                             ..
                         },
                     finish_reason: None,
@@ -817,26 +818,35 @@ impl StreamEdit for Chat {
 
     fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
         for c in choices_mut(v) {
-            let slot = (u64_of(c, "index"), 0);
+            let choice = u64_of(c, "index");
             if let Some(Value::String(text)) = c.pointer_mut("/delta/content") {
-                f(slot, text);
+                f((choice, 0), text);
+            }
+            let calls = c
+                .pointer_mut("/delta/tool_calls")
+                .and_then(Value::as_array_mut);
+            for call in calls.into_iter().flatten() {
+                let slot = (choice, 1 + u64_of(call, "index"));
+                if let Some(Value::String(arguments)) = call.pointer_mut("/function/arguments") {
+                    f(slot, arguments);
+                }
             }
         }
     }
 
     fn ends(&self, v: &Value) -> Ends {
-        let ended: Vec<Slot> = v
+        let ended: Vec<u64> = v
             .get("choices")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter(|c| c.get("finish_reason").is_some_and(|r| !r.is_null()))
-            .map(|c| (u64_of(c, "index"), 0))
+            .map(|c| u64_of(c, "index"))
             .collect();
         if ended.is_empty() {
             Ends::None
         } else {
-            Ends::Slots(ended)
+            Ends::Groups(ended)
         }
     }
 
@@ -857,6 +867,7 @@ impl StreamEdit for Chat {
             o.remove("obfuscation");
         }
         let mut choices: Vec<u64> = b.slots.iter().map(|s| s.0).collect();
+        choices.sort_unstable();
         choices.dedup();
         for index in choices {
             let delta = if index == b.slot.0 {

@@ -22,8 +22,9 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-/// A text slot, as the wire numbers it: (choice, 0), (content block, 0) or
-/// (output index, content index).
+/// A text slot, as the wire numbers it: (choice, part) where a part is the
+/// content or a tool call's arguments, (content block, 0), or (output
+/// index, content index).
 pub type Slot = (u64, u64);
 
 /// The slots an event closes.
@@ -31,6 +32,8 @@ pub type Slot = (u64, u64);
 pub enum Ends {
     None,
     Slots(Vec<Slot>),
+    /// Every slot of these choices or output items (`Slot`'s first number).
+    Groups(Vec<u64>),
     /// The answer is over (its stop reason, or its final event).
     All,
 }
@@ -43,7 +46,8 @@ pub struct EditState {
     pub template: Option<Value>,
     /// Responses: the next `sequence_number`.
     pub sequence: u64,
-    /// Responses: the output items so far, by output index.
+    /// Responses: the output items so far, by output index; Messages: the
+    /// content blocks started, by index.
     pub items: Vec<(u64, Value)>,
 }
 
@@ -75,8 +79,8 @@ pub trait StreamEdit: Sync {
     /// text deltas after the first event are not shown).
     fn observe(&self, st: &mut EditState, v: &Value);
 
-    /// Ends the stream after a block in `slot`: `notice` is appended to the
-    /// slot's text, which then reads `text`; `slots` are all seen so far.
+    /// Ends the stream after a block in `b.slot`, with the notice where the
+    /// client shows text; `b.slots` are all seen so far.
     fn blocked(&self, st: &mut EditState, b: Block, out: &mut Vec<u8>);
 }
 
@@ -84,7 +88,7 @@ pub trait StreamEdit: Sync {
 pub struct Block<'a> {
     pub slot: Slot,
     pub notice: &'a str,
-    /// The slot's text as the client will have it, notice included.
+    /// The slot's text the client already has (before the notice).
     pub text: &'a str,
     pub slots: &'a [Slot],
 }
@@ -288,6 +292,13 @@ impl StreamEditor {
                 .iter()
                 .filter_map(|k| self.slots.iter().position(|s| s.key == *k))
                 .collect(),
+            Ends::Groups(groups) => (0..self.slots.len())
+                .filter(|i| {
+                    self.slots
+                        .get(*i)
+                        .is_some_and(|s| groups.contains(&s.key.0))
+                })
+                .collect(),
         };
         ended
             .into_iter()
@@ -335,10 +346,6 @@ impl StreamEditor {
     fn block(&mut self, i: usize, notice: &str, out: &mut Vec<u8>) {
         self.stopped = true;
         self.held.clear();
-        let Some(s) = self.slots.get_mut(i) else {
-            return;
-        };
-        s.assembled.push_str(notice);
         let keys: Vec<Slot> = self.slots.iter().map(|s| s.key).collect();
         let Some(s) = self.slots.get(i) else {
             return;
@@ -546,5 +553,81 @@ mod tests {
             out.ends_with("\"message\":\"the provider sent a malformed stream event\",\"type\":\"api_error\"},\"type\":\"error\"}\n\n"),
             "{out}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tool_tests {
+    use super::*;
+    use crate::core::guard::stream::SlotGuards;
+    use crate::core::guard::{GuardrailConfig, Guardrails};
+    use crate::core::sse::SseFramer;
+
+    /// `input` through the editor under the default output guardrails.
+    fn guarded(api: Api, input: &str) -> String {
+        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        let p = g.policy(None, None);
+        let mut guards = SlotGuards::default();
+        let mut filter =
+            |slot: usize, text: &str, end: bool| guards.filter(&g, &p, slot, text, end);
+        let mut editor = StreamEditor::new(api, false);
+        let mut out = Vec::new();
+        for event in SseFramer::new().push(input.as_bytes()) {
+            editor.push(event, &mut filter, &mut out);
+        }
+        editor.finish(&mut filter, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn tool_call_arguments_are_guarded_as_a_whole_answer_is() {
+        let chat = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"send\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"to\\\": \\\"jane.do\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"e@example.com\\\"}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let messages = concat!(
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"send\",\"input\":{}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"to\\\": \\\"jane.do\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"e@example.com\\\"}\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let call = "{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"c1\",\"name\":\"send\",\"arguments\":\"{\\\"to\\\": \\\"jane.doe@example.com\\\"}\"}";
+        let responses = format!(
+            concat!(
+                "event: response.function_call_arguments.delta\ndata: {{\"type\":\"response.function_call_arguments.delta\",\"output_index\":0,\"delta\":\"{{\\\"to\\\": \\\"jane.do\"}}\n\n",
+                "event: response.function_call_arguments.delta\ndata: {{\"type\":\"response.function_call_arguments.delta\",\"output_index\":0,\"delta\":\"e@example.com\\\"}}\"}}\n\n",
+                "event: response.function_call_arguments.done\ndata: {{\"type\":\"response.function_call_arguments.done\",\"output_index\":0,\"arguments\":\"{{\\\"to\\\": \\\"jane.doe@example.com\\\"}}\"}}\n\n",
+                "event: response.output_item.done\ndata: {{\"type\":\"response.output_item.done\",\"output_index\":0,\"item\":{call}}}\n\n",
+                "event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":[{call}]}}}}\n\n",
+            ),
+            call = call
+        );
+        for (api, input, sends) in [
+            (Api::ChatCompletions, chat, 1),
+            (Api::Messages, messages, 1),
+            (Api::Responses, responses.as_str(), 4),
+        ] {
+            let out = guarded(api, input);
+            assert!(!out.contains("jane"), "{api:?}: {out}");
+            // Every copy of the arguments is the redacted JSON.
+            let redacted = "{\\\"to\\\": \\\"[EMAIL_1]\\\"}";
+            let joined: String = SseFramer::new()
+                .push(out.as_bytes())
+                .into_iter()
+                .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+                .map(|mut v| {
+                    let mut args = String::new();
+                    api.stream_edit()
+                        .texts(&mut v, &mut |_, t| args.push_str(t));
+                    args
+                })
+                .collect();
+            assert_eq!(joined, "{\"to\": \"[EMAIL_1]\"}", "{api:?}: {out}");
+            assert_eq!(out.matches(redacted).count(), sends, "{api:?}: {out}");
+        }
     }
 }

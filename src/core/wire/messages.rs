@@ -785,9 +785,9 @@ fn text_event(index: usize, text: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
 }
 
-/// Messages streams edited in place: a slot per text block, ended by its
-/// `content_block_stop`. Thinking blocks pass as sent: their signature
-/// covers them.
+/// Messages streams edited in place: a slot per text block and per tool
+/// call's input, ended by its `content_block_stop`. Thinking blocks pass as
+/// sent: their signature covers them.
 impl StreamEdit for Messages {
     fn plain_text<'a>(&self, data: &'a str) -> Option<PlainText<'a>> {
         match serde_json::from_str::<MessagesDelta>(data) {
@@ -810,10 +810,13 @@ impl StreamEdit for Messages {
         let Some(delta) = v.get_mut("delta") else {
             return;
         };
-        if str_of(delta, "type") == Some("text_delta") {
-            if let Some(Value::String(text)) = delta.get_mut("text") {
-                f(slot, text);
-            }
+        let field = match str_of(delta, "type") {
+            Some("text_delta") => "text",
+            Some("input_json_delta") => "partial_json",
+            _ => return,
+        };
+        if let Some(Value::String(text)) = delta.get_mut(field) {
+            f(slot, text);
         }
     }
 
@@ -827,12 +830,35 @@ impl StreamEdit for Messages {
 
     fn whole_texts(&self, _: &mut Value, _: &mut dyn FnMut(Slot, &mut String)) {}
 
-    fn observe(&self, _: &mut EditState, _: &Value) {}
+    fn observe(&self, st: &mut EditState, v: &Value) {
+        if str_of(v, "type") == Some("content_block_start") {
+            if let Some(block) = v.get("content_block") {
+                st.items.push((u64_of(v, "index"), block.clone()));
+            }
+        }
+    }
 
-    /// The open text block gets the notice and closes; the message stops
-    /// as a refusal.
-    fn blocked(&self, _: &mut EditState, b: Block, out: &mut Vec<u8>) {
-        let index = b.slot.0;
+    /// The notice ends the open block if it is text, else a text block of
+    /// its own after it; the message stops as a refusal.
+    fn blocked(&self, st: &mut EditState, b: Block, out: &mut Vec<u8>) {
+        let mut index = b.slot.0;
+        let text_block = st
+            .items
+            .iter()
+            .any(|(i, block)| *i == index && str_of(block, "type") == Some("text"));
+        if !text_block {
+            write_sse(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            );
+            index += 1;
+            write_sse(
+                out,
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+            );
+        }
         write_sse(
             out,
             "content_block_delta",

@@ -800,8 +800,9 @@ fn response_object(e: &Encoder, status: &str) -> Value {
 }
 
 /// Responses streams edited in place: a slot per output text part, ended
-/// by its `response.output_text.done`; the events that repeat a part's
-/// text (`*.done`, the final response) get the client's text.
+/// by its `response.output_text.done`, and per function call's arguments
+/// (`(output index, 0)`); the events that repeat a slot's text (`*.done`,
+/// the final response) get the client's text.
 impl StreamEdit for Responses {
     fn plain_text<'a>(&self, data: &'a str) -> Option<PlainText<'a>> {
         match serde_json::from_str::<TextDeltaEvent>(data) {
@@ -815,11 +816,13 @@ impl StreamEdit for Responses {
     }
 
     fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
-        if str_of(v, "type") == Some("response.output_text.delta") {
-            let slot = part_slot(v);
-            if let Some(Value::String(text)) = v.get_mut("delta") {
-                f(slot, text);
-            }
+        let slot = match str_of(v, "type") {
+            Some("response.output_text.delta") => part_slot(v),
+            Some("response.function_call_arguments.delta") => (u64_of(v, "output_index"), 0),
+            _ => return,
+        };
+        if let Some(Value::String(text)) = v.get_mut("delta") {
+            f(slot, text);
         }
     }
 
@@ -827,6 +830,9 @@ impl StreamEdit for Responses {
         match str_of(v, "type") {
             Some("response.output_text.done" | "response.content_part.done") => {
                 Ends::Slots(vec![part_slot(v)])
+            }
+            Some("response.function_call_arguments.done" | "response.output_item.done") => {
+                Ends::Groups(vec![u64_of(v, "output_index")])
             }
             Some("response.completed" | "response.incomplete" | "response.failed" | "error") => {
                 Ends::All
@@ -842,6 +848,11 @@ impl StreamEdit for Responses {
             Some("response.output_text.done") => {
                 if let Some(Value::String(text)) = v.get_mut("text") {
                     f(slot, text);
+                }
+            }
+            Some("response.function_call_arguments.done") => {
+                if let Some(Value::String(arguments)) = v.get_mut("arguments") {
+                    f((output, 0), arguments);
                 }
             }
             Some("response.content_part.done") => {
@@ -883,18 +894,17 @@ impl StreamEdit for Responses {
         }
     }
 
-    /// The part gets the notice and closes, with its item; the response
-    /// completes as incomplete for `content_filter`.
+    /// A text part gets the notice and closes; a function call closes
+    /// with the arguments sent so far. The item ends incomplete, and the
+    /// response completes as incomplete for `content_filter`.
     fn blocked(&self, st: &mut EditState, b: Block, out: &mut Vec<u8>) {
-        let (output, content) = b.slot;
+        let output = b.slot.0;
         let mut item = st
             .items
             .iter()
             .find(|(i, _)| *i == output)
             .map(|(_, item)| item.clone())
             .unwrap_or_else(|| json!({"type": "message", "role": "assistant"}));
-        let item_id = item.get("id").cloned().unwrap_or(Value::Null);
-        let part = json!({"type": "output_text", "text": b.text, "annotations": []});
         let mut sequence = st.sequence;
         let mut event = |name: &str, mut data: Value| {
             set(&mut data, "type", name.into());
@@ -902,26 +912,11 @@ impl StreamEdit for Responses {
             sequence += 1;
             write_sse(out, name, &data);
         };
-        event(
-            "response.output_text.delta",
-            json!({"item_id": item_id, "output_index": output, "content_index": content, "delta": b.notice, "logprobs": []}),
-        );
-        event(
-            "response.output_text.done",
-            json!({"item_id": item_id, "output_index": output, "content_index": content, "text": b.text, "logprobs": []}),
-        );
-        event(
-            "response.content_part.done",
-            json!({"item_id": item_id, "output_index": output, "content_index": content, "part": part}),
-        );
-        let mut parts = item
-            .get("content")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        parts.truncate(usize::try_from(content).unwrap_or(usize::MAX));
-        parts.push(part);
-        set(&mut item, "content", Value::Array(parts));
+        if str_of(&item, "type") == Some("message") {
+            close_blocked_part(&mut item, &b, &mut event);
+        } else {
+            set(&mut item, "arguments", json!(b.text));
+        }
         set(&mut item, "status", "incomplete".into());
         event(
             "response.output_item.done",
@@ -936,6 +931,35 @@ impl StreamEdit for Responses {
         set(&mut response, "output", Value::Array(items));
         event("response.completed", json!({"response": response}));
     }
+}
+
+/// The events that end the blocked text part of message `item` with the
+/// notice; the part, so ended, goes into `item`.
+fn close_blocked_part(item: &mut Value, b: &Block, event: &mut dyn FnMut(&str, Value)) {
+    let (output, content) = b.slot;
+    let item_id = item.get("id").cloned().unwrap_or(Value::Null);
+    let text = format!("{}{}", b.text, b.notice);
+    let part = json!({"type": "output_text", "text": text, "annotations": []});
+    event(
+        "response.output_text.delta",
+        json!({"item_id": item_id, "output_index": output, "content_index": content, "delta": b.notice, "logprobs": []}),
+    );
+    event(
+        "response.output_text.done",
+        json!({"item_id": item_id, "output_index": output, "content_index": content, "text": text, "logprobs": []}),
+    );
+    event(
+        "response.content_part.done",
+        json!({"item_id": item_id, "output_index": output, "content_index": content, "part": part}),
+    );
+    let mut parts = item
+        .get("content")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    parts.truncate(usize::try_from(content).unwrap_or(usize::MAX));
+    parts.push(part);
+    set(item, "content", Value::Array(parts));
 }
 
 /// The fields of `response.output_text.delta` the editor reads.
@@ -966,8 +990,15 @@ fn part_text(part: &mut Value, slot: Slot, f: &mut dyn FnMut(Slot, &mut String))
     }
 }
 
-/// The output texts of a message item at `output`.
+/// The output texts of a message item at `output`, or a function call's
+/// arguments.
 fn item_texts(item: &mut Value, output: u64, f: &mut dyn FnMut(Slot, &mut String)) {
+    if str_of(item, "type") == Some("function_call") {
+        if let Some(Value::String(arguments)) = item.get_mut("arguments") {
+            f((output, 0), arguments);
+        }
+        return;
+    }
     let parts = item.get_mut("content").and_then(Value::as_array_mut);
     for (i, part) in (0u64..).zip(parts.into_iter().flatten()) {
         part_text(part, (output, i), f);
