@@ -515,18 +515,34 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::guard::stream::SlotGuards;
+    use crate::core::guard::{GuardrailConfig, Guardrails};
     use crate::core::sse::SseFramer;
+
+    /// `input` through the editor, each event as framed, with `filter`.
+    fn run(api: Api, input: &str, filter: &mut Filter) -> String {
+        let mut editor = StreamEditor::new(api, false);
+        let mut out = Vec::new();
+        for event in SseFramer::new().push(input.as_bytes()) {
+            editor.push(event, filter, &mut out);
+        }
+        editor.finish(filter, &mut out);
+        String::from_utf8(out).unwrap()
+    }
 
     /// `input` through the editor with a guard that changes nothing.
     fn edit(api: Api, input: &str) -> String {
-        let mut editor = StreamEditor::new(api, false);
-        let mut filter = |_: usize, text: &str, _: bool| Ok((text.to_string(), 0));
-        let mut out = Vec::new();
-        for event in SseFramer::new().push(input.as_bytes()) {
-            editor.push(event, &mut filter, &mut out);
-        }
-        editor.finish(&mut filter, &mut out);
-        String::from_utf8(out).unwrap()
+        run(api, input, &mut |_, text, _| Ok((text.to_string(), 0)))
+    }
+
+    /// `input` through the editor under the default output guardrails.
+    fn guarded(api: Api, input: &str) -> String {
+        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        let p = g.policy(None, None);
+        let mut guards = SlotGuards::default();
+        run(api, input, &mut |slot, text, end| {
+            guards.filter(&g, &p, slot, text, end)
+        })
     }
 
     #[test]
@@ -553,30 +569,6 @@ mod tests {
             out.ends_with("\"message\":\"the provider sent a malformed stream event\",\"type\":\"api_error\"},\"type\":\"error\"}\n\n"),
             "{out}"
         );
-    }
-}
-
-#[cfg(test)]
-mod tool_tests {
-    use super::*;
-    use crate::core::guard::stream::SlotGuards;
-    use crate::core::guard::{GuardrailConfig, Guardrails};
-    use crate::core::sse::SseFramer;
-
-    /// `input` through the editor under the default output guardrails.
-    fn guarded(api: Api, input: &str) -> String {
-        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
-        let p = g.policy(None, None);
-        let mut guards = SlotGuards::default();
-        let mut filter =
-            |slot: usize, text: &str, end: bool| guards.filter(&g, &p, slot, text, end);
-        let mut editor = StreamEditor::new(api, false);
-        let mut out = Vec::new();
-        for event in SseFramer::new().push(input.as_bytes()) {
-            editor.push(event, &mut filter, &mut out);
-        }
-        editor.finish(&mut filter, &mut out);
-        String::from_utf8(out).unwrap()
     }
 
     #[test]

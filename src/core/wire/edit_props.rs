@@ -58,6 +58,18 @@ fn words(rng: &mut Rng) -> String {
     (0..1 + rng.below(3)).map(|_| rng.pick(WORDS)).collect()
 }
 
+/// Random words, then ` secret ` when one is given (spaced, so no word
+/// runs into it).
+fn words_with(rng: &mut Rng, secret: Option<&str>) -> String {
+    let mut text = words(rng);
+    if let Some(secret) = secret {
+        text.push(' ');
+        text.push_str(secret);
+        text.push(' ');
+    }
+    text
+}
+
 /// One SSE event as the provider writes it.
 fn sse(out: &mut String, name: Option<&str>, data: &Value) {
     if let Some(name) = name {
@@ -94,14 +106,7 @@ fn chat_stream(rng: &mut Rng, secret: Option<&str>) -> (String, Texts) {
     let secret_at = secret.map(|_| (rng.below(n), rng.below(12)));
     for step in 0..rng.below(14) {
         let i = rng.below(n);
-        let mut text = words(rng);
-        if let (Some((c, s)), Some(secret)) = (secret_at, secret) {
-            if (c, s) == (i, step) {
-                text.push(' ');
-                text.push_str(secret);
-                text.push(' ');
-            }
-        }
+        let text = words_with(rng, secret.filter(|_| secret_at == Some((i, step))));
         let delta = match rng.below(5) {
             0 => json!({"refusal": words(rng)}),
             1 => json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
@@ -196,12 +201,8 @@ fn messages_stream(rng: &mut Rng, secret: Option<&str>) -> (String, Texts) {
                     json!({"content_block": {"type": "text", "text": ""}}),
                 );
                 for step in 0..rng.below(6) {
-                    let mut delta = words(rng);
-                    if let Some(secret) = secret.filter(|_| index == secret_block && step == 1) {
-                        delta.push(' ');
-                        delta.push_str(secret);
-                        delta.push(' ');
-                    }
+                    let delta =
+                        words_with(rng, secret.filter(|_| index == secret_block && step == 1));
                     text.push_str(&delta);
                     event(
                         &mut out,
@@ -320,13 +321,8 @@ fn responses_stream(rng: &mut Rng, secret: Option<&str>) -> (String, Texts) {
                     );
                     let mut text = String::new();
                     for step in 0..rng.below(6) {
-                        let mut delta = words(rng);
-                        if let Some(secret) = secret.filter(|_| content == secret_part && step == 0)
-                        {
-                            delta.push(' ');
-                            delta.push_str(secret);
-                            delta.push(' ');
-                        }
+                        let delta =
+                            words_with(rng, secret.filter(|_| content == secret_part && step == 0));
                         text.push_str(&delta);
                         event(
                             &mut out,
