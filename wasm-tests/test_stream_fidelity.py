@@ -100,3 +100,12 @@ def test_streamed_tool_call_arguments_are_guarded_like_whole_answers(stack, key,
         response = s.get_final_response()
     calls = [item for item in response.output if item.type == "function_call"]
     assert [json.loads(c.arguments) for c in calls] == [REDACTED_INPUT]
+
+
+def test_a_streamed_refusal_is_guarded_like_a_whole_one(stack, key):
+    client = openai_client(stack.envoy.base_url, key)
+    ask = [{"role": "user", "content": "refuse: I will not write to jane.doe@example.com"}]
+    whole = client.chat.completions.create(model="gpt-4o", messages=ask).choices[0].message.refusal
+    chunks = list(client.chat.completions.create(model="gpt-4o", stream=True, messages=ask))
+    streamed = "".join(c.choices[0].delta.refusal or "" for c in chunks if c.choices)
+    assert streamed == whole == "I will not write to [EMAIL_1]"

@@ -311,6 +311,31 @@ impl OutputGuard {
     }
 }
 
+/// The guard slot of a canonical event carrying generated text, and the
+/// text: 0 answer text, 1 refusal, 2 reasoning, 3 + index tool arguments.
+fn canonical_slot(e: &Event) -> Option<(usize, &str)> {
+    match e {
+        Event::TextDelta(t) => Some((0, t)),
+        Event::RefusalDelta(t) => Some((1, t)),
+        Event::ReasoningDelta(t) => Some((2, t)),
+        Event::ToolArgs { index, json } => Some((3 + index, json)),
+        _ => None,
+    }
+}
+
+/// The event `canonical_slot` read `text` from.
+fn canonical_event(slot: usize, text: String) -> Event {
+    match slot {
+        0 => Event::TextDelta(text),
+        1 => Event::RefusalDelta(text),
+        2 => Event::ReasoningDelta(text),
+        _ => Event::ToolArgs {
+            index: slot - 3,
+            json: text,
+        },
+    }
+}
+
 /// Output guardrails for a stream: one guard per text slot (a choice's
 /// content, a content block, an output part, a tool call's arguments),
 /// with placeholders numbered across the answer as the non-streamed check
@@ -354,8 +379,9 @@ impl SlotGuards {
     }
 
     /// Runs a batch of decoded events of a translated stream through the
-    /// guards: text (slot 0) and each tool call's arguments (slot 1 +
-    /// index) are released as the hold rules allow, and what a slot holds
+    /// guards: text, refusal and reasoning deltas and each tool call's
+    /// arguments (a slot each, `canonical_slot`) are released as the hold
+    /// rules allow, and what a slot holds
     /// is flushed before another slot's delta or any other event; a block
     /// replaces the rest with a notice and a content-filter finish.
     /// `at_end`: the stream is over, flush it all.
@@ -371,16 +397,12 @@ impl SlotGuards {
             if self.stopped {
                 break;
             }
-            let (slot, text) = match &event {
-                Event::TextDelta(text) => (0, text.as_str()),
-                Event::ToolArgs { index, json } => (1 + index, json.as_str()),
-                _ => {
-                    self.flush_except(g, p, None, &mut out);
-                    if !self.stopped {
-                        out.push(event);
-                    }
-                    continue;
+            let Some((slot, text)) = canonical_slot(&event) else {
+                self.flush_except(g, p, None, &mut out);
+                if !self.stopped {
+                    out.push(event);
                 }
+                continue;
             };
             self.flush_except(g, p, Some(slot), &mut out);
             if !self.stopped {
@@ -420,13 +442,7 @@ impl SlotGuards {
     ) {
         match released {
             Ok((text, _)) if text.is_empty() => {}
-            Ok((text, _)) => out.push(match slot {
-                0 => Event::TextDelta(text),
-                _ => Event::ToolArgs {
-                    index: slot - 1,
-                    json: text,
-                },
-            }),
+            Ok((text, _)) => out.push(canonical_event(slot, text)),
             Err(notice) => {
                 out.push(Event::TextDelta(notice));
                 out.push(Event::Finish(Finish::ContentFilter));
@@ -520,6 +536,24 @@ mod tests {
         let last_text = batch.iter().rposition(|e| matches!(e, Event::TextDelta(_)));
         assert!(last_text < start, "{batch:?}");
         assert_eq!(batch.last(), Some(&Event::Finish(Finish::ToolCalls)));
+        // So are refusals and reasoning, each in its own kind of event.
+        let mut guard = SlotGuards::default();
+        let mut batch = vec![
+            Event::ReasoningDelta("Find jane.do".into()),
+            Event::ReasoningDelta("e@example.com first".into()),
+            Event::RefusalDelta("No mail to jane.doe@example.com".into()),
+        ];
+        guard.filter_events(&g, &p, &mut batch, true);
+        let (mut reasoning, mut refusal) = (String::new(), String::new());
+        for e in &batch {
+            match e {
+                Event::ReasoningDelta(t) => reasoning.push_str(t),
+                Event::RefusalDelta(t) => refusal.push_str(t),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(reasoning, "Find [EMAIL_1] first");
+        assert_eq!(refusal, "No mail to [EMAIL_1]");
     }
 
     #[test]

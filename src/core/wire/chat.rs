@@ -790,8 +790,8 @@ fn finish_chunk(e: &mut Encoder, out: &mut Vec<u8>) {
     );
 }
 
-/// Chat streams edited in place: a slot per choice's content and per tool
-/// call's arguments, ended by the choice's `finish_reason`.
+/// Chat streams edited in place: a slot per choice's content, refusal and
+/// tool call's arguments, ended by the choice's `finish_reason`.
 impl StreamEdit for Chat {
     fn plain_text<'a>(&self, data: &'a str) -> Option<PlainText<'a>> {
         let chunk = serde_json::from_str::<ChatChunk>(data).ok()?;
@@ -803,7 +803,7 @@ impl StreamEdit for Chat {
                         ChatDelta {
                             content: Some(text),
                             tool_calls: None,
-                            ..
+                            refusal: None,
                         },
                     finish_reason: None,
                 }],
@@ -821,6 +821,9 @@ impl StreamEdit for Chat {
             let choice = u64_of(c, "index");
             if let Some(Value::String(text)) = c.pointer_mut("/delta/content") {
                 f((choice, 0), text);
+            }
+            if let Some(Value::String(text)) = c.pointer_mut("/delta/refusal") {
+                f((choice, REFUSAL_PART), text);
             }
             let calls = c
                 .pointer_mut("/delta/tool_calls")
@@ -887,6 +890,10 @@ impl StreamEdit for Chat {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
 }
+
+/// A choice's refusal slot (its content is part 0, tool call `i` part
+/// 1 + `i`).
+const REFUSAL_PART: u64 = u64::MAX;
 
 /// The `choices` of a chunk or answer.
 fn choices_mut(v: &mut Value) -> impl Iterator<Item = &mut Value> {

@@ -572,6 +572,33 @@ mod tests {
     }
 
     #[test]
+    fn refusals_and_reasoning_summaries_are_guarded() {
+        let chat = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"I will not mail jane.do\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"e@example.com today\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let responses = concat!(
+            "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"reasoning\",\"id\":\"rs_1\",\"summary\":[]}}\n\n",
+            "event: response.reasoning_summary_text.delta\ndata: {\"type\":\"response.reasoning_summary_text.delta\",\"output_index\":0,\"summary_index\":0,\"delta\":\"Look up jane.do\"}\n\n",
+            "event: response.reasoning_summary_text.delta\ndata: {\"type\":\"response.reasoning_summary_text.delta\",\"output_index\":0,\"summary_index\":0,\"delta\":\"e@example.com first\"}\n\n",
+            "event: response.reasoning_summary_text.done\ndata: {\"type\":\"response.reasoning_summary_text.done\",\"output_index\":0,\"summary_index\":0,\"text\":\"Look up jane.doe@example.com first\"}\n\n",
+            "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"output_index\":0,\"item\":{\"type\":\"reasoning\",\"id\":\"rs_1\",\"summary\":[{\"type\":\"summary_text\",\"text\":\"Look up jane.doe@example.com first\"}]}}\n\n",
+            "event: response.refusal.delta\ndata: {\"type\":\"response.refusal.delta\",\"output_index\":1,\"content_index\":0,\"delta\":\"Not for jane.doe@example.com\"}\n\n",
+            "event: response.refusal.done\ndata: {\"type\":\"response.refusal.done\",\"output_index\":1,\"content_index\":0,\"refusal\":\"Not for jane.doe@example.com\"}\n\n",
+        );
+        for (api, input, redacted) in [
+            (Api::ChatCompletions, chat, 1),
+            (Api::Responses, responses, 5),
+        ] {
+            let out = guarded(api, input);
+            assert!(!out.contains("jane"), "{api:?}: {out}");
+            assert_eq!(out.matches("[EMAIL_1]").count(), redacted, "{api:?}: {out}");
+        }
+    }
+
+    #[test]
     fn tool_call_arguments_are_guarded_as_a_whole_answer_is() {
         let chat = concat!(
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"send\",\"arguments\":\"\"}}]}}]}\n\n",

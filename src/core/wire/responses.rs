@@ -799,10 +799,11 @@ fn response_object(e: &Encoder, status: &str) -> Value {
     })
 }
 
-/// Responses streams edited in place: a slot per output text part, ended
-/// by its `response.output_text.done`, and per function call's arguments
-/// (`(output index, 0)`); the events that repeat a slot's text (`*.done`,
-/// the final response) get the client's text.
+/// Responses streams edited in place: a slot per message part (text or
+/// refusal), per reasoning summary part and per function call's arguments
+/// (`(output index, 0)`), ended by its `*.done` event; the events that
+/// repeat a slot's text (`*.done`, the final response) get the client's
+/// text.
 impl StreamEdit for Responses {
     fn plain_text<'a>(&self, data: &'a str) -> Option<PlainText<'a>> {
         match serde_json::from_str::<TextDeltaEvent>(data) {
@@ -817,7 +818,8 @@ impl StreamEdit for Responses {
 
     fn texts(&self, v: &mut Value, f: &mut dyn FnMut(Slot, &mut String)) {
         let slot = match str_of(v, "type") {
-            Some("response.output_text.delta") => part_slot(v),
+            Some("response.output_text.delta" | "response.refusal.delta") => part_slot(v),
+            Some("response.reasoning_summary_text.delta") => summary_slot(v),
             Some("response.function_call_arguments.delta") => (u64_of(v, "output_index"), 0),
             _ => return,
         };
@@ -828,9 +830,14 @@ impl StreamEdit for Responses {
 
     fn ends(&self, v: &Value) -> Ends {
         match str_of(v, "type") {
-            Some("response.output_text.done" | "response.content_part.done") => {
-                Ends::Slots(vec![part_slot(v)])
-            }
+            Some(
+                "response.output_text.done"
+                | "response.refusal.done"
+                | "response.content_part.done",
+            ) => Ends::Slots(vec![part_slot(v)]),
+            Some(
+                "response.reasoning_summary_text.done" | "response.reasoning_summary_part.done",
+            ) => Ends::Slots(vec![summary_slot(v)]),
             Some("response.function_call_arguments.done" | "response.output_item.done") => {
                 Ends::Groups(vec![u64_of(v, "output_index")])
             }
@@ -853,6 +860,23 @@ impl StreamEdit for Responses {
             Some("response.function_call_arguments.done") => {
                 if let Some(Value::String(arguments)) = v.get_mut("arguments") {
                     f((output, 0), arguments);
+                }
+            }
+            Some("response.refusal.done") => {
+                if let Some(Value::String(text)) = v.get_mut("refusal") {
+                    f(slot, text);
+                }
+            }
+            Some("response.reasoning_summary_text.done") => {
+                let slot = summary_slot(v);
+                if let Some(Value::String(text)) = v.get_mut("text") {
+                    f(slot, text);
+                }
+            }
+            Some("response.reasoning_summary_part.done") => {
+                let slot = summary_slot(v);
+                if let Some(Value::String(text)) = v.pointer_mut("/part/text") {
+                    f(slot, text);
                 }
             }
             Some("response.content_part.done") => {
@@ -890,6 +914,15 @@ impl StreamEdit for Responses {
                     st.items.push((index, item.clone()));
                 }
             }
+            // Parts are noted in their item, so a block knows their type.
+            Some("response.content_part.added") => {
+                let index = u64_of(v, "output_index");
+                let item = st.items.iter_mut().find(|(i, _)| *i == index);
+                let parts = item.and_then(|(_, item)| item.get_mut("content"));
+                if let (Some(Value::Array(parts)), Some(part)) = (parts, v.get("part")) {
+                    parts.push(part.clone());
+                }
+            }
             _ => {}
         }
     }
@@ -912,10 +945,13 @@ impl StreamEdit for Responses {
             sequence += 1;
             write_sse(out, name, &data);
         };
-        if str_of(&item, "type") == Some("message") {
-            close_blocked_part(&mut item, &b, &mut event);
-        } else {
-            set(&mut item, "arguments", json!(b.text));
+        match str_of(&item, "type") {
+            Some("message") => close_blocked_part(&mut item, &b, &mut event),
+            Some("reasoning") => {
+                let summary = json!([{"type": "summary_text", "text": b.text}]);
+                set(&mut item, "summary", summary);
+            }
+            _ => set(&mut item, "arguments", json!(b.text)),
         }
         set(&mut item, "status", "incomplete".into());
         event(
@@ -939,25 +975,33 @@ fn close_blocked_part(item: &mut Value, b: &Block, event: &mut dyn FnMut(&str, V
     let (output, content) = b.slot;
     let item_id = item.get("id").cloned().unwrap_or(Value::Null);
     let text = format!("{}{}", b.text, b.notice);
-    let part = json!({"type": "output_text", "text": text, "annotations": []});
-    event(
-        "response.output_text.delta",
-        json!({"item_id": item_id, "output_index": output, "content_index": content, "delta": b.notice, "logprobs": []}),
-    );
-    event(
-        "response.output_text.done",
-        json!({"item_id": item_id, "output_index": output, "content_index": content, "text": text, "logprobs": []}),
-    );
-    event(
-        "response.content_part.done",
-        json!({"item_id": item_id, "output_index": output, "content_index": content, "part": part}),
-    );
     let mut parts = item
         .get("content")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     parts.truncate(usize::try_from(content).unwrap_or(usize::MAX));
+    let refusal = item
+        .pointer(&format!("/content/{content}/type"))
+        .and_then(Value::as_str)
+        == Some("refusal");
+    // A refusal part ends as one, or the SDK's stream state rejects it.
+    let (events, field, part) = if refusal {
+        let part = json!({"type": "refusal", "refusal": text});
+        ("response.refusal", "refusal", part)
+    } else {
+        let part = json!({"type": "output_text", "text": text, "annotations": []});
+        ("response.output_text", "text", part)
+    };
+    let at = json!({"item_id": item_id, "output_index": output, "content_index": content});
+    let with = |key: &str, value: Value| {
+        let mut data = at.clone();
+        set(&mut data, key, value);
+        data
+    };
+    event(&format!("{events}.delta"), with("delta", json!(b.notice)));
+    event(&format!("{events}.done"), with(field, json!(text)));
+    event("response.content_part.done", with("part", part.clone()));
     parts.push(part);
     set(item, "content", Value::Array(parts));
 }
@@ -983,21 +1027,35 @@ fn part_slot(v: &Value) -> Slot {
 
 /// The text of an `output_text` part.
 fn part_text(part: &mut Value, slot: Slot, f: &mut dyn FnMut(Slot, &mut String)) {
-    if str_of(part, "type") == Some("output_text") {
-        if let Some(Value::String(text)) = part.get_mut("text") {
-            f(slot, text);
-        }
+    let field = match str_of(part, "type") {
+        Some("output_text") => "text",
+        Some("refusal") => "refusal",
+        _ => return,
+    };
+    if let Some(Value::String(text)) = part.get_mut(field) {
+        f(slot, text);
     }
 }
 
-/// The output texts of a message item at `output`, or a function call's
-/// arguments.
+/// (output index, summary index) of a reasoning summary event.
+fn summary_slot(v: &Value) -> Slot {
+    (u64_of(v, "output_index"), u64_of(v, "summary_index"))
+}
+
+/// The texts of the output item at `output`: a message's parts, a
+/// reasoning item's summary, or a function call's arguments.
 fn item_texts(item: &mut Value, output: u64, f: &mut dyn FnMut(Slot, &mut String)) {
     if str_of(item, "type") == Some("function_call") {
         if let Some(Value::String(arguments)) = item.get_mut("arguments") {
             f((output, 0), arguments);
         }
         return;
+    }
+    let summary = item.get_mut("summary").and_then(Value::as_array_mut);
+    for (i, part) in (0u64..).zip(summary.into_iter().flatten()) {
+        if let Some(Value::String(text)) = part.get_mut("text") {
+            f((output, i), text);
+        }
     }
     let parts = item.get_mut("content").and_then(Value::as_array_mut);
     for (i, part) in (0u64..).zip(parts.into_iter().flatten()) {
