@@ -537,7 +537,11 @@ mod tests {
 
     /// `input` through the editor under the default output guardrails.
     fn guarded(api: Api, input: &str) -> String {
-        let g = Guardrails::new(&GuardrailConfig::default()).unwrap();
+        guarded_by(api, input, &GuardrailConfig::default())
+    }
+
+    fn guarded_by(api: Api, input: &str, config: &GuardrailConfig) -> String {
+        let g = Guardrails::new(config).unwrap();
         let p = g.policy(None, None);
         let mut guards = SlotGuards::default();
         run(api, input, &mut |slot, text, end| {
@@ -569,6 +573,82 @@ mod tests {
             out.ends_with("\"message\":\"the provider sent a malformed stream event\",\"type\":\"api_error\"},\"type\":\"error\"}\n\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_block_in_tool_arguments_ends_the_stream_as_its_api_can() {
+        let mut config = GuardrailConfig::default();
+        config.pii.output = Some(crate::core::guard::GuardAction::Block);
+        let messages = concat!(
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"send\",\"input\":{}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"to\\\": \\\"jane.doe@example.com\\\"}\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let out = guarded_by(Api::Messages, messages, &config);
+        assert!(!out.contains("jane"), "{out}");
+        let events: Vec<Value> = SseFramer::new()
+            .push(out.as_bytes())
+            .into_iter()
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect();
+        let shape: Vec<(&str, u64)> = events
+            .iter()
+            .map(|v| {
+                (
+                    v["type"].as_str().unwrap(),
+                    v["index"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        // The tool block closes; the notice gets a text block of its own.
+        assert_eq!(
+            shape,
+            [
+                ("content_block_start", 0),
+                ("content_block_stop", 0),
+                ("content_block_start", 1),
+                ("content_block_delta", 1),
+                ("content_block_stop", 1),
+                ("message_delta", 0),
+                ("message_stop", 0)
+            ],
+            "{out}"
+        );
+        assert_eq!(events[2]["content_block"]["type"], "text");
+        assert!(events[3]["delta"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("blocked by the pii guardrail"));
+        assert_eq!(events[5]["delta"]["stop_reason"], "refusal");
+        // A Responses refusal part ends as a refusal part (the OpenAI SDK
+        // checks the part type of each delta).
+        let responses = concat!(
+            "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":0,\"output_index\":0,\"item\":{\"type\":\"message\",\"id\":\"msg_1\",\"content\":[]}}\n\n",
+            "event: response.content_part.added\ndata: {\"type\":\"response.content_part.added\",\"sequence_number\":1,\"output_index\":0,\"content_index\":0,\"part\":{\"type\":\"refusal\",\"refusal\":\"\"}}\n\n",
+            "event: response.refusal.delta\ndata: {\"type\":\"response.refusal.delta\",\"sequence_number\":2,\"output_index\":0,\"content_index\":0,\"delta\":\"Not for jane.doe@example.com\"}\n\n",
+        );
+        let out = guarded_by(Api::Responses, responses, &config);
+        assert!(!out.contains("jane"), "{out}");
+        let names: Vec<String> = SseFramer::new()
+            .push(out.as_bytes())
+            .into_iter()
+            .filter_map(|e| e.event)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.refusal.delta",
+                "response.refusal.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed"
+            ],
+            "{out}"
+        );
+        assert!(out.contains("\"part\":{\"refusal\":"), "{out}");
     }
 
     #[test]
