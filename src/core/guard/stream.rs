@@ -36,6 +36,7 @@ use super::{
     blocked_notice, Blocked, Direction, GuardAction, GuardEvent, Guardrails, Placeholders, Policy,
 };
 use crate::core::wire::{Event, Finish};
+use std::collections::HashMap;
 
 /// `hold_start` on `text` as the detectors read it (`normalize`), mapped
 /// back: a folded spelling keeps its words together.
@@ -312,13 +313,15 @@ impl OutputGuard {
 }
 
 /// The guard slot of a canonical event carrying generated text, and the
-/// text: 0 answer text, 1 refusal, 2 reasoning, 3 + index tool arguments.
+/// text: 0 answer text, 1 refusal, 2 reasoning, 3 + index tool arguments
+/// (a provider's absurd index near `usize::MAX` shares the last slot: it is
+/// still scanned).
 fn canonical_slot(e: &Event) -> Option<(usize, &str)> {
     match e {
         Event::TextDelta(t) => Some((0, t)),
         Event::RefusalDelta(t) => Some((1, t)),
         Event::ReasoningDelta(t) => Some((2, t)),
-        Event::ToolArgs { index, json } => Some((3 + index, json)),
+        Event::ToolArgs { index, json } => Some((index.saturating_add(3), json)),
         _ => None,
     }
 }
@@ -344,9 +347,15 @@ fn canonical_event(slot: usize, text: String) -> Event {
 #[derive(Debug, Default)]
 pub struct SlotGuards {
     guards: Vec<OutputGuard>,
+    /// Slot number -> its guard in `guards` (a translated stream's tool
+    /// indices are the provider's, so slot numbers may be sparse).
+    by_slot: HashMap<usize, usize>,
     placeholders: Placeholders,
     /// Guardrail events since the caller last took them.
     pub events: Vec<GuardEvent>,
+    /// `filter_events`: the one slot that may hold text (every other was
+    /// flushed before its delta came).
+    holding: Option<usize>,
     /// A block ended the translated stream.
     stopped: bool,
 }
@@ -363,10 +372,12 @@ impl SlotGuards {
         text: &str,
         end: bool,
     ) -> Result<(String, usize), String> {
-        while self.guards.len() <= slot {
-            self.guards.push(OutputGuard::default());
-        }
-        let Some(guard) = self.guards.get_mut(slot) else {
+        let guards = &mut self.guards;
+        let at = *self.by_slot.entry(slot).or_insert_with(|| {
+            guards.push(OutputGuard::default());
+            guards.len() - 1
+        });
+        let Some(guard) = self.guards.get_mut(at) else {
             return Err(String::new());
         };
         guard.text.push_str(text);
@@ -407,6 +418,7 @@ impl SlotGuards {
             self.flush_except(g, p, Some(slot), &mut out);
             if !self.stopped {
                 let released = self.filter(g, p, slot, text, false);
+                self.holding = matches!(released, Ok((_, held)) if held > 0).then_some(slot);
                 self.emit(slot, released, &mut out);
             }
         }
@@ -416,7 +428,7 @@ impl SlotGuards {
         *batch = out;
     }
 
-    /// Releases what every slot but `keep` holds.
+    /// Releases what the holding slot holds, unless it is `keep`.
     fn flush_except(
         &mut self,
         g: &Guardrails,
@@ -424,11 +436,11 @@ impl SlotGuards {
         keep: Option<usize>,
         out: &mut Vec<Event>,
     ) {
-        for slot in 0..self.guards.len() {
-            let holds = self.guards.get(slot).is_some_and(|guard| guard.held() > 0);
-            if self.stopped || Some(slot) == keep || !holds {
-                continue;
-            }
+        let Some(slot) = self.holding.filter(|h| Some(*h) != keep) else {
+            return;
+        };
+        self.holding = None;
+        if !self.stopped {
             let released = self.filter(g, p, slot, "", true);
             self.emit(slot, released, out);
         }
@@ -536,6 +548,24 @@ mod tests {
         let last_text = batch.iter().rposition(|e| matches!(e, Event::TextDelta(_)));
         assert!(last_text < start, "{batch:?}");
         assert_eq!(batch.last(), Some(&Event::Finish(Finish::ToolCalls)));
+        // A provider's tool index is the slot number: a huge one costs one
+        // guard, not a guard per number below it.
+        let mut guard = SlotGuards::default();
+        let far = 4_000_000_000;
+        let mut batch = vec![Event::ToolArgs {
+            index: far,
+            json: "{\"to\": \"jane.doe@example.com\"}".into(),
+        }];
+        guard.filter_events(&g, &p, &mut batch, true);
+        let args: String = batch
+            .iter()
+            .map(|e| match e {
+                Event::ToolArgs { index, json } if *index == far => json.as_str(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(args, "{\"to\": \"[EMAIL_1]\"}");
+        assert_eq!(guard.guards.len(), 1);
         // So are refusals and reasoning, each in its own kind of event.
         let mut guard = SlotGuards::default();
         let mut batch = vec![
