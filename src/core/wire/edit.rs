@@ -20,7 +20,7 @@ use crate::core::api::Api;
 use crate::core::sse::SseEvent;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// A text slot, as the wire numbers it: (choice, part) where a part is the
 /// content or a tool call's arguments, (content block, 0), or (output
@@ -103,6 +103,13 @@ pub struct StreamEditor {
     /// The gateway asked for a usage event the client did not.
     drop_usage: bool,
     slots: Vec<SlotText>,
+    /// Slot key -> index in `slots`.
+    by_key: HashMap<Slot, usize>,
+    /// The slots whose guard holds text (the only ones an end flushes),
+    /// in all and by group: the provider decides how many slots there are,
+    /// so no end walks them all.
+    holding: BTreeSet<usize>,
+    holding_by_group: HashMap<u64, BTreeSet<usize>>,
     held: VecDeque<Held>,
     state: EditState,
     stopped: bool,
@@ -136,13 +143,25 @@ struct Piece {
 #[derive(Debug)]
 struct Held {
     event: SseEvent,
-    /// The parsed event; `None` for a plain text delta (read again, and
-    /// parsed only if its text changes).
-    value: Option<Value>,
+    body: Body,
     /// (slot index, start, end) of each text delta, in visiting order.
     texts: Vec<(usize, usize, usize)>,
     /// A whole-text field was rewritten.
     edited: bool,
+}
+
+/// What the editor read of a held event.
+#[derive(Debug)]
+enum Body {
+    /// `[DONE]` (or an empty event): written as it came.
+    Raw,
+    /// A plain text delta (`StreamEdit::plain_text`): its text and sequence
+    /// number; parsed in full only if its text changes.
+    Plain {
+        text: String,
+        sequence: Option<u64>,
+    },
+    Parsed(Value),
 }
 
 impl StreamEditor {
@@ -151,6 +170,9 @@ impl StreamEditor {
             api,
             drop_usage,
             slots: Vec::new(),
+            by_key: HashMap::new(),
+            holding: BTreeSet::new(),
+            holding_by_group: HashMap::new(),
             held: VecDeque::new(),
             state: EditState::default(),
             stopped: false,
@@ -165,7 +187,7 @@ impl StreamEditor {
         }
         if event.data == "[DONE]" || event.data.is_empty() {
             if self.end_slots(Ends::All, filter, out) {
-                self.queue(event, None, Vec::new(), false, out);
+                self.queue(event, Body::Raw, Vec::new(), false, out);
             }
             return;
         }
@@ -175,10 +197,16 @@ impl StreamEditor {
             false => None,
         };
         self.started = true;
-        if let Some(PlainText { slot, text, .. }) = plain {
+        if let Some(PlainText {
+            slot,
+            text,
+            sequence,
+        }) = plain
+        {
             let text = text.into_owned();
             if let Some(delta) = self.push_text(slot, &text, filter, out) {
-                self.queue(event, None, vec![delta], false, out);
+                let body = Body::Plain { text, sequence };
+                self.queue(event, body, vec![delta], false, out);
             }
             return;
         }
@@ -212,7 +240,7 @@ impl StreamEditor {
                 }
             }
         });
-        self.queue(event, Some(v), texts, edited, out);
+        self.queue(event, Body::Parsed(v), texts, edited, out);
     }
 
     /// A text delta of `slot` to its guard: its (slot index, start, end),
@@ -268,9 +296,10 @@ impl StreamEditor {
 
     /// The index of `key`'s slot, added when new.
     fn slot(&mut self, key: Slot) -> usize {
-        if let Some(i) = self.slots.iter().position(|s| s.key == key) {
-            return i;
+        if let Some(i) = self.by_key.get(&key) {
+            return *i;
         }
+        self.by_key.insert(key, self.slots.len());
         self.slots.push(SlotText {
             key,
             pushed: 0,
@@ -283,23 +312,27 @@ impl StreamEditor {
         self.slots.len() - 1
     }
 
-    /// Flushes the slots `ends` names; false when a guard blocked.
+    /// Flushes the slots `ends` names that hold text, in the order they
+    /// came; false when a guard blocked.
     fn end_slots(&mut self, ends: Ends, filter: &mut Filter, out: &mut Vec<u8>) -> bool {
-        let ended: Vec<usize> = match ends {
+        let mut ended: Vec<usize> = match ends {
             Ends::None => return true,
-            Ends::All => (0..self.slots.len()).collect(),
+            Ends::All => self.holding.iter().copied().collect(),
             Ends::Slots(keys) => keys
                 .iter()
-                .filter_map(|k| self.slots.iter().position(|s| s.key == *k))
+                .filter_map(|k| self.by_key.get(k))
+                .filter(|i| self.holding.contains(i))
+                .copied()
                 .collect(),
-            Ends::Groups(groups) => (0..self.slots.len())
-                .filter(|i| {
-                    self.slots
-                        .get(*i)
-                        .is_some_and(|s| groups.contains(&s.key.0))
-                })
+            Ends::Groups(groups) => groups
+                .iter()
+                .filter_map(|g| self.holding_by_group.get(g))
+                .flatten()
+                .copied()
                 .collect(),
         };
+        ended.sort_unstable();
+        ended.dedup();
         ended
             .into_iter()
             .all(|i| self.run_guard(i, "", true, filter, out))
@@ -340,6 +373,15 @@ impl StreamEditor {
             });
             s.released += cut;
         }
+        let (group, holds) = (s.key.0, !s.pending.is_empty());
+        let by_group = self.holding_by_group.entry(group).or_default();
+        if holds {
+            self.holding.insert(i);
+            by_group.insert(i);
+        } else {
+            self.holding.remove(&i);
+            by_group.remove(&i);
+        }
         true
     }
 
@@ -362,14 +404,14 @@ impl StreamEditor {
     fn queue(
         &mut self,
         event: SseEvent,
-        value: Option<Value>,
+        body: Body,
         texts: Vec<(usize, usize, usize)>,
         edited: bool,
         out: &mut Vec<u8>,
     ) {
         self.held.push_back(Held {
             event,
-            value,
+            body,
             texts,
             edited,
         });
@@ -395,25 +437,22 @@ impl StreamEditor {
     fn write(&mut self, held: Held, out: &mut Vec<u8>) {
         let Held {
             event,
-            value,
+            body,
             texts,
             mut edited,
         } = held;
         let edit = self.api.stream_edit();
-        let mut value = match value {
-            Some(v) => v,
-            // `[DONE]` or a plain text delta: as it came unless its text changed.
-            None => {
-                let plain = edit.plain_text(&event.data);
-                let changed = match (&plain, texts.first()) {
-                    (Some(p), Some(&(i, start, end))) => self
-                        .slots
+        let mut value = match body {
+            Body::Raw => return write_event(event.event.as_deref(), &event.data, out),
+            // As it came unless its text changed.
+            Body::Plain { text, sequence } => {
+                let changed = texts.first().is_some_and(|&(i, start, end)| {
+                    self.slots
                         .get(i)
-                        .is_some_and(|s| s.text_for(start, end, &p.text) != p.text),
-                    _ => false,
-                };
+                        .is_some_and(|s| s.text_for(start, end, &text) != text)
+                });
                 if !changed {
-                    if let Some(n) = plain.and_then(|p| p.sequence) {
+                    if let Some(n) = sequence {
                         self.state.sequence = n + 1;
                     }
                     self.prune(&texts);
@@ -424,6 +463,7 @@ impl StreamEditor {
                     Err(_) => return,
                 }
             }
+            Body::Parsed(v) => v,
         };
         let mut k = 0;
         let slots = &self.slots;
