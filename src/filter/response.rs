@@ -38,11 +38,11 @@ pub struct ResponseState {
     translator: Option<StreamTranslator>,
     /// A same-API stream under output guardrails, edited in place.
     editor: Option<StreamEditor>,
-    slot_guards: SlotGuards,
     /// The client's API and the upstream's wire (set when forwarded).
     pub apis: Option<(Api, Wire)>,
     /// Output guardrails for this request, when any is on.
     pub output_policy: Option<Policy>,
+    /// The output guards of the stream (edited in place or translated).
     output_guard: SlotGuards,
     /// Output guardrail events since the stage last took them.
     pub new_guard_events: Vec<GuardEvent>,
@@ -74,16 +74,14 @@ impl ResponseState {
             host.set_response_header("content-type", Some("application/json"));
         } else if self.stream {
             let (client, upstream) = self.wires();
-            match &self.translation {
-                _ if guarded && client.wire() == upstream => {
-                    let drop_usage = self
-                        .translation
-                        .as_ref()
-                        .is_some_and(|t| !t.client_wants_usage);
-                    self.editor = Some(StreamEditor::new(client, drop_usage));
-                }
-                Some(t) => self.translator = Some(StreamTranslator::new(t, now_s)),
-                None => {}
+            if guarded && client.wire() == upstream {
+                let drop_usage = self
+                    .translation
+                    .as_ref()
+                    .is_some_and(|t| !t.client_wants_usage);
+                self.editor = Some(StreamEditor::new(client, drop_usage));
+            } else if let Some(t) = &self.translation {
+                self.translator = Some(StreamTranslator::new(t, now_s));
             }
         }
     }
@@ -124,7 +122,7 @@ impl ResponseState {
             Vec::new()
         };
         if let Some(editor) = &mut self.editor {
-            let (guards, policy) = (&mut self.slot_guards, self.output_policy.as_ref());
+            let (guards, policy) = (&mut self.output_guard, self.output_policy.as_ref());
             let mut filter = |slot: usize, text: &str, end: bool| match (guardrails, policy) {
                 (Some(g), Some(p)) => guards.filter(g, p, slot, text, end),
                 _ => Ok((text.to_string(), 0)),
@@ -136,7 +134,7 @@ impl ResponseState {
             if end {
                 editor.finish(&mut filter, &mut out);
             }
-            self.new_guard_events.append(&mut self.slot_guards.events);
+            self.new_guard_events.append(&mut self.output_guard.events);
             host.set_response_body(size, &out);
         } else if let Some(translator) = &mut self.translator {
             let guard = (guardrails, self.output_policy.as_ref());

@@ -79,10 +79,7 @@ impl Upstream for Chat {
     }
 
     fn reply_text(&self, v: &Value) -> String {
-        v.get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        choices(v)
             .filter_map(|choice| choice.pointer("/message/content").and_then(Value::as_str))
             .collect()
     }
@@ -151,12 +148,7 @@ impl Inbound for Chat {
     }
 
     fn reply_texts(&self, body: &mut Value, f: &mut TextVisitor) {
-        for c in body
-            .get_mut("choices")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
+        for c in choices_mut(body) {
             if let Some(m) = c.get_mut("message") {
                 locate::text_field(m, "content", f);
                 locate::text_field(m, "refusal", f);
@@ -237,12 +229,7 @@ impl Inbound for Chat {
 /// Id, model, finish reasons and usage of an answer or a chunk.
 fn observe(s: &mut ResponseSummary, v: &Value) {
     s.meta.seen(str_of(v, "id"), str_of(v, "model"));
-    for choice in v
-        .get("choices")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for choice in choices(v) {
         s.meta.reason(str_of(choice, "finish_reason"));
     }
     if let Some(u) = v.get("usage").and_then(Usage::from_usage_object) {
@@ -838,11 +825,7 @@ impl StreamEdit for Chat {
     }
 
     fn ends(&self, v: &Value) -> Ends {
-        let ended: Vec<u64> = v
-            .get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        let ended: Vec<u64> = choices(v)
             .filter(|c| c.get("finish_reason").is_some_and(|r| !r.is_null()))
             .map(|c| u64_of(c, "index"))
             .collect();
@@ -896,6 +879,14 @@ impl StreamEdit for Chat {
 const REFUSAL_PART: u64 = u64::MAX;
 
 /// The `choices` of a chunk or answer.
+fn choices(v: &Value) -> impl Iterator<Item = &Value> {
+    v.get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The `choices` of a chunk or answer, to edit.
 fn choices_mut(v: &mut Value) -> impl Iterator<Item = &mut Value> {
     v.get_mut("choices")
         .and_then(Value::as_array_mut)
