@@ -17,6 +17,7 @@
 use super::stream::{write_json, Encoder, MALFORMED_EVENT};
 use super::Translation;
 use crate::core::api::Api;
+use crate::core::json;
 use crate::core::sse::SseEvent;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -214,7 +215,9 @@ impl StreamEditor {
         if self.drop_usage && wire.is_usage_event(&event.data) {
             return;
         }
-        let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
+        // Strict: the client gets these bytes, and clients disagree on
+        // which of a key's two values counts.
+        let Ok(mut v) = json::parse_strict(event.data.as_bytes()) else {
             self.malformed(filter, out);
             return;
         };
@@ -261,9 +264,10 @@ impl StreamEditor {
         self.run_guard(i, text, false, filter, out).then_some(delta)
     }
 
-    /// An event that is not JSON: the guard cannot read it, so the client
-    /// gets an error event in its format instead (after what is held),
-    /// and, where its API ends a stream at an error, nothing more.
+    /// An event that is not JSON (or has a key twice): the guard cannot
+    /// read it as every client would, so the client gets an error event in
+    /// its format instead (after what is held), and, where its API ends a
+    /// stream at an error, nothing more.
     fn malformed(&mut self, filter: &mut Filter, out: &mut Vec<u8>) {
         log::warn!("tollgate: the provider sent a malformed stream event");
         if !self.end_slots(Ends::All, filter, out) {
@@ -601,6 +605,13 @@ mod tests {
         let error = "data: {\"error\":{\"message\":\"the provider sent a malformed stream event\",\"type\":\"server_error\"}}\n\n";
         assert!(out.contains(error), "{out}");
         assert!(!out.contains("not json") && out.ends_with("data: [DONE]\n\n"));
+        // A key twice: the guard read one value, a client may read the other.
+        let twice = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mail jane.doe@example.com\",\"content\":\"hi\"}}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let out = guarded(Api::ChatCompletions, twice);
+        assert!(out.contains(error) && !out.contains("jane"), "{out}");
         let messages = concat!(
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
             "event: content_block_delta\ndata: {broken\n\n",
