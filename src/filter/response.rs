@@ -8,6 +8,7 @@ use crate::core::api::Api;
 use crate::core::content;
 use crate::core::guard::stream::SlotGuards;
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
+use crate::core::json;
 use crate::core::sse::{SseEvent, SseFramer};
 use crate::core::usage::ResponseSummary;
 use crate::core::wire::edit::StreamEditor;
@@ -177,7 +178,19 @@ impl ResponseState {
         guardrails: Option<&Guardrails>,
     ) {
         let (client, wire) = self.wires();
-        let upstream = serde_json::from_slice::<serde_json::Value>(chunk).ok();
+        // Untranslated, the client gets these bytes when the guard changes
+        // nothing: it reads them strictly, as clients disagree on which of
+        // a key's two values counts (the stream editor does the same).
+        let strict = guardrails.is_some() && self.translation.is_none();
+        let parsed = match strict {
+            true => json::parse_strict(chunk),
+            false => serde_json::from_slice(chunk),
+        };
+        let readable = parsed.is_ok();
+        // Usage is still read from an answer the client will not get.
+        let upstream = parsed
+            .ok()
+            .or_else(|| strict.then(|| serde_json::from_slice(chunk).ok()).flatten());
         if let Some(v) = &upstream {
             self.summary = wire.upstream().summarize(v);
             if self.captured.is_some() {
@@ -185,10 +198,11 @@ impl ResponseState {
             }
         }
         let translated = match (&self.translation, upstream) {
+            _ if strict && !readable => Err(wire::reply::NOT_JSON),
             (Some(t), Some(v)) => wire::reply::translate_value(t, &v, host.now_ms() / 1000),
             (Some(_), None) => Err(wire::reply::NOT_JSON),
             (None, Some(v)) => Ok(v),
-            // Not JSON and nothing to translate: passed through as it came.
+            // Not JSON and nothing to translate or guard: passed through as it came.
             (None, None) => return,
         };
         let mut body = match translated {

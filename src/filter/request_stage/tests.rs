@@ -273,6 +273,32 @@ fn usage_is_read_from_the_answer() {
 }
 
 #[test]
+fn an_answer_with_a_key_twice_is_not_forwarded_under_output_guardrails() {
+    let shared = shared(json!({}));
+    let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
+    assert_eq!(body_end(&mut stage), Action::Continue);
+    *stage.host.response_headers.borrow_mut() = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    // The guard reads the last `content`; a client may read the first.
+    let answer = concat!(
+        r#"{"model": "gpt-4o", "choices": [{"index": 0, "message": {"role": "assistant", "#,
+        r#""content": "mail jane.doe@example.com", "content": "hello"}, "finish_reason": "stop"}], "#,
+        r#""usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}"#
+    );
+    *stage.host.response_body.borrow_mut() = answer.as_bytes().to_vec();
+    stage.on_http_response_headers(0, false);
+    stage.on_http_response_body(answer.len(), true);
+    let body = String::from_utf8(stage.host.response_body.borrow().clone()).unwrap();
+    assert!(!body.contains("jane"), "{body}");
+    assert!(body.contains("not valid JSON"), "{body}");
+    // The provider billed it all the same.
+    let usage = stage.response.summary.usage.unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (5, 3));
+}
+
+#[test]
 fn the_end_of_a_request_queues_its_report_and_spans_for_the_root_tick() {
     let shared = shared(json!({"budgets": {"enforce": false}, "tracing": {"cluster": "otel"}}));
     // The root context's host, where the reporter and exporter define their metrics.
