@@ -81,10 +81,8 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
         key::hash(key::extract(Some("Bearer tg-0123456789abcdef0123456789abcdef"), None).unwrap())
     });
     let (trace_id, span_id) = s.time(1, "trace ids", || {
-        let seed = format!("req-{n}:{n}");
-        let ids = tracecontext::mint_ids(&seed);
-        let _ = tracecontext::mint_ids(&format!("{seed}:upstream"));
-        ids
+        let (trace, span, _upstream) = tracecontext::mint_ids(7, n);
+        (trace, span)
     });
     let mut request = s.time(2, "parse body", || {
         LlmRequest::parse(raw.as_bytes(), None).unwrap()

@@ -1,6 +1,7 @@
 //! Client keys: where the SDKs put them, and the hash the sidecar knows them by.
 
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 /// Longest key accepted; anything longer is not a Tollgate key.
 const MAX_KEY_LEN: usize = 256;
@@ -28,6 +29,30 @@ pub fn hash(key: &str) -> String {
     out
 }
 
+/// Keys a worker remembers the hash of before it forgets them all.
+const MEMO_CAPACITY: usize = 1024;
+
+/// The hashes of the keys a worker saw lately. SHA-256 costs a VM more
+/// than the rest of a request's header phase, and a few keys make most
+/// requests. Bounded: when full it starts over, so keys sprayed by a
+/// client cost their hash and nothing more.
+#[derive(Default)]
+pub struct HashMemo(HashMap<String, String>);
+
+impl HashMemo {
+    pub fn hash(&mut self, key: &str) -> String {
+        if let Some(hash) = self.0.get(key) {
+            return hash.clone();
+        }
+        if self.0.len() >= MEMO_CAPACITY {
+            self.0.clear();
+        }
+        let hashed = hash(key);
+        self.0.insert(key.to_string(), hashed.clone());
+        hashed
+    }
+}
+
 fn hex_digit(nibble: u8) -> char {
     char::from_digit(u32::from(nibble), 16).unwrap_or('0')
 }
@@ -35,6 +60,18 @@ fn hex_digit(nibble: u8) -> char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memo_gives_the_hash_and_stays_bounded() {
+        let mut memo = HashMemo::default();
+        for round in 0..2 {
+            for i in 0..MEMO_CAPACITY + 10 {
+                let key = format!("tg-{i}");
+                assert_eq!(memo.hash(&key), hash(&key), "{round} {i}");
+                assert!(memo.0.len() <= MEMO_CAPACITY);
+            }
+        }
+    }
 
     #[test]
     fn extracts_from_either_header() {

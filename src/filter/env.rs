@@ -21,7 +21,9 @@ pub trait Host {
     fn request_header(&self, name: &str) -> Option<String>;
     /// Sets (or with `None` removes) a request header; false if refused.
     fn set_request_header(&self, name: &str, value: Option<&str>) -> bool;
-    fn response_header(&self, name: &str) -> Option<String>;
+    /// All response headers, in one call: one header read costs as much
+    /// as the whole map (the host calls into the VM to allocate either).
+    fn response_headers(&self) -> Vec<(String, String)>;
     fn set_response_header(&self, name: &str, value: Option<&str>) -> bool;
     /// The first `size` bytes of the buffered request body.
     fn request_body(&self, size: usize) -> Vec<u8>;
@@ -84,8 +86,8 @@ impl Host for Envoy {
     fn set_request_header(&self, name: &str, value: Option<&str>) -> bool {
         host::set_request_header(name, value)
     }
-    fn response_header(&self, name: &str) -> Option<String> {
-        host::response_header(name)
+    fn response_headers(&self) -> Vec<(String, String)> {
+        host::headers(host::RESPONSE_HEADERS)
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) -> bool {
         host::set_response_header(name, value)

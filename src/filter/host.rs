@@ -143,10 +143,6 @@ pub fn request_header(name: &str) -> Option<String> {
     header(REQUEST_HEADERS, name)
 }
 
-pub fn response_header(name: &str) -> Option<String> {
-    header(RESPONSE_HEADERS, name)
-}
-
 /// Sets (or with `None` removes) a request header; false if the host refused.
 pub fn set_request_header(name: &str, value: Option<&str>) -> bool {
     // SAFETY: borrowed slices valid for the call.

@@ -130,8 +130,8 @@ impl Host for MockHost {
     fn set_request_header(&self, name: &str, value: Option<&str>) -> bool {
         set(&self.request_headers, name, value)
     }
-    fn response_header(&self, name: &str) -> Option<String> {
-        header(&self.response_headers.borrow(), name)
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.response_headers.borrow().clone()
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) -> bool {
         set(&self.response_headers, name, value)

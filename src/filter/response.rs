@@ -4,6 +4,7 @@
 //! chunk by chunk; JSON bodies and errors once complete).
 
 use super::env::Host;
+use super::request_stage::header;
 use crate::core::api::Api;
 use crate::core::content;
 use crate::core::guard::stream::SlotGuards;
@@ -53,13 +54,12 @@ pub struct ResponseState {
 
 impl ResponseState {
     pub fn on_headers(&mut self, host: &impl Host) {
-        self.status = host
-            .response_header(":status")
+        let headers = host.response_headers();
+        self.status = header(&headers, ":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        self.stream = host
-            .response_header("content-type")
-            .is_some_and(|t| t.starts_with("text/event-stream"));
+        self.stream =
+            header(&headers, "content-type").is_some_and(|t| t.starts_with("text/event-stream"));
         // Every upstream API's stream decodes, so output guardrails can
         // re-encode any stream.
         let guarded = self.output_policy.is_some() && self.status < 400;

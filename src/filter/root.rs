@@ -17,6 +17,7 @@ use crate::core::auth::AuthCache;
 use crate::core::config::Config;
 use crate::core::error::GatewayError;
 use crate::core::guard::Guardrails;
+use crate::core::key;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
@@ -65,6 +66,7 @@ const KEY_CACHE_CAPACITY: usize = 10_000;
 pub struct Shared {
     pub config: Config,
     pub cache: RefCell<AuthCache>,
+    pub key_hashes: RefCell<key::HashMemo>,
     pub stats: Stats,
     /// Trace export, when `tracing` is configured.
     pub exporter: Option<RefCell<Exporter>>,
@@ -168,6 +170,7 @@ impl RootContext for Root {
                 *self = Root::Request(Rc::new(Shared {
                     config,
                     cache,
+                    key_hashes: RefCell::default(),
                     stats: Stats::default(),
                     exporter,
                     reporter,

@@ -13,16 +13,12 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
-    /// `None` when tracing is off. Ids derive from the gateway's request
-    /// id (random per VM, never the client's).
-    pub fn start(
-        shared: &Shared,
-        request_id: &str,
-        headers: &[(String, String)],
-    ) -> Option<RequestTrace> {
+    /// `None` when tracing is off. Ids derive from what makes the gateway's
+    /// request id (random per VM, never the client's).
+    pub fn start(shared: &Shared, headers: &[(String, String)]) -> Option<RequestTrace> {
         let exporter = shared.exporter.as_ref()?;
-        let (minted_trace, span_id) = tracecontext::mint_ids(request_id);
-        let (_, upstream_span_id) = tracecontext::mint_ids(&format!("{request_id}:upstream"));
+        let (minted_trace, span_id, upstream_span_id) =
+            tracecontext::mint_ids(shared.id_seed, shared.request_counter.get());
         let parent = header(headers, "traceparent").and_then(tracecontext::parse);
         let (trace_id, sampled) = match parent {
             Some(p) => (p.trace_id, p.sampled),

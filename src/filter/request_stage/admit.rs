@@ -44,7 +44,7 @@ impl<H: Host> RequestStage<H> {
             header(headers, "x-api-key").or(header(headers, "api-key")),
         )
         .ok_or(GatewayError::MissingKey)?;
-        self.key_hash = key::hash(client_key);
+        self.key_hash = self.shared.key_hashes.borrow_mut().hash(client_key);
         self.account_headers = ACCOUNT_HEADERS
             .into_iter()
             .filter(|h| header(headers, h).is_some())

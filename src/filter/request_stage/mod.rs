@@ -257,7 +257,7 @@ impl<H: Host> HttpContext for RequestStage<H> {
         let headers = self.host.request_headers();
         self.client_request_id =
             header(&headers, "x-request-id").map(|id| budget::capped(id, MAX_CLIENT_REQUEST_ID));
-        self.trace = RequestTrace::start(&self.shared, &self.request_id, &headers);
+        self.trace = RequestTrace::start(&self.shared, &headers);
         match self.start(&headers) {
             Ok(admit::Start::Callout) => Action::Pause,
             Ok(admit::Start::Drain) => self.wait(),

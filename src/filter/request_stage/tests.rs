@@ -48,6 +48,7 @@ fn shared(extra: Value) -> Rc<Shared> {
     let metrics = MockHost::default();
     Rc::new(Shared {
         cache: RefCell::new(AuthCache::new(config.key_cache_ttl_ms, 100)),
+        key_hashes: RefCell::default(),
         stats: Stats::default(),
         exporter: config
             .tracing
