@@ -17,6 +17,7 @@ pub mod lease;
 pub mod models;
 pub mod otlp;
 pub mod provider;
+pub mod report_json;
 pub mod report_queue;
 pub mod request;
 pub mod routing;

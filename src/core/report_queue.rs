@@ -13,6 +13,7 @@
 //!   for the reports behind it.
 
 use super::budget::UsageReport;
+use super::report_json;
 use std::collections::VecDeque;
 
 /// Bytes of reports in one batch (the sidecar accepts up to 2 MB).
@@ -91,10 +92,7 @@ impl ReportQueue {
     /// Queues a report; a full queue drops its oldest (counted).
     pub fn push(&mut self, report: &UsageReport) -> Tally {
         let mut tally = Tally::default();
-        let Ok(encoded) = serde_json::to_vec(report) else {
-            tally.dropped += 1;
-            return tally;
-        };
+        let encoded = report_json::encode(report);
         if encoded.len() > MAX_BATCH_BYTES {
             tally.dropped += 1;
             return tally;

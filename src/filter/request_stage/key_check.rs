@@ -123,7 +123,7 @@ impl<H: Host> RequestStage<H> {
         match answer {
             Ok(check) => {
                 let check = Rc::new(check);
-                let now = self.host.now_ms();
+                let now = self.callback_ms();
                 let valid = matches!(*check, KeyCheck::Valid(_));
                 let ttl = self.shared.config.key_cache_ttl_ms;
                 key_cache::store(&self.host, &self.key_hash, body, valid, now, ttl);
@@ -162,7 +162,7 @@ impl<H: Host> RequestStage<H> {
     /// The valid key's details; `None` when failing open.
     pub(super) fn key_info(&self) -> Result<Option<&KeyInfo>, GatewayError> {
         match &self.key {
-            Some(check) => check.verdict(self.host.now_ms() / 1000).map(Some),
+            Some(check) => check.verdict(self.callback_ns / 1_000_000_000).map(Some),
             None => Ok(None),
         }
     }

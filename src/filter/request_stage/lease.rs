@@ -18,7 +18,7 @@ impl<H: Host> RequestStage<H> {
     /// Admits the request from a lease, or asks the sidecar for one (the
     /// request then waits in `Phase::Reserving`).
     pub(super) fn lease(&mut self, need: LeaseRequest) -> Result<(), GatewayError> {
-        let now = self.host.now_ms();
+        let now = self.callback_ms();
         if self.admit_from_slot(&need, now) {
             return Ok(());
         }
@@ -95,7 +95,7 @@ impl<H: Host> RequestStage<H> {
             }
             Ok((LeaseAnswer::Denied(error), need)) => {
                 // Another request's grant may have left room meanwhile.
-                if self.admit_from_slot(&need, self.host.now_ms()) {
+                if self.admit_from_slot(&need, self.callback_ms()) {
                     return Ok(());
                 }
                 self.forwarded = None;
@@ -114,7 +114,7 @@ impl<H: Host> RequestStage<H> {
 
     /// Takes the request from a fresh grant and keeps the rest in the slot.
     fn granted(&mut self, need: &LeaseRequest, grant: &LeaseGrant) {
-        let now = self.host.now_ms();
+        let now = self.callback_ms();
         let mut lease = Lease::from_grant(grant, now);
         // The sidecar sized it for at least this request.
         let debit = lease.take(leases::size(need));

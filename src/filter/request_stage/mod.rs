@@ -155,6 +155,12 @@ impl<H: Host> RequestStage<H> {
         }
     }
 
+    /// When the current callback began, in ms: the clock for decisions
+    /// within it (each clock read is a host call).
+    fn callback_ms(&self) -> u64 {
+        self.callback_ns / 1_000_000
+    }
+
     fn api_name(&self) -> &'static str {
         self.endpoint.map_or("unknown", Endpoint::name)
     }
@@ -210,6 +216,7 @@ impl<H: Host> Context for RequestStage<H> {
         body_size: usize,
         _trailers: usize,
     ) {
+        self.callback_ns = self.host.now_ns();
         let status = self.host.call_status();
         let body = self.host.call_body(body_size);
         if self.phase == Phase::Reserving {

@@ -61,7 +61,7 @@ impl<H: Host> RequestStage<H> {
     }
 
     /// Envoy counters: requests, tokens, upstream time and time to first chunk.
-    fn count_request(&self, forwarded: &Exchange, usage: &Usage) {
+    fn count_request(&self, forwarded: &Exchange, usage: &Usage, now_ns: u64) {
         let stats = &self.shared.stats;
         let api = self.api_name();
         let provider = stats::tag(&forwarded.provider);
@@ -82,11 +82,7 @@ impl<H: Host> RequestStage<H> {
                 n,
             );
         }
-        let upstream_ms = self
-            .host
-            .now_ns()
-            .saturating_sub(forwarded.upstream_start_ns)
-            / 1_000_000;
+        let upstream_ms = now_ns.saturating_sub(forwarded.upstream_start_ns) / 1_000_000;
         stats.record(
             &self.host,
             format!("tollgate.upstream_ms.provider.{provider}"),
@@ -106,14 +102,14 @@ impl<H: Host> RequestStage<H> {
     /// forwarded, or refused by a guardrail (no upstream span, no cost).
     pub(super) fn record(&self, routed: &Exchange, forwarded: bool) {
         let usage = self.response.summary.usage.unwrap_or_default();
+        let now = self.host.now_ns();
         if forwarded {
-            self.count_request(routed, &usage);
+            self.count_request(routed, &usage, now);
         }
         let key = match self.key.as_deref() {
             Some(KeyCheck::Valid(info)) => Some(info),
             _ => None,
         };
-        let now = self.host.now_ns();
         log::debug!(
             "tollgate: {} request={} key={} model={} provider={} forwarded={forwarded} status={} stream={} input_tokens={} output_tokens={} ms={}",
             self.api_name(),
