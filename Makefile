@@ -7,7 +7,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WASM := $(TARGET_DIR)/wasm32-wasip1/release/tollgate.wasm
 SIDECAR := $(TARGET_DIR)/release/tollgate-sidecar
 
-.PHONY: build run test unit e2e lint fmt setup deps clean bench deploy-manifests
+.PHONY: build run test unit e2e lint fmt setup deps clean bench bench-instructions deploy-manifests
 
 build: $(WASM) $(SIDECAR)
 
@@ -71,3 +71,13 @@ bench: build
 	$(CARGO) build --target wasm32-wasip1 --release -p tollgate-floor-filter
 	$(CARGO) bench --bench hot_path
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+# Instructions per request under callgrind (needs valgrind): the same
+# variants, counted instead of timed, so one run can judge a change.
+# About 5 minutes; see bench/instructions.py.
+bench-instructions: build
+	@command -v valgrind >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind) || \
+	  { echo "make bench-instructions needs valgrind: apt-get install valgrind" >&2; exit 1; }
+	$(CARGO) build --release -p tollgate-fast-mock
+	$(CARGO) build --target wasm32-wasip1 --release -p tollgate-floor-filter
+	$(PYTHON) bench/instructions.py $(BENCH_ARGS)
