@@ -14,6 +14,27 @@ const MAX_METRICS: usize = 2000;
 #[derive(Default)]
 pub struct Stats {
     ids: RefCell<HashMap<String, Option<u32>>>,
+    /// The metrics of each request shape, by model, so a request's counts
+    /// need no name formatting (five names a request otherwise).
+    shapes: RefCell<HashMap<String, Vec<Shape>>>,
+}
+
+/// A forwarded request's dimensions and its metrics' ids.
+struct Shape {
+    api: &'static str,
+    provider: String,
+    status: &'static str,
+    metrics: RequestMetrics,
+}
+
+/// The metrics every forwarded request counts into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestMetrics {
+    pub requests: Option<u32>,
+    pub input_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
+    pub upstream_ms: Option<u32>,
+    pub time_to_first_chunk_ms: Option<u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -39,12 +60,70 @@ impl Stats {
         id
     }
 
-    pub fn count(&self, host: &impl Host, name: String, n: u64) {
-        host.add_to_counter(self.id(host, Kind::Counter, name), n);
+    /// The metrics of a request to `provider` for `model` through `api`
+    /// that ended in `status` (a class, `status_class`).
+    pub fn request_metrics(
+        &self,
+        host: &impl Host,
+        api: &'static str,
+        provider: &str,
+        model: &str,
+        status: &'static str,
+    ) -> RequestMetrics {
+        let known = self.shapes.borrow().get(model).and_then(|shapes| {
+            shapes
+                .iter()
+                .find(|s| s.api == api && s.status == status && s.provider == provider)
+                .map(|s| s.metrics)
+        });
+        if let Some(metrics) = known {
+            return metrics;
+        }
+        let provider_tag = tag(provider);
+        let model_tag = self.model_tag(model);
+        let metrics = RequestMetrics {
+            requests: self.id(
+                host,
+                Kind::Counter,
+                format!("tollgate.requests.api.{api}.provider.{provider_tag}.model.{model_tag}.status.{status}"),
+            ),
+            input_tokens: self.id(
+                host,
+                Kind::Counter,
+                format!("tollgate.tokens.direction.input.provider.{provider_tag}.model.{model_tag}"),
+            ),
+            output_tokens: self.id(
+                host,
+                Kind::Counter,
+                format!("tollgate.tokens.direction.output.provider.{provider_tag}.model.{model_tag}"),
+            ),
+            upstream_ms: self.id(
+                host,
+                Kind::Histogram,
+                format!("tollgate.upstream_ms.provider.{provider_tag}"),
+            ),
+            time_to_first_chunk_ms: self.id(
+                host,
+                Kind::Histogram,
+                format!("tollgate.time_to_first_chunk_ms.provider.{provider_tag}"),
+            ),
+        };
+        // Bounded like the names: a client's stream of new model names
+        // stops adding shapes (they are then looked up by name each time).
+        let mut shapes = self.shapes.borrow_mut();
+        if shapes.len() < MAX_METRICS {
+            shapes.entry(model.to_string()).or_default().push(Shape {
+                api,
+                provider: provider.to_string(),
+                status,
+                metrics,
+            });
+        }
+        metrics
     }
 
-    pub fn record(&self, host: &impl Host, name: String, value: u64) {
-        host.record_value(self.id(host, Kind::Histogram, name), value);
+    pub fn count(&self, host: &impl Host, name: String, n: u64) {
+        host.add_to_counter(self.id(host, Kind::Counter, name), n);
     }
 
     /// The model tag, or `other` once the worker holds many distinct names.
@@ -84,5 +163,54 @@ pub fn status_class(status: u32) -> &'static str {
         400..=499 => "4xx",
         500..=599 => "5xx",
         _ => "reset",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::mock::MockHost;
+
+    #[test]
+    fn a_request_shape_is_named_once_and_counted_under_its_names() {
+        let (stats, host) = (Stats::default(), MockHost::default());
+        let first = stats.request_metrics(&host, "chat_completions", "openai", "gpt-4o", "2xx");
+        let again = stats.request_metrics(&host, "chat_completions", "openai", "gpt-4o", "2xx");
+        assert_eq!(first, again);
+        host.add_to_counter(again.requests, 1);
+        host.add_to_counter(again.output_tokens, 7);
+        assert_eq!(
+            host.counter(
+                "tollgate.requests.api.chat_completions.provider.openai.model.gpt-4o.status.2xx"
+            ),
+            1
+        );
+        assert_eq!(
+            host.counter("tollgate.tokens.direction.output.provider.openai.model.gpt-4o"),
+            7
+        );
+        // Every dimension makes its own shape.
+        for (api, provider, model, status) in [
+            ("messages", "openai", "gpt-4o", "2xx"),
+            ("chat_completions", "azure", "gpt-4o", "2xx"),
+            ("chat_completions", "openai", "gpt-4o-mini", "2xx"),
+            ("chat_completions", "openai", "gpt-4o", "5xx"),
+        ] {
+            let other = stats.request_metrics(&host, api, provider, model, status);
+            assert_ne!(
+                other.requests, first.requests,
+                "{api} {provider} {model} {status}"
+            );
+        }
+    }
+
+    #[test]
+    fn shapes_stay_bounded_under_new_model_names() {
+        let (stats, host) = (Stats::default(), MockHost::default());
+        for i in 0..MAX_METRICS + 50 {
+            stats.request_metrics(&host, "chat_completions", "openai", &format!("m{i}"), "2xx");
+        }
+        assert!(stats.shapes.borrow().len() <= MAX_METRICS);
+        assert!(stats.ids.borrow().len() <= MAX_METRICS);
     }
 }

@@ -62,39 +62,23 @@ impl<H: Host> RequestStage<H> {
 
     /// Envoy counters: requests, tokens, upstream time and time to first chunk.
     fn count_request(&self, forwarded: &Exchange, usage: &Usage, now_ns: u64) {
-        let stats = &self.shared.stats;
-        let api = self.api_name();
-        let provider = stats::tag(&forwarded.provider);
-        let model = stats.model_tag(&forwarded.model);
-        let status = stats::status_class(self.response.status);
-        self.count(
-            format!(
-                "tollgate.requests.api.{api}.provider.{provider}.model.{model}.status.{status}"
-            ),
-            1,
-        );
-        for (direction, n) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-        ] {
-            self.count(
-                format!("tollgate.tokens.direction.{direction}.provider.{provider}.model.{model}"),
-                n,
-            );
-        }
-        let upstream_ms = now_ns.saturating_sub(forwarded.upstream_start_ns) / 1_000_000;
-        stats.record(
+        let metrics = self.shared.stats.request_metrics(
             &self.host,
-            format!("tollgate.upstream_ms.provider.{provider}"),
-            upstream_ms,
+            self.api_name(),
+            &forwarded.provider,
+            &forwarded.model,
+            stats::status_class(self.response.status),
         );
+        self.host.add_to_counter(metrics.requests, 1);
+        self.host
+            .add_to_counter(metrics.input_tokens, usage.input_tokens);
+        self.host
+            .add_to_counter(metrics.output_tokens, usage.output_tokens);
+        let upstream_ms = now_ns.saturating_sub(forwarded.upstream_start_ns) / 1_000_000;
+        self.host.record_value(metrics.upstream_ms, upstream_ms);
         if let Some(first) = self.response.first_chunk_ns {
             let ttft = first.saturating_sub(forwarded.upstream_start_ns) / 1_000_000;
-            stats.record(
-                &self.host,
-                format!("tollgate.time_to_first_chunk_ms.provider.{provider}"),
-                ttft,
-            );
+            self.host.record_value(metrics.time_to_first_chunk_ms, ttft);
         }
     }
 
