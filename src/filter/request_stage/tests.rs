@@ -499,4 +499,5 @@ fn single_stage_drains_an_oversized_body_with_the_headers_held() {
     assert_eq!(cluster(&stage.host), None);
 }
 
+mod cost;
 mod leases;
