@@ -229,13 +229,13 @@ fn exercise(bytes: &[u8], rng: &mut Rng, g: &Guardrails) {
 fn shared_values(bytes: &[u8]) {
     if let Some(mut slot) = Slot::decode(bytes) {
         assert_eq!(slot.encode(), bytes);
-        let _ = slot.debit(
-            5,
-            Size {
-                input: 7,
-                output: 9,
-            },
-        );
+        let size = Size {
+            input: 7,
+            output: 9,
+        };
+        if let Some(mut share) = slot.draw(5, size, true) {
+            let _ = share.take(size);
+        }
         slot.prune(6);
         let _ = slot.wants_refill(
             6,

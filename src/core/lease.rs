@@ -4,8 +4,19 @@
 //! *slot* in Envoy's shared data, one slot per (key, model), read and
 //! compare-and-swap written by every worker on every request; this module is
 //! the slot, its compact encoding and the rules (what a request needs, which
-//! lease it is debited from, what is handed back, when to refill). The host
-//! side (the CAS loop, the refill flag) is `filter::leases`.
+//! lease it is debited from, what a worker draws, what is handed back, when
+//! to refill). The host side (the CAS loop, the refill flag, the drawn
+//! shares) is `filter::leases`.
+//!
+//! A worker does not touch the slot for every request: it *draws* a share
+//! of a lease (`Lease::draw`: whole requests' worth, at most
+//! `DRAW_REQUESTS` and a quarter of what is left, at least one), keeps it to
+//! itself and admits from it until it is spent, then draws again. A share
+//! is part of a lease the sidecar already counts as reserved, so drawing
+//! changes no bound on spend; what it changes is where the unspent rest of
+//! a lease may sit: in another worker's share, until that worker spends it
+//! or the lease's deadline passes (at most a quarter of what was left, or
+//! `DRAW_REQUESTS` requests, per worker).
 //!
 //! Encoding (little-endian; every count and length bounded, so `decode`
 //! rejects garbage, and never panics):
@@ -30,6 +41,8 @@ pub const MAX_BUDGETS: usize = 32;
 pub const MAX_RELEASES: usize = 8;
 /// Longest id or kind a slot stores.
 pub const MAX_TEXT: usize = 512;
+/// Most requests' worth a worker draws from a lease at once.
+pub const DRAW_REQUESTS: f64 = 16.0;
 const VERSION: u8 = 1;
 
 /// One request's size, as the lease request states it.
@@ -163,6 +176,47 @@ impl Lease {
         }
     }
 
+    /// A share of this lease for one worker to admit from on its own (see
+    /// the module comment): per budget, whole requests of `size`, at most
+    /// `DRAW_REQUESTS` and a quarter of what is left, at least one; just
+    /// one with `many` false. Same id, deadline and price, so what is
+    /// admitted from it is reported against this lease. `None` when the
+    /// lease does not cover a request of `size`.
+    pub fn draw(&mut self, size: Size, many: bool) -> Option<Lease> {
+        if !self.covers(size) {
+            return None;
+        }
+        let price = self.price;
+        let budgets = self
+            .budgets
+            .iter_mut()
+            .map(|b| {
+                let need = request_need(&b.kind, price.as_ref(), size.input, size.output);
+                let share = if need > 0.0 {
+                    let most = if many { DRAW_REQUESTS } else { 1.0 };
+                    let requests = (b.remaining / 4.0 / need).floor().clamp(1.0, most);
+                    (requests * need).min(b.remaining)
+                } else {
+                    0.0
+                };
+                b.remaining = (b.remaining - share).max(0.0);
+                Held {
+                    budget_id: b.budget_id.clone(),
+                    kind: b.kind.clone(),
+                    granted: share,
+                    remaining: share,
+                }
+            })
+            .collect();
+        Some(Lease {
+            lease_id: self.lease_id.clone(),
+            deadline_ms: self.deadline_ms,
+            ttl_ms: self.ttl_ms,
+            budgets,
+            price,
+        })
+    }
+
     /// Still good for a while: live beyond the last quarter of its time,
     /// and every budget above its low-water mark (a quarter of its grant,
     /// and two requests of `size`).
@@ -195,14 +249,14 @@ impl Lease {
 }
 
 impl Slot {
-    /// Debits a request of `size` from the first live lease that covers all
-    /// its budgets (the earliest deadline first, so older leases drain
-    /// before they expire). `None`: no lease covers it.
-    pub fn debit(&mut self, now_ms: u64, size: Size) -> Option<Debit> {
+    /// Draws a share (`Lease::draw`) of the first live lease that covers a
+    /// request of `size`, the earliest deadline first (so older leases
+    /// drain before they expire). `None`: none does.
+    pub fn draw(&mut self, now_ms: u64, size: Size, many: bool) -> Option<Lease> {
         self.leases
             .iter_mut()
             .find(|l| l.live(now_ms) && l.covers(size))
-            .map(|l| l.take(size))
+            .and_then(|l| l.draw(size, many))
     }
 
     /// Adds a granted lease; expired leases and, when the slot is full,
@@ -443,6 +497,89 @@ mod tests {
 
     fn lease(id: &str, ttl_ms: u64, budgets: &[(&str, &str, f64)], now: u64) -> Lease {
         Lease::from_grant(&grant(id, ttl_ms, budgets), now)
+    }
+
+    /// One request taken from the slot: a one-request share, spent.
+    trait Debits {
+        fn debit(&mut self, now_ms: u64, size: Size) -> Option<Debit>;
+    }
+
+    impl Debits for Slot {
+        fn debit(&mut self, now_ms: u64, size: Size) -> Option<Debit> {
+            self.draw(now_ms, size, false)
+                .map(|mut share| share.take(size))
+        }
+    }
+
+    #[test]
+    fn shares_are_whole_requests_a_quarter_of_the_rest_at_most_and_one_at_least() {
+        // Requests: a quarter of 100 is 25, capped at DRAW_REQUESTS.
+        let mut l = lease("l", 1000, &[("r", "requests", 100.0)], 0);
+        let share = l.draw(SIZE, true).unwrap();
+        assert_eq!(share.budgets[0].remaining, DRAW_REQUESTS);
+        assert_eq!(l.budgets[0].remaining, 100.0 - DRAW_REQUESTS);
+        assert_eq!((share.lease_id.as_str(), share.deadline_ms), ("l", 1000));
+        // 10 left: two requests (a quarter, rounded down); 3 left: one.
+        for (left, drawn) in [(10.0, 2.0), (3.0, 1.0), (1.0, 1.0)] {
+            l.budgets[0].remaining = left;
+            assert_eq!(
+                l.draw(SIZE, true).unwrap().budgets[0].remaining,
+                drawn,
+                "{left}"
+            );
+            assert_eq!(l.budgets[0].remaining, left - drawn);
+        }
+        assert_eq!(l.draw(SIZE, true), None, "nothing left");
+        // One request's worth when asked for one.
+        let mut l = lease("l", 1000, &[("r", "requests", 100.0)], 0);
+        assert_eq!(l.draw(SIZE, false).unwrap().budgets[0].remaining, 1.0);
+        // Tokens and spend in whole requests of SIZE (1500 tokens, $0.007).
+        let mut l = lease(
+            "l",
+            1000,
+            &[("t", "tokens", 15_000.0), ("s", "spend", 1.0)],
+            0,
+        );
+        let share = l.draw(SIZE, true).unwrap();
+        assert_eq!(share.budgets[0].remaining, 3750.0 - 3750.0 % 1500.0);
+        assert!((share.budgets[1].remaining - 16.0 * 0.007).abs() < 1e-12);
+        // Each budget its own share; every share covers the request.
+        assert!(share.covers(SIZE));
+        // A kind that needs nothing gives a share of nothing, which covers.
+        let mut l = lease("l", 1000, &[("x", "other", 5.0)], 0);
+        let share = l.draw(SIZE, true).unwrap();
+        assert_eq!(
+            (share.budgets[0].remaining, l.budgets[0].remaining),
+            (0.0, 5.0)
+        );
+        assert!(share.covers(SIZE));
+    }
+
+    #[test]
+    fn drawing_never_hands_out_more_than_the_lease_holds() {
+        // Shares drawn until the lease is dry add up to what it held, for
+        // any amount, in whole requests (the last one may be what is left).
+        for granted in [0.5, 1.0, 2.0, 7.0, 33.0, 100.0, 1000.0, 12_345.0] {
+            let mut l = lease(
+                "l",
+                1000,
+                &[
+                    ("r", "requests", granted),
+                    ("t", "tokens", granted * 1500.0),
+                ],
+                0,
+            );
+            let (mut total, mut requests) = (0.0, 0.0);
+            while let Some(mut share) = l.draw(SIZE, true) {
+                total += share.budgets[0].remaining;
+                while share.covers(SIZE) {
+                    share.take(SIZE);
+                    requests += 1.0;
+                }
+            }
+            assert!(total <= granted + 1e-9, "{granted}: drew {total}");
+            assert_eq!(requests, granted.floor(), "{granted}");
+        }
     }
 
     #[test]

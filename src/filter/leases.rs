@@ -1,7 +1,8 @@
 //! Budget lease slots in Envoy's shared data (the slot and its rules are
-//! `core::lease`): one slot per (key, upstream model), debited with
-//! compare-and-swap by every worker, so a lease is spent once however many
-//! workers admit from it. A slot that cannot be read (garbage, another
+//! `core::lease`): one slot per (key, upstream model), from which every
+//! worker draws shares with compare-and-swap, so a lease is spent once
+//! however many workers admit from it; a worker admits from its share
+//! (`Drawn`) without touching the slot until the share is spent. A slot that cannot be read (garbage, another
 //! format version) counts as empty and is overwritten by the next grant.
 //!
 //! Refills: when a debit leaves no lease in good health, a refill is queued
@@ -28,6 +29,7 @@ use crate::core::budget::{self, LeaseAnswer, LeaseRequest};
 use crate::core::key;
 use crate::core::lease::{self, Debit, Lease, Size, Slot};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use tollgate_protocol::LeaseRelease;
 
 /// Longest `<key_id>.<model>` kept readable in a shared-data key; longer
@@ -72,30 +74,98 @@ fn slot_of(value: Option<&[u8]>) -> Slot {
     value.and_then(Slot::decode).unwrap_or_default()
 }
 
-/// Debits the request from a lease in its slot. `None`: no lease covers it
-/// (or the slot stayed contended: the caller asks for a lease instead).
-/// With the debit: whether the slot wants a refill.
-pub fn debit(host: &impl Host, need: &LeaseRequest, now_ms: u64) -> Option<(Debit, bool)> {
+/// Slots a worker keeps drawn shares for; when that many hold live
+/// shares, it draws one request at a time for the others.
+const MAX_DRAWN_SLOTS: usize = 1024;
+
+/// The shares this worker drew from the slots (`core::lease`'s module
+/// comment), by slot key: most requests are admitted from them with no
+/// shared-data read or write, which costs a VM more than the rest of the
+/// budget work.
+#[derive(Default)]
+pub struct Drawn(RefCell<HashMap<String, Vec<Lease>>>);
+
+impl Drawn {
+    fn debit(&self, key: &str, now_ms: u64, size: Size) -> Option<Debit> {
+        let mut drawn = self.0.borrow_mut();
+        let shares = drawn.get_mut(key)?;
+        shares.retain(|l| l.live(now_ms) && !spent(l));
+        shares
+            .iter_mut()
+            .find(|l| l.covers(size))
+            .map(|l| l.take(size))
+    }
+
+    /// Room to keep a share for `key` (expired shares are dropped first).
+    fn has_room(&self, key: &str, now_ms: u64) -> bool {
+        let mut drawn = self.0.borrow_mut();
+        if drawn.len() < MAX_DRAWN_SLOTS || drawn.contains_key(key) {
+            return true;
+        }
+        drawn.retain(|_, shares| {
+            shares.retain(|l| l.live(now_ms));
+            !shares.is_empty()
+        });
+        drawn.len() < MAX_DRAWN_SLOTS
+    }
+
+    fn keep(&self, key: String, share: Lease) {
+        let mut drawn = self.0.borrow_mut();
+        let shares = drawn.entry(key).or_default();
+        shares.push(share);
+        shares.retain(|l| !spent(l));
+        if shares.len() > lease::MAX_LEASES {
+            shares.remove(0);
+        }
+    }
+}
+
+/// Nothing left to admit from (a share of no hard budget admits everything).
+fn spent(share: &Lease) -> bool {
+    !share.budgets.is_empty() && share.budgets.iter().all(|b| b.remaining <= 0.0)
+}
+
+/// Debits the request from this worker's share of a lease, drawing a new
+/// share from the slot when none covers it. `None`: no lease covers it (or
+/// the slot stayed contended: the caller asks for a lease instead). With
+/// the debit: whether the slot wants a refill.
+pub fn debit(
+    host: &impl Host,
+    drawn: &Drawn,
+    need: &LeaseRequest,
+    now_ms: u64,
+) -> Option<(Debit, bool)> {
     let size = size(need);
-    shared_data::update(host, &slot_key(need), |value| {
+    let key = slot_key(need);
+    if let Some(debit) = drawn.debit(&key, now_ms, size) {
+        return Some((debit, false));
+    }
+    let many = drawn.has_room(&key, now_ms);
+    let (mut share, refill) = shared_data::update(host, &key, |value| {
         let mut slot = slot_of(value);
-        match slot.debit(now_ms, size) {
-            Some(debit) => {
-                let live = slot.leases.len();
+        let live = slot.leases.len();
+        match slot.draw(now_ms, size, many) {
+            Some(share) => {
                 slot.prune(now_ms);
                 let refill = slot.wants_refill(now_ms, size);
-                // A lease of no hard budget takes nothing: no write, so the
-                // workers do not contend for a slot that does not change.
-                if debit.amounts.is_empty() && slot.leases.len() == live {
-                    Step::Keep(Some((debit, refill)))
+                // A lease of no hard budget gives shares of nothing: no
+                // write, so the workers do not contend for a slot that does
+                // not change.
+                if share.budgets.is_empty() && slot.leases.len() == live {
+                    Step::Keep(Some((share, refill)))
                 } else {
-                    Step::Write(slot.encode(), Some((debit, refill)))
+                    Step::Write(slot.encode(), Some((share, refill)))
                 }
             }
             None => Step::Keep(None),
         }
     })
-    .flatten()
+    .flatten()?;
+    let debit = share.take(size);
+    if many {
+        drawn.keep(key, share);
+    }
+    Some((debit, refill))
 }
 
 /// Takes the unused rest of the slot's expired and replaced leases, for a
@@ -261,35 +331,39 @@ mod tests {
         assert_eq!(store(&*a, &n, grant("l1", 3.0), 0), Some(false));
         // b debits between a's read and a's write: a reads again and
         // takes the next request's worth, not the same one.
-        let (other, other_need) = (Rc::clone(&b), n.clone());
+        let (drawn_a, drawn_b) = (Drawn::default(), Rc::new(Drawn::default()));
+        let (other, other_drawn, other_need) = (Rc::clone(&b), Rc::clone(&drawn_b), n.clone());
         *a.before_write.borrow_mut() = Some(Box::new(move || {
-            debit(&*other, &other_need, 1).unwrap();
+            debit(&*other, &other_drawn, &other_need, 1).unwrap();
         }));
-        let (d, refill) = debit(&*a, &n, 1).unwrap();
+        // A lease of 3 gives shares of one request (a quarter of 3 is less).
+        let (d, refill) = debit(&*a, &drawn_a, &n, 1).unwrap();
         assert_eq!((d.lease_id.as_str(), d.amounts[0].amount), ("l1", 1.0));
         assert!(refill, "1 of 3 left: below a quarter... and 2 requests");
         assert_eq!(a.cas_mismatches.get(), 1);
         // One left for either worker, then none.
-        assert!(debit(&*b, &n, 2).is_some());
-        assert!(debit(&*a, &n, 2).is_none());
+        assert!(debit(&*b, &drawn_b, &n, 2).is_some());
+        assert!(debit(&*a, &drawn_a, &n, 2).is_none());
         let slot = Slot::decode(&a.shared_value(&slot_key(&n)).unwrap()).unwrap();
         assert_eq!(slot.leases[0].budgets[0].remaining, 0.0);
     }
 
     #[test]
     fn releases_are_taken_once() {
-        let host = MockHost::default();
+        let (host, drawn) = (MockHost::default(), Drawn::default());
         let n = need("k", "m");
         store(&host, &n, grant("l1", 10.0), 0);
-        debit(&host, &n, 1).unwrap();
+        debit(&host, &drawn, &n, 1).unwrap();
         assert!(take_releases(&host, &n, 5).is_empty());
         let released = take_releases(&host, &n, 10_000);
         assert_eq!(released.len(), 1);
-        assert_eq!(released[0].unused[0].amount, 9.0);
+        // The worker drew 2 of the 10 (a quarter, in whole requests) and
+        // spent 1: the slot hands back the 8 it still holds.
+        assert_eq!(released[0].unused[0].amount, 8.0);
         assert!(take_releases(&host, &n, 10_001).is_empty());
         // Garbage in the slot reads as empty and is replaced.
         host.set_shared_data(&slot_key(&n), b"garbage", None);
-        assert!(debit(&host, &n, 1).is_none());
+        assert!(debit(&host, &Drawn::default(), &n, 1).is_none());
         assert!(take_releases(&host, &n, 1).is_empty());
         assert_eq!(
             Slot::decode(&host.shared_value(&slot_key(&n)).unwrap()),

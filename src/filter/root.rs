@@ -6,6 +6,7 @@ use super::background::Background;
 use super::env::{Envoy, Host};
 use super::exporter::Exporter;
 use super::host;
+use super::leases;
 use super::reporter::Reporter;
 use super::request_stage::RequestStage;
 use super::route_headers::Secrets;
@@ -67,6 +68,8 @@ pub struct Shared {
     pub config: Config,
     pub cache: RefCell<AuthCache>,
     pub key_hashes: RefCell<key::HashMemo>,
+    /// This worker's shares of the budget leases.
+    pub drawn: leases::Drawn,
     pub stats: Stats,
     /// Trace export, when `tracing` is configured.
     pub exporter: Option<RefCell<Exporter>>,
@@ -171,6 +174,7 @@ impl RootContext for Root {
                     config,
                     cache,
                     key_hashes: RefCell::default(),
+                    drawn: leases::Drawn::default(),
                     stats: Stats::default(),
                     exporter,
                     reporter,

@@ -38,7 +38,7 @@ impl<H: Host> RequestStage<H> {
 
     /// Debits the request from a lease in its slot; false when none covers it.
     fn admit_from_slot(&mut self, need: &LeaseRequest, now: u64) -> bool {
-        let Some((debit, refill)) = leases::debit(&self.host, need, now) else {
+        let Some((debit, refill)) = leases::debit(&self.host, &self.shared.drawn, need, now) else {
             return false;
         };
         self.count("tollgate.leases.admitted_from_slot".into(), 1);

@@ -49,6 +49,7 @@ fn shared(extra: Value) -> Rc<Shared> {
     Rc::new(Shared {
         cache: RefCell::new(AuthCache::new(config.key_cache_ttl_ms, 100)),
         key_hashes: RefCell::default(),
+        drawn: Default::default(),
         stats: Stats::default(),
         exporter: config
             .tracing

@@ -112,8 +112,24 @@ fn an_empty_slot_makes_one_lease_callout_then_requests_need_none() {
     assert_eq!(next.phase, Phase::Forwarded);
     assert_eq!(next.host.resumed.get(), 0, "never paused");
     assert_eq!(lease_of(&next), debit("l1", 1.0));
-    assert_eq!(remaining(&next.host), 8.0);
+    // It drew 2 of the 9 for this worker (a quarter, in whole requests).
+    assert_eq!(remaining(&next.host), 7.0);
     assert_eq!(next.host.counter("tollgate.leases.admitted_from_slot"), 1);
+
+    // The one after takes the rest of the share: no shared-data access.
+    assert_eq!(next.host.shared_writes.get(), 1, "the draw");
+    let third = request(&shared, &next.host);
+    assert_eq!(lease_of(&third), debit("l1", 1.0));
+    assert_eq!(third.host.shared_writes.get(), 0);
+    assert_eq!(remaining(&third.host), 7.0);
+    // Spent: the next draws again.
+    let fourth = request(&shared, &third.host);
+    assert_eq!(lease_of(&fourth), debit("l1", 1.0));
+    assert_eq!(
+        remaining(&fourth.host),
+        6.0,
+        "a quarter of 7 is one request"
+    );
 }
 
 #[test]
