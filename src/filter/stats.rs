@@ -44,19 +44,19 @@ enum Kind {
 }
 
 impl Stats {
-    fn id(&self, host: &impl Host, kind: Kind, name: String) -> Option<u32> {
+    fn id(&self, host: &impl Host, kind: Kind, name: &str) -> Option<u32> {
         let mut ids = self.ids.borrow_mut();
-        if let Some(id) = ids.get(&name) {
+        if let Some(id) = ids.get(name) {
             return *id;
         }
         if ids.len() >= MAX_METRICS {
             return None;
         }
         let id = match kind {
-            Kind::Counter => host.define_counter(&name),
-            Kind::Histogram => host.define_histogram(&name),
+            Kind::Counter => host.define_counter(name),
+            Kind::Histogram => host.define_histogram(name),
         };
-        ids.insert(name, id);
+        ids.insert(name.to_string(), id);
         id
     }
 
@@ -85,27 +85,27 @@ impl Stats {
             requests: self.id(
                 host,
                 Kind::Counter,
-                format!("tollgate.requests.api.{api}.provider.{provider_tag}.model.{model_tag}.status.{status}"),
+                &format!("tollgate.requests.api.{api}.provider.{provider_tag}.model.{model_tag}.status.{status}"),
             ),
             input_tokens: self.id(
                 host,
                 Kind::Counter,
-                format!("tollgate.tokens.direction.input.provider.{provider_tag}.model.{model_tag}"),
+                &format!("tollgate.tokens.direction.input.provider.{provider_tag}.model.{model_tag}"),
             ),
             output_tokens: self.id(
                 host,
                 Kind::Counter,
-                format!("tollgate.tokens.direction.output.provider.{provider_tag}.model.{model_tag}"),
+                &format!("tollgate.tokens.direction.output.provider.{provider_tag}.model.{model_tag}"),
             ),
             upstream_ms: self.id(
                 host,
                 Kind::Histogram,
-                format!("tollgate.upstream_ms.provider.{provider_tag}"),
+                &format!("tollgate.upstream_ms.provider.{provider_tag}"),
             ),
             time_to_first_chunk_ms: self.id(
                 host,
                 Kind::Histogram,
-                format!("tollgate.time_to_first_chunk_ms.provider.{provider_tag}"),
+                &format!("tollgate.time_to_first_chunk_ms.provider.{provider_tag}"),
             ),
         };
         // Bounded like the names: a client's stream of new model names
@@ -122,7 +122,7 @@ impl Stats {
         metrics
     }
 
-    pub fn count(&self, host: &impl Host, name: String, n: u64) {
+    pub fn count(&self, host: &impl Host, name: &str, n: u64) {
         host.add_to_counter(self.id(host, Kind::Counter, name), n);
     }
 

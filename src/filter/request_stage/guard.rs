@@ -53,7 +53,7 @@ impl<H: Host> RequestStage<H> {
                 e.action.name(),
             );
             self.count(
-                format!("tollgate.guardrail_events.guardrail.{guardrail}.kind.{kind}.direction.{direction}.action.{action}"),
+                &format!("tollgate.guardrail_events.guardrail.{guardrail}.kind.{kind}.direction.{direction}.action.{action}"),
                 e.count,
             );
         }

@@ -32,7 +32,7 @@ impl<H: Host> RequestStage<H> {
         let ttl = self.shared.config.key_cache_ttl_ms;
         let (check, fetched) = key_cache::read(&self.host, hash, now, ttl)?;
         let check = Rc::new(check);
-        self.count("tollgate.key_cache.shared_hits".into(), 1);
+        self.count("tollgate.key_cache.shared_hits", 1);
         self.shared
             .cache
             .borrow_mut()
@@ -95,7 +95,7 @@ impl<H: Host> RequestStage<H> {
         mode: FailureMode,
         passes_without: &str,
     ) -> Result<(), GatewayError> {
-        self.count("tollgate.sidecar_failures".into(), 1);
+        self.count("tollgate.sidecar_failures", 1);
         match mode {
             FailureMode::Closed => Err(GatewayError::SidecarUnavailable),
             FailureMode::Open => {

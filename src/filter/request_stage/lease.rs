@@ -26,7 +26,7 @@ impl<H: Host> RequestStage<H> {
         request.release = leases::take_releases(&self.host, &need, now);
         let body = serde_json::to_vec(&request)
             .map_err(|_| GatewayError::Internal("could not encode the lease request"))?;
-        self.count("tollgate.leases.callouts".into(), 1);
+        self.count("tollgate.leases.callouts", 1);
         if self.call_sidecar(tollgate_protocol::LEASE_PATH, &body) {
             self.lease_need = Some(need);
             self.phase = Phase::Reserving;
@@ -41,7 +41,7 @@ impl<H: Host> RequestStage<H> {
         let Some((debit, refill)) = leases::debit(&self.host, &self.shared.drawn, need, now) else {
             return false;
         };
-        self.count("tollgate.leases.admitted_from_slot".into(), 1);
+        self.count("tollgate.leases.admitted_from_slot", 1);
         self.admitted(debit);
         if refill {
             self.refill(need, now);
@@ -60,7 +60,7 @@ impl<H: Host> RequestStage<H> {
 
     fn refill(&self, need: &LeaseRequest, now: u64) {
         if leases::queue_refill(&self.host, &self.shared.background, need, now) {
-            self.count("tollgate.leases.refills".into(), 1);
+            self.count("tollgate.leases.refills", 1);
         }
     }
 
@@ -100,7 +100,7 @@ impl<H: Host> RequestStage<H> {
                 }
                 self.forwarded = None;
                 self.count(
-                    format!("tollgate.budget_denials.reason.{}", error.code()),
+                    &format!("tollgate.budget_denials.reason.{}", error.code()),
                     1,
                 );
                 Err(error)

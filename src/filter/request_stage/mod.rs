@@ -165,7 +165,7 @@ impl<H: Host> RequestStage<H> {
         self.endpoint.map_or("unknown", Endpoint::name)
     }
 
-    fn count(&self, name: String, n: u64) {
+    fn count(&self, name: &str, n: u64) {
         self.shared.stats.count(&self.host, name, n);
     }
 
@@ -173,7 +173,7 @@ impl<H: Host> RequestStage<H> {
         let api = self.api_name();
         log::debug!("tollgate: rejected {api} with {}", error.status());
         self.count(
-            format!("tollgate.rejected.api.{api}.reason.{}", error.code()),
+            &format!("tollgate.rejected.api.{api}.reason.{}", error.code()),
             1,
         );
         self.host.send_json(
