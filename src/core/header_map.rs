@@ -26,31 +26,57 @@ pub fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// Decodes a serialized map; `None` if the bytes do not follow the layout.
-pub fn decode(bytes: &[u8]) -> Option<Vec<(String, String)>> {
-    let u32_at = |at: usize| -> Option<usize> {
-        let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-        usize::try_from(u32::from_le_bytes(raw)).ok()
-    };
-    let count = u32_at(0)?;
-    let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
-    if data > bytes.len() {
-        return None;
+/// A decoded map that keeps the host's bytes and points into them: reading
+/// a request's headers allocates two vectors, not two strings per header.
+#[derive(Debug, Default)]
+pub struct Headers {
+    bytes: Vec<u8>,
+    /// (name start, name end, value start, value end) in `bytes`.
+    spans: Vec<(usize, usize, usize, usize)>,
+}
+
+impl Headers {
+    /// Decodes a serialized map; `None` if the bytes do not follow the layout.
+    pub fn decode(bytes: Vec<u8>) -> Option<Headers> {
+        let u32_at = |at: usize| -> Option<usize> {
+            let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(raw)).ok()
+        };
+        let count = u32_at(0)?;
+        let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
+        if data > bytes.len() {
+            return None;
+        }
+        let mut spans = Vec::with_capacity(count);
+        for i in 0..count {
+            let name_len = u32_at(4 + i * 8)?;
+            let value_len = u32_at(8 + i * 8)?;
+            let name_end = data.checked_add(name_len)?;
+            let value_start = name_end.checked_add(1)?;
+            let value_end = value_start.checked_add(value_len)?;
+            if value_end > bytes.len() {
+                return None;
+            }
+            spans.push((data, name_end, value_start, value_end));
+            data = value_end.checked_add(1)?;
+        }
+        Some(Headers { bytes, spans })
     }
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let name_len = u32_at(4 + i * 8)?;
-        let value_len = u32_at(8 + i * 8)?;
-        let name = bytes.get(data..data.checked_add(name_len)?)?;
-        data = data.checked_add(name_len + 1)?;
-        let value = bytes.get(data..data.checked_add(value_len)?)?;
-        data = data.checked_add(value_len + 1)?;
-        out.push((
-            String::from_utf8_lossy(name).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
+
+    /// The first value of `name` (names are lowercase); `None` when absent
+    /// or not UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
-    Some(out)
+
+    /// The pairs that are UTF-8, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().filter_map(|&(ns, ne, vs, ve)| {
+            let name = std::str::from_utf8(self.bytes.get(ns..ne)?).ok()?;
+            let value = std::str::from_utf8(self.bytes.get(vs..ve)?).ok()?;
+            Some((name, value))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -65,16 +91,24 @@ mod tests {
             ("empty", ""),
         ];
         let bytes = encode(&pairs);
-        let decoded = decode(&bytes).unwrap();
-        assert_eq!(decoded.len(), 3);
-        assert_eq!(decoded[1], ("x-api-key".to_string(), "tg-1".to_string()));
+        let decoded = Headers::decode(bytes.clone()).unwrap();
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), pairs);
+        assert_eq!(decoded.get("x-api-key"), Some("tg-1"));
+        assert_eq!(decoded.get("empty"), Some(""));
+        assert_eq!(decoded.get("absent"), None);
         for cut in 0..bytes.len() - 1 {
             assert!(
-                decode(&bytes[..cut]).is_none() || cut >= bytes.len() - 1,
+                Headers::decode(bytes[..cut].to_vec()).is_none(),
                 "cut at {cut}"
             );
         }
-        assert_eq!(decode(&[255, 255, 255, 255]), None);
-        assert_eq!(decode(&encode(&[])), Some(vec![]));
+        assert!(Headers::decode(vec![255, 255, 255, 255]).is_none());
+        assert_eq!(Headers::decode(encode(&[])).unwrap().iter().count(), 0);
+        // A value that is not UTF-8 reads as absent; the others still read.
+        let mut bad = encode(&[("a", "x"), ("b", "y")]);
+        let at = bad.len() - 2;
+        bad[at] = 0xff;
+        let bad = Headers::decode(bad).unwrap();
+        assert_eq!((bad.get("a"), bad.get("b")), (Some("x"), None));
     }
 }

@@ -3,6 +3,7 @@
 //! panic-free ABI calls in `host`.
 
 use super::host;
+use crate::core::header_map::Headers;
 use std::time::Duration;
 
 /// What became of a shared-data write.
@@ -17,13 +18,13 @@ pub enum SharedWrite {
 
 pub trait Host {
     /// All request headers, in one call (empty once the map is gone).
-    fn request_headers(&self) -> Vec<(String, String)>;
+    fn request_headers(&self) -> Headers;
     fn request_header(&self, name: &str) -> Option<String>;
     /// Sets (or with `None` removes) a request header; false if refused.
     fn set_request_header(&self, name: &str, value: Option<&str>) -> bool;
     /// All response headers, in one call: one header read costs as much
     /// as the whole map (the host calls into the VM to allocate either).
-    fn response_headers(&self) -> Vec<(String, String)>;
+    fn response_headers(&self) -> Headers;
     fn set_response_header(&self, name: &str, value: Option<&str>) -> bool;
     /// The first `size` bytes of the buffered request body.
     fn request_body(&self, size: usize) -> Vec<u8>;
@@ -77,7 +78,7 @@ pub trait Host {
 pub struct Envoy;
 
 impl Host for Envoy {
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> Headers {
         host::headers(host::REQUEST_HEADERS)
     }
     fn request_header(&self, name: &str) -> Option<String> {
@@ -86,7 +87,7 @@ impl Host for Envoy {
     fn set_request_header(&self, name: &str, value: Option<&str>) -> bool {
         host::set_request_header(name, value)
     }
-    fn response_headers(&self) -> Vec<(String, String)> {
+    fn response_headers(&self) -> Headers {
         host::headers(host::RESPONSE_HEADERS)
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) -> bool {

@@ -6,7 +6,7 @@
 //! go through the SDK so it can route the answer to the calling context.
 
 use super::env::SharedWrite;
-use crate::core::header_map;
+use crate::core::header_map::{self, Headers};
 use std::ptr::null_mut;
 
 const STATUS_OK: u32 = 0;
@@ -130,12 +130,12 @@ pub fn header(map: u32, name: &str) -> Option<String> {
 }
 
 /// All headers of a map in one host call.
-pub fn headers(map: u32) -> Vec<(String, String)> {
+pub fn headers(map: u32) -> Headers {
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: pointers to live locals.
     let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
     owned(status, data, size)
-        .and_then(|bytes| header_map::decode(&bytes))
+        .and_then(Headers::decode)
         .unwrap_or_default()
 }
 

@@ -2,6 +2,7 @@
 //! answers, and records what the stage did with them.
 
 use super::env::{Host, SharedWrite};
+use crate::core::header_map::{self, Headers};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -104,6 +105,15 @@ fn header(headers: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
+/// The map as the host hands it over.
+fn encoded(headers: &[(String, String)]) -> Headers {
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    Headers::decode(header_map::encode(&pairs)).unwrap_or_default()
+}
+
 fn set(headers: &RefCell<Vec<(String, String)>>, name: &str, value: Option<&str>) -> bool {
     let mut headers = headers.borrow_mut();
     headers.retain(|(n, _)| n != name);
@@ -121,8 +131,8 @@ fn splice(buffer: &RefCell<Vec<u8>>, size: usize, body: &[u8]) -> bool {
 }
 
 impl Host for MockHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.request_headers.borrow().clone()
+    fn request_headers(&self) -> Headers {
+        encoded(&self.request_headers.borrow())
     }
     fn request_header(&self, name: &str) -> Option<String> {
         header(&self.request_headers.borrow(), name)
@@ -130,8 +140,8 @@ impl Host for MockHost {
     fn set_request_header(&self, name: &str, value: Option<&str>) -> bool {
         set(&self.request_headers, name, value)
     }
-    fn response_headers(&self) -> Vec<(String, String)> {
-        self.response_headers.borrow().clone()
+    fn response_headers(&self) -> Headers {
+        encoded(&self.response_headers.borrow())
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) -> bool {
         set(&self.response_headers, name, value)

@@ -4,7 +4,6 @@
 //! chunk by chunk; JSON bodies and errors once complete).
 
 use super::env::Host;
-use super::request_stage::header;
 use crate::core::api::Api;
 use crate::core::content;
 use crate::core::guard::stream::SlotGuards;
@@ -55,11 +54,13 @@ pub struct ResponseState {
 impl ResponseState {
     pub fn on_headers(&mut self, host: &impl Host) {
         let headers = host.response_headers();
-        self.status = header(&headers, ":status")
+        self.status = headers
+            .get(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        self.stream =
-            header(&headers, "content-type").is_some_and(|t| t.starts_with("text/event-stream"));
+        self.stream = headers
+            .get("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream"));
         // Every upstream API's stream decodes, so output guardrails can
         // re-encode any stream.
         let guarded = self.output_policy.is_some() && self.status < 400;

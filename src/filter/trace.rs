@@ -2,8 +2,8 @@
 //! the sampling decision, and the spans handed to the worker's exporter.
 
 use super::env::Host;
-use super::request_stage::header;
 use super::root::Shared;
+use crate::core::header_map::Headers;
 use crate::core::telemetry::{self, RequestRecord, TraceIds};
 use crate::core::tracecontext;
 
@@ -15,11 +15,11 @@ pub struct RequestTrace {
 impl RequestTrace {
     /// `None` when tracing is off. Ids derive from what makes the gateway's
     /// request id (random per VM, never the client's).
-    pub fn start(shared: &Shared, headers: &[(String, String)]) -> Option<RequestTrace> {
+    pub fn start(shared: &Shared, headers: &Headers) -> Option<RequestTrace> {
         let exporter = shared.exporter.as_ref()?;
         let (minted_trace, span_id, upstream_span_id) =
             tracecontext::mint_ids(shared.id_seed, shared.request_counter.get());
-        let parent = header(headers, "traceparent").and_then(tracecontext::parse);
+        let parent = headers.get("traceparent").and_then(tracecontext::parse);
         let (trace_id, sampled) = match parent {
             Some(p) => (p.trace_id, p.sampled),
             None => (

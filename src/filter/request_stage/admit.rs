@@ -1,10 +1,11 @@
 //! The header phase up to the key check: which endpoint, which key, which
 //! headers never go upstream, and oversized bodies (drained, then 413).
 
-use super::{header, Phase, RequestStage};
+use super::{Phase, RequestStage};
 use crate::core::api::{self, Endpoint};
 use crate::core::config::ACCOUNT_HEADERS;
 use crate::core::error::GatewayError;
+use crate::core::header_map::Headers;
 use crate::core::key;
 use crate::filter::env::Host;
 use proxy_wasm::types::Action;
@@ -26,28 +27,25 @@ pub(super) enum Start {
 
 impl<H: Host> RequestStage<H> {
     /// Header phase up to the key check.
-    pub(super) fn start(&mut self, headers: &[(String, String)]) -> Result<Start, GatewayError> {
-        let method = header(headers, ":method").unwrap_or_default();
-        self.client_path = header(headers, ":path").unwrap_or_default().to_string();
+    pub(super) fn start(&mut self, headers: &Headers) -> Result<Start, GatewayError> {
+        let method = headers.get(":method").unwrap_or_default();
+        self.client_path = headers.get(":path").unwrap_or_default().to_string();
         let path = &self.client_path;
         self.endpoint = Endpoint::detect(method, path);
-        self.format = api::client_format(
-            self.endpoint,
-            header(headers, "anthropic-version").is_some(),
-        );
+        self.format = api::client_format(self.endpoint, headers.get("anthropic-version").is_some());
         if self.endpoint.is_none() {
             let path = path.split('?').next().unwrap_or_default().to_string();
             return Err(GatewayError::NotFound(path));
         }
         let client_key = key::extract(
-            header(headers, "authorization"),
-            header(headers, "x-api-key").or(header(headers, "api-key")),
+            headers.get("authorization"),
+            headers.get("x-api-key").or(headers.get("api-key")),
         )
         .ok_or(GatewayError::MissingKey)?;
         self.key_hash = self.shared.key_hashes.borrow_mut().hash(client_key);
         self.account_headers = ACCOUNT_HEADERS
             .into_iter()
-            .filter(|h| header(headers, h).is_some())
+            .filter(|h| headers.get(h).is_some())
             .collect();
         // The gateway key never goes upstream (the provider key is added
         // later). On two stages the buffer filter re-sets content-length for
@@ -57,13 +55,15 @@ impl<H: Host> RequestStage<H> {
             .into_iter()
             .chain(length)
         {
-            if header(headers, name).is_some() {
+            if headers.get(name).is_some() {
                 self.host.set_request_header(name, None);
             }
         }
         // Checked after content-length is gone, so the buffer filter cannot
         // answer first with its own plain-text 413.
-        let declared = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+        let declared = headers
+            .get("content-length")
+            .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > self.shared.config.max_request_bytes) {
             self.phase = Phase::Draining;
             return Ok(Start::Drain);

@@ -200,14 +200,6 @@ impl<H: Host> RequestStage<H> {
     }
 }
 
-/// A header from a map read with `Host::request_headers` (names are lowercase).
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
 impl<H: Host> Context for RequestStage<H> {
     fn on_http_call_response(
         &mut self,
@@ -262,8 +254,9 @@ impl<H: Host> HttpContext for RequestStage<H> {
         self.headers_ended = end_of_stream;
         self.request_id = self.shared.mint_request_id();
         let headers = self.host.request_headers();
-        self.client_request_id =
-            header(&headers, "x-request-id").map(|id| budget::capped(id, MAX_CLIENT_REQUEST_ID));
+        self.client_request_id = headers
+            .get("x-request-id")
+            .map(|id| budget::capped(id, MAX_CLIENT_REQUEST_ID));
         self.trace = RequestTrace::start(&self.shared, &headers);
         match self.start(&headers) {
             Ok(admit::Start::Callout) => Action::Pause,
