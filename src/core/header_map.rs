@@ -54,19 +54,27 @@ impl Headers {
             let name_end = data.checked_add(name_len)?;
             let value_start = name_end.checked_add(1)?;
             let value_end = value_start.checked_add(value_len)?;
-            if value_end > bytes.len() {
-                return None;
+            let utf8 = |from: usize, to: usize| bytes.get(from..to).map(std::str::from_utf8);
+            match (utf8(data, name_end), utf8(value_start, value_end)) {
+                (Some(Ok(_)), Some(Ok(_))) => spans.push((data, name_end, value_start, value_end)),
+                // Kept out: a pair that is not UTF-8 reads as absent.
+                (Some(_), Some(_)) => {}
+                _ => return None,
             }
-            spans.push((data, name_end, value_start, value_end));
             data = value_end.checked_add(1)?;
         }
         Some(Headers { bytes, spans })
     }
 
     /// The first value of `name` (names are lowercase); `None` when absent
-    /// or not UTF-8.
+    /// or not UTF-8. Names are compared as bytes: a lookup validates only
+    /// the value it returns.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        let &(_, _, vs, ve) = self
+            .spans
+            .iter()
+            .find(|&&(ns, ne, _, _)| self.bytes.get(ns..ne) == Some(name.as_bytes()))?;
+        std::str::from_utf8(self.bytes.get(vs..ve)?).ok()
     }
 
     /// The pairs that are UTF-8, in order.
