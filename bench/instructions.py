@@ -135,6 +135,8 @@ def main():
     parser.add_argument("--requests", type=int, default=600, help="counted requests per variant")
     parser.add_argument("--warmup", type=int, default=400, help="requests before counting starts")
     parser.add_argument("--only", help="comma-separated variant letters (default: all)")
+    parser.add_argument("--wasm", type=Path, help="the filter module to measure (default: make build's); e.g. an "
+                        "older commit's build, to compare in one harness")
     parser.add_argument("--out", help="report file (default bench/results/<date>-<HHMM>-instructions.md; - writes none)")
     args = parser.parse_args()
     letters = args.only.split(",") if args.only else list(VARIANTS)
@@ -144,7 +146,8 @@ def main():
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install valgrind")
-    for path in (FAST_MOCK, FLOOR_WASM, stack.WASM):
+    wasm = args.wasm or stack.WASM
+    for path in (FAST_MOCK, FLOOR_WASM, wasm):
         if not path.exists():
             raise SystemExit(f"{path} is missing: make bench builds it")
     real_envoy = find_envoy()
@@ -162,6 +165,7 @@ def main():
     # The fast mock also acknowledges OTLP exports.
     s = stack.Stack(tmp, envoy_log_level="error", mock_command=[str(FAST_MOCK)],
                     ports={"mock": mock_port, "otlp": mock_port})
+    s.wasm = wasm
     rows = {}
     s.start()
     try:
@@ -189,7 +193,8 @@ def render(rows: dict, args) -> str:
     lines = [
         f"# make bench-instructions, {datetime.date.today()}",
         "",
-        f"Envoy {envoy_version()} with 1 worker under callgrind; commit {git_commit()}; "
+        f"Envoy {envoy_version()} with 1 worker under callgrind; "
+        f"{'module ' + str(args.wasm) if args.wasm else 'commit ' + git_commit()}; "
         f"{args.requests} sequential requests per variant after {args.warmup} of warm-up; "
         "a small chat request as in `make bench`. Instructions per request, in thousands, by where "
         "the code lives (see bench/instructions.py). Reproduce: `make bench-instructions`.",
