@@ -186,12 +186,12 @@ impl Lease {
         if !self.covers(size) {
             return None;
         }
-        let price = self.price;
+        let needs: Vec<f64> = self.budgets.iter().map(|b| self.need(b, size)).collect();
         let budgets = self
             .budgets
             .iter_mut()
-            .map(|b| {
-                let need = request_need(&b.kind, price.as_ref(), size.input, size.output);
+            .zip(needs)
+            .map(|(b, need)| {
                 let share = if need > 0.0 {
                     let most = if many { DRAW_REQUESTS } else { 1.0 };
                     let requests = (b.remaining / 4.0 / need).floor().clamp(1.0, most);
@@ -213,8 +213,14 @@ impl Lease {
             deadline_ms: self.deadline_ms,
             ttl_ms: self.ttl_ms,
             budgets,
-            price,
+            price: self.price,
         })
+    }
+
+    /// Nothing left to admit from (a lease of no hard budget admits
+    /// everything until its deadline).
+    pub fn spent(&self) -> bool {
+        !self.budgets.is_empty() && self.budgets.iter().all(|b| b.remaining <= 0.0)
     }
 
     /// Still good for a while: live beyond the last quarter of its time,

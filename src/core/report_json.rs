@@ -1,6 +1,6 @@
 //! A usage report as JSON, written by hand: one is written per request, and
-//! serde_json's generic writer took about four times as many instructions
-//! (≈11k natively for a typical report; the VM pays more). The bytes are
+//! serde_json's generic writer took 1.7 times as many instructions (10.9k
+//! against 6.5k natively for a typical report). The bytes are
 //! exactly what `serde_json::to_vec` writes for `UsageReport` (tested
 //! below), so the sidecar reads it with the protocol's own derive.
 

@@ -2,10 +2,11 @@
 //! `core::lease`): one slot per (key, upstream model), from which every
 //! worker draws shares with compare-and-swap, so a lease is spent once
 //! however many workers admit from it; a worker admits from its share
-//! (`Drawn`) without touching the slot until the share is spent. A slot that cannot be read (garbage, another
-//! format version) counts as empty and is overwritten by the next grant.
+//! (`Drawn`) without touching the slot until the share is spent. A slot
+//! that cannot be read (garbage, another format version) counts as empty
+//! and is overwritten by the next grant.
 //!
-//! Refills: when a debit leaves no lease in good health, a refill is queued
+//! Refills: when a draw leaves no lease in good health, a refill is queued
 //! to the root context (`filter::background`), which sends it on its next
 //! tick and merges the grant into the slot. A flag in shared data
 //! (`tollgate.refill.<...>`, the time it was raised) keeps it to one refill
@@ -89,7 +90,7 @@ impl Drawn {
     fn debit(&self, key: &str, now_ms: u64, size: Size) -> Option<Debit> {
         let mut drawn = self.0.borrow_mut();
         let shares = drawn.get_mut(key)?;
-        shares.retain(|l| l.live(now_ms) && !spent(l));
+        shares.retain(|l| l.live(now_ms) && !l.spent());
         shares
             .iter_mut()
             .find(|l| l.covers(size))
@@ -113,16 +114,11 @@ impl Drawn {
         let mut drawn = self.0.borrow_mut();
         let shares = drawn.entry(key).or_default();
         shares.push(share);
-        shares.retain(|l| !spent(l));
+        shares.retain(|l| !l.spent());
         if shares.len() > lease::MAX_LEASES {
             shares.remove(0);
         }
     }
-}
-
-/// Nothing left to admit from (a share of no hard budget admits everything).
-fn spent(share: &Lease) -> bool {
-    !share.budgets.is_empty() && share.budgets.iter().all(|b| b.remaining <= 0.0)
 }
 
 /// Debits the request from this worker's share of a lease, drawing a new

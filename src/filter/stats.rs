@@ -127,7 +127,7 @@ impl Stats {
     }
 
     /// The model tag, or `other` once the worker holds many distinct names.
-    pub fn model_tag(&self, model: &str) -> String {
+    fn model_tag(&self, model: &str) -> String {
         if self.ids.borrow().len() >= MAX_METRICS / 2 {
             "other".into()
         } else {

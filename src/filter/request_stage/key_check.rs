@@ -162,7 +162,7 @@ impl<H: Host> RequestStage<H> {
     /// The valid key's details; `None` when failing open.
     pub(super) fn key_info(&self) -> Result<Option<&KeyInfo>, GatewayError> {
         match &self.key {
-            Some(check) => check.verdict(self.callback_ns / 1_000_000_000).map(Some),
+            Some(check) => check.verdict(self.callback_ms() / 1000).map(Some),
             None => Ok(None),
         }
     }
