@@ -158,31 +158,33 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
                 parent: None,
             },
             forwarded: true,
-            request_id: "00000000000000010000000000000002".into(),
+            request_id: "00000000000000010000000000000002",
             client_request_id: None,
             client_api: Api::ChatCompletions,
             upstream_api: route.upstream_api,
-            provider: route.provider.name.clone(),
+            provider: &route.provider.name,
             provider_kind: route.provider.kind,
-            request_model: request.model.clone(),
-            params,
-            summary,
+            request_model: &request.model,
+            params: &params,
+            summary: &summary,
             status: 200,
-            key_id: Some("key_1".into()),
-            team: Some("team".into()),
+            key_id: Some("key_1"),
+            team: Some("team"),
             start_ns: 1,
             upstream_start_ns: 2,
             first_chunk_ns: None,
             end_ns: 3,
             input_messages: None,
             output_messages: None,
-            guard_events: Vec::new(),
+            guard_events: &[],
         };
-        let resource = [(
-            "service.name".to_string(),
-            otlp::AttrValue::Str("tollgate".into()),
-        )];
-        otlp::encode_export(&resource, "tollgate", &telemetry::spans(&record))
+        let mut spans = Vec::new();
+        telemetry::with_spans(&record, |made| {
+            made.iter()
+                .for_each(|span| otlp::encode_span_entry(&mut spans, span))
+        });
+        let resource = [("service.name", otlp::AttrValue::Str("tollgate"))];
+        otlp::encode_export(&resource, "tollgate", &spans)
     });
     black_box(hash);
 }

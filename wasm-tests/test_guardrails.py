@@ -216,9 +216,12 @@ def test_team_override_lets_a_team_send_emails(stack):
 def test_guardrail_events_in_stats(stack, key):
     openai_client(stack.envoy.base_url, key).chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "mail x@y.example"}])
-    stats = stack.envoy.stats("guardrail_events")
-    name = next(n for n in stats if "guardrail.pii.kind.email.direction.input.action.redact" in n)
-    assert stats[name] >= 1
+    # Counters reach Envoy on the worker's next tick (every 100 ms).
+    def counted():
+        stats = stack.envoy.stats("guardrail_events")
+        return [v for n, v in stats.items() if "guardrail.pii.kind.email.direction.input.action.redact" in n]
+    values, _ = wait_for(lambda: counted() or None, timeout=3)
+    assert values and values[0] >= 1
 
 
 # Issue 12, item 5: scanning is linear; a big adversarial prompt is answered

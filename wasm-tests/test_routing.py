@@ -134,15 +134,16 @@ def test_usage_and_requests_in_prometheus_stats(stack, key):
     with pytest.raises(openai.NotFoundError):
         openai_client(stack.envoy.base_url, key).chat.completions.create(model="no-such-model", messages=MESSAGES)
 
+    rejected = 'tollgate_rejected{api="chat_completions",reason="model_not_found"}'
+
+    # Counters reach Envoy on the worker's next tick.
     def counted():
         now = prometheus(stack)
-        grew = now.get(requests, 0) - before.get(requests, 0) == 1
+        grew = all(now.get(name, 0) - before.get(name, 0) == 1 for name in (requests, rejected))
         return now if grew else None
     after, _ = wait_for(counted, timeout=3)
-    assert after, "request not counted"
+    assert after, "request or rejection not counted"
     assert after[output] - before.get(output, 0) == reply.usage.completion_tokens
-    rejected = 'tollgate_rejected{api="chat_completions",reason="model_not_found"}'
-    assert after[rejected] - before.get(rejected, 0) == 1
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])

@@ -161,6 +161,13 @@ pub fn capped(s: &str, max: usize) -> String {
         .to_string()
 }
 
+/// Cuts `s` to at most `max` bytes at a character boundary, in place.
+fn cap(s: &mut String, max: usize) {
+    if s.len() > max {
+        s.truncate(s.floor_char_boundary(max));
+    }
+}
+
 /// `report` with every client- or sidecar-supplied text field cut to
 /// `MAX_REPORT_FIELD`: with events counted by kind (`From<&GuardEvent>`), a
 /// report's size does not grow with what the client sends.
@@ -170,7 +177,7 @@ pub fn bounded(mut report: UsageReport) -> UsageReport {
         &mut report.upstream_model,
         &mut report.provider,
     ] {
-        *field = capped(field, MAX_REPORT_FIELD);
+        cap(field, MAX_REPORT_FIELD);
     }
     for field in [
         &mut report.key_id,
@@ -181,14 +188,14 @@ pub fn bounded(mut report: UsageReport) -> UsageReport {
     .into_iter()
     .flatten()
     {
-        *field = capped(field, MAX_REPORT_FIELD);
+        cap(field, MAX_REPORT_FIELD);
     }
     // A slot holds at most `lease::MAX_BUDGETS` budgets per lease.
     report
         .lease_debits
         .truncate(crate::core::lease::MAX_BUDGETS);
     for debit in &mut report.lease_debits {
-        debit.budget_id = capped(&debit.budget_id, MAX_REPORT_FIELD);
+        cap(&mut debit.budget_id, MAX_REPORT_FIELD);
     }
     report
 }

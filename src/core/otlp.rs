@@ -4,17 +4,18 @@
 //! .wasm far more bytes. Field numbers follow opentelemetry-proto
 //! (collector/trace/v1, trace/v1, common/v1, resource/v1).
 
-/// An attribute value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttrValue {
-    Str(String),
+/// An attribute value, borrowed from the request's record: spans are
+/// encoded as soon as they are made, so nothing is copied into them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttrValue<'a> {
+    Str(&'a str),
     Int(i64),
     Double(f64),
     Bool(bool),
-    StrArray(Vec<String>),
+    StrArray(&'a [String]),
 }
 
-pub type Attributes = Vec<(&'static str, AttrValue)>;
+pub type Attributes<'a> = Vec<(&'static str, AttrValue<'a>)>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanKind {
@@ -24,14 +25,7 @@ pub enum SpanKind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SpanEvent {
-    pub time_ns: u64,
-    pub name: &'static str,
-    pub attributes: Attributes,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Span {
+pub struct Span<'a> {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_span_id: Option<[u8; 8]>,
@@ -39,17 +33,24 @@ pub struct Span {
     pub kind: SpanKind,
     pub start_ns: u64,
     pub end_ns: u64,
-    pub attributes: Attributes,
-    pub events: Vec<SpanEvent>,
+    pub attributes: Attributes<'a>,
     /// `Some(message)` marks the span as an error.
     pub error: Option<String>,
 }
 
-/// Encodes one export request holding `spans` under one resource and scope.
+/// Appends `span` as one entry of `ScopeSpans.spans`; `encode_export`
+/// wraps a run of such entries. Exporters queue spans encoded this way, so
+/// a span costs one write into a buffer and no copy of its strings.
+pub fn encode_span_entry(out: &mut Vec<u8>, span: &Span) {
+    nested(out, 2, |s| encode_span(s, span));
+}
+
+/// Encodes one export request holding `spans` (entries written by
+/// `encode_span_entry`, back to back) under one resource and scope.
 /// Nested messages are written in place (see `nested`), so a batch costs
 /// one growing buffer instead of a temporary vector per message.
-pub fn encode_export(resource: &[(String, AttrValue)], scope: &str, spans: &[Span]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + spans.len() * 1024);
+pub fn encode_export(resource: &[(&str, AttrValue)], scope: &str, spans: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + spans.len());
     nested(&mut out, 1, |rs| {
         nested(rs, 1, |r| {
             for (key, value) in resource {
@@ -61,9 +62,7 @@ pub fn encode_export(resource: &[(String, AttrValue)], scope: &str, spans: &[Spa
                 string(s, 1, scope);
                 string(s, 2, env!("CARGO_PKG_VERSION"));
             });
-            for span in spans {
-                nested(ss, 2, |out| encode_span(out, span));
-            }
+            ss.extend_from_slice(spans);
         });
     });
     out
@@ -81,15 +80,6 @@ fn encode_span(out: &mut Vec<u8>, span: &Span) {
     fixed64(out, 8, span.end_ns);
     for (key, value) in &span.attributes {
         key_value(out, 9, key, value);
-    }
-    for event in &span.events {
-        nested(out, 11, |e| {
-            fixed64(e, 1, event.time_ns);
-            string(e, 2, event.name);
-            for (key, value) in &event.attributes {
-                key_value(e, 3, key, value);
-            }
-        });
     }
     nested(out, 15, |status| match &span.error {
         Some(msg) => {
@@ -118,7 +108,7 @@ fn any_value(out: &mut Vec<u8>, value: &AttrValue) {
             out.extend_from_slice(&d.to_le_bytes());
         }
         AttrValue::StrArray(items) => nested(out, 5, |array| {
-            for item in items {
+            for item in items.iter() {
                 nested(array, 1, |v| string(v, 1, item));
             }
         }),
@@ -151,7 +141,13 @@ fn nested(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
         *b = (len as u8) | 0x80;
         len >>= 7;
     }
-    out.splice(at..at + 1, prefix.into_iter().take(n));
+    // One move of the content to make room (a splice costs far more).
+    let end = out.len();
+    out.resize(end + n - 1, 0);
+    out.copy_within(at + 1..end, at + n);
+    if let (Some(dst), Some(src)) = (out.get_mut(at..at + n), prefix.get(..n)) {
+        dst.copy_from_slice(src);
+    }
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -246,6 +242,7 @@ mod tests {
     #[test]
     fn long_nested_messages_get_multi_byte_lengths() {
         let long = "x".repeat(300);
+        let tags = [long.clone(), "b".into()];
         let span = Span {
             trace_id: [1; 16],
             span_id: [2; 8],
@@ -255,13 +252,15 @@ mod tests {
             start_ns: 1,
             end_ns: 2,
             attributes: vec![
-                ("gen_ai.input.messages", AttrValue::Str(long.clone())),
-                ("tags", AttrValue::StrArray(vec![long.clone(), "b".into()])),
+                ("gen_ai.input.messages", AttrValue::Str(&long)),
+                ("tags", AttrValue::StrArray(&tags)),
             ],
-            events: vec![],
             error: Some("boom".into()),
         };
-        let out = encode_export(&[], "tollgate", &[span.clone(), span]);
+        let mut spans = Vec::new();
+        encode_span_entry(&mut spans, &span);
+        encode_span_entry(&mut spans, &span);
+        let out = encode_export(&[], "tollgate", &spans);
         // resource_spans: tag 0x0a, then a two-byte length covering the rest.
         assert_eq!(out.first(), Some(&0x0a));
         let len = usize::from(out[1] & 0x7f) | usize::from(out[2]) << 7;
@@ -276,6 +275,30 @@ mod tests {
     }
 
     #[test]
+    fn three_byte_lengths_round_trip() {
+        let long = "y".repeat(20_000);
+        let span = Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            name: "chat".into(),
+            kind: SpanKind::Server,
+            start_ns: 1,
+            end_ns: 2,
+            attributes: vec![("gen_ai.output.messages", AttrValue::Str(&long))],
+            error: None,
+        };
+        let mut spans = Vec::new();
+        encode_span_entry(&mut spans, &span);
+        // Field 2, then 20,000-odd bytes: a three-byte length.
+        assert_eq!(spans.first(), Some(&0x12));
+        assert!(spans[1] & 0x80 != 0 && spans[2] & 0x80 != 0 && spans[3] & 0x80 == 0);
+        let out = encode_export(&[], "tollgate", &spans);
+        assert!(well_formed(&out, 4));
+        assert!(out.windows(20_000).any(|w| w.iter().all(|&c| c == b'y')));
+    }
+
+    #[test]
     fn encodes_a_span() {
         let span = Span {
             trace_id: [1; 16],
@@ -286,13 +309,14 @@ mod tests {
             start_ns: 1,
             end_ns: 2,
             attributes: vec![("gen_ai.usage.input_tokens", AttrValue::Int(12))],
-            events: vec![],
             error: None,
         };
+        let mut spans = Vec::new();
+        encode_span_entry(&mut spans, &span);
         let out = encode_export(
-            &[("service.name".into(), AttrValue::Str("tollgate".into()))],
+            &[("service.name", AttrValue::Str("tollgate"))],
             "tollgate",
-            &[span],
+            &spans,
         );
         // Field 1 (resource_spans), length-delimited.
         assert_eq!(out.first(), Some(&0x0a));

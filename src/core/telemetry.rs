@@ -130,221 +130,184 @@ pub struct TraceIds {
 }
 
 /// Everything the filter learned about one request it forwarded, or
-/// refused with a guardrail (`forwarded: false`).
+/// refused with a guardrail (`forwarded: false`), borrowed from the
+/// request's state for as long as its spans take to encode.
 #[derive(Debug, Clone)]
-pub struct RequestRecord {
+pub struct RequestRecord<'a> {
     pub ids: TraceIds,
     pub forwarded: bool,
     /// The gateway's id (as in the usage ledger).
-    pub request_id: String,
+    pub request_id: &'a str,
     /// The client's `x-request-id`, for correlation only.
-    pub client_request_id: Option<String>,
+    pub client_request_id: Option<&'a String>,
     pub client_api: Api,
     pub upstream_api: Wire,
-    pub provider: String,
+    pub provider: &'a str,
     pub provider_kind: ProviderKind,
-    pub request_model: String,
-    pub params: RequestParams,
-    pub summary: ResponseSummary,
+    pub request_model: &'a str,
+    pub params: &'a RequestParams,
+    pub summary: &'a ResponseSummary,
     pub status: u32,
-    pub key_id: Option<String>,
-    pub team: Option<String>,
+    pub key_id: Option<&'a str>,
+    pub team: Option<&'a str>,
     pub start_ns: u64,
     pub upstream_start_ns: u64,
     pub first_chunk_ns: Option<u64>,
     pub end_ns: u64,
-    pub input_messages: Option<String>,
-    pub output_messages: Option<String>,
+    pub input_messages: Option<&'a str>,
+    pub output_messages: Option<&'a str>,
     /// `guardrail/kind/direction/action[*count]` per kind of guardrail event.
-    pub guard_events: Vec<String>,
+    pub guard_events: &'a [String],
 }
 
-fn error_type(status: u32) -> Option<String> {
-    match status {
-        0 => Some("upstream_reset".into()),
-        400..=599 => Some(status.to_string()),
+/// `error.type`: the status as text, or what stood for one.
+fn error_type(forwarded: bool, status: u32) -> Option<String> {
+    match (forwarded, status) {
+        (false, _) => Some("guardrail_blocked".into()),
+        (true, 0) => Some("upstream_reset".into()),
+        (true, 400..=599) => Some(status.to_string()),
         _ => None,
     }
 }
 
-/// The gateway span, and its upstream child when the request was forwarded.
-pub fn spans(r: &RequestRecord) -> Vec<Span> {
+/// Hands `encode` the gateway span, and its upstream child when the
+/// request was forwarded. The spans borrow from `r` and from values made
+/// here, so they live for the call only (exporters encode them at once).
+pub fn with_spans<T>(r: &RequestRecord, encode: impl FnOnce(&[Span]) -> T) -> T {
     let operation = "chat";
-    let mut attrs: Attributes = vec![
-        ("gen_ai.operation.name", AttrValue::Str(operation.into())),
-        (
-            "gen_ai.provider.name",
-            AttrValue::Str(r.provider_kind.spec().semconv_name(&r.provider).into()),
-        ),
-        (
-            "gen_ai.request.model",
-            AttrValue::Str(r.request_model.clone()),
-        ),
+    let error = error_type(r.forwarded, r.status);
+    let provider_name = r.provider_kind.spec().semconv_name(r.provider);
+    let mut attrs: Attributes = Vec::with_capacity(32);
+    attrs.extend([
+        ("gen_ai.operation.name", AttrValue::Str(operation)),
+        ("gen_ai.provider.name", AttrValue::Str(provider_name)),
+        ("gen_ai.request.model", AttrValue::Str(r.request_model)),
         ("gen_ai.request.stream", AttrValue::Bool(r.params.stream)),
         (
             "http.response.status_code",
             AttrValue::Int(i64::from(r.status)),
         ),
-        ("tollgate.api", AttrValue::Str(r.client_api.name().into())),
-        ("tollgate.provider", AttrValue::Str(r.provider.clone())),
-        ("tollgate.request_id", AttrValue::Str(r.request_id.clone())),
-    ];
-    let opt = |attrs: &mut Attributes, key: &'static str, value: Option<AttrValue>| {
-        if let Some(v) = value {
-            attrs.push((key, v));
-        }
-    };
-    let p = &r.params;
-    opt(
-        &mut attrs,
-        "gen_ai.request.max_tokens",
-        p.max_tokens.map(|v| AttrValue::Int(v as i64)),
-    );
-    opt(
-        &mut attrs,
-        "gen_ai.request.temperature",
-        p.temperature.map(AttrValue::Double),
-    );
-    opt(
-        &mut attrs,
-        "gen_ai.request.top_p",
-        p.top_p.map(AttrValue::Double),
-    );
+        ("tollgate.api", AttrValue::Str(r.client_api.name())),
+        ("tollgate.provider", AttrValue::Str(r.provider)),
+        ("tollgate.request_id", AttrValue::Str(r.request_id)),
+    ]);
+    let p = r.params;
     let meta = &r.summary.meta;
-    opt(
-        &mut attrs,
-        "gen_ai.response.model",
-        meta.model.clone().map(AttrValue::Str),
-    );
-    opt(
-        &mut attrs,
-        "gen_ai.response.id",
-        meta.id.clone().map(AttrValue::Str),
-    );
-    if !meta.finish_reasons.is_empty() {
-        attrs.push((
+    let usage = r.summary.usage;
+    let optional = [
+        (
+            "gen_ai.request.max_tokens",
+            p.max_tokens.map(|v| AttrValue::Int(v as i64)),
+        ),
+        (
+            "gen_ai.request.temperature",
+            p.temperature.map(AttrValue::Double),
+        ),
+        ("gen_ai.request.top_p", p.top_p.map(AttrValue::Double)),
+        (
+            "gen_ai.response.model",
+            meta.model.as_deref().map(AttrValue::Str),
+        ),
+        ("gen_ai.response.id", meta.id.as_deref().map(AttrValue::Str)),
+        (
             "gen_ai.response.finish_reasons",
-            AttrValue::StrArray(meta.finish_reasons.clone()),
-        ));
-    }
-    if let Some(u) = r.summary.usage {
-        attrs.push((
+            (!meta.finish_reasons.is_empty()).then_some(AttrValue::StrArray(&meta.finish_reasons)),
+        ),
+        (
             "gen_ai.usage.input_tokens",
-            AttrValue::Int(u.input_tokens as i64),
-        ));
-        attrs.push((
+            usage.map(|u| AttrValue::Int(u.input_tokens as i64)),
+        ),
+        (
             "gen_ai.usage.output_tokens",
-            AttrValue::Int(u.output_tokens as i64),
-        ));
-        attrs.push((
+            usage.map(|u| AttrValue::Int(u.output_tokens as i64)),
+        ),
+        (
             "gen_ai.usage.cache_read.input_tokens",
-            AttrValue::Int(u.cached_tokens as i64),
-        ));
-        attrs.push((
+            usage.map(|u| AttrValue::Int(u.cached_tokens as i64)),
+        ),
+        (
             "gen_ai.usage.reasoning.output_tokens",
-            AttrValue::Int(u.reasoning_tokens as i64),
-        ));
-    }
-    if let Some(first) = r.first_chunk_ns {
-        let seconds = first.saturating_sub(r.upstream_start_ns) as f64 / 1e9;
-        attrs.push((
+            usage.map(|u| AttrValue::Int(u.reasoning_tokens as i64)),
+        ),
+        (
             "gen_ai.response.time_to_first_chunk",
-            AttrValue::Double(seconds),
-        ));
-    }
-    opt(
-        &mut attrs,
-        "http.request.header.x-request-id",
-        r.client_request_id
-            .clone()
-            .map(|id| AttrValue::StrArray(vec![id])),
-    );
-    let error = if r.forwarded {
-        error_type(r.status)
-    } else {
-        Some("guardrail_blocked".into())
-    };
-    opt(&mut attrs, "error.type", error.clone().map(AttrValue::Str));
-    opt(
-        &mut attrs,
-        "tollgate.key_id",
-        r.key_id.clone().map(AttrValue::Str),
-    );
-    opt(
-        &mut attrs,
-        "tollgate.team",
-        r.team.clone().map(AttrValue::Str),
-    );
+            r.first_chunk_ns.map(|first| {
+                AttrValue::Double(first.saturating_sub(r.upstream_start_ns) as f64 / 1e9)
+            }),
+        ),
+        (
+            "http.request.header.x-request-id",
+            r.client_request_id
+                .map(|id| AttrValue::StrArray(std::slice::from_ref(id))),
+        ),
+        ("error.type", error.as_deref().map(AttrValue::Str)),
+        ("tollgate.key_id", r.key_id.map(AttrValue::Str)),
+        ("tollgate.team", r.team.map(AttrValue::Str)),
+    ];
+    attrs.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
     if r.client_api.wire() != r.upstream_api {
         attrs.push((
             "tollgate.translated_from",
-            AttrValue::Str(r.client_api.name().into()),
+            AttrValue::Str(r.client_api.name()),
         ));
         attrs.push((
             "tollgate.translated_to",
-            AttrValue::Str(r.upstream_api.name().into()),
+            AttrValue::Str(r.upstream_api.name()),
         ));
     }
     if !r.guard_events.is_empty() {
         attrs.push((
             "tollgate.guardrail.events",
-            AttrValue::StrArray(r.guard_events.clone()),
+            AttrValue::StrArray(r.guard_events),
         ));
     }
-    opt(
-        &mut attrs,
-        "gen_ai.input.messages",
-        r.input_messages.clone().map(AttrValue::Str),
+    let content = [
+        ("gen_ai.input.messages", r.input_messages),
+        ("gen_ai.output.messages", r.output_messages),
+    ];
+    attrs.extend(
+        content
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, AttrValue::Str(v?)))),
     );
-    opt(
-        &mut attrs,
-        "gen_ai.output.messages",
-        r.output_messages.clone().map(AttrValue::Str),
-    );
-    let name = format!("{operation} {}", r.request_model);
-    let error_message = error.map(|e| format!("HTTP {e}"));
+    let name = [operation, " ", r.request_model].concat();
+    let error_message = error.as_ref().map(|e| ["HTTP ", e].concat());
+    let gateway = Span {
+        trace_id: r.ids.trace_id,
+        span_id: r.ids.span_id,
+        parent_span_id: r.ids.parent,
+        name: name.clone(),
+        kind: SpanKind::Server,
+        start_ns: r.start_ns,
+        end_ns: r.end_ns,
+        attributes: attrs,
+        error: error_message.clone(),
+    };
+    if !r.forwarded {
+        return encode(&[gateway]);
+    }
     let upstream = Span {
         trace_id: r.ids.trace_id,
         span_id: r.ids.upstream_span_id,
         parent_span_id: Some(r.ids.span_id),
-        name: format!("{name} upstream"),
+        name: name + " upstream",
         kind: SpanKind::Client,
         start_ns: r.upstream_start_ns,
         end_ns: r.end_ns,
         attributes: vec![
-            (
-                "gen_ai.provider.name",
-                AttrValue::Str(r.provider_kind.spec().semconv_name(&r.provider).into()),
-            ),
+            ("gen_ai.provider.name", AttrValue::Str(provider_name)),
             (
                 "tollgate.upstream_api",
-                AttrValue::Str(r.upstream_api.name().into()),
+                AttrValue::Str(r.upstream_api.name()),
             ),
             (
                 "http.response.status_code",
                 AttrValue::Int(i64::from(r.status)),
             ),
         ],
-        events: vec![],
-        error: error_message.clone(),
-    };
-    let gateway = Span {
-        trace_id: r.ids.trace_id,
-        span_id: r.ids.span_id,
-        parent_span_id: r.ids.parent,
-        name,
-        kind: SpanKind::Server,
-        start_ns: r.start_ns,
-        end_ns: r.end_ns,
-        attributes: attrs,
-        events: vec![],
         error: error_message,
     };
-    if r.forwarded {
-        vec![gateway, upstream]
-    } else {
-        vec![gateway]
-    }
+    encode(&[gateway, upstream])
 }
 
 #[cfg(test)]
@@ -352,22 +315,16 @@ mod tests {
     use super::*;
     use crate::core::usage::Usage;
 
-    fn record() -> RequestRecord {
-        RequestRecord {
-            ids: TraceIds {
-                trace_id: [1; 16],
-                span_id: [2; 8],
-                upstream_span_id: [3; 8],
-                parent: None,
-            },
-            forwarded: true,
-            request_id: "00000000000000010000000000000002".into(),
-            client_request_id: Some("client-1".into()),
-            client_api: Api::Messages,
-            upstream_api: Wire::ChatCompletions,
-            provider: "openai".into(),
-            provider_kind: ProviderKind::Openai,
-            request_model: "gpt-4o".into(),
+    /// What a record borrows.
+    struct Parts {
+        params: RequestParams,
+        summary: ResponseSummary,
+        client_request_id: String,
+        guard_events: Vec<String>,
+    }
+
+    fn parts() -> Parts {
+        Parts {
             params: RequestParams {
                 max_tokens: Some(100),
                 temperature: Some(0.5),
@@ -383,8 +340,31 @@ mod tests {
                 }),
                 meta: Default::default(),
             },
+            client_request_id: "client-1".into(),
+            guard_events: vec![],
+        }
+    }
+
+    fn record(p: &Parts) -> RequestRecord<'_> {
+        RequestRecord {
+            ids: TraceIds {
+                trace_id: [1; 16],
+                span_id: [2; 8],
+                upstream_span_id: [3; 8],
+                parent: None,
+            },
+            forwarded: true,
+            request_id: "00000000000000010000000000000002",
+            client_request_id: Some(&p.client_request_id),
+            client_api: Api::Messages,
+            upstream_api: Wire::ChatCompletions,
+            provider: "openai",
+            provider_kind: ProviderKind::Openai,
+            request_model: "gpt-4o",
+            params: &p.params,
+            summary: &p.summary,
             status: 200,
-            key_id: Some("key_1".into()),
+            key_id: Some("key_1"),
             team: None,
             start_ns: 10,
             upstream_start_ns: 20,
@@ -392,11 +372,11 @@ mod tests {
             end_ns: 2_000_000_000,
             input_messages: None,
             output_messages: None,
-            guard_events: vec![],
+            guard_events: &p.guard_events,
         }
     }
 
-    fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AttrValue> {
+    fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AttrValue<'a>> {
         span.attributes
             .iter()
             .find(|(k, _)| *k == key)
@@ -405,57 +385,71 @@ mod tests {
 
     #[test]
     fn gateway_span_carries_conventions() {
-        let [gateway, upstream] = <[Span; 2]>::try_from(spans(&record())).unwrap();
-        assert_eq!(gateway.name, "chat gpt-4o");
-        assert_eq!(
-            attr(&gateway, "gen_ai.usage.output_tokens"),
-            Some(&AttrValue::Int(5))
-        );
-        assert_eq!(
-            attr(&gateway, "tollgate.translated_to"),
-            Some(&AttrValue::Str("chat_completions".into()))
-        );
-        assert_eq!(
-            attr(&gateway, "gen_ai.response.time_to_first_chunk"),
-            Some(&AttrValue::Double(1.0))
-        );
-        assert_eq!(attr(&gateway, "error.type"), None);
-        assert_eq!(upstream.parent_span_id, Some(gateway.span_id));
-        let mut failed = record();
+        let p = parts();
+        with_spans(&record(&p), |spans| {
+            let [gateway, upstream] = spans else {
+                panic!("{} spans", spans.len())
+            };
+            assert_eq!(gateway.name, "chat gpt-4o");
+            assert_eq!(upstream.name, "chat gpt-4o upstream");
+            assert_eq!(
+                attr(gateway, "gen_ai.usage.output_tokens"),
+                Some(&AttrValue::Int(5))
+            );
+            assert_eq!(
+                attr(gateway, "gen_ai.request.max_tokens"),
+                Some(&AttrValue::Int(100))
+            );
+            assert_eq!(attr(gateway, "gen_ai.request.top_p"), None);
+            assert_eq!(
+                attr(gateway, "tollgate.translated_to"),
+                Some(&AttrValue::Str("chat_completions"))
+            );
+            assert_eq!(
+                attr(gateway, "gen_ai.response.time_to_first_chunk"),
+                Some(&AttrValue::Double(1.0))
+            );
+            assert_eq!(attr(gateway, "error.type"), None);
+            assert_eq!(upstream.parent_span_id, Some(gateway.span_id));
+        });
+        let mut failed = record(&p);
         failed.status = 503;
-        let [gateway, _] = <[Span; 2]>::try_from(spans(&failed)).unwrap();
-        assert_eq!(
-            attr(&gateway, "error.type"),
-            Some(&AttrValue::Str("503".into()))
-        );
-        assert!(gateway.error.is_some());
+        with_spans(&failed, |spans| {
+            let gateway = &spans[0];
+            assert_eq!(attr(gateway, "error.type"), Some(&AttrValue::Str("503")));
+            assert_eq!(gateway.error.as_deref(), Some("HTTP 503"));
+            assert_eq!(spans[1].error.as_deref(), Some("HTTP 503"));
+        });
     }
 
     #[test]
     fn a_blocked_request_has_no_upstream_span() {
-        let mut blocked = record();
+        let mut p = parts();
+        p.summary = ResponseSummary::default();
+        p.guard_events = vec!["secrets/aws_access_key/input/block".into()];
+        let mut blocked = record(&p);
         blocked.forwarded = false;
         blocked.status = 400;
-        blocked.summary = ResponseSummary::default();
-        blocked.guard_events = vec!["secrets/aws_access_key/input/block".into()];
-        let spans = spans(&blocked);
-        assert_eq!(spans.len(), 1);
-        let gateway = &spans[0];
-        assert_eq!(gateway.kind, SpanKind::Server);
-        assert_eq!(
-            attr(gateway, "error.type"),
-            Some(&AttrValue::Str("guardrail_blocked".into()))
-        );
-        assert_eq!(
-            attr(gateway, "tollgate.guardrail.events"),
-            Some(&AttrValue::StrArray(vec![
-                "secrets/aws_access_key/input/block".into()
-            ]))
-        );
-        assert_eq!(
-            attr(gateway, "http.request.header.x-request-id"),
-            Some(&AttrValue::StrArray(vec!["client-1".into()]))
-        );
+        with_spans(&blocked, |spans| {
+            assert_eq!(spans.len(), 1);
+            let gateway = &spans[0];
+            assert_eq!(gateway.kind, SpanKind::Server);
+            assert_eq!(
+                attr(gateway, "error.type"),
+                Some(&AttrValue::Str("guardrail_blocked"))
+            );
+            assert_eq!(
+                attr(gateway, "tollgate.guardrail.events"),
+                Some(&AttrValue::StrArray(&[
+                    "secrets/aws_access_key/input/block".into()
+                ]))
+            );
+            assert_eq!(
+                attr(gateway, "http.request.header.x-request-id"),
+                Some(&AttrValue::StrArray(&["client-1".into()]))
+            );
+            assert_eq!(attr(gateway, "gen_ai.usage.input_tokens"), None);
+        });
     }
 
     #[test]

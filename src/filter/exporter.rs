@@ -1,5 +1,5 @@
-//! Fire-and-forget OTLP export, per worker: spans queue up (bounded) and the
-//! root context sends them on its tick: every full batch at once (up to
+//! Fire-and-forget OTLP export, per worker: spans queue up (bounded),
+//! already encoded, and the root context sends them on its tick: every full batch at once (up to
 //! `max_in_flight`), a partial one when `flush_interval_ms` has passed. A
 //! dead, hung or failing collector costs at most `max_in_flight` pending
 //! calls and `max_queue` spans; the rest are dropped and counted, never
@@ -10,12 +10,17 @@
 use super::env::Host;
 use crate::core::otlp::{self, AttrValue, Span};
 use crate::core::telemetry::TracingConfig;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 pub struct Exporter {
     pub config: TracingConfig,
-    resource: Vec<(String, AttrValue)>,
-    queue: Vec<Span>,
+    /// `service.name` and, when known, `service.instance.id`.
+    resource: Vec<(&'static str, String)>,
+    /// Spans waiting, as `otlp::encode_span_entry` wrote them, back to back.
+    queue: Vec<u8>,
+    /// The size in bytes of each span in `queue`, oldest first.
+    sizes: VecDeque<usize>,
     /// Export calls in flight: token and spans carried.
     in_flight: Vec<(u32, usize)>,
     last_flush_ms: u64,
@@ -29,17 +34,15 @@ impl Exporter {
     /// `node_id` (Envoy's) names the instance when the config does not.
     pub fn new(host: &impl Host, config: TracingConfig, node_id: Option<String>) -> Exporter {
         let instance = config.instance.clone().or(node_id);
-        let mut resource = vec![(
-            "service.name".to_string(),
-            AttrValue::Str(config.service_name.clone()),
-        )];
+        let mut resource = vec![("service.name", config.service_name.clone())];
         if let Some(instance) = instance.filter(|i| !i.is_empty()) {
-            resource.push(("service.instance.id".into(), AttrValue::Str(instance)));
+            resource.push(("service.instance.id", instance));
         }
         Exporter {
             config,
             resource,
             queue: Vec::new(),
+            sizes: VecDeque::new(),
             in_flight: Vec::new(),
             last_flush_ms: 0,
             dropped: host.define_counter("tollgate.trace.spans_dropped"),
@@ -49,12 +52,14 @@ impl Exporter {
         }
     }
 
-    pub fn push(&mut self, host: &impl Host, spans: impl IntoIterator<Item = Span>) {
+    pub fn push(&mut self, host: &impl Host, spans: &[Span]) {
         for span in spans {
-            if self.queue.len() >= self.config.max_queue {
+            if self.sizes.len() >= self.config.max_queue {
                 host.add_to_counter(self.dropped, 1);
             } else {
-                self.queue.push(span);
+                let before = self.queue.len();
+                otlp::encode_span_entry(&mut self.queue, span);
+                self.sizes.push_back(self.queue.len() - before);
             }
         }
     }
@@ -63,21 +68,31 @@ impl Exporter {
     /// flush interval has passed; called on the root context's tick.
     pub fn flush(&mut self, host: &impl Host, now_ms: u64) {
         while self.in_flight.len() < self.config.max_in_flight {
-            let full = self.queue.len() >= self.config.max_batch;
+            let full = self.sizes.len() >= self.config.max_batch;
             let due = now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms;
-            if self.queue.is_empty() || !(full || due) {
+            if self.sizes.is_empty() || !(full || due) {
                 break;
             }
             self.last_flush_ms = now_ms;
             self.send_batch(host);
         }
-        host.set_gauge(self.queued, self.queue.len() as u64);
+        host.set_gauge(self.queued, self.sizes.len() as u64);
     }
 
     fn send_batch(&mut self, host: &impl Host) {
-        let take = self.queue.len().min(self.config.max_batch);
-        let batch: Vec<Span> = self.queue.drain(..take).collect();
-        let body = otlp::encode_export(&self.resource, "tollgate", &batch);
+        let take = self.sizes.len().min(self.config.max_batch);
+        let bytes: usize = self.sizes.drain(..take).sum();
+        let resource: Vec<(&str, AttrValue)> = self
+            .resource
+            .iter()
+            .map(|(k, v)| (*k, AttrValue::Str(v)))
+            .collect();
+        let body = otlp::encode_export(
+            &resource,
+            "tollgate",
+            self.queue.get(..bytes).unwrap_or_default(),
+        );
+        self.queue.drain(..bytes.min(self.queue.len()));
         let c = &self.config;
         let mut headers = vec![
             (":method", "POST"),
@@ -88,10 +103,10 @@ impl Exporter {
         headers.extend(c.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let timeout = Duration::from_millis(c.timeout_ms);
         match host.dispatch(&c.cluster, headers, &body, timeout) {
-            Ok(token) => self.in_flight.push((token, batch.len())),
+            Ok(token) => self.in_flight.push((token, take)),
             Err(e) => {
                 host.add_to_counter(self.failures, 1);
-                host.add_to_counter(self.dropped, batch.len() as u64);
+                host.add_to_counter(self.dropped, take as u64);
                 log::debug!("tollgate: trace export not sent: {e}");
             }
         }

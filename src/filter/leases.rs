@@ -38,29 +38,25 @@ use tollgate_protocol::LeaseRelease;
 /// hashed.
 const MAX_PLAIN_NAME: usize = 200;
 
-/// `<key_id>.<upstream_model>`, or `#<sha256>` of both (never has a dot).
-fn name(key_id: &str, upstream_model: &str) -> String {
+/// `<prefix><key_id>.<upstream_model>`, or `<prefix>#<sha256>` of both
+/// (never has a dot after the prefix).
+fn name(prefix: &str, key_id: &str, upstream_model: &str) -> String {
     if !key_id.contains('.') && key_id.len() + upstream_model.len() < MAX_PLAIN_NAME {
-        format!("{key_id}.{upstream_model}")
+        [prefix, key_id, ".", upstream_model].concat()
     } else {
-        format!("#{}", key::hash(&format!("{key_id}\n{upstream_model}")))
+        let both = [key_id, "\n", upstream_model].concat();
+        [prefix, "#", &key::hash(&both)].concat()
     }
 }
 
 /// `tollgate.lease.<key_id>.<upstream_model>`: the request's slot.
 pub fn slot_key(need: &LeaseRequest) -> String {
-    format!(
-        "tollgate.lease.{}",
-        name(&need.key_id, &need.upstream_model)
-    )
+    name("tollgate.lease.", &need.key_id, &need.upstream_model)
 }
 
 /// `tollgate.refill.<key_id>.<upstream_model>`: the slot's refill flag.
 pub fn refill_key(need: &LeaseRequest) -> String {
-    format!(
-        "tollgate.refill.{}",
-        name(&need.key_id, &need.upstream_model)
-    )
+    name("tollgate.refill.", &need.key_id, &need.upstream_model)
 }
 
 /// One request's size, as its lease request states it.

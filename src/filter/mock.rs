@@ -48,8 +48,10 @@ pub struct MockHost {
     pub call_answer: RefCell<(Option<String>, Vec<u8>)>,
     pub resumed: Cell<u32>,
     pub now_ns: Cell<u64>,
-    /// Metric names by id, and their counts.
-    metrics: RefCell<Vec<String>>,
+    /// Metric names by id: one registry per Envoy, like its stats store
+    /// (`sharing` shares it), so ids cached by a worker mean the same
+    /// metric in every host of the test. Counts are per host.
+    metrics: Rc<RefCell<Vec<String>>>,
     pub counters: RefCell<HashMap<String, u64>>,
     /// Shared with the other MockHosts of one test Envoy (`sharing`).
     pub shared: Rc<RefCell<SharedData>>,
@@ -77,6 +79,7 @@ impl MockHost {
     /// The same host seeing `other`'s shared data: another worker of its Envoy.
     pub fn sharing(mut self, other: &MockHost) -> MockHost {
         self.shared = Rc::clone(&other.shared);
+        self.metrics = Rc::clone(&other.metrics);
         self
     }
 

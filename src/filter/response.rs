@@ -26,6 +26,8 @@ pub struct ResponseState {
     pub status: u32,
     pub stream: bool,
     pub first_chunk_ns: Option<u64>,
+    /// When the last chunk arrived, once the body has ended.
+    pub end_ns: Option<u64>,
     pub summary: ResponseSummary,
     /// The upstream body ended (false when the client or provider left early).
     pub ended: bool,
@@ -97,8 +99,15 @@ impl ResponseState {
         guardrails: Option<&Guardrails>,
     ) -> Action {
         self.ended |= end;
-        if self.first_chunk_ns.is_none() && size > 0 {
-            self.first_chunk_ns = Some(host.now_ns());
+        // One clock read serves both ends of a one-chunk answer.
+        if (self.first_chunk_ns.is_none() && size > 0) || end {
+            let now = host.now_ns();
+            if size > 0 {
+                self.first_chunk_ns.get_or_insert(now);
+            }
+            if end {
+                self.end_ns = Some(now);
+            }
         }
         // Translated or guarded JSON, and translated errors, are rewritten
         // whole: hold the chunks.

@@ -19,6 +19,7 @@ use crate::core::config::Config;
 use crate::core::error::GatewayError;
 use crate::core::guard::Guardrails;
 use crate::core::key;
+use crate::core::tracecontext;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
@@ -95,7 +96,10 @@ impl Shared {
     /// idempotency key and the trace's seed. Unique per VM by the counter,
     /// across VMs and restarts by the random seed.
     pub fn mint_request_id(&self) -> String {
-        format!("{:016x}{:016x}", self.id_seed, self.request_counter.get())
+        let mut id = String::with_capacity(32);
+        tracecontext::push_hex(&mut id, &self.id_seed.to_be_bytes());
+        tracecontext::push_hex(&mut id, &self.request_counter.get().to_be_bytes());
+        id
     }
 }
 
@@ -210,6 +214,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Root::Request(shared) = self {
+            shared.stats.flush(&Envoy);
             if let Some(exporter) = &shared.exporter {
                 exporter.borrow_mut().flush(&Envoy, host::now_ms());
             }

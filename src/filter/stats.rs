@@ -6,7 +6,7 @@
 
 use super::env::Host;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Distinct metric names per worker; beyond it the model tag becomes `other`.
 const MAX_METRICS: usize = 2000;
@@ -17,6 +17,10 @@ pub struct Stats {
     /// The metrics of each request shape, by model, so a request's counts
     /// need no name formatting (five names a request otherwise).
     shapes: RefCell<HashMap<String, Vec<Shape>>>,
+    /// Counter increments made while requests run, by metric id, added to
+    /// Envoy's counters on the root context's tick: one host call per
+    /// counter and tick instead of one per increment. Counters lag by a tick.
+    pending: RefCell<BTreeMap<u32, u64>>,
 }
 
 /// A forwarded request's dimensions and its metrics' ids.
@@ -123,7 +127,24 @@ impl Stats {
     }
 
     pub fn count(&self, host: &impl Host, name: &str, n: u64) {
-        host.add_to_counter(self.id(host, Kind::Counter, name), n);
+        self.add(self.id(host, Kind::Counter, name), n);
+    }
+
+    /// Adds `n` to counter `id` at the next `flush`.
+    pub fn add(&self, id: Option<u32>, n: u64) {
+        if let (Some(id), true) = (id, n > 0) {
+            let mut pending = self.pending.borrow_mut();
+            let sum = pending.entry(id).or_insert(0);
+            *sum = sum.saturating_add(n);
+        }
+    }
+
+    /// Hands Envoy what `add` gathered since the last flush.
+    pub fn flush(&self, host: &impl Host) {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        for (id, n) in pending {
+            host.add_to_counter(Some(id), n);
+        }
     }
 
     /// The model tag, or `other` once the worker holds many distinct names.

@@ -48,7 +48,7 @@ impl RequestTrace {
             return;
         }
         if let Some(exporter) = &shared.exporter {
-            exporter.borrow_mut().push(host, telemetry::spans(record));
+            telemetry::with_spans(record, |spans| exporter.borrow_mut().push(host, spans));
         }
     }
 

@@ -14,7 +14,7 @@ impl Kind for Anthropic {
     }
 
     fn path(&self, p: &Provider, _: Wire, _: &Target) -> String {
-        format!("{}/messages", base(p, "/v1"))
+        [base(p, "/v1"), "/messages"].concat()
     }
 
     fn auth_header(&self) -> (&'static str, &'static str) {

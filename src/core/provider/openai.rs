@@ -22,7 +22,7 @@ impl Kind for OpenAi {
         } else {
             "/chat/completions"
         };
-        format!("{}{tail}", base(p, "/v1"))
+        [base(p, "/v1"), tail].concat()
     }
 
     fn auth_header(&self) -> (&'static str, &'static str) {

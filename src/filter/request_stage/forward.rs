@@ -110,7 +110,9 @@ impl<H: Host> RequestStage<H> {
         if let Some(f) = &mut self.forwarded {
             f.estimated_input = plan.estimated_input;
             f.input_messages = plan.input_messages;
-            f.upstream_start_ns = self.host.now_ns();
+            // The clock read as this callback began: routing takes
+            // microseconds, and a host call costs more than it is worth.
+            f.upstream_start_ns = self.callback_ns;
         }
         self.response.captured = plan.capture_output.then(String::new);
         self.phase = Phase::Forwarded;

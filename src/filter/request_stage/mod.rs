@@ -342,9 +342,9 @@ impl<H: Host> HttpContext for RequestStage<H> {
     }
 
     fn on_log(&mut self) {
-        if let Some(forwarded) = &self.forwarded {
+        if let Some(forwarded) = self.forwarded.take() {
             self.record(forwarded, true);
-        } else if let Some(blocked) = &self.blocked {
+        } else if let Some(blocked) = self.blocked.take() {
             self.record(blocked, false);
         }
     }

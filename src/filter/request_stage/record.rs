@@ -12,14 +12,16 @@ use crate::core::telemetry::RequestRecord;
 use crate::core::usage::Usage;
 use crate::filter::env::Host;
 use crate::filter::stats;
+use std::rc::Rc;
 
 impl<H: Host> RequestStage<H> {
     /// The usage report for the sidecar; tokens are estimated when the
     /// provider sent no usage (or the response was cut short). A request
-    /// that was not forwarded has none.
+    /// that was not forwarded has none. The request is over, so its ids and
+    /// names move into the report instead of being copied.
     pub(super) fn usage_report(
-        &self,
-        f: &Exchange,
+        &mut self,
+        f: Exchange,
         forwarded: bool,
         key: Option<&KeyInfo>,
         now_ns: u64,
@@ -35,16 +37,16 @@ impl<H: Host> RequestStage<H> {
             (usage.input_tokens, usage.output_tokens)
         };
         UsageReport {
-            request_id: self.request_id.clone(),
+            request_id: std::mem::take(&mut self.request_id),
             reservation_id: None,
-            lease_id: f.lease_id.clone(),
-            lease_debits: f.lease_debits.clone(),
+            lease_id: f.lease_id,
+            lease_debits: f.lease_debits,
             key_id: key.map(|k| k.key_id.clone()),
             team: key.and_then(|k| k.team.clone()),
             user: key.and_then(|k| k.user.clone()),
-            model: f.model.clone(),
-            upstream_model: f.upstream_model.clone(),
-            provider: f.provider.clone(),
+            model: f.model,
+            upstream_model: f.upstream_model,
+            provider: f.provider,
             api: self.api_name().into(),
             input_tokens: input,
             output_tokens: output,
@@ -69,11 +71,10 @@ impl<H: Host> RequestStage<H> {
             &forwarded.model,
             stats::status_class(self.response.status),
         );
-        self.host.add_to_counter(metrics.requests, 1);
-        self.host
-            .add_to_counter(metrics.input_tokens, usage.input_tokens);
-        self.host
-            .add_to_counter(metrics.output_tokens, usage.output_tokens);
+        let stats = &self.shared.stats;
+        stats.add(metrics.requests, 1);
+        stats.add(metrics.input_tokens, usage.input_tokens);
+        stats.add(metrics.output_tokens, usage.output_tokens);
         let upstream_ms = now_ns.saturating_sub(forwarded.upstream_start_ns) / 1_000_000;
         self.host.record_value(metrics.upstream_ms, upstream_ms);
         if let Some(first) = self.response.first_chunk_ns {
@@ -82,15 +83,18 @@ impl<H: Host> RequestStage<H> {
         }
     }
 
-    /// Usage report, a debug line and the trace of a request that was
+    /// A debug line, the trace and the usage report of a request that was
     /// forwarded, or refused by a guardrail (no upstream span, no cost).
-    pub(super) fn record(&self, routed: &Exchange, forwarded: bool) {
+    pub(super) fn record(&mut self, routed: Exchange, forwarded: bool) {
         let usage = self.response.summary.usage.unwrap_or_default();
-        let now = self.host.now_ns();
+        // The end is the upstream body's end when it ended (Envoy logs
+        // right after); otherwise now (a reset, a client that left).
+        let now = self.response.end_ns.unwrap_or_else(|| self.host.now_ns());
         if forwarded {
-            self.count_request(routed, &usage, now);
+            self.count_request(&routed, &usage, now);
         }
-        let key = match self.key.as_deref() {
+        let key_check = self.key.clone();
+        let key = match key_check.as_deref() {
             Some(KeyCheck::Valid(info)) => Some(info),
             _ => None,
         };
@@ -107,49 +111,49 @@ impl<H: Host> RequestStage<H> {
             usage.output_tokens,
             now.saturating_sub(self.started_ns) / 1_000_000
         );
-        if let Some(reporter) = &self.shared.reporter {
-            reporter
-                .borrow_mut()
-                .push(&self.host, self.usage_report(routed, forwarded, key, now));
+        self.trace_request(&routed, forwarded, key, now);
+        let shared = Rc::clone(&self.shared);
+        if let Some(reporter) = &shared.reporter {
+            let report = self.usage_report(routed, forwarded, key, now);
+            reporter.borrow_mut().push(&self.host, report);
         }
+    }
+
+    /// Hands the request's spans to the exporter (when it is sampled).
+    fn trace_request(&self, routed: &Exchange, forwarded: bool, key: Option<&KeyInfo>, now: u64) {
         let (Some(trace), Some(client_api)) = (&self.trace, self.api()) else {
             return;
         };
+        let guard_events: Vec<String> = self.guard_events.iter().map(GuardEvent::label).collect();
+        let output_messages = self.response.captured.as_deref().map(|text| {
+            let finish = self.response.summary.meta.finish_reasons.first();
+            content::output_messages(text, finish.map(String::as_str))
+        });
         trace.finish(
             &self.shared,
             &self.host,
             &RequestRecord {
                 ids: trace.ids,
                 forwarded,
-                request_id: self.request_id.clone(),
-                client_request_id: self.client_request_id.clone(),
+                request_id: &self.request_id,
+                client_request_id: self.client_request_id.as_ref(),
                 client_api,
                 upstream_api: routed.upstream_api,
-                provider: routed.provider.clone(),
+                provider: &routed.provider,
                 provider_kind: routed.provider_kind,
-                request_model: routed.model.clone(),
-                params: routed.params.clone(),
-                summary: self.response.summary.clone(),
+                request_model: &routed.model,
+                params: &routed.params,
+                summary: &self.response.summary,
                 status: self.response.status,
-                key_id: key.map(|k| k.key_id.clone()),
-                team: key.and_then(|k| k.team.clone()),
+                key_id: key.map(|k| k.key_id.as_str()),
+                team: key.and_then(|k| k.team.as_deref()),
                 start_ns: self.started_ns,
                 upstream_start_ns: routed.upstream_start_ns,
                 first_chunk_ns: self.response.first_chunk_ns,
                 end_ns: now,
-                input_messages: routed.input_messages.clone(),
-                guard_events: self.guard_events.iter().map(GuardEvent::label).collect(),
-                output_messages: self.response.captured.as_deref().map(|text| {
-                    content::output_messages(
-                        text,
-                        self.response
-                            .summary
-                            .meta
-                            .finish_reasons
-                            .first()
-                            .map(String::as_str),
-                    )
-                }),
+                input_messages: routed.input_messages.as_deref(),
+                output_messages: output_messages.as_deref(),
+                guard_events: &guard_events,
             },
         );
     }

@@ -105,6 +105,15 @@ fn authorized(shared: &Rc<Shared>, host: MockHost, answer: &str) -> RequestStage
     stage
 }
 
+impl RequestStage<MockHost> {
+    /// A counter as Envoy would show it after the root's next tick, which
+    /// flushes what the worker's requests counted.
+    fn counter(&self, name: &str) -> u64 {
+        self.shared.stats.flush(&self.host);
+        self.host.counter(name)
+    }
+}
+
 fn body_end(stage: &mut RequestStage<MockHost>) -> Action {
     let size = stage.host.request_body.borrow().len();
     stage.on_http_request_body(size, true)
@@ -184,9 +193,7 @@ fn unknown_key_is_refused_in_the_openai_format() {
     assert_eq!(reply.body["error"]["type"], "invalid_request_error");
     assert_eq!(stage.host.resumed.get(), 0);
     assert_eq!(
-        stage
-            .host
-            .counter("tollgate.rejected.api.chat_completions.reason.invalid_api_key"),
+        stage.counter("tollgate.rejected.api.chat_completions.reason.invalid_api_key"),
         1
     );
 }
@@ -327,7 +334,7 @@ fn the_end_of_a_request_queues_its_report_and_spans_for_the_root_tick() {
     // Nothing leaves the request's context: the root's tick sends it.
     assert_eq!(stage.host.callouts.borrow().len(), calls_before);
     assert!(
-        stage.host.counter(
+        stage.counter(
             "tollgate.requests.api.chat_completions.provider.openai.model.gpt-4o.status.2xx"
         ) == 1
     );
@@ -385,7 +392,7 @@ fn an_unreachable_sidecar_fails_closed_or_open_as_configured() {
     assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
     stage.on_http_call_response(1, 0, 0, 0);
     assert_eq!(stage.host.reply().unwrap().status, 503);
-    assert_eq!(stage.host.counter("tollgate.sidecar_failures"), 1);
+    assert_eq!(stage.counter("tollgate.sidecar_failures"), 1);
 
     let open = shared(
         json!({"chain": "two_stage", "sidecar": {"token_env": TOKEN_ENV, "failure_mode": "open"}, "budgets": {}}),

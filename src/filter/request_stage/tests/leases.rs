@@ -104,7 +104,7 @@ fn an_empty_slot_makes_one_lease_callout_then_requests_need_none() {
     assert!(first.host.replies.borrow().is_empty());
     assert_eq!(lease_of(&first), debit("l1", 1.0));
     assert_eq!(remaining(&first.host), 9.0);
-    assert_eq!(first.host.counter("tollgate.leases.callouts"), 1);
+    assert_eq!(first.counter("tollgate.leases.callouts"), 1);
 
     // The next request (same worker, cached key) goes with no callout at all.
     let next = request(&shared, &first.host);
@@ -114,7 +114,7 @@ fn an_empty_slot_makes_one_lease_callout_then_requests_need_none() {
     assert_eq!(lease_of(&next), debit("l1", 1.0));
     // It drew 2 of the 9 for this worker (a quarter, in whole requests).
     assert_eq!(remaining(&next.host), 7.0);
-    assert_eq!(next.host.counter("tollgate.leases.admitted_from_slot"), 1);
+    assert_eq!(next.counter("tollgate.leases.admitted_from_slot"), 1);
 
     // The one after takes the rest of the share: no shared-data access.
     assert_eq!(next.host.shared_writes.get(), 1, "the draw");
@@ -139,11 +139,13 @@ fn the_usage_report_carries_the_lease_and_its_debits() {
     body_end(&mut stage);
     answer(&mut stage, "200", &grant("l1", 10));
     let f = stage.forwarded.clone().unwrap();
-    let key = match stage.key.as_deref() {
+    let key_check = stage.key.clone();
+    let key = match key_check.as_deref() {
         Some(KeyCheck::Valid(info)) => Some(info),
         _ => None,
     };
-    let report = stage.usage_report(&f, true, key, stage.host.now_ns());
+    let now = stage.host.now_ns();
+    let report = stage.usage_report(f, true, key, now);
     assert_eq!(report.lease_id.as_deref(), Some("l1"));
     assert_eq!(report.lease_debits, debit("l1", 1.0).unwrap().1);
     assert_eq!(report.reservation_id, None);
@@ -206,9 +208,7 @@ fn a_denial_is_answered_with_429_in_the_clients_format() {
     assert_eq!(stage.host.resumed.get(), 1);
     assert!(stage.forwarded.is_none());
     assert_eq!(
-        stage
-            .host
-            .counter("tollgate.budget_denials.reason.budget_exceeded"),
+        stage.counter("tollgate.budget_denials.reason.budget_exceeded"),
         1
     );
 
@@ -256,11 +256,11 @@ fn a_refill_is_queued_at_low_water_and_merged_from_the_root() {
     assert_eq!(shared.background.borrow().queued().count(), 0);
     // 3 left, then 2: above the low-water mark (a quarter, two requests).
     let second = request(&shared, &first.host);
-    assert_eq!(second.host.counter("tollgate.leases.refills"), 0);
+    assert_eq!(second.counter("tollgate.leases.refills"), 0);
     // 1 left: a refill is queued; the request still goes at once.
     let third = request(&shared, &first.host);
     assert!(third.host.callouts.borrow().is_empty());
-    assert_eq!(third.host.counter("tollgate.leases.refills"), 1);
+    assert_eq!(third.counter("tollgate.leases.refills"), 1);
     let queued: Vec<Job> = shared.background.borrow().queued().cloned().collect();
     let [Job::Refill(need)] = queued.as_slice() else {
         panic!("{queued:?}")
@@ -359,7 +359,7 @@ fn an_unreachable_sidecar_applies_the_budget_failure_mode() {
     assert!(stage.host.replies.borrow().is_empty());
     assert_eq!(stage.phase, Phase::Forwarded);
     assert_eq!(lease_of(&stage), None, "forwarded without a lease");
-    assert_eq!(stage.host.counter("tollgate.sidecar_failures"), 1);
+    assert_eq!(stage.counter("tollgate.sidecar_failures"), 1);
 }
 
 #[test]
@@ -375,7 +375,7 @@ fn workers_share_key_verdicts_and_revocation_bites_within_the_ttl() {
     // Worker 2 has never seen the key: no key check.
     let second = request(&w2, &first.host);
     assert!(second.host.callouts.borrow().is_empty());
-    assert_eq!(second.host.counter("tollgate.key_cache.shared_hits"), 1);
+    assert_eq!(second.counter("tollgate.key_cache.shared_hits"), 1);
     assert_eq!(decision(&second.host).unwrap().cluster, "c_openai");
     // An unknown key is refused without growing shared data.
     let stranger = authorized(
