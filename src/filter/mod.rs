@@ -19,8 +19,13 @@ mod route_headers;
 mod route_stage;
 mod shared_data;
 mod sidecar;
+mod size_classes;
 mod stats;
 mod trace;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: size_classes::SizeClasses = size_classes::SizeClasses::new();
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
