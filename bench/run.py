@@ -158,6 +158,9 @@ def main():
                         help="render Tollgate's variants ((c)...(i0), (s), (s0)) with this chain instead of "
                              "envoy/gateway.yaml's")
     parser.add_argument("--out", help="report file (default bench/results/<date>-<HHMM>.md; - writes none)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let the scheduler place processes (default: Envoys on the last CPU, the rest on "
+                             "the others, when there are two or more)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -237,6 +240,7 @@ def main():
         for letter in chosen:
             if variants[letter][1]:
                 envoy(variants[letter][1])
+        pinned = None if args.no_pin else pin(stack, envoys.values())
         chat = "/v1/chat/completions"
         runs = {letter: [] for letter in chosen}  # letter -> one measurement per round
         for round_ in range(args.rounds):
@@ -270,7 +274,7 @@ def main():
         stack.stop()
     names = {letter: variants[letter][0] for letter in chosen}
     context = {"shipped_chain": shipped_chain, "tollgate_chain": tollgate_chain, "envoy": envoy_version(),
-               "commit": git_commit(), "loads": loads}
+               "commit": git_commit(), "loads": loads, "pinned": pinned}
     report = (table(runs, names, args, context) + ratios_table(runs, tollgate_chain)
               + acceptance(runs, shipped_chain, args, loads) + ttfb_table(ttfb) + spans_lines(spans))
     print("\n" + report)
@@ -278,6 +282,33 @@ def main():
         out = Path(args.out) if args.out else default_out()
         out.write_text(report)
         print(f"written to {out}")
+
+
+def pin(stack, envoys) -> str | None:
+    """Envoys (every thread) on the last CPU; this process (so wrk, started
+    later), the mock and the sidecar on the others. Envoy under test then has
+    a CPU of its own, and throughput ratios follow what Envoy spends per
+    request instead of how the scheduler shared two CPUs with the load
+    generator (unpinned runs on a 2-CPU VM moved by 2x between rounds)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    envoy_cpu, rest = {cpus[-1]}, set(cpus[:-1])
+
+    def set_all_threads(pid: int, cpus: set):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except (ProcessLookupError, PermissionError):
+                pass
+    for e in envoys:
+        set_all_threads(e.proc.pid, envoy_cpu)
+    for proc in [stack.mock_proc, stack.sidecar_proc, stack.otlp_proc, *stack.extra_sidecars]:
+        if proc:
+            set_all_threads(proc.pid, rest)
+    os.sched_setaffinity(0, rest)
+    return (f"Envoys pinned to CPU {cpus[-1]}; wrk, the mock, the collector and the sidecar to "
+            f"CPU {','.join(map(str, sorted(rest)))}")
 
 
 def default_out() -> Path:
@@ -370,11 +401,12 @@ def table(runs: dict, names: dict, args, context: dict) -> str:
     lines = [
         f"# make bench, {datetime.date.today().isoformat()}",
         "",
-        f"2-core machine, Envoy {context['envoy']} with 1 worker, wrk 1 thread; saturation: 16 connections for "
+        f"{os.cpu_count()}-core machine, Envoy {context['envoy']} with 1 worker, wrk 1 thread; "
+        f"{context['pinned'] or 'processes not pinned'}; saturation: 16 connections for "
         f"{args.seconds} s; fixed rate: 4 connections pausing {args.pause_ms} ms between requests; {rounds} "
         f"interleaved round(s), each in a rotated order. Commit {context['commit']}; envoy/gateway.yaml ships the "
         f"{context['shipped_chain']} chain, Tollgate's rows ran on the {context['tollgate_chain']} chain. "
-        f"Load average (1 min, 2 cores) as each round started: "
+        f"Load average (1 min) as each round started: "
         f"{', '.join(f'{v:.1f}' for v in context['loads'])} (the benchmark itself keeps it near 2; well above "
         f"means other work shared the machine). Reproduce: `make bench`.",
         "",

@@ -5,6 +5,7 @@
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 use std::fmt;
 
@@ -73,14 +74,19 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate key `{}`",
-                    quoted(&key)
-                )));
-            }
             let Strict(value) = map.next_value()?;
-            out.insert(key, value);
+            // One lookup per key: the entry says whether it was there.
+            match out.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(earlier) => {
+                    return Err(de::Error::custom(format_args!(
+                        "duplicate key `{}`",
+                        quoted(earlier.key())
+                    )));
+                }
+            }
         }
         Ok(Value::Object(out))
     }

@@ -71,7 +71,6 @@ impl ResponseState {
         }
         // The body changes size; Envoy sends it chunked.
         host.set_response_header("content-length", None);
-        let now_s = host.now_ms() / 1000;
         if self.status >= 400 {
             let status = wire::error::client_status(self.status).to_string();
             host.set_response_header(":status", Some(&status));
@@ -85,7 +84,7 @@ impl ResponseState {
                     .is_some_and(|t| !t.client_wants_usage);
                 self.editor = Some(StreamEditor::new(client, drop_usage));
             } else if let Some(t) = &self.translation {
-                self.translator = Some(StreamTranslator::new(t, now_s));
+                self.translator = Some(StreamTranslator::new(t, host.now_ms() / 1000));
             }
         }
     }

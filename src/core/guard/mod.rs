@@ -277,6 +277,9 @@ pub struct Blocked {
 
 pub struct Guardrails {
     config: GuardrailConfig,
+    /// The defaults with the configured policy applied: what `policy`
+    /// starts from for every request.
+    base: Policy,
     detectors: Detectors,
     injection: InjectionDetector,
 }
@@ -294,8 +297,16 @@ impl Guardrails {
                 "guardrails.prompt_injection.threshold {t} must be between 0 and 1"
             ));
         }
+        let mut base = Policy::default();
+        base.apply(&PolicyConfig {
+            pii: config.pii.clone(),
+            secrets: config.secrets.clone(),
+            prompt_injection: config.prompt_injection.clone(),
+            custom: config.custom.clone(),
+        });
         Ok(Guardrails {
             config: config.clone(),
+            base,
             detectors: Detectors::new(&custom)?,
             injection: InjectionDetector::new()?,
         })
@@ -305,13 +316,7 @@ impl Guardrails {
     /// output, injection blocked at 0.5), the configured policy, then the
     /// team's and the key's overrides.
     pub fn policy(&self, team: Option<&str>, key_id: Option<&str>) -> Policy {
-        let mut p = Policy::default();
-        p.apply(&PolicyConfig {
-            pii: self.config.pii.clone(),
-            secrets: self.config.secrets.clone(),
-            prompt_injection: self.config.prompt_injection.clone(),
-            custom: self.config.custom.clone(),
-        });
+        let mut p = self.base.clone();
         if let Some(team) = team.and_then(|t| self.config.teams.get(t)) {
             p.apply(team);
         }
