@@ -202,13 +202,18 @@ impl Store {
 fn budgets_touched(tx: &mut dyn Tx, reports: &[UsageReport]) -> Result<BTreeSet<String>> {
     let mut ids = BTreeSet::new();
     let mut holders = BTreeSet::new();
+    // A batch holds many requests of few keys: one lookup per key, team
+    // and user, not per request.
+    let mut owners = BTreeSet::new();
     for r in reports {
-        let (key, team, user) = (r.key_id.as_deref(), r.team.as_deref(), r.user.as_deref());
         if r.forwarded {
-            ids.extend(matching_ids(tx, key, team, user)?);
+            owners.insert((r.key_id.as_deref(), r.team.as_deref(), r.user.as_deref()));
         }
         holders.extend(r.reservation_id.as_deref());
         holders.extend(r.lease_id.as_deref());
+    }
+    for (key, team, user) in owners {
+        ids.extend(matching_ids(tx, key, team, user)?);
     }
     for holder in holders {
         for row in tx.query(
