@@ -89,6 +89,11 @@ impl ReportQueue {
         self.queue.len() + self.in_flight.as_ref().map_or(0, Vec::len)
     }
 
+    /// A whole batch waits (the queue is behind the requests).
+    pub fn has_full_batch(&self) -> bool {
+        self.queue.len() >= self.max_batch
+    }
+
     /// Queues a report; a full queue drops its oldest (counted).
     pub fn push(&mut self, report: &UsageReport) -> Tally {
         let mut tally = Tally::default();

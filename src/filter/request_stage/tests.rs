@@ -371,6 +371,44 @@ fn the_end_of_a_request_queues_its_report_and_spans_for_the_root_tick() {
 }
 
 #[test]
+fn a_report_queue_behind_the_requests_sends_the_next_batch_when_one_is_taken() {
+    let shared = shared(json!({"chain": "two_stage", "budgets": {"max_batch": 2}}));
+    let reporter = shared.reporter.as_ref().unwrap();
+    let root = MockHost::default();
+    for i in 0..5 {
+        let report: crate::core::budget::UsageReport = serde_json::from_value(json!({
+            "request_id": format!("r{i}"), "model": "m", "upstream_model": "m",
+            "provider": "openai", "api": "chat_completions", "input_tokens": 1,
+            "output_tokens": 1, "cached_tokens": 0, "reasoning_tokens": 0, "status": 200,
+            "latency_ms": 1, "estimated": false, "stream": false, "ts": 1}))
+        .unwrap();
+        reporter.borrow_mut().push(&root, report);
+    }
+    reporter.borrow_mut().tick(&root, 1);
+    assert_eq!(root.callouts.borrow().len(), 1);
+    // Taken, and a whole batch waits: it goes at once, not on the next tick.
+    reporter.borrow_mut().on_response(&root, Some("200".into()));
+    assert_eq!(root.callouts.borrow().len(), 2);
+    // One report left (less than a batch): it waits for the tick.
+    reporter.borrow_mut().on_response(&root, Some("200".into()));
+    assert_eq!(root.callouts.borrow().len(), 2);
+    reporter.borrow_mut().tick(&root, 10_000);
+    let ids: Vec<Vec<String>> = root
+        .callouts
+        .borrow()
+        .iter()
+        .map(|c| {
+            let batch: Value = serde_json::from_slice(&c.body).unwrap();
+            let reports = batch["reports"].as_array().unwrap().iter();
+            reports
+                .map(|r| r["request_id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(ids, [vec!["r0", "r1"], vec!["r2", "r3"], vec!["r4"]]);
+}
+
+#[test]
 fn an_oversized_body_is_drained_then_refused_with_413() {
     let shared = shared(json!({"chain": "two_stage", "max_request_bytes": 16}));
     let body = openai("gpt-4o", "a prompt longer than the limit");
