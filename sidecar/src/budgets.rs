@@ -401,7 +401,7 @@ pub(crate) fn hold(
 /// Adds settled usage to a budget's period.
 pub(crate) fn charge(
     tx: &mut dyn Tx,
-    budget: &BudgetDef,
+    budget_id: &str,
     period_start: i64,
     amount: f64,
 ) -> Result<()> {
@@ -409,7 +409,7 @@ pub(crate) fn charge(
         "INSERT INTO budget_usage (budget_id, period_start, used) VALUES ($1, $2, $3)
          ON CONFLICT (budget_id, period_start)
          DO UPDATE SET used = budget_usage.used + excluded.used",
-        &params![&budget.id, period_start, amount],
+        &params![budget_id, period_start, amount],
     )?;
     Ok(())
 }

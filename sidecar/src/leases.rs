@@ -79,6 +79,11 @@ pub fn grant_size(kind: Kind, need: f64, available: f64) -> f64 {
     share.max(need).min(available)
 }
 
+/// Whether a debit of `amount` takes anything off a hold: a positive number.
+pub(crate) fn takes(amount: f64) -> bool {
+    amount.is_finite() && amount > 0.0
+}
+
 /// Takes `amount` off a lease's hold on a budget (not below 0; a hold that
 /// reaches 0 is deleted). The caller holds the budget's lock. Amounts that
 /// are not positive numbers change nothing.
@@ -88,7 +93,7 @@ pub(crate) fn shrink_hold(
     budget_id: &str,
     amount: f64,
 ) -> Result<()> {
-    if !(amount.is_finite() && amount > 0.0) {
+    if !takes(amount) {
         return Ok(());
     }
     // No two-argument MAX on PostgreSQL: the CASE floors at 0 on both.

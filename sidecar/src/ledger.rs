@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::budgets::{charge, lock_budgets, matching_ids, BudgetDef};
 use crate::error::{Error, Result};
-use crate::leases::shrink_hold;
+use crate::leases::{shrink_hold, takes};
 use crate::periods::day;
 use crate::pricing::PriceTable;
 use crate::store::sql::{params, Row, Tx};
@@ -75,6 +75,10 @@ struct Tally {
 /// What a batch adds to the daily tallies, summed before it is written.
 #[derive(Default)]
 struct Tallies {
+    /// Lease and budget → what the batch's requests took off the hold.
+    holds: BTreeMap<(String, String), f64>,
+    /// Budget and period start → what the batch's requests used.
+    charges: BTreeMap<(String, i64), f64>,
     /// Day, scope and id → counters.
     usage: BTreeMap<(String, &'static str, String), Tally>,
     /// Day, guardrail, kind, direction and action → findings.
@@ -158,6 +162,15 @@ impl Store {
                     *slot = Some(settled);
                 }
             }
+            // Summed per hold and per budget period: one statement each per
+            // batch instead of per request (sums of the same amounts, in
+            // one transaction that has locked the budgets).
+            for ((lease, budget), amount) in &tallies.holds {
+                shrink_hold(tx, lease, budget, *amount)?;
+            }
+            for ((budget, period_start), amount) in &tallies.charges {
+                charge(tx, budget, *period_start, *amount)?;
+            }
             for ((day, scope, id), t) in &tallies.usage {
                 add_tally(tx, day, scope, id, t)?;
             }
@@ -226,9 +239,9 @@ fn budgets_touched(tx: &mut dyn Tx, reports: &[UsageReport]) -> Result<BTreeSet<
     Ok(ids)
 }
 
-/// Applies a newly recorded request: releases its reservation or takes its
-/// debits off its lease's holds, charges its budgets for the period it ended
-/// in, and adds it to the day's tallies. A request the gateway answered
+/// Applies a newly recorded request: releases its reservation, adds its
+/// lease debits and its budgets' charges (for the period it ended in) to
+/// the batch's sums, and adds it to the day's tallies. A request the gateway answered
 /// itself only releases what it held and counts its guardrail events.
 fn apply(
     tx: &mut dyn Tx,
@@ -246,8 +259,9 @@ fn apply(
         )?;
     }
     if let Some(lease) = &r.lease_id {
-        for d in &r.lease_debits {
-            shrink_hold(tx, lease, &d.budget_id, d.amount)?;
+        for d in r.lease_debits.iter().filter(|d| takes(d.amount)) {
+            let slot = (lease.clone(), d.budget_id.clone());
+            *tallies.holds.entry(slot).or_default() += d.amount;
         }
     }
     let day = day(ts);
@@ -269,7 +283,8 @@ fn apply(
     let (key, team, user) = (r.key_id.as_deref(), r.team.as_deref(), r.user.as_deref());
     let tokens = r.input_tokens.saturating_add(r.output_tokens);
     for b in budgets.iter().filter(|b| b.applies_to(key, team, user)) {
-        charge(tx, b, b.period.bounds(ts).0, b.amount(cost, tokens))?;
+        let slot = (b.id.clone(), b.period.bounds(ts).0);
+        *tallies.charges.entry(slot).or_default() += b.amount(cost, tokens);
     }
     let t = Tally::of(r, cost, priced);
     let model = Some(r.model.as_str());

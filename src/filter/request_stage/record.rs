@@ -124,6 +124,9 @@ impl<H: Host> RequestStage<H> {
         let (Some(trace), Some(client_api)) = (&self.trace, self.api()) else {
             return;
         };
+        if !trace.sampled {
+            return;
+        }
         let guard_events: Vec<String> = self.guard_events.iter().map(GuardEvent::label).collect();
         let output_messages = self.response.captured.as_deref().map(|text| {
             let finish = self.response.summary.meta.finish_reasons.first();
