@@ -241,8 +241,9 @@ fn budgets_touched(tx: &mut dyn Tx, reports: &[UsageReport]) -> Result<BTreeSet<
 
 /// Applies a newly recorded request: releases its reservation, adds its
 /// lease debits and its budgets' charges (for the period it ended in) to
-/// the batch's sums, and adds it to the day's tallies. A request the gateway answered
-/// itself only releases what it held and counts its guardrail events.
+/// the batch's sums, and adds it to the day's tallies. A request the
+/// gateway answered itself only releases what it held and counts its
+/// guardrail events.
 fn apply(
     tx: &mut dyn Tx,
     r: &UsageReport,

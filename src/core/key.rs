@@ -1,5 +1,6 @@
 //! Client keys: where the SDKs put them, and the hash the sidecar knows them by.
 
+use crate::core::hex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -20,12 +21,8 @@ pub fn extract<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -
 
 /// Lowercase hex SHA-256 of the key, the only form that leaves the filter.
 pub fn hash(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
     let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(hex_digit(byte >> 4));
-        out.push(hex_digit(byte & 0x0f));
-    }
+    hex::push(&mut out, &Sha256::digest(key.as_bytes()));
     out
 }
 
@@ -51,10 +48,6 @@ impl HashMemo {
         self.0.insert(key.to_string(), hashed.clone());
         hashed
     }
-}
-
-fn hex_digit(nibble: u8) -> char {
-    char::from_digit(u32::from(nibble), 16).unwrap_or('0')
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod exchange;
 pub mod glob;
 pub mod guard;
 pub mod header_map;
+pub mod hex;
 pub mod json;
 pub mod key;
 pub mod lease;

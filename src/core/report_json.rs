@@ -5,6 +5,7 @@
 //! below), so the sidecar reads it with the protocol's own derive.
 
 use super::budget::{GuardrailEvent, LeaseAmount, UsageReport};
+use super::hex;
 
 /// `report` as compact JSON, field for field as serde writes it.
 pub fn encode(report: &UsageReport) -> Vec<u8> {
@@ -156,10 +157,8 @@ fn string(out: &mut Vec<u8>, s: &str) {
         out.push(b'\\');
         out.push(short);
         if short == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"00");
-            out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
-            out.push(HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'));
+            out.extend_from_slice(&hex::digits(b));
         }
         start = i + 1;
     }

@@ -1,6 +1,8 @@
 //! W3C trace context (`traceparent`), and the ids the filter mints for a
 //! request from its per-VM random seed and the request's number.
 
+use super::hex;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent {
     pub trace_id: [u8; 16],
@@ -48,23 +50,11 @@ pub fn parse(header: &str) -> Option<TraceParent> {
 pub fn format(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> String {
     let mut out = String::with_capacity(55);
     out.push_str("00-");
-    push_hex(&mut out, trace_id);
+    hex::push(&mut out, trace_id);
     out.push('-');
-    push_hex(&mut out, span_id);
+    hex::push(&mut out, span_id);
     out.push_str(if sampled { "-01" } else { "-00" });
     out
-}
-
-/// Lower-case hex, as trace context requires (by hand: `format!` costs
-/// several times more in the VM, on every request).
-pub fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        for nibble in [b >> 4, b & 0xf] {
-            let digit = DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0');
-            out.push(char::from(digit));
-        }
-    }
 }
 
 /// A request's trace id, its span id and its upstream span id, from a

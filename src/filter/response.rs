@@ -26,11 +26,10 @@ pub struct ResponseState {
     pub status: u32,
     pub stream: bool,
     pub first_chunk_ns: Option<u64>,
-    /// When the last chunk arrived, once the body has ended.
+    /// When the last chunk arrived, once the upstream body has ended
+    /// (`None` when the client or provider left early).
     pub end_ns: Option<u64>,
     pub summary: ResponseSummary,
-    /// The upstream body ended (false when the client or provider left early).
-    pub ended: bool,
     /// Generated text seen in a stream, for estimating output tokens.
     pub text_chars: usize,
     /// The generated text, when traces capture content.
@@ -97,7 +96,6 @@ impl ResponseState {
         end: bool,
         guardrails: Option<&Guardrails>,
     ) -> Action {
-        self.ended |= end;
         // One clock read serves both ends of a one-chunk answer.
         if (self.first_chunk_ns.is_none() && size > 0) || end {
             let now = host.now_ns();

@@ -18,8 +18,8 @@ use crate::core::auth::AuthCache;
 use crate::core::config::Config;
 use crate::core::error::GatewayError;
 use crate::core::guard::Guardrails;
+use crate::core::hex;
 use crate::core::key;
-use crate::core::tracecontext;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
@@ -97,8 +97,8 @@ impl Shared {
     /// across VMs and restarts by the random seed.
     pub fn mint_request_id(&self) -> String {
         let mut id = String::with_capacity(32);
-        tracecontext::push_hex(&mut id, &self.id_seed.to_be_bytes());
-        tracecontext::push_hex(&mut id, &self.request_counter.get().to_be_bytes());
+        hex::push(&mut id, &self.id_seed.to_be_bytes());
+        hex::push(&mut id, &self.request_counter.get().to_be_bytes());
         id
     }
 }

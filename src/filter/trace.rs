@@ -43,10 +43,9 @@ impl RequestTrace {
         tracecontext::format(&self.ids.trace_id, &self.ids.upstream_span_id, self.sampled)
     }
 
-    pub fn finish(&self, shared: &Shared, host: &impl Host, record: &RequestRecord) {
-        if !self.sampled {
-            return;
-        }
+    /// Hands a sampled request's spans to the worker's exporter. The caller
+    /// checks `sampled` first, before it builds the record.
+    pub fn export(shared: &Shared, host: &impl Host, record: &RequestRecord) {
         if let Some(exporter) = &shared.exporter {
             telemetry::with_spans(record, |spans| exporter.borrow_mut().push(host, spans));
         }

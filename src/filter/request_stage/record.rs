@@ -12,6 +12,7 @@ use crate::core::telemetry::RequestRecord;
 use crate::core::usage::Usage;
 use crate::filter::env::Host;
 use crate::filter::stats;
+use crate::filter::trace::RequestTrace;
 use std::rc::Rc;
 
 impl<H: Host> RequestStage<H> {
@@ -124,6 +125,7 @@ impl<H: Host> RequestStage<H> {
         let (Some(trace), Some(client_api)) = (&self.trace, self.api()) else {
             return;
         };
+        // Unsampled: nothing below is needed.
         if !trace.sampled {
             return;
         }
@@ -132,7 +134,7 @@ impl<H: Host> RequestStage<H> {
             let finish = self.response.summary.meta.finish_reasons.first();
             content::output_messages(text, finish.map(String::as_str))
         });
-        trace.finish(
+        RequestTrace::export(
             &self.shared,
             &self.host,
             &RequestRecord {
