@@ -93,7 +93,7 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
     });
     assert!(outcome.blocked.is_none() && !outcome.changed);
     let (route, body, translation) = s.time(4, "route + rewrite", || {
-        let route =
+        let (route, _) =
             routing::resolve(config, Api::ChatCompletions, &request.model, request.stream).unwrap();
         if route.upstream_api == Wire::ChatCompletions {
             let body = request.rewritten_for(&route.upstream_model);
@@ -119,6 +119,7 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
             auth: None,
             defaults: Vec::new(),
             remove: Vec::new(),
+            retries: None,
         };
         RouteDecision::decode(d.encode().as_bytes()).unwrap()
     });
@@ -177,6 +178,7 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
             input_messages: None,
             output_messages: None,
             guard_events: &[],
+            failed_attempts: &[],
         };
         let mut spans = Vec::new();
         telemetry::with_spans(&record, |made| {

@@ -57,6 +57,10 @@ PROVIDERS = {
     # Azure needs its resource endpoint too; its key reaches the VM by env.
     "provider_azure": {"name": "azure", "env": "AZURE_OPENAI_API_KEY", "secret": None,
                        "mock_key": "mock-azure-key", "endpoint_env": "AZURE_OPENAI_ENDPOINT"},
+    # The gpt-4o-ha fallback chain's clusters: the attempt stage sets their keys from env.
+    "ha_openai": {"name": "openai-ha", "env": "OPENAI_API_KEY", "secret": None, "mock_key": "mock-openai-key"},
+    "ha_anthropic": {"name": "anthropic-ha", "env": "ANTHROPIC_API_KEY", "secret": None,
+                     "mock_key": "mock-anthropic-key"},
 }
 
 
@@ -85,14 +89,15 @@ def merge(base: dict, overrides: dict) -> dict:
 def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None, otlp_port: int,
            real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1",
            bare_cluster: str | None = None, floor_wasm: Path | None = None, chain: str = "single_stage",
-           azure_host: str | None = None) -> str:
+           azure_host: str | None = None, customize=None) -> str:
     """The gateway config with ports filled in and non-real providers on the mock.
 
     `bare_cluster` drops the Tollgate filters and routes everything to that
     cluster: the same Envoy without Tollgate, for side-by-side benchmarks.
     `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place.
     `chain="two_stage"` swaps in the fallback chain of two-stage-chain.yaml.
-    `azure_host` defaults to the host of $AZURE_OPENAI_ENDPOINT."""
+    `azure_host` defaults to the host of $AZURE_OPENAI_ENDPOINT.
+    `customize(config)` may change the rendered config dict last (tests)."""
     if azure_host is None:
         azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
         azure_host = azure_endpoint.split("://")[-1].strip("/") or "azure.invalid"
@@ -112,8 +117,12 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         cluster["type"] = "STATIC"
         cluster.pop("dns_lookup_family", None)
         cluster.pop("transport_socket", None)
-        cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": mock_port}}}}]}]
+        # Each endpoint on the mock, keeping its metadata (the attempt
+        # stage reads the provider and key from it) and weight.
+        for locality in cluster["load_assignment"]["endpoints"]:
+            locality["lb_endpoints"] = [
+                {**lb, "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": mock_port}}}}
+                for lb in locality["lb_endpoints"]]
     mocked_secrets = {p["secret"]: p["mock_key"] for c, p in PROVIDERS.items() if c not in real and p["secret"]}
     for secret in resources.get("secrets", []):
         if secret["name"] in mocked_secrets:
@@ -123,6 +132,9 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         hcm["http_filters"] = two_stage_filters(hcm["http_filters"][0], wasm)
     elif chain != "single_stage":
         raise ValueError(f"unknown chain {chain!r}: one of {', '.join(CHAINS)}")
+    if bare_cluster or floor_wasm:
+        # Without Tollgate's request stage, no VM for its attempt stage.
+        resources["clusters"] = [c for c in resources["clusters"] if not has_wasm_upstream_filter(c)]
     if bare_cluster:
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
         route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
@@ -141,7 +153,14 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         wasm_config = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
         value = wasm_config["typed_config"]["config"]["configuration"]
         value["value"] = json.dumps(merge(json.loads(value["value"]), plugin_overrides))
+    if customize:
+        customize(config)
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def has_wasm_upstream_filter(cluster: dict) -> bool:
+    options = cluster.get("typed_extension_protocol_options", {}).values()
+    return any("wasm" in f["typed_config"]["@type"] for o in options for f in o.get("http_filters", []))
 
 
 def two_stage_filters(single: dict, wasm: Path) -> list:
@@ -186,7 +205,7 @@ class Envoy:
     def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
                  admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None,
                  otlp_port: int | None = None, sidecar_port: int | None = None, floor_wasm: Path | None = None,
-                 chain: str | None = None, config: str | None = None):
+                 chain: str | None = None, config: str | None = None, customize=None):
         self.stack = stack
         self.name = name
         self.port = listen_port or free_port()
@@ -199,7 +218,7 @@ class Envoy:
             sidecar_port=sidecar_port or stack.sidecar_port,
             mock_port=stack.mock_port, otlp_port=otlp_port or stack.otlp_port, real=stack.real, plugin_overrides=plugin_overrides,
             listen_address=listen_address, bare_cluster=bare_cluster, floor_wasm=floor_wasm,
-            chain=chain or stack.chain))
+            chain=chain or stack.chain, customize=customize))
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -210,9 +229,13 @@ class Envoy:
         # The filter authenticates its sidecar calls with the service token
         # (gateway.yaml lists the variable in the VM's host_env_keys).
         env = dict(os.environ, TOLLGATE_SERVICE_TOKEN=self.stack.service_token)
-        for cluster in ("provider_azure", "provider_local"):
-            if cluster not in self.stack.real:
-                env[PROVIDERS[cluster]["env"]] = PROVIDERS[cluster]["mock_key"]
+        for cluster, p in PROVIDERS.items():
+            # Keys the VM reads (env auth): the mock's, unless real.
+            if p["secret"] is None and cluster not in self.stack.real:
+                env[p["env"]] = p["mock_key"]
+        if "ha_openai" not in self.stack.real:
+            # The second key of a pool, for the tests that add one.
+            env["OPENAI_API_KEY_2"] = PROVIDERS["ha_openai"]["mock_key"] + "-2"
         envoy = find_envoy() or "envoy"
         cmd = [envoy, "-c", str(self.config_path), "--concurrency", str(self.stack.envoy_workers),
                "--disable-hot-restart", "-l", self.stack.envoy_log_level, "--log-path", str(self.log_path),

@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 OPENAI_KEY = "mock-openai-key"
 ANTHROPIC_KEY = "mock-anthropic-key"
+# A second key of each, as for a pool of keys or deployments of one provider.
+SECOND_KEY_SUFFIX = "-2"
 AZURE_KEY = "mock-azure-key"
 GEMINI_KEY = "mock-gemini-key"
 
@@ -93,7 +95,7 @@ class MockState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: list[dict] = []
-        self._faults: list[list] = []  # [fault, remaining uses], first in first out
+        self._faults: list[list] = []  # [fault, remaining uses, {flavor, credential}], first in first out
         self._counter = 0
 
     def record(self, entry: dict) -> None:
@@ -108,23 +110,25 @@ class MockState:
         with self._lock:
             self._requests.clear()
 
-    def queue_fault(self, fault: str, count: int) -> None:
+    def queue_fault(self, fault: str, count: int, only: dict | None = None) -> None:
         with self._lock:
-            self._faults.append([fault, count])
+            self._faults.append([fault, count, only or {}])
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
 
-    def take_fault(self) -> str | None:
+    def take_fault(self, request: dict) -> str | None:
+        """The first queued fault whose filters (flavor, credential) match `request`."""
         with self._lock:
-            if not self._faults:
-                return None
-            entry = self._faults[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                self._faults.pop(0)
-            return entry[0]
+            for i, entry in enumerate(self._faults):
+                if any(request.get(k) != v for k, v in entry[2].items()):
+                    continue
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    self._faults.pop(i)
+                return entry[0]
+            return None
 
     def next_id(self) -> int:
         with self._lock:
@@ -765,10 +769,12 @@ class Handler(BaseHTTPRequestHandler):
         spec = parse_json(raw)
         fault = spec.get("fault") if isinstance(spec, dict) else None
         count = spec.get("count", 1) if isinstance(spec, dict) else None
+        only = {k: spec[k] for k in ("flavor", "credential") if isinstance(spec, dict) and k in spec}
         if not valid_fault(fault) or not isinstance(count, int) or count < 1:
-            self.send_json(400, {"error": 'expected {"fault": "429|500|503|slow:<ms>|reset|reset-mid-stream|bad-sse", "count": N>=1}'})
+            self.send_json(400, {"error": 'expected {"fault": "429|500|503|slow:<ms>|reset|reset-mid-stream|bad-sse",'
+                                          ' "count": N>=1, optional "flavor", "credential"}'})
             return
-        self.server.state.queue_fault(fault, count)
+        self.server.state.queue_fault(fault, count, only)
         self.send_json(200, {"queued": fault, "count": count})
 
     # ---- provider endpoints
@@ -790,7 +796,8 @@ class Handler(BaseHTTPRequestHandler):
         if rejection:
             self.send_error_body(flavor, *rejection)
             return
-        fault = self.headers.get("x-mock-fault") or self.server.state.take_fault()
+        fault = self.headers.get("x-mock-fault") or self.server.state.take_fault(
+            {"flavor": flavor, "credential": self.credential()})
         if fault and not self.apply_fault(flavor, fault):
             return
         if api == "models":
@@ -798,13 +805,22 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.answer(flavor, api, deployment, body, fault, query)
 
+    def credential(self) -> str | None:
+        """The provider key the request carries, in whichever header its provider reads."""
+        auth = self.headers.get("Authorization") or ""
+        bearer = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        return (bearer or self.headers.get("x-api-key") or self.headers.get("api-key")
+                or self.headers.get("x-goog-api-key"))
+
     def rejection(self, flavor: str, path: str, query: dict) -> tuple | None:
         """(error kind, message) when the credentials or Azure's api-version are wrong, else None."""
         headers = self.headers
-        if flavor == "openai" and headers.get("Authorization") != f"Bearer {OPENAI_KEY}":
+        key = self.credential()
+        if flavor == "openai" and (headers.get("Authorization") != f"Bearer {key}"
+                                   or key not in (OPENAI_KEY, OPENAI_KEY + SECOND_KEY_SUFFIX)):
             return "auth", "Incorrect API key provided"
         # anthropic 2.x sends its API key as a Bearer token; older clients use x-api-key.
-        anthropic_key = headers.get("x-api-key") == ANTHROPIC_KEY or headers.get("Authorization") == f"Bearer {ANTHROPIC_KEY}"
+        anthropic_key = key in (ANTHROPIC_KEY, ANTHROPIC_KEY + SECOND_KEY_SUFFIX)
         if flavor == "anthropic" and not (anthropic_key and "anthropic-version" in headers):
             return "auth", "invalid x-api-key"
         if flavor == "azure" and headers.get("api-key") != AZURE_KEY:

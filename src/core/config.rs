@@ -2,6 +2,7 @@
 //! at start-up so that mistakes fail loudly instead of on the first request.
 
 use super::budget::BudgetConfig;
+use super::fallback;
 use super::glob;
 use super::guard::{GuardrailConfig, Guardrails};
 use super::provider::unused_settings;
@@ -153,6 +154,28 @@ pub struct ModelRoute {
     /// Azure deployment name; default: the upstream model name.
     #[serde(default)]
     pub deployment: Option<String>,
+    /// Exact names of other entries tried in order when this one fails
+    /// (each followed by its own fallbacks).
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// The Envoy cluster whose attempt stage sends this model's attempts:
+    /// an aggregate cluster over the targets' provider clusters in the same
+    /// order (required with `fallbacks`), or one provider's cluster with
+    /// several keys or deployments.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Attempts Envoy makes for one request on `cluster`, the first
+    /// included; default one per target.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// How long an attempt may wait for the response headers before the
+    /// next is made; default the route's `per_try_timeout`.
+    #[serde(default)]
+    pub attempt_timeout_ms: Option<u64>,
+    /// Indices in `models` of this entry's targets, itself first; filled
+    /// in by `Config::load`.
+    #[serde(skip)]
+    pub targets: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -201,9 +224,10 @@ impl Config {
     /// The configuration, validated, and its guardrails compiled (once: a
     /// bad pattern is reported at start-up with every other problem).
     pub fn load(bytes: &[u8]) -> Result<(Config, Option<Guardrails>), String> {
-        let config: Config = serde_json::from_slice(bytes)
+        let mut config: Config = serde_json::from_slice(bytes)
             .map_err(|e| format!("invalid tollgate configuration JSON: {e}"))?;
         let mut problems = config.problems();
+        problems.extend(fallback::expand(&mut config.models, &config.providers));
         let guardrails = match config.guardrails.as_ref().map(Guardrails::new) {
             Some(Err(e)) => {
                 problems.push(format!("guardrails: {e}"));

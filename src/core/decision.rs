@@ -27,6 +27,17 @@ pub struct RouteDecision {
     pub defaults: Vec<(String, String)>,
     /// Client headers the provider must not see.
     pub remove: Vec<String>,
+    /// Envoy's attempt cap and per-attempt timeout for a model on an
+    /// attempt-stage cluster (`x-envoy-max-retries`, which also selects
+    /// the route with the retry policy, and
+    /// `x-envoy-upstream-rq-per-try-timeout-ms`).
+    pub retries: Option<Retries>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    pub max_retries: u32,
+    pub per_try_timeout_ms: Option<u64>,
 }
 
 impl RouteDecision {
@@ -46,6 +57,12 @@ impl RouteDecision {
         }
         for name in &self.remove {
             out.push_str(&format!("\nr={name}"));
+        }
+        if let Some(r) = &self.retries {
+            out.push_str(&format!("\nn={}", r.max_retries));
+            if let Some(ms) = r.per_try_timeout_ms {
+                out.push_str(&format!("\tt{ms}"));
+            }
         }
         out
     }
@@ -73,6 +90,16 @@ impl RouteDecision {
                     d.defaults.push((name.into(), value.into()));
                 }
                 "r" => d.remove.push(value.into()),
+                "n" => {
+                    let (n, timeout) = match value.split_once("\tt") {
+                        Some((n, ms)) => (n, Some(ms.parse().ok()?)),
+                        None => (value, None),
+                    };
+                    d.retries = Some(Retries {
+                        max_retries: n.parse().ok()?,
+                        per_try_timeout_ms: timeout,
+                    });
+                }
                 _ => return None,
             }
         }
@@ -105,7 +132,23 @@ mod tests {
             }),
             defaults: vec![("anthropic-version".into(), "2023-06-01".into())],
             remove: vec!["openai-organization".into(), "openai-project".into()],
+            retries: Some(Retries {
+                max_retries: 2,
+                per_try_timeout_ms: Some(1500),
+            }),
         };
+        let no_timeout = RouteDecision {
+            cluster: "fb".into(),
+            retries: Some(Retries {
+                max_retries: 0,
+                per_try_timeout_ms: None,
+            }),
+            ..RouteDecision::default()
+        };
+        assert_eq!(
+            RouteDecision::decode(no_timeout.encode().as_bytes()),
+            Some(no_timeout)
+        );
         assert_eq!(RouteDecision::decode(full.encode().as_bytes()), Some(full));
         assert_eq!(RouteDecision::decode(b""), None);
         assert_eq!(RouteDecision::decode(b"\xff"), None);

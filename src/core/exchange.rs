@@ -8,10 +8,11 @@ use super::auth::KeyInfo;
 use super::budget::{self, LeaseAmount, LeaseRequest};
 use super::config::{Config, ProviderAuth, ProviderKind};
 use super::content;
-use super::decision::{EnvAuth, RouteDecision};
+use super::decision::{EnvAuth, Retries, RouteDecision};
 use super::error::GatewayError;
+use super::fallback::Handoff;
 use super::request::{LlmRequest, RequestParams};
-use super::routing::Route;
+use super::routing::{Chain, Route};
 use super::wire::{self, Translation, Wire};
 
 /// What was decided about a request that goes upstream; kept for the usage
@@ -85,67 +86,57 @@ pub struct Plan {
     pub input_messages: Option<String>,
     /// Whether the answer's text is captured for the trace.
     pub capture_output: bool,
+    /// For a model with fallbacks, what the attempt stage needs.
+    pub handoff: Option<Handoff>,
 }
 
 impl Plan {
-    /// The plan for `request` (after the input guardrails) along `route`.
+    /// The plan for `request` (after the input guardrails) along `route`,
+    /// the first target of `chain` when the model has fallbacks.
     pub fn new(
         cx: &Context,
         request: &mut LlmRequest,
         route: &Route,
+        chain: Option<&Chain>,
         exchange: &Exchange,
     ) -> Result<Plan, GatewayError> {
         let api = cx.api;
-        let upstream = route.upstream_api;
-        // Another wire upstream, or a stream whose usage must be asked for:
-        // translate; otherwise at most the model name changes.
-        let translated = upstream != api.wire();
-        let (body, translation) =
-            if translated || (request.stream && upstream.upstream().stream_usage_on_request()) {
-                let (mut body, translation) = wire::request::translate(
-                    api,
-                    upstream,
-                    &request.body,
-                    request.stream,
-                    &route.body_model,
-                )?;
-                if let (true, Some(o)) = (translated, body.as_object_mut()) {
-                    route.provider.kind.spec().adapt_request(route.provider, o);
-                }
-                (
-                    serde_json::to_vec(&body).ok(),
-                    translation.rewrites().then_some(translation),
-                )
-            } else {
-                // Thinking the gateway wrote for another provider is unsigned,
-                // and Anthropic refuses it in a history.
-                if upstream == Wire::Messages {
-                    request.modified |= wire::messages::drop_unsigned_thinking(&mut request.body);
-                }
-                (request.rewritten_for(&route.body_model), None)
-            };
-        let decision = RouteDecision {
-            cluster: route.provider.cluster.clone(),
-            path: (route.path != cx.client_path).then(|| route.path.clone()),
-            traceparent: cx.traceparent.clone(),
-            auth: env_auth(route.provider.kind, &route.provider.auth),
-            defaults: if translated {
-                upstream
-                    .upstream()
-                    .default_headers()
-                    .iter()
-                    .map(|(name, value)| (name.to_string(), value.to_string()))
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            remove: cx
-                .account_headers
-                .iter()
-                .filter(|h| !route.provider.pass_headers.iter().any(|p| p == *h))
-                .map(|h| h.to_string())
-                .collect(),
+        // A chain whose first target speaks another API gets the client's
+        // body: each attempt translates it for its own target.
+        let neutral = chain.is_some() && route.upstream_api != api.wire();
+        let (body, translation, mut decision) = if neutral {
+            let model = request.model.clone();
+            (
+                request.rewritten_for(&model),
+                None,
+                RouteDecision::default(),
+            )
+        } else {
+            let (body, translation) = upstream_body(api, request, route)?;
+            let decision = provider_headers(api, route, cx.client_path);
+            (body, translation, decision)
         };
+        decision.traceparent = cx.traceparent.clone();
+        // Headers set here reach every attempt of a chain, so account
+        // headers pass only to a provider without fallbacks.
+        decision.remove = cx
+            .account_headers
+            .iter()
+            .filter(|h| chain.is_some() || !route.provider.pass_headers.iter().any(|p| p == *h))
+            .map(|h| h.to_string())
+            .collect();
+        decision.cluster = chain
+            .map_or(route.provider.cluster.as_str(), |c| c.cluster)
+            .to_string();
+        if let Some(chain) = chain {
+            // The attempt stage sets each attempt's own key: one set here
+            // would reach every target Envoy tries.
+            decision.auth = None;
+            decision.retries = Some(Retries {
+                max_retries: chain.max_attempts.saturating_sub(1),
+                per_try_timeout_ms: chain.attempt_timeout_ms,
+            });
+        }
         let estimated_input = budget::estimate_input_tokens(api, &request.body);
         let input_messages = cx
             .capture_content
@@ -158,7 +149,89 @@ impl Plan {
             estimated_input,
             input_messages,
             capture_output: cx.capture_content,
+            handoff: chain.map(|c| Handoff {
+                entry: c.entry,
+                api,
+                stream: request.stream,
+                prepared: !neutral,
+                model: exchange.model.clone(),
+            }),
         })
+    }
+}
+
+/// What one attempt of a fallback chain sends to its target: the body
+/// (`None` when the forwarded one serves) and the provider's headers, for
+/// the checked request in the client's API.
+pub fn attempt(
+    api: Api,
+    request: &mut LlmRequest,
+    route: &Route,
+) -> Result<(Option<Vec<u8>>, RouteDecision), GatewayError> {
+    let (body, _) = upstream_body(api, request, route)?;
+    Ok((body, attempt_headers(api, route)))
+}
+
+/// The provider's headers for an attempt whose body is already right.
+pub fn attempt_headers(api: Api, route: &Route) -> RouteDecision {
+    provider_headers(api, route, "")
+}
+
+/// The body to send along `route`, when it differs from the client's
+/// bytes, and how the answer is translated back, when it must be.
+fn upstream_body(
+    api: Api,
+    request: &mut LlmRequest,
+    route: &Route,
+) -> Result<(Option<Vec<u8>>, Option<Translation>), GatewayError> {
+    let upstream = route.upstream_api;
+    // Another wire upstream, or a stream whose usage must be asked for:
+    // translate; otherwise at most the model name changes.
+    let translated = upstream != api.wire();
+    if translated || (request.stream && upstream.upstream().stream_usage_on_request()) {
+        let (mut body, translation) = wire::request::translate(
+            api,
+            upstream,
+            &request.body,
+            request.stream,
+            &route.body_model,
+        )?;
+        if let (true, Some(o)) = (translated, body.as_object_mut()) {
+            route.provider.kind.spec().adapt_request(route.provider, o);
+        }
+        Ok((
+            serde_json::to_vec(&body).ok(),
+            translation.rewrites().then_some(translation),
+        ))
+    } else {
+        // Thinking the gateway wrote for another provider is unsigned,
+        // and Anthropic refuses it in a history.
+        if upstream == Wire::Messages {
+            request.modified |= wire::messages::drop_unsigned_thinking(&mut request.body);
+        }
+        Ok((request.rewritten_for(&route.body_model), None))
+    }
+}
+
+/// The provider's headers for `route`: its path (when not the client's),
+/// its credential (`env` auth) and, for a translated request, the headers
+/// its API needs. The cluster is left to the caller.
+fn provider_headers(api: Api, route: &Route, client_path: &str) -> RouteDecision {
+    let upstream = route.upstream_api;
+    RouteDecision {
+        path: (route.path != client_path).then(|| route.path.clone()),
+        auth: env_auth(route.provider.kind, &route.provider.auth),
+        defaults: if upstream != api.wire() {
+            upstream
+                .upstream()
+                .default_headers()
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect()
+        } else {
+            Vec::new()
+        },
+        ..RouteDecision::default()
     }
 }
 
@@ -249,7 +322,9 @@ mod tests {
         body: Value,
     ) -> Plan {
         let mut request = LlmRequest::parse(body.to_string().as_bytes(), None).unwrap();
-        let route = routing::resolve(config, api, &request.model, request.stream).unwrap();
+        let route = routing::resolve(config, api, &request.model, request.stream)
+            .unwrap()
+            .0;
         let exchange = Exchange::new(api, &request, &route);
         let cx = Context {
             config,
@@ -260,7 +335,7 @@ mod tests {
             traceparent: None,
             capture_content: capture,
         };
-        Plan::new(&cx, &mut request, &route, &exchange).unwrap()
+        Plan::new(&cx, &mut request, &route, None, &exchange).unwrap()
     }
 
     fn hi(model: &str) -> Value {

@@ -8,6 +8,7 @@ pub mod content;
 pub mod decision;
 pub mod error;
 pub mod exchange;
+pub mod fallback;
 pub mod glob;
 pub mod guard;
 pub mod header_map;

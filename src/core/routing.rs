@@ -22,31 +22,84 @@ pub struct Route<'a> {
     pub upstream_api: Wire,
 }
 
+/// A model whose attempts Envoy makes on an attempt-stage cluster (a
+/// fallback chain, or a pool of keys), for a route to its first target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain<'a> {
+    /// Index of the client's model entry in `models`.
+    pub entry: usize,
+    /// The Envoy aggregate cluster over the targets' provider clusters.
+    pub cluster: &'a str,
+    /// Attempts Envoy may make, the first included.
+    pub max_attempts: u32,
+    /// Per-attempt wait for the response headers, when configured.
+    pub attempt_timeout_ms: Option<u64>,
+}
+
 /// Finds the entry for `model`: an exact name wins over patterns, then the
 /// first matching pattern in configuration order.
-pub fn find_entry<'a>(config: &'a Config, model: &str) -> Option<&'a ModelRoute> {
-    config
-        .models
-        .iter()
-        .find(|m| !glob::is_pattern(&m.name) && m.name == model)
+pub fn find_entry<'a>(config: &'a Config, model: &str) -> Option<(usize, &'a ModelRoute)> {
+    let mut entries = config.models.iter().enumerate();
+    entries
+        .clone()
+        .find(|(_, m)| !glob::is_pattern(&m.name) && m.name == model)
         .or_else(|| {
-            config
-                .models
-                .iter()
-                .find(|m| glob::is_pattern(&m.name) && glob::matches(&m.name, model))
+            entries.find(|(_, m)| glob::is_pattern(&m.name) && glob::matches(&m.name, model))
         })
 }
 
 /// Resolves the route for a client API call to `model`; `stream` is the
-/// request's stream flag (some providers take it in the path).
+/// request's stream flag (some providers take it in the path). A model
+/// with fallbacks gets the route to its first target and its chain.
 pub fn resolve<'a>(
     config: &'a Config,
     api: Api,
     model: &str,
     stream: bool,
-) -> Result<Route<'a>, GatewayError> {
-    let entry =
+) -> Result<(Route<'a>, Option<Chain<'a>>), GatewayError> {
+    let (entry, found) =
         find_entry(config, model).ok_or_else(|| GatewayError::UnknownModel(model.into()))?;
+    let route = route_to(config, api, found, model, stream)?;
+    let chain = found.cluster.as_deref().map(|cluster| Chain {
+        entry,
+        cluster,
+        max_attempts: found
+            .max_attempts
+            .unwrap_or(found.targets.len().try_into().unwrap_or(u32::MAX)),
+        attempt_timeout_ms: found.attempt_timeout_ms,
+    });
+    Ok((route, chain))
+}
+
+/// The route to the `k`-th target of entry `entry`'s chain for a client
+/// that asked for `model` (the first target is the entry itself, reached
+/// as for a model without fallbacks; the others by their own names).
+pub fn target<'a>(
+    config: &'a Config,
+    api: Api,
+    entry: usize,
+    k: usize,
+    model: &str,
+    stream: bool,
+) -> Result<Route<'a>, GatewayError> {
+    let missing = GatewayError::Internal("fallback target out of range");
+    let first = config.models.get(entry).ok_or(missing.clone())?;
+    let found = first
+        .targets
+        .get(k)
+        .and_then(|&i| config.models.get(i))
+        .ok_or(missing)?;
+    let model = if k == 0 { model } else { found.name.as_str() };
+    route_to(config, api, found, model, stream)
+}
+
+fn route_to<'a>(
+    config: &'a Config,
+    api: Api,
+    entry: &'a ModelRoute,
+    model: &str,
+    stream: bool,
+) -> Result<Route<'a>, GatewayError> {
     let provider = config
         .provider(&entry.provider)
         .ok_or(GatewayError::Internal("model mapped to a missing provider"))?;
@@ -99,26 +152,30 @@ mod tests {
     #[test]
     fn exact_beats_pattern_and_aliases_map() {
         let c = config();
-        let r = resolve(&c, Api::ChatCompletions, "gpt-4o-mini", false).unwrap();
+        let r = resolve(&c, Api::ChatCompletions, "gpt-4o-mini", false)
+            .unwrap()
+            .0;
         assert_eq!(r.provider.name, "azure");
         assert_eq!(
             r.path,
             "/openai/deployments/mini%2Fprod/chat/completions?api-version=2024-10-21"
         );
-        let r = resolve(&c, Api::ChatCompletions, "fast", false).unwrap();
+        let r = resolve(&c, Api::ChatCompletions, "fast", false).unwrap().0;
         assert_eq!(
             (r.provider.name.as_str(), r.upstream_model.as_str()),
             ("openai", "gpt-4o-mini")
         );
         assert_eq!(r.path, "/v1/chat/completions");
-        let r = resolve(&c, Api::Messages, "claude-sonnet-4-5", false).unwrap();
+        let r = resolve(&c, Api::Messages, "claude-sonnet-4-5", false)
+            .unwrap()
+            .0;
         assert_eq!(
             (r.path.as_str(), r.upstream_model.as_str()),
             ("/v1/messages", "claude-sonnet-4-5")
         );
-        let r = resolve(&c, Api::Responses, "gpt-4o", false).unwrap();
+        let r = resolve(&c, Api::Responses, "gpt-4o", false).unwrap().0;
         assert_eq!(r.path, "/v1/responses");
-        let r = resolve(&c, Api::ChatCompletions, "llama", false).unwrap();
+        let r = resolve(&c, Api::ChatCompletions, "llama", false).unwrap().0;
         assert_eq!(r.path, "/api/v1/chat/completions");
     }
 
@@ -129,22 +186,24 @@ mod tests {
             resolve(&c, Api::ChatCompletions, "gemini-pro", false),
             Err(GatewayError::UnknownModel("gemini-pro".into()))
         );
-        let r = resolve(&c, Api::Messages, "gpt-4o", false).unwrap();
+        let r = resolve(&c, Api::Messages, "gpt-4o", false).unwrap().0;
         assert_eq!(
             (r.upstream_api, r.path.as_str()),
             (Wire::ChatCompletions, "/v1/chat/completions")
         );
-        let r = resolve(&c, Api::Responses, "llama", false).unwrap();
+        let r = resolve(&c, Api::Responses, "llama", false).unwrap().0;
         assert_eq!(
             (r.upstream_api, r.path.as_str()),
             (Wire::ChatCompletions, "/api/v1/chat/completions")
         );
-        let r = resolve(&c, Api::ChatCompletions, "claude-x", false).unwrap();
+        let r = resolve(&c, Api::ChatCompletions, "claude-x", false)
+            .unwrap()
+            .0;
         assert_eq!(
             (r.upstream_api, r.path.as_str()),
             (Wire::Messages, "/v1/messages")
         );
-        let r = resolve(&c, Api::Responses, "gpt-4o-mini", false).unwrap();
+        let r = resolve(&c, Api::Responses, "gpt-4o-mini", false).unwrap().0;
         assert_eq!(
             r.upstream_api,
             Wire::ChatCompletions,

@@ -158,6 +158,21 @@ pub struct RequestRecord<'a> {
     pub output_messages: Option<&'a str>,
     /// `guardrail/kind/direction/action[*count]` per kind of guardrail event.
     pub guard_events: &'a [String],
+    /// Attempts of a fallback chain or key pool that failed before the
+    /// one that answered, oldest first.
+    pub failed_attempts: &'a [FailedAttempt<'a>],
+}
+
+/// An attempt Envoy made and gave up on: a span of its own.
+#[derive(Debug, Clone)]
+pub struct FailedAttempt<'a> {
+    pub provider: &'a str,
+    pub provider_kind: ProviderKind,
+    pub upstream_api: Wire,
+    /// 0 when no response came (reset, timeout).
+    pub status: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
 }
 
 /// `error.type`: the status as text, or what stood for one.
@@ -286,28 +301,66 @@ pub fn with_spans<T>(r: &RequestRecord, encode: impl FnOnce(&[Span]) -> T) -> T 
     if !r.forwarded {
         return encode(&[gateway]);
     }
-    let upstream = Span {
+    let upstream_name = name + " upstream";
+    let mut spans = Vec::with_capacity(2 + r.failed_attempts.len());
+    spans.push(gateway);
+    for (i, a) in r.failed_attempts.iter().enumerate() {
+        // Distinct from the answering attempt's id, which the provider saw
+        // in `traceparent`.
+        let mut span_id = r.ids.upstream_span_id;
+        if let Some(last) = span_id.last_mut() {
+            *last ^= (i as u8).wrapping_add(1);
+        }
+        spans.push(Span {
+            trace_id: r.ids.trace_id,
+            span_id,
+            parent_span_id: Some(r.ids.span_id),
+            name: upstream_name.clone(),
+            kind: SpanKind::Client,
+            start_ns: a.start_ns,
+            end_ns: a.end_ns,
+            attributes: upstream_attributes(
+                a.provider_kind.spec().semconv_name(a.provider),
+                a.provider,
+                a.upstream_api,
+                a.status,
+            ),
+            error: error_type(true, a.status).map(|e| ["HTTP ", &e].concat()),
+        });
+    }
+    spans.push(Span {
         trace_id: r.ids.trace_id,
         span_id: r.ids.upstream_span_id,
         parent_span_id: Some(r.ids.span_id),
-        name: name + " upstream",
+        name: upstream_name,
         kind: SpanKind::Client,
-        start_ns: r.upstream_start_ns,
+        start_ns: r
+            .failed_attempts
+            .last()
+            .map_or(r.upstream_start_ns, |a| a.end_ns),
         end_ns: r.end_ns,
-        attributes: vec![
-            ("gen_ai.provider.name", AttrValue::Str(provider_name)),
-            (
-                "tollgate.upstream_api",
-                AttrValue::Str(r.upstream_api.name()),
-            ),
-            (
-                "http.response.status_code",
-                AttrValue::Int(i64::from(r.status)),
-            ),
-        ],
+        attributes: upstream_attributes(provider_name, r.provider, r.upstream_api, r.status),
         error: error_message,
-    };
-    encode(&[gateway, upstream])
+    });
+    encode(&spans)
+}
+
+/// The attributes of an attempt's span.
+fn upstream_attributes<'a>(
+    semconv_name: &'a str,
+    provider: &'a str,
+    upstream_api: Wire,
+    status: u32,
+) -> Attributes<'a> {
+    vec![
+        ("gen_ai.provider.name", AttrValue::Str(semconv_name)),
+        ("tollgate.provider", AttrValue::Str(provider)),
+        ("tollgate.upstream_api", AttrValue::Str(upstream_api.name())),
+        (
+            "http.response.status_code",
+            AttrValue::Int(i64::from(status)),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -373,6 +426,7 @@ mod tests {
             input_messages: None,
             output_messages: None,
             guard_events: &p.guard_events,
+            failed_attempts: &[],
         }
     }
 

@@ -38,6 +38,9 @@ pub trait Host {
     fn property(&self, name: &str) -> Option<Vec<u8>>;
     /// Sets a filter state value for the later stages.
     fn set_property(&self, name: &str, value: &[u8]) -> bool;
+    /// A string in the `tollgate` metadata of the endpoint Envoy picked
+    /// for the current attempt (or the last one, on the response).
+    fn endpoint_metadata(&self, key: &str) -> Option<String>;
     /// Answers the client locally with a JSON body.
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>);
     /// Starts a callout; its answer arrives in `on_http_call_response`.
@@ -113,6 +116,16 @@ impl Host for Envoy {
     }
     fn set_property(&self, name: &str, value: &[u8]) -> bool {
         host::set_property(name, value)
+    }
+    fn endpoint_metadata(&self, key: &str) -> Option<String> {
+        let path = [
+            "xds",
+            "upstream_host_metadata",
+            "filter_metadata",
+            "tollgate",
+            key,
+        ];
+        host::property(&path).and_then(|v| String::from_utf8(v).ok())
     }
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
         host::send_json(status, body, retry_after_s);

@@ -35,6 +35,10 @@ pub struct SharedData {
 /// writing between this one's read and its write.
 pub type Interleave = Box<dyn FnOnce()>;
 
+/// Where a test puts the picked endpoint's metadata: a property named
+/// this prefix and the key.
+pub const ENDPOINT_METADATA: &str = "endpoint_metadata.";
+
 #[derive(Default)]
 pub struct MockHost {
     pub request_headers: RefCell<Vec<(String, String)>>,
@@ -182,6 +186,10 @@ impl Host for MockHost {
             .borrow_mut()
             .insert(name.to_string(), value.to_vec());
         true
+    }
+    fn endpoint_metadata(&self, key: &str) -> Option<String> {
+        let value = self.property(&format!("{ENDPOINT_METADATA}{key}"))?;
+        String::from_utf8(value).ok()
     }
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
         self.replies.borrow_mut().push(LocalReply {

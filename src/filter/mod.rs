@@ -3,6 +3,7 @@
 //! VM for the worker; the stages reach them through `env::Host`, so they run
 //! natively in tests against `mock::MockHost`.
 
+mod attempt_stage;
 mod background;
 mod env;
 mod exporter;

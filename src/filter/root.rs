@@ -1,7 +1,9 @@
 //! Root context: one per stage per worker VM. The request stage (root_id "")
 //! owns the configuration and the key cache; the route stage (root_id
-//! "route") needs no configuration.
+//! "route") needs no configuration, and the attempt stage (root_id
+//! "attempt", an upstream filter) uses the request stage's.
 
+use super::attempt_stage::AttemptStage;
 use super::background::Background;
 use super::env::{Envoy, Host};
 use super::exporter::Exporter;
@@ -47,6 +49,9 @@ thread_local! {
     /// configuration says, so a two-stage config from before `"chain"`
     /// existed keeps working instead of pausing headers without the flag.
     static ROUTE_STAGE: Cell<bool> = const { Cell::new(false) };
+    /// The request stage's state in this VM, for the attempt stage (an
+    /// upstream filter with the same `vm_id` shares the VM).
+    static REQUEST_STAGE: RefCell<Option<Rc<Shared>>> = const { RefCell::new(None) };
 }
 
 /// Whether this VM also runs the two-stage chain's route stage.
@@ -109,6 +114,7 @@ pub enum Root {
     Unconfigured,
     Request(Rc<Shared>),
     Route(Rc<Secrets>),
+    Attempt,
 }
 
 impl Context for Root {
@@ -138,10 +144,17 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         host::follow_envoy_log_level();
-        if host::property(&["plugin_root_id"]).as_deref() == Some(b"route") {
-            ROUTE_STAGE.with(|present| present.set(true));
-            *self = Root::Route(Rc::default());
-            return true;
+        match host::property(&["plugin_root_id"]).as_deref() {
+            Some(b"route") => {
+                ROUTE_STAGE.with(|present| present.set(true));
+                *self = Root::Route(Rc::default());
+                return true;
+            }
+            Some(b"attempt") => {
+                *self = Root::Attempt;
+                return true;
+            }
+            _ => {}
         }
         let bytes = host::buffer(host::PLUGIN_CONFIGURATION, size);
         let configured = Config::load(&bytes).and_then(|(config, guardrails)| {
@@ -174,7 +187,7 @@ impl RootContext for Root {
                     config.key_cache_ttl_ms,
                 ));
                 host::set_tick_period_ms(TICK_MS);
-                *self = Root::Request(Rc::new(Shared {
+                let shared = Rc::new(Shared {
                     config,
                     cache,
                     key_hashes: RefCell::default(),
@@ -189,7 +202,9 @@ impl RootContext for Root {
                     id_seed: host::random_u64(),
                     sidecar,
                     secrets: Secrets::default(),
-                }));
+                });
+                REQUEST_STAGE.with(|s| *s.borrow_mut() = Some(Rc::clone(&shared)));
+                *self = Root::Request(shared);
                 true
             }
             Err(e) => {
@@ -208,6 +223,10 @@ impl RootContext for Root {
                 Some(Box::new(RequestStage::new(Rc::clone(shared), Envoy)))
             }
             Root::Route(secrets) => Some(Box::new(RouteStage::new(Rc::clone(secrets), Envoy))),
+            Root::Attempt => {
+                let shared = REQUEST_STAGE.with(|s| s.borrow().clone());
+                Some(Box::new(AttemptStage::new(shared, Envoy)))
+            }
             Root::Unconfigured => Some(Box::new(Unconfigured)),
         }
     }

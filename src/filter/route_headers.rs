@@ -32,6 +32,34 @@ pub fn apply(
     decision: &RouteDecision,
     secrets: &Secrets,
 ) -> Result<(), GatewayError> {
+    apply_provider(host, decision, secrets)?;
+    if let Some(r) = &decision.retries {
+        // Envoy strips these from clients; only the gateway sets them.
+        host.set_request_header("x-envoy-max-retries", Some(&r.max_retries.to_string()));
+        if let Some(ms) = r.per_try_timeout_ms {
+            host.set_request_header(
+                "x-envoy-upstream-rq-per-try-timeout-ms",
+                Some(&ms.to_string()),
+            );
+        }
+    }
+    // Set last: changing headers makes Envoy pick the route again, now
+    // with the provider's cluster.
+    if !host.set_request_header(CLUSTER_HEADER, Some(&decision.cluster)) {
+        return Err(GatewayError::Internal(
+            "could not select the provider cluster",
+        ));
+    }
+    Ok(())
+}
+
+/// Everything but the cluster: what the attempt stage sets per attempt,
+/// once Envoy has picked the cluster.
+pub fn apply_provider(
+    host: &impl Host,
+    decision: &RouteDecision,
+    secrets: &Secrets,
+) -> Result<(), GatewayError> {
     if let Some(path) = &decision.path {
         if !host.set_request_header(":path", Some(path)) {
             return Err(GatewayError::Internal("could not set the upstream path"));
@@ -64,13 +92,6 @@ pub fn apply(
     }
     if let Some(traceparent) = &decision.traceparent {
         host.set_request_header("traceparent", Some(traceparent));
-    }
-    // Set last: changing headers makes Envoy pick the route again, now
-    // with the provider's cluster.
-    if !host.set_request_header(CLUSTER_HEADER, Some(&decision.cluster)) {
-        return Err(GatewayError::Internal(
-            "could not select the provider cluster",
-        ));
     }
     Ok(())
 }

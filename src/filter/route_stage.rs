@@ -83,6 +83,7 @@ mod tests {
                 ("anthropic-beta".into(), "b".into()),
             ],
             remove: vec!["openai-organization".into()],
+            retries: None,
         };
         let host = MockHost::request(
             "POST",

@@ -123,7 +123,9 @@ mod tests {
     #[test]
     fn responses_clients_reach_the_responses_api_when_configured() {
         let c = config("").unwrap();
-        let r = routing::resolve(&c, Api::Responses, "gpt-4o", false).unwrap();
+        let r = routing::resolve(&c, Api::Responses, "gpt-4o", false)
+            .unwrap()
+            .0;
         assert_eq!(
             r.upstream_api,
             Wire::ChatCompletions,
@@ -135,7 +137,9 @@ mod tests {
         );
 
         let c = config(r#", "responses_api_version": "v1""#).unwrap();
-        let r = routing::resolve(&c, Api::Responses, "gpt-4o", true).unwrap();
+        let r = routing::resolve(&c, Api::Responses, "gpt-4o", true)
+            .unwrap()
+            .0;
         assert_eq!(
             (r.upstream_api, r.path.as_str()),
             (Wire::Responses, "/openai/v1/responses")
@@ -145,17 +149,23 @@ mod tests {
             ("prod-4o", "gpt-4o"),
             "the body names the deployment; the ledger keeps the model"
         );
-        let r = routing::resolve(&c, Api::ChatCompletions, "gpt-4o", false).unwrap();
+        let r = routing::resolve(&c, Api::ChatCompletions, "gpt-4o", false)
+            .unwrap()
+            .0;
         assert_eq!(r.upstream_api, Wire::ChatCompletions);
         assert_eq!(
             r.path,
             "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21"
         );
-        let r = routing::resolve(&c, Api::Messages, "gpt-4o", false).unwrap();
+        let r = routing::resolve(&c, Api::Messages, "gpt-4o", false)
+            .unwrap()
+            .0;
         assert_eq!(r.upstream_api, Wire::ChatCompletions);
 
         let c = config(r#", "responses_api_version": "2025-04-01-preview""#).unwrap();
-        let r = routing::resolve(&c, Api::Responses, "gpt-4o", false).unwrap();
+        let r = routing::resolve(&c, Api::Responses, "gpt-4o", false)
+            .unwrap()
+            .0;
         assert_eq!(r.path, "/openai/responses?api-version=2025-04-01-preview");
     }
 

@@ -53,10 +53,14 @@ mod tests {
                  "models": [{"name": "gemini-*", "provider": "g"}]}"#,
         )
         .unwrap();
-        let r = routing::resolve(&c, Api::ChatCompletions, "gemini-2.5-flash", false).unwrap();
+        let r = routing::resolve(&c, Api::ChatCompletions, "gemini-2.5-flash", false)
+            .unwrap()
+            .0;
         assert_eq!(r.path, "/v1beta/models/gemini-2.5-flash:generateContent");
         assert_eq!(r.upstream_api, Wire::Gemini);
-        let r = routing::resolve(&c, Api::Messages, "gemini-x/y", true).unwrap();
+        let r = routing::resolve(&c, Api::Messages, "gemini-x/y", true)
+            .unwrap()
+            .0;
         assert_eq!(
             r.path,
             "/v1beta/models/gemini-x%2Fy:streamGenerateContent?alt=sse"

@@ -50,6 +50,23 @@ impl ProviderKind {
     }
 }
 
+/// Every kind of provider.
+pub const KINDS: [ProviderKind; 5] = [
+    ProviderKind::Openai,
+    ProviderKind::Anthropic,
+    ProviderKind::Azure,
+    ProviderKind::OpenaiCompatible,
+    ProviderKind::Gemini,
+];
+
+/// The headers any provider's key goes in.
+pub fn credential_headers() -> impl Iterator<Item = &'static str> {
+    let mut names: Vec<&'static str> = KINDS.iter().map(|k| k.spec().auth_header().0).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.into_iter()
+}
+
 /// What one request asks of the provider, for its path.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {

@@ -3,6 +3,7 @@
 //! exchange plan (`core::exchange`): rewrite the body, record the route
 //! stage's decision, and take the budget from a lease.
 
+use super::served::Fallback;
 use super::{Phase, RequestStage};
 use crate::core::api;
 use crate::core::decision::RouteDecision;
@@ -10,6 +11,7 @@ use crate::core::error::GatewayError;
 use crate::core::exchange::{self, Exchange, Plan};
 use crate::core::request::LlmRequest;
 use crate::core::routing;
+use crate::filter::attempt_stage::HANDOFF;
 use crate::filter::env::Host;
 use crate::filter::route_headers;
 use crate::filter::trace::RequestTrace;
@@ -39,7 +41,7 @@ impl<H: Host> RequestStage<H> {
             }
         }
         let shared = Rc::clone(&self.shared);
-        let route = routing::resolve(&shared.config, api, &request.model, request.stream)?;
+        let (route, chain) = routing::resolve(&shared.config, api, &request.model, request.stream)?;
         // Recorded before the guardrails, so a blocked request is recorded too.
         self.forwarded = Some(Exchange::new(api, &request, &route));
         self.check_input(api, &mut request)?;
@@ -59,10 +61,18 @@ impl<H: Host> RequestStage<H> {
                 },
                 &mut request,
                 &route,
+                chain.as_ref(),
                 exchange,
             )?,
             None => return Err(GatewayError::Internal("request without a record")),
         };
+        if let Some(handoff) = plan.handoff.clone() {
+            self.fallback = Some(Fallback {
+                handoff,
+                client_wants_usage: api.inbound().wants_stream_usage(&request.body),
+                attempts: Vec::new(),
+            });
+        }
         self.carry_out(plan, body.len())
     }
 
@@ -104,6 +114,13 @@ impl<H: Host> RequestStage<H> {
         if let Some(new_body) = &plan.body {
             if !self.host.set_request_body(body_len, new_body) {
                 return Err(GatewayError::Internal("could not rewrite the request body"));
+            }
+        }
+        if let Some(handoff) = &plan.handoff {
+            if !self.host.set_property(HANDOFF, handoff.encode().as_bytes()) {
+                return Err(GatewayError::Internal(
+                    "could not hand the request to the attempt stage",
+                ));
             }
         }
         self.apply_decision(&plan.decision, plan.body.as_ref().map(Vec::len))?;

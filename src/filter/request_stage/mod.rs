@@ -14,6 +14,7 @@ mod guard;
 mod key_check;
 mod lease;
 mod record;
+mod served;
 #[cfg(test)]
 mod tests;
 
@@ -91,6 +92,8 @@ pub struct RequestStage<H: Host> {
     /// What the request needs from the lease callout it waits for.
     lease_need: Option<LeaseRequest>,
     response: ResponseState,
+    /// Set for a model with fallbacks.
+    fallback: Option<served::Fallback>,
 }
 
 impl<H: Host> RequestStage<H> {
@@ -118,6 +121,7 @@ impl<H: Host> RequestStage<H> {
             forwarded: None,
             lease_need: None,
             response: ResponseState::default(),
+            fallback: None,
         }
     }
 
@@ -319,6 +323,7 @@ impl<H: Host> HttpContext for RequestStage<H> {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if self.phase == Phase::Forwarded {
+            self.follow_served_target();
             self.response.on_headers(&self.host);
         }
         Action::Continue

@@ -134,6 +134,7 @@ impl<H: Host> RequestStage<H> {
             let finish = self.response.summary.meta.finish_reasons.first();
             content::output_messages(text, finish.map(String::as_str))
         });
+        let failed_attempts = self.failed_attempts(now);
         RequestTrace::export(
             &self.shared,
             &self.host,
@@ -159,6 +160,7 @@ impl<H: Host> RequestStage<H> {
                 input_messages: routed.input_messages.as_deref(),
                 output_messages: output_messages.as_deref(),
                 guard_events: &guard_events,
+                failed_attempts: &failed_attempts,
             },
         );
     }

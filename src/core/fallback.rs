@@ -1,0 +1,365 @@
+//! Fallback chains. A model entry's `fallbacks` (exact names of other
+//! entries, each followed by its own) expand at start-up into the entry's
+//! ordered targets. Envoy does the trying: an aggregate cluster over the
+//! targets' provider clusters, retried with `previous_priorities`, so each
+//! attempt lands on the next provider. The attempt stage (an upstream
+//! filter on that cluster) tells the target by the provider that Envoy
+//! picked, which is why a chain names each provider once.
+
+use super::api::{Api, APIS};
+use super::config::{ModelRoute, Provider, ProviderAuth};
+use super::glob;
+use std::collections::HashMap;
+
+/// The most attempts one request may make: each is a provider call.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// Fills in every entry's `targets` (itself first, then its fallbacks'
+/// chains in order, each target once) and returns what is wrong with the
+/// chains: unknown or pattern names, cycles, a provider twice in a chain, a
+/// chain without its cluster, a target whose key Envoy would inject, and
+/// attempt settings out of range.
+pub fn expand(models: &mut [ModelRoute], providers: &[Provider]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut exact: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in models.iter().enumerate() {
+        if !glob::is_pattern(&m.name) {
+            exact.entry(m.name.as_str()).or_insert(i);
+        }
+    }
+    let mut chains = Vec::with_capacity(models.len());
+    for (i, m) in models.iter().enumerate() {
+        let at = format!("models[{i}] (`{}`)", m.name);
+        match &m.cluster {
+            None if !m.fallbacks.is_empty() => problems.push(format!(
+                "{at}: fallbacks need cluster, an Envoy aggregate cluster over the targets' provider clusters in order"
+            )),
+            None if m.max_attempts.is_some() || m.attempt_timeout_ms.is_some() => {
+                problems.push(format!(
+                    "{at}: max_attempts and attempt_timeout_ms need cluster (the attempts are made there)"
+                ))
+            }
+            Some(c) if c.trim().is_empty() => {
+                problems.push(format!("{at}: cluster must name an Envoy cluster"))
+            }
+            _ => {}
+        }
+        if m.max_attempts
+            .is_some_and(|n| !(1..=MAX_ATTEMPTS).contains(&n))
+        {
+            problems.push(format!(
+                "{at}: max_attempts must be between 1 and {MAX_ATTEMPTS}"
+            ));
+        }
+        if m.attempt_timeout_ms == Some(0) {
+            problems.push(format!("{at}: attempt_timeout_ms must be greater than 0"));
+        }
+        for f in &m.fallbacks {
+            if !exact.contains_key(f.as_str()) {
+                problems.push(format!(
+                    "{at}: fallback `{f}` is not the exact name of another entry in models"
+                ));
+            }
+        }
+        let mut chain = Vec::new();
+        let mut path = Vec::new();
+        if let Err(cycle) = walk(models, &exact, i, &mut path, &mut chain) {
+            // Reported once, by the entry the cycle starts from.
+            if cycle.first() == Some(&i) {
+                let names: Vec<&str> = cycle.iter().filter_map(|&j| name(models, j)).collect();
+                problems.push(format!(
+                    "{at}: fallbacks form a cycle: {}",
+                    names.join(" -> ")
+                ));
+            }
+        } else if m.cluster.is_some() || !m.fallbacks.is_empty() {
+            problems.extend(chain_problems(models, providers, &at, &chain));
+        }
+        chains.push(chain);
+    }
+    if problems.is_empty() {
+        for (m, chain) in models.iter_mut().zip(chains) {
+            m.targets = chain;
+        }
+    }
+    problems
+}
+
+fn name(models: &[ModelRoute], i: usize) -> Option<&str> {
+    models.get(i).map(|m| m.name.as_str())
+}
+
+/// Depth first through the fallbacks: `path` holds the entries being
+/// expanded, so meeting one again is a cycle (returned, closed).
+fn walk(
+    models: &[ModelRoute],
+    exact: &HashMap<&str, usize>,
+    i: usize,
+    path: &mut Vec<usize>,
+    chain: &mut Vec<usize>,
+) -> Result<(), Vec<usize>> {
+    if let Some(start) = path.iter().position(|&j| j == i) {
+        let mut cycle = path.get(start..).map(<[usize]>::to_vec).unwrap_or_default();
+        cycle.push(i);
+        return Err(cycle);
+    }
+    if !chain.contains(&i) {
+        chain.push(i);
+    }
+    path.push(i);
+    for f in models
+        .get(i)
+        .map(|m| m.fallbacks.as_slice())
+        .unwrap_or_default()
+    {
+        if let Some(&j) = exact.get(f.as_str()) {
+            walk(models, exact, j, path, chain)?;
+        }
+    }
+    path.pop();
+    Ok(())
+}
+
+fn chain_problems(
+    models: &[ModelRoute],
+    providers: &[Provider],
+    at: &str,
+    chain: &[usize],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for m in chain.iter().filter_map(|&j| models.get(j)) {
+        if seen.contains(&m.provider.as_str()) {
+            out.push(format!(
+                "{at}: provider `{}` serves two targets of the chain (`{}` and another); a chain names each provider once, since the attempt stage tells targets by provider",
+                m.provider, m.name
+            ));
+        }
+        seen.push(&m.provider);
+        let Some(p) = providers.iter().find(|p| p.name == m.provider) else {
+            continue; // reported with the entry itself
+        };
+        if p.auth == ProviderAuth::Envoy {
+            out.push(format!(
+                "{at}: target `{}` is on provider `{}`, whose key Envoy injects; behind an aggregate cluster the provider cluster's own upstream filters do not run, so give it auth type env",
+                m.name, p.name
+            ));
+        }
+    }
+    out
+}
+
+/// What the request stage hands the attempt stage about a request whose
+/// model has a fallback chain (filter state `tollgate.fallback`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// Index of the client's model entry in `models`.
+    pub entry: usize,
+    pub api: Api,
+    pub stream: bool,
+    /// Whether the forwarded body and headers are already right for the
+    /// first target (it speaks the client's API); otherwise the body is the
+    /// client's, checked, and every attempt translates it.
+    pub prepared: bool,
+    /// The client's model name.
+    pub model: String,
+}
+
+impl Handoff {
+    pub fn encode(&self) -> String {
+        format!(
+            "{}\t{}\t{}\t{}\t{}",
+            self.entry,
+            self.api.name(),
+            u8::from(self.stream),
+            u8::from(self.prepared),
+            self.model
+        )
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Handoff> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut f = text.splitn(5, '\t');
+        let entry = f.next()?.parse().ok()?;
+        let api = f.next()?;
+        let api = APIS.into_iter().find(|a| a.name() == api)?;
+        let flag = |v: Option<&str>| match v {
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            _ => None,
+        };
+        Some(Handoff {
+            entry,
+            api,
+            stream: flag(f.next())?,
+            prepared: flag(f.next())?,
+            model: f.next()?.to_string(),
+        })
+    }
+}
+
+/// One attempt as the attempt stage records it for the request stage
+/// (filter state `tollgate.attempts`: `0@<start ns>=429,2@<start ns>=200`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// The target's index in the chain.
+    pub target: usize,
+    pub start_ns: u64,
+    /// The response status; 0 when none came (reset, timeout).
+    pub status: u32,
+}
+
+/// Appends the start of an attempt on `target` to `record`.
+pub fn push_attempt(record: &mut String, target: usize, start_ns: u64) {
+    if !record.is_empty() {
+        record.push(',');
+    }
+    record.push_str(&target.to_string());
+    record.push('@');
+    record.push_str(&start_ns.to_string());
+}
+
+/// Notes the response status of the last attempt in `record`.
+pub fn push_status(record: &mut String, status: u32) {
+    record.push('=');
+    record.push_str(&status.to_string());
+}
+
+/// The attempts in `record`, oldest first; unreadable entries are skipped.
+pub fn attempts(record: &[u8]) -> Vec<Attempt> {
+    let text = std::str::from_utf8(record).unwrap_or_default();
+    text.split(',')
+        .filter_map(|entry| {
+            let (start, status) = match entry.split_once('=') {
+                Some((head, status)) => (head, status.parse().ok()?),
+                None => (entry, 0),
+            };
+            let (target, start_ns) = start.split_once('@')?;
+            Some(Attempt {
+                target: target.parse().ok()?,
+                start_ns: start_ns.parse().ok()?,
+                status,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Config;
+
+    const PROVIDERS: &str = r#""providers": [
+        {"name": "openai", "kind": "openai", "cluster": "c_openai", "auth": {"type": "env", "var": "O"}},
+        {"name": "azure", "kind": "azure", "cluster": "c_azure", "api_version": "2024-10-21", "auth": {"type": "env", "var": "A"}},
+        {"name": "anthropic", "kind": "anthropic", "cluster": "c_anthropic", "auth": {"type": "env", "var": "C"}},
+        {"name": "injected", "kind": "openai", "cluster": "c_injected"}
+    ]"#;
+
+    fn load(models: &str) -> Result<Config, String> {
+        Config::parse(format!(r#"{{{PROVIDERS}, "models": [{models}]}}"#).as_bytes())
+    }
+
+    fn names(c: &Config, model: &str) -> Vec<String> {
+        let m = c.models.iter().find(|m| m.name == model).unwrap();
+        m.targets
+            .iter()
+            .map(|&i| c.models[i].name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn chains_expand_in_order_each_target_once() {
+        let c = load(
+            r#"{"name": "gpt-4o", "provider": "openai", "fallbacks": ["az", "claude"], "cluster": "fb"},
+               {"name": "az", "provider": "azure", "deployment": "gpt-4o", "fallbacks": ["claude"], "cluster": "fb2"},
+               {"name": "claude", "provider": "anthropic"},
+               {"name": "gpt-*", "provider": "openai", "fallbacks": ["claude"], "cluster": "fb3"}"#,
+        )
+        .unwrap();
+        assert_eq!(names(&c, "gpt-4o"), ["gpt-4o", "az", "claude"]);
+        assert_eq!(names(&c, "az"), ["az", "claude"]);
+        assert_eq!(names(&c, "claude"), ["claude"]);
+        assert_eq!(names(&c, "gpt-*"), ["gpt-*", "claude"]);
+        let pool = load(
+            r#"{"name": "gpt-4o", "provider": "openai", "cluster": "pool", "max_attempts": 3}"#,
+        );
+        assert_eq!(names(&pool.unwrap(), "gpt-4o"), ["gpt-4o"]);
+    }
+
+    #[test]
+    fn every_chain_mistake_is_reported_at_start_up() {
+        let err = load(
+            r#"{"name": "a", "provider": "openai", "fallbacks": ["b"], "cluster": "fa"},
+               {"name": "b", "provider": "azure", "fallbacks": ["a"], "cluster": "fb"},
+               {"name": "c", "provider": "openai", "fallbacks": ["nope", "claude-*"], "cluster": "fc"},
+               {"name": "claude-*", "provider": "anthropic"},
+               {"name": "d", "provider": "openai", "fallbacks": ["e"]},
+               {"name": "e", "provider": "openai", "cluster": "fe", "max_attempts": 11},
+               {"name": "h", "provider": "openai", "max_attempts": 2},
+               {"name": "i", "provider": "openai", "cluster": "fi", "attempt_timeout_ms": 0},
+               {"name": "f", "provider": "anthropic", "fallbacks": ["g"], "cluster": "ff"},
+               {"name": "g", "provider": "injected"}"#,
+        )
+        .unwrap_err();
+        for needle in [
+            "models[0] (`a`): fallbacks form a cycle: a -> b -> a",
+            "models[1] (`b`): fallbacks form a cycle: b -> a -> b",
+            "fallback `nope` is not the exact name",
+            "fallback `claude-*` is not the exact name",
+            "models[4] (`d`): fallbacks need cluster",
+            "models[4] (`d`): provider `openai` serves two targets",
+            "models[5] (`e`): max_attempts must be between 1 and 10",
+            "models[6] (`h`): max_attempts and attempt_timeout_ms need cluster",
+            "models[7] (`i`): attempt_timeout_ms must be greater than 0",
+            "models[8] (`f`): target `g` is on provider `injected`, whose key Envoy injects",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn a_self_reference_is_a_cycle() {
+        let err =
+            load(r#"{"name": "a", "provider": "openai", "fallbacks": ["a"], "cluster": "f"}"#)
+                .unwrap_err();
+        assert!(err.contains("fallbacks form a cycle: a -> a"), "{err}");
+    }
+
+    #[test]
+    fn handoff_round_trips() {
+        let h = Handoff {
+            entry: 3,
+            api: Api::Messages,
+            stream: true,
+            prepared: false,
+            model: "gpt-4o\tx".into(),
+        };
+        assert_eq!(Handoff::decode(h.encode().as_bytes()), Some(h));
+        assert_eq!(Handoff::decode(b"1\tmessages\t2\t0\tm"), None);
+        assert_eq!(Handoff::decode(b"1\tnope\t1\t0\tm"), None);
+        assert_eq!(Handoff::decode(b"x"), None);
+    }
+
+    #[test]
+    fn attempts_round_trip() {
+        let mut record = String::new();
+        push_attempt(&mut record, 0, 100);
+        push_status(&mut record, 429);
+        push_attempt(&mut record, 1, 250);
+        push_attempt(&mut record, 2, 900);
+        push_status(&mut record, 200);
+        assert_eq!(record, "0@100=429,1@250,2@900=200");
+        let a = |target, start_ns, status| Attempt {
+            target,
+            start_ns,
+            status,
+        };
+        assert_eq!(
+            attempts(record.as_bytes()),
+            [a(0, 100, 429), a(1, 250, 0), a(2, 900, 200)]
+        );
+        assert_eq!(attempts(b"x,1@y,3@5=z,4@6=503"), [a(4, 6, 503)]);
+        assert_eq!(attempts(b""), []);
+    }
+}

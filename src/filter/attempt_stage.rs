@@ -1,0 +1,211 @@
+//! The attempt stage: Tollgate as an upstream filter (root_id "attempt")
+//! on a fallback chain's aggregate cluster, which Envoy runs once per
+//! attempt. It tells the attempt's target by the `provider` in the
+//! metadata of the endpoint Envoy picked, and sends the request stage's
+//! checked body to it: translated for its API unless the request stage
+//! already prepared it, with its path and its key. Envoy reuses one header
+//! map for every attempt (what one attempt sets, the next sees) but gives
+//! each the request stage's body, so every attempt sets its headers anew.
+//!
+//! A 429 becomes a 503 on its way to the router, marked, so that Envoy's
+//! outlier detection ejects a rate-limited key or deployment as it does a
+//! failing one; the request stage turns it back into a 429 for the client.
+
+use super::env::Host;
+use super::root::Shared;
+use super::route_headers;
+use crate::core::api::ClientFormat;
+use crate::core::error::GatewayError;
+use crate::core::exchange;
+use crate::core::fallback::{self, Handoff};
+use crate::core::provider::credential_headers;
+use crate::core::request::LlmRequest;
+use crate::core::routing;
+use crate::filter::stats;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+
+/// Filter state the request stage hands the attempt stage (`Handoff`).
+pub const HANDOFF: &str = "tollgate.fallback";
+
+/// Filter state where the attempt stage records the attempts
+/// (`fallback::attempts`) for the request stage's trace.
+pub const ATTEMPTS: &str = "tollgate.attempts";
+
+/// Response header marking a 429 the attempt stage turned into a 503.
+pub const RATE_LIMITED: &str = "x-tollgate-rate-limited";
+
+pub struct AttemptStage<H: Host> {
+    host: H,
+    /// The request stage's configuration in this VM, when it has one.
+    shared: Option<Rc<Shared>>,
+    /// This attempt: the request as handed over and its target's index.
+    attempt: Option<(Handoff, usize)>,
+    provider: String,
+}
+
+impl<H: Host> AttemptStage<H> {
+    pub fn new(shared: Option<Rc<Shared>>, host: H) -> AttemptStage<H> {
+        AttemptStage {
+            host,
+            shared,
+            attempt: None,
+            provider: String::new(),
+        }
+    }
+
+    fn shared(&self) -> Result<Rc<Shared>, GatewayError> {
+        self.shared.clone().ok_or(GatewayError::Internal(
+            "the attempt stage has no configuration: give it the request stage's vm_config (same vm_id)",
+        ))
+    }
+
+    /// Which target of the chain Envoy picked for this attempt.
+    fn begin(&mut self) -> Result<(), GatewayError> {
+        let shared = self.shared()?;
+        let handoff = self
+            .host
+            .property(HANDOFF)
+            .and_then(|b| Handoff::decode(&b))
+            .ok_or(GatewayError::Internal(
+                "a request reached a fallback cluster without passing the tollgate request stage",
+            ))?;
+        let provider = self
+            .host
+            .endpoint_metadata("provider")
+            .ok_or(GatewayError::Internal(
+                "the endpoint Envoy picked has no tollgate provider in its metadata",
+            ))?;
+        let models = &shared.config.models;
+        let target = models
+            .get(handoff.entry)
+            .and_then(|entry| {
+                entry
+                    .targets
+                    .iter()
+                    .position(|&i| models.get(i).is_some_and(|m| m.provider == provider))
+            })
+            .ok_or(GatewayError::Internal(
+                "the endpoint Envoy picked is not on a provider of the model's chain",
+            ))?;
+        self.provider = provider;
+        self.attempt = Some((handoff, target));
+        self.record(|r| fallback::push_attempt(r, target, self.host.now_ns()));
+        Ok(())
+    }
+
+    /// Adds to the attempts record the request stage reads.
+    fn record(&self, add: impl FnOnce(&mut String)) {
+        let bytes = self.host.property(ATTEMPTS).unwrap_or_default();
+        let mut record = String::from_utf8(bytes).unwrap_or_default();
+        add(&mut record);
+        self.host.set_property(ATTEMPTS, record.as_bytes());
+    }
+
+    /// Sends the complete body of `size` bytes to this attempt's target.
+    fn send(&self, size: usize) -> Result<(), GatewayError> {
+        let shared = self.shared()?;
+        let Some((handoff, k)) = &self.attempt else {
+            return Ok(());
+        };
+        let route = routing::target(
+            &shared.config,
+            handoff.api,
+            handoff.entry,
+            *k,
+            &handoff.model,
+            handoff.stream,
+        )?;
+        let (body, mut decision) = if *k == 0 && handoff.prepared {
+            (None, exchange::attempt_headers(handoff.api, &route))
+        } else {
+            let mut request = LlmRequest::parse(&self.host.request_body(size), None)?;
+            exchange::attempt(handoff.api, &mut request, &route)?
+        };
+        if let Some(body) = &body {
+            if !self.host.set_request_body(size, body) {
+                return Err(GatewayError::Internal("could not rewrite the request body"));
+            }
+        }
+        // An earlier attempt may have changed the length.
+        let len = body.as_ref().map_or(size, Vec::len).to_string();
+        self.host.set_request_header("content-length", Some(&len));
+        // No key meant for one provider may reach another.
+        for name in credential_headers() {
+            self.host.set_request_header(name, None);
+        }
+        if let Some(var) = self.host.endpoint_metadata("credential") {
+            // Several keys or deployments of one provider: the endpoint's own.
+            if let Some(auth) = &mut decision.auth {
+                auth.var = var;
+            }
+        }
+        decision.path.get_or_insert_with(|| route.path.clone());
+        route_headers::apply_provider(&self.host, &decision, &shared.secrets)
+    }
+
+    fn fail(&self, error: &GatewayError) -> Action {
+        log::warn!("tollgate: attempt stage: {}", error.message());
+        let format = self
+            .attempt
+            .as_ref()
+            .map_or(ClientFormat::OpenAi, |(h, _)| h.api.inbound().format());
+        self.host
+            .send_json(error.status(), &error.body(format), error.retry_after_s());
+        Action::Pause
+    }
+}
+
+impl<H: Host> Context for AttemptStage<H> {}
+
+impl<H: Host> HttpContext for AttemptStage<H> {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        if let Err(e) = self.begin() {
+            return self.fail(&e);
+        }
+        if end_of_stream {
+            return match self.send(0) {
+                Ok(()) => Action::Continue,
+                Err(e) => self.fail(&e),
+            };
+        }
+        // Held (allow_on_headers_stop_iteration) until the body is here.
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        match self.send(size) {
+            Ok(()) => Action::Continue,
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        let status = self
+            .host
+            .response_headers()
+            .get(":status")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
+        if let Some(shared) = &self.shared {
+            let name = format!(
+                "tollgate.attempts.provider.{}.status.{}",
+                stats::tag(&self.provider),
+                stats::status_class(status)
+            );
+            shared.stats.count(&self.host, &name, 1);
+        }
+        if self.attempt.is_some() {
+            self.record(|r| fallback::push_status(r, status));
+        }
+        if status == 429 {
+            self.host.set_response_header(":status", Some("503"));
+            self.host.set_response_header(RATE_LIMITED, Some("1"));
+        }
+        Action::Continue
+    }
+}

@@ -1,0 +1,114 @@
+//! A request on a fallback chain: which target served it, told as the
+//! response starts by the provider of the endpoint that answered. The
+//! answer is then translated from that target's API and billed at its
+//! model, and the client learns the target from `x-tollgate-target`.
+
+use super::RequestStage;
+use crate::core::fallback::{self, Attempt, Handoff};
+use crate::core::routing;
+use crate::core::telemetry::FailedAttempt;
+use crate::core::wire::Translation;
+use crate::filter::attempt_stage::{ATTEMPTS, RATE_LIMITED};
+use crate::filter::env::Host;
+
+/// The response header naming the target that answered (`provider/model`).
+pub const TARGET_HEADER: &str = "x-tollgate-target";
+
+/// What the response side needs to know about a request on a chain.
+pub struct Fallback {
+    pub handoff: Handoff,
+    /// The client asked for a usage report in its stream (read from its
+    /// body, before the gateway asked on its own behalf).
+    pub client_wants_usage: bool,
+    /// The attempts Envoy made, as the attempt stage recorded them.
+    pub attempts: Vec<Attempt>,
+}
+
+impl<H: Host> RequestStage<H> {
+    /// Points the response side at the target that answered.
+    pub(super) fn follow_served_target(&mut self) {
+        let Some(fallback) = &mut self.fallback else {
+            return;
+        };
+        if let Some(record) = self.host.property(ATTEMPTS) {
+            fallback.attempts = fallback::attempts(&record);
+        }
+        let fallback = &*fallback;
+        if self.host.response_headers().get(RATE_LIMITED).is_some() {
+            // The attempt stage's 503 for outlier detection was a 429.
+            self.host.set_response_header(":status", Some("429"));
+            self.host.set_response_header(RATE_LIMITED, None);
+        }
+        // None when Envoy answered itself (no target reached).
+        let Some(provider) = self.host.endpoint_metadata("provider") else {
+            return;
+        };
+        let h = &fallback.handoff;
+        let config = &self.shared.config;
+        let Some(k) = config.models.get(h.entry).and_then(|entry| {
+            entry
+                .targets
+                .iter()
+                .position(|&i| config.models.get(i).is_some_and(|m| m.provider == provider))
+        }) else {
+            return;
+        };
+        let Ok(route) = routing::target(config, h.api, h.entry, k, &h.model, h.stream) else {
+            return;
+        };
+        let translation = Translation {
+            client: h.api,
+            upstream: route.upstream_api,
+            stream: h.stream,
+            client_wants_usage: fallback.client_wants_usage,
+        };
+        self.response.apis = Some((h.api, route.upstream_api));
+        self.response.translation = translation.rewrites().then_some(translation);
+        let mut target =
+            String::with_capacity(route.provider.name.len() + route.upstream_model.len() + 1);
+        target.push_str(&route.provider.name);
+        target.push('/');
+        target.push_str(&route.upstream_model);
+        self.host.set_response_header(TARGET_HEADER, Some(&target));
+        if k > 0 {
+            let name = format!(
+                "tollgate.fallbacks.provider.{}",
+                crate::filter::stats::tag(&route.provider.name)
+            );
+            self.shared.stats.count(&self.host, &name, 1);
+        }
+        if let Some(f) = &mut self.forwarded {
+            f.provider.clone_from(&route.provider.name);
+            f.provider_kind = route.provider.kind;
+            f.upstream_api = route.upstream_api;
+            f.upstream_model = route.upstream_model;
+        }
+    }
+
+    /// The attempts before the one that answered, for the trace; each
+    /// ends where the next began.
+    pub(super) fn failed_attempts(&self, end_ns: u64) -> Vec<FailedAttempt<'_>> {
+        let Some(fallback) = &self.fallback else {
+            return Vec::new();
+        };
+        let h = &fallback.handoff;
+        let config = &self.shared.config;
+        let attempts = &fallback.attempts;
+        attempts
+            .iter()
+            .zip(attempts.iter().skip(1).map(|next| next.start_ns))
+            .filter_map(|(a, next_start)| {
+                let route =
+                    routing::target(config, h.api, h.entry, a.target, &h.model, h.stream).ok()?;
+                Some(FailedAttempt {
+                    provider: &route.provider.name,
+                    provider_kind: route.provider.kind,
+                    upstream_api: route.upstream_api,
+                    status: a.status,
+                    start_ns: a.start_ns,
+                    end_ns: next_start.min(end_ns),
+                })
+            })
+            .collect()
+    }
+}
