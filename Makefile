@@ -41,7 +41,7 @@ unit:
 e2e: deps build
 	cd wasm-tests && $(PYTHON) -m pytest -q
 	cd wasm-tests && TOLLGATE_CHAIN=two_stage $(PYTHON) -m pytest -q \
-	  test_keys.py test_budgets.py test_budget_periods.py test_budget_leases.py test_routing.py
+	  test_keys.py test_budgets.py test_budget_periods.py test_budget_leases.py test_routing.py test_fallback.py
 
 test: lint unit e2e
 

@@ -83,12 +83,30 @@ def endpoint(cluster: dict) -> dict:
     return cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
 
 
+def without_chains(settings: dict) -> dict:
+    """The filter's settings without fallback chains and key pools (models
+    with a `cluster`, and their fallbacks) and the providers only they use:
+    those need an
+    aggregate cluster and an upstream filter, which Istio's API does not
+    make. The plain Envoy gateway (deploy/kubernetes) runs them."""
+    targets = {f for m in settings["models"] for f in m.get("fallbacks", [])}
+    models = [m for m in settings["models"] if "cluster" not in m and m["name"] not in targets]
+    used = {m["provider"] for m in models}
+    return {**settings, "models": models, "providers": [p for p in settings["providers"] if p["name"] in used]}
+
+
+def istio_providers(s: Settings) -> list[dict]:
+    return without_chains(json.loads(http_filters(shipped(s))[0]["typed_config"]["config"]["configuration"]["value"]))[
+        "providers"]
+
+
 def destinations(s: Settings) -> dict[str, tuple[str, int, bool]]:
-    """Per provider cluster of gateway.yaml: (host, port, TLS) it reaches in a cluster."""
+    """Per provider cluster the Istio gateway reaches: (host, port, TLS) in a cluster."""
     out = {}
+    wanted = {p["cluster"] for p in istio_providers(s)}
     for cluster in shipped(s)["static_resources"]["clusters"]:
         name = cluster["name"]
-        if name not in PROVIDERS:
+        if name not in PROVIDERS or name not in wanted:
             continue
         if name in SERVICES:
             service, port = SERVICES[name]
@@ -148,7 +166,7 @@ def istio_wasm(s: Settings) -> dict:
     clusters have no credential_injector)."""
     wasm = copy.deepcopy(http_filters(shipped(s))[0]["typed_config"])
     plugin = wasm["config"]
-    settings = json.loads(plugin["configuration"]["value"])
+    settings = without_chains(json.loads(plugin["configuration"]["value"]))
     for part, cluster in (("sidecar", "tollgate_sidecar"), ("tracing", "otel_collector")):
         service, port = SERVICES[cluster]
         settings[part]["cluster"] = istio_cluster(s.service_host(service), port)
@@ -161,7 +179,8 @@ def istio_wasm(s: Settings) -> dict:
         provider["cluster"] = istio_cluster(host, port)
         if provider.get("auth", {}).get("type", "envoy") == "envoy":
             provider["auth"] = {"type": "env", "var": PROVIDERS[name]["env"]}
-            env_keys.append(PROVIDERS[name]["env"])
+            if PROVIDERS[name]["env"] not in env_keys:
+                env_keys.append(PROVIDERS[name]["env"])
     plugin["configuration"]["value"] = json_block(settings)
     # `sha256: nil` is Istio's "unset": pin the image by digest in the URL instead.
     plugin["vm_config"]["code"] = {"remote": {
@@ -193,8 +212,9 @@ def istio_routes(s: Settings) -> list[dict]:
     """The Istio gateway's listener and routes, and the providers outside the
     mesh: a route per provider cluster, chosen by the x-tollgate-cluster
     header the filter sets (as gateway.yaml's `cluster_header` route does)."""
+    # The plain route (the one with retries serves chains, which Istio does not get).
     template_route = shipped(s)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
-        "typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
+        "typed_config"]["route_config"]["virtual_hosts"][0]["routes"][-1]
     docs: list[dict] = [{
         "apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": metadata("tollgate-gateway", s),
         "spec": {"selector": GATEWAY_LABEL, "servers": [

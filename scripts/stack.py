@@ -61,6 +61,8 @@ PROVIDERS = {
     "ha_openai": {"name": "openai-ha", "env": "OPENAI_API_KEY", "secret": None, "mock_key": "mock-openai-key"},
     "ha_anthropic": {"name": "anthropic-ha", "env": "ANTHROPIC_API_KEY", "secret": None,
                      "mock_key": "mock-anthropic-key"},
+    "ha_azure": {"name": "azure-ha", "env": "AZURE_OPENAI_API_KEY", "secret": None,
+                 "mock_key": "mock-azure-key", "endpoint_env": "AZURE_OPENAI_ENDPOINT"},
 }
 
 

@@ -38,11 +38,11 @@ TOOL_INPUT = {"location": "Paris"}
 OPENAI_CALL_ID = "call_mock_1"
 ANTHROPIC_CALL_ID = "toolu_mock_1"
 PIECE_CHARS = 8  # streamed deltas are this long, so every reply spans several chunks
-MID_STREAM_EVENTS = 3  # events sent before a reset-mid-stream fault cuts the stream
+MID_STREAM_EVENTS = 3  # events sent before a reset-mid-stream or error-mid-stream fault
 
 # A Tollgate gateway key ("tg-" + 20+ url-safe chars) must never reach a provider.
 GATEWAY_KEY = re.compile(r"tg-[A-Za-z0-9_-]{20,}")
-FAULTS = {"429", "500", "503", "reset", "reset-mid-stream", "bad-sse"}
+FAULTS = {"429", "500", "503", "reset", "reset-mid-stream", "error-mid-stream", "bad-sse"}
 SLOW_FAULT = re.compile(r"slow:(\d+)")
 
 # kind -> (HTTP status, OpenAI error type, OpenAI error code, Anthropic error type, Google status)
@@ -620,6 +620,11 @@ RENDERERS = {
 }
 
 
+def mid_stream_error(flavor: str) -> bytes:
+    body = error_body(flavor, "503", "Overloaded")
+    return encode_event(("error", body) if flavor == "anthropic" else (None, body))
+
+
 def encode_event(event: tuple) -> bytes:
     name, data = event
     payload = data if isinstance(data, str) else json.dumps(data)
@@ -719,7 +724,7 @@ class Handler(BaseHTTPRequestHandler):
         # wfile is unbuffered (wbufsize=0), so each chunk reaches the socket immediately.
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-    def send_stream(self, events: list, fault: str | None, delay: float) -> None:
+    def send_stream(self, events: list, fault: str | None, delay: float, flavor: str) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -732,6 +737,11 @@ class Handler(BaseHTTPRequestHandler):
             if fault == "reset-mid-stream" and i == MID_STREAM_EVENTS:
                 self.close_connection = True  # closed without the terminating chunk
                 return
+            if fault == "error-mid-stream" and i == MID_STREAM_EVENTS:
+                # As providers report an overload once the answer has begun: an
+                # error event in the stream, then its end.
+                self.write_chunk(mid_stream_error(flavor))
+                break
             if i and delay:
                 time.sleep(delay)
             self.write_chunk(frame)
@@ -879,7 +889,7 @@ class Handler(BaseHTTPRequestHandler):
                 # `"usage": null` in every other one.
                 events = [(name, {k: v for k, v in data.items() if not (k == "usage" and v is None)})
                           if isinstance(data, dict) else (name, data) for name, data in events]
-            self.send_stream(events, fault, delay)
+            self.send_stream(events, fault, delay, flavor)
         elif fault == "bad-sse":
             self.send_bytes(200, b"{this is not json")
         else:

@@ -23,7 +23,7 @@ import render_deploy  # conftest puts scripts/ on sys.path
 from conftest import anthropic_client, openai_client, wait_for
 from deps import find_envoy
 from render_deploy import GATEWAY_WASM, Settings
-from stack import PROVIDERS, ROOT, WASM, free_port, render
+from stack import PROVIDERS, ROOT, WASM, free_port, has_wasm_upstream_filter, render
 
 DEPLOY = ROOT / "deploy"
 S = Settings()
@@ -288,7 +288,7 @@ def test_envoyfilter_carries_the_shipped_filter():
     wasm = envoyfilter_wasm()
     template = http_filters(shipped())[0]["typed_config"]
     assert wasm["config"]["allow_on_headers_stop_iteration"] is True
-    assert istio_settings(wasm) == plugin_settings(template)
+    assert istio_settings(wasm) == render_deploy.without_chains(plugin_settings(template))
     # The rest of the filter as gateway.yaml has it, bar where the module comes from
     # and the provider keys the VM now reads.
     ours, theirs = copy.deepcopy(wasm["config"]), copy.deepcopy(template["config"])
@@ -298,8 +298,9 @@ def test_envoyfilter_carries_the_shipped_filter():
         "uri": f"oci://{S.wasm_image}", "cluster": "_", "timeout": "30s"}, "sha256": "nil"}}
     theirs["vm_config"].pop("code")
     keys = ours["vm_config"]["environment_variables"].pop("host_env_keys")
-    assert keys == theirs["vm_config"]["environment_variables"].pop("host_env_keys") + [
-        "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"]
+    shipped_keys = theirs["vm_config"]["environment_variables"].pop("host_env_keys")
+    assert keys == shipped_keys + [k for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
+                                   if k not in shipped_keys]
     assert ours == theirs
 
 
@@ -335,7 +336,12 @@ def test_kubernetes_gateway_carries_the_shipped_chain_and_routes():
 
 def kubernetes_config(wasm: Path) -> dict:
     config = docs("kubernetes/envoy.yaml")[0]
-    http_filters(config)[0]["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(wasm)
+    # The request stage and the attempt stages of the fallback clusters.
+    upstream = [f for c in config["static_resources"]["clusters"]
+                for o in c.get("typed_extension_protocol_options", {}).values() for f in o.get("http_filters", [])]
+    for f in [http_filters(config)[0], *upstream]:
+        if "vm_config" in f["typed_config"].get("config", {}):
+            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(wasm)
     return config
 
 
@@ -345,6 +351,9 @@ def istio_config(filters: list[dict], base: dict, istio_clusters: dict[str, str]
     copy of `base`'s cluster for that destination (no credential_injector:
     Istio's have none)."""
     config = copy.deepcopy(base)
+    # Istio gets no fallback chains (render_deploy.without_chains): no aggregate clusters.
+    resources = config["static_resources"]
+    resources["clusters"] = [c for c in resources["clusters"] if not has_wasm_upstream_filter(c)]
     conn = hcm(config)
     conn["http_filters"] = filters
     vs = find(objects("istio/single-stage"), "VirtualService")
@@ -422,6 +431,8 @@ def loopback(config: dict, stack, listen: int, admin: int) -> dict:
     ports = {"tollgate_sidecar": stack.sidecar_port, "otel_collector": stack.otlp_port, "envoy_admin": admin}
     istio = callout_clusters()
     for cluster in config["static_resources"]["clusters"]:
+        if "load_assignment" not in cluster:
+            continue  # an aggregate cluster: its sub-clusters are moved
         port = ports.get(istio.get(cluster["name"], cluster["name"]), stack.mock_port)
         cluster.update(type="STATIC")
         cluster.pop("dns_lookup_family", None)

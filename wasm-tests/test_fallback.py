@@ -1,0 +1,305 @@
+"""Fallback chains and key pools end to end. Model gpt-4o-ha (envoy/gateway.yaml)
+falls back from OpenAI to Azure to Anthropic: Envoy retries each failed attempt on
+the next target of an aggregate cluster, the attempt stage (an upstream filter)
+translates the checked request for that target's API and sets its key, and the
+client gets an answer in its own API, told which target served it."""
+
+import json
+import time
+
+import anthropic
+import openai
+import pytest
+
+from conftest import anthropic_client, openai_client, wait_for
+from test_budgets import key_id, settled
+
+CHAIN = "gpt-4o-ha"
+MESSAGES = [{"role": "user", "content": "hi"}]
+OPENAI, AZURE, CLAUDE = "openai-ha/gpt-4o", "azure/azure-gpt-4o", "anthropic-ha/claude-sonnet-4-6"
+PATHS = {"openai": "/v1/chat/completions", "azure": "/openai/deployments/gpt-4o/chat/completions",
+         "anthropic": "/v1/messages"}
+TRACE = "5a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+
+def without_ejection(config: dict) -> None:
+    """The shipped config, but no target is ejected: each test's attempts then
+    go where its faults say, whatever the tests before it failed (one test
+    checks ejection on an Envoy of its own)."""
+    for cluster in config["static_resources"]["clusters"]:
+        cluster.pop("outlier_detection", None)
+
+
+@pytest.fixture(scope="module")
+def gateway(stack):
+    envoy = stack.add_envoy("envoy-fallback", customize=without_ejection)
+    yield envoy
+    envoy.stop()
+
+
+@pytest.fixture(autouse=True)
+def clear_faults(stack):
+    stack.mock("DELETE", "/__mock/faults")
+    yield
+    stack.mock("DELETE", "/__mock/faults")
+
+
+def fail(stack, flavor: str, fault: str, count: int = 1, **only):
+    stack.mock("POST", "/__mock/faults", {"fault": fault, "count": count, "flavor": flavor, **only})
+
+
+def upstream_calls(stack) -> list[dict]:
+    return [r for r in stack.mock("GET", "/__mock/requests") if r["path"] != "/__mock/requests"]
+
+
+def paths(stack) -> list[str]:
+    return [r["path"] for r in upstream_calls(stack)]
+
+
+def test_a_healthy_first_target_answers_alone(stack, key, gateway):
+    raw = openai_client(gateway.base_url, key).chat.completions.with_raw_response.create(
+        model=CHAIN, messages=MESSAGES)
+    assert raw.headers["x-tollgate-target"] == OPENAI
+    assert raw.parse().choices[0].message.content == "Hello! This is the mock gpt-4o reply."
+    (call,) = upstream_calls(stack)
+    assert call["path"] == PATHS["openai"] and call["body"]["model"] == "gpt-4o"
+    # Nothing of the gateway's own reaches the provider.
+    assert not [h for h in call["headers"] if h.startswith(("x-tollgate", "x-envoy-max", "x-envoy-upstream"))]
+
+
+def test_429_and_500_fall_back_across_apis_each_with_its_own_key(stack, key, gateway):
+    fail(stack, "openai", "429")
+    fail(stack, "azure", "500")
+    start = time.monotonic()
+    raw = openai_client(gateway.base_url, key).chat.completions.with_raw_response.create(
+        model=CHAIN, messages=MESSAGES, max_tokens=50)
+    elapsed = time.monotonic() - start
+    completion = raw.parse()
+    # An OpenAI answer, written by Claude.
+    assert raw.headers["x-tollgate-target"] == CLAUDE
+    assert completion.choices[0].message.content == "Hello! This is the mock claude-sonnet-4-6 reply."
+    assert completion.object == "chat.completion"
+    calls = upstream_calls(stack)
+    assert [c["path"] for c in calls] == [PATHS["openai"], PATHS["azure"], PATHS["anthropic"]]
+    # Each attempt in its provider's API with its provider's key (the mock
+    # refuses any other key, and a 401 is not retried).
+    assert calls[2]["body"]["max_tokens"] == 50
+    assert calls[2]["body"]["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    assert calls[2]["headers"]["x-api-key"] == "mock-anthropic-key"
+    assert "authorization" not in calls[2]["headers"] and "api-key" not in calls[2]["headers"]
+    assert calls[1]["headers"]["api-key"] == "mock-azure-key" and "authorization" not in calls[1]["headers"]
+    # The provider's retry-after: 1 was waited out before the second attempt.
+    assert elapsed >= 0.9
+
+
+def test_anthropic_client_gets_messages_from_an_openai_target(stack, key, gateway):
+    client = anthropic_client(gateway.base_url, key)
+    # The first target speaks another API: every attempt is translated by the attempt stage.
+    raw = client.messages.with_raw_response.create(model=CHAIN, max_tokens=20, messages=MESSAGES)
+    assert raw.headers["x-tollgate-target"] == OPENAI
+    message = raw.parse()
+    assert message.type == "message" and message.content[0].text == "Hello! This is the mock gpt-4o reply."
+    assert upstream_calls(stack)[0]["body"]["model"] == "gpt-4o"
+    stack.mock("DELETE", "/__mock/requests")
+    fail(stack, "openai", "503")
+    raw = client.messages.with_raw_response.create(model=CHAIN, max_tokens=20, messages=MESSAGES)
+    assert raw.headers["x-tollgate-target"] == AZURE
+    assert raw.parse().content[0].text.startswith("Hello! This is the mock")
+    assert paths(stack) == [PATHS["openai"], PATHS["azure"]]
+
+
+def test_streams_fall_back_across_apis_for_each_sdk(stack, key, gateway):
+    fail(stack, "openai", "503")
+    fail(stack, "azure", "reset")
+    with openai_client(gateway.base_url, key).chat.completions.stream(
+            model=CHAIN, messages=MESSAGES, stream_options={"include_usage": True}) as s:
+        final = s.get_final_completion()
+    assert final.choices[0].message.content == "Hello! This is the mock claude-sonnet-4-6 reply."
+    assert final.usage.completion_tokens > 0
+    assert paths(stack) == [PATHS["openai"], PATHS["azure"], PATHS["anthropic"]]
+
+    stack.mock("DELETE", "/__mock/requests")
+    fail(stack, "openai", "429")
+    with anthropic_client(gateway.base_url, key).messages.stream(
+            model=CHAIN, max_tokens=20, messages=MESSAGES) as s:
+        message = s.get_final_message()
+    assert message.content[0].text == "Hello! This is the mock gpt-4o reply."  # the Azure deployment's
+    assert message.usage.output_tokens > 0
+
+    fail(stack, "openai", "500")
+    with openai_client(gateway.base_url, key).responses.stream(model=CHAIN, input="hi") as s:
+        response = s.get_final_response()
+    assert response.output_text.startswith("Hello! This is the mock")
+
+
+def test_when_every_target_fails_the_client_gets_the_last_error_in_its_format(stack, key, gateway):
+    for flavor in ("openai", "azure", "anthropic"):
+        fail(stack, flavor, "429")
+    with pytest.raises(openai.RateLimitError) as err:
+        openai_client(gateway.base_url, key).chat.completions.create(model=CHAIN, messages=MESSAGES)
+    # A 429 (the attempt stage's 503 for outlier detection turned back), in OpenAI's format.
+    assert err.value.status_code == 429
+    assert err.value.response.headers.get("retry-after") == "1"
+    assert "x-tollgate-rate-limited" not in err.value.response.headers
+    assert err.value.response.headers["x-tollgate-target"] == CLAUDE
+    assert err.value.body["type"] == "rate_limit_error" and err.value.body["code"] == "rate_limit_exceeded"
+    # One attempt per target, no more (x-envoy-max-retries: 2).
+    assert paths(stack) == [PATHS["openai"], PATHS["azure"], PATHS["anthropic"]]
+
+
+def test_errors_that_another_target_would_repeat_are_not_retried(stack, key, gateway):
+    """A 400 is the request's fault: trying it elsewhere would only spend more."""
+    with pytest.raises(openai.BadRequestError):
+        openai_client(gateway.base_url, key).chat.completions.create(
+            model=CHAIN, messages=MESSAGES, extra_headers={"x-mock-fault": "nope"})
+    assert len(upstream_calls(stack)) == 1
+
+
+def test_a_hanging_target_times_out_to_the_next(stack, key):
+    """attempt_timeout_ms bounds the wait for a target's response headers."""
+    def customize(config):
+        without_ejection(config)
+        set_model_field(config, CHAIN, "attempt_timeout_ms", 1000)
+
+    envoy = stack.add_envoy("envoy-attempt-timeout", customize=customize)
+    try:
+        fail(stack, "openai", "slow:5000")
+        start = time.monotonic()
+        raw = openai_client(envoy.base_url, key).chat.completions.with_raw_response.create(
+            model=CHAIN, messages=MESSAGES)
+        assert raw.headers["x-tollgate-target"] == AZURE
+        assert 0.9 <= time.monotonic() - start < 4
+        assert envoy.stats("cluster.fallback_gpt_4o.upstream_rq_per_try_timeout").get(
+            "cluster.fallback_gpt_4o.upstream_rq_per_try_timeout") == 1
+    finally:
+        envoy.stop()
+
+
+def test_no_retry_once_a_stream_has_begun_and_the_part_produced_is_billed(stack, key, gateway):
+    kid = key_id(stack, key)
+    # The first target's stream breaks after a few events: an error event
+    # in the client's format, no other target tried.
+    fail(stack, "openai", "error-mid-stream")
+    events = []
+    with pytest.raises(openai.APIError) as err:
+        for chunk in openai_client(gateway.base_url, key).chat.completions.create(
+                model=CHAIN, messages=MESSAGES, stream=True):
+            events.append(chunk)
+    assert "Overloaded" in str(err.value)
+    assert events and events[0].choices[0].delta.content is not None
+    assert paths(stack) == [PATHS["openai"]]
+    # Cross-API: Claude's error event reaches an OpenAI client as OpenAI's.
+    stack.mock("DELETE", "/__mock/requests")
+    fail(stack, "openai", "503")
+    fail(stack, "azure", "503")
+    fail(stack, "anthropic", "error-mid-stream")
+    with pytest.raises(openai.APIError) as err:
+        list(openai_client(gateway.base_url, key).chat.completions.create(
+            model=CHAIN, messages=MESSAGES, stream=True))
+    assert "Overloaded" in str(err.value)
+    assert paths(stack) == [PATHS["openai"], PATHS["azure"], PATHS["anthropic"]]
+    # Both are billed for what was produced, at the model that produced it.
+    rows = settled(stack, kid, 2)
+    assert sorted(r["upstream_model"] for r in rows) == ["claude-sonnet-4-6", "gpt-4o"]
+    assert all(r["output_tokens"] > 0 for r in rows)
+
+
+def test_the_ledger_and_the_trace_show_every_attempt_and_the_served_target(stack, key, gateway):
+    kid = key_id(stack, key)
+    fail(stack, "openai", "429")
+    fail(stack, "azure", "500")
+    completion = openai_client(gateway.base_url, key).chat.completions.create(
+        model=CHAIN, messages=MESSAGES, extra_headers={"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"})
+    (row,) = settled(stack, kid, 1)
+    assert (row["provider"], row["model"], row["upstream_model"]) == ("anthropic-ha", CHAIN, "claude-sonnet-4-6")
+    # Failed attempts produced nothing; the answer is priced at Claude's rates ($3 / $15 per million).
+    usage = completion.usage
+    assert row["cost_usd"] == pytest.approx((usage.prompt_tokens * 3 + usage.completion_tokens * 15) / 1e6)
+
+    def upstream_spans():
+        spans = [s for s in stack.otlp("GET", "/__otlp/spans") if s["trace_id"] == TRACE]
+        ups = [s for s in spans if s["name"].endswith(" upstream")]
+        return ups if len(ups) >= 3 else None
+
+    spans, _ = wait_for(upstream_spans, timeout=5)
+    assert spans, "no upstream spans"
+    spans.sort(key=lambda s: s["start"])
+    assert [(s["attributes"]["tollgate.provider"], s["attributes"]["http.response.status_code"]) for s in spans] == [
+        ("openai-ha", 429), ("azure", 500), ("anthropic-ha", 200)]
+    assert len({s["span_id"] for s in spans}) == 3 and len({s["parent_span_id"] for s in spans}) == 1
+    assert [s["status_code"] == 2 for s in spans] == [True, True, False]  # 2: error
+    # Each attempt ends where the next begins.
+    assert spans[0]["end"] <= spans[1]["start"] and spans[1]["end"] <= spans[2]["start"]
+
+
+def test_stats_count_attempts_and_fallbacks_by_target(stack, key, gateway):
+    before = gateway.stats("tollgate")
+    fail(stack, "openai", "500")
+    openai_client(gateway.base_url, key).chat.completions.create(model=CHAIN, messages=MESSAGES)
+
+    def delta(name):
+        return gateway.stats("tollgate").get(name, 0) - before.get(name, 0)
+
+    attempts = "wasmcustom.tollgate.attempts.provider.{}.status.{}"
+    counted, _ = wait_for(lambda: delta("wasmcustom.tollgate.fallbacks.provider.azure") == 1, timeout=3)
+    assert counted
+    assert delta(attempts.format("openai-ha", "5xx")) == 1
+    assert delta(attempts.format("azure", "2xx")) == 1
+
+
+def set_model_field(config: dict, model: str, field: str, value) -> None:
+    """Sets `field` of `model`'s entry in the rendered gateway's filter configuration."""
+    plugin = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"][0]["typed_config"]["config"]["configuration"]
+    settings = json.loads(plugin["value"])
+    next(m for m in settings["models"] if m["name"] == model)[field] = value
+    plugin["value"] = json.dumps(settings)
+
+
+def with_key_pool(config: dict) -> None:
+    """ha_openai as a pool of two keys (OPENAI_API_KEY, OPENAI_API_KEY_2) for
+    model gpt-4o-pool, with the attempt stage on it."""
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    pool = clusters["ha_openai"]
+    (endpoints,) = pool["load_assignment"]["endpoints"]
+    second = json.loads(json.dumps(endpoints["lb_endpoints"][0]))
+    second["metadata"]["filter_metadata"]["tollgate"]["credential"] = "OPENAI_API_KEY_2"
+    endpoints["lb_endpoints"].append(second)
+    pool["typed_extension_protocol_options"] = clusters["fallback_gpt_4o"]["typed_extension_protocol_options"]
+    # Every stage's VM sees the second key (they must stay one VM).
+    listener_filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]["http_filters"]
+    upstream_filters = [f for c in clusters.values() for o in c.get("typed_extension_protocol_options", {}).values()
+                        for f in o.get("http_filters", [])]
+    for f in listener_filters + upstream_filters:
+        keys = f["typed_config"].get("config", {}).get("vm_config", {}).get("environment_variables", {}).get(
+            "host_env_keys")
+        if keys is not None and "OPENAI_API_KEY_2" not in keys:
+            keys.append("OPENAI_API_KEY_2")
+    plugin = listener_filters[0]["typed_config"]["config"]
+    settings = json.loads(plugin["configuration"]["value"])
+    settings["models"].append({"name": "gpt-4o-pool", "provider": "openai-ha", "upstream_model": "gpt-4o",
+                               "cluster": "ha_openai", "max_attempts": 2})
+    plugin["configuration"]["value"] = json.dumps(settings)
+
+
+def test_a_rate_limited_key_of_a_pool_is_ejected_and_its_traffic_moves(stack, key):
+    envoy = stack.add_envoy("envoy-key-pool", customize=with_key_pool)
+    try:
+        second = "mock-openai-key-2"
+        fail(stack, "openai", "429", count=1000, credential=second)
+        client = openai_client(envoy.base_url, key)
+        for _ in range(8):
+            assert client.chat.completions.create(model="gpt-4o-pool", messages=MESSAGES).choices
+        keys = [r["headers"]["authorization"].removeprefix("Bearer ") for r in upstream_calls(stack)]
+        assert set(keys) == {"mock-openai-key", second}
+        # Three 429s in a row (seen by Envoy as 503s) eject the key.
+        assert keys.count(second) == 3
+        ejected = envoy.stats("cluster.ha_openai.outlier_detection.ejections_enforced_total")
+        assert ejected.get("cluster.ha_openai.outlier_detection.ejections_enforced_total") == 1
+        stack.mock("DELETE", "/__mock/requests")
+        for _ in range(4):
+            client.chat.completions.create(model="gpt-4o-pool", messages=MESSAGES)
+        assert {r["headers"]["authorization"] for r in upstream_calls(stack)} == {"Bearer mock-openai-key"}
+    finally:
+        envoy.stop()
