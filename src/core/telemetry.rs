@@ -507,6 +507,60 @@ mod tests {
     }
 
     #[test]
+    fn each_failed_attempt_gets_a_span_before_the_answering_one() {
+        let p = parts();
+        let failed = [
+            FailedAttempt {
+                provider: "openai-ha",
+                provider_kind: ProviderKind::Openai,
+                upstream_api: Wire::ChatCompletions,
+                status: 429,
+                start_ns: 20,
+                end_ns: 30,
+            },
+            FailedAttempt {
+                provider: "azure",
+                provider_kind: ProviderKind::Azure,
+                upstream_api: Wire::ChatCompletions,
+                status: 0,
+                start_ns: 30,
+                end_ns: 40,
+            },
+        ];
+        let record = RequestRecord {
+            provider: "anthropic",
+            provider_kind: ProviderKind::Anthropic,
+            upstream_api: Wire::Messages,
+            failed_attempts: &failed,
+            ..record(&p)
+        };
+        with_spans(&record, |spans| {
+            let [_, first, second, answer] = spans else {
+                panic!("expected 4 spans, got {}", spans.len());
+            };
+            assert_eq!((first.start_ns, first.end_ns), (20, 30));
+            assert_eq!((second.start_ns, second.end_ns), (30, 40));
+            assert_eq!((answer.start_ns, answer.end_ns), (40, 2_000_000_000));
+            assert_eq!(first.error.as_deref(), Some("HTTP 429"));
+            assert_eq!(second.error.as_deref(), Some("HTTP upstream_reset"));
+            assert_eq!(answer.error, None);
+            // The answering attempt keeps the id the provider saw in traceparent.
+            assert_eq!(answer.span_id, [3; 8]);
+            let ids: Vec<[u8; 8]> = spans.iter().map(|s| s.span_id).collect();
+            assert!(ids.iter().enumerate().all(|(i, id)| !ids[..i].contains(id)));
+            assert!(spans[1..].iter().all(|s| s.parent_span_id == Some([2; 8])));
+            assert_eq!(
+                attr(second, "tollgate.provider"),
+                Some(&AttrValue::Str("azure"))
+            );
+            assert_eq!(
+                attr(first, "http.response.status_code"),
+                Some(&AttrValue::Int(429))
+            );
+        });
+    }
+
+    #[test]
     fn sampling_ratio_is_respected() {
         let mut config: TracingConfig =
             serde_json::from_str(r#"{"cluster":"c","sample_ratio":0.25}"#).unwrap();

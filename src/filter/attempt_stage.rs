@@ -55,6 +55,11 @@ impl<H: Host> AttemptStage<H> {
         }
     }
 
+    #[cfg(test)]
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
     fn shared(&self) -> Result<Rc<Shared>, GatewayError> {
         self.shared.clone().ok_or(GatewayError::Internal(
             "the attempt stage has no configuration: give it the request stage's vm_config (same vm_id)",

@@ -546,4 +546,5 @@ fn single_stage_drains_an_oversized_body_with_the_headers_held() {
 }
 
 mod cost;
+mod fallback;
 mod leases;

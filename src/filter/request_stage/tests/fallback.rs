@@ -1,0 +1,307 @@
+//! Fallback chains through MockHost: what the request stage hands over and
+//! asks of Envoy, the attempt stage's work per attempt, and the response
+//! side following the target that answered.
+
+use super::*;
+use crate::core::fallback::{self, Attempt, Handoff};
+use crate::filter::attempt_stage::{AttemptStage, ATTEMPTS, HANDOFF, RATE_LIMITED};
+use crate::filter::mock::ENDPOINT_METADATA;
+
+const OPENAI_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI";
+const OPENAI_2_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI_2";
+const ANTHROPIC_ENV: &str = "TOLLGATE_CHAIN_TEST_ANTHROPIC";
+
+/// `chain` falls back from OpenAI to Anthropic on cluster `fb`.
+fn chain() -> Rc<Shared> {
+    std::env::set_var(OPENAI_ENV, "sk-openai");
+    std::env::set_var(OPENAI_2_ENV, "sk-openai-2");
+    std::env::set_var(ANTHROPIC_ENV, "sk-ant");
+    shared(json!({
+        "providers": [
+            {"name": "openai", "kind": "openai", "cluster": "c_openai",
+             "auth": {"type": "env", "var": OPENAI_ENV}},
+            {"name": "anthropic", "kind": "anthropic", "cluster": "c_anthropic",
+             "auth": {"type": "env", "var": ANTHROPIC_ENV}}
+        ],
+        "models": [
+            {"name": "chain", "provider": "openai", "upstream_model": "gpt-4o",
+             "fallbacks": ["claude-x"], "cluster": "fb", "attempt_timeout_ms": 1500},
+            {"name": "claude-x", "provider": "anthropic"}
+        ]
+    }))
+}
+
+fn header(host: &MockHost, name: &str) -> Option<String> {
+    host.request_header(name)
+}
+
+/// A request for `chain` routed by the request stage (key valid).
+fn routed(shared: &Rc<Shared>, host: MockHost) -> RequestStage<MockHost> {
+    let mut stage = authorized(shared, host, VALID);
+    assert_eq!(body_end(&mut stage), Action::Continue);
+    stage
+}
+
+fn handoff(stage: &RequestStage<MockHost>) -> Handoff {
+    Handoff::decode(&stage.host.property(HANDOFF).unwrap()).unwrap()
+}
+
+#[test]
+fn a_chain_goes_to_its_cluster_with_envoys_attempt_settings_and_no_key() {
+    let shared = chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let host = &stage.host;
+    assert_eq!(header(host, "x-tollgate-cluster").as_deref(), Some("fb"));
+    assert_eq!(header(host, "x-envoy-max-retries").as_deref(), Some("1"));
+    assert_eq!(
+        header(host, "x-envoy-upstream-rq-per-try-timeout-ms").as_deref(),
+        Some("1500")
+    );
+    // The attempt stage sets each attempt's key; account headers reach no target.
+    assert_eq!(header(host, "authorization"), None);
+    assert_eq!(header(host, "openai-organization"), None);
+    // The first target speaks the client's API: prepared for it.
+    let body: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
+    assert_eq!(body["model"], "gpt-4o");
+    assert_eq!(
+        handoff(&stage),
+        Handoff {
+            entry: 0,
+            api: crate::core::api::Api::ChatCompletions,
+            stream: false,
+            prepared: true,
+            model: "chain".into()
+        }
+    );
+}
+
+#[test]
+fn a_client_of_another_api_hands_over_its_own_checked_body() {
+    let shared = chain();
+    let body =
+        json!({"model": "chain", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]});
+    let host = MockHost::request(
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", "tg-key"), ("anthropic-version", "2023-06-01")],
+        body.to_string().as_bytes(),
+    );
+    let stage = routed(&shared, host);
+    let sent: Value = serde_json::from_slice(&stage.host.request_body.borrow()).unwrap();
+    assert_eq!(sent, body, "each attempt translates it for its own target");
+    assert_eq!(
+        header(&stage.host, ":path").as_deref(),
+        Some("/v1/messages")
+    );
+    assert!(!handoff(&stage).prepared);
+}
+
+/// An attempt of `stage`'s request landing on `provider`'s endpoint, with
+/// the request stage's headers, body and filter state.
+fn attempt(
+    shared: &Rc<Shared>,
+    stage: &RequestStage<MockHost>,
+    provider: &str,
+) -> AttemptStage<MockHost> {
+    let host = MockHost::default().sharing(&stage.host);
+    *host.request_headers.borrow_mut() = stage.host.request_headers.borrow().clone();
+    *host.request_body.borrow_mut() = stage.host.request_body.borrow().clone();
+    host.set_property(HANDOFF, &stage.host.property(HANDOFF).unwrap());
+    if let Some(record) = stage.host.property(ATTEMPTS) {
+        host.set_property(ATTEMPTS, &record);
+    }
+    host.set_property(&format!("{ENDPOINT_METADATA}provider"), provider.as_bytes());
+    host.now_ns.set(5_000);
+    AttemptStage::new(Some(Rc::clone(shared)), host)
+}
+
+fn send(attempt: &mut AttemptStage<MockHost>) -> Action {
+    assert_eq!(attempt.on_http_request_headers(0, false), Action::Pause);
+    let size = attempt.host().request_body.borrow().len();
+    attempt.on_http_request_body(size, true)
+}
+
+#[test]
+fn the_prepared_first_target_keeps_the_body_and_gets_its_key() {
+    let shared = chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let before = stage.host.request_body.borrow().clone();
+    let mut a = attempt(&shared, &stage, "openai");
+    // A key an earlier attempt set for another provider.
+    a.host().set_request_header("x-api-key", Some("sk-ant"));
+    assert_eq!(send(&mut a), Action::Continue);
+    let host = a.host();
+    assert_eq!(*host.request_body.borrow(), before);
+    assert_eq!(
+        header(host, "content-length"),
+        Some(before.len().to_string())
+    );
+    assert_eq!(
+        header(host, "authorization").as_deref(),
+        Some("Bearer sk-openai")
+    );
+    assert_eq!(header(host, "x-api-key"), None);
+    assert_eq!(
+        header(host, ":path").as_deref(),
+        Some("/v1/chat/completions")
+    );
+    assert_eq!(
+        fallback::attempts(&host.property(ATTEMPTS).unwrap()),
+        [Attempt {
+            target: 0,
+            start_ns: 5_000,
+            status: 0
+        }]
+    );
+}
+
+#[test]
+fn a_fallback_target_gets_the_request_in_its_api_with_its_key() {
+    let shared = chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let mut a = attempt(&shared, &stage, "openai");
+    send(&mut a);
+    // Envoy keeps one header map for every attempt; the body is the request stage's.
+    let mut b = attempt(&shared, &stage, "anthropic");
+    *b.host().request_headers.borrow_mut() = a.host().request_headers.borrow().clone();
+    b.host()
+        .set_property(ATTEMPTS, &a.host().property(ATTEMPTS).unwrap());
+    assert_eq!(send(&mut b), Action::Continue);
+    let host = b.host();
+    let sent: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
+    assert_eq!(sent["model"], "claude-x");
+    assert_eq!(sent["messages"][0]["content"][0]["text"], "hi");
+    assert!(sent["max_tokens"].as_u64().is_some());
+    assert_eq!(
+        header(host, "content-length"),
+        Some(host.request_body.borrow().len().to_string())
+    );
+    assert_eq!(header(host, ":path").as_deref(), Some("/v1/messages"));
+    assert_eq!(header(host, "x-api-key").as_deref(), Some("sk-ant"));
+    assert_eq!(
+        header(host, "authorization"),
+        None,
+        "OpenAI's key stays with OpenAI"
+    );
+    assert_eq!(
+        header(host, "anthropic-version").as_deref(),
+        Some("2023-06-01")
+    );
+    let targets: Vec<usize> = fallback::attempts(&host.property(ATTEMPTS).unwrap())
+        .iter()
+        .map(|a| a.target)
+        .collect();
+    assert_eq!(targets, [0, 1]);
+}
+
+#[test]
+fn an_endpoint_of_a_pool_brings_its_own_key() {
+    let shared = chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let mut a = attempt(&shared, &stage, "openai");
+    a.host().set_property(
+        &format!("{ENDPOINT_METADATA}credential"),
+        OPENAI_2_ENV.as_bytes(),
+    );
+    send(&mut a);
+    assert_eq!(
+        header(a.host(), "authorization").as_deref(),
+        Some("Bearer sk-openai-2")
+    );
+}
+
+#[test]
+fn an_attempt_that_cannot_be_placed_is_refused_not_sent() {
+    let shared = chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    // An endpoint of a provider outside the chain.
+    let mut a = attempt(&shared, &stage, "gemini");
+    assert_eq!(a.on_http_request_headers(0, false), Action::Pause);
+    assert_eq!(a.host().reply().unwrap().status, 500);
+    // No handoff: the request did not pass the request stage.
+    let mut b = AttemptStage::new(Some(Rc::clone(&shared)), MockHost::default());
+    b.on_http_request_headers(0, false);
+    let reply = b.host().reply().unwrap();
+    assert_eq!(reply.status, 500);
+    assert!(reply.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("without passing the tollgate request stage"));
+    // No configuration in the VM.
+    let mut c = AttemptStage::new(None, MockHost::default());
+    c.on_http_request_headers(0, false);
+    assert_eq!(c.host().reply().unwrap().status, 500);
+}
+
+#[test]
+fn a_429_reaches_outlier_detection_as_a_503_and_the_client_as_a_429() {
+    let shared = chain();
+    let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let mut a = attempt(&shared, &stage, "anthropic");
+    send(&mut a);
+    *a.host().response_headers.borrow_mut() = vec![
+        (":status".into(), "429".into()),
+        ("retry-after".into(), "1".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    assert_eq!(a.on_http_response_headers(0, false), Action::Continue);
+    let upstream = a.host().response_headers();
+    assert_eq!(upstream.get(":status"), Some("503"));
+    assert_eq!(upstream.get(RATE_LIMITED), Some("1"));
+    assert_eq!(
+        fallback::attempts(&a.host().property(ATTEMPTS).unwrap())[0].status,
+        429
+    );
+    // The request stage sees what the router passes on: the last attempt's
+    // response, and the endpoint it came from.
+    *stage.host.response_headers.borrow_mut() = a.host().response_headers.borrow().clone();
+    stage
+        .host
+        .set_property(ATTEMPTS, &a.host().property(ATTEMPTS).unwrap());
+    stage
+        .host
+        .set_property(&format!("{ENDPOINT_METADATA}provider"), b"anthropic");
+    let error = r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
+    *stage.host.response_body.borrow_mut() = error.as_bytes().to_vec();
+    stage.on_http_response_headers(0, false);
+    stage.on_http_response_body(error.len(), true);
+    let client = stage.host.response_headers();
+    assert_eq!(client.get(":status"), Some("429"));
+    assert_eq!(client.get(RATE_LIMITED), None);
+    assert_eq!(client.get("x-tollgate-target"), Some("anthropic/claude-x"));
+    // Anthropic's error, in the OpenAI client's format.
+    let body: Value = serde_json::from_slice(&stage.host.response_body.borrow()).unwrap();
+    assert_eq!(body["error"]["message"], "slow down");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}
+
+#[test]
+fn the_answer_is_read_and_billed_as_the_serving_targets() {
+    let shared = chain();
+    let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    stage
+        .host
+        .set_property(&format!("{ENDPOINT_METADATA}provider"), b"anthropic");
+    *stage.host.response_headers.borrow_mut() = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    let answer = json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "text", "text": "Hello"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 5, "output_tokens": 2}
+    })
+    .to_string();
+    *stage.host.response_body.borrow_mut() = answer.clone().into_bytes();
+    stage.on_http_response_headers(0, false);
+    stage.on_http_response_body(answer.len(), true);
+    let body: Value = serde_json::from_slice(&stage.host.response_body.borrow()).unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello");
+    let f = stage.forwarded.as_ref().unwrap();
+    assert_eq!(
+        (f.provider.as_str(), f.upstream_model.as_str()),
+        ("anthropic", "claude-x")
+    );
+    assert_eq!(stage.counter("tollgate.fallbacks.provider.anthropic"), 1);
+}
