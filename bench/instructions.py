@@ -9,7 +9,10 @@ measured 0.83 and 0.31).
 
 Variants (the letters of bench/run.py): (b) bare Envoy, (fl1) the
 single-stage floor, (c0) keys and routing only, (c) + guardrails, (s0) +
-tracing, (s) the shipped config (+ budgets). Each Envoy runs under
+tracing, (s) the shipped config (+ budgets), (sa) (s) for a model alias
+(the body's model rewritten), (sf) (sa) for a model with a fallback chain
+(gpt-4o-ha) whose first target answers: what the retry route and the
+attempt stage cost when nothing fails. Each Envoy runs under
 callgrind with instrumentation off; after a warm-up (V8 has compiled the
 module's hot code) it is switched on for N sequential requests on one
 connection, then dumped. Span and report batches flush every 20 s, not at
@@ -58,7 +61,15 @@ VARIANTS = {
     "c": ("(c0) + guardrails", dict(plugin_overrides={"tracing": None, "budgets": None})),
     "s0": ("(c) + tracing", dict(plugin_overrides={"budgets": None, "tracing": SLOW_FLUSH})),
     "s": ("shipped config: (s0) + budgets", dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
+    "sa": ("(s) for a model alias (the body's model rewritten)",
+           dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
+    "sf": ("(sa) on a fallback chain, nothing failing",
+           dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
 }
+# Variants whose requests name another model than CHAT's. Both rewrite the
+# body's model (fast -> gpt-5.4-mini, gpt-4o-ha -> gpt-4o), so (sf) - (sa)
+# is what the chain costs.
+MODELS = {"sa": "fast", "sf": "gpt-4o-ha"}
 # Below this address a code address with no file is Envoy's own (its text
 # is remapped anonymously); above it, code V8 generated.
 JIT_FLOOR = 0x100000000
@@ -174,8 +185,8 @@ def main():
         # As in bench/run.py: a request budget on the key that never binds.
         s.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": key_id, "kind": "requests",
                                           "limit": 1e12, "period": "daily", "mode": "hard"})
-        body = json.dumps(CHAT).encode()
         for letter in letters:
+            body = json.dumps({**CHAT, "model": MODELS.get(letter, CHAT["model"])}).encode()
             rows[letter] = measure(s, letter, key, body, args.warmup, args.requests, tmp)
             print(f"({letter}) {rows[letter]['total'] / 1000:.1f}k instructions per request", file=sys.stderr)
     finally:

@@ -17,6 +17,10 @@
   (s0)  (s) with budgets off ("budgets": null): what budgets cost
   (s2)  (s) on the two-stage fallback chain (only when the template ships
         the single stage; otherwise it is (s))
+  (sa)  (s) for a model alias (`fast`: the body's model is rewritten)
+  (sf)  (sa) for a model with a fallback chain (`gpt-4o-ha`) whose first
+        target answers: what the retry route and the attempt stage cost
+        when nothing fails ((sf)/(sa))
   (c)   Envoy + Tollgate: key cached, guardrails on, usage extraction, no
         budgets, no tracing
   (c0)  (c) with guardrails off: the chain and the core alone
@@ -196,6 +200,8 @@ def main():
         "s": ("shipped config: keys, budgets, guardrails, tracing", "shipped", CHAT, {}, True),
         "s0": ("(s), budgets off", "shipped_nobudgets", CHAT, {}, True),
         "s2": ("(s) on the two-stage fallback chain", "shipped_two_stage", CHAT, {}, True),
+        "sa": ("(s), a model alias", "shipped", {**CHAT, "model": "fast"}, {}, True),
+        "sf": ("(sa) on a fallback chain, nothing failing", "shipped", {**CHAT, "model": "gpt-4o-ha"}, {}, True),
         "c": ("Envoy + Tollgate", "envoy", CHAT, {}, True),
         "c0": ("(c), guardrails off", "unguarded", CHAT, {}, True),
         "d": ("(c) + budgets on", "budgets", CHAT, {}, True),
@@ -434,6 +440,7 @@ def per_round(runs: dict, x: str, y: str, measure: str) -> list[float]:
 def ratios_table(runs: dict, tollgate_chain: str) -> str:
     same_floor = "fl1" if tollgate_chain == "single_stage" else "fl2"
     pairs = [("fl1", "b"), ("fl2", "b"), ("fl1", "fl2"), ("s", "b"), ("s0", "b"), ("s", "s0"), ("s2", "b"),
+             ("sf", "sa"), ("sf", "b"),
              ("s", "s2"), ("c", same_floor), ("c", "b"), ("c0", "b"), ("d", "b"), ("d", "c"), ("s0", "c"),
              ("e", "b"), ("f", "bs"), ("g", "bs"), ("h", "h0"), ("i", "i0")]
     pairs = [(x, y) for x, y in pairs if x in runs and y in runs]

@@ -228,7 +228,7 @@ def istio_routes(s: Settings) -> list[dict]:
             "rewrite": {"authority": host},
             "headers": {"request": {"remove": template_route["request_headers_to_remove"]}},
             "timeout": template_route["route"]["timeout"],
-            # As gateway.yaml: no retries (a retried LLM call is paid twice).
+            # As gateway.yaml's route for models without a fallback chain: no retries.
             "retries": {"attempts": 0},
         })
         if tls:

@@ -139,7 +139,10 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         resources["clusters"] = [c for c in resources["clusters"] if not has_wasm_upstream_filter(c)]
     if bare_cluster:
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
-        route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+        # Only the plain route (the retry route serves fallback chains).
+        vhost = hcm["route_config"]["virtual_hosts"][0]
+        vhost["routes"] = vhost["routes"][-1:]
+        route = vhost["routes"][0]["route"]
         route.pop("cluster_header")
         route["cluster"] = bare_cluster
     if floor_wasm:

@@ -5,6 +5,9 @@ translates the checked request for that target's API and sets its key, and the
 client gets an answer in its own API, told which target served it."""
 
 import json
+import os
+import socket
+import subprocess
 import time
 
 import anthropic
@@ -12,6 +15,8 @@ import openai
 import pytest
 
 from conftest import anthropic_client, openai_client, wait_for
+from deps import find_envoy
+from stack import WASM, free_port, render
 from test_budgets import key_id, settled
 
 CHAIN = "gpt-4o-ha"
@@ -42,6 +47,13 @@ def clear_faults(stack):
     stack.mock("DELETE", "/__mock/faults")
     yield
     stack.mock("DELETE", "/__mock/faults")
+
+
+def closed_port() -> int:
+    """A port nothing listens on: connections to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def fail(stack, flavor: str, fault: str, count: int = 1, **only):
@@ -175,6 +187,39 @@ def test_a_hanging_target_times_out_to_the_next(stack, key):
         envoy.stop()
 
 
+def test_a_target_that_refuses_connections_is_passed_over(stack, key):
+    def customize(config):
+        without_ejection(config)
+        ha_openai = next(c for c in config["static_resources"]["clusters"] if c["name"] == "ha_openai")
+        for lb in ha_openai["load_assignment"]["endpoints"][0]["lb_endpoints"]:
+            lb["endpoint"]["address"]["socket_address"]["port_value"] = closed_port()
+
+    envoy = stack.add_envoy("envoy-connect-failure", customize=customize)
+    try:
+        raw = openai_client(envoy.base_url, key).chat.completions.with_raw_response.create(
+            model=CHAIN, messages=MESSAGES)
+        assert raw.headers["x-tollgate-target"] == AZURE
+        assert paths(stack) == [PATHS["azure"]]
+    finally:
+        envoy.stop()
+
+
+def test_a_bad_chain_stops_envoy_at_start_up(tmp_path):
+    """Cycles and unknown names are configuration errors, reported with the rest."""
+    def broken(config):
+        set_model_field(config, CHAIN, "fallbacks", ["nope", CHAIN])
+
+    path = tmp_path / "broken.yaml"
+    path.write_text(render(wasm=WASM, listen_port=free_port(), admin_port=free_port(), sidecar_port=1,
+                           mock_port=1, otlp_port=1, real=set(), customize=broken))
+    out = subprocess.run([find_envoy() or "envoy", "--mode", "validate", "-c", str(path)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "TOLLGATE_SERVICE_TOKEN": "t" * 40})
+    assert out.returncode != 0
+    log = out.stdout + out.stderr
+    assert "fallback `nope` is not the exact name of another entry in models" in log
+    assert "fallbacks form a cycle: gpt-4o-ha -> gpt-4o-ha" in log
+
+
 def test_no_retry_once_a_stream_has_begun_and_the_part_produced_is_billed(stack, key, gateway):
     kid = key_id(stack, key)
     # The first target's stream breaks after a few events: an error event
@@ -202,6 +247,23 @@ def test_no_retry_once_a_stream_has_begun_and_the_part_produced_is_billed(stack,
     rows = settled(stack, kid, 2)
     assert sorted(r["upstream_model"] for r in rows) == ["claude-sonnet-4-6", "gpt-4o"]
     assert all(r["output_tokens"] > 0 for r in rows)
+
+
+def test_a_stream_cut_mid_way_is_not_retried_and_its_part_is_billed(stack, key, gateway):
+    """The provider drops the connection after a few events: Envoy resets the
+    client's stream (no filter can add an event there), tries no other
+    target, and the ledger bills the text that went out, estimated."""
+    kid = key_id(stack, key)
+    fail(stack, "openai", "reset-mid-stream")
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in openai_client(gateway.base_url, key).chat.completions.create(
+                model=CHAIN, messages=MESSAGES, stream=True):
+            received.append(chunk)
+    assert received, "the first events reached the client"
+    assert paths(stack) == [PATHS["openai"]]
+    (row,) = settled(stack, kid, 1)
+    assert row["estimated"] and row["output_tokens"] > 0 and row["provider"] == "openai-ha"
 
 
 def test_the_ledger_and_the_trace_show_every_attempt_and_the_served_target(stack, key, gateway):
@@ -279,8 +341,24 @@ def with_key_pool(config: dict) -> None:
     plugin = listener_filters[0]["typed_config"]["config"]
     settings = json.loads(plugin["configuration"]["value"])
     settings["models"].append({"name": "gpt-4o-pool", "provider": "openai-ha", "upstream_model": "gpt-4o",
-                               "cluster": "ha_openai", "max_attempts": 2})
+                               "cluster": "ha_openai", "max_attempts": 3})
     plugin["configuration"]["value"] = json.dumps(settings)
+
+
+def test_a_pool_retries_on_its_other_key_until_one_answers(stack, key):
+    envoy = stack.add_envoy("envoy-key-pool-retries", customize=lambda c: (without_ejection(c), with_key_pool(c)))
+    try:
+        fail(stack, "openai", "500", count=2)
+        raw = openai_client(envoy.base_url, key).chat.completions.with_raw_response.create(
+            model="gpt-4o-pool", messages=MESSAGES)
+        assert raw.headers["x-tollgate-target"] == OPENAI
+        keys = [r["headers"]["authorization"] for r in upstream_calls(stack)]
+        # Two failures, then the third attempt (max_attempts) answers. The
+        # first retry goes to the other key (previous_hosts); with both tried,
+        # the third may go to either.
+        assert len(keys) == 3 and keys[0] != keys[1]
+    finally:
+        envoy.stop()
 
 
 def test_a_rate_limited_key_of_a_pool_is_ejected_and_its_traffic_moves(stack, key):

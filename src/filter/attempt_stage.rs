@@ -15,12 +15,13 @@ use super::env::Host;
 use super::root::Shared;
 use super::route_headers;
 use crate::core::api::ClientFormat;
+use crate::core::decision::RouteDecision;
 use crate::core::error::GatewayError;
 use crate::core::exchange;
 use crate::core::fallback::{self, Handoff};
 use crate::core::provider::credential_headers;
 use crate::core::request::LlmRequest;
-use crate::core::routing;
+use crate::core::routing::{self, Route};
 use crate::filter::stats;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -30,7 +31,8 @@ use std::rc::Rc;
 pub const HANDOFF: &str = "tollgate.fallback";
 
 /// Filter state where the attempt stage records the attempts
-/// (`fallback::attempts`) for the request stage's trace.
+/// (`fallback::attempts`): how the request stage learns which target
+/// answered, and what the trace shows of the others.
 pub const ATTEMPTS: &str = "tollgate.attempts";
 
 /// Response header marking a 429 the attempt stage turned into a 503.
@@ -42,6 +44,11 @@ pub struct AttemptStage<H: Host> {
     shared: Option<Rc<Shared>>,
     /// This attempt: the request as handed over and its target's index.
     attempt: Option<(Handoff, usize)>,
+    /// Whether the body is sent from this stage (not as the request stage
+    /// left it).
+    rewrite: bool,
+    /// The attempts record as this attempt wrote it.
+    record: String,
     provider: String,
 }
 
@@ -51,6 +58,8 @@ impl<H: Host> AttemptStage<H> {
             host,
             shared,
             attempt: None,
+            rewrite: false,
+            record: String::new(),
             provider: String::new(),
         }
     }
@@ -66,8 +75,10 @@ impl<H: Host> AttemptStage<H> {
         ))
     }
 
-    /// Which target of the chain Envoy picked for this attempt.
-    fn begin(&mut self) -> Result<(), GatewayError> {
+    /// Which target of the chain Envoy picked for this attempt, recorded;
+    /// the first attempt on a first target the request stage prepared goes
+    /// as it is, with its key.
+    fn begin(&mut self) -> Result<Action, GatewayError> {
         let shared = self.shared()?;
         let handoff = self
             .host
@@ -94,34 +105,60 @@ impl<H: Host> AttemptStage<H> {
             .ok_or(GatewayError::Internal(
                 "the endpoint Envoy picked is not on a provider of the model's chain",
             ))?;
+        let earlier = self.host.property(ATTEMPTS).unwrap_or_default();
+        let first = earlier.is_empty();
+        self.record = String::from_utf8(earlier).unwrap_or_default();
+        fallback::push_attempt(&mut self.record, target, self.host.now_ns());
+        self.host.set_property(ATTEMPTS, self.record.as_bytes());
         self.provider = provider;
+        // Nothing an earlier attempt changed to undo, and the body is right.
+        self.rewrite = !(first && target == 0 && handoff.prepared);
+        let fast = !self.rewrite;
         self.attempt = Some((handoff, target));
-        self.record(|r| fallback::push_attempt(r, target, self.host.now_ns()));
-        Ok(())
+        if fast {
+            let route = self.route(&shared)?;
+            let mut decision = exchange::attempt_headers(self.api(), &route);
+            decision.path = None;
+            self.set_key(&mut decision);
+            route_headers::apply_provider(&self.host, &decision, &shared.secrets)?;
+            return Ok(Action::Continue);
+        }
+        // Held (allow_on_headers_stop_iteration) until the body is here.
+        Ok(Action::Pause)
     }
 
-    /// Adds to the attempts record the request stage reads.
-    fn record(&self, add: impl FnOnce(&mut String)) {
-        let bytes = self.host.property(ATTEMPTS).unwrap_or_default();
-        let mut record = String::from_utf8(bytes).unwrap_or_default();
-        add(&mut record);
-        self.host.set_property(ATTEMPTS, record.as_bytes());
+    fn api(&self) -> crate::core::api::Api {
+        self.attempt
+            .as_ref()
+            .map_or(crate::core::api::Api::ChatCompletions, |(h, _)| h.api)
     }
 
-    /// Sends the complete body of `size` bytes to this attempt's target.
+    fn route<'a>(&self, shared: &'a Shared) -> Result<Route<'a>, GatewayError> {
+        let Some((h, k)) = &self.attempt else {
+            return Err(GatewayError::Internal("no attempt"));
+        };
+        routing::target(&shared.config, h.api, h.entry, *k, &h.model, h.stream)
+    }
+
+    /// The endpoint's own key variable, for a pool of keys or deployments.
+    fn set_key(&self, decision: &mut RouteDecision) {
+        if let (Some(auth), Some(var)) = (
+            &mut decision.auth,
+            self.host.endpoint_metadata("credential"),
+        ) {
+            auth.var = var;
+        }
+    }
+
+    /// Sends the complete body of `size` bytes to this attempt's target,
+    /// translated for its API when the request stage did not prepare it
+    /// for it, with every header an earlier attempt may have changed.
     fn send(&self, size: usize) -> Result<(), GatewayError> {
         let shared = self.shared()?;
         let Some((handoff, k)) = &self.attempt else {
             return Ok(());
         };
-        let route = routing::target(
-            &shared.config,
-            handoff.api,
-            handoff.entry,
-            *k,
-            &handoff.model,
-            handoff.stream,
-        )?;
+        let route = self.route(&shared)?;
         let (body, mut decision) = if *k == 0 && handoff.prepared {
             (None, exchange::attempt_headers(handoff.api, &route))
         } else {
@@ -140,12 +177,7 @@ impl<H: Host> AttemptStage<H> {
         for name in credential_headers() {
             self.host.set_request_header(name, None);
         }
-        if let Some(var) = self.host.endpoint_metadata("credential") {
-            // Several keys or deployments of one provider: the endpoint's own.
-            if let Some(auth) = &mut decision.auth {
-                auth.var = var;
-            }
-        }
+        self.set_key(&mut decision);
         decision.path.get_or_insert_with(|| route.path.clone());
         route_headers::apply_provider(&self.host, &decision, &shared.secrets)
     }
@@ -166,20 +198,20 @@ impl<H: Host> Context for AttemptStage<H> {}
 
 impl<H: Host> HttpContext for AttemptStage<H> {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        if let Err(e) = self.begin() {
-            return self.fail(&e);
-        }
-        if end_of_stream {
-            return match self.send(0) {
+        match self.begin() {
+            Ok(Action::Pause) if end_of_stream => match self.send(0) {
                 Ok(()) => Action::Continue,
                 Err(e) => self.fail(&e),
-            };
+            },
+            Ok(action) => action,
+            Err(e) => self.fail(&e),
         }
-        // Held (allow_on_headers_stop_iteration) until the body is here.
-        Action::Pause
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if !self.rewrite {
+            return Action::Continue;
+        }
         if !end_of_stream {
             return Action::Pause;
         }
@@ -205,7 +237,9 @@ impl<H: Host> HttpContext for AttemptStage<H> {
             shared.stats.count(&self.host, &name, 1);
         }
         if self.attempt.is_some() {
-            self.record(|r| fallback::push_status(r, status));
+            // Attempts follow each other: the record is still this one's.
+            fallback::push_status(&mut self.record, status);
+            self.host.set_property(ATTEMPTS, self.record.as_bytes());
         }
         if status == 429 {
             self.host.set_response_header(":status", Some("503"));

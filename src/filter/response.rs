@@ -3,11 +3,13 @@
 //! when the client speaks another API, the translation of the answer (streams
 //! chunk by chunk; JSON bodies and errors once complete).
 
+use super::attempt_stage::RATE_LIMITED;
 use super::env::Host;
 use crate::core::api::Api;
 use crate::core::content;
 use crate::core::guard::stream::SlotGuards;
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
+use crate::core::header_map::Headers;
 use crate::core::json;
 use crate::core::sse::{SseEvent, SseFramer};
 use crate::core::usage::ResponseSummary;
@@ -53,12 +55,19 @@ pub struct ResponseState {
 }
 
 impl ResponseState {
-    pub fn on_headers(&mut self, host: &impl Host) {
-        let headers = host.response_headers();
+    /// Reads the response `headers` (as the host handed them over).
+    pub fn on_headers(&mut self, host: &impl Host, headers: &Headers) {
         self.status = headers
             .get(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        if headers.get(RATE_LIMITED).is_some() {
+            // A 429 the attempt stage reported to Envoy as a 503 (so that
+            // outlier detection counts it): the client gets the 429.
+            self.status = 429;
+            host.set_response_header(":status", Some("429"));
+            host.set_response_header(RATE_LIMITED, None);
+        }
         self.stream = headers
             .get("content-type")
             .is_some_and(|t| t.starts_with("text/event-stream"));

@@ -323,8 +323,11 @@ impl<H: Host> HttpContext for RequestStage<H> {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if self.phase == Phase::Forwarded {
-            self.follow_served_target();
-            self.response.on_headers(&self.host);
+            let headers = self.host.response_headers();
+            if self.fallback.is_some() {
+                self.follow_served_target();
+            }
+            self.response.on_headers(&self.host, &headers);
         }
         Action::Continue
     }

@@ -1,5 +1,5 @@
 //! A request on a fallback chain: which target served it, told as the
-//! response starts by the provider of the endpoint that answered. The
+//! response starts by the attempt stage's record of the attempts. The
 //! answer is then translated from that target's API and billed at its
 //! model, and the client learns the target from `x-tollgate-target`.
 
@@ -8,7 +8,7 @@ use crate::core::fallback::{self, Attempt, Handoff};
 use crate::core::routing;
 use crate::core::telemetry::FailedAttempt;
 use crate::core::wire::Translation;
-use crate::filter::attempt_stage::{ATTEMPTS, RATE_LIMITED};
+use crate::filter::attempt_stage::ATTEMPTS;
 use crate::filter::env::Host;
 
 /// The response header naming the target that answered (`provider/model`).
@@ -25,7 +25,9 @@ pub struct Fallback {
 }
 
 impl<H: Host> RequestStage<H> {
-    /// Points the response side at the target that answered.
+    /// Points the response side at the target that answered: the last
+    /// attempt the attempt stage recorded, if a response came from it
+    /// (otherwise Envoy answered itself, and no target served).
     pub(super) fn follow_served_target(&mut self) {
         let Some(fallback) = &mut self.fallback else {
             return;
@@ -33,27 +35,13 @@ impl<H: Host> RequestStage<H> {
         if let Some(record) = self.host.property(ATTEMPTS) {
             fallback.attempts = fallback::attempts(&record);
         }
-        let fallback = &*fallback;
-        if self.host.response_headers().get(RATE_LIMITED).is_some() {
-            // The attempt stage's 503 for outlier detection was a 429.
-            self.host.set_response_header(":status", Some("429"));
-            self.host.set_response_header(RATE_LIMITED, None);
-        }
-        // None when Envoy answered itself (no target reached).
-        let Some(provider) = self.host.endpoint_metadata("provider") else {
+        let Some(served) = fallback.attempts.last().filter(|a| a.status != 0) else {
             return;
         };
         let h = &fallback.handoff;
         let config = &self.shared.config;
-        let Some(k) = config.models.get(h.entry).and_then(|entry| {
-            entry
-                .targets
-                .iter()
-                .position(|&i| config.models.get(i).is_some_and(|m| m.provider == provider))
-        }) else {
-            return;
-        };
-        let Ok(route) = routing::target(config, h.api, h.entry, k, &h.model, h.stream) else {
+        let Ok(route) = routing::target(config, h.api, h.entry, served.target, &h.model, h.stream)
+        else {
             return;
         };
         let translation = Translation {
@@ -70,7 +58,7 @@ impl<H: Host> RequestStage<H> {
         target.push('/');
         target.push_str(&route.upstream_model);
         self.host.set_response_header(TARGET_HEADER, Some(&target));
-        if k > 0 {
+        if served.target > 0 {
             let name = format!(
                 "tollgate.fallbacks.provider.{}",
                 crate::filter::stats::tag(&route.provider.name)

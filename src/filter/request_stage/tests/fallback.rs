@@ -115,32 +115,35 @@ fn attempt(
     AttemptStage::new(Some(Rc::clone(shared)), host)
 }
 
+/// Envoy's request callbacks for one attempt; what the body callback says.
 fn send(attempt: &mut AttemptStage<MockHost>) -> Action {
-    assert_eq!(attempt.on_http_request_headers(0, false), Action::Pause);
+    let held = attempt.on_http_request_headers(0, false);
     let size = attempt.host().request_body.borrow().len();
-    attempt.on_http_request_body(size, true)
+    let action = attempt.on_http_request_body(size, true);
+    if held == Action::Continue {
+        assert_eq!(action, Action::Continue);
+    }
+    action
 }
 
 #[test]
-fn the_prepared_first_target_keeps_the_body_and_gets_its_key() {
+fn the_first_attempt_on_the_prepared_target_goes_as_it_is_with_its_key() {
     let shared = chain();
     let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
-    let before = stage.host.request_body.borrow().clone();
+    let before_body = stage.host.request_body.borrow().clone();
     let mut a = attempt(&shared, &stage, "openai");
-    // A key an earlier attempt set for another provider.
-    a.host().set_request_header("x-api-key", Some("sk-ant"));
-    assert_eq!(send(&mut a), Action::Continue);
-    let host = a.host();
-    assert_eq!(*host.request_body.borrow(), before);
+    // Not held: nothing to wait for.
+    assert_eq!(a.on_http_request_headers(0, false), Action::Continue);
     assert_eq!(
-        header(host, "content-length"),
-        Some(before.len().to_string())
+        a.on_http_request_body(before_body.len(), true),
+        Action::Continue
     );
+    let host = a.host();
+    assert_eq!(*host.request_body.borrow(), before_body);
     assert_eq!(
         header(host, "authorization").as_deref(),
         Some("Bearer sk-openai")
     );
-    assert_eq!(header(host, "x-api-key"), None);
     assert_eq!(
         header(host, ":path").as_deref(),
         Some("/v1/chat/completions")
@@ -153,6 +156,38 @@ fn the_prepared_first_target_keeps_the_body_and_gets_its_key() {
             status: 0
         }]
     );
+}
+
+#[test]
+fn a_later_attempt_on_the_first_target_undoes_what_earlier_ones_set() {
+    let shared = chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let body = stage.host.request_body.borrow().clone();
+    let mut a = attempt(&shared, &stage, "openai");
+    // An earlier attempt went to Anthropic (a pool retry, or a chain that
+    // came round again): its key, path and length are still set.
+    a.host().set_property(ATTEMPTS, b"1@1000");
+    a.host().set_request_header("x-api-key", Some("sk-ant"));
+    a.host().set_request_header(":path", Some("/v1/messages"));
+    a.host().set_request_header("content-length", Some("999"));
+    assert_eq!(send(&mut a), Action::Continue);
+    let host = a.host();
+    assert_eq!(*host.request_body.borrow(), body);
+    assert_eq!(header(host, "content-length"), Some(body.len().to_string()));
+    assert_eq!(
+        header(host, "authorization").as_deref(),
+        Some("Bearer sk-openai")
+    );
+    assert_eq!(header(host, "x-api-key"), None);
+    assert_eq!(
+        header(host, ":path").as_deref(),
+        Some("/v1/chat/completions")
+    );
+    let targets: Vec<usize> = fallback::attempts(&host.property(ATTEMPTS).unwrap())
+        .iter()
+        .map(|a| a.target)
+        .collect();
+    assert_eq!(targets, [1, 0]);
 }
 
 #[test]
@@ -282,6 +317,8 @@ fn the_answer_is_read_and_billed_as_the_serving_targets() {
     stage
         .host
         .set_property(&format!("{ENDPOINT_METADATA}provider"), b"anthropic");
+    // OpenAI failed with a 500, Anthropic answered.
+    stage.host.set_property(ATTEMPTS, b"0@10=500,1@20=200");
     *stage.host.response_headers.borrow_mut() = vec![
         (":status".into(), "200".into()),
         ("content-type".into(), "application/json".into()),
