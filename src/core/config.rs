@@ -165,7 +165,8 @@ pub struct ModelRoute {
     #[serde(default)]
     pub cluster: Option<String>,
     /// Attempts Envoy makes for one request on `cluster`, the first
-    /// included; default one per target.
+    /// included; default one per target, and at least two (a pool's single
+    /// target is retried on another key).
     #[serde(default)]
     pub max_attempts: Option<u32>,
     /// How long an attempt may wait for the response headers before the

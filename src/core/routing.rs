@@ -3,6 +3,7 @@
 use super::api::Api;
 use super::config::{Config, ModelRoute, Provider};
 use super::error::GatewayError;
+use super::fallback::MAX_ATTEMPTS;
 use super::glob;
 use super::provider::Target;
 use super::wire::Wire;
@@ -63,9 +64,12 @@ pub fn resolve<'a>(
     let chain = found.cluster.as_deref().map(|cluster| Chain {
         entry,
         cluster,
-        max_attempts: found
-            .max_attempts
-            .unwrap_or(found.targets.len().try_into().unwrap_or(u32::MAX)),
+        // One per target; a pool's single target gets a retry on another key.
+        max_attempts: found.max_attempts.unwrap_or_else(|| {
+            u32::try_from(found.targets.len())
+                .unwrap_or(MAX_ATTEMPTS)
+                .clamp(2, MAX_ATTEMPTS)
+        }),
         attempt_timeout_ms: found.attempt_timeout_ms,
     });
     Ok((route, chain))
@@ -208,6 +212,61 @@ mod tests {
             r.upstream_api,
             Wire::ChatCompletions,
             "azure deployments speak chat"
+        );
+    }
+
+    #[test]
+    fn chains_resolve_to_their_first_target_and_each_target_by_its_own_name() {
+        let c = Config::parse(
+            br#"{
+            "providers": [
+                {"name": "openai", "kind": "openai", "cluster": "c_openai", "auth": {"type": "env", "var": "O"}},
+                {"name": "anthropic", "kind": "anthropic", "cluster": "c_anthropic", "auth": {"type": "env", "var": "A"}}
+            ],
+            "models": [
+                {"name": "gpt-*", "provider": "openai", "fallbacks": ["claude-x"], "cluster": "fb"},
+                {"name": "claude-x", "provider": "anthropic"},
+                {"name": "pool", "provider": "openai", "upstream_model": "gpt-4o", "cluster": "keys"},
+                {"name": "pool-5", "provider": "openai", "cluster": "keys", "max_attempts": 5, "attempt_timeout_ms": 900}
+            ]}"#,
+        )
+        .unwrap();
+        let (route, chain) = resolve(&c, Api::ChatCompletions, "gpt-4o", false).unwrap();
+        assert_eq!(route.upstream_model, "gpt-4o");
+        let chain = chain.unwrap();
+        assert_eq!(
+            (chain.entry, chain.cluster, chain.max_attempts),
+            (0, "fb", 2)
+        );
+        // The first target as the client named it (a pattern); the others by their names.
+        let first = target(&c, Api::ChatCompletions, 0, 0, "gpt-4o", false).unwrap();
+        assert_eq!(first, route);
+        let second = target(&c, Api::ChatCompletions, 0, 1, "gpt-4o", true).unwrap();
+        assert_eq!(
+            (
+                second.provider.name.as_str(),
+                second.upstream_model.as_str(),
+                second.upstream_api
+            ),
+            ("anthropic", "claude-x", Wire::Messages)
+        );
+        assert!(target(&c, Api::ChatCompletions, 0, 2, "gpt-4o", false).is_err());
+        // A pool: one target, retried once on another key unless told otherwise.
+        let pool = resolve(&c, Api::ChatCompletions, "pool", false)
+            .unwrap()
+            .1
+            .unwrap();
+        assert_eq!((pool.max_attempts, pool.attempt_timeout_ms), (2, None));
+        let five = resolve(&c, Api::ChatCompletions, "pool-5", false)
+            .unwrap()
+            .1
+            .unwrap();
+        assert_eq!((five.max_attempts, five.attempt_timeout_ms), (5, Some(900)));
+        assert_eq!(
+            resolve(&c, Api::ChatCompletions, "claude-x", false)
+                .unwrap()
+                .1,
+            None
         );
     }
 }
