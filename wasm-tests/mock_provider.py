@@ -43,7 +43,8 @@ MID_STREAM_EVENTS = 3  # events sent before a reset-mid-stream or error-mid-stre
 # A Tollgate gateway key ("tg-" + 20+ url-safe chars) must never reach a provider.
 GATEWAY_KEY = re.compile(r"tg-[A-Za-z0-9_-]{20,}")
 FAULTS = {"429", "500", "503", "reset", "reset-mid-stream", "error-mid-stream", "bad-sse"}
-SLOW_FAULT = re.compile(r"slow:(\d+)")
+# slow:<ms> answers late; slow:<ms>:<fault> fails late (a 500 after a while, say).
+SLOW_FAULT = re.compile(r"slow:(\d+)(?::(429|500|503|reset))?")
 
 # kind -> (HTTP status, OpenAI error type, OpenAI error code, Anthropic error type, Google status)
 ERRORS = {
@@ -781,7 +782,8 @@ class Handler(BaseHTTPRequestHandler):
         count = spec.get("count", 1) if isinstance(spec, dict) else None
         only = {k: spec[k] for k in ("flavor", "credential") if isinstance(spec, dict) and k in spec}
         if not valid_fault(fault) or not isinstance(count, int) or count < 1:
-            self.send_json(400, {"error": 'expected {"fault": "429|500|503|slow:<ms>|reset|reset-mid-stream|bad-sse",'
+            self.send_json(400, {"error": 'expected {"fault": "429|500|503|slow:<ms>[:<fault>]|reset|reset-mid-stream|'
+                                          'error-mid-stream|bad-sse",'
                                           ' "count": N>=1, optional "flavor", "credential"}'})
             return
         self.server.state.queue_fault(fault, count, only)
@@ -846,6 +848,8 @@ class Handler(BaseHTTPRequestHandler):
         slow = SLOW_FAULT.fullmatch(fault)
         if slow:
             time.sleep(int(slow.group(1)) / 1000)
+            if slow.group(2):
+                return self.apply_fault(flavor, slow.group(2))
         elif fault in FAULT_MESSAGES:
             self.send_error_body(flavor, fault, FAULT_MESSAGES[fault])
             return False

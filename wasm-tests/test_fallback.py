@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import openai
@@ -218,6 +219,33 @@ def test_a_bad_chain_stops_envoy_at_start_up(tmp_path):
     log = out.stdout + out.stderr
     assert "fallback `nope` is not the exact name of another entry in models" in log
     assert "fallbacks form a cycle: gpt-4o-ha -> gpt-4o-ha" in log
+
+
+def test_the_retry_budget_keeps_an_outage_from_multiplying_the_load(stack, key, gateway):
+    """Twelve requests fail together on a slow first target; the retries that
+    follow may add only max(3, 20% of the requests in flight) at a time
+    (the aggregate cluster's retry_budget): the rest get the failure."""
+    n = 12
+    fail(stack, "openai", "slow:400:500", count=n)
+    fail(stack, "azure", "slow:400", count=n)
+    stat = "cluster.fallback_gpt_4o.upstream_rq_retry_overflow"
+    before = gateway.stats(stat).get(stat, 0)
+    client = openai_client(gateway.base_url, key)
+
+    def call(_):
+        try:
+            return client.chat.completions.with_raw_response.create(model=CHAIN, messages=MESSAGES).headers[
+                "x-tollgate-target"]
+        except openai.InternalServerError:
+            return "failed"
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        results = list(pool.map(call, range(n)))
+    retried = paths(stack).count(PATHS["azure"])
+    overflow = gateway.stats(stat).get(stat, 0) - before
+    assert results.count(AZURE) == retried and results.count("failed") == overflow
+    assert retried + overflow == n, (retried, overflow)
+    assert 3 <= retried < n
 
 
 def test_no_retry_once_a_stream_has_begun_and_the_part_produced_is_billed(stack, key, gateway):
