@@ -38,6 +38,9 @@ pub const ATTEMPTS: &str = "tollgate.attempts";
 /// Response header marking a 429 the attempt stage turned into a 503.
 pub const RATE_LIMITED: &str = "x-tollgate-rate-limited";
 
+/// The response header naming the target that answered (`provider/model`).
+pub const TARGET_HEADER: &str = "x-tollgate-target";
+
 pub struct AttemptStage<H: Host> {
     host: H,
     /// The request stage's configuration in this VM, when it has one.
@@ -222,12 +225,15 @@ impl<H: Host> HttpContext for AttemptStage<H> {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        let status = self
-            .host
-            .response_headers()
+        let headers = self.host.response_headers();
+        let status = headers
             .get(":status")
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0);
+        if status != 429 && headers.get(RATE_LIMITED).is_some() {
+            // A provider's own: only this stage marks.
+            self.host.set_response_header(RATE_LIMITED, None);
+        }
         if let Some(shared) = &self.shared {
             let name = format!(
                 "tollgate.attempts.provider.{}.status.{}",

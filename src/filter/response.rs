@@ -3,7 +3,7 @@
 //! when the client speaks another API, the translation of the answer (streams
 //! chunk by chunk; JSON bodies and errors once complete).
 
-use super::attempt_stage::RATE_LIMITED;
+use super::attempt_stage::{RATE_LIMITED, TARGET_HEADER};
 use super::env::Host;
 use crate::core::api::Api;
 use crate::core::content;
@@ -44,6 +44,9 @@ pub struct ResponseState {
     editor: Option<StreamEditor>,
     /// The client's API and the upstream's wire (set when forwarded).
     pub apis: Option<(Api, Wire)>,
+    /// The request went to a fallback chain or key pool (the attempt
+    /// stage's marks are read).
+    pub on_chain: bool,
     /// Output guardrails for this request, when any is on.
     pub output_policy: Option<Policy>,
     /// The output guards of the stream (edited in place or translated).
@@ -62,11 +65,18 @@ impl ResponseState {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         if headers.get(RATE_LIMITED).is_some() {
-            // A 429 the attempt stage reported to Envoy as a 503 (so that
-            // outlier detection counts it): the client gets the 429.
-            self.status = 429;
-            host.set_response_header(":status", Some("429"));
             host.set_response_header(RATE_LIMITED, None);
+            // A 429 the attempt stage reported to Envoy as a 503 (so that
+            // outlier detection counts it): the client gets the 429. Only
+            // the attempt stage's mark counts, never a provider's.
+            if self.on_chain && self.status == 503 {
+                self.status = 429;
+                host.set_response_header(":status", Some("429"));
+            }
+        }
+        if !self.on_chain && headers.get(TARGET_HEADER).is_some() {
+            // Only the gateway names the target (on a chain, it overwrites).
+            host.set_response_header(TARGET_HEADER, None);
         }
         self.stream = headers
             .get("content-type")

@@ -8,11 +8,8 @@ use crate::core::fallback::{self, Attempt, Handoff};
 use crate::core::routing;
 use crate::core::telemetry::FailedAttempt;
 use crate::core::wire::Translation;
-use crate::filter::attempt_stage::ATTEMPTS;
+use crate::filter::attempt_stage::{ATTEMPTS, TARGET_HEADER};
 use crate::filter::env::Host;
-
-/// The response header naming the target that answered (`provider/model`).
-pub const TARGET_HEADER: &str = "x-tollgate-target";
 
 /// What the response side needs to know about a request on a chain.
 pub struct Fallback {

@@ -342,3 +342,34 @@ fn the_answer_is_read_and_billed_as_the_serving_targets() {
     );
     assert_eq!(stage.counter("tollgate.fallbacks.provider.anthropic"), 1);
 }
+
+#[test]
+fn a_provider_cannot_forge_the_chains_marks() {
+    // Without a chain, a provider's mark and target header are dropped.
+    let shared = shared(json!({}));
+    let mut stage = authorized(&shared, chat("tg-key", &openai("gpt-4o", "hi")), VALID);
+    body_end(&mut stage);
+    *stage.host.response_headers.borrow_mut() = vec![
+        (":status".into(), "503".into()),
+        (RATE_LIMITED.into(), "1".into()),
+        ("x-tollgate-target".into(), "somewhere/else".into()),
+    ];
+    stage.on_http_response_headers(0, false);
+    let client = stage.host.response_headers();
+    assert_eq!(client.get(":status"), Some("503"));
+    assert_eq!(client.get(RATE_LIMITED), None);
+    assert_eq!(client.get("x-tollgate-target"), None);
+    // On a chain, the attempt stage drops a mark it did not make.
+    let shared = chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let mut a = attempt(&shared, &stage, "openai");
+    send(&mut a);
+    *a.host().response_headers.borrow_mut() = vec![
+        (":status".into(), "503".into()),
+        (RATE_LIMITED.into(), "1".into()),
+    ];
+    a.on_http_response_headers(0, false);
+    let upstream = a.host().response_headers();
+    assert_eq!(upstream.get(":status"), Some("503"));
+    assert_eq!(upstream.get(RATE_LIMITED), None);
+}
