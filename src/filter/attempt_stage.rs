@@ -116,11 +116,11 @@ impl<H: Host> AttemptStage<H> {
         self.provider = provider;
         // Nothing an earlier attempt changed to undo, and the body is right.
         self.rewrite = !(first && target == 0 && handoff.prepared);
-        let fast = !self.rewrite;
+        let (fast, api) = (!self.rewrite, handoff.api);
         self.attempt = Some((handoff, target));
         if fast {
             let route = self.route(&shared)?;
-            let mut decision = exchange::attempt_headers(self.api(), &route);
+            let mut decision = exchange::attempt_headers(api, &route);
             decision.path = None;
             self.set_key(&mut decision);
             route_headers::apply_provider(&self.host, &decision, &shared.secrets)?;
@@ -128,12 +128,6 @@ impl<H: Host> AttemptStage<H> {
         }
         // Held (allow_on_headers_stop_iteration) until the body is here.
         Ok(Action::Pause)
-    }
-
-    fn api(&self) -> crate::core::api::Api {
-        self.attempt
-            .as_ref()
-            .map_or(crate::core::api::Api::ChatCompletions, |(h, _)| h.api)
     }
 
     fn route<'a>(&self, shared: &'a Shared) -> Result<Route<'a>, GatewayError> {

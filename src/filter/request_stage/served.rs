@@ -10,6 +10,7 @@ use crate::core::telemetry::FailedAttempt;
 use crate::core::wire::Translation;
 use crate::filter::attempt_stage::{ATTEMPTS, TARGET_HEADER};
 use crate::filter::env::Host;
+use crate::filter::stats;
 
 /// What the response side needs to know about a request on a chain.
 pub struct Fallback {
@@ -58,7 +59,7 @@ impl<H: Host> RequestStage<H> {
         if served.target > 0 {
             let name = format!(
                 "tollgate.fallbacks.provider.{}",
-                crate::filter::stats::tag(&route.provider.name)
+                stats::tag(&route.provider.name)
             );
             self.shared.stats.count(&self.host, &name, 1);
         }
