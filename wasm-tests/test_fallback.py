@@ -145,6 +145,18 @@ def test_streams_fall_back_across_apis_for_each_sdk(stack, key, gateway):
     assert response.output_text.startswith("Hello! This is the mock")
 
 
+def test_a_two_megabyte_request_falls_back_whole(stack, key, gateway):
+    """Envoy keeps the body for retries and the attempt stage holds it to
+    translate: neither may cut a large one."""
+    fail(stack, "openai", "500")
+    raw = anthropic_client(gateway.base_url, key).messages.with_raw_response.create(
+        model=CHAIN, max_tokens=20, messages=[{"role": "user", "content": "word " * 400_000}])
+    assert raw.headers["x-tollgate-target"] == AZURE
+    calls = upstream_calls(stack)
+    assert [c["path"] for c in calls] == [PATHS["openai"], PATHS["azure"]]
+    assert all(c["raw_body_len"] > 2_000_000 for c in calls)
+
+
 def test_when_every_target_fails_the_client_gets_the_last_error_in_its_format(stack, key, gateway):
     for flavor in ("openai", "azure", "anthropic"):
         fail(stack, flavor, "429")
