@@ -401,6 +401,26 @@ def test_a_pool_retries_on_its_other_key_until_one_answers(stack, key):
         envoy.stop()
 
 
+def test_a_pool_spreads_requests_by_weight(stack, key):
+    def weighted(config):
+        without_ejection(config)
+        with_key_pool(config)
+        pool = next(c for c in config["static_resources"]["clusters"] if c["name"] == "ha_openai")
+        first, second = pool["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        first["load_balancing_weight"], second["load_balancing_weight"] = 3, 1
+
+    envoy = stack.add_envoy("envoy-key-pool-weights", customize=weighted)
+    try:
+        client = openai_client(envoy.base_url, key)
+        for _ in range(40):
+            client.chat.completions.create(model="gpt-4o-pool", messages=MESSAGES)
+        keys = [r["headers"]["authorization"] for r in upstream_calls(stack)]
+        assert len(keys) == 40
+        assert 25 <= keys.count("Bearer mock-openai-key") <= 35
+    finally:
+        envoy.stop()
+
+
 def test_a_rate_limited_key_of_a_pool_is_ejected_and_its_traffic_moves(stack, key):
     envoy = stack.add_envoy("envoy-key-pool", customize=with_key_pool)
     try:
