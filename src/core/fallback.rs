@@ -90,7 +90,10 @@ fn name(models: &[ModelRoute], i: usize) -> Option<&str> {
 }
 
 /// Depth first through the fallbacks: `path` holds the entries being
-/// expanded, so meeting one again is a cycle (returned, closed).
+/// expanded, so meeting one again is a cycle (returned, closed); an entry
+/// already in `chain` and off the path was expanded whole, so it is not
+/// walked again (each entry once: linear in the fallbacks, however they
+/// share targets).
 fn walk(
     models: &[ModelRoute],
     exact: &HashMap<&str, usize>,
@@ -103,9 +106,10 @@ fn walk(
         cycle.push(i);
         return Err(cycle);
     }
-    if !chain.contains(&i) {
-        chain.push(i);
+    if chain.contains(&i) {
+        return Ok(());
     }
+    chain.push(i);
     path.push(i);
     for f in models
         .get(i)
@@ -316,6 +320,36 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn shared_targets_are_expanded_once() {
+        // Each entry falls back to the next two: walked without the visited
+        // check, the paths double with every entry.
+        let n = 40;
+        let models: Vec<String> = (0..n)
+            .map(|i| {
+                let next: Vec<String> = (i + 1..(i + 3).min(n)).map(|j| format!(r#""m{j}""#)).collect();
+                format!(
+                    r#"{{"name": "m{i}", "provider": "p{i}", "fallbacks": [{}], "cluster": "c{i}"}}"#,
+                    next.join(", ")
+                )
+            })
+            .collect();
+        let providers: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"name": "p{i}", "kind": "openai", "cluster": "k{i}", "auth": {{"type": "env", "var": "V"}}}}"#))
+            .collect();
+        let c = Config::parse(
+            format!(
+                r#"{{"providers": [{}], "models": [{}]}}"#,
+                providers.join(", "),
+                models.join(", ")
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let expected: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        assert_eq!(names(&c, "m0"), expected);
     }
 
     #[test]
