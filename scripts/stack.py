@@ -163,9 +163,14 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def has_wasm_upstream_filter(cluster: dict) -> bool:
+def upstream_filters(cluster: dict) -> list[dict]:
+    """The HTTP filters a cluster runs per attempt (HttpProtocolOptions.http_filters)."""
     options = cluster.get("typed_extension_protocol_options", {}).values()
-    return any("wasm" in f["typed_config"]["@type"] for o in options for f in o.get("http_filters", []))
+    return [f for o in options for f in o.get("http_filters", [])]
+
+
+def has_wasm_upstream_filter(cluster: dict) -> bool:
+    return any("wasm" in f["typed_config"]["@type"] for f in upstream_filters(cluster))
 
 
 def two_stage_filters(single: dict, wasm: Path) -> list:

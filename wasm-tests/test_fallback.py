@@ -17,7 +17,7 @@ import pytest
 
 from conftest import anthropic_client, openai_client, wait_for
 from deps import find_envoy
-from stack import WASM, free_port, render
+from stack import WASM, free_port, render, upstream_filters
 from test_budgets import key_id, settled
 
 CHAIN = "gpt-4o-ha"
@@ -371,9 +371,7 @@ def with_key_pool(config: dict) -> None:
     # Every stage's VM sees the second key (they must stay one VM).
     listener_filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]["http_filters"]
-    upstream_filters = [f for c in clusters.values() for o in c.get("typed_extension_protocol_options", {}).values()
-                        for f in o.get("http_filters", [])]
-    for f in listener_filters + upstream_filters:
+    for f in listener_filters + [f for c in clusters.values() for f in upstream_filters(c)]:
         keys = f["typed_config"].get("config", {}).get("vm_config", {}).get("environment_variables", {}).get(
             "host_env_keys")
         if keys is not None and "OPENAI_API_KEY_2" not in keys:
