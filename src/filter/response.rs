@@ -44,9 +44,6 @@ pub struct ResponseState {
     editor: Option<StreamEditor>,
     /// The client's API and the upstream's wire (set when forwarded).
     pub apis: Option<(Api, Wire)>,
-    /// The request went to a fallback chain or key pool (the attempt
-    /// stage's marks are read).
-    pub on_chain: bool,
     /// Output guardrails for this request, when any is on.
     pub output_policy: Option<Policy>,
     /// The output guards of the stream (edited in place or translated).
@@ -58,8 +55,10 @@ pub struct ResponseState {
 }
 
 impl ResponseState {
-    /// Reads the response `headers` (as the host handed them over).
-    pub fn on_headers(&mut self, host: &impl Host, headers: &Headers) {
+    /// Reads the response `headers` (as the host handed them over);
+    /// `on_chain`: the request went to a fallback chain or key pool, whose
+    /// attempt stage's marks are read.
+    pub fn on_headers(&mut self, host: &impl Host, headers: &Headers, on_chain: bool) {
         self.status = headers
             .get(":status")
             .and_then(|s| s.parse().ok())
@@ -69,12 +68,12 @@ impl ResponseState {
             // A 429 the attempt stage reported to Envoy as a 503 (so that
             // outlier detection counts it): the client gets the 429. Only
             // the attempt stage's mark counts, never a provider's.
-            if self.on_chain && self.status == 503 {
+            if on_chain && self.status == 503 {
                 self.status = 429;
                 host.set_response_header(":status", Some("429"));
             }
         }
-        if !self.on_chain && headers.get(TARGET_HEADER).is_some() {
+        if !on_chain && headers.get(TARGET_HEADER).is_some() {
             // Only the gateway names the target (on a chain, it overwrites).
             host.set_response_header(TARGET_HEADER, None);
         }

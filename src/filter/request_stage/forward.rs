@@ -67,7 +67,6 @@ impl<H: Host> RequestStage<H> {
             None => return Err(GatewayError::Internal("request without a record")),
         };
         if let Some(handoff) = plan.handoff.clone() {
-            self.response.on_chain = true;
             self.fallback = Some(Fallback {
                 handoff,
                 client_wants_usage: api.inbound().wants_stream_usage(&request.body),

@@ -324,10 +324,11 @@ impl<H: Host> HttpContext for RequestStage<H> {
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if self.phase == Phase::Forwarded {
             let headers = self.host.response_headers();
-            if self.fallback.is_some() {
+            let on_chain = self.fallback.is_some();
+            if on_chain {
                 self.follow_served_target();
             }
-            self.response.on_headers(&self.host, &headers);
+            self.response.on_headers(&self.host, &headers, on_chain);
         }
         Action::Continue
     }
