@@ -7,8 +7,10 @@
 //! picked, which is why a chain names each provider once.
 
 use super::api::{Api, APIS};
-use super::config::{ModelRoute, Provider, ProviderAuth};
+use super::config::{Config, ModelRoute, Provider, ProviderAuth};
+use super::error::GatewayError;
 use super::glob;
+use super::routing::{self, Route};
 use std::collections::HashMap;
 
 /// The most attempts one request may make: each is a provider call.
@@ -170,6 +172,11 @@ pub struct Handoff {
 }
 
 impl Handoff {
+    /// The route to the `k`-th target of the request's chain.
+    pub fn target<'a>(&self, config: &'a Config, k: usize) -> Result<Route<'a>, GatewayError> {
+        routing::target(config, self.api, self.entry, k, &self.model, self.stream)
+    }
+
     pub fn encode(&self) -> String {
         format!(
             "{}\t{}\t{}\t{}\t{}",

@@ -21,7 +21,7 @@ use crate::core::exchange;
 use crate::core::fallback::{self, Handoff};
 use crate::core::provider::credential_headers;
 use crate::core::request::LlmRequest;
-use crate::core::routing::{self, Route};
+use crate::core::routing::Route;
 use crate::filter::stats;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -134,7 +134,7 @@ impl<H: Host> AttemptStage<H> {
         let Some((h, k)) = &self.attempt else {
             return Err(GatewayError::Internal("no attempt"));
         };
-        routing::target(&shared.config, h.api, h.entry, *k, &h.model, h.stream)
+        h.target(&shared.config, *k)
     }
 
     /// The endpoint's own key variable, for a pool of keys or deployments.

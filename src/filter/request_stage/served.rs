@@ -5,7 +5,6 @@
 
 use super::RequestStage;
 use crate::core::fallback::{self, Attempt, Handoff};
-use crate::core::routing;
 use crate::core::telemetry::FailedAttempt;
 use crate::core::wire::Translation;
 use crate::filter::attempt_stage::{ATTEMPTS, TARGET_HEADER};
@@ -38,8 +37,7 @@ impl<H: Host> RequestStage<H> {
         };
         let h = &fallback.handoff;
         let config = &self.shared.config;
-        let Ok(route) = routing::target(config, h.api, h.entry, served.target, &h.model, h.stream)
-        else {
+        let Ok(route) = h.target(config, served.target) else {
             return;
         };
         let translation = Translation {
@@ -84,8 +82,7 @@ impl<H: Host> RequestStage<H> {
             .iter()
             .zip(attempts.iter().skip(1).map(|next| next.start_ns))
             .filter_map(|(a, next_start)| {
-                let route =
-                    routing::target(config, h.api, h.entry, a.target, &h.model, h.stream).ok()?;
+                let route = h.target(config, a.target).ok()?;
                 Some(FailedAttempt {
                     provider: &route.provider.name,
                     provider_kind: route.provider.kind,
