@@ -25,6 +25,16 @@ pub(super) enum Start {
     Drain,
 }
 
+/// Request headers that make Envoy retry or time out attempts.
+const ENVOY_RETRY_HEADERS: [&str; 6] = [
+    "x-envoy-max-retries",
+    "x-envoy-retry-on",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
 impl<H: Host> RequestStage<H> {
     /// Header phase up to the key check.
     pub(super) fn start(&mut self, headers: &Headers) -> Result<Start, GatewayError> {
@@ -50,10 +60,14 @@ impl<H: Host> RequestStage<H> {
         // The gateway key never goes upstream (the provider key is added
         // later). On two stages the buffer filter re-sets content-length for
         // a rewritten body; one stage sets it itself, only when it rewrites.
+        // Envoy's retry headers are the gateway's to set (a chain's): Envoy
+        // strips them from external clients, and a client it counts as
+        // internal must not multiply provider calls either.
         let length = (!self.holds_headers()).then_some("content-length");
         for name in ["authorization", "x-api-key", "api-key"]
             .into_iter()
             .chain(length)
+            .chain(ENVOY_RETRY_HEADERS)
         {
             if headers.get(name).is_some() {
                 self.host.set_request_header(name, None);

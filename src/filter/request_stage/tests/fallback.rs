@@ -373,3 +373,44 @@ fn a_provider_cannot_forge_the_chains_marks() {
     assert_eq!(upstream.get(":status"), Some("503"));
     assert_eq!(upstream.get(RATE_LIMITED), None);
 }
+
+#[test]
+fn a_clients_retry_headers_never_reach_envoys_router() {
+    // Envoy strips x-envoy-* from external clients; one it counts as
+    // internal is stripped here.
+    let with_retries = |model: &str| {
+        let body = openai(model, "hi");
+        let length = body.len().to_string();
+        MockHost::request(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", "Bearer tg-key"),
+                ("content-length", &length),
+                ("x-envoy-max-retries", "50"),
+                ("x-envoy-retry-on", "5xx"),
+                ("x-envoy-upstream-rq-per-try-timeout-ms", "1"),
+            ],
+            &body,
+        )
+    };
+    let stage = routed(&shared(json!({})), with_retries("gpt-4o"));
+    for name in [
+        "x-envoy-max-retries",
+        "x-envoy-retry-on",
+        "x-envoy-upstream-rq-per-try-timeout-ms",
+    ] {
+        assert_eq!(header(&stage.host, name), None, "{name}");
+    }
+    // A chain gets the gateway's own.
+    let stage = routed(&chain(), with_retries("chain"));
+    assert_eq!(
+        header(&stage.host, "x-envoy-max-retries").as_deref(),
+        Some("1")
+    );
+    assert_eq!(header(&stage.host, "x-envoy-retry-on"), None);
+    assert_eq!(
+        header(&stage.host, "x-envoy-upstream-rq-per-try-timeout-ms").as_deref(),
+        Some("1500")
+    );
+}
