@@ -20,6 +20,8 @@
 //! | `/v1/lease`         | `LeaseRequest`   | `LeaseAnswer`       |
 //! | `/v1/settle`        | `UsageReport`    | `Settled`           |
 //! | `/v1/settle/batch`  | `SettleBatch`    | `SettleBatchAnswer` |
+//! | `/v1/cache/get`     | `CacheGet`       | `CachedAnswer` (404: none) |
+//! | `/v1/cache/put`     | `CachePut`       | `{}`                |
 //!
 //! The serde attributes are the wire format: field names, which fields may
 //! be absent and what an absent field means (an older sender, or a sender
@@ -49,6 +51,10 @@ pub const LEASE_PATH: &str = "/v1/lease";
 pub const SETTLE_PATH: &str = "/v1/settle";
 /// `POST` path of a batch of usage reports (what the filter sends).
 pub const SETTLE_BATCH_PATH: &str = "/v1/settle/batch";
+/// `POST` path of a response cache lookup.
+pub const CACHE_GET_PATH: &str = "/v1/cache/get";
+/// `POST` path of a response cache store.
+pub const CACHE_PUT_PATH: &str = "/v1/cache/put";
 
 // ---------------------------------------------------------------- authorize
 
@@ -433,6 +439,14 @@ pub struct UsageReport {
     /// (`request_need` of each leased budget).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lease_debits: Vec<LeaseAmount>,
+    /// Answered from the response cache (`forwarded` is false): the tokens
+    /// are the ones the hit saved, at no cost.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cache_hit: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `POST /v1/settle/batch`. The filter writes this envelope around reports
@@ -456,6 +470,45 @@ pub struct Settled {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SettleBatchAnswer {
     pub results: Vec<Settled>,
+}
+
+// ---------------------------------------------------------------- cache
+
+/// `POST /v1/cache/get`: the answer stored under `key`, if any and fresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheGet {
+    /// SHA-256 of the request's cache key material, 64 hex characters. The
+    /// filter derives it from the tenant scope, so a key never names
+    /// another team's entry.
+    pub key: String,
+}
+
+/// `POST /v1/cache/put`: store `answer` under `key` for `ttl_s` seconds
+/// (replacing what was there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePut {
+    pub key: String,
+    pub ttl_s: u64,
+    pub answer: CachedAnswer,
+}
+
+/// An answer exactly as the client got it (after translation and output
+/// guardrails), with what producing it cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedAnswer {
+    /// `application/json`, or `text/event-stream` for a stream.
+    pub content_type: String,
+    pub body: String,
+    /// The target that produced it.
+    pub provider: String,
+    pub upstream_model: String,
+    /// The tokens it took, which a hit saves.
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cached_tokens: u64,
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 #[cfg(test)]

@@ -226,7 +226,41 @@ fn usage_report() -> UsageReport {
         ts: 1_795_000_000,
         lease_id: None,
         lease_debits: vec![],
+        cache_hit: false,
     }
+}
+
+#[test]
+fn a_cache_hit_is_said_only_when_true() {
+    let plain = serde_json::to_value(usage_report()).unwrap();
+    assert!(plain.get("cache_hit").is_none());
+    let hit = UsageReport {
+        cache_hit: true,
+        forwarded: false,
+        ..usage_report()
+    };
+    let read: UsageReport = serde_json::from_value(serde_json::to_value(&hit).unwrap()).unwrap();
+    assert_eq!(read, hit);
+}
+
+#[test]
+fn a_cached_answer_round_trips_with_optional_counts() {
+    let answer: CachedAnswer = serde_json::from_str(
+        r#"{"content_type":"text/event-stream","body":"data: x\n\n","provider":"openai",
+            "upstream_model":"gpt-4o","input_tokens":5,"output_tokens":3}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (answer.cached_tokens, answer.body.as_str()),
+        (0, "data: x\n\n")
+    );
+    let put = CachePut {
+        key: "ab".into(),
+        ttl_s: 60,
+        answer,
+    };
+    let back: CachePut = serde_json::from_slice(&serde_json::to_vec(&put).unwrap()).unwrap();
+    assert_eq!(back, put);
 }
 
 #[test]

@@ -10,7 +10,8 @@
 //! a duplicate and changes nothing (its lease debits are not taken twice).
 //!
 //! A request the gateway answered itself (`forwarded: false`, e.g. a
-//! guardrail block) gets its ledger row too, at cost 0, but charges no
+//! guardrail block, or a response cache hit with `cache_hit` and the
+//! tokens it saved) gets its ledger row too, at cost 0, but charges no
 //! budget and is not a provider request in the daily usage tallies (its
 //! guardrail events are counted).
 
@@ -57,6 +58,8 @@ pub struct LedgerRow {
     pub guardrail_events: Vec<GuardrailEvent>,
     /// `false` for requests the gateway answered itself (never charged).
     pub forwarded: bool,
+    /// Answered from the response cache; its tokens are the ones it saved.
+    pub cache_hit: bool,
 }
 
 /// One day's counters for one key, team, user or model.
@@ -114,7 +117,7 @@ impl Tally {
 
 const LEDGER_COLUMNS: &str = r#"request_id, ts, key_id, team, "user", model, upstream_model,
     provider, api, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, priced,
-    status, latency_ms, estimated, stream, guardrail_events, forwarded"#;
+    status, latency_ms, estimated, stream, guardrail_events, forwarded, cache_hit"#;
 
 impl Store {
     /// Settles reports in one transaction; answers in the reports' order.
@@ -315,7 +318,7 @@ fn record(
     let sql = format!(
         "INSERT INTO usage_ledger ({LEDGER_COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
          ON CONFLICT (request_id) DO NOTHING"
     );
     let inserted = tx.execute(
@@ -342,6 +345,7 @@ fn record(
             r.stream,
             &events,
             r.forwarded,
+            r.cache_hit,
         ],
     )?;
     if inserted == 1 {
@@ -413,5 +417,6 @@ fn ledger_row(r: &Row) -> Result<LedgerRow> {
         stream: r.bool(18)?,
         guardrail_events: r.json(19)?,
         forwarded: r.bool(20)?,
+        cache_hit: r.bool(21)?,
     })
 }

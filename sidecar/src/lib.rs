@@ -6,6 +6,7 @@
 #[macro_use]
 mod macros;
 
+pub mod answer_cache;
 pub mod budgets;
 pub mod cli;
 pub mod clock;

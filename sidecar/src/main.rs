@@ -97,13 +97,16 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         .with_lease_ttl_s(args.lease_ttl_s)
         .context("--lease-ttl-s / TOLLGATE_LEASE_TTL_S")?;
     let backend = store.backend_name();
-    let app = http::router(AppState::new(Arc::new(store), &master_key, &service_token));
+    let state = AppState::new(Arc::new(store), &master_key, &service_token)
+        .with_cache_bytes(args.cache_max_bytes);
+    let app = http::router(state);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let listen = listener.local_addr().unwrap_or(args.listen);
     info!(
         listen = %listen, db = %display_db(db), backend, lease_ttl_s = args.lease_ttl_s,
+        cache_max_bytes = args.cache_max_bytes,
         "tollgate-sidecar listening"
     );
     axum::serve(listener, app)

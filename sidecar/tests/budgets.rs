@@ -87,6 +87,7 @@ fn report(
         forwarded: true,
         lease_id: None,
         lease_debits: vec![],
+        cache_hit: false,
     }
 }
 

@@ -126,6 +126,7 @@ fn report(
                 amount: *amount,
             })
             .collect(),
+        cache_hit: false,
     }
 }
 

@@ -2,6 +2,7 @@
 //! at start-up so that mistakes fail loudly instead of on the first request.
 
 use super::budget::BudgetConfig;
+use super::cache::CacheConfig;
 use super::fallback;
 use super::glob;
 use super::guard::{GuardrailConfig, Guardrails};
@@ -204,6 +205,9 @@ pub struct Config {
     /// PII, secrets and prompt injection checks; absent = off.
     #[serde(default)]
     pub guardrails: Option<GuardrailConfig>,
+    /// The response cache (entries behind the sidecar); absent = off.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
 }
 
 fn default_key_cache_ttl_ms() -> u64 {
@@ -294,6 +298,9 @@ impl Config {
         }
         if let Some(budgets) = &self.budgets {
             out.extend(budgets.problems());
+        }
+        if let Some(cache) = &self.cache {
+            out.extend(cache.problems());
         }
         out
     }

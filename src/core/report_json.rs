@@ -44,6 +44,9 @@ pub fn encode(report: &UsageReport) -> Vec<u8> {
         key(&mut out, "lease_debits", false);
         list(&mut out, &r.lease_debits, lease_amount);
     }
+    if r.cache_hit {
+        bool_field(&mut out, "cache_hit", true);
+    }
     out.push(b'}');
     out
 }
@@ -268,6 +271,7 @@ mod tests {
                     amount: amounts[(g.next() as usize) % amounts.len()],
                 })
                 .collect(),
+            cache_hit: g.next().is_multiple_of(2),
         }
     }
 

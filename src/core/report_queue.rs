@@ -205,6 +205,7 @@ mod tests {
             reservation_id: None,
             lease_id: None,
             lease_debits: Vec::new(),
+            cache_hit: false,
             key_id: Some("key_1".into()),
             team: None,
             user: None,

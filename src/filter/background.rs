@@ -1,12 +1,14 @@
 //! Callouts the root context makes for the request stages, off the request
 //! path: lease refills before a slot runs dry (`filter::leases`) and key
-//! verdict refreshes before they expire (`filter::key_cache`). A stage
+//! verdict refreshes before they expire (`filter::key_cache`), and answers
+//! for the response cache, listed in `filter::cache_index` once stored. A stage
 //! queues a job after raising its flag in shared data (so one per slot or
 //! key is under way per Envoy); the root's tick sends the queue and its
 //! `on_http_call_response` hands each answer back here by its token.
 //! A job that cannot be sent is dropped: its flag goes stale and a later
 //! request queues it again.
 
+use super::cache_index;
 use super::env::Host;
 use super::key_cache;
 use super::leases;
@@ -20,6 +22,8 @@ use std::time::Duration;
 const MAX_QUEUED: usize = 256;
 /// Jobs whose answer is awaited; the rest wait for a later tick.
 const MAX_IN_FLIGHT: usize = 32;
+/// Bytes of cache stores waiting; beyond it an answer is not stored.
+const MAX_QUEUED_STORE_BYTES: usize = 8 * 1024 * 1024;
 /// Added to the callout timeout before a flag counts as lost: the job may
 /// wait up to a tick in the queue before it leaves.
 const STALE_MARGIN_MS: u64 = 1000;
@@ -30,6 +34,16 @@ pub enum Job {
     Refill(LeaseRequest),
     /// The key check of this key hash, shared when it lands.
     KeyRefresh(String),
+    /// A `CachePut` (encoded) for `key`, listed in the index when stored.
+    CacheStore(CacheStore),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheStore {
+    pub key: [u8; 32],
+    pub expires_s: u64,
+    pub index_slots: u32,
+    pub put: Vec<u8>,
 }
 
 pub struct Background {
@@ -37,6 +51,8 @@ pub struct Background {
     key_ttl_ms: u64,
     queue: VecDeque<Job>,
     in_flight: HashMap<u32, Job>,
+    /// Bytes of the `CacheStore`s queued or in flight.
+    store_bytes: usize,
 }
 
 impl Background {
@@ -46,6 +62,7 @@ impl Background {
             key_ttl_ms,
             queue: VecDeque::new(),
             in_flight: HashMap::new(),
+            store_bytes: 0,
         }
     }
 
@@ -58,13 +75,27 @@ impl Background {
         self.queue.len() < MAX_QUEUED
     }
 
-    /// Queues a job; false when the queue is full.
+    /// Queues a job; false when the queue (or, for a cache store, the
+    /// bytes waiting to be stored) is full.
     pub fn push(&mut self, job: Job) -> bool {
         if !self.has_room() {
             return false;
         }
+        if let Job::CacheStore(store) = &job {
+            let bytes = self.store_bytes.saturating_add(store.put.len());
+            if bytes > MAX_QUEUED_STORE_BYTES {
+                return false;
+            }
+            self.store_bytes = bytes;
+        }
         self.queue.push_back(job);
         true
+    }
+
+    fn done(&mut self, job: &Job) {
+        if let Job::CacheStore(store) = job {
+            self.store_bytes = self.store_bytes.saturating_sub(store.put.len());
+        }
     }
 
     /// Jobs waiting for the next tick.
@@ -94,6 +125,17 @@ impl Background {
                     tollgate_protocol::AUTHORIZE_PATH,
                     auth::authorize_request(key_hash),
                 ),
+                // The body is already encoded: no copy.
+                Job::CacheStore(store) => {
+                    match sidecar.post(host, tollgate_protocol::CACHE_PUT_PATH, &store.put, timeout)
+                    {
+                        Some(token) => {
+                            self.in_flight.insert(token, job);
+                        }
+                        None => self.done(&job),
+                    }
+                    continue;
+                }
             };
             if let Some(token) = sidecar.post(host, path, &body, timeout) {
                 self.in_flight.insert(token, job);
@@ -108,7 +150,23 @@ impl Background {
     /// The answer to the job sent with `token`.
     pub fn on_response(&mut self, host: &impl Host, token: u32, status: Option<&str>, body: &[u8]) {
         let now = host.now_ms();
-        match self.in_flight.remove(&token) {
+        let job = self.in_flight.remove(&token);
+        if let Some(job) = &job {
+            self.done(job);
+        }
+        match job {
+            Some(Job::CacheStore(store)) => match status {
+                Some("200") => cache_index::insert(
+                    host,
+                    &store.key,
+                    store.index_slots,
+                    store.expires_s,
+                    now / 1000,
+                ),
+                _ => {
+                    log::debug!("tollgate: the sidecar did not store a cached answer ({status:?})")
+                }
+            },
             Some(Job::Refill(need)) => leases::refilled(host, &need, status, body, now),
             Some(Job::KeyRefresh(key_hash)) => {
                 let check = sidecar::answer(status, body, auth::parse_authorize_response);

@@ -43,6 +43,9 @@ pub trait Host {
     fn endpoint_metadata(&self, key: &str) -> Option<String>;
     /// Answers the client locally with a JSON body.
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>);
+    /// Answers the client locally with `body` of `content_type`, and
+    /// `headers` besides.
+    fn send_answer(&self, content_type: &str, headers: &[(&str, &str)], body: &[u8]);
     /// Starts a callout; its answer arrives in `on_http_call_response`.
     fn dispatch(
         &self,
@@ -129,6 +132,9 @@ impl Host for Envoy {
     }
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
         host::send_json(status, body, retry_after_s);
+    }
+    fn send_answer(&self, content_type: &str, headers: &[(&str, &str)], body: &[u8]) {
+        host::send_answer(content_type, headers, body);
     }
     fn dispatch(
         &self,

@@ -364,7 +364,19 @@ pub fn send_json(status: u32, body: &[u8], retry_after_s: Option<u64>) {
     if let Some(retry) = &retry {
         pairs.push(("retry-after", retry.as_str()));
     }
-    let headers = header_map::encode(&pairs);
+    send_local(status, &pairs, body);
+}
+
+/// Answers the client locally with a 200 of `content_type` (an answer the
+/// gateway kept), with `extra` headers.
+pub fn send_answer(content_type: &str, extra: &[(&str, &str)], body: &[u8]) {
+    let mut pairs = vec![("content-type", content_type)];
+    pairs.extend_from_slice(extra);
+    send_local(200, &pairs, body);
+}
+
+fn send_local(status: u32, pairs: &[(&str, &str)], body: &[u8]) {
+    let headers = header_map::encode(pairs);
     // SAFETY: borrowed slices valid for the call; no details string.
     let result = unsafe {
         proxy_send_local_response(

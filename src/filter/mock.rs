@@ -22,6 +22,9 @@ pub struct LocalReply {
     pub status: u32,
     pub body: serde_json::Value,
     pub retry_after_s: Option<u64>,
+    /// The body as sent, and the headers besides `retry-after`.
+    pub raw: Vec<u8>,
+    pub headers: Vec<(String, String)>,
 }
 
 /// Envoy's shared data as MockHosts share it: values with their CAS tokens.
@@ -196,6 +199,19 @@ impl Host for MockHost {
             status,
             body: serde_json::from_slice(body).unwrap_or_default(),
             retry_after_s,
+            raw: body.to_vec(),
+            headers: vec![("content-type".into(), "application/json".into())],
+        });
+    }
+    fn send_answer(&self, content_type: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let mut all = vec![("content-type".to_string(), content_type.to_string())];
+        all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        self.replies.borrow_mut().push(LocalReply {
+            status: 200,
+            body: serde_json::from_slice(body).unwrap_or_default(),
+            retry_after_s: None,
+            raw: body.to_vec(),
+            headers: all,
         });
     }
     fn dispatch(

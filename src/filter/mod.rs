@@ -5,6 +5,7 @@
 
 mod attempt_stage;
 mod background;
+mod cache_index;
 mod env;
 mod exporter;
 mod host;

@@ -52,6 +52,10 @@ pub struct ResponseState {
     pub new_guard_events: Vec<GuardEvent>,
     framer: SseFramer,
     body: Vec<u8>,
+    /// The answer as the client gets it, kept for the response cache (up
+    /// to `keep_limit` bytes; dropped beyond).
+    pub kept: Option<Vec<u8>>,
+    pub keep_limit: usize,
 }
 
 impl ResponseState {
@@ -136,12 +140,15 @@ impl ResponseState {
         let framed = if self.stream && self.status < 400 {
             self.observe_stream(&chunk, end)
         } else if whole_body && self.status < 400 {
-            self.rewrite_whole_body(
-                host,
-                &chunk,
-                size,
-                guard_body.then_some(guardrails).flatten(),
-            );
+            let rewritten =
+                self.rewrite_whole_body(host, &chunk, guard_body.then_some(guardrails).flatten());
+            match rewritten {
+                Some(out) => {
+                    host.set_response_body(size, &out);
+                    self.keep(&out);
+                }
+                None => self.keep(&chunk),
+            }
             return Action::Continue;
         } else {
             self.observe_body(&chunk, end);
@@ -162,6 +169,7 @@ impl ResponseState {
             }
             self.new_guard_events.append(&mut self.output_guard.events);
             host.set_response_body(size, &out);
+            self.keep(&out);
         } else if let Some(translator) = &mut self.translator {
             let guard = (guardrails, self.output_policy.as_ref());
             let (og, events) = (&mut self.output_guard, &mut self.new_guard_events);
@@ -183,25 +191,48 @@ impl ResponseState {
                 out.extend(translator.finish_with(&mut hook));
             }
             host.set_response_body(size, &out);
+            self.keep(&out);
         } else if let (true, Some(t)) = (whole_body, &self.translation) {
             // An upstream error, in the client's error format.
             let format = t.client.inbound().format();
             let out = wire::error::translate(format, self.status, &chunk).1;
             host.set_response_body(size, &out);
+        } else {
+            self.keep(&chunk);
         }
         Action::Continue
     }
 
+    /// Adds what the client gets to the kept answer (a successful one only).
+    fn keep(&mut self, bytes: &[u8]) {
+        let Some(kept) = &mut self.kept else {
+            return;
+        };
+        if self.status != 200 || kept.len() + bytes.len() > self.keep_limit {
+            self.kept = None;
+            return;
+        }
+        kept.extend_from_slice(bytes);
+    }
+
+    /// The kept answer, when it is whole: a 200 that ended with a finish
+    /// reason (not cut short, not an error event).
+    pub fn complete_answer(&mut self) -> Option<Vec<u8>> {
+        let whole = self.status == 200
+            && self.end_ns.is_some()
+            && !self.summary.meta.finish_reasons.is_empty();
+        self.kept.take().filter(|_| whole)
+    }
+
     /// A complete successful JSON answer: parsed once for usage, captured
-    /// content, translation and output guardrails; written back only when
-    /// translated or redacted.
+    /// content, translation and output guardrails. Answers the new body
+    /// when translated, redacted or refused; `None`: the chunk goes as it came.
     fn rewrite_whole_body(
         &mut self,
         host: &impl Host,
         chunk: &[u8],
-        size: usize,
         guardrails: Option<&Guardrails>,
-    ) {
+    ) -> Option<Vec<u8>> {
         let (client, wire) = self.wires();
         // Untranslated, the client gets these bytes when the guard changes
         // nothing: it reads them strictly, as clients disagree on which of
@@ -228,13 +259,14 @@ impl ResponseState {
             (Some(_), None) => Err(wire::reply::NOT_JSON),
             (None, Some(v)) => Ok(v),
             // Not JSON and nothing to translate or guard: passed through as it came.
-            (None, None) => return,
+            (None, None) => return None,
         };
         let mut body = match translated {
             Ok(body) => body,
             Err(error) => {
-                host.set_response_body(size, &error.body(client.inbound().format()));
-                return;
+                // Not a whole answer: never kept.
+                self.kept = None;
+                return Some(error.body(client.inbound().format()));
             }
         };
         let mut changed = self.translation.is_some();
@@ -243,12 +275,15 @@ impl ResponseState {
             self.new_guard_events.extend(outcome.events);
             changed |= outcome.changed;
         }
-        if changed {
-            match serde_json::to_vec(&body) {
-                Ok(out) => {
-                    host.set_response_body(size, &out);
-                }
-                Err(_) => log::warn!("tollgate: could not encode the rewritten answer"),
+        if !changed {
+            return None;
+        }
+        match serde_json::to_vec(&body) {
+            Ok(out) => Some(out),
+            Err(_) => {
+                log::warn!("tollgate: could not encode the rewritten answer");
+                self.kept = None;
+                None
             }
         }
     }

@@ -88,6 +88,14 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(i64).range(1..)
     )]
     pub lease_ttl_s: i64,
+    /// Memory for the response cache's answers, in bytes (0: keep none)
+    #[arg(
+        long,
+        env = "TOLLGATE_CACHE_MAX_BYTES",
+        value_name = "BYTES",
+        default_value_t = crate::answer_cache::DEFAULT_MAX_BYTES
+    )]
+    pub cache_max_bytes: u64,
 }
 
 #[derive(Debug, Subcommand)]

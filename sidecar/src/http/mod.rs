@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{error, info, warn};
 
+use crate::answer_cache::{AnswerCache, DEFAULT_MAX_BYTES};
 use crate::error::Error;
 use crate::keys::{self, SecretDigest};
 use crate::model::{
@@ -35,8 +36,8 @@ use crate::model::{
 };
 use crate::store::Store;
 use tollgate_protocol::{
-    AuthorizeAnswer, AuthorizeRequest, AUTHORIZE_PATH, LEASE_PATH, RESERVE_PATH, SETTLE_BATCH_PATH,
-    SETTLE_PATH,
+    AuthorizeAnswer, AuthorizeRequest, CacheGet, CachePut, AUTHORIZE_PATH, CACHE_GET_PATH,
+    CACHE_PUT_PATH, LEASE_PATH, RESERVE_PATH, SETTLE_BATCH_PATH, SETTLE_PATH,
 };
 
 /// Service tokens shorter than this are refused at start-up.
@@ -63,9 +64,14 @@ pub fn check_service_token(token: &str, master_key: &str) -> Result<(), String> 
     Ok(())
 }
 
+/// Largest `/v1/cache/put` body accepted.
+const MAX_CACHE_PUT_BYTES: usize = 16 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct AppState {
     store: Arc<Store>,
+    /// The response cache's answers (`/v1/cache/*`).
+    answers: Arc<AnswerCache>,
     /// Admin calls (`/admin/*`) must carry this.
     master_key: SecretDigest,
     /// The filter's calls (`/v1/*`) must carry this.
@@ -73,9 +79,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Bounds the response cache at `max_bytes` (0: nothing is cached).
+    pub fn with_cache_bytes(mut self, max_bytes: u64) -> Self {
+        self.answers = Arc::new(AnswerCache::new(max_bytes, Arc::clone(self.store.clock())));
+        self
+    }
+
     /// `serve` checks the service token with `check_service_token` first.
     pub fn new(store: Arc<Store>, master_key: &str, service_token: &str) -> Self {
+        let answers = AnswerCache::new(DEFAULT_MAX_BYTES, Arc::clone(store.clock()));
         AppState {
+            answers: Arc::new(answers),
             store,
             master_key: SecretDigest::of(master_key),
             service_token: SecretDigest::of(service_token),
@@ -130,6 +144,12 @@ pub fn router(state: AppState) -> Router {
         .route(LEASE_PATH, post(billing::lease))
         .route(SETTLE_PATH, post(billing::settle_one))
         .route(SETTLE_BATCH_PATH, post(billing::settle_batch))
+        .route(CACHE_GET_PATH, post(cache_get))
+        // An answer escaped into JSON can exceed axum's 2 MB default.
+        .route(
+            CACHE_PUT_PATH,
+            post(cache_put).layer(DefaultBodyLimit::max(MAX_CACHE_PUT_BYTES)),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_service_token,
@@ -502,4 +522,35 @@ async fn delete_invite(
     with_store(&state, move |s| s.delete_invite(&id)).await?;
     info!(id = %deleted, "invite withdrawn");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `/v1/cache/get`: the kept answer (a `CachedAnswer`, as stored), or 404.
+async fn cache_get(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<CacheGet>,
+) -> Result<Response, ApiError> {
+    match state.answers.get(&req.key) {
+        Some(answer) => Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such answer",
+        )),
+    }
+}
+
+/// `/v1/cache/put`: keeps an answer for its TTL.
+async fn cache_put(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<CachePut>,
+) -> Result<Response, ApiError> {
+    let answer = serde_json::to_vec(&req.answer).map_err(|_| ApiError::internal())?;
+    if !state.answers.put(req.key, answer.into(), req.ttl_s) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the answer is larger than the whole cache",
+        ));
+    }
+    Ok(Json(serde_json::json!({})).into_response())
 }

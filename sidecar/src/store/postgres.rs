@@ -167,6 +167,10 @@ CREATE TABLE invites (
     key_id      TEXT
 );
 "#,
+    // Requests answered from the response cache: no cost, the tokens saved.
+    r#"
+ALTER TABLE usage_ledger ADD COLUMN cache_hit BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
 ];
 
 pub struct Postgres {

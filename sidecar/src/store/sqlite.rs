@@ -194,6 +194,10 @@ CREATE TABLE invites (
     key_id      TEXT
 ) STRICT;
 "#,
+    // Requests answered from the response cache: no cost, the tokens saved.
+    r#"
+ALTER TABLE usage_ledger ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub struct Sqlite {

@@ -23,7 +23,7 @@ impl<H: Host> RequestStage<H> {
     pub(super) fn route_body(&mut self, body_size: usize) -> Action {
         let body = self.host.request_body(body_size);
         match self.route(&body) {
-            Ok(()) if self.phase == Phase::Reserving => Action::Pause,
+            Ok(()) if matches!(self.phase, Phase::Reserving | Phase::CacheLookup) => Action::Pause,
             Ok(()) => Action::Continue,
             Err(error) => self.reject(&error),
         }
@@ -45,6 +45,8 @@ impl<H: Host> RequestStage<H> {
         // Recorded before the guardrails, so a blocked request is recorded too.
         self.forwarded = Some(Exchange::new(api, &request, &route));
         self.check_input(api, &mut request)?;
+        // Keyed on the checked body, before the plan rewrites it.
+        self.cache = self.cache_state(&request, &route);
         self.response.apis = Some((api, route.upstream_api));
         let capture = RequestTrace::captures_content(&shared)
             && self.trace.as_ref().is_some_and(|t| t.sampled);
@@ -133,9 +135,6 @@ impl<H: Host> RequestStage<H> {
         }
         self.response.captured = plan.capture_output.then(String::new);
         self.phase = Phase::Forwarded;
-        match plan.lease {
-            Some(need) => self.lease(need),
-            None => Ok(()),
-        }
+        self.look_up_or_lease(plan.lease)
     }
 }

@@ -9,6 +9,7 @@
 //! holds the state and the callbacks.
 
 mod admit;
+mod cache;
 mod forward;
 mod guard;
 mod key_check;
@@ -25,6 +26,7 @@ use super::trace::RequestTrace;
 use crate::core::api::{Api, ClientFormat, Endpoint};
 use crate::core::auth::KeyCheck;
 use crate::core::budget::{self, LeaseRequest};
+use crate::core::cache::ClientWish;
 use crate::core::config::Chain;
 use crate::core::error::GatewayError;
 use crate::core::exchange::Exchange;
@@ -49,6 +51,8 @@ enum Phase {
     Draining,
     /// Routed; waiting for the sidecar's budget lease.
     Reserving,
+    /// Routed; waiting for the response cache's answer.
+    CacheLookup,
     /// Routed upstream.
     Forwarded,
     /// Answered locally.
@@ -84,9 +88,10 @@ pub struct RequestStage<H: Host> {
     account_headers: Vec<&'static str>,
     /// Guardrail events of both directions, counted by kind.
     guard_events: Vec<GuardEvent>,
-    /// What was decided about a request a guardrail then refused: recorded
+    /// What was decided about a request the gateway then answered itself
+    /// (a guardrail refused it, or the cache had the answer): recorded
     /// (with its events), never billed.
-    blocked: Option<Exchange>,
+    answered: Option<Exchange>,
     trace: Option<RequestTrace>,
     forwarded: Option<Exchange>,
     /// What the request needs from the lease callout it waits for.
@@ -94,6 +99,10 @@ pub struct RequestStage<H: Host> {
     response: ResponseState,
     /// Set for a model with fallbacks.
     fallback: Option<served::Fallback>,
+    /// Set for a request a cache rule covers.
+    cache: Option<cache::CacheState>,
+    /// The client's `cache-control`, read when a cache is configured.
+    cache_wish: ClientWish,
 }
 
 impl<H: Host> RequestStage<H> {
@@ -116,7 +125,9 @@ impl<H: Host> RequestStage<H> {
             client_request_id: None,
             account_headers: Vec::new(),
             guard_events: Vec::new(),
-            blocked: None,
+            answered: None,
+            cache: None,
+            cache_wish: ClientWish::Use,
             trace: None,
             forwarded: None,
             lease_need: None,
@@ -146,7 +157,7 @@ impl<H: Host> RequestStage<H> {
     fn after_headers(&self) -> Action {
         match self.phase {
             Phase::Forwarded => Action::Continue,
-            Phase::Reserving => Action::Pause,
+            Phase::Reserving | Phase::CacheLookup => Action::Pause,
             _ => self.wait(),
         }
     }
@@ -189,7 +200,7 @@ impl<H: Host> RequestStage<H> {
         // block is still recorded (with its events, at no cost).
         let forwarded = self.forwarded.take();
         if let GatewayError::GuardrailBlocked { .. } = error {
-            self.blocked = forwarded;
+            self.answered = forwarded;
             // What the client got, for the record.
             self.response.status = error.status();
         }
@@ -215,6 +226,20 @@ impl<H: Host> Context for RequestStage<H> {
         self.callback_ns = self.host.now_ns();
         let status = self.host.call_status();
         let body = self.host.call_body(body_size);
+        if self.phase == Phase::CacheLookup {
+            match self.looked_up(status, &body) {
+                Ok(true) => {
+                    if !self.host.resume_request() {
+                        log::error!("tollgate: could not resume the request after a cache miss");
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    self.reject(&error);
+                }
+            }
+            return;
+        }
         if self.phase == Phase::Reserving {
             match self.leased(status, &body) {
                 Ok(()) => {
@@ -262,6 +287,9 @@ impl<H: Host> HttpContext for RequestStage<H> {
             .get("x-request-id")
             .map(|id| budget::capped(id, MAX_CLIENT_REQUEST_ID));
         self.trace = RequestTrace::start(&self.shared, &headers);
+        if self.shared.config.cache.is_some() {
+            self.cache_wish = ClientWish::from_header(headers.get("cache-control"));
+        }
         match self.start(&headers) {
             Ok(admit::Start::Callout) => Action::Pause,
             Ok(admit::Start::Drain) => self.wait(),
@@ -328,6 +356,7 @@ impl<H: Host> HttpContext for RequestStage<H> {
             if on_chain {
                 self.follow_served_target();
             }
+            self.cache_on_response();
             self.response.on_headers(&self.host, &headers, on_chain);
         }
         Action::Continue
@@ -353,8 +382,8 @@ impl<H: Host> HttpContext for RequestStage<H> {
     fn on_log(&mut self) {
         if let Some(forwarded) = self.forwarded.take() {
             self.record(forwarded, true);
-        } else if let Some(blocked) = self.blocked.take() {
-            self.record(blocked, false);
+        } else if let Some(answered) = self.answered.take() {
+            self.record(answered, false);
         }
     }
 }

@@ -60,6 +60,10 @@ impl<H: Host> RequestStage<H> {
             guardrail_events: self.guard_events.iter().map(Into::into).collect(),
             forwarded,
             ts: budget::unix_secs(now_ns),
+            cache_hit: self
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.outcome == super::cache::Outcome::Hit),
         }
     }
 
@@ -113,6 +117,9 @@ impl<H: Host> RequestStage<H> {
             now.saturating_sub(self.started_ns) / 1_000_000
         );
         self.trace_request(&routed, forwarded, key, now);
+        if forwarded {
+            self.store_answer(&routed.provider, &routed.upstream_model, &usage);
+        }
         let shared = Rc::clone(&self.shared);
         if let Some(reporter) = &shared.reporter {
             let report = self.usage_report(routed, forwarded, key, now);

@@ -234,7 +234,7 @@ fn guardrail_block_is_answered_locally_and_nothing_goes_upstream() {
     assert_eq!(paths(&stage.host), ["/v1/authorize"]);
     assert_eq!(*stage.host.request_body.borrow(), sent);
     // Recorded (unbilled) with its event.
-    assert!(stage.forwarded.is_none() && stage.blocked.is_some());
+    assert!(stage.forwarded.is_none() && stage.answered.is_some());
     assert_eq!(stage.guard_events.len(), 1);
 }
 
@@ -545,6 +545,7 @@ fn single_stage_drains_an_oversized_body_with_the_headers_held() {
     assert_eq!(cluster(&stage.host), None);
 }
 
+mod cache;
 mod cost;
 mod fallback;
 mod leases;
