@@ -161,6 +161,8 @@ pub struct RequestRecord<'a> {
     /// Attempts of a fallback chain or key pool that failed before the
     /// one that answered, oldest first.
     pub failed_attempts: &'a [FailedAttempt<'a>],
+    /// What the response cache did (`hit`, `miss`, `bypass`), when a rule covers the request.
+    pub cache: Option<&'static str>,
 }
 
 /// An attempt Envoy made and gave up on: a span of its own.
@@ -258,6 +260,7 @@ pub fn with_spans<T>(r: &RequestRecord, encode: impl FnOnce(&[Span]) -> T) -> T 
         ("error.type", error.as_deref().map(AttrValue::Str)),
         ("tollgate.key_id", r.key_id.map(AttrValue::Str)),
         ("tollgate.team", r.team.map(AttrValue::Str)),
+        ("tollgate.cache", r.cache.map(AttrValue::Str)),
     ];
     attrs.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
     if r.client_api.wire() != r.upstream_api {
@@ -427,6 +430,7 @@ mod tests {
             output_messages: None,
             guard_events: &p.guard_events,
             failed_attempts: &[],
+            cache: Some("hit"),
         }
     }
 

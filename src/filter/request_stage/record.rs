@@ -168,6 +168,7 @@ impl<H: Host> RequestStage<H> {
                 output_messages: output_messages.as_deref(),
                 guard_events: &guard_events,
                 failed_attempts: &failed_attempts,
+                cache: self.cache.as_ref().map(|c| c.outcome.name()),
             },
         );
     }
