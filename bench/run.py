@@ -21,6 +21,13 @@
   (sf)  (sa) for a model with a fallback chain (`gpt-4o-ha`) whose first
         target answers: what the retry route and the attempt stage cost
         when nothing fails ((sf)/(sa))
+  (su)  (s) with each request new (a counter in the prompt)
+  (sm)  (su) from a key of a team the shipped config caches: every request
+        a cache miss (key, index read, answer kept and stored); (sm)-(su)
+        at the fixed rate is what a miss adds (issue 17: <= 0.1 ms p50)
+  (sh)  (s) from that team, one request again and again: cache hits,
+        against (bd) bare Envoy answering a static answer itself
+        (direct_response) and against (b)
   (c)   Envoy + Tollgate: key cached, guardrails on, usage extraction, no
         budgets, no tracing
   (c0)  (c) with guardrails off: the chain and the core alone
@@ -96,6 +103,28 @@ wrk.headers["authorization"] = %(auth)s
 %(extra)s
 """
 PACED = "function delay() return %d end\n"
+# Each request new (a cache miss): NONCE in the body becomes this run's seed and a counter.
+UNIQUE = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, (wrk.body:gsub("NONCE", %s .. n)))
+end
+"""
+# What (bd)'s Envoy answers itself: a chat completion like the fast mock's.
+STATIC_ANSWER = json.dumps({
+    "id": "chatcmpl-static", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}})
+
+
+def static_answer(config: dict):
+    """Bare Envoy answering every request itself (direct_response)."""
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
+    route.pop("route")
+    route["direct_response"] = {"status": 200, "body": {"inline_string": STATIC_ANSWER}}
+    route["response_headers_to_add"] = [{"header": {"key": "content-type", "value": "application/json"}}]
 
 # Issue 20's acceptance, as (what, x, y, measure, bound): measure "ratio" is
 # throughput x/y at saturation (>= bound); "p50"/"p99" is x's latency minus
@@ -114,8 +143,10 @@ def lua_string(s: str) -> str:
 
 
 def wrk(url: str, body: dict, auth: str, seconds: int, connections: int, pause_ms: int | None,
-        headers: dict | None = None) -> dict:
+        headers: dict | None = None, unique: bool = False) -> dict:
     extra = PACED % pause_ms if pause_ms else ""
+    if unique:
+        extra += UNIQUE % lua_string(f"{time.time_ns()}-")
     header_lines = "\n".join(f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in (headers or {}).items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(LUA % {"body": lua_string(json.dumps(body)), "auth": lua_string(auth), "headers": header_lines,
@@ -189,7 +220,9 @@ def main():
         "shipped": dict(chain=args.chain),
         "shipped_nobudgets": dict(plugin_overrides={"budgets": None}, chain=args.chain),
         "shipped_two_stage": dict(chain="two_stage"),
+        "static": dict(bare_cluster="provider_openai", customize=static_answer),
     }
+    new_chat = {**CHAT, "messages": [{"role": "user", "content": "Say hello in one short sentence. NONCE"}]}
     # letter: (name, Envoy name or None for the mock, body, extra headers, reads VM memory)
     variants = {
         "a": ("mock provider directly", None, CHAT, {}, False),
@@ -202,6 +235,10 @@ def main():
         "s2": ("(s) on the two-stage fallback chain", "shipped_two_stage", CHAT, {}, True),
         "sa": ("(s), a model alias", "shipped", {**CHAT, "model": "fast"}, {}, True),
         "sf": ("(sa) on a fallback chain, nothing failing", "shipped", {**CHAT, "model": "gpt-4o-ha"}, {}, True),
+        "su": ("(s), each request new", "shipped", new_chat, {}, True),
+        "sm": ("(su) for a cached team: each request a cache miss", "shipped", new_chat, {}, True),
+        "sh": ("(s) for a cached team, one request again and again: cache hits", "shipped", CHAT, {}, True),
+        "bd": ("Envoy answering a static answer itself", "static", CHAT, {}, False),
         "c": ("Envoy + Tollgate", "envoy", CHAT, {}, True),
         "c0": ("(c), guardrails off", "unguarded", CHAT, {}, True),
         "d": ("(c) + budgets on", "budgets", CHAT, {}, True),
@@ -238,11 +275,15 @@ def main():
     try:
         stack.start()  # inside the try: a failed start still stops what did start
         envoys["envoy"] = stack.envoy
-        key = stack.admin("POST", "/admin/keys", {"team": "bench"})["key"]
-        # A request budget large enough never to bind: the enforcement is what is measured.
-        key_id = next(k["id"] for k in stack.admin("GET", "/admin/keys")["keys"] if key.startswith(k["key_prefix"]))
-        stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": key_id, "kind": "requests",
-                                               "limit": 1e12, "period": "daily", "mode": "hard"})
+        keys = {}
+        # "faq-bot" is a team envoy/gateway.yaml caches for.
+        for team in ("bench", "faq-bot"):
+            made = stack.admin("POST", "/admin/keys", {"team": team})
+            keys[team] = made["key"]
+            # A request budget large enough never to bind: the enforcement is what is measured.
+            stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": made["id"], "kind": "requests",
+                                                   "limit": 1e12, "period": "daily", "mode": "hard"})
+        key = keys["bench"]
         for letter in chosen:
             if variants[letter][1]:
                 envoy(variants[letter][1])
@@ -260,10 +301,14 @@ def main():
                 base = target.base_url if target else f"http://127.0.0.1:{stack.mock_port}"
                 url = base + chat
                 auth = "Bearer mock-openai-key" if letter == "a" else f"Bearer {key}"
-                wrk(url, body, auth, args.warmup, 4, None, headers)  # warm-up: connections, key cache, JIT
+                if letter in CACHED_TEAM:
+                    auth = f"Bearer {keys['faq-bot']}"
+                unique = letter in ("su", "sm")
+                # warm-up: connections, key cache, JIT (and (sh)'s answer stored)
+                wrk(url, body, auth, args.warmup, 4, None, headers, unique)
                 before = vm_memory(target) if reads_memory else None
-                saturated = wrk(url, body, auth, args.seconds, 16, None, headers)
-                paced = wrk(url, body, auth, args.seconds, 4, args.pause_ms, headers)
+                saturated = wrk(url, body, auth, args.seconds, 16, None, headers, unique)
+                paced = wrk(url, body, auth, args.seconds, 4, args.pause_ms, headers, unique)
                 time.sleep(1.2)  # the memory gauge refreshes every second
                 after = vm_memory(target) if reads_memory else None
                 run = {"rps": saturated["rps"], "p50": paced["p50"], "p99": paced["p99"],
@@ -440,7 +485,7 @@ def per_round(runs: dict, x: str, y: str, measure: str) -> list[float]:
 def ratios_table(runs: dict, tollgate_chain: str) -> str:
     same_floor = "fl1" if tollgate_chain == "single_stage" else "fl2"
     pairs = [("fl1", "b"), ("fl2", "b"), ("fl1", "fl2"), ("s", "b"), ("s0", "b"), ("s", "s0"), ("s2", "b"),
-             ("sf", "sa"), ("sf", "b"),
+             ("sf", "sa"), ("sf", "b"), ("sm", "su"), ("sh", "bd"), ("sh", "b"), ("sh", "s"),
              ("s", "s2"), ("c", same_floor), ("c", "b"), ("c0", "b"), ("d", "b"), ("d", "c"), ("s0", "c"),
              ("e", "b"), ("f", "bs"), ("g", "bs"), ("h", "h0"), ("i", "i0")]
     pairs = [(x, y) for x, y in pairs if x in runs and y in runs]
@@ -459,6 +504,8 @@ def ratios_table(runs: dict, tollgate_chain: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Variants whose requests come from a key of a team the shipped config caches.
+CACHED_TEAM = ("sm", "sh")
 BUSY_LOAD = 4.0  # 1-minute load average on 2 cores above which other work shared the machine
 
 
