@@ -179,18 +179,7 @@ pub fn key(parts: &KeyParts, body: &Value) -> [u8; 32] {
         h.update(field.as_bytes());
     }
     match body {
-        Value::Object(map) => {
-            h.update(b"{");
-            for (i, (k, v)) in map.iter().filter(|(k, _)| *k != "model").enumerate() {
-                if i > 0 {
-                    h.update(b",");
-                }
-                canonical_string(&mut h, k);
-                h.update(b":");
-                canonical(&mut h, v);
-            }
-            h.update(b"}");
-        }
+        Value::Object(map) => canonical_object(&mut h, map.iter().filter(|(k, _)| *k != "model")),
         other => canonical(&mut h, other),
     }
     h.finalize().into()
@@ -214,19 +203,21 @@ fn canonical(h: &mut Sha256, v: &Value) {
             }
             h.update(b"]");
         }
-        Value::Object(map) => {
-            h.update(b"{");
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    h.update(b",");
-                }
-                canonical_string(h, k);
-                h.update(b":");
-                canonical(h, item);
-            }
-            h.update(b"}");
-        }
+        Value::Object(map) => canonical_object(h, map.iter()),
     }
+}
+
+fn canonical_object<'a>(h: &mut Sha256, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+    h.update(b"{");
+    for (i, (k, item)) in entries.enumerate() {
+        if i > 0 {
+            h.update(b",");
+        }
+        canonical_string(h, k);
+        h.update(b":");
+        canonical(h, item);
+    }
+    h.update(b"}");
 }
 
 /// `1.0` and `1` are one number to every model API.

@@ -78,6 +78,17 @@ fn sidecar_stores(shared: &Rc<Shared>, worker: &MockHost) {
     }
 }
 
+/// A first request for `hi`, answered and stored by the sidecar.
+fn stored_once(shared: &Rc<Shared>) -> RequestStage<MockHost> {
+    let mut first = authorized(shared, chat("tg-a", &openai("gpt-4o", "hi")), VALID);
+    body_end(&mut first);
+    grant(&mut first);
+    answered(&mut first, "application/json", ANSWER);
+    first.on_log();
+    sidecar_stores(shared, &first.host);
+    first
+}
+
 #[test]
 fn a_miss_is_stored_as_the_client_got_it_and_the_next_request_is_a_hit() {
     let shared = cached();
@@ -142,12 +153,7 @@ fn a_miss_is_stored_as_the_client_got_it_and_the_next_request_is_a_hit() {
 #[test]
 fn another_team_a_changed_field_or_no_store_never_looks_up() {
     let shared = cached();
-    let mut first = authorized(&shared, chat("tg-a", &openai("gpt-4o", "hi")), VALID);
-    body_end(&mut first);
-    grant(&mut first);
-    answered(&mut first, "application/json", ANSWER);
-    first.on_log();
-    sidecar_stores(&shared, &first.host);
+    let first = stored_once(&shared);
     let key = |s: &RequestStage<MockHost>| s.cache.as_ref().map(|c| c.key_for_tests());
     let first_key = key(&first);
     let same_envoy = |host: MockHost| host.sharing(&first.host);
@@ -204,12 +210,7 @@ fn another_team_a_changed_field_or_no_store_never_looks_up() {
 fn a_lookup_that_fails_or_finds_nothing_goes_upstream() {
     for (status, body) in [("404", "{}"), ("503", "down"), ("200", "not json")] {
         let shared = cached();
-        let mut first = authorized(&shared, chat("tg-a", &openai("gpt-4o", "hi")), VALID);
-        body_end(&mut first);
-        grant(&mut first);
-        answered(&mut first, "application/json", ANSWER);
-        first.on_log();
-        sidecar_stores(&shared, &first.host);
+        let first = stored_once(&shared);
         let host = chat("tg-a", &openai("gpt-4o", "hi")).sharing(&first.host);
         let mut stage = authorized(&shared, host, VALID);
         stage.host.now_ns.set(first.host.now_ns.get());
