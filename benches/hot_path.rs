@@ -179,6 +179,7 @@ fn one_request(config: &Config, g: &Guardrails, s: &mut Stages, n: u64, translat
             output_messages: None,
             guard_events: &[],
             failed_attempts: &[],
+            cache: None,
         };
         let mut spans = Vec::new();
         telemetry::with_spans(&record, |made| {

@@ -367,9 +367,9 @@ fn sqlite_is_in_wal_mode_at_the_latest_schema() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        version, 5,
+        version, 6,
         "keys and teams; budgets and the ledger; holds, tallies and prices; forwarded; \
-         guardrail tallies and invites"
+         guardrail tallies and invites; cache hits"
     );
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -439,6 +439,7 @@ fn ledger_rows_from_before_forwarded_and_counts_read_as_forwarded_once(backend: 
         r#"[{"guardrail":"pii","kind":"email","direction":"input","action":"redact"}]"#;
     let downgrade = format!(
         "DROP TABLE guardrail_daily; DROP TABLE invites;
+         ALTER TABLE usage_ledger DROP COLUMN cache_hit;
          ALTER TABLE usage_ledger DROP COLUMN forwarded;
          UPDATE usage_ledger SET guardrail_events = '{old_events}';"
     );
@@ -507,7 +508,8 @@ fn guardrail_tallies_are_rebuilt_from_the_ledger(backend: Backend) {
         .unwrap();
     let before = store.guardrail_events(None, None).unwrap();
     let today = store.guardrail_events(Some("2026-11-22"), None).unwrap();
-    let downgrade = "DROP TABLE guardrail_daily; DROP TABLE invites;";
+    let downgrade =
+        "DROP TABLE guardrail_daily; DROP TABLE invites; ALTER TABLE usage_ledger DROP COLUMN cache_hit;";
     match backend {
         Backend::Sqlite => {
             let conn = rusqlite::Connection::open(&store.db.url).unwrap();
