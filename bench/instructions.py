@@ -12,7 +12,10 @@ single-stage floor, (c0) keys and routing only, (c) + guardrails, (s0) +
 tracing, (s) the shipped config (+ budgets), (sa) (s) for a model alias
 (the body's model rewritten), (sf) (sa) for a model with a fallback chain
 (gpt-4o-ha) whose first target answers: what the retry route and the
-attempt stage cost when nothing fails. Each Envoy runs under
+attempt stage cost when nothing fails; (su) (s) with each request new,
+(sm) (su) from a team the shipped config caches (each request a cache
+miss whose answer is stored: (sm) - (su) is what a miss costs), (sh) that
+team repeating one request (cache hits). Each Envoy runs under
 callgrind with instrumentation off; after a warm-up (V8 has compiled the
 module's hot code) it is switched on for N sequential requests on one
 connection, then dumped. Span and report batches flush every 20 s, not at
@@ -65,7 +68,16 @@ VARIANTS = {
            dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
     "sf": ("(sa) on a fallback chain, nothing failing",
            dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
+    "su": ("(s), each request new", dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
+    "sm": ("(su) for a cached team: each request a cache miss, its answer stored",
+           dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
+    "sh": ("(s) for a cached team, one request again and again: cache hits",
+           dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
 }
+# Variants whose requests come from a key of a team envoy/gateway.yaml caches.
+CACHED_TEAM = ("sm", "sh")
+# Variants whose every request is new (a counter in the prompt).
+UNIQUE = ("su", "sm")
 # Variants whose requests name another model than CHAT's. Both rewrite the
 # body's model (fast -> gpt-5.4-mini, gpt-4o-ha -> gpt-4o), so (sf) - (sa)
 # is what the chain costs.
@@ -119,7 +131,8 @@ def split(dump: Path) -> dict[str, int]:
     return parts
 
 
-def measure(s: stack.Stack, letter: str, key: str, body: bytes, warmup: int, n: int, tmp: Path) -> dict:
+def measure(s: stack.Stack, letter: str, key: str, body, warmup: int, n: int, tmp: Path) -> dict:
+    """`body(i)`: the i-th request's body."""
     dump = tmp / f"callgrind.{letter}"
     os.environ["CALLGRIND_OUT"] = str(dump)
     try:
@@ -128,12 +141,12 @@ def measure(s: stack.Stack, letter: str, key: str, body: bytes, warmup: int, n: 
         del os.environ["CALLGRIND_OUT"]
     try:
         conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=120)
-        for _ in range(warmup):
-            post(conn, body, key)
+        for i in range(warmup):
+            post(conn, body(i), key)
         pid = str(envoy.proc.pid)
         subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
-        for _ in range(n):
-            post(conn, body, key)
+        for i in range(warmup, warmup + n):
+            post(conn, body(i), key)
         subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
     finally:
         envoy.stop()
@@ -180,13 +193,24 @@ def main():
     rows = {}
     s.start()
     try:
-        key = s.admin("POST", "/admin/keys", {"team": "bench"})["key"]
-        key_id = next(k["id"] for k in s.admin("GET", "/admin/keys")["keys"] if key.startswith(k["key_prefix"]))
-        # As in bench/run.py: a request budget on the key that never binds.
-        s.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": key_id, "kind": "requests",
-                                          "limit": 1e12, "period": "daily", "mode": "hard"})
+        keys = {}
+        for team in ("bench", "faq-bot"):
+            made = s.admin("POST", "/admin/keys", {"team": team})
+            keys[team] = made["key"]
+            # As in bench/run.py: a request budget on the key that never binds.
+            s.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": made["id"], "kind": "requests",
+                                              "limit": 1e12, "period": "daily", "mode": "hard"})
         for letter in letters:
-            body = json.dumps({**CHAT, "model": MODELS.get(letter, CHAT["model"])}).encode()
+            request = {**CHAT, "model": MODELS.get(letter, CHAT["model"])}
+            fixed = json.dumps(request).encode()
+            seed = os.urandom(4).hex()
+
+            def body(i, unique=letter in UNIQUE):
+                if not unique:
+                    return fixed
+                text = f"{CHAT['messages'][0]['content']} {seed}-{i}"
+                return json.dumps({**request, "messages": [{"role": "user", "content": text}]}).encode()
+            key = keys["faq-bot" if letter in CACHED_TEAM else "bench"]
             rows[letter] = measure(s, letter, key, body, args.warmup, args.requests, tmp)
             print(f"({letter}) {rows[letter]['total'] / 1000:.1f}k instructions per request", file=sys.stderr)
     finally:

@@ -21,7 +21,7 @@
 //! | `/v1/settle`        | `UsageReport`    | `Settled`           |
 //! | `/v1/settle/batch`  | `SettleBatch`    | `SettleBatchAnswer` |
 //! | `/v1/cache/get`     | `CacheGet`       | `CachedAnswer` (404: none) |
-//! | `/v1/cache/put`     | `CachePut`       | `{}`                |
+//! | `/v1/cache/put`     | `CachePutBatch`  | `CachePutAnswer`    |
 //!
 //! The serde attributes are the wire format: field names, which fields may
 //! be absent and what an absent field means (an older sender, or a sender
@@ -483,8 +483,22 @@ pub struct CacheGet {
     pub key: String,
 }
 
-/// `POST /v1/cache/put`: store `answer` under `key` for `ttl_s` seconds
-/// (replacing what was there).
+/// `POST /v1/cache/put`: the answers a filter worker kept since its last
+/// batch. The filter writes this envelope around puts it keeps encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePutBatch {
+    pub entries: Vec<CachePut>,
+}
+
+/// Whether each entry of a `CachePutBatch` was stored, in its order (an
+/// answer larger than the whole cache is not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePutAnswer {
+    pub stored: Vec<bool>,
+}
+
+/// One answer to store under `key` for `ttl_s` seconds (replacing what was
+/// there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachePut {
     pub key: String,

@@ -31,15 +31,24 @@ async fn answers_are_kept_by_key_until_their_ttl() {
     let (status, body) = post(
         &app,
         "/v1/cache/put",
-        json!({"key": "k1", "ttl_s": 60, "answer": answer()}),
+        json!({"entries": [
+            {"key": "k1", "ttl_s": 60, "answer": answer()},
+            {"key": "k3", "ttl_s": 1, "answer": answer()}
+        ]}),
     )
     .await;
-    assert_eq!((status, body), (StatusCode::OK, json!({})));
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"stored": [true, true]}))
+    );
     let (status, got) = post(&app, "/v1/cache/get", json!({"key": "k1"})).await;
     assert_eq!((status, got), (StatusCode::OK, answer()));
     let (status, _) = post(&app, "/v1/cache/get", json!({"key": "k2"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    app.store.clock.advance(60).unwrap();
+    app.store.clock.advance(1).unwrap();
+    let (status, _) = post(&app, "/v1/cache/get", json!({"key": "k3"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "its own TTL");
+    app.store.clock.advance(59).unwrap();
     let (status, _) = post(&app, "/v1/cache/get", json!({"key": "k1"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "expired");
     // The service token is required, like every filter call.

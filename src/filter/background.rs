@@ -1,7 +1,9 @@
 //! Callouts the root context makes for the request stages, off the request
 //! path: lease refills before a slot runs dry (`filter::leases`) and key
 //! verdict refreshes before they expire (`filter::key_cache`), and answers
-//! for the response cache, listed in `filter::cache_index` once stored. A stage
+//! for the response cache: each tick sends what is queued in one batch
+//! (a callout costs Envoy about as much as the rest of a miss), and the
+//! keys the sidecar stored are listed in `filter::cache_index`. A stage
 //! queues a job after raising its flag in shared data (so one per slot or
 //! key is under way per Envoy); the root's tick sends the queue and its
 //! `on_http_call_response` hands each answer back here by its token.
@@ -17,6 +19,7 @@ use crate::core::auth::{self, KeyCheck};
 use crate::core::budget::LeaseRequest;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
+use tollgate_protocol::CachePutAnswer;
 
 /// Jobs waiting for the next tick; beyond it no more are queued.
 const MAX_QUEUED: usize = 256;
@@ -24,6 +27,8 @@ const MAX_QUEUED: usize = 256;
 const MAX_IN_FLIGHT: usize = 32;
 /// Bytes of cache stores waiting; beyond it an answer is not stored.
 const MAX_QUEUED_STORE_BYTES: usize = 8 * 1024 * 1024;
+/// A batch of stores stops growing past this many bytes.
+const MAX_STORE_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Added to the callout timeout before a flag counts as lost: the job may
 /// wait up to a tick in the queue before it leaves.
 const STALE_MARGIN_MS: u64 = 1000;
@@ -34,16 +39,23 @@ pub enum Job {
     Refill(LeaseRequest),
     /// The key check of this key hash, shared when it lands.
     KeyRefresh(String),
-    /// A `CachePut` (encoded) for `key`, listed in the index when stored.
-    CacheStore(CacheStore),
+    /// A batch of cache stores, each key listed in the index when stored.
+    CacheStores(Vec<Listing>),
 }
 
+/// An answer for the response cache: its `CachePut`, encoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheStore {
+    pub listing: Listing,
+    pub put: Vec<u8>,
+}
+
+/// Where a stored key goes in the index, and until when.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Listing {
     pub key: [u8; 32],
     pub expires_s: u64,
     pub index_slots: u32,
-    pub put: Vec<u8>,
 }
 
 pub struct Background {
@@ -51,7 +63,8 @@ pub struct Background {
     key_ttl_ms: u64,
     queue: VecDeque<Job>,
     in_flight: HashMap<u32, Job>,
-    /// Bytes of the `CacheStore`s queued or in flight.
+    stores: VecDeque<CacheStore>,
+    /// Bytes of the queued `stores`.
     store_bytes: usize,
 }
 
@@ -62,6 +75,7 @@ impl Background {
             key_ttl_ms,
             queue: VecDeque::new(),
             in_flight: HashMap::new(),
+            stores: VecDeque::new(),
             store_bytes: 0,
         }
     }
@@ -75,27 +89,25 @@ impl Background {
         self.queue.len() < MAX_QUEUED
     }
 
-    /// Queues a job; false when the queue (or, for a cache store, the
-    /// bytes waiting to be stored) is full.
+    /// Queues a job; false when the queue is full.
     pub fn push(&mut self, job: Job) -> bool {
         if !self.has_room() {
             return false;
-        }
-        if let Job::CacheStore(store) = &job {
-            let bytes = self.store_bytes.saturating_add(store.put.len());
-            if bytes > MAX_QUEUED_STORE_BYTES {
-                return false;
-            }
-            self.store_bytes = bytes;
         }
         self.queue.push_back(job);
         true
     }
 
-    fn done(&mut self, job: &Job) {
-        if let Job::CacheStore(store) = job {
-            self.store_bytes = self.store_bytes.saturating_sub(store.put.len());
+    /// Queues an answer for the cache; false when the bytes waiting are at
+    /// their bound (the answer is then not stored).
+    pub fn push_store(&mut self, store: CacheStore) -> bool {
+        let bytes = self.store_bytes.saturating_add(store.put.len());
+        if bytes > MAX_QUEUED_STORE_BYTES {
+            return false;
         }
+        self.store_bytes = bytes;
+        self.stores.push_back(store);
+        true
     }
 
     /// Jobs waiting for the next tick.
@@ -104,13 +116,41 @@ impl Background {
         self.queue.iter()
     }
 
+    /// Cache stores waiting for the next tick.
+    #[cfg(test)]
+    pub fn queued_stores(&self) -> impl Iterator<Item = &CacheStore> {
+        self.stores.iter()
+    }
+
+    /// One `CachePutBatch` of the queued stores (up to
+    /// `MAX_STORE_BATCH_BYTES`, at least one), written around the encoded
+    /// puts without re-encoding them.
+    fn store_batch(&mut self) -> Option<(Vec<u8>, Vec<Listing>)> {
+        let mut body = b"{\"entries\":[".to_vec();
+        let mut listings = Vec::new();
+        while let Some(store) = self.stores.front() {
+            if !listings.is_empty() && body.len() + store.put.len() > MAX_STORE_BATCH_BYTES {
+                break;
+            }
+            let store = self.stores.pop_front()?;
+            self.store_bytes = self.store_bytes.saturating_sub(store.put.len());
+            if !listings.is_empty() {
+                body.push(b',');
+            }
+            body.extend_from_slice(&store.put);
+            listings.push(store.listing);
+        }
+        body.extend_from_slice(b"]}");
+        (!listings.is_empty()).then_some((body, listings))
+    }
+
     /// Sends what is queued (within `MAX_IN_FLIGHT`).
     pub fn tick(&mut self, host: &impl Host, sidecar: &SidecarClient) {
         let now = host.now_ms();
         let timeout = Duration::from_millis(self.timeout_ms);
         while self.in_flight.len() < MAX_IN_FLIGHT {
             let Some(job) = self.queue.pop_front() else {
-                return;
+                break;
             };
             let (path, body) = match &job {
                 Job::Refill(need) => {
@@ -125,20 +165,21 @@ impl Background {
                     tollgate_protocol::AUTHORIZE_PATH,
                     auth::authorize_request(key_hash),
                 ),
-                // The body is already encoded: no copy.
-                Job::CacheStore(store) => {
-                    match sidecar.post(host, tollgate_protocol::CACHE_PUT_PATH, &store.put, timeout)
-                    {
-                        Some(token) => {
-                            self.in_flight.insert(token, job);
-                        }
-                        None => self.done(&job),
-                    }
-                    continue;
-                }
+                Job::CacheStores(_) => continue,
             };
             if let Some(token) = sidecar.post(host, path, &body, timeout) {
                 self.in_flight.insert(token, job);
+            }
+        }
+        while self.in_flight.len() < MAX_IN_FLIGHT {
+            let Some((body, listings)) = self.store_batch() else {
+                return;
+            };
+            // Not sent: those answers are not stored (a later miss stores them).
+            if let Some(token) =
+                sidecar.post(host, tollgate_protocol::CACHE_PUT_PATH, &body, timeout)
+            {
+                self.in_flight.insert(token, Job::CacheStores(listings));
             }
         }
     }
@@ -150,23 +191,26 @@ impl Background {
     /// The answer to the job sent with `token`.
     pub fn on_response(&mut self, host: &impl Host, token: u32, status: Option<&str>, body: &[u8]) {
         let now = host.now_ms();
-        let job = self.in_flight.remove(&token);
-        if let Some(job) = &job {
-            self.done(job);
-        }
-        match job {
-            Some(Job::CacheStore(store)) => match status {
-                Some("200") => cache_index::insert(
-                    host,
-                    &store.key,
-                    store.index_slots,
-                    store.expires_s,
-                    now / 1000,
-                ),
-                _ => {
-                    log::debug!("tollgate: the sidecar did not store a cached answer ({status:?})")
+        match self.in_flight.remove(&token) {
+            Some(Job::CacheStores(listings)) => {
+                let answer = sidecar::answer(status, body, |b| {
+                    serde_json::from_slice::<CachePutAnswer>(b).map_err(|e| e.to_string())
+                });
+                match answer {
+                    Ok(answer) => {
+                        for (l, _) in listings.iter().zip(answer.stored).filter(|(_, s)| *s) {
+                            cache_index::insert(
+                                host,
+                                &l.key,
+                                l.index_slots,
+                                l.expires_s,
+                                now / 1000,
+                            );
+                        }
+                    }
+                    Err(why) => log::debug!("tollgate: cached answers not stored: {why}"),
                 }
-            },
+            }
             Some(Job::Refill(need)) => leases::refilled(host, &need, status, body, now),
             Some(Job::KeyRefresh(key_hash)) => {
                 let check = sidecar::answer(status, body, auth::parse_authorize_response);
@@ -240,6 +284,47 @@ mod tests {
         // The key refresh: a valid verdict is shared.
         b.on_response(&root, 2, Some("200"), br#"{"valid":true,"key_id":"k"}"#);
         assert!(root.shared_value(&key_cache::entry_key("h")).is_some());
+    }
+
+    fn store(first: u8, put: &str) -> CacheStore {
+        let mut key = [0u8; 32];
+        key[0] = first;
+        CacheStore {
+            listing: Listing {
+                key,
+                expires_s: 100,
+                index_slots: 16,
+            },
+            put: put.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn cache_stores_leave_in_one_batch_and_only_stored_keys_are_listed() {
+        let root = MockHost::default();
+        let mut b = Background::new(1000, 10_000);
+        assert!(b.push_store(store(1, r#"{"key":"a"}"#)));
+        assert!(b.push_store(store(2, r#"{"key":"b"}"#)));
+        b.tick(&root, &sidecar());
+        let calls = root.callouts.borrow().clone();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].path, tollgate_protocol::CACHE_PUT_PATH);
+        assert_eq!(calls[0].body, br#"{"entries":[{"key":"a"},{"key":"b"}]}"#);
+        assert_eq!((b.queued_stores().count(), b.store_bytes), (0, 0));
+        b.on_response(&root, 1, Some("200"), br#"{"stored":[true,false]}"#);
+        assert!(cache_index::contains(&root, &store(1, "").listing.key, 16, 10));
+        assert!(!cache_index::contains(&root, &store(2, "").listing.key, 16, 10));
+        // Nothing queued, nothing sent.
+        b.tick(&root, &sidecar());
+        assert_eq!(root.callouts.borrow().len(), 1);
+    }
+
+    #[test]
+    fn queued_store_bytes_are_bounded() {
+        let mut b = Background::new(1000, 10_000);
+        let big = "x".repeat(MAX_QUEUED_STORE_BYTES / 2);
+        assert!(b.push_store(store(1, &big)) && b.push_store(store(2, &big)));
+        assert!(!b.push_store(store(3, "x")));
     }
 
     #[test]

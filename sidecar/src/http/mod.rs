@@ -36,8 +36,8 @@ use crate::model::{
 };
 use crate::store::Store;
 use tollgate_protocol::{
-    AuthorizeAnswer, AuthorizeRequest, CacheGet, CachePut, AUTHORIZE_PATH, CACHE_GET_PATH,
-    CACHE_PUT_PATH, LEASE_PATH, RESERVE_PATH, SETTLE_BATCH_PATH, SETTLE_PATH,
+    AuthorizeAnswer, AuthorizeRequest, CacheGet, CachePutAnswer, CachePutBatch, AUTHORIZE_PATH,
+    CACHE_GET_PATH, CACHE_PUT_PATH, LEASE_PATH, RESERVE_PATH, SETTLE_BATCH_PATH, SETTLE_PATH,
 };
 
 /// Service tokens shorter than this are refused at start-up.
@@ -539,18 +539,15 @@ async fn cache_get(
     }
 }
 
-/// `/v1/cache/put`: keeps an answer for its TTL.
+/// `/v1/cache/put`: keeps each answer of the batch for its TTL.
 async fn cache_put(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<CachePut>,
+    JsonBody(batch): JsonBody<CachePutBatch>,
 ) -> Result<Response, ApiError> {
-    let answer = serde_json::to_vec(&req.answer).map_err(|_| ApiError::internal())?;
-    if !state.answers.put(req.key, answer.into(), req.ttl_s) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "the answer is larger than the whole cache",
-        ));
+    let mut stored = Vec::with_capacity(batch.entries.len());
+    for put in batch.entries {
+        let answer = serde_json::to_vec(&put.answer).map_err(|_| ApiError::internal())?;
+        stored.push(state.answers.put(put.key, answer.into(), put.ttl_s));
     }
-    Ok(Json(serde_json::json!({})).into_response())
+    Ok(Json(CachePutAnswer { stored }).into_response())
 }

@@ -14,7 +14,7 @@ use crate::core::error::GatewayError;
 use crate::core::request::LlmRequest;
 use crate::core::routing::Route;
 use crate::core::usage::Usage;
-use crate::filter::background::{CacheStore, Job};
+use crate::filter::background::{CacheStore, Listing};
 use crate::filter::cache_index;
 use crate::filter::env::Host;
 use crate::filter::sidecar;
@@ -267,18 +267,20 @@ impl<H: Host> RequestStage<H> {
         let Ok(put) = serde_json::to_vec(&put) else {
             return;
         };
-        let job = Job::CacheStore(CacheStore {
-            key: state.key,
-            expires_s: self.host.now_ms() / 1000 + state.ttl_s,
-            index_slots: self
-                .shared
-                .config
-                .cache
-                .as_ref()
-                .map_or(1, |c| c.index_slots),
+        let store = CacheStore {
+            listing: Listing {
+                key: state.key,
+                expires_s: self.host.now_ms() / 1000 + state.ttl_s,
+                index_slots: self
+                    .shared
+                    .config
+                    .cache
+                    .as_ref()
+                    .map_or(1, |c| c.index_slots),
+            },
             put,
-        });
-        if self.shared.background.borrow_mut().push(job) {
+        };
+        if self.shared.background.borrow_mut().push_store(store) {
             self.count("tollgate.cache.stores", 1);
         }
     }

@@ -3,7 +3,6 @@
 //! without a provider call or a budget, and everything else goes upstream.
 
 use super::*;
-use crate::filter::background::Job;
 use tollgate_protocol::{CachePut, CachedAnswer};
 
 const OTHER_TEAM: &str = r#"{"valid": true, "key_id": "k2", "team": "ops"}"#;
@@ -59,11 +58,8 @@ fn stores(shared: &Rc<Shared>) -> Vec<CachePut> {
     shared
         .background
         .borrow()
-        .queued()
-        .filter_map(|j| match j {
-            Job::CacheStore(s) => Some(serde_json::from_slice(&s.put).unwrap()),
-            _ => None,
-        })
+        .queued_stores()
+        .map(|s| serde_json::from_slice(&s.put).unwrap())
         .collect()
 }
 
@@ -72,9 +68,12 @@ fn sidecar_stores(shared: &Rc<Shared>, worker: &MockHost) {
     let root = MockHost::default().sharing(worker);
     let mut background = shared.background.borrow_mut();
     background.tick(&root, &shared.sidecar);
-    let sent = root.callouts.borrow().len() as u32;
-    for token in 1..=sent {
-        background.on_response(&root, token, Some("200"), b"{}");
+    let sent = root.callouts.borrow().clone();
+    for (token, call) in (1..).zip(&sent) {
+        let batch: Value = serde_json::from_slice(&call.body).unwrap();
+        let stored = vec![true; batch["entries"].as_array().unwrap().len()];
+        let answer = json!({ "stored": stored }).to_string();
+        background.on_response(&root, token, Some("200"), answer.as_bytes());
     }
 }
 
