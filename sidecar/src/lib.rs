@@ -6,6 +6,7 @@
 #[macro_use]
 mod macros;
 
+pub mod audit;
 pub mod budgets;
 pub mod cli;
 pub mod clock;

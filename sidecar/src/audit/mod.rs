@@ -1,0 +1,3 @@
+//! The verifiable audit log.
+
+pub mod merkle;
