@@ -1,7 +1,26 @@
-//! The verifiable audit log: entries (`entry.rs`) in an append-only
-//! Merkle log (`merkle.rs`, RFC 9162 hashing), fixed from time to time by
-//! signed checkpoints (`checkpoint.rs`).
+//! The verifiable audit log: every settled request, lease grant and lease
+//! settlement appends one entry (`entry.rs`) to an append-only Merkle log
+//! (`merkle.rs`, RFC 9162 hashing) kept in the store (`log.rs`); signed
+//! checkpoints (`checkpoint.rs`) fix its size and root from time to time.
+//! Bodies are never stored: only HMACs of their digests under per-team
+//! secrets (`secrets.rs`).
 
 pub mod checkpoint;
 pub mod entry;
+pub mod log;
 pub mod merkle;
+pub mod secrets;
+
+/// Lowercase or uppercase hex to bytes; `None` if it is not hex.
+pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        })
+        .collect()
+}
