@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use tollgate_sidecar::audit::checkpoint::Signer;
 use tollgate_sidecar::cli::{self, Cli, Command, ServeArgs};
 use tollgate_sidecar::clock::Clock;
 use tollgate_sidecar::http::{self, AppState};
@@ -63,6 +65,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Usage(args) => {
             cli::run_usage(&offline_store(&cli.db)?, args, &mut std::io::stdout())
         }
+        Command::Audit(args) => {
+            cli::run_audit(&cli.db, args, &mut std::io::stdin(), &mut std::io::stdout())
+        }
     }
 }
 
@@ -97,21 +102,64 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         .with_lease_ttl_s(args.lease_ttl_s)
         .context("--lease-ttl-s / TOLLGATE_LEASE_TTL_S")?;
     let backend = store.backend_name();
-    let app = http::router(AppState::new(Arc::new(store), &master_key, &service_token));
+    let store = Arc::new(store);
+    let key_path = args.audit_key.resolve(db);
+    let signer = Arc::new(
+        Signer::load_or_create(&key_path)
+            .with_context(|| format!("the audit key {}", key_path.display()))?,
+    );
+    let checkpoints = tokio::spawn(checkpoint_every(
+        args.audit_checkpoint_interval,
+        Arc::clone(&store),
+        Arc::clone(&signer),
+    ));
+    let app = http::router(AppState::new(
+        Arc::clone(&store),
+        &master_key,
+        &service_token,
+    ));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let listen = listener.local_addr().unwrap_or(args.listen);
     info!(
         listen = %listen, db = %display_db(db), backend, lease_ttl_s = args.lease_ttl_s,
+        audit_key = %key_path.display(), audit_public_key = %signer.verifier(),
         "tollgate-sidecar listening"
     );
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("HTTP server failed")?;
+        .context("HTTP server failed");
+    // The last entries get their checkpoint before the process goes.
+    checkpoints.abort();
+    checkpoint(store, signer).await;
+    served?;
     info!("tollgate-sidecar stopped");
     Ok(())
+}
+
+/// Signs an audit checkpoint every `interval` if the log grew.
+async fn checkpoint_every(interval: Duration, store: Arc<Store>, signer: Arc<Signer>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        checkpoint(Arc::clone(&store), Arc::clone(&signer)).await;
+    }
+}
+
+async fn checkpoint(store: Arc<Store>, signer: Arc<Signer>) {
+    match tokio::task::spawn_blocking(move || store.audit_checkpoint(&signer)).await {
+        Ok(Ok(Some(note))) => {
+            let size = note.lines().nth(1).unwrap_or_default();
+            info!(size = %size, "audit checkpoint signed");
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => warn!(error = %e, "cannot sign an audit checkpoint"),
+        Err(e) => warn!(error = %e, "audit checkpoint task failed"),
+    }
 }
 
 /// The filter's service token from the environment variable `var`, checked

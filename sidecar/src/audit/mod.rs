@@ -2,14 +2,19 @@
 //! settlement appends one entry (`entry.rs`) to an append-only Merkle log
 //! (`merkle.rs`, RFC 9162 hashing) kept in the store (`log.rs`); signed
 //! checkpoints (`checkpoint.rs`) fix its size and root from time to time.
-//! Bodies are never stored: only HMACs of their digests under per-team
-//! secrets (`secrets.rs`).
+//! `verify.rs` checks a whole log, from the database or from an export
+//! (`export.rs`); `proof.rs` makes and checks inclusion and consistency
+//! proofs that need only checkpoints and the public key. Bodies are never
+//! stored: only HMACs of their digests under per-team secrets (`secrets.rs`).
 
 pub mod checkpoint;
 pub mod entry;
+pub mod export;
 pub mod log;
 pub mod merkle;
+pub mod proof;
 pub mod secrets;
+pub mod verify;
 
 /// Lowercase or uppercase hex to bytes; `None` if it is not hex.
 pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
