@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use tollgate_sidecar::audit::checkpoint::Signer;
@@ -104,15 +104,32 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     let backend = store.backend_name();
     let store = Arc::new(store);
     let key_path = args.audit_key.resolve(db);
-    let signer = Arc::new(
-        Signer::load_or_create(&key_path)
-            .with_context(|| format!("the audit key {}", key_path.display()))?,
-    );
-    let checkpoints = tokio::spawn(checkpoint_every(
-        args.audit_checkpoint_interval,
-        Arc::clone(&store),
-        Arc::clone(&signer),
-    ));
+    // Without its key the gateway still serves and the log still grows;
+    // `audit checkpoint` with the key signs it later.
+    let signer = match Signer::load_or_create(&key_path) {
+        Ok(signer) => {
+            info!(
+                audit_key = %key_path.display(), audit_public_key = %signer.verifier(),
+                interval = ?args.audit_checkpoint_interval, "audit checkpoints on"
+            );
+            Some(Arc::new(signer))
+        }
+        Err(e) => {
+            error!(
+                error = %e,
+                "audit checkpoints are off: no usable key (set --audit-key / TOLLGATE_AUDIT_KEY \
+                 to a writable path or an existing key file)"
+            );
+            None
+        }
+    };
+    let checkpoints = signer.clone().map(|signer| {
+        tokio::spawn(checkpoint_every(
+            args.audit_checkpoint_interval,
+            Arc::clone(&store),
+            signer,
+        ))
+    });
     let app = http::router(AppState::new(
         Arc::clone(&store),
         &master_key,
@@ -124,7 +141,6 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     let listen = listener.local_addr().unwrap_or(args.listen);
     info!(
         listen = %listen, db = %display_db(db), backend, lease_ttl_s = args.lease_ttl_s,
-        audit_key = %key_path.display(), audit_public_key = %signer.verifier(),
         "tollgate-sidecar listening"
     );
     let served = axum::serve(listener, app)
@@ -132,8 +148,10 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         .await
         .context("HTTP server failed");
     // The last entries get their checkpoint before the process goes.
-    checkpoints.abort();
-    checkpoint(store, signer).await;
+    if let (Some(task), Some(signer)) = (checkpoints, signer) {
+        task.abort();
+        checkpoint(store, signer).await;
+    }
     served?;
     info!("tollgate-sidecar stopped");
     Ok(())
