@@ -186,7 +186,7 @@ fn ten_entries(backend: Backend) -> Option<Log> {
     let out = log.ok(&["verify"]);
     assert!(out.contains("OK:"), "{out}");
     assert!(
-        out.contains("2 entries after the latest checkpoint"),
+        out.contains("Not signed yet: 2 entries after the latest checkpoint."),
         "{out}"
     );
     Some(log)

@@ -250,7 +250,8 @@ impl Store {
             };
             let note = signer.sign(&checkpoint);
             let hashes: Vec<String> = frontier.hashes().iter().map(|h| hex_lower(h)).collect();
-            tx.execute(
+            // Another sidecar on the same database may have signed this size first.
+            let inserted = tx.execute(
                 "INSERT INTO audit_checkpoints (size, ts, root, note, frontier)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size) DO NOTHING",
                 &params![
@@ -261,7 +262,7 @@ impl Store {
                     &hashes.join(" ")
                 ],
             )?;
-            Ok(Some(note))
+            Ok((inserted == 1).then_some(note))
         })
     }
 }

@@ -197,9 +197,9 @@ pub fn run_audit(db: &str, args: AuditArgs, stdin: &mut dyn Read, w: &mut dyn Wr
                 .with_context(|| format!("writing {}", out.display()))?;
             writeln!(
                 w,
-                "Wrote {} entries and {} checkpoints to {}.",
-                done.entries,
-                done.checkpoints,
+                "Wrote {} and {} to {}.",
+                counted(done.entries, "entry", "entries"),
+                counted(done.checkpoints as u64, "checkpoint", "checkpoints"),
                 out.display()
             )?;
             Ok(())
@@ -314,14 +314,17 @@ fn report(w: &mut dyn Write, verifier: &Verifier, r: &Report) -> Result<()> {
         writeln!(
             w,
             "\nOK: every entry hashes to its leaf and sits in its place, and the log's root \
-             matches each of its {} checkpoints.",
-            r.checkpoints
+             matches {}.",
+            match r.checkpoints {
+                1 => "its checkpoint".to_owned(),
+                n => format!("each of its {n} checkpoints"),
+            }
         )?;
         if r.unsigned() > 0 {
             writeln!(
                 w,
-                "{} entries after the latest checkpoint are not signed yet.",
-                r.unsigned()
+                "Not signed yet: {} after the latest checkpoint.",
+                counted(r.unsigned(), "entry", "entries")
             )?;
         }
         return Ok(());
@@ -333,11 +336,15 @@ fn report(w: &mut dyn Write, verifier: &Verifier, r: &Report) -> Result<()> {
     if r.problems.len() > SHOWN_PROBLEMS {
         writeln!(w, "- and {} more", r.problems.len() - SHOWN_PROBLEMS)?;
     }
-    let n = r.problems.len();
     bail!(
-        "the audit log did not verify ({n} problem{})",
-        if n == 1 { "" } else { "s" }
+        "the audit log did not verify ({})",
+        counted(r.problems.len() as u64, "problem", "problems")
     )
+}
+
+/// `1 entry`, `2 entries`.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn print_proof(w: &mut dyn Write, proof: &Proof) -> Result<()> {
