@@ -36,15 +36,16 @@
 //! filter loses (an Envoy restart) counts as reserved until its holds
 //! expire.
 //!
-//! Each grant, and each release of a lease's rest, appends its entry to
-//! the audit log in the lease's transaction.
+//! Each grant, and each release of a lease's rest, queues its entry for
+//! the audit log in the lease's transaction (`audit/log.rs`: queuing takes
+//! no lock, since a request may be waiting on the lease).
 
 use std::collections::BTreeSet;
 
 use tracing::debug;
 
 use crate::audit::entry::Entry;
-use crate::audit::log::Appender;
+use crate::audit::log::queue;
 use crate::budgets::{
     current_standings, hold, lock_budgets, matching_ids, refusal, warnings, Kind, Mode,
 };
@@ -116,23 +117,19 @@ pub(crate) fn shrink_hold(
     Ok(())
 }
 
-/// The audit log's entries for a lease call: the releases it handed back,
-/// then its grant. Last in the transaction, like every append.
-fn append_entries(
+/// Queues the audit log's entries for a lease call: the releases it
+/// handed back, then its grant.
+fn log_entries(
     tx: &mut dyn Tx,
     now: i64,
     r: &LeaseRequest,
     grant: Option<&LeaseGrant>,
 ) -> Result<()> {
-    if r.release.is_empty() && grant.is_none() {
-        return Ok(());
-    }
-    let mut log = Appender::begin(tx, now)?;
     for rel in &r.release {
-        log.push(&Entry::lease_settle(&rel.lease_id, &rel.unused), now)?;
+        queue(tx, &Entry::lease_settle(&rel.lease_id, &rel.unused), now)?;
     }
     if let Some(grant) = grant {
-        log.push(&Entry::lease_grant(r, grant), now)?;
+        queue(tx, &Entry::lease_grant(r, grant), now)?;
     }
     Ok(())
 }
@@ -173,7 +170,7 @@ impl Store {
             let mine = locked.into_iter().filter(|d| matching.contains(&d.id));
             let standings = current_standings(tx, mine, now)?;
             if let Some(denial) = refusal(&standings, now) {
-                append_entries(tx, now, r, None)?;
+                log_entries(tx, now, r, None)?;
                 return Ok(LeaseAnswer::Denied(denial));
             }
             let leased: Vec<_> = standings
@@ -207,7 +204,7 @@ impl Store {
                 price,
                 warnings: warnings(&standings),
             };
-            append_entries(tx, now, r, Some(&grant))?;
+            log_entries(tx, now, r, Some(&grant))?;
             Ok(LeaseAnswer::Granted(grant))
         })?;
         match &answer {

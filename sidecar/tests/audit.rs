@@ -252,6 +252,11 @@ fn settles_and_leases_append_once_and_verify(backend: Backend) {
         ..request
     };
     store.lease(&release).unwrap();
+    // Lease calls only queue their entries; the next append (a settle or,
+    // here, a checkpoint) takes them.
+    assert_eq!(log.entries().len(), 3);
+    let note = log.ok(&["checkpoint"]);
+    assert!(note.starts_with("tollgate-audit\n6\n"), "{note}");
 
     let entries = log.entries();
     let kinds: Vec<&str> = entries
@@ -300,11 +305,22 @@ fn settles_and_leases_append_once_and_verify(backend: Backend) {
     );
     assert_eq!(entries[4]["released"][0]["amount"], json!(11.0));
 
-    let note = log.ok(&["checkpoint"]);
-    assert!(note.starts_with("tollgate-audit\n6\n"), "{note}");
     assert!(log.ok(&["checkpoint"]).contains("has not grown"));
+    // A settle batch takes the queue first.
+    store.lease(&release).unwrap();
+    store.settle(&[report("req-4", Some("eng"))]).unwrap();
+    let kinds: Vec<Value> = log.entries().iter().map(|e| e["kind"].clone()).collect();
+    assert_eq!(
+        kinds[6..],
+        [
+            json!("lease_settle"),
+            json!("lease_grant"),
+            json!("request")
+        ]
+    );
+    log.ok(&["checkpoint"]);
     let out = log.ok(&["verify"]);
-    assert!(out.contains("entries      6"), "{out}");
+    assert!(out.contains("entries      9"), "{out}");
     assert!(out.contains("OK:"), "{out}");
     // The key's own text is the public key, not the private one.
     assert!(!log.public_key().contains("PRIVATE"));

@@ -361,7 +361,8 @@ fn newer_schema_is_refused(backend: Backend) {
 
 /// What a downgrade below the audit log's migration drops first.
 const AUDIT_TABLES: &str =
-    "DROP TABLE audit_entries; DROP TABLE audit_checkpoints; DROP TABLE audit_secrets;";
+    "DROP TABLE audit_entries; DROP TABLE audit_checkpoints; DROP TABLE audit_pending;
+     DROP TABLE audit_secrets;";
 
 #[test]
 fn sqlite_is_in_wal_mode_at_the_latest_schema() {

@@ -188,15 +188,19 @@ impl Entry {
         })
     }
 
-    /// The entry's canonical bytes at leaf `seq`, written at `ts`.
-    pub fn encode(&self, seq: u64, ts: i64) -> Result<String> {
-        let mut value = serde_json::to_value(self)?;
-        if let Value::Object(fields) = &mut value {
-            fields.insert("seq".into(), seq.into());
-            fields.insert("ts".into(), ts.into());
-        }
-        Ok(canonical(&value))
+    /// The entry's fields, as `encode` takes them (and the queue keeps them).
+    pub fn fields(&self) -> Result<Value> {
+        Ok(serde_json::to_value(self)?)
     }
+}
+
+/// An entry's canonical bytes: its `fields` at leaf `seq`, written at `ts`.
+pub fn encode(mut fields: Value, seq: u64, ts: i64) -> String {
+    if let Value::Object(map) = &mut fields {
+        map.insert("seq".into(), seq.into());
+        map.insert("ts".into(), ts.into());
+    }
+    canonical(&fields)
 }
 
 /// Forwarded; blocked when a guardrail's `block` stopped it (the reason
@@ -276,7 +280,7 @@ mod tests {
     #[test]
     fn request_entries_have_sorted_keys_and_no_absent_fields() {
         let e = Entry::request(&report(), 0.000_45, true, (Some("ab".into()), None));
-        let bytes = e.encode(7, 1_795_348_800).unwrap();
+        let bytes = encode(e.fields().unwrap(), 7, 1_795_348_800);
         assert_eq!(
             bytes,
             r#"{"api":"chat_completions","cost_usd":0.00045,"decision":"forwarded","estimated":false,"#

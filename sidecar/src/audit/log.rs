@@ -1,19 +1,25 @@
 //! The log's tables: `audit_entries` (one row per leaf: its index `seq`,
 //! kind, request id, canonical bytes and leaf hash), `audit_checkpoints`
 //! (signed tree heads, with the frontier that lets the next one start
-//! where this one ended) and `audit_secrets` (`secrets.rs`).
+//! where this one ended), `audit_pending` (entries queued for the next
+//! append) and `audit_secrets` (`secrets.rs`).
 //!
 //! Entries and checkpoints are only ever inserted: no statement in the
 //! sidecar updates or deletes them. Appends run at the end of the write
-//! transaction that settles reports or grants a lease, under a lock that
-//! serializes appenders (SQLite's write lock; on PostgreSQL an exclusive
-//! table lock, taken last so it never waits inside a cycle), so leaf
-//! indexes are dense and commit in order.
+//! transaction that settles reports (already off the filter's request
+//! path) or signs a checkpoint, under a lock that serializes appenders
+//! (SQLite's write lock; on PostgreSQL an exclusive table lock, taken last
+//! so it never waits inside a cycle), so leaf indexes are dense and commit
+//! in order. A lease call, which a request may wait on, only queues its
+//! entries in its own transaction, with no lock; the next append takes
+//! them first.
 
 use tracing::warn;
 
 use super::checkpoint::{Checkpoint, Signer};
-use super::entry::Entry;
+use serde_json::Value;
+
+use super::entry::{encode, Entry};
 use super::merkle::{leaf_hash, Frontier, Hash};
 use super::{from_hex, secrets};
 use crate::error::{Error, Result};
@@ -42,7 +48,8 @@ pub(crate) struct Appender<'t> {
 }
 
 impl<'t> Appender<'t> {
-    /// Takes the append lock and finds the next leaf index.
+    /// Takes the append lock, finds the next leaf index and appends the
+    /// queued entries.
     pub fn begin(tx: &'t mut dyn Tx, now: i64) -> Result<Appender<'t>> {
         if tx.dialect() == Dialect::Postgres {
             tx.execute("LOCK TABLE audit_entries IN EXCLUSIVE MODE", &[])?;
@@ -50,23 +57,40 @@ impl<'t> Appender<'t> {
         let next = tx
             .query_one("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_entries", &[])?
             .count(0)?;
-        Ok(Appender { tx, next, now })
+        let queued = tx.query(
+            "SELECT id, kind, request_id, ts, fields FROM audit_pending ORDER BY id",
+            &[],
+        )?;
+        let mut log = Appender { tx, next, now };
+        for row in &queued {
+            let fields = serde_json::from_str(&row.text(4)?)?;
+            log.insert(
+                &row.text(1)?,
+                row.opt_text(2)?.as_deref(),
+                fields,
+                row.int(3)?,
+            )?;
+            log.tx.execute(
+                "DELETE FROM audit_pending WHERE id = $1",
+                &params![row.int(0)?],
+            )?;
+        }
+        Ok(log)
     }
 
-    pub fn push(&mut self, entry: &Entry, ts: i64) -> Result<()> {
-        let body = entry.encode(self.next, ts)?;
+    fn insert(
+        &mut self,
+        kind: &str,
+        request_id: Option<&str>,
+        fields: Value,
+        ts: i64,
+    ) -> Result<()> {
+        let body = encode(fields, self.next, ts);
         let leaf = hex_lower(&leaf_hash(body.as_bytes()));
         self.tx.execute(
             "INSERT INTO audit_entries (seq, kind, request_id, ts, body, leaf_hash)
              VALUES ($1, $2, $3, $4, $5, $6)",
-            &params![
-                self.next,
-                entry.kind(),
-                entry.request_id(),
-                ts,
-                &body,
-                &leaf
-            ],
+            &params![self.next, kind, request_id, ts, &body, &leaf],
         )?;
         self.next += 1;
         Ok(())
@@ -92,7 +116,8 @@ impl<'t> Appender<'t> {
                 (mac(request)?, mac(response)?)
             }
         };
-        self.push(&Entry::request(r, cost_usd, priced, hmacs), ts)
+        let entry = Entry::request(r, cost_usd, priced, hmacs);
+        self.insert(entry.kind(), entry.request_id(), entry.fields()?, ts)
     }
 
     /// A digest the filter sent, if it is one: a malformed one is left
@@ -104,6 +129,21 @@ impl<'t> Appender<'t> {
         }
         digest
     }
+}
+
+/// Queues `entry`, written at `ts`, for the next append, in the caller's
+/// transaction and without the append lock.
+pub(crate) fn queue(tx: &mut dyn Tx, entry: &Entry, ts: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO audit_pending (kind, request_id, ts, fields) VALUES ($1, $2, $3, $4)",
+        &params![
+            entry.kind(),
+            entry.request_id(),
+            ts,
+            &entry.fields()?.to_string()
+        ],
+    )?;
+    Ok(())
 }
 
 /// A checkpoint as stored.
@@ -221,11 +261,14 @@ impl Store {
         })
     }
 
-    /// Signs and stores a checkpoint of the whole log if it grew since the
-    /// latest one; answers the new checkpoint's note, or `None`.
+    /// Appends the queued entries, then signs and stores a checkpoint of
+    /// the whole log if it grew since the latest one; answers the new
+    /// checkpoint's note, or `None`.
     pub fn audit_checkpoint(&self, signer: &Signer) -> Result<Option<String>> {
         let now = self.clock().now();
         self.write(|tx| {
+            // Beginning an append appends the queue.
+            Appender::begin(tx, now)?;
             let mut frontier = latest_frontier(tx)?;
             let rows = tx.query(
                 "SELECT seq, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq",

@@ -184,6 +184,13 @@ CREATE TABLE audit_checkpoints (
     note     TEXT NOT NULL,
     frontier TEXT NOT NULL
 );
+CREATE TABLE audit_pending (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    request_id TEXT,
+    ts         BIGINT NOT NULL,
+    fields     TEXT NOT NULL
+);
 CREATE TABLE audit_secrets (
     scope      TEXT PRIMARY KEY,
     secret     TEXT NOT NULL,

@@ -213,6 +213,13 @@ CREATE TABLE audit_checkpoints (
     note     TEXT NOT NULL,
     frontier TEXT NOT NULL
 ) STRICT;
+CREATE TABLE audit_pending (
+    id         INTEGER PRIMARY KEY NOT NULL,
+    kind       TEXT NOT NULL,
+    request_id TEXT,
+    ts         INTEGER NOT NULL,
+    fields     TEXT NOT NULL
+) STRICT;
 CREATE TABLE audit_secrets (
     scope      TEXT PRIMARY KEY NOT NULL,
     secret     TEXT NOT NULL,
