@@ -35,11 +35,17 @@
 //! they warn, as with reservations, and are charged at settle. A lease the
 //! filter loses (an Envoy restart) counts as reserved until its holds
 //! expire.
+//!
+//! Each grant, and each release of a lease's rest, queues its entry for
+//! the audit log in the lease's transaction (`audit/log.rs`: queuing takes
+//! no lock, since a request may be waiting on the lease).
 
 use std::collections::BTreeSet;
 
 use tracing::debug;
 
+use crate::audit::entry::Entry;
+use crate::audit::log::queue;
 use crate::budgets::{
     current_standings, hold, lock_budgets, matching_ids, refusal, warnings, Kind, Mode,
 };
@@ -111,6 +117,23 @@ pub(crate) fn shrink_hold(
     Ok(())
 }
 
+/// Queues the audit log's entries for a lease call: the releases it
+/// handed back, then its grant.
+fn log_entries(
+    tx: &mut dyn Tx,
+    now: i64,
+    r: &LeaseRequest,
+    grant: Option<&LeaseGrant>,
+) -> Result<()> {
+    for rel in &r.release {
+        queue(tx, &Entry::lease_settle(&rel.lease_id, &rel.unused), now)?;
+    }
+    if let Some(grant) = grant {
+        queue(tx, &Entry::lease_grant(r, grant), now)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Grants a lease on the key's hard budgets, or names the budget that
     /// refuses it (as `reserve` does); hands back `r.release` either way.
@@ -147,6 +170,7 @@ impl Store {
             let mine = locked.into_iter().filter(|d| matching.contains(&d.id));
             let standings = current_standings(tx, mine, now)?;
             if let Some(denial) = refusal(&standings, now) {
+                log_entries(tx, now, r, None)?;
                 return Ok(LeaseAnswer::Denied(denial));
             }
             let leased: Vec<_> = standings
@@ -172,14 +196,16 @@ impl Store {
                     granted,
                 });
             }
-            Ok(LeaseAnswer::Granted(LeaseGrant {
+            let grant = LeaseGrant {
                 allowed: true,
                 lease_id: lease_id.clone(),
                 ttl_ms: u64::try_from(ttl).unwrap_or(1).saturating_mul(1000),
                 budgets,
                 price,
                 warnings: warnings(&standings),
-            }))
+            };
+            log_entries(tx, now, r, Some(&grant))?;
+            Ok(LeaseAnswer::Granted(grant))
         })?;
         match &answer {
             LeaseAnswer::Granted(g) => {

@@ -7,6 +7,7 @@
 mod macros;
 
 pub mod answer_cache;
+pub mod audit;
 pub mod budgets;
 pub mod cli;
 pub mod clock;

@@ -4,13 +4,15 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+use tollgate_sidecar::audit::checkpoint::Signer;
 use tollgate_sidecar::cli::{self, Cli, Command, ServeArgs};
 use tollgate_sidecar::clock::Clock;
 use tollgate_sidecar::http::{self, AppState};
@@ -63,6 +65,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Usage(args) => {
             cli::run_usage(&offline_store(&cli.db)?, args, &mut std::io::stdout())
         }
+        Command::Audit(args) => {
+            cli::run_audit(&cli.db, args, &mut std::io::stdin(), &mut std::io::stdout())
+        }
     }
 }
 
@@ -97,7 +102,35 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         .with_lease_ttl_s(args.lease_ttl_s)
         .context("--lease-ttl-s / TOLLGATE_LEASE_TTL_S")?;
     let backend = store.backend_name();
-    let state = AppState::new(Arc::new(store), &master_key, &service_token)
+    let store = Arc::new(store);
+    let key_path = args.audit_key.resolve(db);
+    // Without its key the gateway still serves and the log still grows;
+    // `audit checkpoint` with the key signs it later.
+    let signer = match Signer::load_or_create(&key_path) {
+        Ok(signer) => {
+            info!(
+                audit_key = %key_path.display(), audit_public_key = %signer.verifier(),
+                interval = ?args.audit_checkpoint_interval, "audit checkpoints on"
+            );
+            Some(Arc::new(signer))
+        }
+        Err(e) => {
+            error!(
+                error = %e,
+                "audit checkpoints are off: no usable key (set --audit-key / TOLLGATE_AUDIT_KEY \
+                 to a writable path or an existing key file)"
+            );
+            None
+        }
+    };
+    let checkpoints = signer.clone().map(|signer| {
+        tokio::spawn(checkpoint_every(
+            args.audit_checkpoint_interval,
+            Arc::clone(&store),
+            signer,
+        ))
+    });
+    let state = AppState::new(Arc::clone(&store), &master_key, &service_token)
         .with_cache_bytes(args.cache_max_bytes);
     let app = http::router(state);
     let listener = TcpListener::bind(args.listen)
@@ -109,12 +142,41 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         cache_max_bytes = args.cache_max_bytes,
         "tollgate-sidecar listening"
     );
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("HTTP server failed")?;
+        .context("HTTP server failed");
+    // The last entries get their checkpoint before the process goes.
+    if let (Some(task), Some(signer)) = (checkpoints, signer) {
+        task.abort();
+        checkpoint(store, signer).await;
+    }
+    served?;
     info!("tollgate-sidecar stopped");
     Ok(())
+}
+
+/// Signs an audit checkpoint every `interval` if the log grew.
+async fn checkpoint_every(interval: Duration, store: Arc<Store>, signer: Arc<Signer>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        checkpoint(Arc::clone(&store), Arc::clone(&signer)).await;
+    }
+}
+
+async fn checkpoint(store: Arc<Store>, signer: Arc<Signer>) {
+    match tokio::task::spawn_blocking(move || store.audit_checkpoint(&signer)).await {
+        Ok(Ok(Some(note))) => {
+            let size = note.lines().nth(1).unwrap_or_default();
+            info!(size = %size, "audit checkpoint signed");
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => warn!(error = %e, "cannot sign an audit checkpoint"),
+        Err(e) => warn!(error = %e, "audit checkpoint task failed"),
+    }
 }
 
 /// The filter's service token from the environment variable `var`, checked

@@ -359,6 +359,11 @@ fn newer_schema_is_refused(backend: Backend) {
     }
 }
 
+/// What a downgrade below the audit log's migration drops first.
+const AUDIT_TABLES: &str =
+    "DROP TABLE audit_entries; DROP TABLE audit_checkpoints; DROP TABLE audit_pending;
+     DROP TABLE audit_secrets;";
+
 #[test]
 fn sqlite_is_in_wal_mode_at_the_latest_schema() {
     let store = TestStore::open(Backend::Sqlite).unwrap();
@@ -367,9 +372,9 @@ fn sqlite_is_in_wal_mode_at_the_latest_schema() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        version, 6,
+        version, 7,
         "keys and teams; budgets and the ledger; holds, tallies and prices; forwarded; \
-         guardrail tallies and invites; cache hits"
+         guardrail tallies and invites; cache hits; the audit log"
     );
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -438,7 +443,7 @@ fn ledger_rows_from_before_forwarded_and_counts_read_as_forwarded_once(backend: 
     let old_events =
         r#"[{"guardrail":"pii","kind":"email","direction":"input","action":"redact"}]"#;
     let downgrade = format!(
-        "DROP TABLE guardrail_daily; DROP TABLE invites;
+        "{AUDIT_TABLES} DROP TABLE guardrail_daily; DROP TABLE invites;
          ALTER TABLE usage_ledger DROP COLUMN cache_hit;
          ALTER TABLE usage_ledger DROP COLUMN forwarded;
          UPDATE usage_ledger SET guardrail_events = '{old_events}';"
@@ -508,12 +513,13 @@ fn guardrail_tallies_are_rebuilt_from_the_ledger(backend: Backend) {
         .unwrap();
     let before = store.guardrail_events(None, None).unwrap();
     let today = store.guardrail_events(Some("2026-11-22"), None).unwrap();
-    let downgrade =
-        "DROP TABLE guardrail_daily; DROP TABLE invites; ALTER TABLE usage_ledger DROP COLUMN cache_hit;";
+    let downgrade = format!(
+        "{AUDIT_TABLES} DROP TABLE guardrail_daily; DROP TABLE invites; ALTER TABLE usage_ledger DROP COLUMN cache_hit;"
+    );
     match backend {
         Backend::Sqlite => {
             let conn = rusqlite::Connection::open(&store.db.url).unwrap();
-            conn.execute_batch(downgrade).unwrap();
+            conn.execute_batch(&downgrade).unwrap();
             conn.pragma_update(None, "user_version", 4).unwrap();
         }
         Backend::Postgres => PgServer::connect(&store.db.url)

@@ -312,8 +312,18 @@ mod tests {
         assert_eq!(calls[0].body, br#"{"entries":[{"key":"a"},{"key":"b"}]}"#);
         assert_eq!((b.queued_stores().count(), b.store_bytes), (0, 0));
         b.on_response(&root, 1, Some("200"), br#"{"stored":[true,false]}"#);
-        assert!(cache_index::contains(&root, &store(1, "").listing.key, 16, 10));
-        assert!(!cache_index::contains(&root, &store(2, "").listing.key, 16, 10));
+        assert!(cache_index::contains(
+            &root,
+            &store(1, "").listing.key,
+            16,
+            10
+        ));
+        assert!(!cache_index::contains(
+            &root,
+            &store(2, "").listing.key,
+            16,
+            10
+        ));
         // Nothing queued, nothing sent.
         b.tick(&root, &sidecar());
         assert_eq!(root.callouts.borrow().len(), 1);

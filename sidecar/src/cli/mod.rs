@@ -1,7 +1,9 @@
 //! Command-line interface. Commands other than `serve` work directly on the
 //! database through the same `Store` and validation as the HTTP API, so no
-//! server needs to be running. Budgets, prices and usage are in `billing.rs`.
+//! server needs to be running. Budgets, prices and usage are in `billing.rs`;
+//! the audit log's commands in `audit.rs`.
 
+mod audit;
 mod billing;
 
 use std::io::Write;
@@ -13,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use audit::{run_audit, AuditArgs, AuditCommand, AuditKeyArg};
 pub use billing::{run_budgets, run_prices, run_usage, BudgetsCommand, PricesCommand, UsageArgs};
 
 use crate::model::{
@@ -60,6 +63,8 @@ pub enum Command {
     Prices(PricesCommand),
     /// Usage totals per key, team, user, model or day
     Usage(UsageArgs),
+    /// The verifiable audit log: verify, prove, export, sign, HMAC secrets
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +101,26 @@ pub struct ServeArgs {
         default_value_t = crate::answer_cache::DEFAULT_MAX_BYTES
     )]
     pub cache_max_bytes: u64,
+    #[command(flatten)]
+    pub audit_key: AuditKeyArg,
+    /// How often to sign an audit checkpoint when the log grew (also one
+    /// at shutdown), such as 60s or 5m
+    #[arg(
+        long,
+        env = "TOLLGATE_AUDIT_CHECKPOINT_INTERVAL",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = parse_interval
+    )]
+    pub audit_checkpoint_interval: Duration,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than 0s".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Subcommand)]

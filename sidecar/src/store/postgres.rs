@@ -171,6 +171,38 @@ CREATE TABLE invites (
     r#"
 ALTER TABLE usage_ledger ADD COLUMN cache_hit BOOLEAN NOT NULL DEFAULT FALSE;
 "#,
+    // The audit log (`audit/log.rs`): append-only entries and checkpoints,
+    // and the per-team secrets its body HMACs are under.
+    r#"
+CREATE TABLE audit_entries (
+    seq        BIGINT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    request_id TEXT,
+    ts         BIGINT NOT NULL,
+    body       TEXT NOT NULL,
+    leaf_hash  TEXT NOT NULL
+);
+CREATE INDEX audit_entries_request ON audit_entries (request_id);
+CREATE TABLE audit_checkpoints (
+    size     BIGINT PRIMARY KEY,
+    ts       BIGINT NOT NULL,
+    root     TEXT NOT NULL,
+    note     TEXT NOT NULL,
+    frontier TEXT NOT NULL
+);
+CREATE TABLE audit_pending (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    request_id TEXT,
+    ts         BIGINT NOT NULL,
+    fields     TEXT NOT NULL
+);
+CREATE TABLE audit_secrets (
+    scope      TEXT PRIMARY KEY,
+    secret     TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+"#,
 ];
 
 pub struct Postgres {

@@ -198,6 +198,38 @@ CREATE TABLE invites (
     r#"
 ALTER TABLE usage_ledger ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0;
 "#,
+    // The audit log (`audit/log.rs`): append-only entries and checkpoints,
+    // and the per-team secrets its body HMACs are under.
+    r#"
+CREATE TABLE audit_entries (
+    seq        INTEGER PRIMARY KEY NOT NULL,
+    kind       TEXT NOT NULL,
+    request_id TEXT,
+    ts         INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    leaf_hash  TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_entries_request ON audit_entries (request_id);
+CREATE TABLE audit_checkpoints (
+    size     INTEGER PRIMARY KEY NOT NULL,
+    ts       INTEGER NOT NULL,
+    root     TEXT NOT NULL,
+    note     TEXT NOT NULL,
+    frontier TEXT NOT NULL
+) STRICT;
+CREATE TABLE audit_pending (
+    id         INTEGER PRIMARY KEY NOT NULL,
+    kind       TEXT NOT NULL,
+    request_id TEXT,
+    ts         INTEGER NOT NULL,
+    fields     TEXT NOT NULL
+) STRICT;
+CREATE TABLE audit_secrets (
+    scope      TEXT PRIMARY KEY NOT NULL,
+    secret     TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 pub struct Sqlite {
