@@ -23,9 +23,6 @@
 //! | `/v1/cache/get`     | `CacheGet`       | `CachedAnswer` (404: none) |
 //! | `/v1/cache/put`     | `CachePutBatch`  | `CachePutAnswer`    |
 //!
-//! The sidecar reads settle requests as `AuditedReport` and `AuditedBatch`:
-//! the same JSON, with two optional body digests for its audit log.
-//!
 //! The serde attributes are the wire format: field names, which fields may
 //! be absent and what an absent field means (an older sender, or a sender
 //! that leaves out what the reader does not need). Times are unix seconds
@@ -446,6 +443,15 @@ pub struct UsageReport {
     /// are the ones the hit saved, at no cost.
     #[serde(default, skip_serializing_if = "is_false")]
     pub cache_hit: bool,
+    /// SHA-256 of the request body the client sent, 64 lowercase hex
+    /// characters, for the sidecar's audit log (which keeps only an HMAC of
+    /// it under a per-team secret). Sent when `audit.body_digests` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
+    /// SHA-256 of the response body the client received (after any
+    /// translation or redaction), likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_digest: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -457,46 +463,6 @@ fn is_false(b: &bool) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SettleBatch {
     pub reports: Vec<UsageReport>,
-}
-
-/// A usage report as the sidecar reads it (`/v1/settle`, and each entry of
-/// `AuditedBatch`): the `UsageReport` fields and, in the same JSON object,
-/// two optional digests for the sidecar's audit log, which keeps only an
-/// HMAC of each under a per-team secret. A report without them (the
-/// filter today) reads with both `None`.
-///
-/// They sit beside `UsageReport` rather than in it so that the filter,
-/// which builds `UsageReport` values, compiles unchanged until it sends
-/// them; on the wire they are two more fields of the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditedReport {
-    #[serde(flatten)]
-    pub report: UsageReport,
-    /// SHA-256 of the request body the client sent, 64 lowercase hex
-    /// characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_digest: Option<String>,
-    /// SHA-256 of the response body the client received (after any
-    /// translation or redaction), 64 lowercase hex characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_digest: Option<String>,
-}
-
-impl From<UsageReport> for AuditedReport {
-    fn from(report: UsageReport) -> Self {
-        AuditedReport {
-            report,
-            request_digest: None,
-            response_digest: None,
-        }
-    }
-}
-
-/// `POST /v1/settle/batch` as the sidecar reads it: a `SettleBatch` whose
-/// reports may carry the audit digests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditedBatch {
-    pub reports: Vec<AuditedReport>,
 }
 
 /// How one report was settled.

@@ -37,38 +37,7 @@ use crate::store::Store;
 /// with the filter. A report without `forwarded` (an older filter) counts as
 /// forwarded; guardrail events without `count` (older filters, older rows)
 /// mean one.
-pub use tollgate_protocol::{AuditedReport, GuardrailEvent, Settled, UsageReport};
-
-/// A report to settle: a plain `UsageReport`, or an `AuditedReport` that
-/// may carry the body digests the audit log keeps HMACs of.
-pub trait Settle {
-    fn report(&self) -> &UsageReport;
-    /// SHA-256 hex of the request and of the response body, if sent.
-    fn digests(&self) -> [Option<&str>; 2];
-}
-
-impl Settle for UsageReport {
-    fn report(&self) -> &UsageReport {
-        self
-    }
-
-    fn digests(&self) -> [Option<&str>; 2] {
-        [None, None]
-    }
-}
-
-impl Settle for AuditedReport {
-    fn report(&self) -> &UsageReport {
-        &self.report
-    }
-
-    fn digests(&self) -> [Option<&str>; 2] {
-        [
-            self.request_digest.as_deref(),
-            self.response_digest.as_deref(),
-        ]
-    }
-}
+pub use tollgate_protocol::{GuardrailEvent, Settled, UsageReport};
 
 /// A ledger row as `GET /admin/usage/requests` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -158,24 +127,23 @@ const LEDGER_COLUMNS: &str = r#"request_id, ts, key_id, team, "user", model, ups
 
 impl Store {
     /// Settles reports in one transaction; answers in the reports' order.
-    pub fn settle<R: Settle>(&self, reports: &[R]) -> Result<Vec<Settled>> {
-        if reports.iter().any(|r| r.report().request_id.is_empty()) {
+    pub fn settle(&self, reports: &[UsageReport]) -> Result<Vec<Settled>> {
+        if reports.iter().any(|r| r.request_id.is_empty()) {
             return Err(Error::invalid("every report needs a request_id"));
         }
         let now = self.clock().now();
         // Rows are written in request id order, so two batches sharing
         // requests take their row locks in the same order.
-        let mut order: Vec<(usize, &R)> = reports.iter().enumerate().collect();
-        order.sort_by(|a, b| a.1.report().request_id.cmp(&b.1.report().request_id));
+        let mut order: Vec<(usize, &UsageReport)> = reports.iter().enumerate().collect();
+        order.sort_by(|a, b| a.1.request_id.cmp(&b.1.request_id));
         let settled = self.write(|tx| {
             let prices = PriceTable::load(tx)?;
-            let touched = budgets_touched(tx, reports.iter().map(Settle::report))?;
+            let touched = budgets_touched(tx, reports.iter())?;
             let budgets = lock_budgets(tx, &touched)?;
             let mut tallies = Tallies::default();
             let mut out: Vec<Option<Settled>> = vec![None; reports.len()];
             let mut audited = Vec::new();
-            for &(i, audited_report) in &order {
-                let r = audited_report.report();
+            for &(i, r) in &order {
                 // Reports carry the filter's clock; one from the future counts as now.
                 let ts = self.clock().from_real(r.ts).min(now);
                 // Nothing reached a provider: the cost is known to be 0.
@@ -192,7 +160,7 @@ impl Store {
                     Some(previous) => previous,
                     None => {
                         apply(tx, r, ts, cost, priced, &budgets, &mut tallies)?;
-                        audited.push((audited_report, ts, cost, priced));
+                        audited.push((r, ts, cost, priced));
                         Settled {
                             request_id: r.request_id.clone(),
                             cost_usd: cost,
@@ -229,13 +197,14 @@ impl Store {
             // Last, so the log's lock is never held while waiting on another.
             let mut log = Appender::begin(tx, now)?;
             for (r, ts, cost, priced) in audited {
-                log.push_request(r.report(), r.digests(), ts, cost, priced)?;
+                let digests = [r.request_digest.as_deref(), r.response_digest.as_deref()];
+                log.push_request(r, digests, ts, cost, priced)?;
             }
             Ok(out.into_iter().flatten().collect::<Vec<_>>())
         })?;
         for (r, s) in reports.iter().zip(&settled) {
             if !s.priced && !s.duplicate {
-                self.note_unpriced(&r.report().upstream_model);
+                self.note_unpriced(&r.upstream_model);
             }
         }
         Ok(settled)

@@ -18,7 +18,7 @@ use tollgate_sidecar::audit::merkle::leaf_hash;
 use tollgate_sidecar::budgets::{Kind, Scope};
 use tollgate_sidecar::cli::{run_audit, Cli, Command};
 use tollgate_sidecar::leases::{LeaseAmount, LeaseAnswer, LeaseRelease, LeaseRequest};
-use tollgate_sidecar::ledger::{AuditedReport, UsageReport};
+use tollgate_sidecar::ledger::UsageReport;
 use tollgate_sidecar::periods::Period;
 
 on_both_backends!(
@@ -160,11 +160,11 @@ fn report(id: &str, team: Option<&str>) -> UsageReport {
 }
 
 /// A report whose bodies were `prompt` and `answer`.
-fn audited(id: &str, team: Option<&str>, prompt: &str, answer: &str) -> AuditedReport {
-    AuditedReport {
-        report: report(id, team),
+fn audited(id: &str, team: Option<&str>, prompt: &str, answer: &str) -> UsageReport {
+    UsageReport {
         request_digest: Some(sha256_hex(prompt)),
         response_digest: Some(sha256_hex(answer)),
+        ..report(id, team)
     }
 }
 

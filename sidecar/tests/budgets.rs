@@ -88,6 +88,8 @@ fn report(
         lease_id: None,
         lease_debits: vec![],
         cache_hit: false,
+        request_digest: None,
+        response_digest: None,
     }
 }
 

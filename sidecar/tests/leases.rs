@@ -127,6 +127,8 @@ fn report(
             })
             .collect(),
         cache_hit: false,
+        request_digest: None,
+        response_digest: None,
     }
 }
 

@@ -208,6 +208,20 @@ pub struct Config {
     /// The response cache (entries behind the sidecar); absent = off.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// What usage reports carry for the sidecar's audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `audit` in the filter configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Send the SHA-256 of each request and answer body with its usage
+    /// report, so the audit log can keep HMACs of them (a few microseconds
+    /// per KB of body; off by default).
+    #[serde(default)]
+    pub body_digests: bool,
 }
 
 fn default_key_cache_ttl_ms() -> u64 {

@@ -1,7 +1,6 @@
 //! Client keys: where the SDKs put them, and the hash the sidecar knows them by.
 
-use crate::core::hex;
-use sha2::{Digest, Sha256};
+use crate::core::digest;
 use std::collections::HashMap;
 
 /// Longest key accepted; anything longer is not a Tollgate key.
@@ -21,9 +20,7 @@ pub fn extract<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -
 
 /// Lowercase hex SHA-256 of the key, the only form that leaves the filter.
 pub fn hash(key: &str) -> String {
-    let mut out = String::with_capacity(64);
-    hex::push(&mut out, &Sha256::digest(key.as_bytes()));
-    out
+    digest::sha256_hex(key.as_bytes())
 }
 
 /// Keys a worker remembers the hash of before it forgets them all.

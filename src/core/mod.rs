@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 pub mod content;
 pub mod decision;
+pub mod digest;
 pub mod error;
 pub mod exchange;
 pub mod fallback;

@@ -47,6 +47,14 @@ pub fn encode(report: &UsageReport) -> Vec<u8> {
     if r.cache_hit {
         bool_field(&mut out, "cache_hit", true);
     }
+    for (name, digest) in [
+        ("request_digest", &r.request_digest),
+        ("response_digest", &r.response_digest),
+    ] {
+        if let Some(digest) = digest {
+            str_field(&mut out, name, digest, false);
+        }
+    }
     out.push(b'}');
     out
 }
@@ -272,6 +280,8 @@ mod tests {
                 })
                 .collect(),
             cache_hit: g.next().is_multiple_of(2),
+            request_digest: g.opt(),
+            response_digest: g.opt(),
         }
     }
 

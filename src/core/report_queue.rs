@@ -206,6 +206,8 @@ mod tests {
             lease_id: None,
             lease_debits: Vec::new(),
             cache_hit: false,
+            request_digest: None,
+            response_digest: None,
             key_id: Some("key_1".into()),
             team: None,
             user: None,

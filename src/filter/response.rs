@@ -17,6 +17,7 @@ use crate::core::wire::edit::StreamEditor;
 use crate::core::wire::stream::StreamTranslator;
 use crate::core::wire::{self, Event, Translation, Wire};
 use proxy_wasm::types::Action;
+use sha2::{Digest, Sha256};
 
 /// Non-streamed response bytes kept for reading usage; beyond this the usage
 /// of that response is not counted rather than growing the VM's memory.
@@ -56,6 +57,8 @@ pub struct ResponseState {
     /// to `keep_limit` bytes; dropped beyond).
     pub kept: Option<Vec<u8>>,
     pub keep_limit: usize,
+    /// SHA-256 of what the client got, for the audit log (`audit.body_digests`).
+    pub digest: Option<Sha256>,
 }
 
 impl ResponseState {
@@ -145,9 +148,9 @@ impl ResponseState {
             match rewritten {
                 Some(out) => {
                     host.set_response_body(size, &out);
-                    self.keep(&out);
+                    self.sent(&out);
                 }
-                None => self.keep(&chunk),
+                None => self.sent(&chunk),
             }
             return Action::Continue;
         } else {
@@ -169,7 +172,7 @@ impl ResponseState {
             }
             self.new_guard_events.append(&mut self.output_guard.events);
             host.set_response_body(size, &out);
-            self.keep(&out);
+            self.sent(&out);
         } else if let Some(translator) = &mut self.translator {
             let guard = (guardrails, self.output_policy.as_ref());
             let (og, events) = (&mut self.output_guard, &mut self.new_guard_events);
@@ -191,20 +194,25 @@ impl ResponseState {
                 out.extend(translator.finish_with(&mut hook));
             }
             host.set_response_body(size, &out);
-            self.keep(&out);
+            self.sent(&out);
         } else if let (true, Some(t)) = (whole_body, &self.translation) {
             // An upstream error, in the client's error format.
             let format = t.client.inbound().format();
             let out = wire::error::translate(format, self.status, &chunk).1;
             host.set_response_body(size, &out);
+            self.sent(&out);
         } else {
-            self.keep(&chunk);
+            self.sent(&chunk);
         }
         Action::Continue
     }
 
-    /// Adds what the client gets to the kept answer (a successful one only).
-    fn keep(&mut self, bytes: &[u8]) {
+    /// What the client gets: into the digest, and into the kept answer (a
+    /// successful one only).
+    pub fn sent(&mut self, bytes: &[u8]) {
+        if let Some(digest) = &mut self.digest {
+            digest.update(bytes);
+        }
         let Some(kept) = &mut self.kept else {
             return;
         };

@@ -22,7 +22,7 @@ use crate::budgets::{BudgetUpdate, NewBudget, Scope};
 use crate::pricing::Price;
 use crate::usage::{self, GroupBy, UsageQuery};
 use tollgate_protocol::{
-    AuditedBatch, AuditedReport, LeaseRequest, ReserveRequest, SettleBatchAnswer,
+    LeaseRequest, ReserveRequest, SettleBatch, SettleBatchAnswer, UsageReport,
 };
 
 /// `GET /admin/usage/requests` answers at most this many rows per call.
@@ -51,7 +51,7 @@ pub(super) async fn lease(
 
 pub(super) async fn settle_one(
     State(state): State<AppState>,
-    JsonBody(report): JsonBody<AuditedReport>,
+    JsonBody(report): JsonBody<UsageReport>,
 ) -> Result<Response, ApiError> {
     let settled = with_store(&state, move |s| s.settle(std::slice::from_ref(&report))).await?;
     match settled.into_iter().next() {
@@ -62,7 +62,7 @@ pub(super) async fn settle_one(
 
 pub(super) async fn settle_batch(
     State(state): State<AppState>,
-    JsonBody(batch): JsonBody<AuditedBatch>,
+    JsonBody(batch): JsonBody<SettleBatch>,
 ) -> Result<Response, ApiError> {
     let results = with_store(&state, move |s| s.settle(&batch.reports)).await?;
     Ok(Json(SettleBatchAnswer { results }).into_response())

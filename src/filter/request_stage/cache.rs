@@ -182,6 +182,7 @@ impl<H: Host> RequestStage<H> {
             answer.body.as_bytes(),
         );
         let response = &mut self.response;
+        response.sent(answer.body.as_bytes());
         response.status = 200;
         response.stream = answer.content_type.starts_with("text/event-stream");
         response.summary.usage = Some(Usage {

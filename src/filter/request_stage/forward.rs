@@ -7,6 +7,7 @@ use super::served::Fallback;
 use super::{Phase, RequestStage};
 use crate::core::api;
 use crate::core::decision::RouteDecision;
+use crate::core::digest;
 use crate::core::error::GatewayError;
 use crate::core::exchange::{self, Exchange, Plan};
 use crate::core::request::LlmRequest;
@@ -34,6 +35,10 @@ impl<H: Host> RequestStage<H> {
         let api = self
             .api()
             .ok_or(GatewayError::Internal("request without API"))?;
+        if self.shared.config.audit.body_digests {
+            self.request_digest = Some(digest::sha256_hex(body));
+            self.response.digest = Some(Default::default());
+        }
         let mut request = LlmRequest::parse(body, api::azure_deployment(&self.client_path))?;
         if let Some(info) = self.key_info()? {
             if !info.allows(&request.model) {

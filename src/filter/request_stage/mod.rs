@@ -103,6 +103,8 @@ pub struct RequestStage<H: Host> {
     cache: Option<cache::CacheState>,
     /// The client's `cache-control`, read when a cache is configured.
     cache_wish: ClientWish,
+    /// SHA-256 hex of the client's body, for the audit log (`audit.body_digests`).
+    request_digest: Option<String>,
 }
 
 impl<H: Host> RequestStage<H> {
@@ -128,6 +130,7 @@ impl<H: Host> RequestStage<H> {
             answered: None,
             cache: None,
             cache_wish: ClientWish::Use,
+            request_digest: None,
             trace: None,
             forwarded: None,
             lease_need: None,
@@ -191,11 +194,9 @@ impl<H: Host> RequestStage<H> {
             &format!("tollgate.rejected.api.{api}.reason.{}", error.code()),
             1,
         );
-        self.host.send_json(
-            error.status(),
-            &error.body(self.format),
-            error.retry_after_s(),
-        );
+        let body = error.body(self.format);
+        self.host
+            .send_json(error.status(), &body, error.retry_after_s());
         // Nothing went upstream: no bill, no upstream span. A guardrail
         // block is still recorded (with its events, at no cost).
         let forwarded = self.forwarded.take();
@@ -203,6 +204,7 @@ impl<H: Host> RequestStage<H> {
             self.answered = forwarded;
             // What the client got, for the record.
             self.response.status = error.status();
+            self.response.sent(&body);
         }
         self.phase = Phase::Done;
         Action::Pause

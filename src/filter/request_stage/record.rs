@@ -6,6 +6,7 @@ use super::RequestStage;
 use crate::core::auth::{KeyCheck, KeyInfo};
 use crate::core::budget::{self, UsageReport};
 use crate::core::content;
+use crate::core::digest;
 use crate::core::exchange::Exchange;
 use crate::core::guard::GuardEvent;
 use crate::core::telemetry::RequestRecord;
@@ -64,6 +65,8 @@ impl<H: Host> RequestStage<H> {
                 .cache
                 .as_ref()
                 .is_some_and(|c| c.outcome == super::cache::Outcome::Hit),
+            request_digest: self.request_digest.take(),
+            response_digest: self.response.digest.take().map(digest::hex_of),
         }
     }
 
