@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 import stack  # noqa: E402
 from deps import find_envoy  # noqa: E402
-from run import CHAT, FAST_MOCK, FLOOR_WASM, envoy_version, git_commit  # noqa: E402
+from run import CHAT, FAST_MOCK, FLOOR_WASM, bench_keys, envoy_version, git_commit  # noqa: E402
 
 SLOW_FLUSH = {"flush_interval_ms": 20000}
 VARIANTS = {
@@ -193,13 +193,7 @@ def main():
     rows = {}
     s.start()
     try:
-        keys = {}
-        for team in ("bench", "faq-bot"):
-            made = s.admin("POST", "/admin/keys", {"team": team})
-            keys[team] = made["key"]
-            # As in bench/run.py: a request budget on the key that never binds.
-            s.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": made["id"], "kind": "requests",
-                                              "limit": 1e12, "period": "daily", "mode": "hard"})
+        keys = bench_keys(s)
         for letter in letters:
             request = {**CHAT, "model": MODELS.get(letter, CHAT["model"])}
             fixed = json.dumps(request).encode()

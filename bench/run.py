@@ -275,14 +275,7 @@ def main():
     try:
         stack.start()  # inside the try: a failed start still stops what did start
         envoys["envoy"] = stack.envoy
-        keys = {}
-        # "faq-bot" is a team envoy/gateway.yaml caches for.
-        for team in ("bench", "faq-bot"):
-            made = stack.admin("POST", "/admin/keys", {"team": team})
-            keys[team] = made["key"]
-            # A request budget large enough never to bind: the enforcement is what is measured.
-            stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": made["id"], "kind": "requests",
-                                                   "limit": 1e12, "period": "daily", "mode": "hard"})
+        keys = bench_keys(stack)
         key = keys["bench"]
         for letter in chosen:
             if variants[letter][1]:
@@ -390,6 +383,19 @@ def git_commit() -> str:
     except OSError:
         return "?"
     return (sha or "?") + (" + uncommitted changes" if dirty else "")
+
+
+def bench_keys(stack) -> dict[str, str]:
+    """A key of team `bench` and one of `faq-bot` (a team envoy/gateway.yaml
+    caches for), each with a request budget large enough never to bind:
+    the enforcement is what is measured."""
+    keys = {}
+    for team in ("bench", "faq-bot"):
+        made = stack.admin("POST", "/admin/keys", {"team": team})
+        keys[team] = made["key"]
+        stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": made["id"], "kind": "requests",
+                                               "limit": 1e12, "period": "daily", "mode": "hard"})
+    return keys
 
 
 def time_to_first_byte(port: int, key: str, body: dict, n: int = 300) -> tuple[float, float]:
