@@ -452,6 +452,10 @@ pub struct UsageReport {
     /// translation or redaction), likewise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_digest: Option<String>,
+    /// The region of the target that served the request (configured per
+    /// provider or deployment), for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

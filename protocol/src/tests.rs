@@ -229,6 +229,7 @@ fn usage_report() -> UsageReport {
         cache_hit: false,
         request_digest: None,
         response_digest: None,
+        region: None,
     }
 }
 

@@ -90,6 +90,7 @@ fn report(
         cache_hit: false,
         request_digest: None,
         response_digest: None,
+        region: None,
     }
 }
 

@@ -8,6 +8,7 @@ use super::glob;
 use super::guard::{GuardrailConfig, Guardrails};
 use super::provider::unused_settings;
 pub use super::provider::ProviderKind;
+use super::residency::ResidencyConfig;
 use super::telemetry::TracingConfig;
 use serde::Deserialize;
 
@@ -135,6 +136,9 @@ pub struct Provider {
     /// those listed here pass to this provider.
     #[serde(default)]
     pub pass_headers: Vec<String>,
+    /// Where the provider serves from (e.g. `eu`), for residency pins.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// Client headers that select an account at the provider: they would spend
@@ -178,6 +182,10 @@ pub struct ModelRoute {
     /// in by `Config::load`.
     #[serde(skip)]
     pub targets: Vec<usize>,
+    /// Where this entry is served from when not its provider's region
+    /// (an Azure deployment in another region).
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -211,6 +219,9 @@ pub struct Config {
     /// What usage reports carry for the sidecar's audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Teams and keys pinned to regions; absent = no pins.
+    #[serde(default)]
+    pub residency: Option<ResidencyConfig>,
 }
 
 /// `audit` in the filter configuration.
@@ -315,6 +326,9 @@ impl Config {
         }
         if let Some(cache) = &self.cache {
             out.extend(cache.problems());
+        }
+        if let Some(residency) = &self.residency {
+            out.extend(residency.problems(self));
         }
         out
     }

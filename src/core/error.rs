@@ -9,6 +9,8 @@ pub enum GatewayError {
     MissingKey,
     InvalidKey(&'static str),
     ModelNotAllowed(String),
+    /// The request's target is outside the regions its key or team is pinned to.
+    RegionNotAllowed(String),
     UnknownModel(String),
     BadRequest(String),
     TooLarge(usize),
@@ -38,7 +40,7 @@ impl GatewayError {
     pub fn status(&self) -> u32 {
         match self {
             GatewayError::MissingKey | GatewayError::InvalidKey(_) => 401,
-            GatewayError::ModelNotAllowed(_) => 403,
+            GatewayError::ModelNotAllowed(_) | GatewayError::RegionNotAllowed(_) => 403,
             GatewayError::UnknownModel(_) | GatewayError::NotFound(_) => 404,
             GatewayError::BadRequest(_) => 400,
             GatewayError::TooLarge(_) => 413,
@@ -65,6 +67,7 @@ impl GatewayError {
             GatewayError::MissingKey => "Missing API key: send your Tollgate key as `Authorization: Bearer <key>` or `x-api-key: <key>`.".into(),
             GatewayError::InvalidKey(reason) => format!("Invalid API key: the key is {reason}."),
             GatewayError::ModelNotAllowed(m) => format!("This key is not allowed to use model `{m}`."),
+            GatewayError::RegionNotAllowed(m) => format!("Model `{m}` is served outside the regions this key or team is pinned to; nothing was sent."),
             GatewayError::UnknownModel(m) => format!("The model `{m}` does not exist or is not served by this gateway."),
             GatewayError::BadRequest(m) => m.clone(),
             GatewayError::TooLarge(limit) => format!("Request body is larger than the gateway limit of {limit} bytes."),
@@ -91,6 +94,7 @@ impl GatewayError {
                 ("invalid_request_error", "invalid_api_key")
             }
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
+            GatewayError::RegionNotAllowed(_) => ("permission_error", "region_not_allowed"),
             GatewayError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::BadRequest(_) => ("invalid_request_error", "invalid_request"),
             GatewayError::TooLarge(_) => ("invalid_request_error", "request_too_large"),
@@ -108,7 +112,9 @@ impl GatewayError {
     fn anthropic_type(&self) -> &'static str {
         match self {
             GatewayError::MissingKey | GatewayError::InvalidKey(_) => "authentication_error",
-            GatewayError::ModelNotAllowed(_) => "permission_error",
+            GatewayError::ModelNotAllowed(_) | GatewayError::RegionNotAllowed(_) => {
+                "permission_error"
+            }
             GatewayError::UnknownModel(_) | GatewayError::NotFound(_) => "not_found_error",
             GatewayError::BadRequest(_) | GatewayError::GuardrailBlocked { .. } => {
                 "invalid_request_error"

@@ -34,6 +34,8 @@ pub struct Exchange {
     pub upstream_start_ns: u64,
     /// Request messages for traces, when content capture is on.
     pub input_messages: Option<String>,
+    /// Where the target serves from, when configured.
+    pub region: Option<String>,
 }
 
 impl Exchange {
@@ -50,6 +52,7 @@ impl Exchange {
             params: request.params(api),
             upstream_start_ns: 0,
             input_messages: None,
+            region: route.region.map(Into::into),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod provider;
 pub mod report_json;
 pub mod report_queue;
 pub mod request;
+pub mod residency;
 pub mod routing;
 pub mod sse;
 pub mod telemetry;

@@ -50,6 +50,7 @@ pub fn encode(report: &UsageReport) -> Vec<u8> {
     for (name, digest) in [
         ("request_digest", &r.request_digest),
         ("response_digest", &r.response_digest),
+        ("region", &r.region),
     ] {
         if let Some(digest) = digest {
             str_field(&mut out, name, digest, false);
@@ -282,6 +283,7 @@ mod tests {
             cache_hit: g.next().is_multiple_of(2),
             request_digest: g.opt(),
             response_digest: g.opt(),
+            region: g.opt(),
         }
     }
 

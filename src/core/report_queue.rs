@@ -208,6 +208,7 @@ mod tests {
             cache_hit: false,
             request_digest: None,
             response_digest: None,
+            region: None,
             key_id: Some("key_1".into()),
             team: None,
             user: None,

@@ -21,6 +21,8 @@ pub struct Route<'a> {
     pub path: String,
     /// The wire the provider is spoken to in (translated when it differs).
     pub upstream_api: Wire,
+    /// Where it is served from, when configured.
+    pub region: Option<&'a str>,
 }
 
 /// A model whose attempts Envoy makes on an attempt-stage cluster (a
@@ -126,6 +128,7 @@ fn route_to<'a>(
         body_model,
         path,
         upstream_api,
+        region: entry.region.as_deref().or(provider.region.as_deref()),
     })
 }
 

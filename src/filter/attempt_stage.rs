@@ -34,6 +34,10 @@ pub const HANDOFF: &str = "tollgate.fallback";
 /// (`fallback::attempts`): how the request stage learns which target
 /// answered, and what the trace shows of the others.
 pub const ATTEMPTS: &str = "tollgate.attempts";
+/// Filter state: the request stage prepared this request for one target
+/// itself (a pinned request sent to one target of a chain), so an attempt
+/// stage on that target's cluster lets it go as it is.
+pub const DIRECT: &str = "tollgate.direct";
 
 /// Response header marking a 429 the attempt stage turned into a 503.
 pub const RATE_LIMITED: &str = "x-tollgate-rate-limited";
@@ -83,13 +87,18 @@ impl<H: Host> AttemptStage<H> {
     /// as it is, with its key.
     fn begin(&mut self) -> Result<Action, GatewayError> {
         let shared = self.shared()?;
-        let handoff = self
+        let Some(handoff) = self
             .host
             .property(HANDOFF)
             .and_then(|b| Handoff::decode(&b))
-            .ok_or(GatewayError::Internal(
+        else {
+            if self.host.property(DIRECT).is_some() {
+                return Ok(Action::Continue);
+            }
+            return Err(GatewayError::Internal(
                 "a request reached a fallback cluster without passing the tollgate request stage",
-            ))?;
+            ));
+        };
         let provider = self
             .host
             .endpoint_metadata("provider")

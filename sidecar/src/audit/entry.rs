@@ -22,7 +22,7 @@ use tollgate_protocol::{GuardrailEvent, LeaseAmount, LeaseGrant, LeaseRequest, U
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
-    Request(RequestEntry),
+    Request(Box<RequestEntry>),
     LeaseGrant(LeaseGrantEntry),
     LeaseSettle(LeaseSettleEntry),
 }
@@ -53,6 +53,9 @@ pub struct RequestEntry {
     /// The model the provider served.
     pub upstream_model: String,
     pub provider: String,
+    /// Where the provider served it from, when the gateway knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub api: String,
     pub decision: Decision,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,7 +141,7 @@ impl Entry {
         hmacs: (Option<String>, Option<String>),
     ) -> Entry {
         let (decision, reason) = decision(r);
-        Entry::Request(RequestEntry {
+        Entry::Request(Box::new(RequestEntry {
             request_id: r.request_id.clone(),
             key_id: r.key_id.clone(),
             team: r.team.clone(),
@@ -146,6 +149,7 @@ impl Entry {
             model: r.model.clone(),
             upstream_model: r.upstream_model.clone(),
             provider: r.provider.clone(),
+            region: r.region.clone(),
             api: r.api.clone(),
             decision,
             reason,
@@ -164,7 +168,7 @@ impl Entry {
             lease_debits: r.lease_debits.clone(),
             request_hmac: hmacs.0,
             response_hmac: hmacs.1,
-        })
+        }))
     }
 
     pub fn lease_grant(r: &LeaseRequest, g: &LeaseGrant) -> Entry {

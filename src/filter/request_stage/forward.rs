@@ -11,8 +11,9 @@ use crate::core::digest;
 use crate::core::error::GatewayError;
 use crate::core::exchange::{self, Exchange, Plan};
 use crate::core::request::LlmRequest;
+use crate::core::residency;
 use crate::core::routing;
-use crate::filter::attempt_stage::HANDOFF;
+use crate::filter::attempt_stage::{DIRECT, HANDOFF};
 use crate::filter::env::Host;
 use crate::filter::route_headers;
 use crate::filter::trace::RequestTrace;
@@ -47,6 +48,26 @@ impl<H: Host> RequestStage<H> {
         }
         let shared = Rc::clone(&self.shared);
         let (route, chain) = routing::resolve(&shared.config, api, &request.model, request.stream)?;
+        let pins = shared
+            .config
+            .residency
+            .as_ref()
+            .and_then(|r| r.pins(self.key_info().ok().flatten()));
+        let (route, chain) = match pins {
+            None => (route, chain),
+            Some(pins) => {
+                let on_chain = chain.is_some();
+                let call = (api, request.model.as_str(), request.stream);
+                let (route, chain) = residency::apply(&shared.config, &pins, call, route, chain)?;
+                // Sent to one target of its chain: an attempt stage there lets it go.
+                if on_chain && chain.is_none() && !self.host.set_property(DIRECT, b"1") {
+                    return Err(GatewayError::Internal(
+                        "could not mark the request as prepared",
+                    ));
+                }
+                (route, chain)
+            }
+        };
         // Recorded before the guardrails, so a blocked request is recorded too.
         self.forwarded = Some(Exchange::new(api, &request, &route));
         self.check_input(api, &mut request)?;

@@ -67,6 +67,7 @@ impl<H: Host> RequestStage<H> {
                 .is_some_and(|c| c.outcome == super::cache::Outcome::Hit),
             request_digest: self.request_digest.take(),
             response_digest: self.response.digest.take().map(digest::hex_of),
+            region: f.region,
         }
     }
 

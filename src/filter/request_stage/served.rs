@@ -65,6 +65,7 @@ impl<H: Host> RequestStage<H> {
             f.provider.clone_from(&route.provider.name);
             f.provider_kind = route.provider.kind;
             f.upstream_api = route.upstream_api;
+            f.region = route.region.map(Into::into);
             f.upstream_model = route.upstream_model;
         }
     }

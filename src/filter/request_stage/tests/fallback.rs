@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::core::fallback::{self, Attempt, Handoff};
-use crate::filter::attempt_stage::{AttemptStage, ATTEMPTS, HANDOFF, RATE_LIMITED};
+use crate::filter::attempt_stage::{AttemptStage, ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED};
 use crate::filter::mock::ENDPOINT_METADATA;
 
 const OPENAI_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI";
@@ -266,6 +266,68 @@ fn an_attempt_that_cannot_be_placed_is_refused_not_sent() {
     let mut c = AttemptStage::new(None, MockHost::default());
     c.on_http_request_headers(0, false);
     assert_eq!(c.host().reply().unwrap().status, 500);
+}
+
+/// `chain` with OpenAI in the US and Anthropic in the EU, and team
+/// `research` (the test keys' team) pinned to `pins`.
+fn pinned_chain(pins: Value) -> Rc<Shared> {
+    std::env::set_var(OPENAI_ENV, "sk-openai");
+    std::env::set_var(ANTHROPIC_ENV, "sk-ant");
+    shared(json!({
+        "providers": [
+            {"name": "openai", "kind": "openai", "cluster": "c_openai", "region": "us",
+             "auth": {"type": "env", "var": OPENAI_ENV}},
+            {"name": "anthropic", "kind": "anthropic", "cluster": "c_anthropic", "region": "eu",
+             "auth": {"type": "env", "var": ANTHROPIC_ENV}}
+        ],
+        "models": [
+            {"name": "chain", "provider": "openai", "upstream_model": "gpt-4o",
+             "fallbacks": ["claude-x"], "cluster": "fb"},
+            {"name": "claude-x", "provider": "anthropic"}
+        ],
+        "residency": {"teams": {"research": pins}}
+    }))
+}
+
+#[test]
+fn a_pinned_request_goes_only_to_targets_in_its_regions() {
+    // Pinned to the EU: the chain's US target is skipped, and the request
+    // goes to Anthropic alone, prepared by the request stage.
+    let shared = pinned_chain(json!(["eu"]));
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let host = &stage.host;
+    assert_eq!(
+        header(host, "x-tollgate-cluster").as_deref(),
+        Some("c_anthropic")
+    );
+    assert_eq!(header(host, "x-api-key").as_deref(), Some("sk-ant"));
+    assert_eq!(header(host, "x-envoy-max-retries"), None);
+    assert!(host.property(HANDOFF).is_none());
+    let body: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
+    assert_eq!(body["model"], "claude-x");
+    // An attempt stage on that target's cluster lets it go as it is.
+    let a = MockHost::default().sharing(host);
+    a.set_property(DIRECT, &host.property(DIRECT).unwrap());
+    let mut a = AttemptStage::new(Some(Rc::clone(&shared)), a);
+    assert_eq!(a.on_http_request_headers(0, false), Action::Continue);
+    assert!(a.host().reply().is_none());
+
+    // Pinned where no target serves: refused before anything leaves.
+    let shared = pinned_chain(json!(["us"]));
+    let mut unpinned = authorized(&shared, chat("tg-key", &openai("claude-x", "hi")), VALID);
+    assert_eq!(body_end(&mut unpinned), Action::Pause);
+    let reply = unpinned.host.reply().unwrap();
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.body["error"]["code"], "region_not_allowed");
+    assert_eq!(header(&unpinned.host, "x-tollgate-cluster"), None);
+
+    // Every target inside the pin: the chain as it is.
+    let shared = pinned_chain(json!(["us", "eu"]));
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    assert_eq!(
+        header(&stage.host, "x-tollgate-cluster").as_deref(),
+        Some("fb")
+    );
 }
 
 #[test]

@@ -1,0 +1,88 @@
+"""Data residency: the shipped config pins team `eu-legal` to `eu`, where
+only the Azure deployment serves. Its requests to a US-served model are
+refused in the client's format before any byte leaves; on the fallback
+chain the US targets are skipped; the audit log records the region that
+served; a pin no model can serve stops Envoy at start-up."""
+
+import json
+import os
+import subprocess
+
+import anthropic
+import openai
+import pytest
+
+from conftest import anthropic_client, openai_client, wait_for
+from deps import find_envoy
+from stack import WASM, free_port, render
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def eu(stack):
+    made = stack.admin("POST", "/admin/keys", {"team": "eu-legal"})
+    return made["key"], made["id"]
+
+
+def provider_requests(stack) -> list[dict]:
+    return [r for r in stack.mock("GET", "/__mock/requests") if not r["path"].startswith("/__")]
+
+
+def test_a_target_outside_the_pin_is_refused_before_anything_leaves(stack, eu):
+    key, _ = eu
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        openai_client(stack.envoy.base_url, key).chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert err.value.body["code"] == "region_not_allowed"
+    with pytest.raises(anthropic.PermissionDeniedError) as err:
+        anthropic_client(stack.envoy.base_url, key).messages.create(
+            model="claude-haiku-4-5", max_tokens=10, messages=MESSAGES)
+    assert err.value.body["error"]["type"] == "permission_error"
+    assert provider_requests(stack) == [], "nothing reached a provider"
+
+
+def test_the_pinned_region_serves_and_the_chain_skips_targets_outside_it(stack, eu, key):
+    pinned, _ = eu
+    client = openai_client(stack.envoy.base_url, pinned)
+    assert client.chat.completions.create(model="azure-gpt-4o", messages=MESSAGES).choices[0].message.content
+    stack.mock("DELETE", "/__mock/requests")
+    # gpt-4o-ha falls back from OpenAI (us) to Azure (eu) to Anthropic (us): only Azure may serve.
+    reply = client.chat.completions.create(model="gpt-4o-ha", messages=MESSAGES)
+    assert reply.choices[0].message.content
+    paths = [r["path"] for r in provider_requests(stack)]
+    assert len(paths) == 1 and paths[0].startswith("/openai/deployments/gpt-4o/"), paths
+    # An unpinned team's request takes the chain's first target as before.
+    stack.mock("DELETE", "/__mock/requests")
+    openai_client(stack.envoy.base_url, key).chat.completions.create(model="gpt-4o-ha", messages=MESSAGES)
+    assert [r["path"] for r in provider_requests(stack)] == ["/v1/chat/completions"]
+
+
+def test_the_audit_log_records_the_region_that_served(stack, eu):
+    key, kid = eu
+    openai_client(stack.envoy.base_url, key).chat.completions.create(model="gpt-4o-ha", messages=MESSAGES)
+
+    def settled():
+        rows = stack.admin("GET", f"/admin/usage/requests?key_id={kid}&limit=10")["requests"]
+        return rows or None
+    rows, _ = wait_for(settled, timeout=10)
+    assert rows
+    stack.cli("audit", "checkpoint")
+    entry = json.loads(stack.cli("audit", "prove", "--request-id", rows[0]["request_id"]))["entry"]
+    assert (entry["region"], entry["provider"]) == ("eu", "azure")
+
+
+def test_a_pin_no_model_serves_stops_envoy_at_start_up(tmp_path):
+    def broken(config):
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        plugin = hcm["http_filters"][0]["typed_config"]["config"]["configuration"]
+        settings = json.loads(plugin["value"])
+        settings["residency"] = {"teams": {"eu-legal": ["ue"]}}
+        plugin["value"] = json.dumps(settings)
+
+    path = tmp_path / "broken.yaml"
+    path.write_text(render(wasm=WASM, listen_port=free_port(), admin_port=free_port(), sidecar_port=1,
+                           mock_port=1, otlp_port=1, real=set(), customize=broken))
+    out = subprocess.run([find_envoy() or "envoy", "--mode", "validate", "-c", str(path)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "TOLLGATE_SERVICE_TOKEN": "t" * 40})
+    assert out.returncode != 0
+    assert "residency.teams.eu-legal: no model is served from ue" in out.stdout + out.stderr
