@@ -57,18 +57,24 @@ def test_the_pinned_region_serves_and_the_chain_skips_targets_outside_it(stack, 
     assert [r["path"] for r in provider_requests(stack)] == ["/v1/chat/completions"]
 
 
-def test_the_audit_log_records_the_region_that_served(stack, eu):
+def test_the_audit_log_records_the_region_that_served_and_each_refusal(stack, eu):
     key, kid = eu
-    openai_client(stack.envoy.base_url, key).chat.completions.create(model="gpt-4o-ha", messages=MESSAGES)
+    client = openai_client(stack.envoy.base_url, key)
+    client.chat.completions.create(model="gpt-4o-ha", messages=MESSAGES)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
 
     def settled():
         rows = stack.admin("GET", f"/admin/usage/requests?key_id={kid}&limit=10")["requests"]
-        return rows or None
+        return rows if len(rows) == 2 else None
     rows, _ = wait_for(settled, timeout=10)
-    assert rows
+    assert rows, "the answer and the refusal are both in the ledger"
     stack.cli("audit", "checkpoint")
-    entry = json.loads(stack.cli("audit", "prove", "--request-id", rows[0]["request_id"]))["entry"]
-    assert (entry["region"], entry["provider"]) == ("eu", "azure")
+    entries = {r["status"]: json.loads(stack.cli("audit", "prove", "--request-id", r["request_id"]))["entry"]
+               for r in rows}
+    assert (entries[200]["region"], entries[200]["provider"], entries[200]["decision"]) == ("eu", "azure", "forwarded")
+    refused = entries[403]
+    assert (refused["decision"], refused["cost_usd"], refused["provider"]) == ("refused", 0.0, "openai")
 
 
 def test_a_pin_no_model_serves_stops_envoy_at_start_up(tmp_path):

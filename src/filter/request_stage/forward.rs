@@ -56,6 +56,8 @@ impl<H: Host> RequestStage<H> {
         let (route, chain) = match pins {
             None => (route, chain),
             Some(pins) => {
+                // Recorded if refused.
+                self.forwarded = Some(Exchange::new(api, &request, &route));
                 let on_chain = chain.is_some();
                 let call = (api, request.model.as_str(), request.stream);
                 let (route, chain) = residency::apply(&shared.config, &pins, call, route, chain)?;

@@ -198,9 +198,14 @@ impl<H: Host> RequestStage<H> {
         self.host
             .send_json(error.status(), &body, error.retry_after_s());
         // Nothing went upstream: no bill, no upstream span. A guardrail
-        // block is still recorded (with its events, at no cost).
+        // block or a residency refusal is still recorded, at no cost: the
+        // ledger and the audit log show them. (Budget refusals are not:
+        // a key out of budget could write a row per retry.)
         let forwarded = self.forwarded.take();
-        if let GatewayError::GuardrailBlocked { .. } = error {
+        if matches!(
+            error,
+            GatewayError::GuardrailBlocked { .. } | GatewayError::RegionNotAllowed(_)
+        ) {
             self.answered = forwarded;
             // What the client got, for the record.
             self.response.status = error.status();

@@ -206,7 +206,7 @@ fn a_denial_is_answered_with_429_in_the_clients_format() {
     assert_eq!(reply.body["error"]["code"], "budget_exceeded");
     // Resumed once, after the key check; never after the denial.
     assert_eq!(stage.host.resumed.get(), 1);
-    assert!(stage.forwarded.is_none());
+    assert!(stage.forwarded.is_none() && stage.answered.is_none());
     assert_eq!(
         stage.counter("tollgate.budget_denials.reason.budget_exceeded"),
         1
