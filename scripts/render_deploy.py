@@ -85,12 +85,15 @@ def endpoint(cluster: dict) -> dict:
 
 def without_chains(settings: dict) -> dict:
     """The filter's settings without fallback chains and key pools (models
-    with a `cluster`, and their fallbacks) and the providers only they use:
-    those need an
-    aggregate cluster and an upstream filter, which Istio's API does not
-    make. The plain Envoy gateway (deploy/kubernetes) runs them."""
-    targets = {f for m in settings["models"] for f in m.get("fallbacks", [])}
-    models = [m for m in settings["models"] if "cluster" not in m and m["name"] not in targets]
+    with a `cluster`), the entries on providers reached only through their
+    clusters (not a `provider_*` cluster), and the providers only they use:
+    those need an aggregate cluster and an upstream filter, which Istio's
+    API does not make. The plain Envoy gateway (deploy/kubernetes) runs
+    them. A chain's target on a plain provider (azure-gpt-4o) stays, so a
+    team pinned to its region keeps a model."""
+    cluster_of = {p["name"]: p["cluster"] for p in settings["providers"]}
+    models = [m for m in settings["models"]
+              if "cluster" not in m and cluster_of.get(m["provider"], "").startswith("provider_")]
     used = {m["provider"] for m in models}
     return {**settings, "models": models, "providers": [p for p in settings["providers"] if p["name"] in used]}
 

@@ -223,7 +223,9 @@ def configured(stack):
             {"name": "local", "kind": "openai-compatible", "cluster": "provider_local",
              "max_tokens_field": "max_completion_tokens", "auth": {"type": "env", "var": "LOCAL_LLM_API_KEY"}}],
         "models": [{"name": "azure-gpt-4o", "provider": "azure", "deployment": "gpt-4o"},
-                   {"name": "local-*", "provider": "local"}]})
+                   {"name": "local-*", "provider": "local"}],
+        # Its providers carry no regions: no team can be pinned.
+        "residency": None})
 
 
 def test_azure_responses_on_a_dated_api_version(stack, configured, key):
