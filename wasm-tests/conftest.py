@@ -1,6 +1,8 @@
 """Fixtures: one stack (mock provider + tollgate-sidecar + Envoy with the
 built .wasm) per test session, and helpers to make keys and SDK clients."""
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,7 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-from stack import Stack  # noqa: E402
+from deps import find_envoy  # noqa: E402
+from stack import WASM, Stack, free_port, render  # noqa: E402
 
 # Short so the revocation test runs fast; the shipped default is 10 s.
 CACHE_TTL_MS = 1500
@@ -68,3 +71,15 @@ def wait_for(check, timeout: float, step: float = 0.1):
         if value or elapsed > timeout:
             return value, elapsed
         time.sleep(step)
+
+
+def rejected_config(tmp_path: Path, customize) -> str:
+    """Renders the gateway config changed by `customize(config)`, checks
+    that `envoy --mode validate` refuses it, and returns Envoy's log."""
+    path = tmp_path / "broken.yaml"
+    path.write_text(render(wasm=WASM, listen_port=free_port(), admin_port=free_port(), sidecar_port=1,
+                           mock_port=1, otlp_port=1, real=set(), customize=customize))
+    out = subprocess.run([find_envoy() or "envoy", "--mode", "validate", "-c", str(path)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "TOLLGATE_SERVICE_TOKEN": "t" * 40})
+    assert out.returncode != 0
+    return out.stdout + out.stderr

@@ -5,9 +5,7 @@ translates the checked request for that target's API and sets its key, and the
 client gets an answer in its own API, told which target served it."""
 
 import json
-import os
 import socket
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,9 +13,8 @@ import anthropic
 import openai
 import pytest
 
-from conftest import anthropic_client, openai_client, wait_for
-from deps import find_envoy
-from stack import WASM, free_port, render, upstream_filters
+from conftest import anthropic_client, openai_client, rejected_config, wait_for
+from stack import upstream_filters
 from test_budgets import key_id, settled
 
 CHAIN = "gpt-4o-ha"
@@ -222,13 +219,7 @@ def test_a_bad_chain_stops_envoy_at_start_up(tmp_path):
     def broken(config):
         set_model_field(config, CHAIN, "fallbacks", ["nope", CHAIN])
 
-    path = tmp_path / "broken.yaml"
-    path.write_text(render(wasm=WASM, listen_port=free_port(), admin_port=free_port(), sidecar_port=1,
-                           mock_port=1, otlp_port=1, real=set(), customize=broken))
-    out = subprocess.run([find_envoy() or "envoy", "--mode", "validate", "-c", str(path)], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "TOLLGATE_SERVICE_TOKEN": "t" * 40})
-    assert out.returncode != 0
-    log = out.stdout + out.stderr
+    log = rejected_config(tmp_path, broken)
     assert "fallback `nope` is not the exact name of another entry in models" in log
     assert "fallbacks form a cycle: gpt-4o-ha -> gpt-4o-ha" in log
 
