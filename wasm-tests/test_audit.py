@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import wait_for
+from test_budgets import settled
 from stack import SIDECAR
 
 
@@ -49,11 +49,8 @@ def test_requests_are_logged_with_hmacs_of_their_bodies_and_the_log_verifies(sta
     status, refusal = post(audited.base_url, key, blocked.encode())
     assert status == 400
 
-    def settled():
-        rows = stack.admin("GET", f"/admin/usage/requests?key_id={kid}&limit=10")["requests"]
-        return rows if len(rows) == 3 else None
-    rows, _ = wait_for(settled, timeout=10)
-    assert rows, "three requests settled"
+    rows = settled(stack, kid, 3)
+    assert len(rows) == 3, "three requests settled"
     stack.cli("audit", "checkpoint")
 
     def proof(request_id: str) -> dict:

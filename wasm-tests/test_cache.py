@@ -16,6 +16,7 @@ import pytest
 
 from conftest import anthropic_client, openai_client, wait_for
 from stack import stop_process
+from test_budgets import settled
 from test_faults import raw_post
 
 HITS = "wasmcustom.tollgate.cache.hits"
@@ -191,11 +192,8 @@ def test_a_hit_is_in_the_ledger_the_trace_and_the_stats(stack, faq):
     assert headers["x-tollgate-cache"] == "hit" and second == first
     usage = json.loads(first)["usage"]
 
-    def rows():
-        found = stack.admin("GET", f"/admin/usage/requests?key_id={kid}&limit=10")["requests"]
-        return found if len(found) == 2 else None
-    found, _ = wait_for(rows, timeout=5)
-    assert found, "both requests are in the ledger"
+    found = settled(stack, kid, 2, timeout=5)
+    assert len(found) == 2, "both requests are in the ledger"
     hit = next(r for r in found if r["cache_hit"])
     miss = next(r for r in found if not r["cache_hit"])
     assert (hit["forwarded"], hit["cost_usd"], hit["status"]) == (False, 0.0, 200)

@@ -10,7 +10,8 @@ import anthropic
 import openai
 import pytest
 
-from conftest import anthropic_client, openai_client, rejected_config, wait_for
+from conftest import anthropic_client, openai_client, rejected_config
+from test_budgets import settled
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -60,11 +61,8 @@ def test_the_audit_log_records_the_region_that_served_and_each_refusal(stack, eu
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
 
-    def settled():
-        rows = stack.admin("GET", f"/admin/usage/requests?key_id={kid}&limit=10")["requests"]
-        return rows if len(rows) == 2 else None
-    rows, _ = wait_for(settled, timeout=10)
-    assert rows, "the answer and the refusal are both in the ledger"
+    rows = settled(stack, kid, 2)
+    assert len(rows) == 2, "the answer and the refusal are both in the ledger"
     stack.cli("audit", "checkpoint")
     entries = {r["status"]: json.loads(stack.cli("audit", "prove", "--request-id", r["request_id"]))["entry"]
                for r in rows}

@@ -76,21 +76,21 @@ impl ResidencyConfig {
     }
 }
 
-/// The route a request pinned to `pins` takes: the resolved one when every
-/// target it may reach is allowed; on a chain with targets outside the
-/// pin, its first allowed target alone; else `RegionNotAllowed`.
+/// How a request pinned to `pins` is routed: `None`, as resolved (every
+/// target it may reach is allowed); `Some`, the first allowed target of its
+/// chain alone (the chain has targets outside the pin); else `RegionNotAllowed`.
 pub fn apply<'a>(
     config: &'a Config,
     pins: &[&str],
     (api, model, stream): (Api, &str, bool),
-    route: Route<'a>,
-    chain: Option<Chain<'a>>,
-) -> Result<(Route<'a>, Option<Chain<'a>>), GatewayError> {
+    route: &Route<'a>,
+    chain: Option<&Chain<'a>>,
+) -> Result<Option<Route<'a>>, GatewayError> {
     let allowed = |r: &Route| r.region.is_some_and(|region| pins.contains(&region));
     let refused = || GatewayError::RegionNotAllowed(model.into());
     let Some(c) = chain else {
-        return if allowed(&route) {
-            Ok((route, None))
+        return if allowed(route) {
+            Ok(None)
         } else {
             Err(refused())
         };
@@ -107,8 +107,8 @@ pub fn apply<'a>(
         }
     }
     match first_allowed {
-        Some(_) if all => Ok((route, Some(c))),
-        Some(target) => Ok((target, None)),
+        Some(_) if all => Ok(None),
+        Some(target) => Ok(Some(target)),
         None => Err(refused()),
     }
 }
@@ -161,8 +161,11 @@ mod tests {
 
     fn route(c: &Config, model: &str, pins: &[&str]) -> Result<(String, bool), GatewayError> {
         let (r, chain) = routing::resolve(c, Api::ChatCompletions, model, false)?;
-        let (r, chain) = apply(c, pins, (Api::ChatCompletions, model, false), r, chain)?;
-        Ok((r.provider.name.clone(), chain.is_some()))
+        let call = (Api::ChatCompletions, model, false);
+        Ok(match apply(c, pins, call, &r, chain.as_ref())? {
+            None => (r.provider.name.clone(), chain.is_some()),
+            Some(target) => (target.provider.name.clone(), false),
+        })
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::leases;
 use super::sidecar::{self, SidecarClient};
 use crate::core::auth::{self, KeyCheck};
 use crate::core::budget::LeaseRequest;
+use crate::core::config::Config;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tollgate_protocol::CachePutAnswer;
@@ -39,23 +40,18 @@ pub enum Job {
     Refill(LeaseRequest),
     /// The key check of this key hash, shared when it lands.
     KeyRefresh(String),
-    /// A batch of cache stores, each key listed in the index when stored.
-    CacheStores(Vec<Listing>),
 }
 
-/// An answer for the response cache: its `CachePut`, encoded.
+/// A stored key and when its answer expires, listed once the sidecar has it.
+type Listing = ([u8; 32], u64);
+
+/// An answer for the response cache: its `CachePut`, encoded, and the key
+/// to list in the index until `expires_s` once the sidecar has stored it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheStore {
-    pub listing: Listing,
-    pub put: Vec<u8>,
-}
-
-/// Where a stored key goes in the index, and until when.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Listing {
     pub key: [u8; 32],
     pub expires_s: u64,
-    pub index_slots: u32,
+    pub put: Vec<u8>,
 }
 
 pub struct Background {
@@ -66,10 +62,24 @@ pub struct Background {
     stores: VecDeque<CacheStore>,
     /// Bytes of the queued `stores`.
     store_bytes: usize,
+    /// Each batch of stores sent: the keys and expiries it carries.
+    stores_in_flight: HashMap<u32, Vec<Listing>>,
+    /// `cache.index_slots`.
+    index_slots: u32,
 }
 
 impl Background {
-    pub fn new(timeout_ms: u64, key_ttl_ms: u64) -> Background {
+    /// What the configuration asks of it (timeouts, the cache's index).
+    pub fn for_config(config: &Config) -> Background {
+        let index_slots = config.cache.as_ref().map_or(1, |c| c.index_slots);
+        Background::new(
+            config.sidecar.timeout_ms,
+            config.key_cache_ttl_ms,
+            index_slots,
+        )
+    }
+
+    pub fn new(timeout_ms: u64, key_ttl_ms: u64, index_slots: u32) -> Background {
         Background {
             timeout_ms,
             key_ttl_ms,
@@ -77,6 +87,8 @@ impl Background {
             in_flight: HashMap::new(),
             stores: VecDeque::new(),
             store_bytes: 0,
+            stores_in_flight: HashMap::new(),
+            index_slots,
         }
     }
 
@@ -138,7 +150,7 @@ impl Background {
                 body.push(b',');
             }
             body.extend_from_slice(&store.put);
-            listings.push(store.listing);
+            listings.push((store.key, store.expires_s));
         }
         body.extend_from_slice(b"]}");
         (!listings.is_empty()).then_some((body, listings))
@@ -165,13 +177,12 @@ impl Background {
                     tollgate_protocol::AUTHORIZE_PATH,
                     auth::authorize_request(key_hash),
                 ),
-                Job::CacheStores(_) => continue,
             };
             if let Some(token) = sidecar.post(host, path, &body, timeout) {
                 self.in_flight.insert(token, job);
             }
         }
-        while self.in_flight.len() < MAX_IN_FLIGHT {
+        while self.in_flight.len() + self.stores_in_flight.len() < MAX_IN_FLIGHT {
             let Some((body, listings)) = self.store_batch() else {
                 return;
             };
@@ -179,38 +190,34 @@ impl Background {
             if let Some(token) =
                 sidecar.post(host, tollgate_protocol::CACHE_PUT_PATH, &body, timeout)
             {
-                self.in_flight.insert(token, Job::CacheStores(listings));
+                self.stores_in_flight.insert(token, listings);
             }
         }
     }
 
     pub fn owns(&self, token: u32) -> bool {
-        self.in_flight.contains_key(&token)
+        self.in_flight.contains_key(&token) || self.stores_in_flight.contains_key(&token)
     }
 
     /// The answer to the job sent with `token`.
     pub fn on_response(&mut self, host: &impl Host, token: u32, status: Option<&str>, body: &[u8]) {
         let now = host.now_ms();
-        match self.in_flight.remove(&token) {
-            Some(Job::CacheStores(listings)) => {
-                let answer = sidecar::answer(status, body, |b| {
-                    serde_json::from_slice::<CachePutAnswer>(b).map_err(|e| e.to_string())
-                });
-                match answer {
-                    Ok(answer) => {
-                        for (l, _) in listings.iter().zip(answer.stored).filter(|(_, s)| *s) {
-                            cache_index::insert(
-                                host,
-                                &l.key,
-                                l.index_slots,
-                                l.expires_s,
-                                now / 1000,
-                            );
-                        }
+        if let Some(listings) = self.stores_in_flight.remove(&token) {
+            let answer = sidecar::answer(status, body, |b| {
+                serde_json::from_slice::<CachePutAnswer>(b).map_err(|e| e.to_string())
+            });
+            match answer {
+                Ok(answer) => {
+                    let stored = listings.iter().zip(answer.stored).filter(|(_, s)| *s);
+                    for ((key, expires_s), _) in stored {
+                        cache_index::insert(host, key, self.index_slots, *expires_s, now / 1000);
                     }
-                    Err(why) => log::debug!("tollgate: cached answers not stored: {why}"),
                 }
+                Err(why) => log::debug!("tollgate: cached answers not stored: {why}"),
             }
+            return;
+        }
+        match self.in_flight.remove(&token) {
             Some(Job::Refill(need)) => leases::refilled(host, &need, status, body, now),
             Some(Job::KeyRefresh(key_hash)) => {
                 let check = sidecar::answer(status, body, auth::parse_authorize_response);
@@ -264,7 +271,7 @@ mod tests {
     #[test]
     fn sends_on_tick_and_routes_answers_by_token() {
         let root = MockHost::default();
-        let mut b = Background::new(1000, 10_000);
+        let mut b = Background::new(1000, 10_000, 16);
         assert!(b.push(Job::Refill(need())));
         assert!(b.push(Job::KeyRefresh("h".into())));
         b.tick(&root, &sidecar());
@@ -290,11 +297,8 @@ mod tests {
         let mut key = [0u8; 32];
         key[0] = first;
         CacheStore {
-            listing: Listing {
-                key,
-                expires_s: 100,
-                index_slots: 16,
-            },
+            key,
+            expires_s: 100,
             put: put.as_bytes().to_vec(),
         }
     }
@@ -302,7 +306,7 @@ mod tests {
     #[test]
     fn cache_stores_leave_in_one_batch_and_only_stored_keys_are_listed() {
         let root = MockHost::default();
-        let mut b = Background::new(1000, 10_000);
+        let mut b = Background::new(1000, 10_000, 16);
         assert!(b.push_store(store(1, r#"{"key":"a"}"#)));
         assert!(b.push_store(store(2, r#"{"key":"b"}"#)));
         b.tick(&root, &sidecar());
@@ -312,18 +316,8 @@ mod tests {
         assert_eq!(calls[0].body, br#"{"entries":[{"key":"a"},{"key":"b"}]}"#);
         assert_eq!((b.queued_stores().count(), b.store_bytes), (0, 0));
         b.on_response(&root, 1, Some("200"), br#"{"stored":[true,false]}"#);
-        assert!(cache_index::contains(
-            &root,
-            &store(1, "").listing.key,
-            16,
-            10
-        ));
-        assert!(!cache_index::contains(
-            &root,
-            &store(2, "").listing.key,
-            16,
-            10
-        ));
+        assert!(cache_index::contains(&root, &store(1, "").key, 16, 10));
+        assert!(!cache_index::contains(&root, &store(2, "").key, 16, 10));
         // Nothing queued, nothing sent.
         b.tick(&root, &sidecar());
         assert_eq!(root.callouts.borrow().len(), 1);
@@ -331,7 +325,7 @@ mod tests {
 
     #[test]
     fn queued_store_bytes_are_bounded() {
-        let mut b = Background::new(1000, 10_000);
+        let mut b = Background::new(1000, 10_000, 16);
         let big = "x".repeat(MAX_QUEUED_STORE_BYTES / 2);
         assert!(b.push_store(store(1, &big)) && b.push_store(store(2, &big)));
         assert!(!b.push_store(store(3, "x")));
@@ -339,7 +333,7 @@ mod tests {
 
     #[test]
     fn bounded() {
-        let mut b = Background::new(1000, 10_000);
+        let mut b = Background::new(1000, 10_000, 16);
         for _ in 0..MAX_QUEUED {
             assert!(b.push(Job::KeyRefresh("h".into())));
         }

@@ -367,7 +367,7 @@ mod tests {
     fn one_refill_in_flight_per_slot() {
         let a = MockHost::default();
         let b = MockHost::default().sharing(&a);
-        let background = RefCell::new(Background::new(1000, 10_000));
+        let background = RefCell::new(Background::new(1000, 10_000, 1));
         let n = need("k", "m");
         assert!(queue_refill(&a, &background, &n, 100));
         assert!(!queue_refill(&b, &background, &n, 200), "in flight");

@@ -182,10 +182,7 @@ impl RootContext for Root {
                     .budgets
                     .as_ref()
                     .map(|b| RefCell::new(Reporter::new(&Envoy, b, Rc::clone(&sidecar))));
-                let background = RefCell::new(Background::new(
-                    config.sidecar.timeout_ms,
-                    config.key_cache_ttl_ms,
-                ));
+                let background = RefCell::new(Background::for_config(&config));
                 host::set_tick_period_ms(TICK_MS);
                 let shared = Rc::new(Shared {
                     config,

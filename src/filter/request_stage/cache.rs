@@ -14,7 +14,7 @@ use crate::core::error::GatewayError;
 use crate::core::request::LlmRequest;
 use crate::core::routing::Route;
 use crate::core::usage::Usage;
-use crate::filter::background::{CacheStore, Listing};
+use crate::filter::background::CacheStore;
 use crate::filter::cache_index;
 use crate::filter::env::Host;
 use crate::filter::sidecar;
@@ -52,8 +52,15 @@ pub struct CacheState {
     pending_lease: Option<LeaseRequest>,
 }
 
-#[cfg(test)]
 impl CacheState {
+    /// The key as the sidecar knows it.
+    fn key_hex(&self) -> String {
+        let mut key = String::with_capacity(64);
+        crate::core::hex::push(&mut key, &self.key);
+        key
+    }
+
+    #[cfg(test)]
     pub fn key_for_tests(&self) -> [u8; 32] {
         self.key
     }
@@ -119,9 +126,9 @@ impl<H: Host> RequestStage<H> {
         let (Some(state), Some(config)) = (&self.cache, &self.shared.config.cache) else {
             return false;
         };
-        let mut key = String::with_capacity(64);
-        crate::core::hex::push(&mut key, &state.key);
-        let Ok(body) = serde_json::to_vec(&CacheGet { key }) else {
+        let Ok(body) = serde_json::to_vec(&CacheGet {
+            key: state.key_hex(),
+        }) else {
             return false;
         };
         let timeout = Duration::from_millis(config.timeout_ms);
@@ -249,10 +256,8 @@ impl<H: Host> RequestStage<H> {
         } else {
             "application/json"
         };
-        let mut key = String::with_capacity(64);
-        crate::core::hex::push(&mut key, &state.key);
         let put = CachePut {
-            key,
+            key: state.key_hex(),
             ttl_s: state.ttl_s,
             answer: CachedAnswer {
                 content_type: content_type.into(),
@@ -269,16 +274,8 @@ impl<H: Host> RequestStage<H> {
             return;
         };
         let store = CacheStore {
-            listing: Listing {
-                key: state.key,
-                expires_s: self.host.now_ms() / 1000 + state.ttl_s,
-                index_slots: self
-                    .shared
-                    .config
-                    .cache
-                    .as_ref()
-                    .map_or(1, |c| c.index_slots),
-            },
+            key: state.key,
+            expires_s: self.host.now_ms() / 1000 + state.ttl_s,
             put,
         };
         if self.shared.background.borrow_mut().push_store(store) {

@@ -47,29 +47,34 @@ impl<H: Host> RequestStage<H> {
             }
         }
         let shared = Rc::clone(&self.shared);
-        let (route, chain) = routing::resolve(&shared.config, api, &request.model, request.stream)?;
+        let (mut route, mut chain) =
+            routing::resolve(&shared.config, api, &request.model, request.stream)?;
         let pins = shared
             .config
             .residency
             .as_ref()
             .and_then(|r| r.pins(self.key_info().ok().flatten()));
-        let (route, chain) = match pins {
-            None => (route, chain),
-            Some(pins) => {
-                // Recorded if refused.
-                self.forwarded = Some(Exchange::new(api, &request, &route));
-                let on_chain = chain.is_some();
-                let call = (api, request.model.as_str(), request.stream);
-                let (route, chain) = residency::apply(&shared.config, &pins, call, route, chain)?;
-                // Sent to one target of its chain: an attempt stage there lets it go.
-                if on_chain && chain.is_none() && !self.host.set_property(DIRECT, b"1") {
-                    return Err(GatewayError::Internal(
-                        "could not mark the request as prepared",
-                    ));
+        if let Some(pins) = pins {
+            let call = (api, request.model.as_str(), request.stream);
+            match residency::apply(&shared.config, &pins, call, &route, chain.as_ref()) {
+                Ok(None) => {}
+                Ok(Some(target)) => {
+                    // Sent to one target of its chain: an attempt stage there lets it go.
+                    if !self.host.set_property(DIRECT, b"1") {
+                        return Err(GatewayError::Internal(
+                            "could not mark the request as prepared",
+                        ));
+                    }
+                    route = target;
+                    chain = None;
                 }
-                (route, chain)
+                Err(refused) => {
+                    // Recorded: the ledger and the audit log show the refusal.
+                    self.forwarded = Some(Exchange::new(api, &request, &route));
+                    return Err(refused);
+                }
             }
-        };
+        }
         // Recorded before the guardrails, so a blocked request is recorded too.
         self.forwarded = Some(Exchange::new(api, &request, &route));
         self.check_input(api, &mut request)?;

@@ -63,10 +63,7 @@ fn shared(extra: Value) -> Rc<Shared> {
             .budgets
             .as_ref()
             .map(|b| RefCell::new(Reporter::new(&metrics, b, Rc::clone(&sidecar)))),
-        background: RefCell::new(Background::new(
-            config.sidecar.timeout_ms,
-            config.key_cache_ttl_ms,
-        )),
+        background: RefCell::new(Background::for_config(&config)),
         memory_gauge: None,
         request_counter: Cell::new(1),
         id_seed: 7,
