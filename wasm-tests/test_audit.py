@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from test_budgets import settled
+from test_budgets import ledger, settled
 from stack import SIDECAR
 
 
@@ -93,3 +93,49 @@ def test_requests_are_logged_with_hmacs_of_their_bodies_and_the_log_verifies(sta
         out = subprocess.run([str(sidecar), "--db", "absent.db", *args], cwd=elsewhere, capture_output=True, text=True)
         assert out.returncode == 0 and "OK" in out.stdout, out.stdout + out.stderr
     assert not (elsewhere / "absent.db").exists(), "the auditor's copy needs no database"
+
+
+def logged_entries(stack, tmp_path) -> list[dict]:
+    """Every entry of the log, from an export."""
+    out = tmp_path / "log.jsonl"
+    stack.cli("audit", "export", "--out", str(out))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    return [json.loads(line["body"]) for line in lines if "body" in line]
+
+
+def test_refusals_are_logged_without_a_ledger_row(stack, audited, tmp_path):
+    """A bad key, a model the key may not use and a budget refusal each
+    leave a `refused` entry with the error code, and no ledger row."""
+    start = int(time.time()) - 1
+    team = f"audit-refusals-{uuid.uuid4().hex[:8]}"
+    scoped = stack.admin("POST", "/admin/keys", {"team": team, "models": ["claude-*"]})
+    capped = stack.admin("POST", "/admin/keys", {"team": team})
+    stack.admin("POST", "/admin/budgets", {"scope": "key", "scope_id": capped["id"], "kind": "requests",
+                                           "limit": 1, "period": "daily", "mode": "hard"})
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "echo: hi"}]}).encode()
+    assert post(audited.base_url, f"sk-not-a-key-{uuid.uuid4().hex}", body)[0] == 401
+    assert post(audited.base_url, scoped["key"], body)[0] == 403
+    assert post(audited.base_url, capped["key"], body)[0] == 200
+    assert post(audited.base_url, capped["key"], body)[0] == 429
+
+    def ours(entries):
+        return [e for e in entries if e["kind"] == "request" and (
+            e.get("team") == team or (e.get("reason") == "invalid_api_key" and e["ts"] >= start))]
+
+    deadline = time.time() + 15
+    while True:
+        found = ours(logged_entries(stack, tmp_path))
+        if len([e for e in found if e["decision"] == "refused"]) >= 3 or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    refused = {e["reason"]: e for e in found if e["decision"] == "refused"}
+    assert set(refused) == {"invalid_api_key", "model_not_allowed", "budget_exceeded"}, found
+    assert "key_id" not in refused["invalid_api_key"] and refused["invalid_api_key"]["status"] == 401
+    assert refused["model_not_allowed"]["key_id"] == scoped["id"]
+    assert refused["model_not_allowed"]["model"] == "gpt-4o"
+    assert refused["budget_exceeded"]["key_id"] == capped["id"]
+    assert refused["budget_exceeded"]["status"] == 429 and refused["budget_exceeded"]["cost_usd"] == 0
+    assert [e["decision"] for e in found if e.get("key_id") == capped["id"]].count("forwarded") == 1
+    # The ledger has the one forwarded request only.
+    assert len(settled(stack, capped["id"], 1)) == 1
+    assert not ledger(stack, scoped["id"])

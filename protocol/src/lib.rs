@@ -456,6 +456,15 @@ pub struct UsageReport {
     /// provider or deployment), for the audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The gateway refused the request before it was routed (a bad key, a
+    /// budget, a model the key may not use, the sidecar unreachable, ...):
+    /// the error code the client got. Such a report is for the audit log
+    /// only: no ledger row, no usage, no budget touched (a key out of
+    /// budget retrying must not grow the ledger). Guardrail blocks and
+    /// residency refusals, decided after routing, are ordinary
+    /// `forwarded: false` reports instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

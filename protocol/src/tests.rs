@@ -230,6 +230,7 @@ fn usage_report() -> UsageReport {
         request_digest: None,
         response_digest: None,
         region: None,
+        refused: None,
     }
 }
 

@@ -143,9 +143,14 @@ impl Store {
             let mut tallies = Tallies::default();
             let mut out: Vec<Option<Settled>> = vec![None; reports.len()];
             let mut audited = Vec::new();
+            let mut refusals = Vec::new();
             for &(i, r) in &order {
                 // Reports carry the filter's clock; one from the future counts as now.
                 let ts = self.clock().from_real(r.ts).min(now);
+                if r.refused.is_some() {
+                    refusals.push((i, r, ts));
+                    continue;
+                }
                 // Nothing reached a provider: the cost is known to be 0.
                 let price = if r.forwarded {
                     prices.for_request(&r.upstream_model, &r.model)
@@ -199,6 +204,18 @@ impl Store {
             for (r, ts, cost, priced) in audited {
                 let digests = [r.request_digest.as_deref(), r.response_digest.as_deref()];
                 log.push_request(r, digests, ts, cost, priced)?;
+            }
+            // Refusals: an audit entry each (once), nothing else.
+            for (i, r, ts) in refusals {
+                let appended = log.push_refusal(r, ts)?;
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(Settled {
+                        request_id: r.request_id.clone(),
+                        cost_usd: 0.0,
+                        priced: true,
+                        duplicate: !appended,
+                    });
+                }
             }
             Ok(out.into_iter().flatten().collect::<Vec<_>>())
         })?;

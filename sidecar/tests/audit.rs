@@ -33,6 +33,7 @@ on_both_backends!(
     proofs_check_with_only_the_public_key,
     forgetting_a_team_erases_its_hmacs_and_keeps_the_log_verifiable,
     concurrent_settles_append_a_dense_log,
+    refusals_are_logged_once_and_never_billed,
 );
 
 /// A log under test: the store, its key file and a scratch directory.
@@ -610,6 +611,59 @@ fn concurrent_settles_append_a_dense_log(backend: Backend) {
     });
     let entries = log.entries();
     assert_eq!(entries.len(), 120);
+    log.ok(&["checkpoint"]);
+    assert!(log.ok(&["verify"]).contains("OK:"));
+}
+
+fn refusals_are_logged_once_and_never_billed(backend: Backend) {
+    let Some(log) = Log::new(backend) else { return };
+    hard_budget(
+        &log.store,
+        Scope::Team,
+        "eng",
+        Kind::Requests,
+        1.0,
+        Period::Daily,
+    );
+    let refusal = |id: &str, code: &str| UsageReport {
+        refused: Some(code.into()),
+        forwarded: false,
+        status: 429,
+        input_tokens: 0,
+        output_tokens: 0,
+        guardrail_events: vec![],
+        ..report(id, Some("eng"))
+    };
+    let batch = [
+        refusal("x1", "budget_exceeded"),
+        report("r1", Some("eng")),
+        refusal("x2", "invalid_api_key"),
+    ];
+    let settled = log.store.settle(&batch).unwrap();
+    assert!(settled.iter().all(|s| !s.duplicate), "{settled:?}");
+    // Sent again (an answer lost on the way): nothing more.
+    let again = log.store.settle(&batch[..1]).unwrap();
+    assert!(again[0].duplicate);
+    let entries = log.entries();
+    let reasons: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["request_id"].as_str().unwrap(),
+                e["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [("r1", "forwarded"), ("x1", "refused"), ("x2", "refused")]
+    );
+    assert_eq!(entries[1]["reason"], "budget_exceeded");
+    assert_eq!(entries[2]["cost_usd"], 0.0);
+    // One ledger row: the forwarded request's.
+    let rows = log.store.ledger(None, 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].request_id, "r1");
     log.ok(&["checkpoint"]);
     assert!(log.ok(&["verify"]).contains("OK:"));
 }

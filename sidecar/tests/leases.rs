@@ -130,6 +130,7 @@ fn report(
         request_digest: None,
         response_digest: None,
         region: None,
+        refused: None,
     }
 }
 

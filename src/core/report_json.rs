@@ -47,13 +47,14 @@ pub fn encode(report: &UsageReport) -> Vec<u8> {
     if r.cache_hit {
         bool_field(&mut out, "cache_hit", true);
     }
-    for (name, digest) in [
+    for (name, value) in [
         ("request_digest", &r.request_digest),
         ("response_digest", &r.response_digest),
         ("region", &r.region),
+        ("refused", &r.refused),
     ] {
-        if let Some(digest) = digest {
-            str_field(&mut out, name, digest, false);
+        if let Some(value) = value {
+            str_field(&mut out, name, value, false);
         }
     }
     out.push(b'}');
@@ -284,6 +285,7 @@ mod tests {
             request_digest: g.opt(),
             response_digest: g.opt(),
             region: g.opt(),
+            refused: g.opt(),
         }
     }
 

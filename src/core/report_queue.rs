@@ -10,7 +10,10 @@
 //! - the sidecar refuses the batch (4xx, or a 5xx `MAX_ATTEMPTS` times in
 //!   a row): the batch is split in halves and retried; a single report it
 //!   refuses is dropped and counted, so one report can never stop billing
-//!   for the reports behind it.
+//!   for the reports behind it;
+//! - refusals (reports for the audit log only) wait in a lane of their own,
+//!   bounded alike and sent after the billing reports, so a flood of bad
+//!   keys can neither push a billing report out nor hold it back.
 
 use super::budget::UsageReport;
 use super::report_json;
@@ -61,8 +64,12 @@ pub struct ReportQueue {
     max_queued: usize,
     max_batch: usize,
     flush_interval_ms: u64,
+    /// Reports that bill (or record a request that ran).
     queue: VecDeque<Vec<u8>>,
-    in_flight: Option<Vec<Vec<u8>>>,
+    /// Refusals, for the audit log only.
+    refusals: VecDeque<Vec<u8>>,
+    /// The batch the sidecar has; its last `.1` reports are refusals.
+    in_flight: Option<(Vec<Vec<u8>>, usize)>,
     last_flush_ms: u64,
     /// Batch size while the sidecar refuses batches; back to `max_batch` on success.
     batch_limit: usize,
@@ -77,6 +84,7 @@ impl ReportQueue {
             max_batch: max_batch.max(1),
             flush_interval_ms,
             queue: VecDeque::new(),
+            refusals: VecDeque::new(),
             in_flight: None,
             last_flush_ms: 0,
             batch_limit: max_batch.max(1),
@@ -86,15 +94,19 @@ impl ReportQueue {
 
     /// Reports not yet taken by the sidecar (queued and in flight).
     pub fn pending(&self) -> usize {
-        self.queue.len() + self.in_flight.as_ref().map_or(0, Vec::len)
+        self.queued() + self.in_flight.as_ref().map_or(0, |(b, _)| b.len())
+    }
+
+    fn queued(&self) -> usize {
+        self.queue.len() + self.refusals.len()
     }
 
     /// A whole batch waits (the queue is behind the requests).
     pub fn has_full_batch(&self) -> bool {
-        self.queue.len() >= self.max_batch
+        self.queued() >= self.max_batch
     }
 
-    /// Queues a report; a full queue drops its oldest (counted).
+    /// Queues a report; a full lane drops its oldest (counted).
     pub fn push(&mut self, report: &UsageReport) -> Tally {
         let mut tally = Tally::default();
         let encoded = report_json::encode(report);
@@ -102,34 +114,45 @@ impl ReportQueue {
             tally.dropped += 1;
             return tally;
         }
-        if self.queue.len() >= self.max_queued && self.queue.pop_front().is_some() {
+        let lane = if report.refused.is_some() {
+            &mut self.refusals
+        } else {
+            &mut self.queue
+        };
+        if lane.len() >= self.max_queued && lane.pop_front().is_some() {
             tally.dropped += 1;
         }
-        self.queue.push_back(encoded);
+        lane.push_back(encoded);
         tally
     }
 
-    /// The body of the next batch when one is due and none is in flight.
+    /// The body of the next batch when one is due and none is in flight:
+    /// billing reports first, then refusals.
     pub fn next_batch(&mut self, now_ms: u64) -> Option<Vec<u8>> {
-        let due = self.queue.len() >= self.max_batch
+        let due = self.queued() >= self.max_batch
             || now_ms.saturating_sub(self.last_flush_ms) >= self.flush_interval_ms;
-        if self.in_flight.is_some() || self.queue.is_empty() || !due {
+        if self.in_flight.is_some() || self.queued() == 0 || !due {
             return None;
         }
         self.last_flush_ms = now_ms;
         let mut batch = Vec::new();
         let mut bytes = 0;
-        while let Some(next) = self.queue.front() {
-            let full = batch.len() >= self.batch_limit.min(self.max_batch)
-                || (!batch.is_empty() && bytes + next.len() + 1 > MAX_BATCH_BYTES);
-            if full {
-                break;
+        let limit = self.batch_limit.min(self.max_batch);
+        let mut refusals = 0;
+        for (lane, is_refusal) in [(&mut self.queue, false), (&mut self.refusals, true)] {
+            while let Some(next) = lane.front() {
+                let full = batch.len() >= limit
+                    || (!batch.is_empty() && bytes + next.len() + 1 > MAX_BATCH_BYTES);
+                if full {
+                    break;
+                }
+                bytes += next.len() + 1;
+                batch.extend(lane.pop_front());
+                refusals += usize::from(is_refusal);
             }
-            bytes += next.len() + 1;
-            batch.extend(self.queue.pop_front());
         }
         let body = batch_body(&batch);
-        self.in_flight = Some(batch);
+        self.in_flight = Some((batch, refusals));
         Some(body)
     }
 
@@ -141,7 +164,7 @@ impl ReportQueue {
     /// The sidecar's answer to the batch in flight.
     pub fn finish(&mut self, delivery: Delivery) -> Tally {
         let mut tally = Tally::default();
-        let Some(batch) = self.in_flight.take() else {
+        let Some((mut batch, refusals)) = self.in_flight.take() else {
             return tally;
         };
         let n = batch.len();
@@ -168,12 +191,15 @@ impl ReportQueue {
             }
             self.batch_limit = (n / 2).max(1);
         }
-        for report in batch.into_iter().rev() {
-            self.queue.push_front(report);
-        }
-        while self.queue.len() > self.max_queued {
-            if self.queue.pop_back().is_some() {
-                tally.dropped += 1;
+        let refused_part = batch.split_off(n - refusals);
+        for (lane, reports) in [(&mut self.queue, batch), (&mut self.refusals, refused_part)] {
+            for report in reports.into_iter().rev() {
+                lane.push_front(report);
+            }
+            while lane.len() > self.max_queued {
+                if lane.pop_back().is_some() {
+                    tally.dropped += 1;
+                }
             }
         }
         tally
@@ -209,6 +235,7 @@ mod tests {
             request_digest: None,
             response_digest: None,
             region: None,
+            refused: None,
             key_id: Some("key_1".into()),
             team: None,
             user: None,
@@ -343,6 +370,36 @@ mod tests {
         q.push(&report("b", 1));
         assert_eq!(q.push(&report("c", 1)).dropped, 1);
         assert_eq!(ids(&q.next_batch(0).unwrap()), ["b", "c"]);
+    }
+
+    #[test]
+    fn refusals_never_push_out_or_hold_back_billing_reports() {
+        let refusal = |id: &str| {
+            let mut r = report(id, 1);
+            r.refused = Some("invalid_api_key".into());
+            r
+        };
+        let mut q = ReportQueue::new(2, 3, 0);
+        q.push(&report("a", 1));
+        q.push(&refusal("x1"));
+        q.push(&report("b", 1));
+        // A flood of refusals drops only refusals.
+        for i in 2..10 {
+            let dropped = q.push(&refusal(&format!("x{i}"))).dropped;
+            assert_eq!(dropped, u64::from(i > 2), "x{i}");
+        }
+        assert_eq!(q.pending(), 4);
+        // Billing reports go first; refusals fill the rest of the batch.
+        assert_eq!(ids(&q.next_batch(0).unwrap()), ["a", "b", "x8"]);
+        // Back from a failed send, each returns to its own lane, in order;
+        // a lane over its bound loses its newest report.
+        q.push(&report("c", 1));
+        assert_eq!(q.pending(), 5);
+        assert_eq!(q.finish(Delivery::Later).dropped, 1);
+        assert_eq!(q.pending(), 4);
+        assert_eq!(ids(&q.next_batch(1).unwrap()), ["a", "b", "x8"]);
+        assert_eq!(q.finish(Delivery::Taken).sent, 3);
+        assert_eq!(ids(&q.next_batch(2).unwrap()), ["x9"]);
     }
 
     #[test]

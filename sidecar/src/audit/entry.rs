@@ -213,6 +213,9 @@ fn decision(r: &UsageReport) -> (Decision, Option<String>) {
     if r.forwarded {
         return (Decision::Forwarded, None);
     }
+    if let Some(code) = &r.refused {
+        return (Decision::Refused, Some(code.clone()));
+    }
     match r.guardrail_events.iter().find(|e| e.action == "block") {
         Some(e) => (
             Decision::Blocked,
@@ -307,6 +310,12 @@ mod tests {
         r.forwarded = false;
         r.status = 429;
         assert_eq!(decision(&r), (Decision::Refused, Some("status 429".into())));
+        r.refused = Some("budget_exceeded".into());
+        assert_eq!(
+            decision(&r),
+            (Decision::Refused, Some("budget_exceeded".into()))
+        );
+        r.refused = None;
         r.guardrail_events[0].action = "block".into();
         assert_eq!(
             decision(&r),

@@ -120,6 +120,21 @@ impl<'t> Appender<'t> {
         self.insert(entry.kind(), entry.request_id(), entry.fields()?, ts)
     }
 
+    /// A refusal's entry, unless the log has this request already (a batch
+    /// sent again); checked under the append lock, so it is never twice.
+    pub fn push_refusal(&mut self, r: &UsageReport, ts: i64) -> Result<bool> {
+        let logged = self.tx.query(
+            "SELECT seq FROM audit_entries WHERE request_id = $1 LIMIT 1",
+            &params![&r.request_id],
+        )?;
+        if !logged.is_empty() {
+            return Ok(false);
+        }
+        let digests = [r.request_digest.as_deref(), r.response_digest.as_deref()];
+        self.push_request(r, digests, ts, 0.0, true)?;
+        Ok(true)
+    }
+
     /// A digest the filter sent, if it is one: a malformed one is left
     /// out (and logged) rather than failing the settle, which bills.
     fn digest(&self, r: &UsageReport, hex: &str) -> Option<[u8; 32]> {

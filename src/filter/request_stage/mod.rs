@@ -105,6 +105,8 @@ pub struct RequestStage<H: Host> {
     cache_wish: ClientWish,
     /// SHA-256 hex of the client's body, for the audit log (`audit.body_digests`).
     request_digest: Option<String>,
+    /// A refusal before routing, reported for the audit log only.
+    refused: Option<record::Refusal>,
 }
 
 impl<H: Host> RequestStage<H> {
@@ -131,6 +133,7 @@ impl<H: Host> RequestStage<H> {
             cache: None,
             cache_wish: ClientWish::Use,
             request_digest: None,
+            refused: None,
             trace: None,
             forwarded: None,
             lease_need: None,
@@ -198,18 +201,30 @@ impl<H: Host> RequestStage<H> {
         self.host
             .send_json(error.status(), &body, error.retry_after_s());
         // Nothing went upstream: no bill, no upstream span. A guardrail
-        // block or a residency refusal is still recorded, at no cost: the
-        // ledger and the audit log show them. (Budget refusals are not:
-        // a key out of budget could write a row per retry.)
+        // block or a residency refusal is recorded at no cost (the ledger
+        // and the audit log show them); any other refusal of an API call
+        // goes to the audit log only, since a key out of budget retrying
+        // must not grow the ledger. What the client got, for the record:
+        self.response.status = error.status();
+        self.response.sent(&body);
         let forwarded = self.forwarded.take();
-        if matches!(
-            error,
-            GatewayError::GuardrailBlocked { .. } | GatewayError::RegionNotAllowed(_)
-        ) {
-            self.answered = forwarded;
-            // What the client got, for the record.
-            self.response.status = error.status();
-            self.response.sent(&body);
+        match error {
+            GatewayError::GuardrailBlocked { .. } | GatewayError::RegionNotAllowed(_) => {
+                self.answered = forwarded;
+            }
+            // A path the gateway does not serve is no API call to audit.
+            GatewayError::NotFound(_) => {}
+            _ => {
+                let model = match error {
+                    GatewayError::ModelNotAllowed(m) | GatewayError::UnknownModel(m) => m.clone(),
+                    _ => String::new(),
+                };
+                self.refused = Some(record::Refusal {
+                    code: error.code(),
+                    model,
+                    routed: forwarded,
+                });
+            }
         }
         self.phase = Phase::Done;
         Action::Pause
@@ -391,6 +406,8 @@ impl<H: Host> HttpContext for RequestStage<H> {
             self.record(forwarded, true);
         } else if let Some(answered) = self.answered.take() {
             self.record(answered, false);
+        } else if let Some(refusal) = self.refused.take() {
+            self.record_refusal(refusal);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The end of a request (`on_log`): Envoy counters, the usage report for
 //! the sidecar and the trace, for a request that was forwarded or refused
-//! by a guardrail (no upstream span, no cost).
+//! by a guardrail (no upstream span, no cost); for any other refusal, a
+//! report for the audit log only.
 
 use super::RequestStage;
 use crate::core::auth::{KeyCheck, KeyInfo};
@@ -16,7 +17,67 @@ use crate::filter::stats;
 use crate::filter::trace::RequestTrace;
 use std::rc::Rc;
 
+/// A request the gateway refused before routing it (or, for a budget,
+/// right after): what the audit log gets.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    /// The error code the client got.
+    pub code: &'static str,
+    /// The model asked for, when the refusal names it.
+    pub model: String,
+    /// The route, when one was decided.
+    pub routed: Option<Exchange>,
+}
+
 impl<H: Host> RequestStage<H> {
+    /// Reports a refusal for the audit log (no ledger row: `refused` says
+    /// so to the sidecar). Bad keys are reported too, without a key id.
+    pub(super) fn record_refusal(&mut self, refusal: Refusal) {
+        let shared = Rc::clone(&self.shared);
+        let Some(reporter) = &shared.reporter else {
+            return;
+        };
+        let now = self.host.now_ns();
+        let key = match self.key.as_deref() {
+            Some(KeyCheck::Valid(info)) => Some(info),
+            _ => None,
+        };
+        let (model, upstream_model, provider, region) = match refusal.routed {
+            Some(f) => (f.model, f.upstream_model, f.provider, f.region),
+            None => (refusal.model, String::new(), String::new(), None),
+        };
+        let report = UsageReport {
+            request_id: std::mem::take(&mut self.request_id),
+            reservation_id: None,
+            key_id: key.map(|k| k.key_id.clone()),
+            team: key.and_then(|k| k.team.clone()),
+            user: key.and_then(|k| k.user.clone()),
+            model,
+            upstream_model,
+            provider,
+            api: self.api_name().into(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            status: self.response.status,
+            latency_ms: now.saturating_sub(self.started_ns) / 1_000_000,
+            estimated: false,
+            stream: false,
+            guardrail_events: Vec::new(),
+            forwarded: false,
+            ts: budget::unix_secs(now),
+            lease_id: None,
+            lease_debits: Vec::new(),
+            cache_hit: false,
+            request_digest: self.request_digest.take(),
+            response_digest: self.response.digest.take().map(digest::hex_of),
+            region,
+            refused: Some(refusal.code.into()),
+        };
+        reporter.borrow_mut().push(&self.host, report);
+    }
+
     /// The usage report for the sidecar; tokens are estimated when the
     /// provider sent no usage (or the response was cut short). A request
     /// that was not forwarded has none. The request is over, so its ids and
@@ -68,6 +129,7 @@ impl<H: Host> RequestStage<H> {
             request_digest: self.request_digest.take(),
             response_digest: self.response.digest.take().map(digest::hex_of),
             region: f.region,
+            refused: None,
         }
     }
 

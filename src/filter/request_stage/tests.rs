@@ -368,6 +368,61 @@ fn the_end_of_a_request_queues_its_report_and_spans_for_the_root_tick() {
 }
 
 #[test]
+fn refusals_are_reported_for_the_audit_log_only() {
+    let shared = shared(json!({"budgets": {"enforce": false}}));
+    let root = MockHost::default();
+    let reporter = shared.reporter.as_ref().unwrap();
+    let budgets = shared.config.budgets.as_ref().unwrap();
+    *reporter.borrow_mut() = Reporter::new(&root, budgets, Rc::clone(&shared.sidecar));
+    // A bad key, a model the key may not use, and a path the gateway does
+    // not serve (no API call: not reported).
+    let mut bad = authorized(
+        &shared,
+        chat("sk-bad", &openai("gpt-4o", "hi")),
+        r#"{"valid": false}"#,
+    );
+    bad.on_log();
+    let scoped = r#"{"valid": true, "key_id": "k2", "team": "research", "models": ["claude-*"]}"#;
+    let mut denied = authorized(&shared, chat("sk-b", &openai("gpt-4o", "hi")), scoped);
+    assert_eq!(body_end(&mut denied), Action::Pause);
+    assert_eq!(denied.host.reply().unwrap().status, 403);
+    denied.on_log();
+    let mut lost = RequestStage::new(
+        Rc::clone(&shared),
+        MockHost::request(
+            "GET",
+            "/v2/nothing",
+            &[("authorization", "Bearer sk-a")],
+            b"",
+        ),
+    );
+    assert_eq!(lost.on_http_request_headers(0, true), Action::Pause);
+    lost.on_log();
+
+    reporter
+        .borrow_mut()
+        .tick(&root, bad.host.now_ms() + 10_000);
+    let calls = root.callouts.borrow().clone();
+    assert_eq!(calls.len(), 1);
+    let batch: Value = serde_json::from_slice(&calls[0].body).unwrap();
+    let reports = batch["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{batch}");
+    let (bad, denied) = (&reports[0], &reports[1]);
+    assert_eq!(bad["refused"], "invalid_api_key");
+    assert_eq!(bad["status"], 401);
+    assert_eq!(bad["key_id"], Value::Null);
+    assert_eq!(bad["forwarded"], false);
+    assert_eq!(denied["refused"], "model_not_allowed");
+    assert_eq!(denied["status"], 403);
+    assert_eq!(
+        (&denied["key_id"], &denied["team"]),
+        (&json!("k2"), &json!("research"))
+    );
+    assert_eq!(denied["model"], "gpt-4o");
+    assert_eq!(denied["api"], "chat_completions");
+}
+
+#[test]
 fn a_report_queue_behind_the_requests_sends_the_next_batch_when_one_is_taken() {
     let shared = shared(json!({"chain": "two_stage", "budgets": {"max_batch": 2}}));
     let reporter = shared.reporter.as_ref().unwrap();
