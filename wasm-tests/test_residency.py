@@ -1,7 +1,8 @@
 """Data residency: the shipped config pins team `eu-legal` to `eu`, where
-only the Azure deployment serves. Its requests to a US-served model are
-refused in the client's format before any byte leaves; on the fallback
-chain the US targets are skipped; the audit log records the region that
+only the Azure deployment serves, and team `us-public-sector` to `us`. A
+request to a model served elsewhere is refused in the client's format
+before any byte leaves; on the fallback chain targets outside the pin are
+skipped, and the ones inside still fall back on their region's cluster; the audit log records the region that
 served; a pin no model can serve stops Envoy at start-up."""
 
 import json
@@ -54,6 +55,45 @@ def test_the_pinned_region_serves_and_the_chain_skips_targets_outside_it(stack, 
     assert [r["path"] for r in provider_requests(stack)] == ["/v1/chat/completions"]
 
 
+def test_a_pinned_request_falls_back_among_the_targets_in_its_region(stack):
+    """Team us-public-sector is pinned to `us`: gpt-4o-ha's US targets
+    (OpenAI, then Anthropic) keep falling back on their own aggregate
+    cluster (region_clusters.us), and the Azure (eu) target is never tried."""
+    key = stack.admin("POST", "/admin/keys", {"team": "us-public-sector"})["key"]
+    stack.mock("DELETE", "/__mock/faults")
+    stack.mock("DELETE", "/__mock/requests")
+    stack.mock("POST", "/__mock/faults", {"fault": "429", "count": 1, "flavor": "openai"})
+    try:
+        raw = openai_client(stack.envoy.base_url, key).chat.completions.with_raw_response.create(
+            model="gpt-4o-ha", messages=MESSAGES)
+    finally:
+        stack.mock("DELETE", "/__mock/faults")
+    assert raw.headers["x-tollgate-target"] == "anthropic-ha/claude-sonnet-4-6"
+    assert raw.parse().choices[0].message.content
+    assert [r["path"] for r in provider_requests(stack)] == ["/v1/chat/completions", "/v1/messages"]
+
+
+def settings_changed(change):
+    """A customize hook for the rendered config: `change(settings)` on the
+    filter's settings."""
+    def customize(config):
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        plugin = hcm["http_filters"][0]["typed_config"]["config"]["configuration"]
+        settings = json.loads(plugin["value"])
+        change(settings)
+        plugin["value"] = json.dumps(settings)
+    return customize
+
+
+def test_a_pin_that_leaves_a_chain_without_its_region_cluster_stops_envoy(tmp_path):
+    def without_region_clusters(settings):
+        for model in settings["models"]:
+            model.pop("region_clusters", None)
+
+    log = rejected_config(tmp_path, settings_changed(without_region_clusters))
+    assert "residency.teams.us-public-sector: 2 of the 3 targets of model `gpt-4o-ha` serve from us" in log, log
+
+
 def test_the_audit_log_records_the_region_that_served_and_each_refusal(stack, eu):
     key, kid = eu
     client = openai_client(stack.envoy.base_url, key)
@@ -72,11 +112,7 @@ def test_the_audit_log_records_the_region_that_served_and_each_refusal(stack, eu
 
 
 def test_a_pin_no_model_serves_stops_envoy_at_start_up(tmp_path):
-    def broken(config):
-        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        plugin = hcm["http_filters"][0]["typed_config"]["config"]["configuration"]
-        settings = json.loads(plugin["value"])
+    def typo(settings):
         settings["residency"] = {"teams": {"eu-legal": ["ue"]}}
-        plugin["value"] = json.dumps(settings)
 
-    assert "residency.teams.eu-legal: no model is served from ue" in rejected_config(tmp_path, broken)
+    assert "residency.teams.eu-legal: no model is served from ue" in rejected_config(tmp_path, settings_changed(typo))

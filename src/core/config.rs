@@ -8,9 +8,10 @@ use super::glob;
 use super::guard::{GuardrailConfig, Guardrails};
 use super::provider::unused_settings;
 pub use super::provider::ProviderKind;
-use super::residency::ResidencyConfig;
+use super::residency::{self, ResidencyConfig};
 use super::telemetry::TracingConfig;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// What the request stage does when the sidecar cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -186,6 +187,12 @@ pub struct ModelRoute {
     /// (an Azure deployment in another region).
     #[serde(default)]
     pub region: Option<String>,
+    /// For a chain with targets in several regions: per set of regions
+    /// (`eu`, or `eu+uk`, sorted), an Envoy aggregate cluster over the
+    /// chain's targets there, in chain order. A request pinned to those
+    /// regions falls back among them on it.
+    #[serde(default)]
+    pub region_clusters: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -258,6 +265,11 @@ impl Config {
             .map_err(|e| format!("invalid tollgate configuration JSON: {e}"))?;
         let mut problems = config.problems();
         problems.extend(fallback::expand(&mut config.models, &config.providers));
+        // These read the expanded chains.
+        problems.extend(residency::region_cluster_problems(&config));
+        if let Some(residency) = &config.residency {
+            problems.extend(residency.problems(&config));
+        }
         let guardrails = match config.guardrails.as_ref().map(Guardrails::new) {
             Some(Err(e)) => {
                 problems.push(format!("guardrails: {e}"));
@@ -326,9 +338,6 @@ impl Config {
         }
         if let Some(cache) = &self.cache {
             out.extend(cache.problems());
-        }
-        if let Some(residency) = &self.residency {
-            out.extend(residency.problems(self));
         }
         out
     }

@@ -156,7 +156,7 @@ impl Plan {
                 entry: c.entry,
                 api,
                 stream: request.stream,
-                prepared: !neutral,
+                prepared: (!neutral).then_some(c.first),
                 model: exchange.model.clone(),
             }),
         })

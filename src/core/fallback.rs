@@ -163,10 +163,10 @@ pub struct Handoff {
     pub entry: usize,
     pub api: Api,
     pub stream: bool,
-    /// Whether the forwarded body and headers are already right for the
-    /// first target (it speaks the client's API); otherwise the body is the
-    /// client's, checked, and every attempt translates it.
-    pub prepared: bool,
+    /// The target the forwarded body and headers are already right for
+    /// (the first one tried, when it speaks the client's API); `None`: the
+    /// body is the client's, checked, and every attempt translates it.
+    pub prepared: Option<usize>,
     /// The client's model name.
     pub model: String,
 }
@@ -183,7 +183,8 @@ impl Handoff {
             self.entry,
             self.api.name(),
             u8::from(self.stream),
-            u8::from(self.prepared),
+            self.prepared
+                .map_or_else(|| "-".to_string(), |k| k.to_string()),
             self.model
         )
     }
@@ -203,7 +204,10 @@ impl Handoff {
             entry,
             api,
             stream: flag(f.next())?,
-            prepared: flag(f.next())?,
+            prepared: match f.next()? {
+                "-" => None,
+                k => Some(k.parse().ok()?),
+            },
             model: f.next()?.to_string(),
         })
     }
@@ -373,11 +377,17 @@ mod tests {
             entry: 3,
             api: Api::Messages,
             stream: true,
-            prepared: false,
+            prepared: None,
             model: "gpt-4o\tx".into(),
+        };
+        assert_eq!(Handoff::decode(h.encode().as_bytes()), Some(h.clone()));
+        let h = Handoff {
+            prepared: Some(2),
+            ..h
         };
         assert_eq!(Handoff::decode(h.encode().as_bytes()), Some(h));
         assert_eq!(Handoff::decode(b"1\tmessages\t2\t0\tm"), None);
+        assert_eq!(Handoff::decode(b"1\tmessages\t1\tx\tm"), None);
         assert_eq!(Handoff::decode(b"1\tnope\t1\t0\tm"), None);
         assert_eq!(Handoff::decode(b"x"), None);
     }

@@ -37,6 +37,18 @@ pub struct Chain<'a> {
     pub max_attempts: u32,
     /// Per-attempt wait for the response headers, when configured.
     pub attempt_timeout_ms: Option<u64>,
+    /// The target the route points at: 0, or a later one when a residency
+    /// pin leaves the chain's first targets out.
+    pub first: usize,
+}
+
+/// Attempts for a chain of `targets` targets unless the model says: one
+/// per target, and at least two (a pool's single target is retried on
+/// another key).
+pub fn attempts_for(targets: usize) -> u32 {
+    u32::try_from(targets)
+        .unwrap_or(MAX_ATTEMPTS)
+        .clamp(2, MAX_ATTEMPTS)
 }
 
 /// Finds the entry for `model`: an exact name wins over patterns, then the
@@ -66,13 +78,11 @@ pub fn resolve<'a>(
     let chain = found.cluster.as_deref().map(|cluster| Chain {
         entry,
         cluster,
-        // One per target; a pool's single target gets a retry on another key.
-        max_attempts: found.max_attempts.unwrap_or_else(|| {
-            u32::try_from(found.targets.len())
-                .unwrap_or(MAX_ATTEMPTS)
-                .clamp(2, MAX_ATTEMPTS)
-        }),
+        max_attempts: found
+            .max_attempts
+            .unwrap_or_else(|| attempts_for(found.targets.len())),
         attempt_timeout_ms: found.attempt_timeout_ms,
+        first: 0,
     });
     Ok((route, chain))
 }

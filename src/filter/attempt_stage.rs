@@ -124,7 +124,7 @@ impl<H: Host> AttemptStage<H> {
         self.host.set_property(ATTEMPTS, self.record.as_bytes());
         self.provider = provider;
         // Nothing an earlier attempt changed to undo, and the body is right.
-        self.rewrite = !(first && target == 0 && handoff.prepared);
+        self.rewrite = !(first && handoff.prepared == Some(target));
         let (fast, api) = (!self.rewrite, handoff.api);
         self.attempt = Some((handoff, target));
         if fast {
@@ -165,7 +165,7 @@ impl<H: Host> AttemptStage<H> {
             return Ok(());
         };
         let route = self.route(&shared)?;
-        let (body, mut decision) = if *k == 0 && handoff.prepared {
+        let (body, mut decision) = if handoff.prepared == Some(*k) {
             (None, exchange::attempt_headers(handoff.api, &route))
         } else {
             let mut request = LlmRequest::parse(&self.host.request_body(size), None)?;

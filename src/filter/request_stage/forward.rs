@@ -11,7 +11,7 @@ use crate::core::digest;
 use crate::core::error::GatewayError;
 use crate::core::exchange::{self, Exchange, Plan};
 use crate::core::request::LlmRequest;
-use crate::core::residency;
+use crate::core::residency::{self, Pinned};
 use crate::core::routing;
 use crate::filter::attempt_stage::{DIRECT, HANDOFF};
 use crate::filter::env::Host;
@@ -57,8 +57,14 @@ impl<H: Host> RequestStage<H> {
         if let Some(pins) = pins {
             let call = (api, request.model.as_str(), request.stream);
             match residency::apply(&shared.config, &pins, call, &route, chain.as_ref()) {
-                Ok(None) => {}
-                Ok(Some(target)) => {
+                Ok(Pinned::AsResolved) => {}
+                // Along its allowed targets, on their cluster: the handoff
+                // tells the attempt stage which one the body is for.
+                Ok(Pinned::Chain(first, allowed)) => {
+                    route = first;
+                    chain = Some(allowed);
+                }
+                Ok(Pinned::Alone(target)) => {
                     // Sent to one target of its chain: an attempt stage there lets it go.
                     if !self.host.set_property(DIRECT, b"1") {
                         return Err(GatewayError::Internal(

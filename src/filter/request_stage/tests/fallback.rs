@@ -69,7 +69,7 @@ fn a_chain_goes_to_its_cluster_with_envoys_attempt_settings_and_no_key() {
             entry: 0,
             api: crate::core::api::Api::ChatCompletions,
             stream: false,
-            prepared: true,
+            prepared: Some(0),
             model: "chain".into()
         }
     );
@@ -93,7 +93,7 @@ fn a_client_of_another_api_hands_over_its_own_checked_body() {
         header(&stage.host, ":path").as_deref(),
         Some("/v1/messages")
     );
-    assert!(!handoff(&stage).prepared);
+    assert_eq!(handoff(&stage).prepared, None);
 }
 
 /// An attempt of `stage`'s request landing on `provider`'s endpoint, with
@@ -328,6 +328,59 @@ fn a_pinned_request_goes_only_to_targets_in_its_regions() {
         header(&stage.host, "x-tollgate-cluster").as_deref(),
         Some("fb")
     );
+}
+
+#[test]
+fn a_pinned_request_falls_back_among_its_allowed_targets_on_their_cluster() {
+    // Anthropic (us), then two OpenAI accounts in the EU: pinned to the
+    // EU, the request tries the EU accounts in order on their own cluster.
+    std::env::set_var(OPENAI_ENV, "sk-openai");
+    std::env::set_var(OPENAI_2_ENV, "sk-openai-2");
+    std::env::set_var(ANTHROPIC_ENV, "sk-ant");
+    let shared = shared(json!({
+        "providers": [
+            {"name": "anthropic", "kind": "anthropic", "cluster": "c_anthropic", "region": "us",
+             "auth": {"type": "env", "var": ANTHROPIC_ENV}},
+            {"name": "openai", "kind": "openai", "cluster": "c_openai", "region": "eu",
+             "auth": {"type": "env", "var": OPENAI_ENV}},
+            {"name": "openai-2", "kind": "openai", "cluster": "c_openai_2", "region": "eu",
+             "auth": {"type": "env", "var": OPENAI_2_ENV}}
+        ],
+        "models": [
+            {"name": "chain", "provider": "anthropic", "upstream_model": "claude-x",
+             "fallbacks": ["eu-1", "eu-2"], "cluster": "fb", "region_clusters": {"eu": "fb_eu"}},
+            {"name": "eu-1", "provider": "openai", "upstream_model": "gpt-4o"},
+            {"name": "eu-2", "provider": "openai-2", "upstream_model": "gpt-4o"}
+        ],
+        "residency": {"teams": {"research": ["eu"]}}
+    }));
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let host = &stage.host;
+    assert_eq!(header(host, "x-tollgate-cluster").as_deref(), Some("fb_eu"));
+    assert_eq!(header(host, "x-envoy-max-retries").as_deref(), Some("1"));
+    assert!(host.property(DIRECT).is_none());
+    // Prepared for the first EU target (it speaks the client's API).
+    assert_eq!(handoff(&stage).prepared, Some(1));
+    let body: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
+    assert_eq!(body["model"], "gpt-4o");
+    // Its first attempt goes as it is, with its key.
+    let mut first = attempt(&shared, &stage, "openai");
+    assert_eq!(first.on_http_request_headers(0, false), Action::Continue);
+    assert_eq!(
+        header(first.host(), "authorization").as_deref(),
+        Some("Bearer sk-openai")
+    );
+    // The next one carries the other account's key.
+    let mut next = attempt(&shared, &stage, "openai-2");
+    next.host()
+        .set_property(ATTEMPTS, &first.host().property(ATTEMPTS).unwrap());
+    send(&mut next);
+    assert_eq!(
+        header(next.host(), "authorization").as_deref(),
+        Some("Bearer sk-openai-2")
+    );
+    let sent: Value = serde_json::from_slice(&next.host().request_body.borrow()).unwrap();
+    assert_eq!(sent["model"], "gpt-4o");
 }
 
 #[test]
