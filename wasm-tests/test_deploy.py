@@ -23,7 +23,7 @@ import render_deploy  # conftest puts scripts/ on sys.path
 from conftest import anthropic_client, openai_client, wait_for
 from deps import find_envoy
 from render_deploy import GATEWAY_WASM, Settings
-from stack import PROVIDERS, ROOT, WASM, free_port, has_wasm_upstream_filter, render, upstream_filters
+from stack import PROVIDERS, ROOT, SIDECAR, WASM, free_port, has_wasm_upstream_filter, render, upstream_filters
 
 DEPLOY = ROOT / "deploy"
 S = Settings()
@@ -159,8 +159,8 @@ def test_the_probes_and_secrets_are_where_the_processes_expect_them():
     sidecar = find(base, "Deployment", "tollgate-sidecar")["spec"]["template"]["spec"]["containers"][0]
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert set(gateway_env(find(base, "Deployment", "tollgate-sidecar"))) == {
-        "TOLLGATE_DB", "TOLLGATE_MASTER_KEY", "TOLLGATE_SERVICE_TOKEN"}
+    from_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in sidecar["env"] if "valueFrom" in e}
+    assert set(from_secrets) == {"TOLLGATE_DB", "TOLLGATE_MASTER_KEY", "TOLLGATE_SERVICE_TOKEN"}
     service = find(base, "Service", "tollgate-sidecar")
     assert service["spec"]["ports"][0]["port"] == render_deploy.SERVICES["tollgate_sidecar"][1]
     assert "ENV TOLLGATE_LISTEN=0.0.0.0:8790" in (DEPLOY / "docker" / "sidecar.Dockerfile").read_text()
@@ -174,6 +174,43 @@ def test_the_probes_and_secrets_are_where_the_processes_expect_them():
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "probes"}
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
     assert ports == {"http": render_deploy.LISTEN_PORT, "probes": render_deploy.PROBE_PORT}
+
+
+def test_the_sidecar_signs_with_the_audit_key_secret(tmp_path):
+    """Every replica reads the one key from the Secret tollgate-audit-key,
+    mounted read-only where TOLLGATE_AUDIT_KEY points (the root filesystem
+    is read-only: there is nowhere to make a key), with a mode the key
+    loader accepts and the sidecar's user can read."""
+    modes = set()
+    for variant in ("kubernetes", "istio/single-stage", "istio/two-stage"):
+        pod = find(objects(variant), "Deployment", "tollgate-sidecar")["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert "TOLLGATE_AUDIT_KEY" in env, f"{variant}: the sidecar has no audit key and would sign nothing"
+        path = env["TOLLGATE_AUDIT_KEY"]["value"]
+        mounts = [m for m in container.get("volumeMounts", []) if os.path.dirname(path) == m["mountPath"]]
+        assert len(mounts) == 1, f"{variant}: nothing is mounted at {path}"
+        assert mounts[0]["readOnly"] is True
+        (volume,) = [v for v in pod.get("volumes", []) if v["name"] == mounts[0]["name"]]
+        secret = volume["secret"]
+        assert secret["secretName"] == "tollgate-audit-key" and not secret.get("optional", False), variant
+        assert "items" not in secret and os.path.basename(path) == "key", "the Secret's key `key` (README)"
+        # The file is root's: the sidecar's user reads it through fsGroup (a
+        # supplementary group of the pod's processes), which the kubelet makes
+        # its group, adding 0440 (a read-only volume) to defaultMode (0644 unset).
+        assert "fsGroup" in pod["securityContext"], f"{variant}: user 65532 cannot read the key"
+        modes.add(secret.get("defaultMode", 0o644) | 0o440)
+    # The key loader takes a key with that mode.
+    key = tmp_path / "key"
+    env = {"PATH": os.environ["PATH"]}
+    made = subprocess.run([str(SIDECAR), "audit", "public-key", "--audit-key", str(key)], capture_output=True,
+                          text=True, cwd=tmp_path, env=env)
+    assert made.returncode == 0 and made.stdout.startswith("tollgate-audit+"), made.stderr
+    for mode in modes:
+        key.chmod(mode)
+        mounted = subprocess.run([str(SIDECAR), "audit", "public-key"], capture_output=True, text=True,
+                                 cwd=tmp_path, env={**env, "TOLLGATE_AUDIT_KEY": str(key)})
+        assert (mounted.returncode, mounted.stdout) == (0, made.stdout), f"mode {mode:o}: {mounted.stderr}"
 
 
 def test_istio_objects_fit_together():

@@ -104,8 +104,11 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     let backend = store.backend_name();
     let store = Arc::new(store);
     let key_path = args.audit_key.resolve(db);
-    // Without its key the gateway still serves and the log still grows;
-    // `audit checkpoint` with the key signs it later.
+    // A key named with --audit-key / TOLLGATE_AUDIT_KEY (in Kubernetes, the
+    // mounted Secret) is required: a replica whose key is missing or refused
+    // must not quietly run unsigned. At the default path the gateway still
+    // serves without one and the log still grows; `audit checkpoint` with the
+    // key signs it later.
     let signer = match Signer::load_or_create(&key_path) {
         Ok(signer) => {
             info!(
@@ -113,6 +116,12 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
                 interval = ?args.audit_checkpoint_interval, "audit checkpoints on"
             );
             Some(Arc::new(signer))
+        }
+        Err(e) if args.audit_key.path.is_some() => {
+            return Err(e).context(
+                "the audit key that --audit-key / TOLLGATE_AUDIT_KEY names is unusable, so \
+                 serve does not start",
+            );
         }
         Err(e) => {
             error!(

@@ -537,3 +537,124 @@ fn listening_address(child: &mut Child) -> String {
         .recv_timeout(Duration::from_secs(20))
         .expect("the sidecar did not say where it listens")
 }
+
+/// Waits for a `serve` expected to stop at start-up; one that keeps
+/// running fails the test instead of hanging it.
+fn exits(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("serve kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A key named with --audit-key or TOLLGATE_AUDIT_KEY (a mounted Secret in
+/// Kubernetes) is required: missing or open to other users, `serve` stops.
+#[cfg(unix)]
+#[test]
+fn serve_refuses_to_start_with_an_unusable_audit_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-mounted").join("key");
+    let out = exits(
+        serve(&dir, "TOLLGATE_SERVICE_TOKEN", Some(SERVICE_TOKEN), &[])
+            .env("TOLLGATE_AUDIT_KEY", &missing),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("TOLLGATE_AUDIT_KEY")
+            && stderr.contains(&format!("no audit key at {}", missing.display())),
+        "{stderr}"
+    );
+
+    let open_key = dir.path().join("audit.key");
+    tollgate_sidecar::audit::checkpoint::Signer::load_or_create(&open_key).unwrap();
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = exits(
+        serve(
+            &dir,
+            "TOLLGATE_SERVICE_TOKEN",
+            Some(SERVICE_TOKEN),
+            &["--audit-key"],
+        )
+        .arg(&open_key)
+        .env_remove("TOLLGATE_AUDIT_KEY"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("open to other users (mode 644)"),
+        "{stderr}"
+    );
+}
+
+/// The operator's steps for Kubernetes: `audit public-key` makes the key
+/// (no database needed) and prints what to publish; mounted read-only and
+/// group-readable, as a Secret with the pod's fsGroup is, `serve` signs
+/// with it.
+#[cfg(unix)]
+#[test]
+fn audit_public_key_makes_the_key_serve_then_reads_from_a_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("tollgate-audit.key");
+    let public_key = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"))
+            .current_dir(dir.path())
+            .args(["audit", "public-key", "--audit-key"])
+            .arg(&key)
+            .env_remove("TOLLGATE_DB")
+            .env_remove("TOLLGATE_AUDIT_KEY")
+            .output()
+            .unwrap();
+        stdout(&out).trim().to_owned()
+    };
+    let printed = public_key();
+    assert!(printed.starts_with("tollgate-audit+"), "{printed}");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "no database was created");
+    assert_eq!(public_key(), printed, "the existing key is kept");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let mut child = serve(&dir, "TOLLGATE_SERVICE_TOKEN", Some(SERVICE_TOKEN), &[])
+        .env("TOLLGATE_AUDIT_KEY", &key)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, logged) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("listen=")) {
+        match logged.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => log.push(line),
+            Err(_) => break,
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log.join("\n");
+    assert!(
+        log.contains("audit checkpoints on")
+            && log.contains(&format!("audit_public_key={printed}")),
+        "{log}"
+    );
+}

@@ -19,8 +19,8 @@
 //! SHA-256(name, "\n", 0x01, public key).
 
 use std::fmt;
-use std::fs::OpenOptions;
-use std::io::{ErrorKind, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
@@ -92,6 +92,11 @@ impl Signer {
     /// Reads the key at `path`, or creates one there (readable by the
     /// owner only) if there is none.
     pub fn load_or_create(path: &Path) -> Result<Signer> {
+        // An existing key is only read, never opened for writing: it may sit
+        // on a read-only mount (a Kubernetes Secret).
+        if path.exists() {
+            return Signer::load(path);
+        }
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(Error::Rng)?;
         let signer = Signer {
@@ -110,12 +115,20 @@ impl Signer {
             }
             // Another process may have created it first: use theirs.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Signer::load(path),
-            Err(e) => Err(key_error(path, &e)),
+            Err(e) => Err(Error::invalid(format!(
+                "no audit key at {} and none can be made there: {e}",
+                path.display()
+            ))),
         }
     }
 
+    /// Reads the key at `path`; a file other users may open is refused.
     pub fn load(path: &Path) -> Result<Signer> {
-        let text = std::fs::read_to_string(path).map_err(|e| key_error(path, &e))?;
+        let mut file = File::open(path).map_err(|e| key_error(path, &e))?;
+        check_mode(path, &file)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .map_err(|e| key_error(path, &e))?;
         Signer::decode(text.trim()).ok_or_else(|| {
             Error::invalid(format!(
                 "{} is not a tollgate audit key ({PRIVATE_PREFIX}{ORIGIN}+...)",
@@ -160,6 +173,36 @@ impl Signer {
         sig.extend_from_slice(&signature.to_bytes());
         format!("{text}\n{SIG_PREFIX}{ORIGIN} {}\n", STANDARD.encode(sig))
     }
+}
+
+/// The key file may give its group access but not other users. Owner-only
+/// (as `load_or_create` makes it) would refuse a Kubernetes Secret mounted
+/// for a non-root user: the file stays root's, and the pod's `fsGroup` makes
+/// it readable through the group (mode 0440, whatever `defaultMode` says).
+/// The group is one the operator chose; other users are anyone on the host.
+#[cfg(unix)]
+fn check_mode(path: &Path, file: &File) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file
+        .metadata()
+        .map_err(|e| key_error(path, &e))?
+        .permissions()
+        .mode();
+    if mode & 0o007 != 0 {
+        return Err(Error::invalid(format!(
+            "audit key {} is open to other users (mode {:03o}): take their access away \
+             (`chmod o= {}`), and make a new key if it may have been read",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_mode(_path: &Path, _file: &File) -> Result<()> {
+    Ok(())
 }
 
 fn key_error(path: &Path, e: &std::io::Error) -> Error {
@@ -312,5 +355,52 @@ mod tests {
         std::fs::write(&path, "garbage").unwrap();
         assert!(Signer::load(&path).is_err());
         assert!(Verifier::parse("tollgate-audit+00000000+AQ==").is_err());
+    }
+
+    /// The rule `check_mode` sets: group bits pass (a Secret mounted with
+    /// the pod's fsGroup is 0440), any access for other users fails.
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_may_be_group_readable_but_not_open_to_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.key");
+        let made = Signer::load_or_create(&path).unwrap().verifier();
+        let chmod = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        for mode in [0o600, 0o400, 0o440, 0o640, 0o660] {
+            chmod(mode);
+            assert_eq!(Signer::load(&path).unwrap().verifier(), made, "{mode:o}");
+            let again = Signer::load_or_create(&path).unwrap();
+            assert_eq!(again.verifier(), made, "{mode:o}");
+        }
+        for mode in [0o644, 0o444, 0o604, 0o602, 0o601, 0o666] {
+            chmod(mode);
+            let err = Signer::load(&path).err().unwrap().to_string();
+            assert!(
+                err.contains("open to other users") && err.contains(&format!("(mode {mode:03o})")),
+                "{mode:o}: {err}"
+            );
+            // Never replaced by a new key either.
+            assert!(Signer::load_or_create(&path).is_err(), "{mode:o}");
+        }
+        chmod(0o600);
+        assert_eq!(Signer::load(&path).unwrap().verifier(), made);
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_made_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-mounted").join("key");
+        let err = Signer::load_or_create(&path).err().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "no audit key at {} and none can be made there: ",
+                path.display()
+            )),
+            "{err}"
+        );
+        assert!(!path.exists());
     }
 }

@@ -23,8 +23,10 @@ const SHOWN_PROBLEMS: usize = 20;
 #[derive(Debug, Args)]
 pub struct AuditKeyArg {
     /// Ed25519 key file that signs audit checkpoints, created on first use
-    /// (readable by its owner only) [default: beside a SQLite database,
-    /// <db>.audit-key; tollgate-audit.key for PostgreSQL]
+    /// (readable by its owner only; one other users may open is refused).
+    /// `serve` does not start without a usable key given here [default:
+    /// beside a SQLite database, <db>.audit-key; tollgate-audit.key for
+    /// PostgreSQL]
     #[arg(
         long = "audit-key",
         env = "TOLLGATE_AUDIT_KEY",
