@@ -337,8 +337,11 @@ class Stack:
                                               stdout=log, stderr=subprocess.STDOUT)
             wait_until(lambda: http_ok(f"http://127.0.0.1:{self.otlp_port}/__otlp/health"), "otlp receiver",
                        proc=self.otlp_proc, log=self.workdir / "otlp.log")
+        # Rendered first: the sidecar checks teams against its residency pins.
+        self.envoy = Envoy(self, "envoy", **self._envoy_args)
         self.start_sidecar()
-        self.envoy = self.add_envoy("envoy", **self._envoy_args)
+        self.envoy.start()
+        self.envoys.append(self.envoy)
         return self
 
     def add_envoy(self, name: str, **kwargs) -> Envoy:
@@ -359,7 +362,8 @@ class Stack:
     def _sidecar(self, name: str, port: int) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "a")
         env = dict(os.environ, TOLLGATE_MASTER_KEY=self.master_key,
-                   TOLLGATE_SERVICE_TOKEN=self.service_token, RUST_LOG="info")
+                   TOLLGATE_SERVICE_TOKEN=self.service_token, RUST_LOG="info",
+                   TOLLGATE_GATEWAY_CONFIG=str(self.envoy.config_path))
         proc = subprocess.Popen(
             [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{port}", *self.sidecar_args],
             env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -64,8 +64,27 @@ def kustomization_files(directory: str) -> list[str]:
     return out
 
 
+def merged(base, patch):
+    """A strategic merge patch as kustomize applies the ones here: maps
+    merge, lists of named items merge by name, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{k: merged(base[k], v) if k in base else v for k, v in patch.items()}}
+    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i
+                                                                   for i in base + patch):
+        names = [i["name"] for i in base]
+        out = [merged(i, next((p for p in patch if p["name"] == i["name"]), {})) for i in base]
+        return out + [p for p in patch if p["name"] not in names]
+    return patch
+
+
 def objects(directory: str) -> list[dict]:
-    return [d for rel in kustomization_files(directory) for d in docs(rel)]
+    """What `kubectl apply -k directory` applies, its kustomization's patches included."""
+    objs = [d for rel in kustomization_files(directory) for d in docs(rel)]
+    for p in docs(f"{directory}/kustomization.yaml")[0].get("patches", []):
+        target = p["target"]
+        objs = [merged(o, yaml.safe_load(p["patch"]))
+                if (o["kind"], o["metadata"]["name"]) == (target["kind"], target["name"]) else o for o in objs]
+    return objs
 
 
 def find(objs: list[dict], kind: str, name: str | None = None) -> dict:
@@ -211,6 +230,26 @@ def test_the_sidecar_signs_with_the_audit_key_secret(tmp_path):
         mounted = subprocess.run([str(SIDECAR), "audit", "public-key"], capture_output=True, text=True,
                                  cwd=tmp_path, env={**env, "TOLLGATE_AUDIT_KEY": str(key)})
         assert (mounted.returncode, mounted.stdout) == (0, made.stdout), f"mode {mode:o}: {mounted.stderr}"
+
+
+def test_the_kubernetes_sidecar_checks_teams_against_the_gateways_pins(tmp_path):
+    """The plain Kubernetes sidecar reads envoy.yaml from the gateway's
+    ConfigMap (TOLLGATE_GATEWAY_CONFIG), and takes it."""
+    objs = objects("kubernetes")
+    pod = find(objs, "Deployment", "tollgate-sidecar")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = {e["name"]: e.get("value") for e in container["env"]}["TOLLGATE_GATEWAY_CONFIG"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == os.path.dirname(path)]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    k = docs("kubernetes/kustomization.yaml")[0]
+    (generated,) = [g for g in k["configMapGenerator"] if g["name"] == volume["configMap"]["name"]]
+    assert os.path.basename(path) in generated["files"]
+    # The audit key's mount and the rest of the container are still there.
+    assert {m["name"] for m in container["volumeMounts"]} == {"audit-key", mount["name"]}
+    check = subprocess.run([str(SIDECAR), "--db", str(tmp_path / "t.db"), "--gateway-config",
+                            str(DEPLOY / "kubernetes" / os.path.basename(path)), "residency", "check"],
+                           capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    assert check.returncode == 0 and check.stdout.startswith("OK"), check.stdout + check.stderr
 
 
 def test_istio_objects_fit_together():

@@ -6,12 +6,15 @@ skipped, and the ones inside still fall back on their region's cluster; the audi
 served; a pin no model can serve stops Envoy at start-up."""
 
 import json
+import os
+import subprocess
 
 import anthropic
 import openai
 import pytest
 
 from conftest import anthropic_client, openai_client, rejected_config
+from stack import SIDECAR
 from test_budgets import settled
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -116,3 +119,33 @@ def test_a_pin_no_model_serves_stops_envoy_at_start_up(tmp_path):
         settings["residency"] = {"teams": {"eu-legal": ["ue"]}}
 
     assert "residency.teams.eu-legal: no model is served from ue" in rejected_config(tmp_path, settings_changed(typo))
+
+
+def test_a_pinned_team_may_not_be_left_without_a_model_in_its_region(stack, tmp_path):
+    """The sidecar reads the gateway's pins (TOLLGATE_GATEWAY_CONFIG): team
+    eu-legal, pinned to eu, may not be given only models served elsewhere,
+    nor one of its keys; `serve` does not start with such a team in the
+    database, and `residency check` names it."""
+    key = stack.admin("POST", "/admin/keys", {"team": "eu-legal"})
+    status, body = stack.sidecar("PATCH", "/admin/teams/eu-legal", {"models": ["gpt-5*"]}, token=stack.master_key)
+    assert status == 400, body
+    assert "team eu-legal is pinned to eu where the gateway serves" in body["error"]["message"], body
+    status, body = stack.sidecar("PATCH", f"/admin/keys/{key['id']}", {"models": ["claude-*"]},
+                                 token=stack.master_key)
+    assert status == 400 and f"key {key['id']} is pinned to eu" in body["error"]["message"], body
+    # A model served in the EU is fine, by name or pattern.
+    stack.admin("PATCH", "/admin/teams/eu-legal", {"models": ["azure-*", "gpt-4o*"]})
+    stack.admin("PATCH", "/admin/teams/eu-legal", {"models": []})
+
+    # A team written while no sidecar knew the pins: the check finds it, and serve refuses to start.
+    db = str(tmp_path / "unchecked.db")
+    subprocess.run([str(SIDECAR), "--db", db, "teams", "create", "eu-legal", "--models", "gpt-5*"], check=True,
+                   capture_output=True)
+    config = str(stack.envoy.config_path)
+    check = subprocess.run([str(SIDECAR), "--db", db, "--gateway-config", config, "residency", "check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 1 and "team eu-legal is pinned to eu" in check.stdout, check.stdout + check.stderr
+    serve = subprocess.run([str(SIDECAR), "--db", db, "--gateway-config", config, "serve", "--listen", "127.0.0.1:1"],
+                           capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "TOLLGATE_MASTER_KEY": "m" * 40, "TOLLGATE_SERVICE_TOKEN": "t" * 40})
+    assert serve.returncode != 0 and "would refuse every request of these teams" in serve.stderr, serve.stderr

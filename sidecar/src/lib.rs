@@ -20,5 +20,6 @@ pub mod model;
 mod notices;
 pub mod periods;
 pub mod pricing;
+pub mod residency;
 pub mod store;
 pub mod usage;

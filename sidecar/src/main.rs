@@ -16,6 +16,7 @@ use tollgate_sidecar::audit::checkpoint::Signer;
 use tollgate_sidecar::cli::{self, Cli, Command, ServeArgs};
 use tollgate_sidecar::clock::Clock;
 use tollgate_sidecar::http::{self, AppState};
+use tollgate_sidecar::residency::Pins;
 use tollgate_sidecar::store::{display_db, Store};
 
 fn main() -> ExitCode {
@@ -44,42 +45,45 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let pins = match &cli.gateway_config {
+        Some(path) => Some(Arc::new(Pins::load(path).context("--gateway-config")?)),
+        None => None,
+    };
+    let db = &cli.db;
+    let store = || offline_store(db, pins.clone());
+    let out = &mut std::io::stdout();
     match cli.command {
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(serve(&cli.db, args))
+            runtime.block_on(serve(db, args, pins))
         }
-        Command::Keys(cmd) => cli::run_keys(&offline_store(&cli.db)?, cmd, &mut std::io::stdout()),
-        Command::Teams(cmd) => {
-            cli::run_teams(&offline_store(&cli.db)?, cmd, &mut std::io::stdout())
-        }
-        Command::Budgets(cmd) => {
-            cli::run_budgets(&offline_store(&cli.db)?, cmd, &mut std::io::stdout())
-        }
-        Command::Prices(cmd) => {
-            cli::run_prices(&offline_store(&cli.db)?, cmd, &mut std::io::stdout())
-        }
-        Command::Usage(args) => {
-            cli::run_usage(&offline_store(&cli.db)?, args, &mut std::io::stdout())
-        }
-        Command::Audit(args) => {
-            cli::run_audit(&cli.db, args, &mut std::io::stdin(), &mut std::io::stdout())
-        }
+        Command::Keys(cmd) => cli::run_keys(&store()?, cmd, out),
+        Command::Teams(cmd) => cli::run_teams(&store()?, cmd, out),
+        Command::Budgets(cmd) => cli::run_budgets(&store()?, cmd, out),
+        Command::Prices(cmd) => cli::run_prices(&store()?, cmd, out),
+        Command::Usage(args) => cli::run_usage(&store()?, args, out),
+        Command::Residency(cmd) => cli::run_residency(&store()?, cmd, out),
+        Command::Audit(args) => cli::run_audit(db, args, &mut std::io::stdin(), out),
     }
 }
 
-fn open_store(db: &str, clock: Clock) -> Result<Store> {
-    Store::open(db, Arc::new(clock)).with_context(|| format!("opening database {}", display_db(db)))
+fn open_store(db: &str, clock: Clock, pins: Option<Arc<Pins>>) -> Result<Store> {
+    let store = Store::open(db, Arc::new(clock))
+        .with_context(|| format!("opening database {}", display_db(db)))?;
+    Ok(match pins {
+        Some(pins) => store.with_pins(pins),
+        None => store,
+    })
 }
 
-fn offline_store(db: &str) -> Result<Store> {
-    open_store(db, Clock::system())
+fn offline_store(db: &str, pins: Option<Arc<Pins>>) -> Result<Store> {
+    open_store(db, Clock::system(), pins)
 }
 
-async fn serve(db: &str, args: ServeArgs) -> Result<()> {
+async fn serve(db: &str, args: ServeArgs, pins: Option<Arc<Pins>>) -> Result<()> {
     let Some(master_key) = args.master_key.filter(|k| !k.trim().is_empty()) else {
         bail!(
             "no master key configured: set TOLLGATE_MASTER_KEY (or pass --master-key) to a long random \
@@ -96,11 +100,15 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     };
     // Opening may wait on the network (PostgreSQL): keep it off the async workers.
     let db_owned = db.to_owned();
-    let store = tokio::task::spawn_blocking(move || open_store(&db_owned, clock))
-        .await
-        .context("opening the database")??
-        .with_lease_ttl_s(args.lease_ttl_s)
-        .context("--lease-ttl-s / TOLLGATE_LEASE_TTL_S")?;
+    let store = tokio::task::spawn_blocking(move || {
+        let store = open_store(&db_owned, clock, pins)?;
+        check_residency(&store)?;
+        Ok::<_, anyhow::Error>(store)
+    })
+    .await
+    .context("opening the database")??
+    .with_lease_ttl_s(args.lease_ttl_s)
+    .context("--lease-ttl-s / TOLLGATE_LEASE_TTL_S")?;
     let backend = store.backend_name();
     let store = Arc::new(store);
     let key_path = args.audit_key.resolve(db);
@@ -162,6 +170,24 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     }
     served?;
     info!("tollgate-sidecar stopped");
+    Ok(())
+}
+
+/// As Envoy refuses a pin no model serves, `serve` refuses a pinned team or
+/// key whose own models leave it nothing in its regions.
+fn check_residency(store: &Store) -> Result<()> {
+    if !store.has_pins() {
+        return Ok(());
+    }
+    let problems = store.residency_problems()?;
+    if !problems.is_empty() {
+        bail!(
+            "the gateway's residency pins would refuse every request of these teams or keys; \
+             change their models (`teams update NAME --models ...`) or the pins:\n  - {}",
+            problems.join("\n  - ")
+        );
+    }
+    info!("residency: every pinned team and key has a model served in its regions");
     Ok(())
 }
 

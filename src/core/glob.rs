@@ -32,6 +32,33 @@ pub fn is_pattern(name: &str) -> bool {
     name.contains('*')
 }
 
+/// True when some name matches both patterns (`gpt-*` and `*-mini` do;
+/// `gpt-*` and `claude-*` do not). Dynamic programming over the two
+/// patterns' positions: O(len(a) * len(b)).
+pub fn overlap(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    // can[i][j]: the rests a[i..] and b[j..] share a name.
+    let mut can = vec![vec![false; b.len() + 1]; a.len() + 1];
+    for i in (0..=a.len()).rev() {
+        for j in (0..=b.len()).rev() {
+            let at = |i: usize, j: usize| can.get(i).and_then(|r| r.get(j)).copied() == Some(true);
+            let value = match (a.get(i), b.get(j)) {
+                (None, None) => true,
+                // A `*` matches nothing more, or also what the other side
+                // has next (one literal, or all the other's `*` makes).
+                (Some(b'*'), other) => at(i + 1, j) || (other.is_some() && at(i, j + 1)),
+                (other, Some(b'*')) => at(i, j + 1) || (other.is_some() && at(i + 1, j)),
+                (Some(x), Some(y)) => x == y && at(i + 1, j + 1),
+                _ => false,
+            };
+            if let Some(cell) = can.get_mut(i).and_then(|r| r.get_mut(j)) {
+                *cell = value;
+            }
+        }
+    }
+    can.first().and_then(|r| r.first()).copied() == Some(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +76,32 @@ mod tests {
         assert!(matches("a*b*c", "axxbyyc"));
         assert!(!matches("a*b*c", "axxcyyb"));
         assert!(!matches("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn patterns_overlap_when_a_name_matches_both() {
+        for (a, b) in [
+            ("gpt-4o", "gpt-4o"),
+            ("gpt-*", "gpt-4o"),
+            ("gpt-*", "*-mini"),
+            ("*", "claude-x"),
+            ("a*c", "ab*"),
+            ("*x*", "*y*"),
+            ("gpt-4o*", "gpt-*"),
+        ] {
+            assert!(overlap(a, b), "{a} {b}");
+            assert!(overlap(b, a), "{b} {a}");
+        }
+        for (a, b) in [
+            ("gpt-*", "claude-*"),
+            ("gpt-4o", "gpt-4o-mini"),
+            ("*-mini", "*-nano"),
+            ("a*b", "*c"),
+            ("ab", "a"),
+        ] {
+            assert!(!overlap(a, b), "{a} {b}");
+            assert!(!overlap(b, a), "{b} {a}");
+        }
     }
 
     #[test]

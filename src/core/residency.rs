@@ -14,6 +14,7 @@ use super::auth::KeyInfo;
 use super::config::Config;
 use super::config::ModelRoute;
 use super::error::GatewayError;
+use super::glob;
 use super::routing::{self, Chain, Route};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -82,6 +83,38 @@ impl ResidencyConfig {
             }
         }
         out
+    }
+}
+
+/// For a team or key pinned to `regions` whose allow-lists are `lists`
+/// (each empty: every model; a model must pass every list): `Err` with the
+/// model entries served there when the lists allow none of them, since
+/// every request of it would be refused. Patterns count when some name
+/// matches both (`glob::overlap`). The sidecar checks team and key model
+/// lists with this, where they are edited.
+pub fn usable_within(
+    config: &Config,
+    regions: &[&str],
+    lists: &[&[String]],
+) -> Result<(), Vec<String>> {
+    let served: Vec<&ModelRoute> = config
+        .models
+        .iter()
+        .filter(|m| {
+            m.targets
+                .iter()
+                .any(|&t| target_region(config, t).is_some_and(|r| regions.contains(&r)))
+        })
+        .collect();
+    let usable = served.iter().any(|m| {
+        lists
+            .iter()
+            .all(|list| list.is_empty() || list.iter().any(|p| glob::overlap(p, &m.name)))
+    });
+    if usable {
+        Ok(())
+    } else {
+        Err(served.iter().map(|m| m.name.clone()).collect())
     }
 }
 
@@ -335,6 +368,25 @@ mod tests {
         assert!(e.contains("residency.teams.legal: 2 of the 3 targets of model `tri` serve from eu; name an aggregate cluster over them (in chain order) as region_clusters.\"eu\""), "{e}");
         // Model `ha` has one target in eu: it goes there alone, no cluster needed.
         assert!(!e.contains("`ha`"), "{e}");
+    }
+
+    #[test]
+    fn a_model_list_must_leave_a_model_served_in_the_pin() {
+        let c = config(json!({})).unwrap();
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all: Vec<String> = vec![];
+        assert_eq!(usable_within(&c, &["eu"], &[&all]), Ok(()));
+        // `ha` reaches Azure (eu) through its chain: a name or a pattern for it counts.
+        assert_eq!(usable_within(&c, &["eu"], &[&list(&["ha"])]), Ok(()));
+        assert_eq!(usable_within(&c, &["eu"], &[&list(&["azure-*"])]), Ok(()));
+        let refused = usable_within(&c, &["eu"], &[&list(&["gpt-4o", "claude"])]).unwrap_err();
+        assert_eq!(
+            refused,
+            ["azure-gpt-4o", "ha", "eu-first", "azure-se", "tri"]
+        );
+        // Every list must allow it: the key's and its team's.
+        assert!(usable_within(&c, &["eu"], &[&list(&["azure-*"]), &list(&["ha"])]).is_err());
+        assert!(usable_within(&c, &["uk"], &[&list(&["azure-uk", "eu-*"])]).is_ok());
     }
 
     #[test]

@@ -8,9 +8,10 @@ mod billing;
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
@@ -41,6 +42,17 @@ pub struct Cli {
         default_value = "tollgate.db"
     )]
     pub db: String,
+    /// The gateway's configuration (envoy/gateway.yaml, an Istio manifest,
+    /// or the filter's JSON): team and key model lists are then checked
+    /// against its residency pins, and `serve` does not start while a
+    /// pinned team's models leave it nothing in its regions
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_GATEWAY_CONFIG",
+        value_name = "FILE"
+    )]
+    pub gateway_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,6 +77,17 @@ pub enum Command {
     Usage(UsageArgs),
     /// The verifiable audit log: verify, prove, export, sign, HMAC secrets
     Audit(AuditArgs),
+    /// Data residency: check teams and keys against the gateway's pins
+    #[command(subcommand)]
+    Residency(ResidencyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResidencyCommand {
+    /// List the pinned teams and keys whose models leave them no model
+    /// served in their regions (needs --gateway-config; exit status 1 if
+    /// there are any)
+    Check,
 }
 
 #[derive(Debug, Args)]
@@ -363,6 +386,31 @@ pub fn run_keys(store: &Store, cmd: KeysCommand, w: &mut dyn Write) -> Result<()
                 &store.update_key(&id, req.validate(store.clock().now())?)?,
                 out,
             )
+        }
+    }
+}
+
+pub fn run_residency(store: &Store, cmd: ResidencyCommand, w: &mut dyn Write) -> Result<()> {
+    match cmd {
+        ResidencyCommand::Check => {
+            if !store.has_pins() {
+                bail!("give the gateway's configuration with --gateway-config (or TOLLGATE_GATEWAY_CONFIG)");
+            }
+            let problems = store.residency_problems()?;
+            for p in &problems {
+                writeln!(w, "{p}")?;
+            }
+            if !problems.is_empty() {
+                bail!(
+                    "{} pinned team or key model list(s) leave no model in their regions",
+                    problems.len()
+                );
+            }
+            writeln!(
+                w,
+                "OK: every pinned team and key has a model served in its regions"
+            )?;
+            Ok(())
         }
     }
 }

@@ -128,6 +128,7 @@ impl Store {
                 expires_at: invite.key_ttl_s.map(|ttl| now.saturating_add(ttl)),
                 metadata,
             };
+            self.check_key(tx, &id, &new.models, new.team.as_deref())?;
             insert_key(tx, &id, &generated, &new, now)?;
             tx.execute(
                 "UPDATE invites SET redeemed_at = $2, key_id = $3 WHERE id = $1",

@@ -60,7 +60,10 @@ impl Store {
         let generated = keys::generate_key()?;
         let id = keys::new_key_id()?;
         let now = self.clock().now();
-        let team_created = self.write(|tx| insert_key(tx, &id, &generated, &new, now))?;
+        let team_created = self.write(|tx| {
+            self.check_key(tx, &id, &new.models, new.team.as_deref())?;
+            insert_key(tx, &id, &generated, &new, now)
+        })?;
         if let (true, Some(team)) = (team_created, &new.team) {
             info!(team = %team, "team auto-created for key (no model restriction)");
         }
@@ -177,6 +180,9 @@ impl Store {
             if let Some(metadata) = &update.metadata {
                 key.metadata.clone_from(metadata);
             }
+            if update.team.is_some() || update.models.is_some() {
+                self.check_key(tx, &key.id, &key.models, key.team.as_deref())?;
+            }
             key.updated_at = now;
             tx.execute(
                 r#"UPDATE keys SET team = $2, "user" = $3, name = $4, models = $5, expires_at = $6,
@@ -231,6 +237,13 @@ impl Store {
     }
 
     pub fn create_team(&self, new: NewTeam) -> Result<Team> {
+        if let Some(problem) = self
+            .pins
+            .as_ref()
+            .and_then(|p| p.team_problem(&new.name, &new.models))
+        {
+            return Err(Error::invalid(problem));
+        }
         let now = self.clock().now();
         let models = serde_json::to_string(&new.models)?;
         let metadata = serde_json::to_string(&new.metadata)?;
@@ -275,6 +288,7 @@ impl Store {
             let mut team = load_team(tx, name, true)?;
             if let Some(models) = &update.models {
                 team.models.clone_from(models);
+                self.check_team(tx, &team)?;
             }
             if let Some(metadata) = &update.metadata {
                 team.metadata.clone_from(metadata);
@@ -292,6 +306,111 @@ impl Store {
             Ok(team)
         })
     }
+}
+
+impl Store {
+    /// Refuses `models` for key `id` in `team` when the gateway's pins
+    /// would then refuse every request of it.
+    pub(super) fn check_key(
+        &self,
+        tx: &mut dyn Tx,
+        id: &str,
+        models: &[String],
+        team: Option<&str>,
+    ) -> Result<()> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        let team_models = match team {
+            Some(name) => team_models(tx, name)?,
+            None => Vec::new(),
+        };
+        match pins.key_problem(id, models, team.map(|t| (t, team_models.as_slice()))) {
+            Some(problem) => Err(Error::invalid(problem)),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses `team`'s new models when the pins would then refuse every
+    /// request of the team, or of one of its keys.
+    fn check_team(&self, tx: &mut dyn Tx, team: &Team) -> Result<()> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        if let Some(problem) = pins.team_problem(&team.name, &team.models) {
+            return Err(Error::invalid(problem));
+        }
+        for (id, models) in team_keys(tx, &team.name)? {
+            if let Some(problem) = pins.key_problem(&id, &models, Some((&team.name, &team.models)))
+            {
+                return Err(Error::invalid(problem));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the gateway's pins say about the teams and keys in the
+    /// database: every pinned team (and each of its keys) and pinned key
+    /// whose models leave it nothing in its regions. Empty without pins.
+    pub fn residency_problems(&self) -> Result<Vec<String>> {
+        let Some(pins) = &self.pins else {
+            return Ok(Vec::new());
+        };
+        let (teams, keys) = pins.pinned();
+        self.read(|c| {
+            let mut out = Vec::new();
+            for &team in &teams {
+                let models = team_models(c, team)?;
+                out.extend(pins.team_problem(team, &models));
+                for (id, key_models) in team_keys(c, team)? {
+                    out.extend(pins.key_problem(&id, &key_models, Some((team, &models))));
+                }
+            }
+            for &id in &keys {
+                let Some(row) = c.query_opt(
+                    "SELECT models, team FROM keys WHERE id = $1 AND status <> 'revoked'",
+                    &params![id],
+                )?
+                else {
+                    continue;
+                };
+                let (models, team): (Vec<String>, _) = (row.json(0)?, row.opt_text(1)?);
+                let team_models = match &team {
+                    Some(t) => team_models(c, t)?,
+                    None => Vec::new(),
+                };
+                out.extend(pins.key_problem(
+                    id,
+                    &models,
+                    team.as_deref().map(|t| (t, team_models.as_slice())),
+                ));
+            }
+            out.sort();
+            out.dedup();
+            Ok(out)
+        })
+    }
+}
+
+/// A team's models; a team not created yet allows every model (as the
+/// one a key's creation makes).
+fn team_models(c: &mut dyn Tx, name: &str) -> Result<Vec<String>> {
+    match load_team(c, name, false) {
+        Ok(team) => Ok(team.models),
+        Err(Error::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The ids and models of a team's keys that are not revoked.
+fn team_keys(c: &mut dyn Tx, team: &str) -> Result<Vec<(String, Vec<String>)>> {
+    c.query(
+        "SELECT id, models FROM keys WHERE team = $1 AND status <> 'revoked'",
+        &params![team],
+    )?
+    .iter()
+    .map(|row| Ok((row.text(0)?, row.json(1)?)))
+    .collect()
 }
 
 /// Inserts a new key (creating its team if needed); true if the team was created.

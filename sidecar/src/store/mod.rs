@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::leases::DEFAULT_LEASE_TTL_S;
 use crate::notices::Notices;
+use crate::residency::Pins;
 use sql::Tx;
 
 pub struct Store {
@@ -32,6 +33,9 @@ pub struct Store {
     notices: Notices,
     /// How long a budget lease may be used, at most (`leases.rs`).
     lease_ttl_s: i64,
+    /// The gateway's residency pins, when known: team and key model lists
+    /// are checked against them (`residency.rs`).
+    pins: Option<Arc<Pins>>,
 }
 
 enum Backend {
@@ -54,7 +58,18 @@ impl Store {
             clock,
             notices: Notices::default(),
             lease_ttl_s: DEFAULT_LEASE_TTL_S,
+            pins: None,
         })
+    }
+
+    pub fn has_pins(&self) -> bool {
+        self.pins.is_some()
+    }
+
+    /// Checks team and key model lists against the gateway's pins from now on.
+    pub fn with_pins(mut self, pins: Arc<Pins>) -> Store {
+        self.pins = Some(pins);
+        self
     }
 
     /// Sets how long a budget lease may be used (seconds, at least 1;
