@@ -12,7 +12,8 @@
 //! Each newly settled request appends its entry to the audit log
 //! (`audit/`) at the end of the same transaction, so a duplicate appends
 //! nothing and the filter waits on no more than it did: settling is
-//! already off its request path.
+//! already off its request path. With the log off (`serve --audit-log
+//! off`) nothing is appended.
 //!
 //! A request the gateway answered itself (`forwarded: false`, e.g. a
 //! guardrail block, or a response cache hit with `cache_hit` and the
@@ -195,10 +196,12 @@ impl Store {
                 )?;
             }
             // Last, so the log's lock is never held while waiting on another.
-            let mut log = Appender::begin(tx, now)?;
-            for (r, ts, cost, priced) in audited {
-                let digests = [r.request_digest.as_deref(), r.response_digest.as_deref()];
-                log.push_request(r, digests, ts, cost, priced)?;
+            if self.audit_log() {
+                let mut log = Appender::begin(tx, now)?;
+                for (r, ts, cost, priced) in audited {
+                    let digests = [r.request_digest.as_deref(), r.response_digest.as_deref()];
+                    log.push_request(r, digests, ts, cost, priced)?;
+                }
             }
             Ok(out.into_iter().flatten().collect::<Vec<_>>())
         })?;

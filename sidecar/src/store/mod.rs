@@ -32,6 +32,8 @@ pub struct Store {
     notices: Notices,
     /// How long a budget lease may be used, at most (`leases.rs`).
     lease_ttl_s: i64,
+    /// Whether settles and lease calls write the audit log (`audit/`).
+    audit_log: bool,
 }
 
 enum Backend {
@@ -54,6 +56,7 @@ impl Store {
             clock,
             notices: Notices::default(),
             lease_ttl_s: DEFAULT_LEASE_TTL_S,
+            audit_log: true,
         })
     }
 
@@ -71,6 +74,18 @@ impl Store {
 
     pub fn lease_ttl_s(&self) -> i64 {
         self.lease_ttl_s
+    }
+
+    /// Turns the audit log on (the default) or off (`serve --audit-log`):
+    /// off, settles append no entries and lease calls queue none, so the
+    /// log holds nothing this store settled or leased.
+    pub fn with_audit_log(mut self, on: bool) -> Store {
+        self.audit_log = on;
+        self
+    }
+
+    pub fn audit_log(&self) -> bool {
+        self.audit_log
     }
 
     pub fn clock(&self) -> &Arc<Clock> {
