@@ -15,6 +15,9 @@
         healthy OTLP collector (the fast mock acknowledges and drops
         spans), the template's chain
   (s0)  (s) with budgets off ("budgets": null): what budgets cost
+  (sn)  (s) with its own sidecar (same database) started with
+        `--audit-log off`: (s)/(sn) is what the audit log costs a request
+        (its appends ride on settling, its lease entries on lease calls)
   (s2)  (s) on the two-stage fallback chain (only when the template ships
         the single stage; otherwise it is (s))
   (sa)  (s) for a model alias (`fast`: the body's model is rewritten)
@@ -46,7 +49,9 @@ reported; none may be dropped.
 
 For each: throughput at saturation (wrk, 16 connections) and p50/p99 latency
 at a fixed moderate rate (wrk, 4 connections pausing between requests), plus
-the filter's VM memory (tollgate.vm.memory_bytes) before and after.
+the filter's VM memory (tollgate.vm.memory_bytes) before and after and the
+CPU time its sidecar spent per request (what (s)/(sn) costs the sidecar,
+which a request does not wait on but which shares a CPU with wrk here).
 
 Rounds (--rounds, default 3) are interleaved: each round runs every chosen
 variant once, each round in a rotated order, so a slow minute of a noisy
@@ -177,6 +182,12 @@ def vm_memory(envoy) -> int | None:
     return next(iter(stats.values()), None)
 
 
+def cpu_seconds(proc) -> float:
+    """User plus system CPU time a process (all its threads) has used."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def template_chain() -> str:
     """The filter chain envoy/gateway.yaml ships (the first of CHAINS)."""
     return CHAINS[0]
@@ -220,6 +231,8 @@ def main():
         "shipped": dict(chain=args.chain),
         "shipped_nobudgets": dict(plugin_overrides={"budgets": None}, chain=args.chain),
         "shipped_two_stage": dict(chain="two_stage"),
+        # (s) on a sidecar of its own that keeps no audit log.
+        "shipped_noaudit": dict(chain=args.chain, sidecar_args=("--audit-log", "off")),
         "static": dict(bare_cluster="provider_openai", customize=static_answer),
     }
     new_chat = {**CHAT, "messages": [{"role": "user", "content": "Say hello in one short sentence. NONCE"}]}
@@ -232,6 +245,7 @@ def main():
         "fl2": ("floor, two stages + buffer: the shape, no work", "floor2", CHAT, {}, False),
         "s": ("shipped config: keys, budgets, guardrails, tracing", "shipped", CHAT, {}, True),
         "s0": ("(s), budgets off", "shipped_nobudgets", CHAT, {}, True),
+        "sn": ("(s), sidecar with the audit log off", "shipped_noaudit", CHAT, {}, True),
         "s2": ("(s) on the two-stage fallback chain", "shipped_two_stage", CHAT, {}, True),
         "sa": ("(s), a model alias", "shipped", {**CHAT, "model": "fast"}, {}, True),
         "sf": ("(sa) on a fallback chain, nothing failing", "shipped", {**CHAT, "model": "gpt-4o-ha"}, {}, True),
@@ -265,10 +279,15 @@ def main():
     stack = Stack(tmp, plugin_overrides=plain, envoy_log_level="error", chain=args.chain,
                   mock_command=[str(FAST_MOCK)], ports={"mock": mock_port, "otlp": mock_port})
     envoys = {}
+    sidecars = {}  # Envoy name -> its own sidecar's process, where it has one
 
     def envoy(name: str):
         if name not in envoys:
-            envoys[name] = stack.add_envoy(name, **envoy_specs[name])
+            spec = dict(envoy_specs[name])
+            if "sidecar_args" in spec:
+                spec["sidecar_port"] = stack.add_sidecar(f"{name}-sidecar", spec.pop("sidecar_args"))
+                sidecars[name] = stack.extra_sidecars[-1]
+            envoys[name] = stack.add_envoy(name, **spec)
         return envoys[name]
 
     loads = []  # the 1-minute load average as each round starts
@@ -300,17 +319,23 @@ def main():
                 # warm-up: connections, key cache, JIT (and (sh)'s answer stored)
                 wrk(url, body, auth, args.warmup, 4, None, headers, unique)
                 before = vm_memory(target) if reads_memory else None
+                sidecar = sidecars.get(envoy_name, stack.sidecar_proc) if reads_memory else None
+                cpu_before = cpu_seconds(sidecar) if sidecar else None
                 saturated = wrk(url, body, auth, args.seconds, 16, None, headers, unique)
                 paced = wrk(url, body, auth, args.seconds, 4, args.pause_ms, headers, unique)
-                time.sleep(1.2)  # the memory gauge refreshes every second
+                # The memory gauge refreshes every second; the last reports settle (flushed every 200 ms).
+                time.sleep(1.2)
                 after = vm_memory(target) if reads_memory else None
+                requests = (saturated["rps"] + paced["rps"]) * args.seconds
                 run = {"rps": saturated["rps"], "p50": paced["p50"], "p99": paced["p99"],
                        "paced_rps": paced["rps"], "errors": saturated["errors"] + paced["errors"],
-                       "mem_before": before, "mem_after": after}
+                       "mem_before": before, "mem_after": after,
+                       "sidecar_us": (cpu_seconds(sidecar) - cpu_before) * 1e6 / requests if sidecar else None}
                 runs[letter].append(run)
                 print(f"  ({letter}) {name}: {run['rps']:.0f} req/s, p50 {run['p50']:.3f} ms, "
                       f"p99 {run['p99']:.3f} ms, errors {run['errors']}", flush=True)
-        spans = {letter: span_counts(envoys[variants[letter][1]]) for letter in ("s", "s0", "s2") if letter in runs}
+        spans = {letter: span_counts(envoys[variants[letter][1]]) for letter in ("s", "s0", "sn", "s2")
+                 if letter in runs}
         ttfb = {name: time_to_first_byte(stack.envoy.port, key, body) for name, body in [
             ("untranslated (OpenAI -> OpenAI)", stream_body),
             ("translated (OpenAI -> Anthropic)", {**stream_body, "model": "claude-haiku-4-5"})]}
@@ -445,6 +470,14 @@ def ttfb_table(ttfb: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sidecar_cpu(runs: list[dict]) -> str:
+    """The median, then each round's."""
+    if runs[0]["sidecar_us"] is None:
+        return "-"
+    return (f"{median(runs, 'sidecar_us'):.1f} ("
+            + " / ".join(f"{r['sidecar_us']:.1f}" for r in runs) + ")")
+
+
 def mib(v):
     return "-" if v is None else f"{v / 1048576:.1f}"
 
@@ -467,17 +500,20 @@ def table(runs: dict, names: dict, args, context: dict) -> str:
         f"{', '.join(f'{v:.1f}' for v in context['loads'])} (the benchmark itself keeps it near 2; well above "
         f"means other work shared the machine). Reproduce: `make bench`.",
         "",
-        "Medians over the rounds (errors: the sum; VM memory: before the first round, after the last).",
+        "Medians over the rounds (errors: the sum; VM memory: before the first round, after the last; "
+        "sidecar CPU: user + system time of the variant's sidecar over its saturation and fixed-rate runs, per "
+        "request, the median then each round's).",
         "",
         "| variant | req/s at saturation | per round | req/s at fixed rate | p50 ms | p99 ms | errors "
-        "| VM MiB before/after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| VM MiB before/after | sidecar CPU µs/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for letter, rs in runs.items():
         per_round = " / ".join(f"{r['rps']:.0f}" for r in rs)
         lines.append(f"| ({letter}) {names[letter]} | {median(rs, 'rps'):.0f} | {per_round} | "
                      f"{median(rs, 'paced_rps'):.0f} | {median(rs, 'p50'):.3f} | {median(rs, 'p99'):.3f} | "
-                     f"{sum(r['errors'] for r in rs)} | {mib(rs[0]['mem_before'])} / {mib(rs[-1]['mem_after'])} |")
+                     f"{sum(r['errors'] for r in rs)} | {mib(rs[0]['mem_before'])} / {mib(rs[-1]['mem_after'])} | "
+                     f"{sidecar_cpu(rs)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -490,7 +526,8 @@ def per_round(runs: dict, x: str, y: str, measure: str) -> list[float]:
 
 def ratios_table(runs: dict, tollgate_chain: str) -> str:
     same_floor = "fl1" if tollgate_chain == "single_stage" else "fl2"
-    pairs = [("fl1", "b"), ("fl2", "b"), ("fl1", "fl2"), ("s", "b"), ("s0", "b"), ("s", "s0"), ("s2", "b"),
+    pairs = [("fl1", "b"), ("fl2", "b"), ("fl1", "fl2"), ("s", "b"), ("s0", "b"), ("s", "s0"), ("s", "sn"),
+             ("s2", "b"),
              ("sf", "sa"), ("sf", "b"), ("sm", "su"), ("sh", "bd"), ("sh", "b"), ("sh", "s"),
              ("s", "s2"), ("c", same_floor), ("c", "b"), ("c0", "b"), ("d", "b"), ("d", "c"), ("s0", "c"),
              ("e", "b"), ("f", "bs"), ("g", "bs"), ("h", "h0"), ("i", "i0")]

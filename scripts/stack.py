@@ -352,20 +352,22 @@ class Stack:
     def start_sidecar(self):
         self.sidecar_proc = self._sidecar("sidecar", self.sidecar_port)
 
-    def add_sidecar(self, name: str) -> int:
-        """Another sidecar on the same database (a second gateway replica);
-        returns its port, for `add_envoy(..., sidecar_port=)`."""
+    def add_sidecar(self, name: str, args: tuple[str, ...] = ()) -> int:
+        """Another sidecar on the same database (a second gateway replica),
+        with `args` after the stack's own `serve` arguments; returns its
+        port, for `add_envoy(..., sidecar_port=)`."""
         port = free_port()
-        self.extra_sidecars.append(self._sidecar(name, port))
+        self.extra_sidecars.append(self._sidecar(name, port, args))
         return port
 
-    def _sidecar(self, name: str, port: int) -> subprocess.Popen:
+    def _sidecar(self, name: str, port: int, args: tuple[str, ...] = ()) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "a")
         env = dict(os.environ, TOLLGATE_MASTER_KEY=self.master_key,
                    TOLLGATE_SERVICE_TOKEN=self.service_token, RUST_LOG="info",
                    TOLLGATE_GATEWAY_CONFIG=str(self.envoy.config_path))
         proc = subprocess.Popen(
-            [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{port}", *self.sidecar_args],
+            [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{port}", *self.sidecar_args,
+             *args],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), f"tollgate-sidecar {name}",
                    proc=proc, log=self.workdir / f"{name}.log")

@@ -38,7 +38,8 @@
 //!
 //! Each grant, and each release of a lease's rest, queues its entry for
 //! the audit log in the lease's transaction (`audit/log.rs`: queuing takes
-//! no lock, since a request may be waiting on the lease).
+//! no lock, since a request may be waiting on the lease); with the log
+//! off (`serve --audit-log off`), none.
 
 use std::collections::BTreeSet;
 
@@ -118,13 +119,17 @@ pub(crate) fn shrink_hold(
 }
 
 /// Queues the audit log's entries for a lease call: the releases it
-/// handed back, then its grant.
+/// handed back, then its grant; none with the log off.
 fn log_entries(
+    store: &Store,
     tx: &mut dyn Tx,
     now: i64,
     r: &LeaseRequest,
     grant: Option<&LeaseGrant>,
 ) -> Result<()> {
+    if !store.audit_log() {
+        return Ok(());
+    }
     for rel in &r.release {
         queue(tx, &Entry::lease_settle(&rel.lease_id, &rel.unused), now)?;
     }
@@ -170,7 +175,7 @@ impl Store {
             let mine = locked.into_iter().filter(|d| matching.contains(&d.id));
             let standings = current_standings(tx, mine, now)?;
             if let Some(denial) = refusal(&standings, now) {
-                log_entries(tx, now, r, None)?;
+                log_entries(self, tx, now, r, None)?;
                 return Ok(LeaseAnswer::Denied(denial));
             }
             let leased: Vec<_> = standings
@@ -204,7 +209,7 @@ impl Store {
                 price,
                 warnings: warnings(&standings),
             };
-            log_entries(tx, now, r, Some(&grant))?;
+            log_entries(self, tx, now, r, Some(&grant))?;
             Ok(LeaseAnswer::Granted(grant))
         })?;
         match &answer {

@@ -12,7 +12,8 @@
 //! Each newly settled request appends its entry to the audit log
 //! (`audit/`) at the end of the same transaction, so a duplicate appends
 //! nothing and the filter waits on no more than it did: settling is
-//! already off its request path.
+//! already off its request path. With the log off (`serve --audit-log
+//! off`) nothing is appended.
 //!
 //! A request the gateway answered itself (`forwarded: false`, e.g. a
 //! guardrail block, or a response cache hit with `cache_hit` and the
@@ -200,14 +201,24 @@ impl Store {
                 )?;
             }
             // Last, so the log's lock is never held while waiting on another.
-            let mut log = Appender::begin(tx, now)?;
-            for (r, ts, cost, priced) in audited {
-                let digests = [r.request_digest.as_deref(), r.response_digest.as_deref()];
-                log.push_request(r, digests, ts, cost, priced)?;
+            let mut log = if self.audit_log() {
+                Some(Appender::begin(tx, now)?)
+            } else {
+                None
+            };
+            if let Some(log) = &mut log {
+                for (r, ts, cost, priced) in audited {
+                    let digests = [r.request_digest.as_deref(), r.response_digest.as_deref()];
+                    log.push_request(r, digests, ts, cost, priced)?;
+                }
             }
-            // Refusals: an audit entry each (once), nothing else.
+            // Refusals: an audit entry each (once), nothing else; with the
+            // log off, nothing at all.
             for (i, r, ts) in refusals {
-                let appended = log.push_refusal(r, ts)?;
+                let appended = match &mut log {
+                    Some(log) => log.push_refusal(r, ts)?,
+                    None => false,
+                };
                 if let Some(slot) = out.get_mut(i) {
                     *slot = Some(Settled {
                         request_id: r.request_id.clone(),

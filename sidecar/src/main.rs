@@ -108,37 +108,46 @@ async fn serve(db: &str, args: ServeArgs, pins: Option<Arc<Pins>>) -> Result<()>
     .await
     .context("opening the database")??
     .with_lease_ttl_s(args.lease_ttl_s)
-    .context("--lease-ttl-s / TOLLGATE_LEASE_TTL_S")?;
+    .context("--lease-ttl-s / TOLLGATE_LEASE_TTL_S")?
+    .with_audit_log(args.audit_log);
     let backend = store.backend_name();
     let store = Arc::new(store);
     let key_path = args.audit_key.resolve(db);
-    // A key named with --audit-key / TOLLGATE_AUDIT_KEY (in Kubernetes, the
-    // mounted Secret) is required: a replica whose key is missing or refused
-    // must not quietly run unsigned. At the default path the gateway still
-    // serves without one and the log still grows; `audit checkpoint` with the
-    // key signs it later.
-    let signer = match Signer::load_or_create(&key_path) {
-        Ok(signer) => {
-            info!(
-                audit_key = %key_path.display(), audit_public_key = %signer.verifier(),
-                interval = ?args.audit_checkpoint_interval, "audit checkpoints on"
-            );
-            Some(Arc::new(signer))
+    let signer = if args.audit_log {
+        // A key named with --audit-key / TOLLGATE_AUDIT_KEY (in Kubernetes,
+        // the mounted Secret) is required: a replica whose key is missing or
+        // refused must not quietly run unsigned. At the default path the
+        // gateway still serves without one and the log still grows; `audit
+        // checkpoint` with the key signs it later.
+        match Signer::load_or_create(&key_path) {
+            Ok(signer) => {
+                info!(
+                    audit_key = %key_path.display(), audit_public_key = %signer.verifier(),
+                    interval = ?args.audit_checkpoint_interval, "audit checkpoints on"
+                );
+                Some(Arc::new(signer))
+            }
+            Err(e) if args.audit_key.path.is_some() => {
+                return Err(e).context(
+                    "the audit key that --audit-key / TOLLGATE_AUDIT_KEY names is unusable, so \
+                     serve does not start",
+                );
+            }
+            Err(e) => {
+                error!(
+                    error = %e,
+                    "audit checkpoints are off: no usable key (set --audit-key / TOLLGATE_AUDIT_KEY \
+                     to a writable path or an existing key file)"
+                );
+                None
+            }
         }
-        Err(e) if args.audit_key.path.is_some() => {
-            return Err(e).context(
-                "the audit key that --audit-key / TOLLGATE_AUDIT_KEY names is unusable, so \
-                 serve does not start",
-            );
-        }
-        Err(e) => {
-            error!(
-                error = %e,
-                "audit checkpoints are off: no usable key (set --audit-key / TOLLGATE_AUDIT_KEY \
-                 to a writable path or an existing key file)"
-            );
-            None
-        }
+    } else {
+        warn!(
+            "audit log off (--audit-log / TOLLGATE_AUDIT_LOG): the requests and leases this \
+             sidecar settles are not logged, and it signs no checkpoints"
+        );
+        None
     };
     let checkpoints = signer.clone().map(|signer| {
         tokio::spawn(checkpoint_every(
@@ -156,7 +165,7 @@ async fn serve(db: &str, args: ServeArgs, pins: Option<Arc<Pins>>) -> Result<()>
     let listen = listener.local_addr().unwrap_or(args.listen);
     info!(
         listen = %listen, db = %display_db(db), backend, lease_ttl_s = args.lease_ttl_s,
-        cache_max_bytes = args.cache_max_bytes,
+        cache_max_bytes = args.cache_max_bytes, audit_log = args.audit_log,
         "tollgate-sidecar listening"
     );
     let served = axum::serve(listener, app)

@@ -20,6 +20,7 @@ use tollgate_sidecar::cli::{run_audit, Cli, Command};
 use tollgate_sidecar::leases::{LeaseAmount, LeaseAnswer, LeaseRelease, LeaseRequest};
 use tollgate_sidecar::ledger::UsageReport;
 use tollgate_sidecar::periods::Period;
+use tollgate_sidecar::store::Store;
 
 on_both_backends!(
     settles_and_leases_append_once_and_verify,
@@ -34,6 +35,7 @@ on_both_backends!(
     forgetting_a_team_erases_its_hmacs_and_keeps_the_log_verifiable,
     concurrent_settles_append_a_dense_log,
     refusals_are_logged_once_and_never_billed,
+    with_the_log_off_settles_and_leases_log_nothing,
 );
 
 /// A log under test: the store, its key file and a scratch directory.
@@ -666,6 +668,102 @@ fn refusals_are_logged_once_and_never_billed(backend: Backend) {
     assert_eq!(rows[0].request_id, "r1");
     log.ok(&["checkpoint"]);
     assert!(log.ok(&["verify"]).contains("OK:"));
+}
+
+/// `serve --audit-log off`: settles still write ledger rows, but neither
+/// they nor lease calls leave anything in the log, not even queued; the
+/// same calls with the log on (the default) do.
+fn with_the_log_off_settles_and_leases_log_nothing(backend: Backend) {
+    let Some(log) = Log::new(backend) else { return };
+    hard_budget(
+        &log.store,
+        Scope::Key,
+        "key_a",
+        Kind::Requests,
+        100.0,
+        Period::Daily,
+    );
+    let lease = LeaseRequest {
+        key_id: "key_a".into(),
+        team: Some("eng".into()),
+        user: None,
+        model: "gpt-4o".into(),
+        upstream_model: "gpt-4o".into(),
+        provider: "openai".into(),
+        estimated_input_tokens: 100,
+        max_output_tokens: 100,
+        release: vec![],
+    };
+    // Settles, a grant, and a grant that hands the first one's rest back.
+    let traffic = |store: &Store, prefix: &str| {
+        store
+            .settle(&[
+                audited(&format!("{prefix}-1"), Some("eng"), "hello", "hi"),
+                report(&format!("{prefix}-2"), None),
+            ])
+            .unwrap();
+        let LeaseAnswer::Granted(grant) = store.lease(&lease).unwrap() else {
+            panic!("no lease")
+        };
+        let release = LeaseRequest {
+            release: vec![LeaseRelease {
+                lease_id: grant.lease_id,
+                unused: vec![LeaseAmount {
+                    budget_id: grant.budgets[0].budget_id.clone(),
+                    amount: 1.0,
+                }],
+            }],
+            ..lease.clone()
+        };
+        store.lease(&release).unwrap();
+    };
+
+    let off = log.store.reopen().with_audit_log(false);
+    assert!(!off.audit_log());
+    traffic(&off, "off");
+    assert_eq!(off.ledger(None, 10).unwrap().len(), 2);
+    assert!(log.entries().is_empty());
+    // Nothing was queued either: appending the queue appends nothing.
+    assert!(log.ok(&["checkpoint"]).contains("empty"));
+    assert!(log.entries().is_empty());
+
+    assert!(log.store.audit_log(), "on by default");
+    traffic(&log.store, "on");
+    assert_eq!(log.store.ledger(None, 10).unwrap().len(), 4);
+    log.ok(&["checkpoint"]);
+    let kinds: Vec<String> = log
+        .entries()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "request",
+            "request",
+            "lease_grant",
+            "lease_settle",
+            "lease_grant"
+        ]
+    );
+    assert!(log.ok(&["verify"]).contains("OK:"));
+}
+
+/// `serve --audit-log` takes on or off; on when not given.
+#[test]
+fn serve_parses_the_audit_log_switch() {
+    let audit_log = |extra: &[&str]| {
+        let argv = [&["tollgate-sidecar", "serve"][..], extra].concat();
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Serve(args) => args.audit_log,
+            _ => panic!("not serve"),
+        })
+    };
+    assert!(audit_log(&[]).unwrap());
+    assert!(audit_log(&["--audit-log", "on"]).unwrap());
+    assert!(!audit_log(&["--audit-log", "off"]).unwrap());
+    assert!(!audit_log(&["--audit-log=off"]).unwrap());
+    assert!(audit_log(&["--audit-log", "sometimes"]).is_err());
 }
 
 /// The log copied to another machine: an export and the public key are

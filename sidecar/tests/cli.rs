@@ -187,6 +187,7 @@ fn serve(dir: &TempDir, var: &str, service_token: Option<&str>, extra: &[&str]) 
         .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
         .env_remove("TOLLGATE_SERVICE_TOKEN")
         .env_remove("TOLLGATE_LEASE_TTL_S")
+        .env_remove("TOLLGATE_AUDIT_LOG")
         .env_remove("RUST_LOG");
     match service_token {
         Some(token) => cmd.env(var, token),
@@ -486,6 +487,62 @@ fn serve_refuses_a_lease_ttl_below_one_second() {
         );
         assert!(stderr.contains("--lease-ttl-s"), "{value}: {stderr}");
     }
+}
+
+/// `TOLLGATE_AUDIT_LOG=off` (or `--audit-log off`): `serve` warns at
+/// start-up, makes no signing key, and a settled report is in the ledger
+/// but not in the audit log; on by default, it is in both.
+#[test]
+fn serve_with_the_audit_log_off_warns_and_logs_nothing() {
+    let report = json!({
+        "request_id": "r1", "key_id": "key_a", "team": "ml", "user": null,
+        "model": "gpt-4o", "upstream_model": "gpt-4o", "provider": "openai",
+        "api": "chat_completions", "input_tokens": 10, "output_tokens": 5, "cached_tokens": 0,
+        "reasoning_tokens": 0, "status": 200, "latency_ms": 10, "estimated": false,
+        "stream": false, "ts": common::T0
+    })
+    .to_string();
+    for off in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = serve(&dir, "TOLLGATE_SERVICE_TOKEN", Some(SERVICE_TOKEN), &[]);
+        if off {
+            cmd.env("TOLLGATE_AUDIT_LOG", "off");
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (addr, before) = start_up(&mut child);
+        let response = http_post(&addr, "/v1/settle", SERVICE_TOKEN, &report);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert_eq!(before.contains("audit log off"), off, "{before}");
+        let db = dir.path().join("t.db");
+        assert_eq!(dir.path().join("t.db.audit-key").exists(), !off);
+        let store = open(db.to_str().unwrap());
+        assert_eq!(store.ledger(None, 10).unwrap().len(), 1);
+        let entry = store.audit_entry_of_request("r1").unwrap();
+        assert_eq!(entry.is_some(), !off, "audit log off: {off}");
+    }
+}
+
+/// What `serve` logged up to its listening line, and the address it names.
+fn start_up(child: &mut Child) -> (String, String) {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logged = String::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        logged.push_str(&line);
+        logged.push('\n');
+        if let Some(rest) = line.split("listen=").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or_default();
+            // Keep draining, so the sidecar never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return (addr.to_owned(), logged);
+        }
+    }
+    panic!("the sidecar did not say where it listens:\n{logged}")
 }
 
 /// `serve` grants leases for `--lease-ttl-s` (or `TOLLGATE_LEASE_TTL_S`),

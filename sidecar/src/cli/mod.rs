@@ -124,6 +124,17 @@ pub struct ServeArgs {
         default_value_t = crate::answer_cache::DEFAULT_MAX_BYTES
     )]
     pub cache_max_bytes: u64,
+    /// The verifiable audit log: on, or off (no entries for settled
+    /// requests or leases, no checkpoints; for measuring what it costs)
+    #[arg(
+        long,
+        env = "TOLLGATE_AUDIT_LOG",
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub audit_log: bool,
     #[command(flatten)]
     pub audit_key: AuditKeyArg,
     /// How often to sign an audit checkpoint when the log grew (also one

@@ -36,6 +36,8 @@ pub struct Store {
     /// The gateway's residency pins, when known: team and key model lists
     /// are checked against them (`residency.rs`).
     pins: Option<Arc<Pins>>,
+    /// Whether settles and lease calls write the audit log (`audit/`).
+    audit_log: bool,
 }
 
 enum Backend {
@@ -59,6 +61,7 @@ impl Store {
             notices: Notices::default(),
             lease_ttl_s: DEFAULT_LEASE_TTL_S,
             pins: None,
+            audit_log: true,
         })
     }
 
@@ -86,6 +89,18 @@ impl Store {
 
     pub fn lease_ttl_s(&self) -> i64 {
         self.lease_ttl_s
+    }
+
+    /// Turns the audit log on (the default) or off (`serve --audit-log`):
+    /// off, settles append no entries and lease calls queue none, so the
+    /// log holds nothing this store settled or leased.
+    pub fn with_audit_log(mut self, on: bool) -> Store {
+        self.audit_log = on;
+        self
+    }
+
+    pub fn audit_log(&self) -> bool {
+        self.audit_log
     }
 
     pub fn clock(&self) -> &Arc<Clock> {
