@@ -320,6 +320,7 @@ class Stack:
         self.mock_proc = self.sidecar_proc = None
         self.extra_sidecars: list[subprocess.Popen] = []
         self.envoys: list[Envoy] = []
+        self.envoy: Envoy | None = None
 
     def start(self) -> "Stack":
         for path, what in [(self.wasm, "the wasm filter"), (SIDECAR, "tollgate-sidecar")]:
@@ -363,8 +364,10 @@ class Stack:
     def _sidecar(self, name: str, port: int, args: tuple[str, ...] = ()) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "a")
         env = dict(os.environ, TOLLGATE_MASTER_KEY=self.master_key,
-                   TOLLGATE_SERVICE_TOKEN=self.service_token, RUST_LOG="info",
-                   TOLLGATE_GATEWAY_CONFIG=str(self.envoy.config_path))
+                   TOLLGATE_SERVICE_TOKEN=self.service_token, RUST_LOG="info")
+        if self.envoy:
+            # The gateway's residency pins, to check team and key model lists.
+            env["TOLLGATE_GATEWAY_CONFIG"] = str(self.envoy.config_path)
         proc = subprocess.Popen(
             [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{port}", *self.sidecar_args,
              *args],

@@ -214,11 +214,12 @@ impl Store {
             }
             // Refusals: an audit entry each (once), nothing else; with the
             // log off, nothing at all.
-            for (i, r, ts) in refusals {
-                let appended = match &mut log {
-                    Some(log) => log.push_refusal(r, ts)?,
-                    None => false,
-                };
+            let entries: Vec<_> = refusals.iter().map(|&(_, r, ts)| (r, ts)).collect();
+            let appended = match &mut log {
+                Some(log) => log.push_refusals(&entries)?,
+                None => vec![false; entries.len()],
+            };
+            for ((i, r, _), appended) in refusals.into_iter().zip(appended) {
                 if let Some(slot) = out.get_mut(i) {
                     *slot = Some(Settled {
                         request_id: r.request_id.clone(),
@@ -227,6 +228,9 @@ impl Store {
                         duplicate: !appended,
                     });
                 }
+            }
+            if let Some(log) = log {
+                log.finish()?;
             }
             Ok(out.into_iter().flatten().collect::<Vec<_>>())
         })?;

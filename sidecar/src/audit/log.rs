@@ -40,11 +40,30 @@ pub struct StoredEntry {
     pub leaf_hash: Option<String>,
 }
 
-/// Appends entries in the caller's write transaction.
+/// Rows per multi-row statement: 6 parameters a row stays far below either
+/// database's limit on parameters.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Appends entries in the caller's write transaction. Rows are written
+/// together by `finish` (a statement per entry cost PostgreSQL a round trip
+/// each), which the caller must call before committing.
 pub(crate) struct Appender<'t> {
     tx: &'t mut dyn Tx,
     next: u64,
     now: i64,
+    rows: Vec<EntryRow>,
+    /// Queue rows appended, to delete.
+    taken: Vec<i64>,
+}
+
+/// One `audit_entries` row, waiting for `finish`.
+struct EntryRow {
+    seq: u64,
+    kind: String,
+    request_id: Option<String>,
+    ts: i64,
+    body: String,
+    leaf: String,
 }
 
 impl<'t> Appender<'t> {
@@ -61,7 +80,13 @@ impl<'t> Appender<'t> {
             "SELECT id, kind, request_id, ts, fields FROM audit_pending ORDER BY id",
             &[],
         )?;
-        let mut log = Appender { tx, next, now };
+        let mut log = Appender {
+            tx,
+            next,
+            now,
+            rows: Vec::new(),
+            taken: Vec::new(),
+        };
         for row in &queued {
             let fields = serde_json::from_str(&row.text(4)?)?;
             log.insert(
@@ -69,30 +94,70 @@ impl<'t> Appender<'t> {
                 row.opt_text(2)?.as_deref(),
                 fields,
                 row.int(3)?,
-            )?;
-            log.tx.execute(
-                "DELETE FROM audit_pending WHERE id = $1",
-                &params![row.int(0)?],
-            )?;
+            );
+            log.taken.push(row.int(0)?);
         }
         Ok(log)
     }
 
-    fn insert(
-        &mut self,
-        kind: &str,
-        request_id: Option<&str>,
-        fields: Value,
-        ts: i64,
-    ) -> Result<()> {
+    fn insert(&mut self, kind: &str, request_id: Option<&str>, fields: Value, ts: i64) {
         let body = encode(fields, self.next, ts);
         let leaf = hex_lower(&leaf_hash(body.as_bytes()));
-        self.tx.execute(
-            "INSERT INTO audit_entries (seq, kind, request_id, ts, body, leaf_hash)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &params![self.next, kind, request_id, ts, &body, &leaf],
-        )?;
+        self.rows.push(EntryRow {
+            seq: self.next,
+            kind: kind.to_owned(),
+            request_id: request_id.map(str::to_owned),
+            ts,
+            body,
+            leaf,
+        });
         self.next += 1;
+    }
+
+    /// Writes the appended entries and removes the queue rows they came
+    /// from, a few statements in all.
+    pub fn finish(self) -> Result<()> {
+        for chunk in self.rows.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO audit_entries (seq, kind, request_id, ts, body, leaf_hash) VALUES ",
+            );
+            let mut values = Vec::with_capacity(chunk.len() * 6);
+            for (i, r) in chunk.iter().enumerate() {
+                let n = i * 6;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6
+                ));
+                values.extend(params![
+                    r.seq,
+                    r.kind.as_str(),
+                    r.request_id.as_deref(),
+                    r.ts,
+                    r.body.as_str(),
+                    r.leaf.as_str()
+                ]);
+            }
+            self.tx.execute(&sql, &values)?;
+        }
+        // By id, not by range: a lease call may commit a lower id meanwhile
+        // (it queues without the lock), and that row waits for the next append.
+        for chunk in self.taken.chunks(ROWS_PER_STATEMENT) {
+            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "DELETE FROM audit_pending WHERE id IN ({})",
+                list.join(", ")
+            );
+            let ids: Vec<_> = chunk.iter().flat_map(|id| params![*id]).collect();
+            self.tx.execute(&sql, &ids)?;
+        }
         Ok(())
     }
 
@@ -117,22 +182,39 @@ impl<'t> Appender<'t> {
             }
         };
         let entry = Entry::request(r, cost_usd, priced, hmacs);
-        self.insert(entry.kind(), entry.request_id(), entry.fields()?, ts)
+        self.insert(entry.kind(), entry.request_id(), entry.fields()?, ts);
+        Ok(())
     }
 
-    /// A refusal's entry, unless the log has this request already (a batch
-    /// sent again); checked under the append lock, so it is never twice.
-    pub fn push_refusal(&mut self, r: &UsageReport, ts: i64) -> Result<bool> {
-        let logged = self.tx.query(
-            "SELECT seq FROM audit_entries WHERE request_id = $1 LIMIT 1",
-            &params![&r.request_id],
-        )?;
-        if !logged.is_empty() {
-            return Ok(false);
+    /// Refusals' entries (with when each was made), except those the log
+    /// has already (a batch sent again): checked under the append lock, so
+    /// none is logged twice. Answers which were appended.
+    pub fn push_refusals(&mut self, refusals: &[(&UsageReport, i64)]) -> Result<Vec<bool>> {
+        let mut logged = std::collections::HashSet::new();
+        for chunk in refusals.chunks(ROWS_PER_STATEMENT) {
+            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT request_id FROM audit_entries WHERE request_id IN ({})",
+                list.join(", ")
+            );
+            let ids: Vec<_> = chunk
+                .iter()
+                .flat_map(|(r, _)| params![r.request_id.as_str()])
+                .collect();
+            for row in self.tx.query(&sql, &ids)? {
+                logged.insert(row.text(0)?);
+            }
         }
-        let digests = [r.request_digest.as_deref(), r.response_digest.as_deref()];
-        self.push_request(r, digests, ts, 0.0, true)?;
-        Ok(true)
+        let mut appended = Vec::with_capacity(refusals.len());
+        for (r, ts) in refusals {
+            let new = logged.insert(r.request_id.clone());
+            if new {
+                let digests = [r.request_digest.as_deref(), r.response_digest.as_deref()];
+                self.push_request(r, digests, *ts, 0.0, true)?;
+            }
+            appended.push(new);
+        }
+        Ok(appended)
     }
 
     /// A digest the filter sent, if it is one: a malformed one is left
@@ -282,8 +364,8 @@ impl Store {
     pub fn audit_checkpoint(&self, signer: &Signer) -> Result<Option<String>> {
         let now = self.clock().now();
         self.write(|tx| {
-            // Beginning an append appends the queue.
-            Appender::begin(tx, now)?;
+            // Beginning an append takes the queue.
+            Appender::begin(tx, now)?.finish()?;
             let mut frontier = latest_frontier(tx)?;
             let rows = tx.query(
                 "SELECT seq, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq",
