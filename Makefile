@@ -12,7 +12,7 @@ SIDECAR := $(TARGET_DIR)/release/tollgate-sidecar
 build: $(WASM) $(SIDECAR)
 
 $(WASM): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') protocol/Cargo.toml | deps
-	$(CARGO) build --target wasm32-wasip1 --release -p tollgate
+	$(CARGO) rustc --target wasm32-wasip1 --release -p tollgate --lib --crate-type cdylib
 
 # The console's pages are compiled into the sidecar (include_str!).
 $(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src protocol/src -name '*.rs') $(wildcard sidecar/console/*) sidecar/Cargo.toml protocol/Cargo.toml

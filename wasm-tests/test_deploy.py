@@ -604,7 +604,8 @@ def test_dockerfiles_build_what_the_manifests_run():
     wasm = dockerfile_stages("wasm.Dockerfile")
     built = "/src/target/wasm32-wasip1/release/tollgate.wasm"
     assert "WORKDIR /src" in wasm["build"] and "COPY . ." in wasm["build"]
-    assert "RUN cargo build --locked --release --target wasm32-wasip1 -p tollgate" in wasm["build"]
+    assert ("RUN cargo rustc --locked --release --target wasm32-wasip1 -p tollgate --lib --crate-type cdylib"
+            in wasm["build"])
     # Istio's Wasm image, compat variant: one layer, holding plugin.wasm.
     assert wasm["plugin"] == ["IMAGE scratch", f"COPY --from=build {built} ./plugin.wasm"]
     envoy_version = [line.split("==")[1] for line in (ROOT / "wasm-tests" / "requirements.txt").read_text().split()

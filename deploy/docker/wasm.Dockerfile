@@ -11,7 +11,7 @@ FROM rust:1.95-slim-trixie AS build
 RUN rustup target add wasm32-wasip1
 WORKDIR /src
 COPY . .
-RUN cargo build --locked --release --target wasm32-wasip1 -p tollgate
+RUN cargo rustc --locked --release --target wasm32-wasip1 -p tollgate --lib --crate-type cdylib
 
 FROM scratch AS plugin
 # One instruction, so one layer.

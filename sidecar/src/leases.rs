@@ -130,13 +130,13 @@ fn log_entries(
     if !store.audit_log() {
         return Ok(());
     }
-    for rel in &r.release {
-        queue(tx, &Entry::lease_settle(&rel.lease_id, &rel.unused), now)?;
-    }
-    if let Some(grant) = grant {
-        queue(tx, &Entry::lease_grant(r, grant), now)?;
-    }
-    Ok(())
+    let mut entries: Vec<Entry> = r
+        .release
+        .iter()
+        .map(|rel| Entry::lease_settle(&rel.lease_id, &rel.unused))
+        .collect();
+    entries.extend(grant.map(|g| Entry::lease_grant(r, g)));
+    queue(tx, &entries, now)
 }
 
 impl Store {

@@ -54,6 +54,9 @@ pub(crate) struct Appender<'t> {
     rows: Vec<EntryRow>,
     /// Queue rows appended, to delete.
     taken: Vec<i64>,
+    /// HMAC secrets read so far, by scope: a batch holds many requests of
+    /// few teams.
+    secrets: std::collections::HashMap<String, Vec<u8>>,
 }
 
 /// One `audit_entries` row, waiting for `finish`.
@@ -86,6 +89,7 @@ impl<'t> Appender<'t> {
             now,
             rows: Vec::new(),
             taken: Vec::new(),
+            secrets: std::collections::HashMap::new(),
         };
         for row in &queued {
             let fields = serde_json::from_str(&row.text(4)?)?;
@@ -176,7 +180,14 @@ impl<'t> Appender<'t> {
             (None, None) => (None, None),
             (request, response) => {
                 let scope = secrets::scope(r.team.as_deref(), r.key_id.as_deref());
-                let secret = secrets::secret(self.tx, &scope, self.now)?;
+                let secret = match self.secrets.get(&scope) {
+                    Some(secret) => secret.clone(),
+                    None => {
+                        let secret = secrets::secret(self.tx, &scope, self.now)?;
+                        self.secrets.insert(scope, secret.clone());
+                        secret
+                    }
+                };
                 let mac = |d: Option<[u8; 32]>| d.map(|d| secrets::hmac(&secret, &d)).transpose();
                 (mac(request)?, mac(response)?)
             }
@@ -228,18 +239,33 @@ impl<'t> Appender<'t> {
     }
 }
 
-/// Queues `entry`, written at `ts`, for the next append, in the caller's
-/// transaction and without the append lock.
-pub(crate) fn queue(tx: &mut dyn Tx, entry: &Entry, ts: i64) -> Result<()> {
-    tx.execute(
-        "INSERT INTO audit_pending (kind, request_id, ts, fields) VALUES ($1, $2, $3, $4)",
-        &params![
-            entry.kind(),
-            entry.request_id(),
-            ts,
-            &entry.fields()?.to_string()
-        ],
-    )?;
+/// Queues `entries`, written at `ts`, for the next append, in the caller's
+/// transaction and without the append lock: one statement (a lease call,
+/// which a request may wait on, queues a grant and the leases it hands back).
+pub(crate) fn queue(tx: &mut dyn Tx, entries: &[Entry], ts: i64) -> Result<()> {
+    for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+        let fields = chunk
+            .iter()
+            .map(|e| Ok(e.fields()?.to_string()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut sql =
+            String::from("INSERT INTO audit_pending (kind, request_id, ts, fields) VALUES ");
+        let mut values = Vec::with_capacity(chunk.len() * 4);
+        for (i, (entry, fields)) in chunk.iter().zip(&fields).enumerate() {
+            let n = i * 4;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+            values.extend(params![
+                entry.kind(),
+                entry.request_id(),
+                ts,
+                fields.as_str()
+            ]);
+        }
+        tx.execute(&sql, &values)?;
+    }
     Ok(())
 }
 
