@@ -289,7 +289,7 @@ class Stack:
         # The filter chain shape (CHAINS): TOLLGATE_CHAIN lets `make test`
         # run tests on the two-stage fallback too.
         self.chain = chain or os.environ.get("TOLLGATE_CHAIN") or "single_stage"
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.real = real or set()
         self.wasm = WASM
@@ -371,7 +371,9 @@ class Stack:
         proc = subprocess.Popen(
             [str(SIDECAR), "--db", str(self.db), "serve", "--listen", f"127.0.0.1:{port}", *self.sidecar_args,
              *args],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
+            # In the run's directory: on PostgreSQL the audit key is made in
+            # the working directory (tollgate-audit.key).
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), f"tollgate-sidecar {name}",
                    proc=proc, log=self.workdir / f"{name}.log")
         return proc
@@ -416,7 +418,7 @@ class Stack:
 
     def cli(self, *args: str) -> str:
         out = subprocess.run([str(SIDECAR), "--db", str(self.db), *args], check=True, capture_output=True,
-                             text=True)
+                             text=True, cwd=self.workdir)
         return out.stdout
 
     def mock(self, method: str, path: str, body: dict | None = None):

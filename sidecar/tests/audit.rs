@@ -171,6 +171,21 @@ fn audited(id: &str, team: Option<&str>, prompt: &str, answer: &str) -> UsageRep
     }
 }
 
+/// A lease for key_a of team eng, handing nothing back.
+fn lease_request() -> LeaseRequest {
+    LeaseRequest {
+        key_id: "key_a".into(),
+        team: Some("eng".into()),
+        user: None,
+        model: "gpt-4o".into(),
+        upstream_model: "gpt-4o".into(),
+        provider: "openai".into(),
+        estimated_input_tokens: 100,
+        max_output_tokens: 100,
+        release: vec![],
+    }
+}
+
 /// Ten settled requests and two checkpoints (at 4 and 8 entries).
 fn ten_entries(backend: Backend) -> Option<Log> {
     let log = Log::new(backend)?;
@@ -230,17 +245,7 @@ fn settles_and_leases_append_once_and_verify(backend: Backend) {
         100.0,
         Period::Daily,
     );
-    let request = LeaseRequest {
-        key_id: "key_a".into(),
-        team: Some("eng".into()),
-        user: None,
-        model: "gpt-4o".into(),
-        upstream_model: "gpt-4o".into(),
-        provider: "openai".into(),
-        estimated_input_tokens: 100,
-        max_output_tokens: 100,
-        release: vec![],
-    };
+    let request = lease_request();
     let LeaseAnswer::Granted(grant) = store.lease(&request).unwrap() else {
         panic!("no lease")
     };
@@ -683,17 +688,7 @@ fn with_the_log_off_settles_and_leases_log_nothing(backend: Backend) {
         100.0,
         Period::Daily,
     );
-    let lease = LeaseRequest {
-        key_id: "key_a".into(),
-        team: Some("eng".into()),
-        user: None,
-        model: "gpt-4o".into(),
-        upstream_model: "gpt-4o".into(),
-        provider: "openai".into(),
-        estimated_input_tokens: 100,
-        max_output_tokens: 100,
-        release: vec![],
-    };
+    let lease = lease_request();
     // Settles, a grant, and a grant that hands the first one's rest back.
     let traffic = |store: &Store, prefix: &str| {
         store
