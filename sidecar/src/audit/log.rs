@@ -40,9 +40,26 @@ pub struct StoredEntry {
     pub leaf_hash: Option<String>,
 }
 
-/// Rows per multi-row statement: 6 parameters a row stays far below either
-/// database's limit on parameters.
-const ROWS_PER_STATEMENT: usize = 200;
+/// Rows per multi-row statement, at most: 6 parameters a row stays far
+/// below either database's limit on parameters.
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// `items` in runs of powers of two, largest first (200 rows: 128, 64, 8):
+/// few statements per append, and few distinct statement texts for the
+/// connections' prepared-statement caches (8 per kind of statement).
+fn runs<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = rest.len().min(ROWS_PER_STATEMENT);
+        let run = 1 << n.ilog2();
+        let (head, tail) = rest.split_at(run);
+        rest = tail;
+        Some(head)
+    })
+}
 
 /// Appends entries in the caller's write transaction. Rows are written
 /// together by `finish` (a statement per entry cost PostgreSQL a round trip
@@ -121,7 +138,7 @@ impl<'t> Appender<'t> {
     /// Writes the appended entries and removes the queue rows they came
     /// from, a few statements in all.
     pub fn finish(self) -> Result<()> {
-        for chunk in self.rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in runs(&self.rows) {
             let mut sql = String::from(
                 "INSERT INTO audit_entries (seq, kind, request_id, ts, body, leaf_hash) VALUES ",
             );
@@ -153,7 +170,7 @@ impl<'t> Appender<'t> {
         }
         // By id, not by range: a lease call may commit a lower id meanwhile
         // (it queues without the lock), and that row waits for the next append.
-        for chunk in self.taken.chunks(ROWS_PER_STATEMENT) {
+        for chunk in runs(&self.taken) {
             let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "DELETE FROM audit_pending WHERE id IN ({})",
@@ -202,7 +219,7 @@ impl<'t> Appender<'t> {
     /// none is logged twice. Answers which were appended.
     pub fn push_refusals(&mut self, refusals: &[(&UsageReport, i64)]) -> Result<Vec<bool>> {
         let mut logged = std::collections::HashSet::new();
-        for chunk in refusals.chunks(ROWS_PER_STATEMENT) {
+        for chunk in runs(refusals) {
             let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT request_id FROM audit_entries WHERE request_id IN ({})",
@@ -243,7 +260,7 @@ impl<'t> Appender<'t> {
 /// transaction and without the append lock: one statement (a lease call,
 /// which a request may wait on, queues a grant and the leases it hands back).
 pub(crate) fn queue(tx: &mut dyn Tx, entries: &[Entry], ts: i64) -> Result<()> {
-    for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+    for chunk in runs(entries) {
         let fields = chunk
             .iter()
             .map(|e| Ok(e.fields()?.to_string()))
@@ -459,4 +476,21 @@ fn latest_frontier(tx: &mut dyn Tx) -> Result<Frontier> {
             );
             Frontier::default()
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_powers_of_two_largest_first() {
+        let items: Vec<u32> = (0..200).collect();
+        let lens: Vec<usize> = runs(&items).map(<[u32]>::len).collect();
+        assert_eq!(lens, [128, 64, 8]);
+        let all: Vec<u32> = runs(&items).flatten().copied().collect();
+        assert_eq!(all, items);
+        let lens: Vec<usize> = runs(&items[..7]).map(<[u32]>::len).collect();
+        assert_eq!(lens, [4, 2, 1]);
+        assert_eq!(runs::<u32>(&[]).count(), 0);
+    }
 }

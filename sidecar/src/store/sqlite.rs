@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 
 const READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements kept per connection (rusqlite keeps 16 by default).
+const STATEMENT_CACHE: usize = 64;
 
 /// Schema migrations; entry N brings `user_version` from N to N+1.
 const MIGRATIONS: &[&str] = &[
@@ -252,6 +254,9 @@ impl Sqlite {
         // sidecar and skips the fsync per commit (a reserve and a settle per
         // request); only a power loss can drop the last commits.
         writer.pragma_update(None, "synchronous", "NORMAL")?;
+        // The ledger's statements and the audit log's multi-row ones (a few
+        // sizes each) stay prepared together.
+        writer.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut writer)?;
 
         // Read-only connections are opened after migration so they see the schema.
@@ -368,15 +373,19 @@ fn placeholders(sql: &str) -> Cow<'_, str> {
     if !sql.contains('$') {
         return Cow::Borrowed(sql);
     }
+    // Every statement passes here: copy the runs between `$`s whole.
     let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('?');
+    let mut rest = sql;
+    while let Some((before, after)) = rest.split_once('$') {
+        out.push_str(before);
+        out.push(if after.starts_with(|c: char| c.is_ascii_digit()) {
+            '?'
         } else {
-            out.push(c);
-        }
+            '$'
+        });
+        rest = after;
     }
+    out.push_str(rest);
     Cow::Owned(out)
 }
 
@@ -403,5 +412,6 @@ mod tests {
             "SELECT ?2, ?1 WHERE a = ?10"
         );
         assert!(matches!(placeholders("SELECT 1"), Cow::Borrowed(_)));
+        assert_eq!(placeholders("SELECT '$x', $3$"), "SELECT '$x', ?3$");
     }
 }
