@@ -51,6 +51,15 @@ pub enum KeyCheck {
 }
 
 impl KeyCheck {
+    /// The key the sidecar accepted, expired since or not: who sent the
+    /// request, for the record.
+    pub fn info(&self) -> Option<&KeyInfo> {
+        match self {
+            KeyCheck::Valid(info) => Some(info),
+            KeyCheck::Invalid(_) => None,
+        }
+    }
+
     /// The verdict at `now_secs` (unix seconds): a cached valid answer
     /// still expires on time.
     pub fn verdict(&self, now_secs: u64) -> Result<&KeyInfo, GatewayError> {

@@ -195,6 +195,13 @@ pub struct ModelRoute {
     pub region_clusters: BTreeMap<String, String>,
 }
 
+impl ModelRoute {
+    /// Where this entry serves from: its own region, else its provider's.
+    pub fn region_in<'a>(&'a self, provider: &'a Provider) -> Option<&'a str> {
+        self.region.as_deref().or(provider.region.as_deref())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

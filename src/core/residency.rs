@@ -55,10 +55,7 @@ impl ResidencyConfig {
         let served: Vec<&str> = config
             .models
             .iter()
-            .filter_map(|m| {
-                let provider = config.provider(&m.provider)?;
-                m.region.as_deref().or(provider.region.as_deref())
-            })
+            .filter_map(|m| m.region_in(config.provider(&m.provider)?))
             .collect();
         let mut out = Vec::new();
         for (what, pins) in [("teams", &self.teams), ("keys", &self.keys)] {
@@ -151,9 +148,7 @@ fn uncovered_chains(config: &Config, at: &str, regions: &[String]) -> Vec<String
 /// Where the entry at `i` in `models` serves from.
 fn target_region(config: &Config, i: usize) -> Option<&str> {
     let m = config.models.get(i)?;
-    m.region
-        .as_deref()
-        .or_else(|| config.provider(&m.provider)?.region.as_deref())
+    m.region_in(config.provider(&m.provider)?)
 }
 
 /// A set of regions as `region_clusters` names it: sorted, once each,
@@ -249,8 +244,7 @@ pub fn apply<'a>(
     }
     let n = kept.len();
     let key = region_key(kept.iter().filter_map(|(_, t)| t.region));
-    let mut kept = kept.into_iter();
-    let Some((first, route)) = kept.next() else {
+    let Some((first, route)) = kept.into_iter().next() else {
         return Err(refused());
     };
     if n == entry.targets.len() {

@@ -138,7 +138,7 @@ fn route_to<'a>(
         body_model,
         path,
         upstream_api,
-        region: entry.region.as_deref().or(provider.region.as_deref()),
+        region: entry.region_in(provider),
     })
 }
 

@@ -61,6 +61,20 @@ fn runs<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// `$first, ..` for `n` parameters.
+fn numbered(first: usize, n: usize) -> String {
+    let list: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    list.join(", ")
+}
+
+/// `($1, $2), ($3, $4)`: the VALUES of `rows` rows of `columns` parameters.
+fn rows_of(rows: usize, columns: usize) -> String {
+    let list: Vec<String> = (0..rows)
+        .map(|r| format!("({})", numbered(r * columns + 1, columns)))
+        .collect();
+    list.join(", ")
+}
+
 /// Appends entries in the caller's write transaction. Rows are written
 /// together by `finish` (a statement per entry cost PostgreSQL a round trip
 /// each), which the caller must call before committing.
@@ -139,24 +153,12 @@ impl<'t> Appender<'t> {
     /// from, a few statements in all.
     pub fn finish(self) -> Result<()> {
         for chunk in runs(&self.rows) {
-            let mut sql = String::from(
-                "INSERT INTO audit_entries (seq, kind, request_id, ts, body, leaf_hash) VALUES ",
+            let sql = format!(
+                "INSERT INTO audit_entries (seq, kind, request_id, ts, body, leaf_hash) VALUES {}",
+                rows_of(chunk.len(), 6)
             );
             let mut values = Vec::with_capacity(chunk.len() * 6);
-            for (i, r) in chunk.iter().enumerate() {
-                let n = i * 6;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6
-                ));
+            for r in chunk {
                 values.extend(params![
                     r.seq,
                     r.kind.as_str(),
@@ -171,10 +173,9 @@ impl<'t> Appender<'t> {
         // By id, not by range: a lease call may commit a lower id meanwhile
         // (it queues without the lock), and that row waits for the next append.
         for chunk in runs(&self.taken) {
-            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "DELETE FROM audit_pending WHERE id IN ({})",
-                list.join(", ")
+                numbered(1, chunk.len())
             );
             let ids: Vec<_> = chunk.iter().flat_map(|id| params![*id]).collect();
             self.tx.execute(&sql, &ids)?;
@@ -220,10 +221,9 @@ impl<'t> Appender<'t> {
     pub fn push_refusals(&mut self, refusals: &[(&UsageReport, i64)]) -> Result<Vec<bool>> {
         let mut logged = std::collections::HashSet::new();
         for chunk in runs(refusals) {
-            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT request_id FROM audit_entries WHERE request_id IN ({})",
-                list.join(", ")
+                numbered(1, chunk.len())
             );
             let ids: Vec<_> = chunk
                 .iter()
@@ -265,15 +265,12 @@ pub(crate) fn queue(tx: &mut dyn Tx, entries: &[Entry], ts: i64) -> Result<()> {
             .iter()
             .map(|e| Ok(e.fields()?.to_string()))
             .collect::<Result<Vec<_>>>()?;
-        let mut sql =
-            String::from("INSERT INTO audit_pending (kind, request_id, ts, fields) VALUES ");
+        let sql = format!(
+            "INSERT INTO audit_pending (kind, request_id, ts, fields) VALUES {}",
+            rows_of(chunk.len(), 4)
+        );
         let mut values = Vec::with_capacity(chunk.len() * 4);
-        for (i, (entry, fields)) in chunk.iter().zip(&fields).enumerate() {
-            let n = i * 4;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+        for (entry, fields) in chunk.iter().zip(&fields) {
             values.extend(params![
                 entry.kind(),
                 entry.request_id(),
@@ -492,5 +489,11 @@ mod tests {
         let lens: Vec<usize> = runs(&items[..7]).map(<[u32]>::len).collect();
         assert_eq!(lens, [4, 2, 1]);
         assert_eq!(runs::<u32>(&[]).count(), 0);
+    }
+
+    #[test]
+    fn placeholders_number_rows_in_order() {
+        assert_eq!(rows_of(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(numbered(1, 3), "$1, $2, $3");
     }
 }

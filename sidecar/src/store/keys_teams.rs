@@ -12,6 +12,7 @@ use crate::model::{
     Authorization, CreatedKey, DenyReason, Grant, KeyFilter, KeyRecord, KeyStatus, KeyUpdate,
     NewKey, NewTeam, StatusChange, Team, TeamUpdate, UserSummary,
 };
+use crate::residency::Pins;
 
 const KEY_COLUMNS: &str = r#"id, key_prefix, name, team, "user", models, metadata, status,
     expires_at, created_at, updated_at"#;
@@ -237,17 +238,11 @@ impl Store {
     }
 
     pub fn create_team(&self, new: NewTeam) -> Result<Team> {
-        if let Some(problem) = self
-            .pins
-            .as_ref()
-            .and_then(|p| p.team_problem(&new.name, &new.models))
-        {
-            return Err(Error::invalid(problem));
-        }
         let now = self.clock().now();
         let models = serde_json::to_string(&new.models)?;
         let metadata = serde_json::to_string(&new.metadata)?;
         let inserted = self.write(|tx| {
+            self.check_team(tx, &new.name, &new.models)?;
             tx.execute(
                 "INSERT INTO teams (name, models, metadata, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO NOTHING",
@@ -288,7 +283,7 @@ impl Store {
             let mut team = load_team(tx, name, true)?;
             if let Some(models) = &update.models {
                 team.models.clone_from(models);
-                self.check_team(tx, &team)?;
+                self.check_team(tx, &team.name, &team.models)?;
             }
             if let Some(metadata) = &update.metadata {
                 team.metadata.clone_from(metadata);
@@ -318,35 +313,19 @@ impl Store {
         models: &[String],
         team: Option<&str>,
     ) -> Result<()> {
-        let Some(pins) = &self.pins else {
-            return Ok(());
-        };
-        let team_models = match team {
-            Some(name) => team_models(tx, name)?,
-            None => Vec::new(),
-        };
-        match pins.key_problem(id, models, team.map(|t| (t, team_models.as_slice()))) {
-            Some(problem) => Err(Error::invalid(problem)),
+        match &self.pins {
+            Some(pins) => refuse(key_problem(pins, tx, id, models, team)?),
             None => Ok(()),
         }
     }
 
-    /// Refuses `team`'s new models when the pins would then refuse every
-    /// request of the team, or of one of its keys.
-    fn check_team(&self, tx: &mut dyn Tx, team: &Team) -> Result<()> {
-        let Some(pins) = &self.pins else {
-            return Ok(());
-        };
-        if let Some(problem) = pins.team_problem(&team.name, &team.models) {
-            return Err(Error::invalid(problem));
+    /// Refuses `models` for team `name` when the pins would then refuse
+    /// every request of the team, or of one of its keys.
+    fn check_team(&self, tx: &mut dyn Tx, name: &str, models: &[String]) -> Result<()> {
+        match &self.pins {
+            Some(pins) => refuse(team_problems(pins, tx, name, models)?.into_iter().next()),
+            None => Ok(()),
         }
-        for (id, models) in team_keys(tx, &team.name)? {
-            if let Some(problem) = pins.key_problem(&id, &models, Some((&team.name, &team.models)))
-            {
-                return Err(Error::invalid(problem));
-            }
-        }
-        Ok(())
     }
 
     /// What the gateway's pins say about the teams and keys in the
@@ -361,10 +340,7 @@ impl Store {
             let mut out = Vec::new();
             for &team in &teams {
                 let models = team_models(c, team)?;
-                out.extend(pins.team_problem(team, &models));
-                for (id, key_models) in team_keys(c, team)? {
-                    out.extend(pins.key_problem(&id, &key_models, Some((team, &models))));
-                }
+                out.extend(team_problems(pins, c, team, &models)?);
             }
             for &id in &keys {
                 let Some(row) = c.query_opt(
@@ -375,21 +351,51 @@ impl Store {
                     continue;
                 };
                 let (models, team): (Vec<String>, _) = (row.json(0)?, row.opt_text(1)?);
-                let team_models = match &team {
-                    Some(t) => team_models(c, t)?,
-                    None => Vec::new(),
-                };
-                out.extend(pins.key_problem(
-                    id,
-                    &models,
-                    team.as_deref().map(|t| (t, team_models.as_slice())),
-                ));
+                out.extend(key_problem(pins, c, id, &models, team.as_deref())?);
             }
             out.sort();
             out.dedup();
             Ok(out)
         })
     }
+}
+
+fn refuse(problem: Option<String>) -> Result<()> {
+    match problem {
+        Some(problem) => Err(Error::invalid(problem)),
+        None => Ok(()),
+    }
+}
+
+/// What the pins say about key `id` having `models` in `team` (whose
+/// models are read in `c`).
+fn key_problem(
+    pins: &Pins,
+    c: &mut dyn Tx,
+    id: &str,
+    models: &[String],
+    team: Option<&str>,
+) -> Result<Option<String>> {
+    let team_models = match team {
+        Some(name) => team_models(c, name)?,
+        None => Vec::new(),
+    };
+    Ok(pins.key_problem(id, models, team.map(|t| (t, team_models.as_slice()))))
+}
+
+/// What the pins say about team `name` having `models`: about the team,
+/// then about each of its keys.
+fn team_problems(
+    pins: &Pins,
+    c: &mut dyn Tx,
+    name: &str,
+    models: &[String],
+) -> Result<Vec<String>> {
+    let mut out: Vec<String> = pins.team_problem(name, models).into_iter().collect();
+    for (id, key_models) in team_keys(c, name)? {
+        out.extend(pins.key_problem(&id, &key_models, Some((name, models))));
+    }
+    Ok(out)
 }
 
 /// A team's models; a team not created yet allows every model (as the

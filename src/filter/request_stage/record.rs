@@ -29,6 +29,10 @@ pub(super) struct Refusal {
     pub routed: Option<Exchange>,
 }
 
+/// Where a reported request went: the model asked for, the upstream
+/// model, the provider and its region (empty when refused before routing).
+type Target = (String, String, String, Option<String>);
+
 impl<H: Host> RequestStage<H> {
     /// Reports a refusal for the audit log (no ledger row: `refused` says
     /// so to the sidecar). Bad keys are reported too, without a key id.
@@ -37,18 +41,32 @@ impl<H: Host> RequestStage<H> {
         let Some(reporter) = &shared.reporter else {
             return;
         };
-        let now = self.host.now_ns();
-        let key = match self.key.as_deref() {
-            Some(KeyCheck::Valid(info)) => Some(info),
-            _ => None,
-        };
-        let (model, upstream_model, provider, region) = match refusal.routed {
+        let key_check = self.key.clone();
+        let key = key_check.as_deref().and_then(KeyCheck::info);
+        let target = match refusal.routed {
             Some(f) => (f.model, f.upstream_model, f.provider, f.region),
             None => (refusal.model, String::new(), String::new(), None),
         };
+        let now = self.host.now_ns();
         let report = UsageReport {
+            refused: Some(refusal.code.into()),
+            ..self.report(key, now, target)
+        };
+        reporter.borrow_mut().push(&self.host, report);
+    }
+
+    /// What every report carries: the request's ids (the request is over,
+    /// so they move into it), who sent it, where it went (`target`: model
+    /// asked for, upstream model, provider, region), the client's API, the
+    /// status the client got, the time and the body digests; no tokens,
+    /// nothing forwarded or billed.
+    fn report(&mut self, key: Option<&KeyInfo>, now_ns: u64, target: Target) -> UsageReport {
+        let (model, upstream_model, provider, region) = target;
+        UsageReport {
             request_id: std::mem::take(&mut self.request_id),
             reservation_id: None,
+            lease_id: None,
+            lease_debits: Vec::new(),
             key_id: key.map(|k| k.key_id.clone()),
             team: key.and_then(|k| k.team.clone()),
             user: key.and_then(|k| k.user.clone()),
@@ -61,27 +79,23 @@ impl<H: Host> RequestStage<H> {
             cached_tokens: 0,
             reasoning_tokens: 0,
             status: self.response.status,
-            latency_ms: now.saturating_sub(self.started_ns) / 1_000_000,
+            latency_ms: now_ns.saturating_sub(self.started_ns) / 1_000_000,
             estimated: false,
             stream: false,
             guardrail_events: Vec::new(),
             forwarded: false,
-            ts: budget::unix_secs(now),
-            lease_id: None,
-            lease_debits: Vec::new(),
+            ts: budget::unix_secs(now_ns),
             cache_hit: false,
             request_digest: self.request_digest.take(),
             response_digest: self.response.digest.take().map(digest::hex_of),
             region,
-            refused: Some(refusal.code.into()),
-        };
-        reporter.borrow_mut().push(&self.host, report);
+            refused: None,
+        }
     }
 
     /// The usage report for the sidecar; tokens are estimated when the
     /// provider sent no usage (or the response was cut short). A request
-    /// that was not forwarded has none. The request is over, so its ids and
-    /// names move into the report instead of being copied.
+    /// that was not forwarded has none.
     pub(super) fn usage_report(
         &mut self,
         f: Exchange,
@@ -89,6 +103,8 @@ impl<H: Host> RequestStage<H> {
         key: Option<&KeyInfo>,
         now_ns: u64,
     ) -> UsageReport {
+        let target = (f.model, f.upstream_model, f.provider, f.region);
+        let base = self.report(key, now_ns, target);
         let response = &self.response;
         let reported = response.summary.usage;
         let failed_before_output = response.status >= 400 && reported.is_none();
@@ -100,36 +116,21 @@ impl<H: Host> RequestStage<H> {
             (usage.input_tokens, usage.output_tokens)
         };
         UsageReport {
-            request_id: std::mem::take(&mut self.request_id),
-            reservation_id: None,
             lease_id: f.lease_id,
             lease_debits: f.lease_debits,
-            key_id: key.map(|k| k.key_id.clone()),
-            team: key.and_then(|k| k.team.clone()),
-            user: key.and_then(|k| k.user.clone()),
-            model: f.model,
-            upstream_model: f.upstream_model,
-            provider: f.provider,
-            api: self.api_name().into(),
             input_tokens: input,
             output_tokens: output,
             cached_tokens: usage.cached_tokens,
             reasoning_tokens: usage.reasoning_tokens,
-            status: response.status,
-            latency_ms: now_ns.saturating_sub(self.started_ns) / 1_000_000,
             estimated,
             stream: response.stream,
             guardrail_events: self.guard_events.iter().map(Into::into).collect(),
             forwarded,
-            ts: budget::unix_secs(now_ns),
             cache_hit: self
                 .cache
                 .as_ref()
                 .is_some_and(|c| c.outcome == super::cache::Outcome::Hit),
-            request_digest: self.request_digest.take(),
-            response_digest: self.response.digest.take().map(digest::hex_of),
-            region: f.region,
-            refused: None,
+            ..base
         }
     }
 
@@ -165,10 +166,7 @@ impl<H: Host> RequestStage<H> {
             self.count_request(&routed, &usage, now);
         }
         let key_check = self.key.clone();
-        let key = match key_check.as_deref() {
-            Some(KeyCheck::Valid(info)) => Some(info),
-            _ => None,
-        };
+        let key = key_check.as_deref().and_then(KeyCheck::info);
         log::debug!(
             "tollgate: {} request={} key={} model={} provider={} forwarded={forwarded} status={} stream={} input_tokens={} output_tokens={} ms={}",
             self.api_name(),

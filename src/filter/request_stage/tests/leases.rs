@@ -140,10 +140,7 @@ fn the_usage_report_carries_the_lease_and_its_debits() {
     answer(&mut stage, "200", &grant("l1", 10));
     let f = stage.forwarded.clone().unwrap();
     let key_check = stage.key.clone();
-    let key = match key_check.as_deref() {
-        Some(KeyCheck::Valid(info)) => Some(info),
-        _ => None,
-    };
+    let key = key_check.as_deref().and_then(KeyCheck::info);
     let now = stage.host.now_ns();
     let report = stage.usage_report(f, true, key, now);
     assert_eq!(report.lease_id.as_deref(), Some("l1"));
