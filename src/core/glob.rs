@@ -34,29 +34,31 @@ pub fn is_pattern(name: &str) -> bool {
 
 /// True when some name matches both patterns (`gpt-*` and `*-mini` do;
 /// `gpt-*` and `claude-*` do not). Dynamic programming over the two
-/// patterns' positions: O(len(a) * len(b)).
+/// patterns' positions: O(len(a) * len(b)) time, two rows of memory.
 pub fn overlap(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    // can[i][j]: the rests a[i..] and b[j..] share a name.
-    let mut can = vec![vec![false; b.len() + 1]; a.len() + 1];
+    // next[j] / row[j]: the rests a[i + 1..] / a[i..] and b[j..] share a name.
+    let mut next = vec![false; b.len() + 1];
+    let mut row = vec![false; b.len() + 1];
     for i in (0..=a.len()).rev() {
         for j in (0..=b.len()).rev() {
-            let at = |i: usize, j: usize| can.get(i).and_then(|r| r.get(j)).copied() == Some(true);
+            let at = |r: &[bool], j: usize| r.get(j).copied() == Some(true);
             let value = match (a.get(i), b.get(j)) {
                 (None, None) => true,
                 // A `*` matches nothing more, or also what the other side
                 // has next (one literal, or all the other's `*` makes).
-                (Some(b'*'), other) => at(i + 1, j) || (other.is_some() && at(i, j + 1)),
-                (other, Some(b'*')) => at(i, j + 1) || (other.is_some() && at(i + 1, j)),
-                (Some(x), Some(y)) => x == y && at(i + 1, j + 1),
+                (Some(b'*'), other) => at(&next, j) || (other.is_some() && at(&row, j + 1)),
+                (other, Some(b'*')) => at(&row, j + 1) || (other.is_some() && at(&next, j)),
+                (Some(x), Some(y)) => x == y && at(&next, j + 1),
                 _ => false,
             };
-            if let Some(cell) = can.get_mut(i).and_then(|r| r.get_mut(j)) {
+            if let Some(cell) = row.get_mut(j) {
                 *cell = value;
             }
         }
+        std::mem::swap(&mut next, &mut row);
     }
-    can.first().and_then(|r| r.first()).copied() == Some(true)
+    next.first().copied() == Some(true)
 }
 
 #[cfg(test)]
