@@ -5,7 +5,7 @@
 use super::error::GatewayError;
 use super::glob;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 use tollgate_protocol::{AuthorizeAnswer, AuthorizeRequest, DenyReason, Grant};
 
 /// What the gateway knows about a valid key (from the sidecar's `Grant`).
@@ -114,7 +114,7 @@ pub struct AuthCache {
 
 struct Entry {
     fetched_ms: u64,
-    check: Rc<KeyCheck>,
+    check: Arc<KeyCheck>,
     /// A refresh ahead of expiry was tried for it (once per entry).
     refresh_tried: bool,
 }
@@ -134,17 +134,17 @@ impl AuthCache {
 
     /// A verdict given less than `ttl_ms` ago (and not "in the future": a
     /// clock stepped back must not stretch it).
-    pub fn get(&self, key_hash: &str, now_ms: u64) -> Option<Rc<KeyCheck>> {
+    pub fn get(&self, key_hash: &str, now_ms: u64) -> Option<Arc<KeyCheck>> {
         match self.entries.get(key_hash) {
             Some(e) if e.fetched_ms <= now_ms && now_ms < self.expires(e) => {
-                Some(Rc::clone(&e.check))
+                Some(Arc::clone(&e.check))
             }
             _ => None,
         }
     }
 
     /// Caches a verdict the sidecar gave at `fetched_ms`.
-    pub fn insert(&mut self, key_hash: String, check: Rc<KeyCheck>, fetched_ms: u64) {
+    pub fn insert(&mut self, key_hash: String, check: Arc<KeyCheck>, fetched_ms: u64) {
         if self.ttl_ms == 0 {
             return;
         }
@@ -294,9 +294,9 @@ mod tests {
     #[test]
     fn cached_verdicts_age_from_when_the_sidecar_gave_them() {
         let mut cache = AuthCache::new(1000, 10);
-        let v = Rc::new(KeyCheck::Invalid("revoked"));
+        let v = Arc::new(KeyCheck::Invalid("revoked"));
         // Read from shared data at 900, given by the sidecar at 500.
-        cache.insert("a".into(), Rc::clone(&v), 500);
+        cache.insert("a".into(), Arc::clone(&v), 500);
         assert!(cache.get("a", 1499).is_some());
         assert!(cache.get("a", 1500).is_none());
         assert!(cache.get("a", 499).is_none(), "the clock stepped back");
@@ -343,14 +343,14 @@ mod tests {
     #[test]
     fn cache_expires_and_stays_bounded() {
         let mut cache = AuthCache::new(1000, 2);
-        let v = Rc::new(KeyCheck::Invalid("revoked"));
-        cache.insert("a".into(), Rc::clone(&v), 0);
+        let v = Arc::new(KeyCheck::Invalid("revoked"));
+        cache.insert("a".into(), Arc::clone(&v), 0);
         assert!(cache.get("a", 999).is_some());
         assert!(cache.get("a", 1000).is_none());
-        cache.insert("b".into(), Rc::clone(&v), 900);
-        cache.insert("c".into(), Rc::clone(&v), 1500);
+        cache.insert("b".into(), Arc::clone(&v), 900);
+        cache.insert("c".into(), Arc::clone(&v), 1500);
         assert_eq!(cache.len(), 2, "expired `a` evicted first");
-        cache.insert("d".into(), Rc::clone(&v), 1600);
+        cache.insert("d".into(), Arc::clone(&v), 1600);
         assert!(cache.len() <= 2);
         let mut off = AuthCache::new(0, 10);
         off.insert("a".into(), v, 0);

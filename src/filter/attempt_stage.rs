@@ -25,7 +25,7 @@ use crate::core::routing::Route;
 use crate::filter::stats;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Filter state the request stage hands the attempt stage (`Handoff`).
 pub const HANDOFF: &str = "tollgate.fallback";
@@ -48,7 +48,7 @@ pub const TARGET_HEADER: &str = "x-tollgate-target";
 pub struct AttemptStage<H: Host> {
     host: H,
     /// The request stage's configuration in this VM, when it has one.
-    shared: Option<Rc<Shared>>,
+    shared: Option<Arc<Shared>>,
     /// This attempt: the request as handed over and its target's index.
     attempt: Option<(Handoff, usize)>,
     /// Whether the body is sent from this stage (not as the request stage
@@ -60,7 +60,7 @@ pub struct AttemptStage<H: Host> {
 }
 
 impl<H: Host> AttemptStage<H> {
-    pub fn new(shared: Option<Rc<Shared>>, host: H) -> AttemptStage<H> {
+    pub fn new(shared: Option<Arc<Shared>>, host: H) -> AttemptStage<H> {
         AttemptStage {
             host,
             shared,
@@ -76,7 +76,7 @@ impl<H: Host> AttemptStage<H> {
         &self.host
     }
 
-    fn shared(&self) -> Result<Rc<Shared>, GatewayError> {
+    fn shared(&self) -> Result<Arc<Shared>, GatewayError> {
         self.shared.clone().ok_or(GatewayError::Internal(
             "the attempt stage has no configuration: give it the request stage's vm_config (same vm_id)",
         ))

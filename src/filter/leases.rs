@@ -26,10 +26,10 @@ use super::background::{Background, Job};
 use super::env::Host;
 use super::shared_data::{self, Step};
 use super::sidecar;
+use super::sync::Lock;
 use crate::core::budget::{self, LeaseAnswer, LeaseRequest};
 use crate::core::key;
 use crate::core::lease::{self, Debit, Lease, Size, Slot};
-use std::cell::RefCell;
 use std::collections::HashMap;
 use tollgate_protocol::LeaseRelease;
 
@@ -80,7 +80,7 @@ const MAX_DRAWN_SLOTS: usize = 1024;
 /// shared-data read or write, which costs a VM more than the rest of the
 /// budget work.
 #[derive(Default)]
-pub struct Drawn(RefCell<HashMap<String, Vec<Lease>>>);
+pub struct Drawn(Lock<HashMap<String, Vec<Lease>>>);
 
 impl Drawn {
     fn debit(&self, key: &str, now_ms: u64, size: Size) -> Option<Debit> {
@@ -216,7 +216,7 @@ fn claim_refill(host: &impl Host, flag: &str, now_ms: u64, stale_ms: u64) -> boo
 /// is under way at this Envoy or the queue is full. True when queued.
 pub fn queue_refill(
     host: &impl Host,
-    background: &RefCell<Background>,
+    background: &Lock<Background>,
     need: &LeaseRequest,
     now_ms: u64,
 ) -> bool {
@@ -367,7 +367,7 @@ mod tests {
     fn one_refill_in_flight_per_slot() {
         let a = MockHost::default();
         let b = MockHost::default().sharing(&a);
-        let background = RefCell::new(Background::new(1000, 10_000, 1));
+        let background = Lock::new(Background::new(1000, 10_000, 1));
         let n = need("k", "m");
         assert!(queue_refill(&a, &background, &n, 100));
         assert!(!queue_refill(&b, &background, &n, 200), "in flight");

@@ -23,6 +23,7 @@ mod shared_data;
 mod sidecar;
 mod size_classes;
 mod stats;
+mod sync;
 mod trace;
 
 #[cfg(target_arch = "wasm32")]

@@ -12,11 +12,11 @@ use super::env::Host;
 use super::sidecar::SidecarClient;
 use crate::core::budget::{self, BudgetConfig, UsageReport};
 use crate::core::report_queue::{Delivery, ReportQueue, Tally};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Reporter {
-    sidecar: Rc<SidecarClient>,
+    sidecar: Arc<SidecarClient>,
     queue: ReportQueue,
     /// The callout token of the batch in flight.
     in_flight: Option<u32>,
@@ -27,7 +27,7 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(host: &impl Host, config: &BudgetConfig, sidecar: Rc<SidecarClient>) -> Reporter {
+    pub fn new(host: &impl Host, config: &BudgetConfig, sidecar: Arc<SidecarClient>) -> Reporter {
         Reporter {
             sidecar,
             queue: ReportQueue::new(

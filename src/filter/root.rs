@@ -15,6 +15,7 @@ use super::route_headers::Secrets;
 use super::route_stage::RouteStage;
 use super::sidecar::SidecarClient;
 use super::stats::Stats;
+use super::sync::Lock;
 use crate::core::api::ClientFormat;
 use crate::core::auth::AuthCache;
 use crate::core::config::Config;
@@ -25,7 +26,8 @@ use crate::core::key;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The root context's tick: full report and span batches leave at the next
 /// tick, partial ones when their flush interval has passed.
@@ -51,7 +53,7 @@ thread_local! {
     static ROUTE_STAGE: Cell<bool> = const { Cell::new(false) };
     /// The request stage's state in this VM, for the attempt stage (an
     /// upstream filter with the same `vm_id` shares the VM).
-    static REQUEST_STAGE: RefCell<Option<Rc<Shared>>> = const { RefCell::new(None) };
+    static REQUEST_STAGE: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
 }
 
 /// Whether this VM also runs the two-stage chain's route stage.
@@ -72,38 +74,81 @@ const KEY_CACHE_CAPACITY: usize = 10_000;
 /// What every request-stage context of a worker shares.
 pub struct Shared {
     pub config: Config,
-    pub cache: RefCell<AuthCache>,
-    pub key_hashes: RefCell<key::HashMemo>,
+    pub cache: Lock<AuthCache>,
+    pub key_hashes: Lock<key::HashMemo>,
     /// This worker's shares of the budget leases.
     pub drawn: leases::Drawn,
     pub stats: Stats,
     /// Trace export, when `tracing` is configured.
-    pub exporter: Option<RefCell<Exporter>>,
+    pub exporter: Option<Lock<Exporter>>,
     /// Compiled guardrails, when `guardrails` is configured.
     pub guardrails: Option<Guardrails>,
     /// Usage reports to the sidecar, when `budgets` is configured.
-    pub reporter: Option<RefCell<Reporter>>,
+    pub reporter: Option<Lock<Reporter>>,
     /// Lease refills and key refreshes the root context sends.
-    pub background: RefCell<Background>,
+    pub background: Lock<Background>,
     /// `tollgate.vm.memory_bytes`: this worker VM's linear memory.
     pub memory_gauge: Option<u32>,
     /// Requests this VM has seen; also makes request ids unique within it.
-    pub request_counter: Cell<u64>,
+    pub request_counter: AtomicU64,
     /// Random per VM: with the counter, the gateway's request ids.
     pub id_seed: u64,
-    pub sidecar: Rc<SidecarClient>,
+    pub sidecar: Arc<SidecarClient>,
     /// Provider keys for `env` auth (the single-stage chain sets them).
     pub secrets: Secrets,
 }
 
 impl Shared {
+    /// A configured request stage's state, before its first request.
+    pub fn new(
+        host: &impl Host,
+        config: Config,
+        guardrails: Option<Guardrails>,
+        sidecar: Arc<SidecarClient>,
+        node_id: Option<String>,
+        id_seed: u64,
+    ) -> Shared {
+        Shared {
+            cache: Lock::new(AuthCache::new(config.key_cache_ttl_ms, KEY_CACHE_CAPACITY)),
+            key_hashes: Lock::default(),
+            drawn: leases::Drawn::default(),
+            stats: Stats::default(),
+            exporter: config
+                .tracing
+                .clone()
+                .map(|t| Lock::new(Exporter::new(host, t, node_id))),
+            reporter: config
+                .budgets
+                .as_ref()
+                .map(|b| Lock::new(Reporter::new(host, b, Arc::clone(&sidecar)))),
+            background: Lock::new(Background::for_config(&config)),
+            guardrails,
+            memory_gauge: host.define_gauge("tollgate.vm.memory_bytes"),
+            request_counter: AtomicU64::new(0),
+            id_seed,
+            sidecar,
+            secrets: Secrets::default(),
+            config,
+        }
+    }
+
+    /// Counts a new request (the count is also the request id's suffix).
+    pub fn count_request(&self) {
+        self.request_counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests seen so far.
+    pub fn requests(&self) -> u64 {
+        self.request_counter.load(Ordering::Relaxed)
+    }
+
     /// A request id of the gateway's own (never the client's): the ledger's
     /// idempotency key and the trace's seed. Unique per VM by the counter,
     /// across VMs and restarts by the random seed.
     pub fn mint_request_id(&self) -> String {
         let mut id = String::with_capacity(32);
         hex::push(&mut id, &self.id_seed.to_be_bytes());
-        hex::push(&mut id, &self.request_counter.get().to_be_bytes());
+        hex::push(&mut id, &self.requests().to_be_bytes());
         id
     }
 }
@@ -112,8 +157,8 @@ impl Shared {
 pub enum Root {
     #[default]
     Unconfigured,
-    Request(Rc<Shared>),
-    Route(Rc<Secrets>),
+    Request(Arc<Shared>),
+    Route(Arc<Secrets>),
     Attempt,
 }
 
@@ -147,7 +192,7 @@ impl RootContext for Root {
         match host::property(&["plugin_root_id"]).as_deref() {
             Some(b"route") => {
                 ROUTE_STAGE.with(|present| present.set(true));
-                *self = Root::Route(Rc::default());
+                *self = Root::Route(Arc::default());
                 return true;
             }
             Some(b"attempt") => {
@@ -160,7 +205,7 @@ impl RootContext for Root {
         let configured = Config::load(&bytes).and_then(|(config, guardrails)| {
             let sidecar = SidecarClient::from_env(config.sidecar.clone())
                 .map_err(|e| format!("invalid tollgate configuration:\n  - {e}"))?;
-            Ok((config, guardrails, Rc::new(sidecar)))
+            Ok((config, guardrails, Arc::new(sidecar)))
         });
         match configured {
             Ok((config, guardrails, sidecar)) => {
@@ -172,35 +217,16 @@ impl RootContext for Root {
                     config.sidecar.cluster,
                     config.sidecar.failure_mode
                 );
-                let cache =
-                    RefCell::new(AuthCache::new(config.key_cache_ttl_ms, KEY_CACHE_CAPACITY));
-                let exporter = config
-                    .tracing
-                    .clone()
-                    .map(|t| RefCell::new(Exporter::new(&Envoy, t, node_id())));
-                let reporter = config
-                    .budgets
-                    .as_ref()
-                    .map(|b| RefCell::new(Reporter::new(&Envoy, b, Rc::clone(&sidecar))));
-                let background = RefCell::new(Background::for_config(&config));
                 host::set_tick_period_ms(TICK_MS);
-                let shared = Rc::new(Shared {
+                let shared = Arc::new(Shared::new(
+                    &Envoy,
                     config,
-                    cache,
-                    key_hashes: RefCell::default(),
-                    drawn: leases::Drawn::default(),
-                    stats: Stats::default(),
-                    exporter,
-                    reporter,
-                    background,
                     guardrails,
-                    memory_gauge: host::define_gauge("tollgate.vm.memory_bytes"),
-                    request_counter: Cell::new(0),
-                    id_seed: host::random_u64(),
                     sidecar,
-                    secrets: Secrets::default(),
-                });
-                REQUEST_STAGE.with(|s| *s.borrow_mut() = Some(Rc::clone(&shared)));
+                    node_id(),
+                    host::random_u64(),
+                ));
+                REQUEST_STAGE.with(|s| *s.borrow_mut() = Some(Arc::clone(&shared)));
                 *self = Root::Request(shared);
                 true
             }
@@ -214,12 +240,10 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         match self {
             Root::Request(shared) => {
-                shared
-                    .request_counter
-                    .set(shared.request_counter.get().wrapping_add(1));
-                Some(Box::new(RequestStage::new(Rc::clone(shared), Envoy)))
+                shared.count_request();
+                Some(Box::new(RequestStage::new(Arc::clone(shared), Envoy)))
             }
-            Root::Route(secrets) => Some(Box::new(RouteStage::new(Rc::clone(secrets), Envoy))),
+            Root::Route(secrets) => Some(Box::new(RouteStage::new(Arc::clone(secrets), Envoy))),
             Root::Attempt => {
                 let shared = REQUEST_STAGE.with(|s| s.borrow().clone());
                 Some(Box::new(AttemptStage::new(shared, Envoy)))
@@ -240,7 +264,7 @@ impl RootContext for Root {
             shared.background.borrow_mut().tick(&Envoy, &shared.sidecar);
             // Only VMs that serve requests report: the main thread's VM
             // ticks too, and would overwrite the worker's figure.
-            if shared.request_counter.get() > 0 {
+            if shared.requests() > 0 {
                 host::set_gauge(shared.memory_gauge, vm_memory_bytes());
             }
             // Envoy's log level can change at runtime (admin /logging).

@@ -5,9 +5,9 @@
 //! chain from the route stage.
 
 use super::env::Host;
+use super::sync::Lock;
 use crate::core::decision::RouteDecision;
 use crate::core::error::GatewayError;
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Header the Envoy route's `cluster_header` reads.
@@ -15,7 +15,7 @@ pub const CLUSTER_HEADER: &str = "x-tollgate-cluster";
 
 /// Provider secrets read from the VM environment, once per worker.
 #[derive(Default)]
-pub struct Secrets(RefCell<HashMap<String, Option<String>>>);
+pub struct Secrets(Lock<HashMap<String, Option<String>>>);
 
 impl Secrets {
     fn get(&self, var: &str) -> Option<String> {

@@ -9,15 +9,15 @@ use crate::core::decision::RouteDecision;
 use crate::core::error::GatewayError;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::rc::Rc;
+use std::sync::Arc;
 
 pub struct RouteStage<H: Host> {
     host: H,
-    secrets: Rc<Secrets>,
+    secrets: Arc<Secrets>,
 }
 
 impl<H: Host> RouteStage<H> {
-    pub fn new(secrets: Rc<Secrets>, host: H) -> RouteStage<H> {
+    pub fn new(secrets: Arc<Secrets>, host: H) -> RouteStage<H> {
         RouteStage { host, secrets }
     }
 }
@@ -63,7 +63,7 @@ mod tests {
         if let Some(d) = decision {
             host.set_property("tollgate.route", d.encode().as_bytes());
         }
-        RouteStage::new(Rc::default(), host)
+        RouteStage::new(Arc::default(), host)
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! arbitrary client model names from growing Envoy's stats without bound.
 
 use super::env::Host;
-use std::cell::RefCell;
+use super::sync::Lock;
 use std::collections::{BTreeMap, HashMap};
 
 /// Distinct metric names per worker; beyond it the model tag becomes `other`.
@@ -13,14 +13,14 @@ const MAX_METRICS: usize = 2000;
 
 #[derive(Default)]
 pub struct Stats {
-    ids: RefCell<HashMap<String, Option<u32>>>,
+    ids: Lock<HashMap<String, Option<u32>>>,
     /// The metrics of each request shape, by model, so a request's counts
     /// need no name formatting (five names a request otherwise).
-    shapes: RefCell<HashMap<String, Vec<Shape>>>,
+    shapes: Lock<HashMap<String, Vec<Shape>>>,
     /// Counter increments made while requests run, by metric id, added to
     /// Envoy's counters on the root context's tick: one host call per
     /// counter and tick instead of one per increment. Counters lag by a tick.
-    pending: RefCell<BTreeMap<u32, u64>>,
+    pending: Lock<BTreeMap<u32, u64>>,
 }
 
 /// A forwarded request's dimensions and its metrics' ids.

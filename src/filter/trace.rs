@@ -18,7 +18,7 @@ impl RequestTrace {
     pub fn start(shared: &Shared, headers: &Headers) -> Option<RequestTrace> {
         let exporter = shared.exporter.as_ref()?;
         let (minted_trace, span_id, upstream_span_id) =
-            tracecontext::mint_ids(shared.id_seed, shared.request_counter.get());
+            tracecontext::mint_ids(shared.id_seed, shared.requests());
         let parent = headers.get("traceparent").and_then(tracecontext::parse);
         let (trace_id, sampled) = match parent {
             Some(p) => (p.trace_id, p.sampled),

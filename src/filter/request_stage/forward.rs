@@ -18,7 +18,7 @@ use crate::filter::env::Host;
 use crate::filter::route_headers;
 use crate::filter::trace::RequestTrace;
 use proxy_wasm::types::Action;
-use std::rc::Rc;
+use std::sync::Arc;
 
 impl<H: Host> RequestStage<H> {
     /// Routes the complete body held in Envoy's buffer.
@@ -46,7 +46,7 @@ impl<H: Host> RequestStage<H> {
                 return Err(GatewayError::ModelNotAllowed(request.model));
             }
         }
-        let shared = Rc::clone(&self.shared);
+        let shared = Arc::clone(&self.shared);
         let (mut route, mut chain) =
             routing::resolve(&shared.config, api, &request.model, request.stream)?;
         let pins = shared

@@ -9,7 +9,7 @@ use crate::core::guard::{self, GuardEvent};
 use crate::core::request::LlmRequest;
 use crate::filter::env::Host;
 use crate::filter::stats;
-use std::rc::Rc;
+use std::sync::Arc;
 
 impl<H: Host> RequestStage<H> {
     /// Blocks, or redacts the body in place; records events and sets up the
@@ -19,7 +19,7 @@ impl<H: Host> RequestStage<H> {
         api: Api,
         request: &mut LlmRequest,
     ) -> Result<(), GatewayError> {
-        let shared = Rc::clone(&self.shared);
+        let shared = Arc::clone(&self.shared);
         let Some(guardrails) = &shared.guardrails else {
             return Ok(());
         };

@@ -12,14 +12,14 @@ use crate::filter::background::Job;
 use crate::filter::env::Host;
 use crate::filter::key_cache::{self, Refresh};
 use crate::filter::sidecar;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl<H: Host> RequestStage<H> {
     /// The key's verdict without a callout: this worker's cache, else the
     /// shared one (`None`: ask the sidecar). A verdict in the last quarter of
     /// its life is refreshed ahead, once per Envoy, from the root context.
-    pub(super) fn cached_key(&self, now: u64) -> Option<Rc<KeyCheck>> {
+    pub(super) fn cached_key(&self, now: u64) -> Option<Arc<KeyCheck>> {
         let hash = &self.key_hash;
         let cached = self.shared.cache.borrow().get(hash, now);
         if let Some(check) = cached {
@@ -31,18 +31,18 @@ impl<H: Host> RequestStage<H> {
         }
         let ttl = self.shared.config.key_cache_ttl_ms;
         let (check, fetched) = key_cache::read(&self.host, hash, now, ttl)?;
-        let check = Rc::new(check);
+        let check = Arc::new(check);
         self.count("tollgate.key_cache.shared_hits", 1);
         self.shared
             .cache
             .borrow_mut()
-            .insert(hash.clone(), Rc::clone(&check), fetched);
+            .insert(hash.clone(), Arc::clone(&check), fetched);
         Some(check)
     }
 
     /// Claims the refresh of the verdict given at `fetched` and queues it;
     /// when another worker's refresh already landed, the newer verdict.
-    fn refresh_ahead(&self, fetched: u64, now: u64) -> Option<Rc<KeyCheck>> {
+    fn refresh_ahead(&self, fetched: u64, now: u64) -> Option<Arc<KeyCheck>> {
         let background = &self.shared.background;
         if !background.borrow().has_room() {
             return None;
@@ -55,10 +55,10 @@ impl<H: Host> RequestStage<H> {
                 None
             }
             Refresh::Newer(check, fetched) => {
-                let check = Rc::new(check);
+                let check = Arc::new(check);
                 self.shared.cache.borrow_mut().insert(
                     self.key_hash.clone(),
-                    Rc::clone(&check),
+                    Arc::clone(&check),
                     fetched,
                 );
                 Some(check)
@@ -122,14 +122,14 @@ impl<H: Host> RequestStage<H> {
         let answer = sidecar::answer(status.as_deref(), body, auth::parse_authorize_response);
         match answer {
             Ok(check) => {
-                let check = Rc::new(check);
+                let check = Arc::new(check);
                 let now = self.callback_ms();
                 let valid = matches!(*check, KeyCheck::Valid(_));
                 let ttl = self.shared.config.key_cache_ttl_ms;
                 key_cache::store(&self.host, &self.key_hash, body, valid, now, ttl);
                 self.shared.cache.borrow_mut().insert(
                     self.key_hash.clone(),
-                    Rc::clone(&check),
+                    Arc::clone(&check),
                     now,
                 );
                 self.key = Some(check);

@@ -33,7 +33,7 @@ use crate::core::exchange::Exchange;
 use crate::core::guard::GuardEvent;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// A client's `x-request-id` is kept for traces up to this many bytes.
 const MAX_CLIENT_REQUEST_ID: usize = 128;
@@ -61,12 +61,12 @@ enum Phase {
 
 pub struct RequestStage<H: Host> {
     host: H,
-    shared: Rc<Shared>,
+    shared: Arc<Shared>,
     phase: Phase,
     endpoint: Option<Endpoint>,
     format: ClientFormat,
     key_hash: String,
-    key: Option<Rc<KeyCheck>>,
+    key: Option<Arc<KeyCheck>>,
     /// `:path` as the client sent it (header maps are gone after the header phase).
     client_path: String,
     /// Bytes of an oversized body discarded so far.
@@ -110,7 +110,7 @@ pub struct RequestStage<H: Host> {
 }
 
 impl<H: Host> RequestStage<H> {
-    pub fn new(shared: Rc<Shared>, host: H) -> RequestStage<H> {
+    pub fn new(shared: Arc<Shared>, host: H) -> RequestStage<H> {
         RequestStage {
             host,
             shared,

@@ -15,7 +15,7 @@ use crate::core::usage::Usage;
 use crate::filter::env::Host;
 use crate::filter::stats;
 use crate::filter::trace::RequestTrace;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// A request the gateway refused before routing it (or, for a budget,
 /// right after): what the audit log gets.
@@ -37,7 +37,7 @@ impl<H: Host> RequestStage<H> {
     /// Reports a refusal for the audit log (no ledger row: `refused` says
     /// so to the sidecar). Bad keys are reported too, without a key id.
     pub(super) fn record_refusal(&mut self, refusal: Refusal) {
-        let shared = Rc::clone(&self.shared);
+        let shared = Arc::clone(&self.shared);
         let Some(reporter) = &shared.reporter else {
             return;
         };
@@ -184,7 +184,7 @@ impl<H: Host> RequestStage<H> {
         if forwarded {
             self.store_answer(&routed.provider, &routed.upstream_model, &usage);
         }
-        let shared = Rc::clone(&self.shared);
+        let shared = Arc::clone(&self.shared);
         if let Some(reporter) = &shared.reporter {
             let report = self.usage_report(routed, forwarded, key, now);
             reporter.borrow_mut().push(&self.host, report);

@@ -3,29 +3,26 @@
 //! the client, the route stage and the sidecar.
 
 use super::RequestStage;
-use crate::core::auth::AuthCache;
 use crate::core::config::Config;
 use crate::core::decision::RouteDecision;
 use crate::core::guard::Guardrails;
-use crate::filter::background::Background;
 use crate::filter::env::Host;
 use crate::filter::exporter::Exporter;
 use crate::filter::mock::MockHost;
 use crate::filter::reporter::Reporter;
 use crate::filter::root::Shared;
 use crate::filter::sidecar::SidecarClient;
-use crate::filter::stats::Stats;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use serde_json::{json, Value};
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::sync::Arc;
 
 const TOKEN_ENV: &str = "TOLLGATE_STAGE_TEST_TOKEN";
 const VALID: &str = r#"{"valid": true, "key_id": "k1", "team": "research"}"#;
 const SECRET: &str = "the key is AKIAIOSFODNN7EXAMPLE";
 
-fn shared(extra: Value) -> Rc<Shared> {
+fn shared(extra: Value) -> Arc<Shared> {
     let mut config = json!({
         "providers": [
             {"name": "openai", "kind": "openai", "cluster": "c_openai"},
@@ -44,33 +41,14 @@ fn shared(extra: Value) -> Rc<Shared> {
     }
     let config = Config::parse(config.to_string().as_bytes()).unwrap();
     std::env::set_var(TOKEN_ENV, "service-token");
-    let sidecar = Rc::new(SidecarClient::from_env(config.sidecar.clone()).unwrap());
-    let metrics = MockHost::default();
-    Rc::new(Shared {
-        cache: RefCell::new(AuthCache::new(config.key_cache_ttl_ms, 100)),
-        key_hashes: RefCell::default(),
-        drawn: Default::default(),
-        stats: Stats::default(),
-        exporter: config
-            .tracing
-            .clone()
-            .map(|t| RefCell::new(Exporter::new(&metrics, t, None))),
-        guardrails: config
-            .guardrails
-            .as_ref()
-            .map(|g| Guardrails::new(g).unwrap()),
-        reporter: config
-            .budgets
-            .as_ref()
-            .map(|b| RefCell::new(Reporter::new(&metrics, b, Rc::clone(&sidecar)))),
-        background: RefCell::new(Background::for_config(&config)),
-        memory_gauge: None,
-        request_counter: Cell::new(1),
-        id_seed: 7,
-        sidecar,
-        secrets: Default::default(),
-        config,
-    })
+    let sidecar = Arc::new(SidecarClient::from_env(config.sidecar.clone()).unwrap());
+    let guardrails = config
+        .guardrails
+        .as_ref()
+        .map(|g| Guardrails::new(g).unwrap());
+    let shared = Shared::new(&MockHost::default(), config, guardrails, sidecar, None, 7);
+    shared.count_request();
+    Arc::new(shared)
 }
 
 fn openai(model: &str, content: &str) -> Vec<u8> {
@@ -94,8 +72,8 @@ fn chat(key: &str, body: &[u8]) -> MockHost {
 }
 
 /// Headers, then the key check answered with `answer`.
-fn authorized(shared: &Rc<Shared>, host: MockHost, answer: &str) -> RequestStage<MockHost> {
-    let mut stage = RequestStage::new(Rc::clone(shared), host);
+fn authorized(shared: &Arc<Shared>, host: MockHost, answer: &str) -> RequestStage<MockHost> {
+    let mut stage = RequestStage::new(Arc::clone(shared), host);
     assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
     stage.host.answer_call("200", answer);
     stage.on_http_call_response(1, 0, answer.len(), 0);
@@ -132,7 +110,7 @@ fn paths(host: &MockHost) -> Vec<String> {
 #[test]
 fn pending_key_check_pauses_the_request() {
     let shared = shared(json!({}));
-    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &openai("gpt-4o", "hi")));
+    let mut stage = RequestStage::new(Arc::clone(&shared), chat("sk-a", &openai("gpt-4o", "hi")));
     assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
     let callouts = stage.host.callouts.borrow().clone();
     assert_eq!(callouts.len(), 1);
@@ -168,7 +146,7 @@ fn valid_key_is_forwarded_with_the_right_headers_and_body() {
     assert_eq!(d.path, None);
     assert_eq!(d.remove, ["openai-organization"]);
     // The verdict is cached: the next request with the key makes no callout.
-    let mut next = RequestStage::new(Rc::clone(&shared), chat("sk-a", &openai("gpt-4o", "x")));
+    let mut next = RequestStage::new(Arc::clone(&shared), chat("sk-a", &openai("gpt-4o", "x")));
     assert_eq!(next.on_http_request_headers(0, false), Action::Continue);
     assert_eq!(body_end(&mut next), Action::Continue);
     assert!(next.host.callouts.borrow().is_empty());
@@ -314,7 +292,7 @@ fn the_end_of_a_request_queues_its_report_and_spans_for_the_root_tick() {
         shared.exporter.as_ref().unwrap(),
     );
     let budgets = shared.config.budgets.as_ref().unwrap();
-    *reporter.borrow_mut() = Reporter::new(&root, budgets, Rc::clone(&shared.sidecar));
+    *reporter.borrow_mut() = Reporter::new(&root, budgets, Arc::clone(&shared.sidecar));
     let tracing = shared.config.tracing.clone().unwrap();
     *exporter.borrow_mut() = Exporter::new(&root, tracing, None);
     let mut stage = authorized(&shared, chat("sk-a", &openai("gpt-4o", "hi")), VALID);
@@ -373,7 +351,7 @@ fn refusals_are_reported_for_the_audit_log_only() {
     let root = MockHost::default();
     let reporter = shared.reporter.as_ref().unwrap();
     let budgets = shared.config.budgets.as_ref().unwrap();
-    *reporter.borrow_mut() = Reporter::new(&root, budgets, Rc::clone(&shared.sidecar));
+    *reporter.borrow_mut() = Reporter::new(&root, budgets, Arc::clone(&shared.sidecar));
     // A bad key, a model the key may not use, and a path the gateway does
     // not serve (no API call: not reported).
     let mut bad = authorized(
@@ -388,7 +366,7 @@ fn refusals_are_reported_for_the_audit_log_only() {
     assert_eq!(denied.host.reply().unwrap().status, 403);
     denied.on_log();
     let mut lost = RequestStage::new(
-        Rc::clone(&shared),
+        Arc::clone(&shared),
         MockHost::request(
             "GET",
             "/v2/nothing",
@@ -464,7 +442,7 @@ fn a_report_queue_behind_the_requests_sends_the_next_batch_when_one_is_taken() {
 fn an_oversized_body_is_drained_then_refused_with_413() {
     let shared = shared(json!({"chain": "two_stage", "max_request_bytes": 16}));
     let body = openai("gpt-4o", "a prompt longer than the limit");
-    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &body));
+    let mut stage = RequestStage::new(Arc::clone(&shared), chat("sk-a", &body));
     // Declared too large: no key check, the body flows and is discarded.
     assert_eq!(stage.on_http_request_headers(0, false), Action::Continue);
     assert!(stage.host.callouts.borrow().is_empty());
@@ -506,7 +484,7 @@ fn the_model_list_is_answered_locally() {
         &[("authorization", "Bearer sk-a")],
         b"",
     );
-    let mut stage = RequestStage::new(Rc::clone(&shared), host);
+    let mut stage = RequestStage::new(Arc::clone(&shared), host);
     assert_eq!(stage.on_http_request_headers(0, true), Action::Pause);
     stage.host.answer_call("200", VALID);
     stage.on_http_call_response(1, 0, VALID.len(), 0);
@@ -553,7 +531,7 @@ fn single_stage_holds_the_headers_and_routes_them_from_the_body() {
 #[test]
 fn single_stage_holds_a_body_that_arrives_during_the_key_check() {
     let shared = shared(json!({}));
-    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-bad", &openai("gpt-4o", "hi")));
+    let mut stage = RequestStage::new(Arc::clone(&shared), chat("sk-bad", &openai("gpt-4o", "hi")));
     assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
     // Continue here would send the request upstream unchecked.
     assert_eq!(body_end(&mut stage), Action::Pause);
@@ -565,7 +543,7 @@ fn single_stage_holds_a_body_that_arrives_during_the_key_check() {
     assert_eq!(cluster(&stage.host), None);
 
     // A valid key: routed and resumed by the key check's answer.
-    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &openai("gpt-4o", "hi")));
+    let mut stage = RequestStage::new(Arc::clone(&shared), chat("sk-a", &openai("gpt-4o", "hi")));
     assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
     assert_eq!(body_end(&mut stage), Action::Pause);
     stage.host.answer_call("200", VALID);
@@ -589,7 +567,7 @@ fn single_stage_blocks_from_the_body_with_nothing_routed() {
 fn single_stage_drains_an_oversized_body_with_the_headers_held() {
     let shared = shared(json!({"max_request_bytes": 16}));
     let body = openai("gpt-4o", "a prompt longer than the limit");
-    let mut stage = RequestStage::new(Rc::clone(&shared), chat("sk-a", &body));
+    let mut stage = RequestStage::new(Arc::clone(&shared), chat("sk-a", &body));
     assert_eq!(stage.on_http_request_headers(0, false), Action::Pause);
     assert_eq!(stage.on_http_request_body(body.len(), false), Action::Pause);
     assert_eq!(stage.on_http_request_body(0, true), Action::Pause);

@@ -7,7 +7,7 @@ use tollgate_protocol::{CachePut, CachedAnswer};
 
 const OTHER_TEAM: &str = r#"{"valid": true, "key_id": "k2", "team": "ops"}"#;
 
-fn cached() -> Rc<Shared> {
+fn cached() -> Arc<Shared> {
     shared(json!({
         "cache": {"rules": [{"models": ["gpt-4o*"], "ttl_s": 60}]},
         "budgets": {"enforce": true}
@@ -54,7 +54,7 @@ fn answered(stage: &mut RequestStage<MockHost>, content_type: &str, answer: &str
     stage.on_http_response_body(answer.len(), true);
 }
 
-fn stores(shared: &Rc<Shared>) -> Vec<CachePut> {
+fn stores(shared: &Arc<Shared>) -> Vec<CachePut> {
     shared
         .background
         .borrow()
@@ -64,7 +64,7 @@ fn stores(shared: &Rc<Shared>) -> Vec<CachePut> {
 }
 
 /// The root's tick sends the queued stores; the sidecar stores each.
-fn sidecar_stores(shared: &Rc<Shared>, worker: &MockHost) {
+fn sidecar_stores(shared: &Arc<Shared>, worker: &MockHost) {
     let root = MockHost::default().sharing(worker);
     let mut background = shared.background.borrow_mut();
     background.tick(&root, &shared.sidecar);
@@ -78,7 +78,7 @@ fn sidecar_stores(shared: &Rc<Shared>, worker: &MockHost) {
 }
 
 /// A first request for `hi`, answered and stored by the sidecar.
-fn stored_once(shared: &Rc<Shared>) -> RequestStage<MockHost> {
+fn stored_once(shared: &Arc<Shared>) -> RequestStage<MockHost> {
     let mut first = authorized(shared, chat("tg-a", &openai("gpt-4o", "hi")), VALID);
     body_end(&mut first);
     grant(&mut first);

@@ -65,7 +65,7 @@ fn request_loop() {
     for i in 0..n {
         let host = chat("sk-a", body).sharing(&root);
         host.now_ns.set(root.now_ns.get() + i as u64 * 100_000);
-        let mut stage = RequestStage::new(Rc::clone(&shared), host);
+        let mut stage = RequestStage::new(Arc::clone(&shared), host);
         if stage.on_http_request_headers(0, false) == Action::Pause
             && stage.phase == Phase::Authorizing
         {

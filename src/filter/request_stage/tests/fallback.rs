@@ -12,7 +12,7 @@ const OPENAI_2_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI_2";
 const ANTHROPIC_ENV: &str = "TOLLGATE_CHAIN_TEST_ANTHROPIC";
 
 /// `chain` falls back from OpenAI to Anthropic on cluster `fb`.
-fn chain() -> Rc<Shared> {
+fn chain() -> Arc<Shared> {
     std::env::set_var(OPENAI_ENV, "sk-openai");
     std::env::set_var(OPENAI_2_ENV, "sk-openai-2");
     std::env::set_var(ANTHROPIC_ENV, "sk-ant");
@@ -36,7 +36,7 @@ fn header(host: &MockHost, name: &str) -> Option<String> {
 }
 
 /// A request for `chain` routed by the request stage (key valid).
-fn routed(shared: &Rc<Shared>, host: MockHost) -> RequestStage<MockHost> {
+fn routed(shared: &Arc<Shared>, host: MockHost) -> RequestStage<MockHost> {
     let mut stage = authorized(shared, host, VALID);
     assert_eq!(body_end(&mut stage), Action::Continue);
     stage
@@ -99,7 +99,7 @@ fn a_client_of_another_api_hands_over_its_own_checked_body() {
 /// An attempt of `stage`'s request landing on `provider`'s endpoint, with
 /// the request stage's headers, body and filter state.
 fn attempt(
-    shared: &Rc<Shared>,
+    shared: &Arc<Shared>,
     stage: &RequestStage<MockHost>,
     provider: &str,
 ) -> AttemptStage<MockHost> {
@@ -112,7 +112,7 @@ fn attempt(
     }
     host.set_property(&format!("{ENDPOINT_METADATA}provider"), provider.as_bytes());
     host.now_ns.set(5_000);
-    AttemptStage::new(Some(Rc::clone(shared)), host)
+    AttemptStage::new(Some(Arc::clone(shared)), host)
 }
 
 /// Envoy's request callbacks for one attempt; what the body callback says.
@@ -254,7 +254,7 @@ fn an_attempt_that_cannot_be_placed_is_refused_not_sent() {
     assert_eq!(a.on_http_request_headers(0, false), Action::Pause);
     assert_eq!(a.host().reply().unwrap().status, 500);
     // No handoff: the request did not pass the request stage.
-    let mut b = AttemptStage::new(Some(Rc::clone(&shared)), MockHost::default());
+    let mut b = AttemptStage::new(Some(Arc::clone(&shared)), MockHost::default());
     b.on_http_request_headers(0, false);
     let reply = b.host().reply().unwrap();
     assert_eq!(reply.status, 500);
@@ -270,7 +270,7 @@ fn an_attempt_that_cannot_be_placed_is_refused_not_sent() {
 
 /// `chain` with OpenAI in the US and Anthropic in the EU, and team
 /// `research` (the test keys' team) pinned to `pins`.
-fn pinned_chain(pins: Value) -> Rc<Shared> {
+fn pinned_chain(pins: Value) -> Arc<Shared> {
     std::env::set_var(OPENAI_ENV, "sk-openai");
     std::env::set_var(ANTHROPIC_ENV, "sk-ant");
     shared(json!({
@@ -308,7 +308,7 @@ fn a_pinned_request_goes_only_to_targets_in_its_regions() {
     // An attempt stage on that target's cluster lets it go as it is.
     let a = MockHost::default().sharing(host);
     a.set_property(DIRECT, &host.property(DIRECT).unwrap());
-    let mut a = AttemptStage::new(Some(Rc::clone(&shared)), a);
+    let mut a = AttemptStage::new(Some(Arc::clone(&shared)), a);
     assert_eq!(a.on_http_request_headers(0, false), Action::Continue);
     assert!(a.host().reply().is_none());
 

@@ -10,11 +10,12 @@ use crate::core::lease::Slot;
 use crate::filter::background::Job;
 use crate::filter::request_stage::Phase;
 use crate::filter::{key_cache, leases};
+use std::rc::Rc;
 use tollgate_protocol::LeaseAmount;
 
 const BUDGETS: &str = r#"{"chain": "two_stage", "budgets": {}}"#;
 
-fn budgets() -> Rc<Shared> {
+fn budgets() -> Arc<Shared> {
     shared(serde_json::from_str(BUDGETS).unwrap())
 }
 
@@ -34,10 +35,10 @@ fn answer(stage: &mut RequestStage<MockHost>, status: &str, body: &str) {
 
 /// A chat request of worker `shared` on a host sharing `other`'s data, run
 /// to the end of its body (the key check answered when one is made).
-fn request(shared: &Rc<Shared>, other: &MockHost) -> RequestStage<MockHost> {
+fn request(shared: &Arc<Shared>, other: &MockHost) -> RequestStage<MockHost> {
     let host = chat("sk-a", &openai("gpt-4o", "hi")).sharing(other);
     host.now_ns.set(other.now_ns.get());
-    let mut stage = RequestStage::new(Rc::clone(shared), host);
+    let mut stage = RequestStage::new(Arc::clone(shared), host);
     if stage.on_http_request_headers(0, false) == Action::Pause {
         answer(&mut stage, "200", VALID);
     }
@@ -167,7 +168,7 @@ fn two_workers_debit_one_lease_without_double_spending() {
     let host = chat("sk-a", &openai("gpt-4o", "hi")).sharing(&first.host);
     let other = chat("sk-a", &openai("gpt-4o", "hi")).sharing(&first.host);
     let second: Rc<RefCell<Option<RequestStage<MockHost>>>> = Rc::default();
-    let (w2c, out) = (Rc::clone(&w2), Rc::clone(&second));
+    let (w2c, out) = (Arc::clone(&w2), Rc::clone(&second));
     *host.before_write.borrow_mut() = Some(Box::new(move || {
         let mut stage = RequestStage::new(w2c, other);
         // Worker 2 knows the key from shared data: no key check either.
@@ -175,7 +176,7 @@ fn two_workers_debit_one_lease_without_double_spending() {
         assert_eq!(body_end(&mut stage), Action::Continue);
         *out.borrow_mut() = Some(stage);
     }));
-    let mut racing = RequestStage::new(Rc::clone(&w1), host);
+    let mut racing = RequestStage::new(Arc::clone(&w1), host);
     assert_eq!(racing.on_http_request_headers(0, false), Action::Continue);
     assert_eq!(body_end(&mut racing), Action::Pause);
 
@@ -217,7 +218,7 @@ fn a_denial_is_answered_with_429_in_the_clients_format() {
         &[("x-api-key", "sk-a"), ("anthropic-version", "2023-06-01")],
         body,
     );
-    let mut stage = RequestStage::new(Rc::clone(&shared), host);
+    let mut stage = RequestStage::new(Arc::clone(&shared), host);
     assert_eq!(stage.on_http_request_headers(0, false), Action::Continue);
     assert_eq!(body_end(&mut stage), Action::Pause);
     let limited = r#"{"allowed": false, "reason": "rate_limit", "message": "5 requests a minute.", "retry_after_s": 12}"#;
@@ -412,7 +413,7 @@ fn workers_share_key_verdicts_and_revocation_bites_within_the_ttl() {
     assert!(still.host.replies.borrow().is_empty());
     later(&first.host, 1);
     let mut refused = RequestStage::new(
-        Rc::clone(&w1),
+        Arc::clone(&w1),
         chat("sk-a", &openai("gpt-4o", "hi")).sharing(&first.host),
     );
     refused.host.now_ns.set(first.host.now_ns.get());
