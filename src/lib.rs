@@ -15,5 +15,5 @@
 
 pub mod core;
 
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(any(target_arch = "wasm32", test, feature = "dynamic-module"))]
 mod filter;

@@ -13,6 +13,24 @@ use super::glob;
 use super::routing::{self, Route};
 use std::collections::HashMap;
 
+/// Filter state the request stage hands the attempt stage (`Handoff`).
+pub const HANDOFF: &str = "tollgate.fallback";
+
+/// Filter state where the attempt stage records the attempts
+/// (`fallback::attempts`): how the request stage learns which target
+/// answered, and what the trace shows of the others.
+pub const ATTEMPTS: &str = "tollgate.attempts";
+/// Filter state: the request stage prepared this request for one target
+/// itself (a pinned request sent to one target of a chain), so an attempt
+/// stage on that target's cluster lets it go as it is.
+pub const DIRECT: &str = "tollgate.direct";
+
+/// Response header marking a 429 the attempt stage turned into a 503.
+pub const RATE_LIMITED: &str = "x-tollgate-rate-limited";
+
+/// The response header naming the target that answered (`provider/model`).
+pub const TARGET_HEADER: &str = "x-tollgate-target";
+
 /// The most attempts one request may make: each is a provider call.
 pub const MAX_ATTEMPTS: u32 = 10;
 

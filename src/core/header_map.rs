@@ -66,6 +66,23 @@ impl Headers {
         Some(Headers { bytes, spans })
     }
 
+    /// A map from name and value views (a native host's headers); a pair
+    /// that is not UTF-8 reads as absent, as in `decode`.
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Headers {
+        let mut headers = Headers::default();
+        for (name, value) in pairs {
+            if std::str::from_utf8(name).is_err() || std::str::from_utf8(value).is_err() {
+                continue;
+            }
+            let ns = headers.bytes.len();
+            headers.bytes.extend_from_slice(name);
+            let vs = headers.bytes.len();
+            headers.bytes.extend_from_slice(value);
+            headers.spans.push((ns, vs, vs, headers.bytes.len()));
+        }
+        headers
+    }
+
     /// The first value of `name` (names are lowercase); `None` when absent
     /// or not UTF-8. Names are compared as bytes; the value found is
     /// checked again as it is handed out (safe code cannot carry the

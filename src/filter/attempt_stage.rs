@@ -12,8 +12,8 @@
 //! failing one; the request stage turns it back into a 429 for the client.
 
 use super::env::Host;
-use super::root::Shared;
 use super::route_headers;
+use super::shared::Shared;
 use crate::core::api::ClientFormat;
 use crate::core::decision::RouteDecision;
 use crate::core::error::GatewayError;
@@ -27,23 +27,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::sync::Arc;
 
-/// Filter state the request stage hands the attempt stage (`Handoff`).
-pub const HANDOFF: &str = "tollgate.fallback";
-
-/// Filter state where the attempt stage records the attempts
-/// (`fallback::attempts`): how the request stage learns which target
-/// answered, and what the trace shows of the others.
-pub const ATTEMPTS: &str = "tollgate.attempts";
-/// Filter state: the request stage prepared this request for one target
-/// itself (a pinned request sent to one target of a chain), so an attempt
-/// stage on that target's cluster lets it go as it is.
-pub const DIRECT: &str = "tollgate.direct";
-
-/// Response header marking a 429 the attempt stage turned into a 503.
-pub const RATE_LIMITED: &str = "x-tollgate-rate-limited";
-
-/// The response header naming the target that answered (`provider/model`).
-pub const TARGET_HEADER: &str = "x-tollgate-target";
+use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED, TARGET_HEADER};
 
 pub struct AttemptStage<H: Host> {
     host: H,

@@ -2,6 +2,7 @@
 //! run natively in tests against `mock::MockHost`. `Envoy` forwards to the
 //! panic-free ABI calls in `host`.
 
+#[cfg(any(target_arch = "wasm32", test))]
 use super::host;
 use crate::core::header_map::Headers;
 use std::time::Duration;
@@ -12,7 +13,8 @@ pub enum SharedWrite {
     Ok,
     /// Another worker wrote the key since it was read: read it again.
     CasMismatch,
-    /// The host refused it.
+    /// The host refused it (a wasm host; the native store does not refuse).
+    #[cfg_attr(not(any(target_arch = "wasm32", test)), allow(dead_code))]
     Failed,
 }
 
@@ -40,6 +42,7 @@ pub trait Host {
     fn set_property(&self, name: &str, value: &[u8]) -> bool;
     /// A string in the `tollgate` metadata of the endpoint Envoy picked
     /// for the current attempt (or the last one, on the response).
+    #[cfg(any(target_arch = "wasm32", test))]
     fn endpoint_metadata(&self, key: &str) -> Option<String>;
     /// Answers the client locally with a JSON body.
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>);
@@ -80,9 +83,11 @@ pub trait Host {
 }
 
 /// The real host.
+#[cfg(any(target_arch = "wasm32", test))]
 #[derive(Clone, Copy, Default)]
 pub struct Envoy;
 
+#[cfg(any(target_arch = "wasm32", test))]
 impl Host for Envoy {
     fn request_headers(&self) -> Headers {
         host::headers(host::REQUEST_HEADERS)

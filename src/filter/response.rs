@@ -3,10 +3,10 @@
 //! when the client speaks another API, the translation of the answer (streams
 //! chunk by chunk; JSON bodies and errors once complete).
 
-use super::attempt_stage::{RATE_LIMITED, TARGET_HEADER};
 use super::env::Host;
 use crate::core::api::Api;
 use crate::core::content;
+use crate::core::fallback::{RATE_LIMITED, TARGET_HEADER};
 use crate::core::guard::stream::SlotGuards;
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
 use crate::core::header_map::Headers;

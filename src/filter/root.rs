@@ -4,29 +4,19 @@
 //! "attempt", an upstream filter) uses the request stage's.
 
 use super::attempt_stage::AttemptStage;
-use super::background::Background;
 use super::env::{Envoy, Host};
-use super::exporter::Exporter;
 use super::host;
-use super::leases;
-use super::reporter::Reporter;
 use super::request_stage::RequestStage;
-use super::route_headers::Secrets;
 use super::route_stage::RouteStage;
+use super::shared::Shared;
 use super::sidecar::SidecarClient;
-use super::stats::Stats;
-use super::sync::Lock;
 use crate::core::api::ClientFormat;
-use crate::core::auth::AuthCache;
 use crate::core::config::Config;
 use crate::core::error::GatewayError;
 use crate::core::guard::Guardrails;
-use crate::core::hex;
-use crate::core::key;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The root context's tick: full report and span batches leave at the next
@@ -68,91 +58,6 @@ fn node_id() -> Option<String> {
         .filter(|id| !id.is_empty())
 }
 
-/// Distinct keys remembered per worker before the cache is pruned.
-const KEY_CACHE_CAPACITY: usize = 10_000;
-
-/// What every request-stage context of a worker shares.
-pub struct Shared {
-    pub config: Config,
-    pub cache: Lock<AuthCache>,
-    pub key_hashes: Lock<key::HashMemo>,
-    /// This worker's shares of the budget leases.
-    pub drawn: leases::Drawn,
-    pub stats: Stats,
-    /// Trace export, when `tracing` is configured.
-    pub exporter: Option<Lock<Exporter>>,
-    /// Compiled guardrails, when `guardrails` is configured.
-    pub guardrails: Option<Guardrails>,
-    /// Usage reports to the sidecar, when `budgets` is configured.
-    pub reporter: Option<Lock<Reporter>>,
-    /// Lease refills and key refreshes the root context sends.
-    pub background: Lock<Background>,
-    /// `tollgate.vm.memory_bytes`: this worker VM's linear memory.
-    pub memory_gauge: Option<u32>,
-    /// Requests this VM has seen; also makes request ids unique within it.
-    pub request_counter: AtomicU64,
-    /// Random per VM: with the counter, the gateway's request ids.
-    pub id_seed: u64,
-    pub sidecar: Arc<SidecarClient>,
-    /// Provider keys for `env` auth (the single-stage chain sets them).
-    pub secrets: Secrets,
-}
-
-impl Shared {
-    /// A configured request stage's state, before its first request.
-    pub fn new(
-        host: &impl Host,
-        config: Config,
-        guardrails: Option<Guardrails>,
-        sidecar: Arc<SidecarClient>,
-        node_id: Option<String>,
-        id_seed: u64,
-    ) -> Shared {
-        Shared {
-            cache: Lock::new(AuthCache::new(config.key_cache_ttl_ms, KEY_CACHE_CAPACITY)),
-            key_hashes: Lock::default(),
-            drawn: leases::Drawn::default(),
-            stats: Stats::default(),
-            exporter: config
-                .tracing
-                .clone()
-                .map(|t| Lock::new(Exporter::new(host, t, node_id))),
-            reporter: config
-                .budgets
-                .as_ref()
-                .map(|b| Lock::new(Reporter::new(host, b, Arc::clone(&sidecar)))),
-            background: Lock::new(Background::for_config(&config)),
-            guardrails,
-            memory_gauge: host.define_gauge("tollgate.vm.memory_bytes"),
-            request_counter: AtomicU64::new(0),
-            id_seed,
-            sidecar,
-            secrets: Secrets::default(),
-            config,
-        }
-    }
-
-    /// Counts a new request (the count is also the request id's suffix).
-    pub fn count_request(&self) {
-        self.request_counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Requests seen so far.
-    pub fn requests(&self) -> u64 {
-        self.request_counter.load(Ordering::Relaxed)
-    }
-
-    /// A request id of the gateway's own (never the client's): the ledger's
-    /// idempotency key and the trace's seed. Unique per VM by the counter,
-    /// across VMs and restarts by the random seed.
-    pub fn mint_request_id(&self) -> String {
-        let mut id = String::with_capacity(32);
-        hex::push(&mut id, &self.id_seed.to_be_bytes());
-        hex::push(&mut id, &self.requests().to_be_bytes());
-        id
-    }
-}
-
 #[derive(Default)]
 pub enum Root {
     #[default]
@@ -170,18 +75,9 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Root::Request(shared) = self else {
-            return;
-        };
-        let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
-        if shared.background.borrow().owns(token) {
-            let body = Envoy.call_body(body_size);
-            let mut background = shared.background.borrow_mut();
-            background.on_response(&Envoy, token, status.as_deref(), &body);
-        } else if let Some(reporter) = shared.reporter.as_ref().filter(|r| r.borrow().owns(token)) {
-            reporter.borrow_mut().on_response(&Envoy, status);
-        } else if let Some(exporter) = shared.exporter.as_ref().filter(|e| e.borrow().owns(token)) {
-            exporter.borrow_mut().on_response(&Envoy, token, status);
+        if let Root::Request(shared) = self {
+            let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
+            shared.answered(&Envoy, token, status, body_size);
         }
     }
 }
@@ -254,14 +150,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Root::Request(shared) = self {
-            shared.stats.flush(&Envoy);
-            if let Some(exporter) = &shared.exporter {
-                exporter.borrow_mut().flush(&Envoy, host::now_ms());
-            }
-            if let Some(reporter) = &shared.reporter {
-                reporter.borrow_mut().tick(&Envoy, host::now_ms());
-            }
-            shared.background.borrow_mut().tick(&Envoy, &shared.sidecar);
+            shared.tick(&Envoy);
             // Only VMs that serve requests report: the main thread's VM
             // ticks too, and would overwrite the worker's figure.
             if shared.requests() > 0 {

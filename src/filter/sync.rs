@@ -23,6 +23,8 @@ impl<T> Lock<T> {
     }
 
     pub fn borrow_mut(&self) -> MutexGuard<'_, T> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -2,7 +2,7 @@
 //! the sampling decision, and the spans handed to the worker's exporter.
 
 use super::env::Host;
-use super::root::Shared;
+use super::shared::Shared;
 use crate::core::header_map::Headers;
 use crate::core::telemetry::{self, RequestRecord, TraceIds};
 use crate::core::tracecontext;

@@ -21,7 +21,7 @@ mod tests;
 
 use super::env::Host;
 use super::response::ResponseState;
-use super::root::{self, Shared};
+use super::shared::Shared;
 use super::trace::RequestTrace;
 use crate::core::api::{Api, ClientFormat, Endpoint};
 use crate::core::auth::KeyCheck;
@@ -142,10 +142,16 @@ impl<H: Host> RequestStage<H> {
         }
     }
 
+    /// The host this stage runs on (the native module hands it callout
+    /// answers).
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
     /// Whether this filter holds the headers until the body is routed
     /// (the single-stage chain) instead of the buffer filter doing it.
     fn holds_headers(&self) -> bool {
-        self.shared.config.chain == Chain::SingleStage && !root::route_stage_present()
+        self.shared.config.chain == Chain::SingleStage && !super::route_stage_present()
     }
 
     /// What the header and body callbacks answer while the request is not

@@ -5,9 +5,9 @@
 
 use super::RequestStage;
 use crate::core::fallback::{self, Attempt, Handoff};
+use crate::core::fallback::{ATTEMPTS, TARGET_HEADER};
 use crate::core::telemetry::FailedAttempt;
 use crate::core::wire::Translation;
-use crate::filter::attempt_stage::{ATTEMPTS, TARGET_HEADER};
 use crate::filter::env::Host;
 use crate::filter::stats;
 

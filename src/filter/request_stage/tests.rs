@@ -10,7 +10,7 @@ use crate::filter::env::Host;
 use crate::filter::exporter::Exporter;
 use crate::filter::mock::MockHost;
 use crate::filter::reporter::Reporter;
-use crate::filter::root::Shared;
+use crate::filter::shared::Shared;
 use crate::filter::sidecar::SidecarClient;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;

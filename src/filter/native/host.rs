@@ -1,0 +1,549 @@
+//! `env::Host` over the dynamic-modules ABI. `Stream` serves one HTTP
+//! stream's stage on its worker thread; `Main` serves the background work
+//! (report, span and lease batches), which runs on Envoy's main thread
+//! because callouts not tied to a stream can only start there.
+
+use super::abi::{self, Buffer, ConfigPtr, FilterPtr, Header};
+use crate::core::header_map::Headers;
+use crate::filter::env::{Host, SharedWrite};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A callout's answer while its hook runs.
+#[derive(Default)]
+pub struct Answer {
+    pub status: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// Copies what Envoy passed to a callout-done hook.
+    ///
+    /// # Safety
+    /// `headers` and `chunks` point to `headers_size` and `chunks_size`
+    /// entries valid for this call, or are null.
+    pub unsafe fn read(
+        answered: bool,
+        headers: *const Header,
+        headers_size: usize,
+        chunks: *const Buffer,
+        chunks_size: usize,
+    ) -> Answer {
+        if !answered {
+            return Answer::default();
+        }
+        // SAFETY: per this function's contract.
+        let (headers, chunks) =
+            unsafe { (slice(headers, headers_size), slice(chunks, chunks_size)) };
+        let status = headers.iter().find_map(|h| {
+            // SAFETY: views Envoy keeps for the hook.
+            let (key, value) = unsafe { (h.key.bytes(), h.value.bytes()) };
+            (key == b":status").then(|| String::from_utf8_lossy(value).into_owned())
+        });
+        let mut body = Vec::new();
+        for chunk in chunks {
+            // SAFETY: as above.
+            body.extend_from_slice(unsafe { chunk.bytes() });
+        }
+        Answer { status, body }
+    }
+}
+
+/// # Safety
+/// `ptr` is null or points to `len` values valid for `'a`.
+unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if ptr.is_null() || len == 0 {
+        &[]
+    } else {
+        // SAFETY: per this function's contract.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+/// One stream's host: Envoy's filter pointer, valid until the stream's
+/// filter is destroyed (the stage, which owns this, goes with it).
+pub struct Stream {
+    filter: FilterPtr,
+    /// The callout answer `call_status`/`call_body` read.
+    pub answer: RefCell<Answer>,
+    /// A routing header changed: the route must be picked again before the
+    /// request goes on (wasm header changes clear Envoy's route cache; the
+    /// dynamic-modules ABI leaves it to the module).
+    route_changed: Cell<bool>,
+}
+
+impl Stream {
+    pub fn new(filter: FilterPtr) -> Stream {
+        Stream {
+            filter,
+            answer: RefCell::default(),
+            route_changed: Cell::new(false),
+        }
+    }
+
+    /// Clears the route cache when a routing header changed since the last call.
+    pub fn settle_route(&self) {
+        if self.route_changed.replace(false) {
+            // SAFETY: the filter pointer of the running hook.
+            unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(self.filter) };
+        }
+    }
+
+    fn headers(&self, header_type: u32) -> Headers {
+        // SAFETY: the filter pointer of the running hook; `views` has room
+        // for the count Envoy reported, and is read before any header is set.
+        unsafe {
+            let count =
+                abi::envoy_dynamic_module_callback_http_get_headers_size(self.filter, header_type);
+            let mut views = vec![Header::EMPTY; count];
+            if count == 0
+                || !abi::envoy_dynamic_module_callback_http_get_headers(
+                    self.filter,
+                    header_type,
+                    views.as_mut_ptr(),
+                )
+            {
+                return Headers::default();
+            }
+            Headers::from_pairs(views.iter().map(|h| (h.key.bytes(), h.value.bytes())))
+        }
+    }
+
+    fn set_header(&self, header_type: u32, name: &str, value: Option<&str>) -> bool {
+        let value = value.map_or(Buffer::EMPTY, |v| Buffer::of(v.as_bytes()));
+        if header_type == abi::REQUEST_HEADERS && routes(name) {
+            self.route_changed.set(true);
+        }
+        // SAFETY: the filter pointer of the running hook; Envoy copies the bytes.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                header_type,
+                Buffer::of(name.as_bytes()),
+                value,
+            )
+        }
+    }
+
+    /// The body so far: what Envoy buffered, then this hook's chunk unless
+    /// that chunk is the buffered body itself.
+    fn body(&self, buffered: u32, received: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.chunks(buffered, &mut out);
+        if !self.received_is_buffered(buffered) {
+            self.chunks(received, &mut out);
+        }
+        out
+    }
+
+    /// The size of `body`, without copying it.
+    fn body_size(&self, buffered: u32, received: u32) -> usize {
+        // SAFETY: the filter pointer of the running hook.
+        let size =
+            |t| unsafe { abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, t) };
+        let mut total = size(buffered);
+        if !self.received_is_buffered(buffered) {
+            total = total.saturating_add(size(received));
+        }
+        total
+    }
+
+    /// Bytes of response body so far (the stage is told the size, as
+    /// proxy-wasm does, and reads what it needs).
+    pub fn response_body_size(&self) -> usize {
+        self.body_size(abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY)
+    }
+
+    fn received_is_buffered(&self, buffered: u32) -> bool {
+        // SAFETY: the filter pointer of the running hook.
+        unsafe {
+            if buffered == abi::BUFFERED_REQUEST_BODY {
+                abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.filter)
+            } else {
+                abi::envoy_dynamic_module_callback_http_received_buffered_response_body(self.filter)
+            }
+        }
+    }
+
+    fn chunks(&self, body_type: u32, out: &mut Vec<u8>) {
+        // SAFETY: the filter pointer of the running hook; `chunks` has room
+        // for the count Envoy reported; the views are copied at once.
+        unsafe {
+            let count = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(
+                self.filter,
+                body_type,
+            );
+            if count == 0 {
+                return;
+            }
+            let mut chunks = vec![Buffer::EMPTY; count];
+            if abi::envoy_dynamic_module_callback_http_get_body_chunks(
+                self.filter,
+                body_type,
+                chunks.as_mut_ptr(),
+            ) {
+                for chunk in &chunks {
+                    out.extend_from_slice(chunk.bytes());
+                }
+            }
+        }
+    }
+
+    /// Replaces the body so far with `body`: it goes where Envoy holds the
+    /// body (the buffer once one was started, else this hook's chunk).
+    fn replace_body(&self, buffered: u32, received: u32, body: &[u8]) -> bool {
+        let mut held = Vec::new();
+        self.chunks(buffered, &mut held);
+        let target = if held.is_empty() { received } else { buffered };
+        // SAFETY: the filter pointer of the running hook; Envoy copies the bytes.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_drain_body(self.filter, buffered, usize::MAX);
+            if !self.received_is_buffered(buffered) {
+                abi::envoy_dynamic_module_callback_http_drain_body(
+                    self.filter,
+                    received,
+                    usize::MAX,
+                );
+            }
+            abi::envoy_dynamic_module_callback_http_append_body(
+                self.filter,
+                target,
+                Buffer::of(body),
+            )
+        }
+    }
+
+    fn send(&self, status: u32, pairs: &[(&str, &str)], body: &[u8]) {
+        let headers: Vec<Header> = pairs
+            .iter()
+            .map(|(k, v)| Header {
+                key: Buffer::of(k.as_bytes()),
+                value: Buffer::of(v.as_bytes()),
+            })
+            .collect();
+        // SAFETY: the filter pointer of the running hook; the views live
+        // through the call, and Envoy copies them.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_send_response(
+                self.filter,
+                status,
+                headers.as_ptr(),
+                headers.len(),
+                Buffer::of(body),
+                Buffer::of(b"tollgate"),
+            );
+        }
+    }
+}
+
+/// Headers the route depends on (`cluster_header` and the path).
+fn routes(name: &str) -> bool {
+    name == crate::filter::route_headers::CLUSTER_HEADER || name == ":path"
+}
+
+/// Headers of a callout as the ABI takes them.
+fn views(headers: &[(&str, &str)]) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(k, v)| Header {
+            key: Buffer::of(k.as_bytes()),
+            value: Buffer::of(v.as_bytes()),
+        })
+        .collect()
+}
+
+fn timeout_ms(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Callout ids are Envoy's (a counter per filter or configuration); the
+/// stages keep u32 tokens.
+fn token(id: u64) -> u32 {
+    (id & u64::from(u32::MAX)) as u32
+}
+
+impl Host for Stream {
+    fn request_headers(&self) -> Headers {
+        self.headers(abi::REQUEST_HEADERS)
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.request_headers().get(name).map(str::to_string)
+    }
+    fn set_request_header(&self, name: &str, value: Option<&str>) -> bool {
+        self.set_header(abi::REQUEST_HEADERS, name, value)
+    }
+    fn response_headers(&self) -> Headers {
+        self.headers(abi::RESPONSE_HEADERS)
+    }
+    fn set_response_header(&self, name: &str, value: Option<&str>) -> bool {
+        self.set_header(abi::RESPONSE_HEADERS, name, value)
+    }
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        let mut body = self.body(abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY);
+        body.truncate(size);
+        body
+    }
+    fn request_body_size(&self) -> usize {
+        self.body_size(abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
+    }
+    fn set_request_body(&self, _size: usize, body: &[u8]) -> bool {
+        self.replace_body(abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY, body)
+    }
+    fn response_body(&self, size: usize) -> Vec<u8> {
+        let mut body = self.body(abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY);
+        body.truncate(size);
+        body
+    }
+    fn set_response_body(&self, _size: usize, body: &[u8]) -> bool {
+        self.replace_body(
+            abi::BUFFERED_RESPONSE_BODY,
+            abi::RECEIVED_RESPONSE_BODY,
+            body,
+        )
+    }
+    /// Filter state other stages set: the native module runs alone (the
+    /// single-stage chain, no attempt stage), so there is none.
+    fn property(&self, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn set_property(&self, _name: &str, _value: &[u8]) -> bool {
+        false
+    }
+    fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
+        let retry = retry_after_s.map(|s| s.to_string());
+        let mut pairs = vec![
+            ("content-type", "application/json"),
+            ("x-tollgate", "gateway"),
+        ];
+        if let Some(retry) = &retry {
+            pairs.push(("retry-after", retry.as_str()));
+        }
+        self.send(status, &pairs, body);
+    }
+    fn send_answer(&self, content_type: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let mut pairs = vec![("content-type", content_type)];
+        pairs.extend_from_slice(headers);
+        self.send(200, &pairs, body);
+    }
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: Vec<(&str, &str)>,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        let headers = views(&headers);
+        let mut id = 0u64;
+        // SAFETY: the filter pointer of the running hook; the views live
+        // through the call, and Envoy copies them.
+        let started = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_http_callout(
+                self.filter,
+                &mut id,
+                Buffer::of(cluster.as_bytes()),
+                headers.as_ptr(),
+                headers.len(),
+                Buffer::of(body),
+                timeout_ms(timeout),
+            )
+        };
+        match started {
+            abi::CALLOUT_STARTED => Ok(token(id)),
+            code => Err(format!("callout to {cluster} not started (code {code})")),
+        }
+    }
+    fn call_status(&self) -> Option<String> {
+        self.answer.borrow().status.clone()
+    }
+    fn call_body(&self, size: usize) -> Vec<u8> {
+        let answer = self.answer.borrow();
+        answer.body.get(..size).unwrap_or(&answer.body).to_vec()
+    }
+    fn resume_request(&self) -> bool {
+        self.settle_route();
+        // SAFETY: the filter pointer of the running hook.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(self.filter) };
+        true
+    }
+    fn now_ns(&self) -> u64 {
+        now_ns()
+    }
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        shared_read(key)
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+        shared_write(key, value, cas)
+    }
+    // Envoy defines a dynamic module's metrics when its configuration
+    // loads; the stages define theirs on first use, so this build exports
+    // none yet.
+    fn define_counter(&self, _name: &str) -> Option<u32> {
+        None
+    }
+    fn define_histogram(&self, _name: &str) -> Option<u32> {
+        None
+    }
+    fn define_gauge(&self, _name: &str) -> Option<u32> {
+        None
+    }
+    fn add_to_counter(&self, _id: Option<u32>, _n: u64) {}
+    fn record_value(&self, _id: Option<u32>, _value: u64) {}
+    fn set_gauge(&self, _id: Option<u32>, _value: u64) {}
+}
+
+/// The main thread's host for the background work. It has no stream: the
+/// stream calls answer as a finished stream's host would.
+pub struct Main {
+    config: ConfigPtr,
+    pub answer: RefCell<Answer>,
+}
+
+impl Main {
+    pub fn new(config: ConfigPtr) -> Main {
+        Main {
+            config,
+            answer: RefCell::default(),
+        }
+    }
+}
+
+impl Host for Main {
+    fn request_headers(&self) -> Headers {
+        Headers::default()
+    }
+    fn request_header(&self, _name: &str) -> Option<String> {
+        None
+    }
+    fn set_request_header(&self, _name: &str, _value: Option<&str>) -> bool {
+        false
+    }
+    fn response_headers(&self) -> Headers {
+        Headers::default()
+    }
+    fn set_response_header(&self, _name: &str, _value: Option<&str>) -> bool {
+        false
+    }
+    fn request_body(&self, _size: usize) -> Vec<u8> {
+        Vec::new()
+    }
+    fn request_body_size(&self) -> usize {
+        0
+    }
+    fn set_request_body(&self, _size: usize, _body: &[u8]) -> bool {
+        false
+    }
+    fn response_body(&self, _size: usize) -> Vec<u8> {
+        Vec::new()
+    }
+    fn set_response_body(&self, _size: usize, _body: &[u8]) -> bool {
+        false
+    }
+    fn property(&self, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn set_property(&self, _name: &str, _value: &[u8]) -> bool {
+        false
+    }
+    fn send_json(&self, _status: u32, _body: &[u8], _retry_after_s: Option<u64>) {}
+    fn send_answer(&self, _content_type: &str, _headers: &[(&str, &str)], _body: &[u8]) {}
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: Vec<(&str, &str)>,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        let headers = views(&headers);
+        let mut id = 0u64;
+        // SAFETY: the configuration pointer Envoy gave this config; called
+        // on the main thread; the views live through the call.
+        let started = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
+                self.config,
+                &mut id,
+                Buffer::of(cluster.as_bytes()),
+                headers.as_ptr(),
+                headers.len(),
+                Buffer::of(body),
+                timeout_ms(timeout),
+            )
+        };
+        match started {
+            abi::CALLOUT_STARTED => Ok(token(id)),
+            code => Err(format!("callout to {cluster} not started (code {code})")),
+        }
+    }
+    fn call_status(&self) -> Option<String> {
+        self.answer.borrow().status.clone()
+    }
+    fn call_body(&self, size: usize) -> Vec<u8> {
+        let answer = self.answer.borrow();
+        answer.body.get(..size).unwrap_or(&answer.body).to_vec()
+    }
+    fn resume_request(&self) -> bool {
+        false
+    }
+    fn now_ns(&self) -> u64 {
+        now_ns()
+    }
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        shared_read(key)
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+        shared_write(key, value, cas)
+    }
+    fn define_counter(&self, _name: &str) -> Option<u32> {
+        None
+    }
+    fn define_histogram(&self, _name: &str) -> Option<u32> {
+        None
+    }
+    fn define_gauge(&self, _name: &str) -> Option<u32> {
+        None
+    }
+    fn add_to_counter(&self, _id: Option<u32>, _n: u64) {}
+    fn record_value(&self, _id: Option<u32>, _value: u64) {}
+    fn set_gauge(&self, _id: Option<u32>, _value: u64) {}
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Proxy-wasm shared data, as the stages use it: one copy per Envoy
+/// process, each value with a write counter for compare-and-swap.
+type Store = Mutex<HashMap<String, (Vec<u8>, u32)>>;
+
+fn store() -> &'static Store {
+    static STORE: OnceLock<Store> = OnceLock::new();
+    STORE.get_or_init(Store::default)
+}
+
+fn shared_read(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    let store = store().lock().unwrap_or_else(|p| p.into_inner());
+    match store.get(key) {
+        Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+        None => (None, None),
+    }
+}
+
+fn shared_write(key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+    let mut store = store().lock().unwrap_or_else(|p| p.into_inner());
+    match store.get_mut(key) {
+        Some((_, current)) if cas.is_some_and(|c| c != *current) => SharedWrite::CasMismatch,
+        Some((held, current)) => {
+            *held = value.to_vec();
+            *current = current.wrapping_add(1).max(1);
+            SharedWrite::Ok
+        }
+        None => {
+            store.insert(key.to_string(), (value.to_vec(), 1));
+            SharedWrite::Ok
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! Tollgate as an Envoy dynamic module (`envoy.filters.http.dynamic_modules`,
+//! Envoy >= 1.40): the same request stage as the wasm filter, native, on
+//! the single-stage chain [tollgate, router]. Built with
+//! `--features dynamic-module` as `libtollgate.so` (the Makefile's
+//! `dynamic-module` target).
+//!
+//! What differs from the wasm build: one state for the whole Envoy
+//! (`Shared`, behind mutexes) instead of one per worker VM; the background
+//! batches (usage reports, spans, lease refills, key refreshes) are sent
+//! from Envoy's main thread, ticked by a timer thread through the
+//! configuration's scheduler, since only the main thread can start a
+//! callout that outlives a stream; shared data is a map in this process.
+//! Not yet here: Envoy stats (a dynamic module defines its metrics when the
+//! configuration loads) and fallback chains (their per-attempt stage is a
+//! wasm upstream filter); a configuration with chains is refused.
+
+mod abi;
+mod host;
+
+use super::env::Host;
+use super::request_stage::RequestStage;
+use super::shared::Shared;
+use super::sidecar::SidecarClient;
+use crate::core::config::Config;
+use abi::{Buffer, ConfigModulePtr, ConfigPtr, FilterModulePtr, FilterPtr, Header, SchedulerPtr};
+use host::{Answer, Main, Stream};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often the background work runs, as the wasm root context's tick.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The module's configuration: the shared state and the timer that ticks it.
+struct Module {
+    shared: Arc<Shared>,
+    ticker: Option<Ticker>,
+}
+
+/// A thread that asks the main thread for a tick every `TICK`.
+struct Ticker {
+    scheduler: Scheduler,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Envoy's scheduler handle: its `commit` is meant to be called from any
+/// thread.
+#[derive(Clone, Copy)]
+struct Scheduler(SchedulerPtr);
+
+// SAFETY: Envoy's configuration scheduler is thread-safe by contract (it
+// posts to the main thread's dispatcher); the handle lives until
+// `Ticker::stop` deletes it after the thread has ended.
+unsafe impl Send for Scheduler {}
+
+impl Ticker {
+    fn start(config: ConfigPtr) -> Option<Ticker> {
+        // SAFETY: the configuration pointer of the running hook.
+        let scheduler = Scheduler(unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(config)
+        });
+        if scheduler.0.is_null() {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("tollgate-tick".into())
+            .spawn(move || {
+                let scheduler = scheduler;
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    // SAFETY: deleted only after this thread is joined.
+                    unsafe {
+                        abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                            scheduler.0,
+                            0,
+                        )
+                    };
+                }
+            })
+            .ok();
+        Some(Ticker {
+            scheduler,
+            stop,
+            thread,
+        })
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // SAFETY: made by scheduler_new; no thread commits to it any more.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.scheduler.0)
+        };
+    }
+}
+
+/// Loads a configuration; the error is what Envoy's log shows.
+fn configure(config_ptr: ConfigPtr, bytes: &[u8]) -> Result<Module, String> {
+    let (config, guardrails) = Config::load(bytes)?;
+    if let Some(m) = config.models.iter().find(|m| m.cluster.is_some()) {
+        return Err(format!(
+            "invalid tollgate configuration:\n  - model `{}` has an attempt cluster (fallback or a key pool), which needs the wasm filter's attempt stage: the dynamic module does not run it yet",
+            m.name
+        ));
+    }
+    let sidecar = SidecarClient::from_env(config.sidecar.clone())
+        .map_err(|e| format!("invalid tollgate configuration:\n  - {e}"))?;
+    log::info!(
+        "tollgate: dynamic module configured {} providers, {} model routes, sidecar {}",
+        config.providers.len(),
+        config.models.len(),
+        config.sidecar.cluster
+    );
+    let main = Main::new(config_ptr);
+    let seed = RandomState::new().build_hasher().finish();
+    let shared = Shared::new(&main, config, guardrails, Arc::new(sidecar), None, seed);
+    Ok(Module {
+        shared: Arc::new(shared),
+        ticker: Ticker::start(config_ptr),
+    })
+}
+
+/// One stream: the request stage over this stream's host.
+struct Filter {
+    stage: RequestStage<Stream>,
+}
+
+/// # Safety
+/// `ptr` is null or was made by `Box::into_raw` of a `T` still alive.
+unsafe fn borrow<'a, T>(ptr: *const std::ffi::c_void) -> Option<&'a mut T> {
+    // SAFETY: per this function's contract; Envoy calls a filter's or a
+    // configuration's hooks one at a time.
+    unsafe { (ptr as *mut T).as_mut() }
+}
+
+fn headers_status(action: Action) -> u32 {
+    match action {
+        Action::Continue => abi::HEADERS_CONTINUE,
+        _ => abi::HEADERS_STOP_ITERATION,
+    }
+}
+
+fn body_status(action: Action) -> u32 {
+    match action {
+        Action::Continue => abi::BODY_CONTINUE,
+        _ => abi::BODY_STOP_ITERATION_AND_BUFFER,
+    }
+}
+
+fn trailers_status(action: Action) -> u32 {
+    match action {
+        Action::Continue => abi::TRAILERS_CONTINUE,
+        _ => abi::TRAILERS_STOP_ITERATION,
+    }
+}
+
+/// Callout ids as the stages' u32 tokens.
+fn token(id: u64) -> u32 {
+    (id & u64::from(u32::MAX)) as u32
+}
+
+// ---- module and configuration hooks (main thread)
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const u8 {
+    logger::install();
+    abi::ABI_VERSION.as_ptr()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_ptr: ConfigPtr,
+    _name: Buffer,
+    config: Buffer,
+) -> ConfigModulePtr {
+    // SAFETY: Envoy's configuration bytes, valid during this hook.
+    let bytes = unsafe { config.bytes() };
+    match configure(config_ptr, bytes) {
+        Ok(module) => Box::into_raw(Box::new(module)) as ConfigModulePtr,
+        Err(e) => {
+            // Envoy refuses the configuration (and does not start).
+            log::error!("tollgate: {e}");
+            std::ptr::null()
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(module: ConfigModulePtr) {
+    if module.is_null() {
+        return;
+    }
+    // SAFETY: made by Box::into_raw in config_new; Envoy destroys it once.
+    let module = unsafe { Box::from_raw(module as *mut Module) };
+    if let Some(ticker) = module.ticker {
+        ticker.stop();
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    config_ptr: ConfigPtr,
+    module: ConfigModulePtr,
+    _event: u64,
+) {
+    // SAFETY: the configuration Envoy made with config_new.
+    if let Some(module) = unsafe { borrow::<Module>(module) } {
+        logger::follow_envoy();
+        module.shared.tick(&Main::new(config_ptr));
+    }
+}
+
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    config_ptr: ConfigPtr,
+    module: ConfigModulePtr,
+    callout_id: u64,
+    result: u32,
+    headers: *const Header,
+    headers_size: usize,
+    chunks: *const Buffer,
+    chunks_size: usize,
+) {
+    // SAFETY: the configuration Envoy made with config_new.
+    let Some(module) = (unsafe { borrow::<Module>(module) }) else {
+        return;
+    };
+    let main = Main::new(config_ptr);
+    // SAFETY: Envoy's views, valid during this hook.
+    let answer = unsafe {
+        Answer::read(
+            result == abi::CALLOUT_ANSWERED,
+            headers,
+            headers_size,
+            chunks,
+            chunks_size,
+        )
+    };
+    let (status, size) = (answer.status.clone(), answer.body.len());
+    *main.answer.borrow_mut() = answer;
+    module
+        .shared
+        .answered(&main, token(callout_id), status, size);
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    _name: Buffer,
+    _config: Buffer,
+) -> ConfigModulePtr {
+    log::error!("tollgate: per-route configuration is not supported");
+    std::ptr::null()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    _config: ConfigModulePtr,
+) {
+}
+
+// ---- stream hooks (the stream's worker thread)
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    module: ConfigModulePtr,
+    filter: FilterPtr,
+) -> FilterModulePtr {
+    // SAFETY: the configuration Envoy made with config_new.
+    let Some(module) = (unsafe { borrow::<Module>(module) }) else {
+        return std::ptr::null_mut();
+    };
+    module.shared.count_request();
+    let stage = RequestStage::new(Arc::clone(&module.shared), Stream::new(filter));
+    Box::into_raw(Box::new(Filter { stage })) as FilterModulePtr
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: FilterModulePtr) {
+    if !module.is_null() {
+        // SAFETY: made by Box::into_raw in filter_new; Envoy destroys it once.
+        drop(unsafe { Box::from_raw(module as *mut Filter) });
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    _filter: FilterPtr,
+    module: FilterModulePtr,
+    end_of_stream: bool,
+) -> u32 {
+    // SAFETY: the filter Envoy made with filter_new.
+    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
+        return abi::HEADERS_CONTINUE;
+    };
+    let action = f.stage.on_http_request_headers(0, end_of_stream);
+    f.stage.host().settle_route();
+    headers_status(action)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    _filter: FilterPtr,
+    module: FilterModulePtr,
+    end_of_stream: bool,
+) -> u32 {
+    // SAFETY: the filter Envoy made with filter_new.
+    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
+        return abi::BODY_CONTINUE;
+    };
+    let size = f.stage.host().request_body_size();
+    let action = f.stage.on_http_request_body(size, end_of_stream);
+    f.stage.host().settle_route();
+    body_status(action)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _filter: FilterPtr,
+    module: FilterModulePtr,
+) -> u32 {
+    // SAFETY: the filter Envoy made with filter_new.
+    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
+        return abi::TRAILERS_CONTINUE;
+    };
+    let action = f.stage.on_http_request_trailers(0);
+    f.stage.host().settle_route();
+    trailers_status(action)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    _filter: FilterPtr,
+    module: FilterModulePtr,
+    end_of_stream: bool,
+) -> u32 {
+    // SAFETY: the filter Envoy made with filter_new.
+    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
+        return abi::HEADERS_CONTINUE;
+    };
+    headers_status(f.stage.on_http_response_headers(0, end_of_stream))
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    _filter: FilterPtr,
+    module: FilterModulePtr,
+    end_of_stream: bool,
+) -> u32 {
+    // SAFETY: the filter Envoy made with filter_new.
+    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
+        return abi::BODY_CONTINUE;
+    };
+    let size = f.stage.host().response_body_size();
+    body_status(f.stage.on_http_response_body(size, end_of_stream))
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _filter: FilterPtr,
+    module: FilterModulePtr,
+) -> u32 {
+    // SAFETY: the filter Envoy made with filter_new.
+    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
+        return abi::TRAILERS_CONTINUE;
+    };
+    trailers_status(f.stage.on_http_response_trailers(0))
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    _filter: FilterPtr,
+    module: FilterModulePtr,
+) {
+    // SAFETY: the filter Envoy made with filter_new.
+    if let Some(f) = unsafe { borrow::<Filter>(module) } {
+        f.stage.on_log();
+    }
+}
+
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _filter: FilterPtr,
+    module: FilterModulePtr,
+    callout_id: u64,
+    result: u32,
+    headers: *const Header,
+    headers_size: usize,
+    chunks: *const Buffer,
+    chunks_size: usize,
+) {
+    // SAFETY: the filter Envoy made with filter_new.
+    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
+        return;
+    };
+    // SAFETY: Envoy's views, valid during this hook.
+    let answer = unsafe {
+        Answer::read(
+            result == abi::CALLOUT_ANSWERED,
+            headers,
+            headers_size,
+            chunks,
+            chunks_size,
+        )
+    };
+    let size = answer.body.len();
+    *f.stage.host().answer.borrow_mut() = answer;
+    f.stage.on_http_call_response(token(callout_id), 0, size, 0);
+    f.stage.host().settle_route();
+}
+
+// ---- hooks Envoy requires for features this module does not use:
+// streamed callouts, per-stream scheduling, downstream watermarks.
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _filter: FilterPtr,
+    _module: FilterModulePtr,
+    _stream: u64,
+    _headers: *const Header,
+    _headers_size: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _filter: FilterPtr,
+    _module: FilterModulePtr,
+    _stream: u64,
+    _data: *const Buffer,
+    _data_count: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _filter: FilterPtr,
+    _module: FilterModulePtr,
+    _stream: u64,
+    _trailers: *const Header,
+    _trailers_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _filter: FilterPtr,
+    _module: FilterModulePtr,
+    _stream: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _filter: FilterPtr,
+    _module: FilterModulePtr,
+    _stream: u64,
+    _reason: u32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _filter: FilterPtr,
+    _module: FilterModulePtr,
+    _event: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _filter: FilterPtr,
+    _module: FilterModulePtr,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _filter: FilterPtr,
+    _module: FilterModulePtr,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
+    _filter: FilterPtr,
+    _module: FilterModulePtr,
+    _status: u32,
+    _details: Buffer,
+    _reset_imminent: bool,
+) -> u32 {
+    0
+}
+
+/// `log` records into Envoy's log (its `dynamic_modules` logger).
+mod logger {
+    use super::abi;
+
+    struct EnvoyLog;
+
+    static LOGGER: EnvoyLog = EnvoyLog;
+
+    fn level(level: log::Level) -> u32 {
+        match level {
+            log::Level::Error => abi::LOG_ERROR,
+            log::Level::Warn => abi::LOG_WARN,
+            log::Level::Info => abi::LOG_INFO,
+            log::Level::Debug | log::Level::Trace => abi::LOG_DEBUG,
+        }
+    }
+
+    impl log::Log for EnvoyLog {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            // SAFETY: no pointers.
+            unsafe { abi::envoy_dynamic_module_callback_log_enabled(level(metadata.level())) }
+        }
+
+        fn log(&self, record: &log::Record) {
+            let message = record.args().to_string();
+            // SAFETY: the message lives through the call; Envoy copies it.
+            unsafe {
+                abi::envoy_dynamic_module_callback_log(
+                    level(record.level()),
+                    abi::Buffer::of(message.as_bytes()),
+                )
+            };
+        }
+
+        fn flush(&self) {}
+    }
+
+    pub fn install() {
+        let _ = log::set_logger(&LOGGER);
+        follow_envoy();
+    }
+
+    /// Formats only what Envoy's log level will print (it can change at
+    /// runtime, through the admin interface).
+    pub fn follow_envoy() {
+        // SAFETY: no pointers.
+        let enabled = |l| unsafe { abi::envoy_dynamic_module_callback_log_enabled(l) };
+        log::set_max_level(if enabled(abi::LOG_DEBUG) {
+            log::LevelFilter::Debug
+        } else if enabled(abi::LOG_INFO) {
+            log::LevelFilter::Info
+        } else if enabled(abi::LOG_WARN) {
+            log::LevelFilter::Warn
+        } else {
+            log::LevelFilter::Error
+        });
+    }
+}
