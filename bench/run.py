@@ -10,6 +10,9 @@
         else (bench/floor-filter): what the shape costs before any feature
   (fl2) the two-stage floor: chain [request stage, buffer, route stage,
         router], the same work (the fallback for Envoy < 1.35)
+  (fln) (fl1) as a native Envoy dynamic module instead of wasm: the same
+        hooks and work in a shared object (bench/floor-module); (fln)/(fl1)
+        is what the wasm VM costs the shape
   (s)   envoy/gateway.yaml as shipped: key cached, budgets on (a request
         budget on the key that never binds), guardrails on, tracing to a
         healthy OTLP collector (the fast mock acknowledges and drops
@@ -67,9 +70,10 @@ Prints a markdown report and writes it to bench/results/<date>-<HHMM>.md
 20 minutes; --only and --rounds shorten it.
 
 Needs wrk (Debian package `wrk`) and `make build` plus the fast mock
-(`cargo build --release -p tollgate-fast-mock`) and the floor filter
-(`cargo build --target wasm32-wasip1 --release -p tollgate-floor-filter`);
-`make bench` does all three. Binaries are taken from $CARGO_TARGET_DIR when
+(`cargo build --release -p tollgate-fast-mock`), the floor filter
+(`cargo build --target wasm32-wasip1 --release -p tollgate-floor-filter`)
+and the native floor (`cargo build --release -p tollgate-floor-module`);
+`make bench` does all four. Binaries are taken from $CARGO_TARGET_DIR when
 set, as cargo puts them, else target/.
 """
 
@@ -90,7 +94,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from deps import find_envoy  # noqa: E402
-from stack import CHAINS, TARGET, Stack, free_port  # noqa: E402
+from stack import CHAINS, FLOOR_MODULE, TARGET, Stack, free_port  # noqa: E402
 
 FAST_MOCK = TARGET / "release" / "tollgate-fast-mock"
 FLOOR_WASM = TARGET / "wasm32-wasip1" / "release" / "tollgate_floor_filter.wasm"
@@ -213,7 +217,8 @@ def main():
     shipped_chain = template_chain()
     tollgate_chain = args.chain or shipped_chain
     for path, what in [(FAST_MOCK, "cargo build --release -p tollgate-fast-mock"),
-                       (FLOOR_WASM, "cargo build --target wasm32-wasip1 --release -p tollgate-floor-filter")]:
+                       (FLOOR_WASM, "cargo build --target wasm32-wasip1 --release -p tollgate-floor-filter"),
+                       (FLOOR_MODULE, "cargo build --release -p tollgate-floor-module")]:
         if not path.exists():
             raise SystemExit(f"{path} is missing: {what} (make bench builds it)")
     stream_body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
@@ -225,6 +230,7 @@ def main():
         "bare": dict(bare_cluster="provider_openai"),
         "floor1": dict(floor_wasm=FLOOR_WASM, chain="single_stage"),
         "floor2": dict(floor_wasm=FLOOR_WASM, chain="two_stage"),
+        "floor_native": dict(floor_module=FLOOR_MODULE, chain="single_stage"),
         "budgets": dict(plugin_overrides={"tracing": None, "budgets": {"enforce": True}}, chain=args.chain),
         "unguarded": dict(plugin_overrides={**plain, "guardrails": None}, chain=args.chain),
         # As shipped: no plugin overrides at all (the bench key is made through the admin API).
@@ -243,6 +249,7 @@ def main():
         "bs": ("(b), streaming 20 chunks", "bare", stream_body, {}, False),
         "fl1": ("floor, single stage: the shape, no work", "floor1", CHAT, {}, False),
         "fl2": ("floor, two stages + buffer: the shape, no work", "floor2", CHAT, {}, False),
+        "fln": ("floor, native dynamic module: the shape, no work", "floor_native", CHAT, {}, False),
         "s": ("shipped config: keys, budgets, guardrails, tracing", "shipped", CHAT, {}, True),
         "s0": ("(s), budgets off", "shipped_nobudgets", CHAT, {}, True),
         "sn": ("(s), sidecar with the audit log off", "shipped_noaudit", CHAT, {}, True),
@@ -526,8 +533,8 @@ def per_round(runs: dict, x: str, y: str, measure: str) -> list[float]:
 
 def ratios_table(runs: dict, tollgate_chain: str) -> str:
     same_floor = "fl1" if tollgate_chain == "single_stage" else "fl2"
-    pairs = [("fl1", "b"), ("fl2", "b"), ("fl1", "fl2"), ("s", "b"), ("s0", "b"), ("s", "s0"), ("s", "sn"),
-             ("s2", "b"),
+    pairs = [("fl1", "b"), ("fl2", "b"), ("fl1", "fl2"), ("fln", "b"), ("fln", "fl1"), ("s", "b"), ("s0", "b"),
+             ("s", "s0"), ("s", "sn"), ("s2", "b"),
              ("sf", "sa"), ("sf", "b"), ("sm", "su"), ("sh", "bd"), ("sh", "b"), ("sh", "s"),
              ("s", "s2"), ("c", same_floor), ("c", "b"), ("c0", "b"), ("d", "b"), ("d", "c"), ("s0", "c"),
              ("e", "b"), ("f", "bs"), ("g", "bs"), ("h", "h0"), ("i", "i0")]

@@ -38,6 +38,8 @@ CHAINS = ("single_stage", "two_stage")
 # Where cargo puts builds: $CARGO_TARGET_DIR when set (as cargo does), else target/.
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve()
 WASM = TARGET / "wasm32-wasip1" / "release" / "tollgate.wasm"
+# The single-stage floor as a native Envoy dynamic module (bench/floor-module).
+FLOOR_MODULE = TARGET / "release" / "libtollgate_floor_module.so"
 SIDECAR = TARGET / "release" / "tollgate-sidecar"
 MOCK = ROOT / "wasm-tests" / "mock_provider.py"
 OTLP_RECEIVER = ROOT / "wasm-tests" / "otlp_receiver.py"
@@ -90,13 +92,15 @@ def merge(base: dict, overrides: dict) -> dict:
 
 def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, mock_port: int | None, otlp_port: int,
            real: set[str], plugin_overrides: dict | None = None, listen_address: str = "127.0.0.1",
-           bare_cluster: str | None = None, floor_wasm: Path | None = None, chain: str = "single_stage",
-           azure_host: str | None = None, customize=None) -> str:
+           bare_cluster: str | None = None, floor_wasm: Path | None = None, floor_module: Path | None = None,
+           chain: str = "single_stage", azure_host: str | None = None, customize=None) -> str:
     """The gateway config with ports filled in and non-real providers on the mock.
 
     `bare_cluster` drops the Tollgate filters and routes everything to that
     cluster: the same Envoy without Tollgate, for side-by-side benchmarks.
     `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place.
+    `floor_module` runs that shared object (bench/floor-module) in Tollgate's
+    place as a native dynamic module: chain [floor, router], single stage only.
     `chain="two_stage"` swaps in the fallback chain of two-stage-chain.yaml.
     `azure_host` defaults to the host of $AZURE_OPENAI_ENDPOINT.
     `customize(config)` may change the rendered config dict last (tests)."""
@@ -134,7 +138,7 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         hcm["http_filters"] = two_stage_filters(hcm["http_filters"][0], wasm)
     elif chain != "single_stage":
         raise ValueError(f"unknown chain {chain!r}: one of {', '.join(CHAINS)}")
-    if bare_cluster or floor_wasm:
+    if bare_cluster or floor_wasm or floor_module:
         # Without Tollgate's request stage, no VM for its attempt stage.
         resources["clusters"] = [c for c in resources["clusters"] if not has_wasm_upstream_filter(c)]
     if bare_cluster:
@@ -154,13 +158,28 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
                                            "value": json.dumps({"chain": chain})}
                 plugin["vm_config"] = {**plugin["vm_config"], "vm_id": "floor",
                                        "code": {"local": {"filename": str(floor_wasm)}}}
-    if plugin_overrides and not (floor_wasm or bare_cluster):
+    if floor_module:
+        if chain != "single_stage":
+            raise ValueError("the native floor (floor_module) runs the single-stage chain only")
+        router = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
+        hcm["http_filters"] = [floor_module_filter(floor_module), *router]
+    if plugin_overrides and not (floor_wasm or floor_module or bare_cluster):
         wasm_config = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
         value = wasm_config["typed_config"]["config"]["configuration"]
         value["value"] = json.dumps(merge(json.loads(value["value"]), plugin_overrides))
     if customize:
         customize(config)
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def floor_module_filter(module: Path) -> dict:
+    """bench/floor-module's shared object as an HTTP filter (Envoy's
+    dynamic_modules extension, loaded from its file)."""
+    return {"name": "tollgate-floor",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                "dynamic_module_config": {"module": {"local": {"filename": str(module)}}},
+                "filter_name": "floor"}}
 
 
 def upstream_filters(cluster: dict) -> list[dict]:
@@ -215,7 +234,8 @@ class Envoy:
     def __init__(self, stack: "Stack", name: str, plugin_overrides: dict | None = None, listen_port: int = 0,
                  admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None,
                  otlp_port: int | None = None, sidecar_port: int | None = None, floor_wasm: Path | None = None,
-                 chain: str | None = None, config: str | None = None, customize=None):
+                 floor_module: Path | None = None, chain: str | None = None, config: str | None = None,
+                 customize=None):
         self.stack = stack
         self.name = name
         self.port = listen_port or free_port()
@@ -228,7 +248,7 @@ class Envoy:
             sidecar_port=sidecar_port or stack.sidecar_port,
             mock_port=stack.mock_port, otlp_port=otlp_port or stack.otlp_port, real=stack.real, plugin_overrides=plugin_overrides,
             listen_address=listen_address, bare_cluster=bare_cluster, floor_wasm=floor_wasm,
-            chain=chain or stack.chain, customize=customize))
+            floor_module=floor_module, chain=chain or stack.chain, customize=customize))
         self.proc: subprocess.Popen | None = None
 
     @property
