@@ -9,13 +9,20 @@ SIDECAR := $(TARGET_DIR)/release/tollgate-sidecar
 # The single-stage floor as a native Envoy dynamic module: make bench's (fln)
 # and wasm-tests/test_floor_module.py load it.
 FLOOR_MODULE := $(TARGET_DIR)/release/libtollgate_floor_module.so
+# Tollgate as a native Envoy dynamic module (src/filter/native).
+NATIVE := $(TARGET_DIR)/release/libtollgate.so
 
 .PHONY: build run test unit e2e lint fmt setup deps clean bench bench-instructions deploy-manifests
 
-build: $(WASM) $(SIDECAR) $(FLOOR_MODULE)
+build: $(WASM) $(SIDECAR) $(FLOOR_MODULE) $(NATIVE)
 
 $(WASM): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') protocol/Cargo.toml | deps
 	$(CARGO) rustc --target wasm32-wasip1 --release -p tollgate --lib --crate-type cdylib
+
+# Without the proxy-wasm SDK (default feature `wasm`): its exported entry
+# points name wasm host calls no Envoy process has, and the .so would not load.
+$(NATIVE): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') protocol/Cargo.toml
+	$(CARGO) rustc --release -p tollgate --lib --no-default-features --features dynamic-module --crate-type cdylib
 
 # The console's pages are compiled into the sidecar (include_str!).
 $(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src protocol/src -name '*.rs') $(wildcard sidecar/console/*) sidecar/Cargo.toml protocol/Cargo.toml

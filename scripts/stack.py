@@ -34,12 +34,13 @@ from deps import find_envoy
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy" / "gateway.yaml"
 TWO_STAGE = ROOT / "envoy" / "two-stage-chain.yaml"
-CHAINS = ("single_stage", "two_stage")
+CHAINS = ("single_stage", "two_stage", "native")
 # Where cargo puts builds: $CARGO_TARGET_DIR when set (as cargo does), else target/.
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve()
 WASM = TARGET / "wasm32-wasip1" / "release" / "tollgate.wasm"
 # The single-stage floor as a native Envoy dynamic module (bench/floor-module).
 FLOOR_MODULE = TARGET / "release" / "libtollgate_floor_module.so"
+NATIVE = TARGET / "release" / "libtollgate.so"
 SIDECAR = TARGET / "release" / "tollgate-sidecar"
 MOCK = ROOT / "wasm-tests" / "mock_provider.py"
 OTLP_RECEIVER = ROOT / "wasm-tests" / "otlp_receiver.py"
@@ -136,6 +137,10 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
     hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     if chain == "two_stage":
         hcm["http_filters"] = two_stage_filters(hcm["http_filters"][0], wasm)
+    elif chain == "native":
+        hcm["http_filters"][0] = native_filter(hcm["http_filters"][0])
+        # No attempt stage natively (yet): no chains, no clusters for them.
+        resources["clusters"] = [c for c in resources["clusters"] if not has_wasm_upstream_filter(c)]
     elif chain != "single_stage":
         raise ValueError(f"unknown chain {chain!r}: one of {', '.join(CHAINS)}")
     if bare_cluster or floor_wasm or floor_module:
@@ -164,12 +169,33 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         router = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
         hcm["http_filters"] = [floor_module_filter(floor_module), *router]
     if plugin_overrides and not (floor_wasm or floor_module or bare_cluster):
-        wasm_config = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
-        value = wasm_config["typed_config"]["config"]["configuration"]
+        value = plugin_value(hcm["http_filters"][0])
         value["value"] = json.dumps(merge(json.loads(value["value"]), plugin_overrides))
     if customize:
         customize(config)
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def plugin_value(tollgate: dict) -> dict:
+    """The StringValue holding Tollgate's JSON configuration in its filter,
+    wasm or native."""
+    typed = tollgate["typed_config"]
+    return typed["filter_config"] if "filter_config" in typed else typed["config"]["configuration"]
+
+
+def native_filter(single: dict) -> dict:
+    """The single-stage wasm filter as the native dynamic module
+    (libtollgate.so), with the same configuration less the models that need
+    the wasm attempt stage (fallback chains and key pools)."""
+    plugin = json.loads(single["typed_config"]["config"]["configuration"]["value"])
+    plugin["models"] = [m for m in plugin["models"] if "cluster" not in m]
+    return {"name": single["name"],
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                "dynamic_module_config": {"module": {"local": {"filename": str(NATIVE)}}},
+                "filter_name": "tollgate",
+                "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": json.dumps(plugin, indent=2)}}}
 
 
 def floor_module_filter(module: Path) -> dict:

@@ -57,7 +57,7 @@ impl Pins {
             }
         }
         if found.is_empty() {
-            return Err("no Tollgate filter configuration in it (a Wasm filter's configuration string with providers and models)".into());
+            return Err("no Tollgate filter configuration in it (a Wasm filter's configuration or a dynamic module's filter_config string, with providers and models)".into());
         }
         let configs = found
             .iter()
@@ -141,14 +141,17 @@ fn is_filter_config(v: &Value) -> bool {
 }
 
 /// Every Tollgate filter configuration in `v`: a Wasm filter's
-/// `configuration` string, or an Istio WasmPlugin's `pluginConfig` object
-/// (other filters' configurations are skipped).
+/// `configuration` string, the dynamic module's `filter_config` string, or
+/// an Istio WasmPlugin's `pluginConfig` object (other filters'
+/// configurations are skipped).
 fn filter_configs(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
-            if let Some(Value::String(s)) = map.get("configuration").and_then(|c| c.get("value")) {
-                if serde_json::from_str::<Value>(s).is_ok_and(|c| is_filter_config(&c)) {
-                    out.push(s.clone());
+            for field in ["configuration", "filter_config"] {
+                if let Some(Value::String(s)) = map.get(field).and_then(|c| c.get("value")) {
+                    if serde_json::from_str::<Value>(s).is_ok_and(|c| is_filter_config(&c)) {
+                        out.push(s.clone());
+                    }
                 }
             }
             if let Some(plugin) = map.get("pluginConfig").filter(|c| is_filter_config(c)) {
@@ -195,6 +198,12 @@ mod tests {
         let pins = Pins::parse(&yaml).unwrap();
         assert_eq!(pins.configs.len(), 1);
         assert_eq!(pins.pinned(), (vec!["legal"], vec!["key_1"]));
+        // The dynamic module's filter_config too.
+        let native = yaml.replace(
+            "configuration:\n            \"@type\"",
+            "filter_config:\n            \"@type\"",
+        );
+        assert_eq!(Pins::parse(&native).unwrap().configs.len(), 1);
         // The filter's JSON itself too; and a file without it says so.
         assert_eq!(
             Pins::parse(&settings().to_string()).unwrap().configs.len(),

@@ -27,7 +27,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::sync::Arc;
 
-use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED, TARGET_HEADER};
+use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED};
 
 pub struct AttemptStage<H: Host> {
     host: H,

@@ -2,7 +2,7 @@
 //! run natively in tests against `mock::MockHost`. `Envoy` forwards to the
 //! panic-free ABI calls in `host`.
 
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(feature = "wasm")]
 use super::host;
 use crate::core::header_map::Headers;
 use std::time::Duration;
@@ -14,7 +14,7 @@ pub enum SharedWrite {
     /// Another worker wrote the key since it was read: read it again.
     CasMismatch,
     /// The host refused it (a wasm host; the native store does not refuse).
-    #[cfg_attr(not(any(target_arch = "wasm32", test)), allow(dead_code))]
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     Failed,
 }
 
@@ -42,7 +42,7 @@ pub trait Host {
     fn set_property(&self, name: &str, value: &[u8]) -> bool;
     /// A string in the `tollgate` metadata of the endpoint Envoy picked
     /// for the current attempt (or the last one, on the response).
-    #[cfg(any(target_arch = "wasm32", test))]
+    #[cfg(feature = "wasm")]
     fn endpoint_metadata(&self, key: &str) -> Option<String>;
     /// Answers the client locally with a JSON body.
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>);
@@ -83,11 +83,11 @@ pub trait Host {
 }
 
 /// The real host.
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(feature = "wasm")]
 #[derive(Clone, Copy, Default)]
 pub struct Envoy;
 
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(feature = "wasm")]
 impl Host for Envoy {
     fn request_headers(&self) -> Headers {
         host::headers(host::REQUEST_HEADERS)

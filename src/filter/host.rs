@@ -283,10 +283,6 @@ pub fn random_u64() -> u64 {
     }
 }
 
-pub fn now_ms() -> u64 {
-    now_ns() / 1_000_000
-}
-
 /// Lets through only the log records Envoy will print (its `wasm` log
 /// level), so filtered-out debug lines cost no formatting or host call.
 pub fn follow_envoy_log_level() {

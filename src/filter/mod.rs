@@ -3,32 +3,33 @@
 //! VM for the worker; the stages reach them through `env::Host`, so they run
 //! natively in tests against `mock::MockHost`.
 
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(feature = "wasm")]
 mod attempt_stage;
 mod background;
 mod cache_index;
+mod context;
 mod env;
 mod exporter;
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(feature = "wasm")]
 mod host;
 mod key_cache;
 mod leases;
 #[cfg(test)]
 mod mock;
-#[cfg(all(feature = "dynamic-module", not(target_arch = "wasm32")))]
+#[cfg(feature = "dynamic-module")]
 mod native;
 mod reporter;
 mod request_stage;
 mod response;
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(feature = "wasm")]
 mod root;
 mod route_headers;
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(feature = "wasm")]
 mod route_stage;
 mod shared;
 mod shared_data;
 mod sidecar;
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(feature = "wasm")]
 mod size_classes;
 mod stats;
 mod sync;
@@ -36,18 +37,18 @@ mod trace;
 
 /// Whether the two-stage chain's route stage runs beside the request stage
 /// (it shares the wasm VM); the native module is always the single stage.
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(feature = "wasm")]
 use root::route_stage_present;
-#[cfg(not(any(target_arch = "wasm32", test)))]
+#[cfg(not(feature = "wasm"))]
 fn route_stage_present() -> bool {
     false
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 #[global_allocator]
 static ALLOCATOR: size_classes::SizeClasses = size_classes::SizeClasses::new();
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(feature = "wasm")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {

@@ -3,6 +3,7 @@
 //! when the client speaks another API, the translation of the answer (streams
 //! chunk by chunk; JSON bodies and errors once complete).
 
+use super::context::Action;
 use super::env::Host;
 use crate::core::api::Api;
 use crate::core::content;
@@ -16,7 +17,6 @@ use crate::core::usage::ResponseSummary;
 use crate::core::wire::edit::StreamEditor;
 use crate::core::wire::stream::StreamTranslator;
 use crate::core::wire::{self, Event, Translation, Wire};
-use proxy_wasm::types::Action;
 use sha2::{Digest, Sha256};
 
 /// Non-streamed response bytes kept for reading usage; beyond this the usage

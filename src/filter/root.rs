@@ -4,16 +4,16 @@
 //! "attempt", an upstream filter) uses the request stage's.
 
 use super::attempt_stage::AttemptStage;
-use super::env::{Envoy, Host};
+use super::env::Envoy;
 use super::host;
 use super::request_stage::RequestStage;
+use super::route_headers::Secrets;
 use super::route_stage::RouteStage;
 use super::shared::Shared;
 use super::sidecar::SidecarClient;
 use crate::core::api::ClientFormat;
 use crate::core::config::Config;
 use crate::core::error::GatewayError;
-use crate::core::guard::Guardrails;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};

@@ -39,7 +39,7 @@ pub struct Shared {
     /// Lease refills and key refreshes the root context sends.
     pub background: Lock<Background>,
     /// `tollgate.vm.memory_bytes`: this worker VM's linear memory.
-    #[cfg(any(target_arch = "wasm32", test))]
+    #[cfg(feature = "wasm")]
     pub memory_gauge: Option<u32>,
     /// Requests this VM has seen; also makes request ids unique within it.
     pub request_counter: AtomicU64,
@@ -75,7 +75,7 @@ impl Shared {
                 .map(|b| Lock::new(Reporter::new(host, b, Arc::clone(&sidecar)))),
             background: Lock::new(Background::for_config(&config)),
             guardrails,
-            #[cfg(any(target_arch = "wasm32", test))]
+            #[cfg(feature = "wasm")]
             memory_gauge: host.define_gauge("tollgate.vm.memory_bytes"),
             request_counter: AtomicU64::new(0),
             id_seed,

@@ -1,6 +1,6 @@
 //! The part of Envoy's dynamic-modules ABI this module uses, declared by
 //! hand (there is no SDK on crates.io). Source: Envoy's C header
-//! `source/extensions/dynamic_modules/abi/abi.h`, ABI "v0.1.0", as built
+//! `source/extensions/dynamic_modules/abi/abi.h`, as built
 //! into Envoy 1.40.0; each callback is exported by that binary, and the
 //! argument layout of the callouts, `send_response`, `set_header`, the body
 //! calls and `log` was checked in its machine code (16-byte buffers passed
@@ -9,8 +9,9 @@
 use std::ffi::c_void;
 
 /// What `envoy_dynamic_module_on_program_init` returns: the ABI version
-/// this module was written against (Envoy warns on a mismatch).
-pub const ABI_VERSION: &[u8] = b"v0.1.0\0";
+/// string Envoy 1.40's loader compares with (it warns on a mismatch and
+/// loads the module anyway).
+pub const ABI_VERSION: &[u8] = b"v0.2.0\0";
 
 /// `envoy_dynamic_module_type_{envoy,module}_buffer`: a pointer and a
 /// length, the same layout either way.

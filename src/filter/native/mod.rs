@@ -17,6 +17,7 @@
 mod abi;
 mod host;
 
+use super::context::{Action, Context, HttpContext};
 use super::env::Host;
 use super::request_stage::RequestStage;
 use super::shared::Shared;
@@ -24,8 +25,6 @@ use super::sidecar::SidecarClient;
 use crate::core::config::Config;
 use abi::{Buffer, ConfigModulePtr, ConfigPtr, FilterModulePtr, FilterPtr, Header, SchedulerPtr};
 use host::{Answer, Main, Stream};
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};

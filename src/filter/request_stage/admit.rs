@@ -7,8 +7,8 @@ use crate::core::config::ACCOUNT_HEADERS;
 use crate::core::error::GatewayError;
 use crate::core::header_map::Headers;
 use crate::core::key;
+use crate::filter::context::Action;
 use crate::filter::env::Host;
-use proxy_wasm::types::Action;
 
 /// Oversized bodies are read and discarded up to this many bytes before the
 /// 413 goes out: answering mid-upload makes Envoy close the connection and

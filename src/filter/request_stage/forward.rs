@@ -14,10 +14,10 @@ use crate::core::fallback::{DIRECT, HANDOFF};
 use crate::core::request::LlmRequest;
 use crate::core::residency::{self, Pinned};
 use crate::core::routing;
+use crate::filter::context::Action;
 use crate::filter::env::Host;
 use crate::filter::route_headers;
 use crate::filter::trace::RequestTrace;
-use proxy_wasm::types::Action;
 use std::sync::Arc;
 
 impl<H: Host> RequestStage<H> {

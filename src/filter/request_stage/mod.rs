@@ -19,6 +19,7 @@ mod served;
 #[cfg(test)]
 mod tests;
 
+use super::context::{Action, Context, HttpContext};
 use super::env::Host;
 use super::response::ResponseState;
 use super::shared::Shared;
@@ -31,8 +32,6 @@ use crate::core::config::Chain;
 use crate::core::error::GatewayError;
 use crate::core::exchange::Exchange;
 use crate::core::guard::GuardEvent;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 use std::sync::Arc;
 
 /// A client's `x-request-id` is kept for traces up to this many bytes.
@@ -144,6 +143,7 @@ impl<H: Host> RequestStage<H> {
 
     /// The host this stage runs on (the native module hands it callout
     /// answers).
+    #[cfg(feature = "dynamic-module")]
     pub fn host(&self) -> &H {
         &self.host
     }

@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::core::fallback::{self, Attempt, Handoff};
-use crate::filter::attempt_stage::{AttemptStage, ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED};
+use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED};
+use crate::filter::attempt_stage::AttemptStage;
 use crate::filter::mock::ENDPOINT_METADATA;
 
 const OPENAI_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI";
