@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import stack  # noqa: E402
 from deps import find_envoy  # noqa: E402
 from run import CHAT, FAST_MOCK, FLOOR_WASM, bench_keys, envoy_version, git_commit  # noqa: E402
-from stack import FLOOR_MODULE  # noqa: E402
+from stack import FLOOR_MODULE, NATIVE  # noqa: E402
 
 SLOW_FLUSH = {"flush_interval_ms": 20000}
 VARIANTS = {
@@ -79,6 +79,10 @@ VARIANTS = {
            dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
     "sh": ("(s) for a cached team, one request again and again: cache hits",
            dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
+    "n0": ("(c0) as the native dynamic module",
+           dict(chain="native", plugin_overrides={"tracing": None, "budgets": None, "guardrails": None})),
+    "n": ("(s) as the native dynamic module (no fallback chains)",
+          dict(chain="native", plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
 }
 # Variants whose requests come from a key of a team envoy/gateway.yaml caches.
 CACHED_TEAM = ("sm", "sh")
@@ -127,7 +131,7 @@ def split(dump: Path) -> dict[str, int]:
         if not m:
             continue
         ir, fn, obj = int(m.group(1).replace(",", "")), m.group(2), m.group(3)
-        if Path(obj).name == FLOOR_MODULE.name:
+        if Path(obj).name in (FLOOR_MODULE.name, NATIVE.name):
             parts["module"] += ir
         elif obj == "???":
             address = int(fn.split("'")[0], 16) if fn.startswith("0x") else 0
@@ -179,7 +183,7 @@ def main():
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install valgrind")
     wasm = args.wasm or stack.WASM
-    for path in (FAST_MOCK, FLOOR_WASM, FLOOR_MODULE, wasm):
+    for path in (FAST_MOCK, FLOOR_WASM, FLOOR_MODULE, stack.NATIVE, wasm):
         if not path.exists():
             raise SystemExit(f"{path} is missing: make bench builds it")
     real_envoy = find_envoy()

@@ -23,6 +23,10 @@
         (its appends ride on settling, its lease entries on lease calls)
   (s2)  (s) on the two-stage fallback chain (only when the template ships
         the single stage; otherwise it is (s))
+  (n)   (s) as the native dynamic module (libtollgate.so; its models less
+        the fallback chains, which it does not run): (n)/(s) is what the
+        wasm VM costs Tollgate
+  (n0)  (n) with budgets off
   (sa)  (s) for a model alias (`fast`: the body's model is rewritten)
   (sf)  (sa) for a model with a fallback chain (`gpt-4o-ha`) whose first
         target answers: what the retry route and the attempt stage cost
@@ -94,7 +98,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from deps import find_envoy  # noqa: E402
-from stack import CHAINS, FLOOR_MODULE, TARGET, Stack, free_port  # noqa: E402
+from stack import CHAINS, FLOOR_MODULE, NATIVE, TARGET, Stack, free_port  # noqa: E402
 
 FAST_MOCK = TARGET / "release" / "tollgate-fast-mock"
 FLOOR_WASM = TARGET / "wasm32-wasip1" / "release" / "tollgate_floor_filter.wasm"
@@ -218,7 +222,8 @@ def main():
     tollgate_chain = args.chain or shipped_chain
     for path, what in [(FAST_MOCK, "cargo build --release -p tollgate-fast-mock"),
                        (FLOOR_WASM, "cargo build --target wasm32-wasip1 --release -p tollgate-floor-filter"),
-                       (FLOOR_MODULE, "cargo build --release -p tollgate-floor-module")]:
+                       (FLOOR_MODULE, "cargo build --release -p tollgate-floor-module"),
+                       (NATIVE, "make build")]:
         if not path.exists():
             raise SystemExit(f"{path} is missing: {what} (make bench builds it)")
     stream_body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
@@ -239,6 +244,9 @@ def main():
         "shipped_two_stage": dict(chain="two_stage"),
         # (s) on a sidecar of its own that keeps no audit log.
         "shipped_noaudit": dict(chain=args.chain, sidecar_args=("--audit-log", "off")),
+        # As shipped, as the native dynamic module (less the fallback chains it does not run).
+        "native": dict(chain="native"),
+        "native_nobudgets": dict(plugin_overrides={"budgets": None}, chain="native"),
         "static": dict(bare_cluster="provider_openai", customize=static_answer),
     }
     new_chat = {**CHAT, "messages": [{"role": "user", "content": "Say hello in one short sentence. NONCE"}]}
@@ -254,6 +262,8 @@ def main():
         "s0": ("(s), budgets off", "shipped_nobudgets", CHAT, {}, True),
         "sn": ("(s), sidecar with the audit log off", "shipped_noaudit", CHAT, {}, True),
         "s2": ("(s) on the two-stage fallback chain", "shipped_two_stage", CHAT, {}, True),
+        "n": ("(s) as the native dynamic module", "native", CHAT, {}, False),
+        "n0": ("(n), budgets off", "native_nobudgets", CHAT, {}, False),
         "sa": ("(s), a model alias", "shipped", {**CHAT, "model": "fast"}, {}, True),
         "sf": ("(sa) on a fallback chain, nothing failing", "shipped", {**CHAT, "model": "gpt-4o-ha"}, {}, True),
         "su": ("(s), each request new", "shipped", new_chat, {}, True),
@@ -534,7 +544,7 @@ def per_round(runs: dict, x: str, y: str, measure: str) -> list[float]:
 def ratios_table(runs: dict, tollgate_chain: str) -> str:
     same_floor = "fl1" if tollgate_chain == "single_stage" else "fl2"
     pairs = [("fl1", "b"), ("fl2", "b"), ("fl1", "fl2"), ("fln", "b"), ("fln", "fl1"), ("s", "b"), ("s0", "b"),
-             ("s", "s0"), ("s", "sn"), ("s2", "b"),
+             ("s", "s0"), ("s", "sn"), ("s2", "b"), ("n", "b"), ("n0", "b"), ("n", "n0"), ("n", "s"), ("n", "fln"),
              ("sf", "sa"), ("sf", "b"), ("sm", "su"), ("sh", "bd"), ("sh", "b"), ("sh", "s"),
              ("s", "s2"), ("c", same_floor), ("c", "b"), ("c0", "b"), ("d", "b"), ("d", "c"), ("s0", "c"),
              ("e", "b"), ("f", "bs"), ("g", "bs"), ("h", "h0"), ("i", "i0")]

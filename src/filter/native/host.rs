@@ -72,6 +72,17 @@ pub struct Stream {
     /// request goes on (wasm header changes clear Envoy's route cache; the
     /// dynamic-modules ABI leaves it to the module).
     route_changed: Cell<bool>,
+    /// A local reply the stage asked for, sent when its callback returns:
+    /// Envoy sends a dynamic module's reply at once, running this filter's
+    /// response hooks inside the stage's callback (proxy-wasm defers it).
+    reply: RefCell<Option<Reply>>,
+}
+
+/// A local reply's status, headers and body.
+pub struct Reply {
+    status: u32,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 impl Stream {
@@ -80,6 +91,7 @@ impl Stream {
             filter,
             answer: RefCell::default(),
             route_changed: Cell::new(false),
+            reply: RefCell::default(),
         }
     }
 
@@ -216,7 +228,38 @@ impl Stream {
     }
 
     fn send(&self, status: u32, pairs: &[(&str, &str)], body: &[u8]) {
-        let headers: Vec<Header> = pairs
+        let headers = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        *self.reply.borrow_mut() = Some(Reply {
+            status,
+            headers,
+            body: body.to_vec(),
+        });
+    }
+
+    /// After a stage callback: the local reply it asked for, to send once
+    /// nothing borrows the stage (Envoy runs this filter's response hooks
+    /// inside the send); else the route is picked again if it changed.
+    pub fn finish(&self) -> Option<(FilterPtr, Reply)> {
+        let reply = self.reply.borrow_mut().take();
+        match reply {
+            Some(reply) => Some((self.filter, reply)),
+            None => {
+                self.settle_route();
+                None
+            }
+        }
+    }
+}
+
+impl Reply {
+    /// Sends the reply on `filter`'s stream.
+    pub fn send(self, filter: FilterPtr) {
+        let reply = self;
+        let headers: Vec<Header> = reply
+            .headers
             .iter()
             .map(|(k, v)| Header {
                 key: Buffer::of(k.as_bytes()),
@@ -224,14 +267,14 @@ impl Stream {
             })
             .collect();
         // SAFETY: the filter pointer of the running hook; the views live
-        // through the call, and Envoy copies them.
+        // through the call, and Envoy copies them; no stage is borrowed.
         unsafe {
             abi::envoy_dynamic_module_callback_http_send_response(
-                self.filter,
-                status,
+                filter,
+                reply.status,
                 headers.as_ptr(),
                 headers.len(),
-                Buffer::of(body),
+                Buffer::of(&reply.body),
                 Buffer::of(b"tollgate"),
             );
         }

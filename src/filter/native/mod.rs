@@ -143,6 +143,17 @@ unsafe fn borrow<'a, T>(ptr: *const std::ffi::c_void) -> Option<&'a mut T> {
     unsafe { (ptr as *mut T).as_mut() }
 }
 
+/// After a request-side stage callback: sends the local reply it asked
+/// for, with no borrow of the filter left (Envoy runs this filter's response
+/// hooks inside the send), or picks the route again if it changed.
+fn finish(module: FilterModulePtr) {
+    // SAFETY: the filter Envoy made with filter_new; the borrow ends here.
+    let pending = unsafe { borrow::<Filter>(module) }.and_then(|f| f.stage.host().finish());
+    if let Some((filter, reply)) = pending {
+        reply.send(filter);
+    }
+}
+
 fn headers_status(action: Action) -> u32 {
     match action {
         Action::Continue => abi::HEADERS_CONTINUE,
@@ -303,9 +314,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
         return abi::HEADERS_CONTINUE;
     };
-    let action = f.stage.on_http_request_headers(0, end_of_stream);
-    f.stage.host().settle_route();
-    headers_status(action)
+    let status = headers_status(f.stage.on_http_request_headers(0, end_of_stream));
+    finish(module);
+    status
 }
 
 #[no_mangle]
@@ -319,9 +330,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
         return abi::BODY_CONTINUE;
     };
     let size = f.stage.host().request_body_size();
-    let action = f.stage.on_http_request_body(size, end_of_stream);
-    f.stage.host().settle_route();
-    body_status(action)
+    let status = body_status(f.stage.on_http_request_body(size, end_of_stream));
+    finish(module);
+    status
 }
 
 #[no_mangle]
@@ -333,9 +344,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
         return abi::TRAILERS_CONTINUE;
     };
-    let action = f.stage.on_http_request_trailers(0);
-    f.stage.host().settle_route();
-    trailers_status(action)
+    let status = trailers_status(f.stage.on_http_request_trailers(0));
+    finish(module);
+    status
 }
 
 #[no_mangle]
@@ -417,7 +428,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     let size = answer.body.len();
     *f.stage.host().answer.borrow_mut() = answer;
     f.stage.on_http_call_response(token(callout_id), 0, size, 0);
-    f.stage.host().settle_route();
+    finish(module);
 }
 
 // ---- hooks Envoy requires for features this module does not use:
