@@ -560,7 +560,8 @@ def main():
     r.add_argument("--mock-port", type=int, default=18000)
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--chain", choices=CHAINS, default="single_stage",
-                   help="the filter chain: one wasm stage (Envoy >= 1.35) or the two-stage fallback")
+                   help="the filter chain: one wasm stage (Envoy >= 1.35), the two-stage fallback, or the "
+                        "native dynamic module (Envoy 1.40, no fallback chains)")
     args = parser.parse_args()
     if args.command == "run":
         signal.signal(signal.SIGTERM, signal.default_int_handler)

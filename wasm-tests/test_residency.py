@@ -42,6 +42,7 @@ def test_a_target_outside_the_pin_is_refused_before_anything_leaves(stack, eu):
     assert provider_requests(stack) == [], "nothing reached a provider"
 
 
+@pytest.mark.chains
 def test_the_pinned_region_serves_and_the_chain_skips_targets_outside_it(stack, eu, key):
     pinned, _ = eu
     client = openai_client(stack.envoy.base_url, pinned)
@@ -58,6 +59,7 @@ def test_the_pinned_region_serves_and_the_chain_skips_targets_outside_it(stack, 
     assert [r["path"] for r in provider_requests(stack)] == ["/v1/chat/completions"]
 
 
+@pytest.mark.chains
 def test_a_pinned_request_falls_back_among_the_targets_in_its_region(stack):
     """Team us-public-sector is pinned to `us`: gpt-4o-ha's US targets
     (OpenAI, then Anthropic) keep falling back on their own aggregate
@@ -97,6 +99,7 @@ def test_a_pin_that_leaves_a_chain_without_its_region_cluster_stops_envoy(tmp_pa
     assert "residency.teams.us-public-sector: 2 of the 3 targets of model `gpt-4o-ha` serve from us" in log, log
 
 
+@pytest.mark.chains
 def test_the_audit_log_records_the_region_that_served_and_each_refusal(stack, eu):
     key, kid = eu
     client = openai_client(stack.envoy.base_url, key)

@@ -126,6 +126,7 @@ def prometheus(stack) -> dict[str, float]:
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("tollgate_")}
 
 
+@pytest.mark.stats
 def test_usage_and_requests_in_prometheus_stats(stack, key):
     requests = 'tollgate_requests{api="chat_completions",provider="openai",model="gpt-4o",status="2xx"}'
     output = 'tollgate_tokens{provider="openai",model="gpt-4o",direction="output"}'

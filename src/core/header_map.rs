@@ -101,6 +101,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_map_from_views_reads_like_a_decoded_one() {
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (b":path", b"/v1/chat/completions"),
+            (b"x-bad", b"\xff"),
+            (b"authorization", b"Bearer k"),
+            (b"authorization", b"second"),
+        ];
+        let headers = Headers::from_pairs(pairs.into_iter());
+        assert_eq!(headers.get(":path"), Some("/v1/chat/completions"));
+        assert_eq!(headers.get("authorization"), Some("Bearer k"));
+        assert_eq!(headers.get("x-bad"), None);
+        assert_eq!(headers.get("absent"), None);
+    }
+
+    #[test]
     fn round_trips_and_rejects_truncation() {
         let pairs = [
             (":path", "/v1/messages"),

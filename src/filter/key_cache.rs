@@ -116,7 +116,7 @@ mod tests {
     fn only_valid_keys_create_entries() {
         let host = MockHost::default();
         store(&host, "unknown", br#"{"valid":false}"#, false, 10, 1000);
-        assert!(host.shared.borrow().values.is_empty());
+        assert_eq!(host.shared.borrow().keys(), 0);
         store(&host, "h", VALID, true, 10, 1000);
         let (check, fetched) = read(&host, "h", 500, 1000).unwrap();
         assert!(matches!(check, KeyCheck::Valid(_)) && fetched == 10);

@@ -2,6 +2,7 @@
 //! answers, and records what the stage did with them.
 
 use super::env::{Host, SharedWrite};
+use super::shared_data::SharedData;
 use crate::core::header_map::{self, Headers};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -25,13 +26,6 @@ pub struct LocalReply {
     /// The body as sent, and the headers besides `retry-after`.
     pub raw: Vec<u8>,
     pub headers: Vec<(String, String)>,
-}
-
-/// Envoy's shared data as MockHosts share it: values with their CAS tokens.
-#[derive(Default)]
-pub struct SharedData {
-    pub values: HashMap<String, (Vec<u8>, u32)>,
-    last_cas: u32,
 }
 
 /// Runs once, just before the next shared-data write: another worker
@@ -92,7 +86,7 @@ impl MockHost {
 
     /// A shared-data value.
     pub fn shared_value(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared.borrow().values.get(key).map(|(v, _)| v.clone())
+        self.shared.borrow().read(key).0
     }
 
     pub fn reply(&self) -> Option<LocalReply> {
@@ -253,32 +247,18 @@ impl Host for MockHost {
         self.now_ns.get()
     }
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.shared.borrow().values.get(key) {
-            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
-            None => (None, None),
-        }
+        self.shared.borrow().read(key)
     }
-    /// Envoy's rules: a CAS token that is not the current one is a
-    /// mismatch; a key that does not exist yet is written regardless.
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
         if let Some(other_worker) = self.before_write.borrow_mut().take() {
             other_worker();
         }
         self.shared_writes.set(self.shared_writes.get() + 1);
-        let mut shared = self.shared.borrow_mut();
-        let current = shared.values.get(key).map(|(_, c)| *c);
-        if let (Some(current), Some(cas)) = (current, cas) {
-            if current != cas {
-                self.cas_mismatches.set(self.cas_mismatches.get() + 1);
-                return SharedWrite::CasMismatch;
-            }
+        let written = self.shared.borrow_mut().write(key, value, cas);
+        if written == SharedWrite::CasMismatch {
+            self.cas_mismatches.set(self.cas_mismatches.get() + 1);
         }
-        shared.last_cas += 1;
-        let next = shared.last_cas;
-        shared
-            .values
-            .insert(key.to_string(), (value.to_vec(), next));
-        SharedWrite::Ok
+        written
     }
     fn define_counter(&self, name: &str) -> Option<u32> {
         let mut metrics = self.metrics.borrow_mut();

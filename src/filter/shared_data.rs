@@ -14,6 +14,52 @@
 //! `filter::leases` and `filter::key_cache`).
 
 use super::env::{Host, SharedWrite};
+use std::collections::HashMap;
+
+/// Shared data where this process keeps it: the native module's (one per
+/// Envoy) and the test hosts'. Envoy's rules: each write takes the next
+/// token of one counter; a write with a token that is not the value's
+/// current one is a mismatch; a key that does not exist yet is written
+/// regardless.
+#[derive(Default)]
+pub struct SharedData {
+    values: HashMap<String, (Vec<u8>, u32)>,
+    last_cas: u32,
+}
+
+impl SharedData {
+    pub fn read(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.values.get(key) {
+            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+
+    pub fn write(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+        let current = self.values.get(key).map(|(_, c)| *c);
+        if let (Some(current), Some(cas)) = (current, cas) {
+            if current != cas {
+                return SharedWrite::CasMismatch;
+            }
+        }
+        self.last_cas = self.last_cas.wrapping_add(1);
+        self.values
+            .insert(key.to_string(), (value.to_vec(), self.last_cas));
+        SharedWrite::Ok
+    }
+
+    /// Keys written so far.
+    #[cfg(test)]
+    pub fn keys(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The token of the latest write (`None` before any).
+    #[cfg(test)]
+    pub fn last_token(&self) -> Option<u32> {
+        (self.last_cas > 0).then_some(self.last_cas)
+    }
+}
 
 /// Reads of one update before it gives up.
 pub const MAX_TRIES: usize = 8;
@@ -54,6 +100,24 @@ mod tests {
     use crate::filter::mock::MockHost;
     use std::cell::Cell;
     use std::rc::Rc;
+
+    #[test]
+    fn a_write_needs_the_token_of_the_value_it_read() {
+        let mut data = SharedData::default();
+        assert_eq!(data.read("k"), (None, None));
+        // A new key is written whatever the token.
+        assert_eq!(data.write("k", b"a", Some(77)), SharedWrite::Ok);
+        let (value, token) = data.read("k");
+        assert_eq!(value.as_deref(), Some(&b"a"[..]));
+        assert_eq!(data.write("k", b"b", token), SharedWrite::Ok);
+        // The token read before that write no longer matches.
+        assert_eq!(data.write("k", b"c", token), SharedWrite::CasMismatch);
+        assert_eq!(data.read("k").0.as_deref(), Some(&b"b"[..]));
+        // Without a token the write lands; every write takes a new token.
+        assert_eq!(data.write("k", b"d", None), SharedWrite::Ok);
+        assert_ne!(data.read("k").1, token);
+        assert_eq!((data.keys(), data.last_token()), (1, Some(3)));
+    }
 
     fn add(host: &MockHost, n: u8) -> Option<u8> {
         update(host, "counter", |v| {

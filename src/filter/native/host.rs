@@ -6,8 +6,8 @@
 use super::abi::{self, Buffer, ConfigPtr, FilterPtr, Header};
 use crate::core::header_map::Headers;
 use crate::filter::env::{Host, SharedWrite};
+use crate::filter::shared_data::SharedData;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -558,35 +558,19 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Proxy-wasm shared data, as the stages use it: one copy per Envoy
-/// process, each value with a write counter for compare-and-swap.
-type Store = Mutex<HashMap<String, (Vec<u8>, u32)>>;
-
-fn store() -> &'static Store {
-    static STORE: OnceLock<Store> = OnceLock::new();
-    STORE.get_or_init(Store::default)
+/// Shared data: one copy per Envoy process.
+fn store() -> &'static Mutex<SharedData> {
+    static STORE: OnceLock<Mutex<SharedData>> = OnceLock::new();
+    STORE.get_or_init(Mutex::default)
 }
 
 fn shared_read(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-    let store = store().lock().unwrap_or_else(|p| p.into_inner());
-    match store.get(key) {
-        Some((value, cas)) => (Some(value.clone()), Some(*cas)),
-        None => (None, None),
-    }
+    store().lock().unwrap_or_else(|p| p.into_inner()).read(key)
 }
 
 fn shared_write(key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
-    let mut store = store().lock().unwrap_or_else(|p| p.into_inner());
-    match store.get_mut(key) {
-        Some((_, current)) if cas.is_some_and(|c| c != *current) => SharedWrite::CasMismatch,
-        Some((held, current)) => {
-            *held = value.to_vec();
-            *current = current.wrapping_add(1).max(1);
-            SharedWrite::Ok
-        }
-        None => {
-            store.insert(key.to_string(), (value.to_vec(), 1));
-            SharedWrite::Ok
-        }
-    }
+    store()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .write(key, value, cas)
 }

@@ -321,10 +321,7 @@ fn no_hard_budget_caches_an_empty_lease_for_its_ttl() {
     );
     assert_eq!(lease_of(&first), Some(("free".into(), vec![])));
     // The newest CAS token: it moves with every write.
-    let version = || {
-        let shared = first.host.shared.borrow();
-        shared.values.values().map(|(_, cas)| *cas).max()
-    };
+    let version = || first.host.shared.borrow().last_token();
     let written = version();
     for _ in 0..20 {
         let next = request(&shared, &first.host);
@@ -382,7 +379,7 @@ fn workers_share_key_verdicts_and_revocation_bites_within_the_ttl() {
         r#"{"valid": false}"#,
     );
     assert_eq!(stranger.host.reply().unwrap().status, 401);
-    assert_eq!(first.host.shared.borrow().values.len(), 1);
+    assert_eq!(first.host.shared.borrow().keys(), 1);
 
     // In the last quarter of the verdict's life the first worker to see it
     // claims the refresh; the other one does not.
