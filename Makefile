@@ -10,7 +10,7 @@ SIDECAR := $(TARGET_DIR)/release/tollgate-sidecar
 # and wasm-tests/test_floor_module.py load it.
 FLOOR_MODULE := $(TARGET_DIR)/release/libtollgate_floor_module.so
 # Tollgate as a native Envoy dynamic module (src/filter/native).
-NATIVE := $(TARGET_DIR)/release/libtollgate.so
+NATIVE := $(TARGET_DIR)/native/libtollgate.so
 
 .PHONY: build run test unit e2e lint fmt setup deps clean bench bench-instructions deploy-manifests
 
@@ -22,7 +22,7 @@ $(WASM): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') proto
 # Without the proxy-wasm SDK (default feature `wasm`): its exported entry
 # points name wasm host calls no Envoy process has, and the .so would not load.
 $(NATIVE): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') protocol/Cargo.toml
-	$(CARGO) rustc --release -p tollgate --lib --no-default-features --features dynamic-module --crate-type cdylib
+	$(CARGO) rustc --profile native -p tollgate --lib --no-default-features --features dynamic-module --crate-type cdylib
 
 # The console's pages are compiled into the sidecar (include_str!).
 $(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src protocol/src -name '*.rs') $(wildcard sidecar/console/*) sidecar/Cargo.toml protocol/Cargo.toml
@@ -66,7 +66,7 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p tollgate --target wasm32-wasip1 --release -- -D warnings
-	$(CARGO) clippy -p tollgate --release --no-default-features --features dynamic-module -- -D warnings
+	$(CARGO) clippy -p tollgate --profile native --no-default-features --features dynamic-module -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

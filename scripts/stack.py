@@ -40,7 +40,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve()
 WASM = TARGET / "wasm32-wasip1" / "release" / "tollgate.wasm"
 # The single-stage floor as a native Envoy dynamic module (bench/floor-module).
 FLOOR_MODULE = TARGET / "release" / "libtollgate_floor_module.so"
-NATIVE = TARGET / "release" / "libtollgate.so"
+NATIVE = TARGET / "native" / "libtollgate.so"
 SIDECAR = TARGET / "release" / "tollgate-sidecar"
 MOCK = ROOT / "wasm-tests" / "mock_provider.py"
 OTLP_RECEIVER = ROOT / "wasm-tests" / "otlp_receiver.py"

@@ -22,11 +22,14 @@ use super::env::Host;
 use super::request_stage::RequestStage;
 use super::shared::Shared;
 use super::sidecar::SidecarClient;
+use crate::core::api::ClientFormat;
 use crate::core::config::Config;
+use crate::core::error::GatewayError;
 use abi::{Buffer, ConfigModulePtr, ConfigPtr, FilterModulePtr, FilterPtr, Header, SchedulerPtr};
 use host::{Answer, Main, Stream};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -133,6 +136,55 @@ fn configure(config_ptr: ConfigPtr, bytes: &[u8]) -> Result<Module, String> {
 /// One stream: the request stage over this stream's host.
 struct Filter {
     stage: RequestStage<Stream>,
+    /// A callback panicked: the stream was answered with a 500 and the
+    /// stage is left alone from then on.
+    broken: bool,
+}
+
+/// Runs a main-thread hook's work, logging a panic (a bug) instead of
+/// unwinding into Envoy.
+fn caught<T>(hook: &str, failed: T, work: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        log::error!("tollgate: {hook} failed (a panic, a bug)");
+        failed
+    })
+}
+
+/// Runs a stream hook's work. A panic is a bug: in wasm it would stop the
+/// VM; natively it must not unwind into Envoy, so it is caught, the
+/// request is answered with a 500 and `failed` is what the hook returns.
+fn guarded<T>(
+    filter: FilterPtr,
+    module: FilterModulePtr,
+    failed: T,
+    work: impl FnOnce(&mut Filter) -> T,
+) -> T {
+    // SAFETY: the filter Envoy made with filter_new.
+    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
+        return failed;
+    };
+    if f.broken {
+        return failed;
+    }
+    match std::panic::catch_unwind(AssertUnwindSafe(|| work(f))) {
+        Ok(out) => out,
+        Err(_) => {
+            log::error!(
+                "tollgate: the filter failed on a request (a panic, a bug); answered it with 500"
+            );
+            // SAFETY: as above; the closure's borrow ended with it.
+            if let Some(f) = unsafe { borrow::<Filter>(module) } {
+                f.broken = true;
+            }
+            let error = GatewayError::Internal("the gateway filter failed on this request");
+            let host = Stream::new(filter);
+            host.send_json(error.status(), &error.body(ClientFormat::OpenAi), None);
+            if let Some((filter, reply)) = host.finish() {
+                reply.send(filter);
+            }
+            failed
+        }
+    }
 }
 
 /// # Safety
@@ -196,7 +248,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 ) -> ConfigModulePtr {
     // SAFETY: Envoy's configuration bytes, valid during this hook.
     let bytes = unsafe { config.bytes() };
-    match configure(config_ptr, bytes) {
+    let configured = caught("loading the configuration", Err(String::new()), || {
+        configure(config_ptr, bytes)
+    });
+    match configured {
         Ok(module) => Box::into_raw(Box::new(module)) as ConfigModulePtr,
         Err(e) => {
             // Envoy refuses the configuration (and does not start).
@@ -226,8 +281,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
 ) {
     // SAFETY: the configuration Envoy made with config_new.
     if let Some(module) = unsafe { borrow::<Module>(module) } {
-        logger::follow_envoy();
-        module.shared.tick(&Main::new(config_ptr));
+        caught("the background tick", (), || {
+            logger::follow_envoy();
+            module.shared.tick(&Main::new(config_ptr));
+        });
     }
 }
 
@@ -260,9 +317,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     };
     let (status, size) = (answer.status.clone(), answer.body.len());
     *main.answer.borrow_mut() = answer;
-    module
-        .shared
-        .answered(&main, token(callout_id), status, size);
+    caught("a background answer", (), || {
+        module
+            .shared
+            .answered(&main, token(callout_id), status, size)
+    });
 }
 
 #[no_mangle]
@@ -293,7 +352,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     };
     module.shared.count_request();
     let stage = RequestStage::new(Arc::clone(&module.shared), Stream::new(filter));
-    Box::into_raw(Box::new(Filter { stage })) as FilterModulePtr
+    Box::into_raw(Box::new(Filter {
+        stage,
+        broken: false,
+    })) as FilterModulePtr
 }
 
 #[no_mangle]
@@ -306,103 +368,88 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: FilterModu
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
-    _filter: FilterPtr,
+    filter: FilterPtr,
     module: FilterModulePtr,
     end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: the filter Envoy made with filter_new.
-    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
-        return abi::HEADERS_CONTINUE;
-    };
-    let status = headers_status(f.stage.on_http_request_headers(0, end_of_stream));
+    let status = guarded(filter, module, abi::HEADERS_STOP_ITERATION, |f| {
+        headers_status(f.stage.on_http_request_headers(0, end_of_stream))
+    });
     finish(module);
     status
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _filter: FilterPtr,
+    filter: FilterPtr,
     module: FilterModulePtr,
     end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: the filter Envoy made with filter_new.
-    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
-        return abi::BODY_CONTINUE;
-    };
-    let size = f.stage.host().request_body_size();
-    let status = body_status(f.stage.on_http_request_body(size, end_of_stream));
+    let status = guarded(filter, module, abi::BODY_STOP_ITERATION_AND_BUFFER, |f| {
+        let size = f.stage.host().request_body_size();
+        body_status(f.stage.on_http_request_body(size, end_of_stream))
+    });
     finish(module);
     status
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _filter: FilterPtr,
+    filter: FilterPtr,
     module: FilterModulePtr,
 ) -> u32 {
-    // SAFETY: the filter Envoy made with filter_new.
-    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
-        return abi::TRAILERS_CONTINUE;
-    };
-    let status = trailers_status(f.stage.on_http_request_trailers(0));
+    let status = guarded(filter, module, abi::TRAILERS_STOP_ITERATION, |f| {
+        trailers_status(f.stage.on_http_request_trailers(0))
+    });
     finish(module);
     status
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
-    _filter: FilterPtr,
+    filter: FilterPtr,
     module: FilterModulePtr,
     end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: the filter Envoy made with filter_new.
-    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
-        return abi::HEADERS_CONTINUE;
-    };
-    headers_status(f.stage.on_http_response_headers(0, end_of_stream))
+    guarded(filter, module, abi::HEADERS_CONTINUE, |f| {
+        headers_status(f.stage.on_http_response_headers(0, end_of_stream))
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    _filter: FilterPtr,
+    filter: FilterPtr,
     module: FilterModulePtr,
     end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: the filter Envoy made with filter_new.
-    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
-        return abi::BODY_CONTINUE;
-    };
-    let size = f.stage.host().response_body_size();
-    body_status(f.stage.on_http_response_body(size, end_of_stream))
+    guarded(filter, module, abi::BODY_CONTINUE, |f| {
+        let size = f.stage.host().response_body_size();
+        body_status(f.stage.on_http_response_body(size, end_of_stream))
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _filter: FilterPtr,
+    filter: FilterPtr,
     module: FilterModulePtr,
 ) -> u32 {
-    // SAFETY: the filter Envoy made with filter_new.
-    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
-        return abi::TRAILERS_CONTINUE;
-    };
-    trailers_status(f.stage.on_http_response_trailers(0))
+    guarded(filter, module, abi::TRAILERS_CONTINUE, |f| {
+        trailers_status(f.stage.on_http_response_trailers(0))
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
-    _filter: FilterPtr,
+    filter: FilterPtr,
     module: FilterModulePtr,
 ) {
-    // SAFETY: the filter Envoy made with filter_new.
-    if let Some(f) = unsafe { borrow::<Filter>(module) } {
-        f.stage.on_log();
-    }
+    guarded(filter, module, (), |f| f.stage.on_log());
 }
 
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _filter: FilterPtr,
+    filter: FilterPtr,
     module: FilterModulePtr,
     callout_id: u64,
     result: u32,
@@ -411,10 +458,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     chunks: *const Buffer,
     chunks_size: usize,
 ) {
-    // SAFETY: the filter Envoy made with filter_new.
-    let Some(f) = (unsafe { borrow::<Filter>(module) }) else {
-        return;
-    };
     // SAFETY: Envoy's views, valid during this hook.
     let answer = unsafe {
         Answer::read(
@@ -425,9 +468,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
             chunks_size,
         )
     };
-    let size = answer.body.len();
-    *f.stage.host().answer.borrow_mut() = answer;
-    f.stage.on_http_call_response(token(callout_id), 0, size, 0);
+    guarded(filter, module, (), |f| {
+        let size = answer.body.len();
+        *f.stage.host().answer.borrow_mut() = answer;
+        f.stage.on_http_call_response(token(callout_id), 0, size, 0);
+    });
     finish(module);
 }
 
