@@ -57,7 +57,7 @@ e2e: deps build
 	cd wasm-tests && TOLLGATE_CHAIN=two_stage $(PYTHON) -m pytest -q \
 	  test_keys.py test_budgets.py test_budget_periods.py test_budget_leases.py test_routing.py test_fallback.py
 	cd wasm-tests && TOLLGATE_CHAIN=native $(PYTHON) -m pytest -q -rs \
-	  --ignore=test_fallback.py --ignore=test_deploy.py --ignore=test_stack.py \
+	  --ignore=test_deploy.py --ignore=test_stack.py \
 	  --ignore=test_floor_module.py --ignore=test_zz_vm_health.py
 
 test: lint unit e2e

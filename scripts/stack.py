@@ -139,8 +139,10 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         hcm["http_filters"] = two_stage_filters(hcm["http_filters"][0], wasm)
     elif chain == "native":
         hcm["http_filters"][0] = native_filter(hcm["http_filters"][0])
-        # No attempt stage natively (yet): no chains, no clusters for them.
-        resources["clusters"] = [c for c in resources["clusters"] if not has_wasm_upstream_filter(c)]
+        for cluster in resources["clusters"]:
+            for options in cluster.get("typed_extension_protocol_options", {}).values():
+                options["http_filters"] = [native_attempt_filter() if "wasm" in f["typed_config"]["@type"] else f
+                                           for f in options.get("http_filters", [])]
     elif chain != "single_stage":
         raise ValueError(f"unknown chain {chain!r}: one of {', '.join(CHAINS)}")
     if bare_cluster or floor_wasm or floor_module:
@@ -183,19 +185,29 @@ def plugin_value(tollgate: dict) -> dict:
     return typed["filter_config"] if "filter_config" in typed else typed["config"]["configuration"]
 
 
+DYNAMIC_MODULE_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+
+
 def native_filter(single: dict) -> dict:
     """The single-stage wasm filter as the native dynamic module
-    (libtollgate.so), with the same configuration less the models that need
-    the wasm attempt stage (fallback chains and key pools)."""
-    plugin = json.loads(single["typed_config"]["config"]["configuration"]["value"])
-    plugin["models"] = [m for m in plugin["models"] if "cluster" not in m]
+    (libtollgate.so), with the same configuration."""
     return {"name": single["name"],
             "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                "@type": DYNAMIC_MODULE_FILTER,
                 "dynamic_module_config": {"module": {"local": {"filename": str(NATIVE)}}},
                 "filter_name": "tollgate",
                 "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                  "value": json.dumps(plugin, indent=2)}}}
+                                  "value": single["typed_config"]["config"]["configuration"]["value"]}}}
+
+
+def native_attempt_filter() -> dict:
+    """The attempt stage as the native module's upstream filter: it needs no
+    configuration of its own (it uses the request stage's)."""
+    return {"name": "tollgate-attempt",
+            "typed_config": {
+                "@type": DYNAMIC_MODULE_FILTER,
+                "dynamic_module_config": {"module": {"local": {"filename": str(NATIVE)}}},
+                "filter_name": "attempt"}}
 
 
 def floor_module_filter(module: Path) -> dict:
@@ -561,7 +573,7 @@ def main():
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--chain", choices=CHAINS, default="single_stage",
                    help="the filter chain: one wasm stage (Envoy >= 1.35), the two-stage fallback, or the "
-                        "native dynamic module (Envoy 1.40, no fallback chains)")
+                        "native dynamic module (Envoy 1.40)")
     args = parser.parse_args()
     if args.command == "run":
         signal.signal(signal.SIGTERM, signal.default_int_handler)

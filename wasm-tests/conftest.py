@@ -23,7 +23,6 @@ CACHE_TTL_MS = 1500
 # tests marked with one are skipped on it, with the reason.
 NATIVE_GAPS = {
     "stats": "Envoy stats: the native module does not export Tollgate's stats yet",
-    "chains": "fallback chains: the native module does not run the attempt stage yet",
 }
 
 

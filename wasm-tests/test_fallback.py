@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from conftest import anthropic_client, openai_client, rejected_config, wait_for
-from stack import upstream_filters
+from stack import plugin_value, upstream_filters
 from test_budgets import key_id, settled
 
 CHAIN = "gpt-4o-ha"
@@ -325,6 +325,7 @@ def test_the_ledger_and_the_trace_show_every_attempt_and_the_served_target(stack
     assert spans[0]["end"] <= spans[1]["start"] and spans[1]["end"] <= spans[2]["start"]
 
 
+@pytest.mark.stats
 def test_stats_count_attempts_and_fallbacks_by_target(stack, key, gateway):
     before = gateway.stats("tollgate")
     fail(stack, "openai", "500")
@@ -342,8 +343,8 @@ def test_stats_count_attempts_and_fallbacks_by_target(stack, key, gateway):
 
 def set_model_field(config: dict, model: str, field: str, value) -> None:
     """Sets `field` of `model`'s entry in the rendered gateway's filter configuration."""
-    plugin = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
-        "http_filters"][0]["typed_config"]["config"]["configuration"]
+    plugin = plugin_value(config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]["http_filters"][0])
     settings = json.loads(plugin["value"])
     next(m for m in settings["models"] if m["name"] == model)[field] = value
     plugin["value"] = json.dumps(settings)
@@ -367,11 +368,11 @@ def with_key_pool(config: dict) -> None:
             "host_env_keys")
         if keys is not None and "OPENAI_API_KEY_2" not in keys:
             keys.append("OPENAI_API_KEY_2")
-    plugin = listener_filters[0]["typed_config"]["config"]
-    settings = json.loads(plugin["configuration"]["value"])
+    plugin = plugin_value(listener_filters[0])
+    settings = json.loads(plugin["value"])
     settings["models"].append({"name": "gpt-4o-pool", "provider": "openai-ha", "upstream_model": "gpt-4o",
                                "cluster": "ha_openai", "max_attempts": 3})
-    plugin["configuration"]["value"] = json.dumps(settings)
+    plugin["value"] = json.dumps(settings)
 
 
 def test_a_pool_retries_on_its_other_key_until_one_answers(stack, key):

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from conftest import anthropic_client, openai_client, rejected_config
-from stack import SIDECAR
+from stack import SIDECAR, plugin_value
 from test_budgets import settled
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -42,7 +42,6 @@ def test_a_target_outside_the_pin_is_refused_before_anything_leaves(stack, eu):
     assert provider_requests(stack) == [], "nothing reached a provider"
 
 
-@pytest.mark.chains
 def test_the_pinned_region_serves_and_the_chain_skips_targets_outside_it(stack, eu, key):
     pinned, _ = eu
     client = openai_client(stack.envoy.base_url, pinned)
@@ -59,7 +58,6 @@ def test_the_pinned_region_serves_and_the_chain_skips_targets_outside_it(stack, 
     assert [r["path"] for r in provider_requests(stack)] == ["/v1/chat/completions"]
 
 
-@pytest.mark.chains
 def test_a_pinned_request_falls_back_among_the_targets_in_its_region(stack):
     """Team us-public-sector is pinned to `us`: gpt-4o-ha's US targets
     (OpenAI, then Anthropic) keep falling back on their own aggregate
@@ -83,7 +81,7 @@ def settings_changed(change):
     filter's settings."""
     def customize(config):
         hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        plugin = hcm["http_filters"][0]["typed_config"]["config"]["configuration"]
+        plugin = plugin_value(hcm["http_filters"][0])
         settings = json.loads(plugin["value"])
         change(settings)
         plugin["value"] = json.dumps(settings)
@@ -99,7 +97,6 @@ def test_a_pin_that_leaves_a_chain_without_its_region_cluster_stops_envoy(tmp_pa
     assert "residency.teams.us-public-sector: 2 of the 3 targets of model `gpt-4o-ha` serve from us" in log, log
 
 
-@pytest.mark.chains
 def test_the_audit_log_records_the_region_that_served_and_each_refusal(stack, eu):
     key, kid = eu
     client = openai_client(stack.envoy.base_url, key)

@@ -11,6 +11,7 @@
 //! outlier detection ejects a rate-limited key or deployment as it does a
 //! failing one; the request stage turns it back into a 429 for the client.
 
+use super::context::{Action, Context, HttpContext};
 use super::env::Host;
 use super::route_headers;
 use super::shared::Shared;
@@ -23,8 +24,6 @@ use crate::core::provider::credential_headers;
 use crate::core::request::LlmRequest;
 use crate::core::routing::Route;
 use crate::filter::stats;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 use std::sync::Arc;
 
 use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED};
@@ -55,7 +54,9 @@ impl<H: Host> AttemptStage<H> {
         }
     }
 
-    #[cfg(test)]
+    /// The host this stage runs on (the native module hands it callout
+    /// answers and local replies).
+    #[cfg(any(test, feature = "dynamic-module"))]
     pub fn host(&self) -> &H {
         &self.host
     }

@@ -42,7 +42,6 @@ pub trait Host {
     fn set_property(&self, name: &str, value: &[u8]) -> bool;
     /// A string in the `tollgate` metadata of the endpoint Envoy picked
     /// for the current attempt (or the last one, on the response).
-    #[cfg(feature = "wasm")]
     fn endpoint_metadata(&self, key: &str) -> Option<String>;
     /// Answers the client locally with a JSON body.
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>);

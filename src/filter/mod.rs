@@ -3,7 +3,6 @@
 //! VM for the worker; the stages reach them through `env::Host`, so they run
 //! natively in tests against `mock::MockHost`.
 
-#[cfg(feature = "wasm")]
 mod attempt_stage;
 mod background;
 mod cache_index;

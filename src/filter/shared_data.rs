@@ -14,6 +14,7 @@
 //! `filter::leases` and `filter::key_cache`).
 
 use super::env::{Host, SharedWrite};
+#[cfg(any(test, feature = "dynamic-module"))]
 use std::collections::HashMap;
 
 /// Shared data where this process keeps it: the native module's (one per
@@ -21,12 +22,14 @@ use std::collections::HashMap;
 /// token of one counter; a write with a token that is not the value's
 /// current one is a mismatch; a key that does not exist yet is written
 /// regardless.
+#[cfg(any(test, feature = "dynamic-module"))]
 #[derive(Default)]
 pub struct SharedData {
     values: HashMap<String, (Vec<u8>, u32)>,
     last_cas: u32,
 }
 
+#[cfg(any(test, feature = "dynamic-module"))]
 impl SharedData {
     pub fn read(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         match self.values.get(key) {

@@ -96,6 +96,11 @@ pub const BODY_STOP_ITERATION_AND_BUFFER: u32 = 1;
 pub const TRAILERS_CONTINUE: u32 = 0;
 pub const TRAILERS_STOP_ITERATION: u32 = 1;
 
+// envoy_dynamic_module_type_metadata_source
+pub const METADATA_DYNAMIC: u32 = 0;
+/// The endpoint Envoy picked for the current attempt (its LbEndpoint metadata).
+pub const METADATA_HOST: u32 = 3;
+
 /// envoy_dynamic_module_type_http_callout_init_result_Success.
 pub const CALLOUT_STARTED: u32 = 0;
 /// envoy_dynamic_module_type_http_callout_result_Success.
@@ -205,6 +210,23 @@ extern "C" {
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
         scheduler: SchedulerPtr,
     );
+
+    /// Sets a string in the stream's dynamic metadata (overwriting it);
+    /// upstream filters share the downstream stream's.
+    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+        filter: FilterPtr,
+        namespace: Buffer,
+        key: Buffer,
+        value: Buffer,
+    );
+    /// A string from metadata of `source`; the view lives until the hook returns.
+    pub fn envoy_dynamic_module_callback_http_get_metadata_string(
+        filter: FilterPtr,
+        source: u32,
+        namespace: Buffer,
+        key: Buffer,
+        result: *mut Buffer,
+    ) -> bool;
 
     pub fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
     pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;

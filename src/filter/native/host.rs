@@ -227,6 +227,23 @@ impl Stream {
         }
     }
 
+    /// A string under `tollgate` in the metadata of `source`.
+    fn metadata(&self, source: u32, key: &str) -> Option<String> {
+        let mut value = Buffer::EMPTY;
+        // SAFETY: the filter pointer of the running hook; the view Envoy
+        // fills is copied at once.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_get_metadata_string(
+                self.filter,
+                source,
+                Buffer::of(METADATA_NAMESPACE.as_bytes()),
+                Buffer::of(key.as_bytes()),
+                &mut value,
+            )
+            .then(|| String::from_utf8_lossy(value.bytes()).into_owned())
+        }
+    }
+
     fn send(&self, status: u32, pairs: &[(&str, &str)], body: &[u8]) {
         let headers = pairs
             .iter()
@@ -280,6 +297,9 @@ impl Reply {
         }
     }
 }
+
+/// The metadata namespace of Tollgate's endpoint metadata and stage handoffs.
+const METADATA_NAMESPACE: &str = "tollgate";
 
 /// Headers the route depends on (`cluster_header` and the path).
 fn routes(name: &str) -> bool {
@@ -346,13 +366,31 @@ impl Host for Stream {
             body,
         )
     }
-    /// Filter state other stages set: the native module runs alone (the
-    /// single-stage chain, no attempt stage), so there is none.
-    fn property(&self, _name: &str) -> Option<Vec<u8>> {
-        None
+    /// What the request and attempt stages hand each other (`tollgate.*`
+    /// names): kept in the stream's dynamic metadata, which upstream
+    /// filters share and which, unlike a dynamic module's filter state
+    /// (read-only once set), an attempt may overwrite.
+    fn property(&self, name: &str) -> Option<Vec<u8>> {
+        self.metadata(abi::METADATA_DYNAMIC, name)
+            .map(String::into_bytes)
     }
-    fn set_property(&self, _name: &str, _value: &[u8]) -> bool {
-        false
+    fn set_property(&self, name: &str, value: &[u8]) -> bool {
+        let Ok(value) = std::str::from_utf8(value) else {
+            return false;
+        };
+        // SAFETY: the filter pointer of the running hook; Envoy copies the bytes.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+                self.filter,
+                Buffer::of(METADATA_NAMESPACE.as_bytes()),
+                Buffer::of(name.as_bytes()),
+                Buffer::of(value.as_bytes()),
+            )
+        };
+        true
+    }
+    fn endpoint_metadata(&self, key: &str) -> Option<String> {
+        self.metadata(abi::METADATA_HOST, key)
     }
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
         let retry = retry_after_s.map(|s| s.to_string());
@@ -488,6 +526,9 @@ impl Host for Main {
     }
     fn set_property(&self, _name: &str, _value: &[u8]) -> bool {
         false
+    }
+    fn endpoint_metadata(&self, _key: &str) -> Option<String> {
+        None
     }
     fn send_json(&self, _status: u32, _body: &[u8], _retry_after_s: Option<u64>) {}
     fn send_answer(&self, _content_type: &str, _headers: &[(&str, &str)], _body: &[u8]) {}

@@ -1,23 +1,27 @@
 //! Tollgate as an Envoy dynamic module (`envoy.filters.http.dynamic_modules`,
-//! Envoy >= 1.40): the same request stage as the wasm filter, native, on
-//! the single-stage chain [tollgate, router]. Built with
-//! `--features dynamic-module` as `libtollgate.so` (the Makefile's
-//! `dynamic-module` target).
+//! Envoy 1.40): the same stages as the wasm filter, native. The listener's
+//! filter (any `filter_name` but `attempt`) runs the request stage on the
+//! single-stage chain [tollgate, router]; `filter_name: attempt`, an
+//! upstream filter of a fallback chain's or key pool's cluster, runs the
+//! attempt stage with the request stage's state. Built with
+//! `--no-default-features --features dynamic-module` as `libtollgate.so`
+//! (the Makefile's `native` profile).
 //!
 //! What differs from the wasm build: one state for the whole Envoy
 //! (`Shared`, behind mutexes) instead of one per worker VM; the background
 //! batches (usage reports, spans, lease refills, key refreshes) are sent
 //! from Envoy's main thread, ticked by a timer thread through the
 //! configuration's scheduler, since only the main thread can start a
-//! callout that outlives a stream; shared data is a map in this process.
-//! Not yet here: Envoy stats (a dynamic module defines its metrics when the
-//! configuration loads) and fallback chains (their per-attempt stage is a
-//! wasm upstream filter); a configuration with chains is refused.
+//! callout that outlives a stream; shared data is a map in this process;
+//! the stages hand each other their records in the stream's dynamic
+//! metadata. Not yet here: Envoy stats (a dynamic module defines its
+//! metrics when the configuration loads).
 
 mod abi;
 mod host;
 
-use super::context::{Action, Context, HttpContext};
+use super::attempt_stage::AttemptStage;
+use super::context::{Action, HttpContext};
 use super::env::Host;
 use super::request_stage::RequestStage;
 use super::shared::Shared;
@@ -31,17 +35,34 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How often the background work runs, as the wasm root context's tick.
 const TICK: Duration = Duration::from_millis(100);
 
-/// The module's configuration: the shared state and the timer that ticks it.
-struct Module {
-    shared: Arc<Shared>,
-    ticker: Option<Ticker>,
+/// A configuration of the module: the request stage (the listener's filter),
+/// or the attempt stage (`filter_name: attempt`, an upstream filter of a
+/// fallback chain's cluster), which uses the request stage's state.
+enum Module {
+    /// The shared state and the timer that ticks it.
+    Request {
+        shared: Arc<Shared>,
+        ticker: Option<Ticker>,
+    },
+    Attempt,
+}
+
+/// The request stage's state, for the attempt stages: the one configured
+/// last (clusters, and so attempt stages, load before listeners).
+static REQUEST_STAGE: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
+
+fn request_stage() -> Option<Arc<Shared>> {
+    REQUEST_STAGE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 /// A thread that asks the main thread for a tick every `TICK`.
@@ -108,14 +129,11 @@ impl Ticker {
 }
 
 /// Loads a configuration; the error is what Envoy's log shows.
-fn configure(config_ptr: ConfigPtr, bytes: &[u8]) -> Result<Module, String> {
-    let (config, guardrails) = Config::load(bytes)?;
-    if let Some(m) = config.models.iter().find(|m| m.cluster.is_some()) {
-        return Err(format!(
-            "invalid tollgate configuration:\n  - model `{}` has an attempt cluster (fallback or a key pool), which needs the wasm filter's attempt stage: the dynamic module does not run it yet",
-            m.name
-        ));
+fn configure(config_ptr: ConfigPtr, name: &[u8], bytes: &[u8]) -> Result<Module, String> {
+    if name == b"attempt" {
+        return Ok(Module::Attempt);
     }
+    let (config, guardrails) = Config::load(bytes)?;
     let sidecar = SidecarClient::from_env(config.sidecar.clone())
         .map_err(|e| format!("invalid tollgate configuration:\n  - {e}"))?;
     log::info!(
@@ -126,16 +144,48 @@ fn configure(config_ptr: ConfigPtr, bytes: &[u8]) -> Result<Module, String> {
     );
     let main = Main::new(config_ptr);
     let seed = RandomState::new().build_hasher().finish();
-    let shared = Shared::new(&main, config, guardrails, Arc::new(sidecar), None, seed);
-    Ok(Module {
-        shared: Arc::new(shared),
+    let shared = Arc::new(Shared::new(
+        &main,
+        config,
+        guardrails,
+        Arc::new(sidecar),
+        None,
+        seed,
+    ));
+    *REQUEST_STAGE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&shared));
+    Ok(Module::Request {
+        shared,
         ticker: Ticker::start(config_ptr),
     })
 }
 
-/// One stream: the request stage over this stream's host.
+/// One stream's stage over this stream's host. (The `Filter` holding it is
+/// boxed whole: boxing the larger variant too would cost an allocation a
+/// request.)
+#[allow(clippy::large_enum_variant)]
+enum Stage {
+    Request(RequestStage<Stream>),
+    Attempt(AttemptStage<Stream>),
+}
+
+impl Stage {
+    fn http(&mut self) -> &mut dyn HttpContext {
+        match self {
+            Stage::Request(s) => s,
+            Stage::Attempt(s) => s,
+        }
+    }
+
+    fn host(&self) -> &Stream {
+        match self {
+            Stage::Request(s) => s.host(),
+            Stage::Attempt(s) => s.host(),
+        }
+    }
+}
+
 struct Filter {
-    stage: RequestStage<Stream>,
+    stage: Stage,
     /// A callback panicked: the stream was answered with a 500 and the
     /// stage is left alone from then on.
     broken: bool,
@@ -243,13 +293,13 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const u8 {
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_ptr: ConfigPtr,
-    _name: Buffer,
+    name: Buffer,
     config: Buffer,
 ) -> ConfigModulePtr {
-    // SAFETY: Envoy's configuration bytes, valid during this hook.
-    let bytes = unsafe { config.bytes() };
+    // SAFETY: Envoy's name and configuration bytes, valid during this hook.
+    let (name, bytes) = unsafe { (name.bytes(), config.bytes()) };
     let configured = caught("loading the configuration", Err(String::new()), || {
-        configure(config_ptr, bytes)
+        configure(config_ptr, name, bytes)
     });
     match configured {
         Ok(module) => Box::into_raw(Box::new(module)) as ConfigModulePtr,
@@ -268,7 +318,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(module: Con
     }
     // SAFETY: made by Box::into_raw in config_new; Envoy destroys it once.
     let module = unsafe { Box::from_raw(module as *mut Module) };
-    if let Some(ticker) = module.ticker {
+    if let Module::Request {
+        ticker: Some(ticker),
+        ..
+    } = *module
+    {
         ticker.stop();
     }
 }
@@ -280,10 +334,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     _event: u64,
 ) {
     // SAFETY: the configuration Envoy made with config_new.
-    if let Some(module) = unsafe { borrow::<Module>(module) } {
+    if let Some(Module::Request { shared, .. }) = unsafe { borrow::<Module>(module) } {
         caught("the background tick", (), || {
             logger::follow_envoy();
-            module.shared.tick(&Main::new(config_ptr));
+            shared.tick(&Main::new(config_ptr));
         });
     }
 }
@@ -301,7 +355,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     chunks_size: usize,
 ) {
     // SAFETY: the configuration Envoy made with config_new.
-    let Some(module) = (unsafe { borrow::<Module>(module) }) else {
+    let Some(Module::Request { shared, .. }) = (unsafe { borrow::<Module>(module) }) else {
         return;
     };
     let main = Main::new(config_ptr);
@@ -318,9 +372,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     let (status, size) = (answer.status.clone(), answer.body.len());
     *main.answer.borrow_mut() = answer;
     caught("a background answer", (), || {
-        module
-            .shared
-            .answered(&main, token(callout_id), status, size)
+        shared.answered(&main, token(callout_id), status, size)
     });
 }
 
@@ -347,11 +399,16 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     filter: FilterPtr,
 ) -> FilterModulePtr {
     // SAFETY: the configuration Envoy made with config_new.
-    let Some(module) = (unsafe { borrow::<Module>(module) }) else {
-        return std::ptr::null_mut();
+    let stage = match unsafe { borrow::<Module>(module) } {
+        Some(Module::Request { shared, .. }) => {
+            shared.count_request();
+            Stage::Request(RequestStage::new(Arc::clone(shared), Stream::new(filter)))
+        }
+        Some(Module::Attempt) => {
+            Stage::Attempt(AttemptStage::new(request_stage(), Stream::new(filter)))
+        }
+        None => return std::ptr::null_mut(),
     };
-    module.shared.count_request();
-    let stage = RequestStage::new(Arc::clone(&module.shared), Stream::new(filter));
     Box::into_raw(Box::new(Filter {
         stage,
         broken: false,
@@ -373,7 +430,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     end_of_stream: bool,
 ) -> u32 {
     let status = guarded(filter, module, abi::HEADERS_STOP_ITERATION, |f| {
-        headers_status(f.stage.on_http_request_headers(0, end_of_stream))
+        headers_status(f.stage.http().on_http_request_headers(0, end_of_stream))
     });
     finish(module);
     status
@@ -387,7 +444,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 ) -> u32 {
     let status = guarded(filter, module, abi::BODY_STOP_ITERATION_AND_BUFFER, |f| {
         let size = f.stage.host().request_body_size();
-        body_status(f.stage.on_http_request_body(size, end_of_stream))
+        body_status(f.stage.http().on_http_request_body(size, end_of_stream))
     });
     finish(module);
     status
@@ -399,7 +456,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     module: FilterModulePtr,
 ) -> u32 {
     let status = guarded(filter, module, abi::TRAILERS_STOP_ITERATION, |f| {
-        trailers_status(f.stage.on_http_request_trailers(0))
+        trailers_status(f.stage.http().on_http_request_trailers(0))
     });
     finish(module);
     status
@@ -412,7 +469,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     end_of_stream: bool,
 ) -> u32 {
     guarded(filter, module, abi::HEADERS_CONTINUE, |f| {
-        headers_status(f.stage.on_http_response_headers(0, end_of_stream))
+        headers_status(f.stage.http().on_http_response_headers(0, end_of_stream))
     })
 }
 
@@ -424,7 +481,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
 ) -> u32 {
     guarded(filter, module, abi::BODY_CONTINUE, |f| {
         let size = f.stage.host().response_body_size();
-        body_status(f.stage.on_http_response_body(size, end_of_stream))
+        body_status(f.stage.http().on_http_response_body(size, end_of_stream))
     })
 }
 
@@ -434,7 +491,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     module: FilterModulePtr,
 ) -> u32 {
     guarded(filter, module, abi::TRAILERS_CONTINUE, |f| {
-        trailers_status(f.stage.on_http_response_trailers(0))
+        trailers_status(f.stage.http().on_http_response_trailers(0))
     })
 }
 
@@ -443,7 +500,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     filter: FilterPtr,
     module: FilterModulePtr,
 ) {
-    guarded(filter, module, (), |f| f.stage.on_log());
+    guarded(filter, module, (), |f| f.stage.http().on_log());
 }
 
 #[no_mangle]
@@ -471,7 +528,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     guarded(filter, module, (), |f| {
         let size = answer.body.len();
         *f.stage.host().answer.borrow_mut() = answer;
-        f.stage.on_http_call_response(token(callout_id), 0, size, 0);
+        f.stage
+            .http()
+            .on_http_call_response(token(callout_id), 0, size, 0);
     });
     finish(module);
 }
