@@ -81,8 +81,12 @@ VARIANTS = {
            dict(plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
     "n0": ("(c0) as the native dynamic module",
            dict(chain="native", plugin_overrides={"tracing": None, "budgets": None, "guardrails": None})),
-    "n": ("(s) as the native dynamic module (no fallback chains)",
+    "n": ("(s) as the native dynamic module",
           dict(chain="native", plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
+    "na": ("(sa) as the native dynamic module",
+           dict(chain="native", plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
+    "nf": ("(sf) as the native dynamic module (its attempt stage native too)",
+           dict(chain="native", plugin_overrides={"budgets": SLOW_FLUSH, "tracing": SLOW_FLUSH})),
 }
 # Variants whose requests come from a key of a team envoy/gateway.yaml caches.
 CACHED_TEAM = ("sm", "sh")
@@ -91,7 +95,7 @@ UNIQUE = ("su", "sm")
 # Variants whose requests name another model than CHAT's. Both rewrite the
 # body's model (fast -> gpt-5.4-mini, gpt-4o-ha -> gpt-4o), so (sf) - (sa)
 # is what the chain costs.
-MODELS = {"sa": "fast", "sf": "gpt-4o-ha"}
+MODELS = {"sa": "fast", "sf": "gpt-4o-ha", "na": "fast", "nf": "gpt-4o-ha"}
 # Below this address a code address with no file is Envoy's own (its text
 # is remapped anonymously); above it, code V8 generated.
 JIT_FLOOR = 0x100000000

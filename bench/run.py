@@ -23,10 +23,11 @@
         (its appends ride on settling, its lease entries on lease calls)
   (s2)  (s) on the two-stage fallback chain (only when the template ships
         the single stage; otherwise it is (s))
-  (n)   (s) as the native dynamic module (libtollgate.so; its models less
-        the fallback chains, which it does not run): (n)/(s) is what the
-        wasm VM costs Tollgate
+  (n)   (s) as the native dynamic module (libtollgate.so): (n)/(s) is
+        what the wasm VM costs Tollgate
   (n0)  (n) with budgets off
+  (na), (nf)  (sa) and (sf) as the native module: (nf)/(na) is what a
+        fallback chain costs natively when nothing fails
   (sa)  (s) for a model alias (`fast`: the body's model is rewritten)
   (sf)  (sa) for a model with a fallback chain (`gpt-4o-ha`) whose first
         target answers: what the retry route and the attempt stage cost
@@ -263,6 +264,8 @@ def main():
         "sn": ("(s), sidecar with the audit log off", "shipped_noaudit", CHAT, {}, True),
         "s2": ("(s) on the two-stage fallback chain", "shipped_two_stage", CHAT, {}, True),
         "n": ("(s) as the native dynamic module", "native", CHAT, {}, False),
+        "na": ("(sa) as the native dynamic module", "native", {**CHAT, "model": "fast"}, {}, False),
+        "nf": ("(sf) as the native dynamic module", "native", {**CHAT, "model": "gpt-4o-ha"}, {}, False),
         "n0": ("(n), budgets off", "native_nobudgets", CHAT, {}, False),
         "sa": ("(s), a model alias", "shipped", {**CHAT, "model": "fast"}, {}, True),
         "sf": ("(sa) on a fallback chain, nothing failing", "shipped", {**CHAT, "model": "gpt-4o-ha"}, {}, True),
@@ -544,7 +547,7 @@ def per_round(runs: dict, x: str, y: str, measure: str) -> list[float]:
 def ratios_table(runs: dict, tollgate_chain: str) -> str:
     same_floor = "fl1" if tollgate_chain == "single_stage" else "fl2"
     pairs = [("fl1", "b"), ("fl2", "b"), ("fl1", "fl2"), ("fln", "b"), ("fln", "fl1"), ("s", "b"), ("s0", "b"),
-             ("s", "s0"), ("s", "sn"), ("s2", "b"), ("n", "b"), ("n0", "b"), ("n", "n0"), ("n", "s"), ("n", "fln"),
+             ("s", "s0"), ("s", "sn"), ("s2", "b"), ("n", "b"), ("n0", "b"), ("n", "n0"), ("n", "s"), ("n", "fln"), ("nf", "na"), ("nf", "sf"),
              ("sf", "sa"), ("sf", "b"), ("sm", "su"), ("sh", "bd"), ("sh", "b"), ("sh", "s"),
              ("s", "s2"), ("c", same_floor), ("c", "b"), ("c0", "b"), ("d", "b"), ("d", "c"), ("s0", "c"),
              ("e", "b"), ("f", "bs"), ("g", "bs"), ("h", "h0"), ("i", "i0")]

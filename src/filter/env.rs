@@ -18,6 +18,19 @@ pub enum SharedWrite {
     Failed,
 }
 
+/// The headers of a local JSON reply; `retry` is the `retry-after` value
+/// (seconds) a 429 carries.
+pub fn json_reply_headers(retry: Option<&str>) -> Vec<(&str, &str)> {
+    let mut pairs = vec![
+        ("content-type", "application/json"),
+        ("x-tollgate", "gateway"),
+    ];
+    if let Some(retry) = retry {
+        pairs.push(("retry-after", retry));
+    }
+    pairs
+}
+
 pub trait Host {
     /// All request headers, in one call (empty once the map is gone).
     fn request_headers(&self) -> Headers;

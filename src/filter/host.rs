@@ -5,7 +5,7 @@
 //! status is a value. The one exception is `dispatch_http_call`, which must
 //! go through the SDK so it can route the answer to the calling context.
 
-use super::env::SharedWrite;
+use super::env::{json_reply_headers, SharedWrite};
 use crate::core::header_map::{self, Headers};
 use std::ptr::null_mut;
 
@@ -353,14 +353,7 @@ pub fn add_to_counter(id: Option<u32>, n: u64) {
 /// Answers the client locally with a JSON body (and `retry-after` for 429s).
 pub fn send_json(status: u32, body: &[u8], retry_after_s: Option<u64>) {
     let retry = retry_after_s.map(|s| s.to_string());
-    let mut pairs = vec![
-        ("content-type", "application/json"),
-        ("x-tollgate", "gateway"),
-    ];
-    if let Some(retry) = &retry {
-        pairs.push(("retry-after", retry.as_str()));
-    }
-    send_local(status, &pairs, body);
+    send_local(status, &json_reply_headers(retry.as_deref()), body);
 }
 
 /// Answers the client locally with a 200 of `content_type` (an answer the

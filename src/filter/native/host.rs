@@ -5,7 +5,7 @@
 
 use super::abi::{self, Buffer, ConfigPtr, FilterPtr, Header};
 use crate::core::header_map::Headers;
-use crate::filter::env::{Host, SharedWrite};
+use crate::filter::env::{json_reply_headers, Host, SharedWrite};
 use crate::filter::shared_data::SharedData;
 use std::cell::{Cell, RefCell};
 use std::sync::{Mutex, OnceLock};
@@ -48,6 +48,54 @@ impl Answer {
             body.extend_from_slice(unsafe { chunk.bytes() });
         }
         Answer { status, body }
+    }
+}
+
+impl Answer {
+    /// The first `size` bytes of the body.
+    fn first_bytes(&self, size: usize) -> Vec<u8> {
+        self.body.get(..size).unwrap_or(&self.body).to_vec()
+    }
+}
+
+/// Starts a callout with one of the ABI's two callout calls (a stream's or
+/// the configuration's, which share their signature); its token.
+fn callout(
+    start: unsafe extern "C" fn(
+        *mut std::ffi::c_void,
+        *mut u64,
+        Buffer,
+        *const Header,
+        usize,
+        Buffer,
+        u64,
+    ) -> u32,
+    owner: *mut std::ffi::c_void,
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<u32, String> {
+    let headers = views(headers);
+    let mut id = 0u64;
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    // SAFETY: `owner` is the pointer Envoy gave the running hook (a stream's
+    // filter or, on the main thread, the configuration); the views live
+    // through the call, and Envoy copies them.
+    let started = unsafe {
+        start(
+            owner,
+            &mut id,
+            Buffer::of(cluster.as_bytes()),
+            headers.as_ptr(),
+            headers.len(),
+            Buffer::of(body),
+            timeout_ms,
+        )
+    };
+    match started {
+        abi::CALLOUT_STARTED => Ok(token(id)),
+        code => Err(format!("callout to {cluster} not started (code {code})")),
     }
 }
 
@@ -275,14 +323,7 @@ impl Reply {
     /// Sends the reply on `filter`'s stream.
     pub fn send(self, filter: FilterPtr) {
         let reply = self;
-        let headers: Vec<Header> = reply
-            .headers
-            .iter()
-            .map(|(k, v)| Header {
-                key: Buffer::of(k.as_bytes()),
-                value: Buffer::of(v.as_bytes()),
-            })
-            .collect();
+        let headers = views(&reply.headers);
         // SAFETY: the filter pointer of the running hook; the views live
         // through the call, and Envoy copies them; no stage is borrowed.
         unsafe {
@@ -306,24 +347,21 @@ fn routes(name: &str) -> bool {
     name == crate::filter::route_headers::CLUSTER_HEADER || name == ":path"
 }
 
-/// Headers of a callout as the ABI takes them.
-fn views(headers: &[(&str, &str)]) -> Vec<Header> {
+/// Headers as the ABI takes them: views of the pairs, which must outlive
+/// the call they are passed to.
+fn views<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)]) -> Vec<Header> {
     headers
         .iter()
         .map(|(k, v)| Header {
-            key: Buffer::of(k.as_bytes()),
-            value: Buffer::of(v.as_bytes()),
+            key: Buffer::of(k.as_ref().as_bytes()),
+            value: Buffer::of(v.as_ref().as_bytes()),
         })
         .collect()
 }
 
-fn timeout_ms(timeout: Duration) -> u64 {
-    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Callout ids are Envoy's (a counter per filter or configuration); the
 /// stages keep u32 tokens.
-fn token(id: u64) -> u32 {
+pub fn token(id: u64) -> u32 {
     (id & u64::from(u32::MAX)) as u32
 }
 
@@ -394,14 +432,7 @@ impl Host for Stream {
     }
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
         let retry = retry_after_s.map(|s| s.to_string());
-        let mut pairs = vec![
-            ("content-type", "application/json"),
-            ("x-tollgate", "gateway"),
-        ];
-        if let Some(retry) = &retry {
-            pairs.push(("retry-after", retry.as_str()));
-        }
-        self.send(status, &pairs, body);
+        self.send(status, &json_reply_headers(retry.as_deref()), body);
     }
     fn send_answer(&self, content_type: &str, headers: &[(&str, &str)], body: &[u8]) {
         let mut pairs = vec![("content-type", content_type)];
@@ -415,32 +446,21 @@ impl Host for Stream {
         body: &[u8],
         timeout: Duration,
     ) -> Result<u32, String> {
-        let headers = views(&headers);
-        let mut id = 0u64;
-        // SAFETY: the filter pointer of the running hook; the views live
-        // through the call, and Envoy copies them.
-        let started = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_http_callout(
-                self.filter,
-                &mut id,
-                Buffer::of(cluster.as_bytes()),
-                headers.as_ptr(),
-                headers.len(),
-                Buffer::of(body),
-                timeout_ms(timeout),
-            )
-        };
-        match started {
-            abi::CALLOUT_STARTED => Ok(token(id)),
-            code => Err(format!("callout to {cluster} not started (code {code})")),
-        }
+        // A stream's callout: from its worker, ended with the stream.
+        callout(
+            abi::envoy_dynamic_module_callback_http_filter_http_callout,
+            self.filter,
+            cluster,
+            &headers,
+            body,
+            timeout,
+        )
     }
     fn call_status(&self) -> Option<String> {
         self.answer.borrow().status.clone()
     }
     fn call_body(&self, size: usize) -> Vec<u8> {
-        let answer = self.answer.borrow();
-        answer.body.get(..size).unwrap_or(&answer.body).to_vec()
+        self.answer.borrow().first_bytes(size)
     }
     fn resume_request(&self) -> bool {
         self.settle_route();
@@ -539,32 +559,21 @@ impl Host for Main {
         body: &[u8],
         timeout: Duration,
     ) -> Result<u32, String> {
-        let headers = views(&headers);
-        let mut id = 0u64;
-        // SAFETY: the configuration pointer Envoy gave this config; called
-        // on the main thread; the views live through the call.
-        let started = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.config,
-                &mut id,
-                Buffer::of(cluster.as_bytes()),
-                headers.as_ptr(),
-                headers.len(),
-                Buffer::of(body),
-                timeout_ms(timeout),
-            )
-        };
-        match started {
-            abi::CALLOUT_STARTED => Ok(token(id)),
-            code => Err(format!("callout to {cluster} not started (code {code})")),
-        }
+        // The configuration's: on the main thread, where `Main` runs.
+        callout(
+            abi::envoy_dynamic_module_callback_http_filter_config_http_callout,
+            self.config,
+            cluster,
+            &headers,
+            body,
+            timeout,
+        )
     }
     fn call_status(&self) -> Option<String> {
         self.answer.borrow().status.clone()
     }
     fn call_body(&self, size: usize) -> Vec<u8> {
-        let answer = self.answer.borrow();
-        answer.body.get(..size).unwrap_or(&answer.body).to_vec()
+        self.answer.borrow().first_bytes(size)
     }
     fn resume_request(&self) -> bool {
         false

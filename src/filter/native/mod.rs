@@ -30,7 +30,7 @@ use crate::core::api::ClientFormat;
 use crate::core::config::Config;
 use crate::core::error::GatewayError;
 use abi::{Buffer, ConfigModulePtr, ConfigPtr, FilterModulePtr, FilterPtr, Header, SchedulerPtr};
-use host::{Answer, Main, Stream};
+use host::{token, Answer, Main, Stream};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
@@ -275,11 +275,6 @@ fn trailers_status(action: Action) -> u32 {
         Action::Continue => abi::TRAILERS_CONTINUE,
         _ => abi::TRAILERS_STOP_ITERATION,
     }
-}
-
-/// Callout ids as the stages' u32 tokens.
-fn token(id: u64) -> u32 {
-    (id & u64::from(u32::MAX)) as u32
 }
 
 // ---- module and configuration hooks (main thread)
