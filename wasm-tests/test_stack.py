@@ -111,11 +111,40 @@ def test_either_chain_renders_from_the_template():
     assert two[0]["config"] == {**single[0]["config"], "chain": "two_stage"}
     # Overrides still apply on either chain; the floor learns its chain.
     assert rendered_filters(chain="two_stage", plugin_overrides={"budgets": None})[0]["config"]["budgets"] is None
-    for chain in stack_module.CHAINS:
+    for chain in ("single_stage", "two_stage"):
         floor = [f for f in rendered_filters(chain=chain, floor_wasm=Path("/floor.wasm")) if f["vm_id"]]
         assert floor and all(f["vm_id"] == "floor" and f["config"] == {"chain": chain} for f in floor)
     with pytest.raises(ValueError):
         rendered_filters(chain="three_stage")
+
+
+def test_the_native_chain_puts_the_module_where_each_wasm_stage_was():
+    import json
+
+    import yaml
+
+    import stack as stack_module
+    wasm, native = (yaml.safe_load(stack_module.render(
+        wasm=Path("/tollgate.wasm"), listen_port=1, admin_port=2, sidecar_port=3, mock_port=4, otlp_port=5,
+        real=set(), chain=chain))["static_resources"] for chain in ("single_stage", "native"))
+
+    def listener_filters(resources):
+        return resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+
+    module, router = listener_filters(native)
+    assert module["typed_config"]["@type"] == stack_module.DYNAMIC_MODULE_FILTER
+    assert module["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"] == str(stack_module.NATIVE)
+    assert module["typed_config"]["filter_name"] == "tollgate"
+    # The same filter configuration as the wasm filter's, chains included.
+    assert json.loads(module["typed_config"]["filter_config"]["value"]) == json.loads(
+        listener_filters(wasm)[0]["typed_config"]["config"]["configuration"]["value"])
+    assert router["name"] == "envoy.filters.http.router"
+    # Every attempt stage the wasm config has is the module's, on the same clusters.
+    attempts = {c["name"]: [f["typed_config"].get("filter_name") for f in stack_module.upstream_filters(c)]
+                for c in native["clusters"] if stack_module.upstream_filters(c)}
+    wasm_attempts = {c["name"] for c in wasm["clusters"] if stack_module.has_wasm_upstream_filter(c)}
+    assert wasm_attempts and wasm_attempts == {n for n, fs in attempts.items() if "attempt" in fs}
+    assert not any(stack_module.has_wasm_upstream_filter(c) for c in native["clusters"])
 
 
 # scripts/deps.py: the detection logic, then the script itself.
