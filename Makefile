@@ -50,13 +50,14 @@ unit:
 	$(CARGO) test --workspace
 
 # Every test on the single-stage chain; keys, budgets and routing also on
-# the two-stage fallback; and every test of what the native dynamic module
-# serves on it (conftest.py skips, with the reason, what it does not do yet).
+# the two-stage fallback; and every test of the gateway's behaviour on the
+# native dynamic module (not the deploy, stack-rendering, floor and
+# wasm-VM tests).
 e2e: deps build
 	cd wasm-tests && $(PYTHON) -m pytest -q
 	cd wasm-tests && TOLLGATE_CHAIN=two_stage $(PYTHON) -m pytest -q \
 	  test_keys.py test_budgets.py test_budget_periods.py test_budget_leases.py test_routing.py test_fallback.py
-	cd wasm-tests && TOLLGATE_CHAIN=native $(PYTHON) -m pytest -q -rs \
+	cd wasm-tests && TOLLGATE_CHAIN=native $(PYTHON) -m pytest -q \
 	  --ignore=test_deploy.py --ignore=test_stack.py \
 	  --ignore=test_floor_module.py --ignore=test_zz_vm_health.py
 

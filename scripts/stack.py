@@ -188,13 +188,18 @@ def plugin_value(tollgate: dict) -> dict:
 DYNAMIC_MODULE_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 
 
+def native_module() -> dict:
+    """libtollgate.so, its stats named as the wasm filter's (wasmcustom.tollgate.*)."""
+    return {"module": {"local": {"filename": str(NATIVE)}}, "metrics_namespace": "wasmcustom"}
+
+
 def native_filter(single: dict) -> dict:
     """The single-stage wasm filter as the native dynamic module
     (libtollgate.so), with the same configuration."""
     return {"name": single["name"],
             "typed_config": {
                 "@type": DYNAMIC_MODULE_FILTER,
-                "dynamic_module_config": {"module": {"local": {"filename": str(NATIVE)}}},
+                "dynamic_module_config": native_module(),
                 "filter_name": "tollgate",
                 "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                   "value": single["typed_config"]["config"]["configuration"]["value"]}}}
@@ -206,7 +211,7 @@ def native_attempt_filter() -> dict:
     return {"name": "tollgate-attempt",
             "typed_config": {
                 "@type": DYNAMIC_MODULE_FILTER,
-                "dynamic_module_config": {"module": {"local": {"filename": str(NATIVE)}}},
+                "dynamic_module_config": native_module(),
                 "filter_name": "attempt"}}
 
 

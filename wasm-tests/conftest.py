@@ -19,26 +19,6 @@ from stack import WASM, Stack, free_port, render  # noqa: E402
 # Short so the revocation test runs fast; the shipped default is 10 s.
 CACHE_TTL_MS = 1500
 
-# What the native dynamic module (TOLLGATE_CHAIN=native) does not do yet;
-# tests marked with one are skipped on it, with the reason.
-NATIVE_GAPS = {
-    "stats": "Envoy stats: the native module does not export Tollgate's stats yet",
-}
-
-
-def pytest_configure(config):
-    for mark, why in NATIVE_GAPS.items():
-        config.addinivalue_line("markers", f"{mark}: needs what the native module lacks ({why})")
-
-
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("TOLLGATE_CHAIN") != "native":
-        return
-    for item in items:
-        for mark, why in NATIVE_GAPS.items():
-            if item.get_closest_marker(mark):
-                item.add_marker(pytest.mark.skip(reason=why))
-
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):

@@ -180,7 +180,6 @@ def test_the_client_can_opt_out(stack, faq):
     assert chat(base, key, body)[1]["x-tollgate-cache"] == "hit"
 
 
-@pytest.mark.stats
 def test_a_hit_is_in_the_ledger_the_trace_and_the_stats(stack, faq):
     key, kid = faq
     base = stack.envoy.base_url

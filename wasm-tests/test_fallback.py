@@ -325,7 +325,6 @@ def test_the_ledger_and_the_trace_show_every_attempt_and_the_served_target(stack
     assert spans[0]["end"] <= spans[1]["start"] and spans[1]["end"] <= spans[2]["start"]
 
 
-@pytest.mark.stats
 def test_stats_count_attempts_and_fallbacks_by_target(stack, key, gateway):
     before = gateway.stats("tollgate")
     fail(stack, "openai", "500")

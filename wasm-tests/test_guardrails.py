@@ -213,7 +213,6 @@ def test_team_override_lets_a_team_send_emails(stack):
     assert body["messages"][0]["content"] == "write to buyer@client.example"
 
 
-@pytest.mark.stats
 def test_guardrail_events_in_stats(stack, key):
     openai_client(stack.envoy.base_url, key).chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "mail x@y.example"}])

@@ -299,7 +299,6 @@ def test_guardrail_block_is_traced_and_recorded_at_no_cost(stack, key):
 # 12. Trace export keeps up, and counts only what the collector took --------
 
 
-@pytest.mark.stats
 def test_trace_export_keeps_up_with_load(stack, key):
     envoy = stack.add_envoy("envoy-trace-load", plugin_overrides={
         "tracing": {"max_queue": 512, "max_batch": 128, "flush_interval_ms": 1000}})
@@ -320,7 +319,6 @@ def test_trace_export_keeps_up_with_load(stack, key):
     assert next(v for k, v in stats.items() if k.endswith("spans_exported")) == 2 * n
 
 
-@pytest.mark.stats
 def test_spans_a_dead_collector_never_got_are_not_exported(stack, key):
     envoy = stack.add_envoy("envoy-trace-dead", plugin_overrides={"tracing": {"flush_interval_ms": 100}})
     client = openai_client(envoy.base_url, key)
@@ -358,7 +356,6 @@ def test_client_account_headers_do_not_reach_the_provider(stack, key):
 # 15. The queue gauge ---------------------------------------------------------
 
 
-@pytest.mark.stats
 def test_reports_queued_gauge_returns_to_zero(stack, key):
     kid = key_id(stack, key)
     client = openai_client(stack.envoy.base_url, key)

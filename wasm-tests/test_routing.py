@@ -119,23 +119,42 @@ def test_models_listing_follows_key_scope(stack, make_key):
     assert provider_requests(stack, "/v1/models") == [], "listing is answered by the gateway"
 
 
-def prometheus(stack) -> dict[str, float]:
+# Envoy's Prometheus output drops the wasm filter's custom stat namespace
+# (tollgate_*); the native module's stats keep it (envoy_wasmcustom_tollgate_*).
+PROMETHEUS_PREFIXES = ("tollgate_", "envoy_wasmcustom_tollgate_")
+
+
+def metric(name: str, **labels) -> tuple:
+    """A Prometheus series as `prometheus` keys it: name and label set, in any order."""
+    return name, frozenset(f'{k}="{v}"' for k, v in labels.items())
+
+
+def prometheus(stack) -> dict[tuple, float]:
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.envoy.admin_port}/stats/prometheus", timeout=5) as r:
         lines = r.read().decode().splitlines()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("tollgate_")}
+    out = {}
+    for line in lines:
+        prefix = next((p for p in PROMETHEUS_PREFIXES if line.startswith(p)), None)
+        if prefix:
+            series, value = line.rsplit(" ", 1)
+            name, _, labels = series.partition("{")
+            out[("tollgate_" + name[len(prefix):], frozenset(labels.rstrip("}").split(",")) - {""})] = float(value)
+    return out
 
 
-@pytest.mark.stats
 def test_usage_and_requests_in_prometheus_stats(stack, key):
-    requests = 'tollgate_requests{api="chat_completions",provider="openai",model="gpt-4o",status="2xx"}'
-    output = 'tollgate_tokens{provider="openai",model="gpt-4o",direction="output"}'
+    requests = metric("tollgate_requests", api="chat_completions", provider="openai", model="gpt-4o", status="2xx")
+    output = metric("tollgate_tokens", provider="openai", model="gpt-4o", direction="output")
+    # Counters reach Envoy on the next tick (100 ms): an earlier test's
+    # tokens for gpt-4o must land before the baseline, not after it.
+    time.sleep(0.3)
     before = prometheus(stack)
     reply = openai_client(stack.envoy.base_url, key).chat.completions.create(model="gpt-4o", messages=MESSAGES)
     with pytest.raises(openai.NotFoundError):
         openai_client(stack.envoy.base_url, key).chat.completions.create(model="no-such-model", messages=MESSAGES)
 
-    rejected = 'tollgate_rejected{api="chat_completions",reason="model_not_found"}'
+    rejected = metric("tollgate_rejected", api="chat_completions", reason="model_not_found")
 
     # Counters reach Envoy on the worker's next tick.
     def counted():

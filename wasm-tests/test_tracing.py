@@ -114,7 +114,6 @@ def collector_mode(stack):
     set_mode("ok")
 
 
-@pytest.mark.stats
 def test_collector_failing_or_hung_does_not_affect_responses(stack, key, small_queue_envoy, collector_mode):
     baseline = statistics.median(latencies(small_queue_envoy.base_url, key, 30))
     for mode in ["500", "hang"]:
@@ -129,7 +128,6 @@ def test_collector_failing_or_hung_does_not_affect_responses(stack, key, small_q
     assert dropped > 0, "a hung collector makes the filter drop spans, not pile them up"
 
 
-@pytest.mark.stats
 def test_dead_collector_does_not_affect_responses(stack, key):
     dead = stack.add_envoy("envoy-dead-collector", otlp_port=free_port(),
                            plugin_overrides={"key_cache_ttl_ms": CACHE_TTL_MS, "tracing": {"flush_interval_ms": 50}})

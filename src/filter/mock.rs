@@ -261,6 +261,12 @@ impl Host for MockHost {
         written
     }
     fn define_counter(&self, name: &str) -> Option<u32> {
+        // Every metric the stages define must be one the native module
+        // defines when its configuration loads.
+        assert!(
+            super::stats::family_of(name).is_some(),
+            "metric {name} is in no family of stats::FAMILIES"
+        );
         let mut metrics = self.metrics.borrow_mut();
         metrics.push(name.to_string());
         Some(metrics.len() as u32 - 1)

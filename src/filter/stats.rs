@@ -157,6 +157,102 @@ impl Stats {
     }
 }
 
+/// What a metric is to Envoy.
+#[cfg(any(test, feature = "dynamic-module"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric family the filter has: its name, kind, and the labels its
+/// names carry as `.label.value` pairs, in this order (`gateway.yaml`'s
+/// `stats_tags` read them back as tags). The wasm build defines each full
+/// name on first use; Envoy takes a dynamic module's metrics only while its
+/// configuration loads, so the native module defines these families then,
+/// and its names come out the same. A name outside them is a bug the test
+/// hosts catch (`mock.rs`).
+#[cfg(any(test, feature = "dynamic-module"))]
+pub const FAMILIES: &[(MetricKind, &str, &[&str])] = &[
+    (
+        MetricKind::Counter,
+        "tollgate.requests",
+        &["api", "provider", "model", "status"],
+    ),
+    (
+        MetricKind::Counter,
+        "tollgate.tokens",
+        &["direction", "provider", "model"],
+    ),
+    (MetricKind::Counter, "tollgate.rejected", &["api", "reason"]),
+    (MetricKind::Counter, "tollgate.budget_denials", &["reason"]),
+    (
+        MetricKind::Counter,
+        "tollgate.guardrail_events",
+        &["guardrail", "kind", "direction", "action"],
+    ),
+    (
+        MetricKind::Counter,
+        "tollgate.attempts",
+        &["provider", "status"],
+    ),
+    (MetricKind::Counter, "tollgate.fallbacks", &["provider"]),
+    (MetricKind::Counter, "tollgate.cache.hits", &[]),
+    (MetricKind::Counter, "tollgate.cache.misses", &[]),
+    (MetricKind::Counter, "tollgate.cache.stores", &[]),
+    (MetricKind::Counter, "tollgate.cache.bypassed", &[]),
+    (MetricKind::Counter, "tollgate.cache.lookup_failures", &[]),
+    (MetricKind::Counter, "tollgate.key_cache.shared_hits", &[]),
+    (
+        MetricKind::Counter,
+        "tollgate.leases.admitted_from_slot",
+        &[],
+    ),
+    (MetricKind::Counter, "tollgate.leases.callouts", &[]),
+    (MetricKind::Counter, "tollgate.leases.refills", &[]),
+    (MetricKind::Counter, "tollgate.sidecar_failures", &[]),
+    (MetricKind::Counter, "tollgate.trace.spans_exported", &[]),
+    (MetricKind::Counter, "tollgate.trace.spans_dropped", &[]),
+    (MetricKind::Counter, "tollgate.trace.export_failures", &[]),
+    (MetricKind::Counter, "tollgate.usage.reports_sent", &[]),
+    (MetricKind::Counter, "tollgate.usage.reports_dropped", &[]),
+    (MetricKind::Counter, "tollgate.usage.report_failures", &[]),
+    (MetricKind::Gauge, "tollgate.trace.spans_queued", &[]),
+    (MetricKind::Gauge, "tollgate.usage.reports_queued", &[]),
+    (MetricKind::Gauge, "tollgate.vm.memory_bytes", &[]),
+    (MetricKind::Histogram, "tollgate.upstream_ms", &["provider"]),
+    (
+        MetricKind::Histogram,
+        "tollgate.time_to_first_chunk_ms",
+        &["provider"],
+    ),
+];
+
+/// The family of a full metric name (its index in `FAMILIES`) and its
+/// label values, in the family's order.
+#[cfg(any(test, feature = "dynamic-module"))]
+pub fn family_of(name: &str) -> Option<(usize, Vec<&str>)> {
+    FAMILIES
+        .iter()
+        .enumerate()
+        .find_map(|(i, (_, base, labels))| {
+            let rest = name.strip_prefix(base)?;
+            if rest.is_empty() {
+                return labels.is_empty().then(|| (i, Vec::new()));
+            }
+            let mut parts = rest.strip_prefix('.')?.split('.');
+            let mut values = Vec::with_capacity(labels.len());
+            for label in labels.iter() {
+                if parts.next()? != *label {
+                    return None;
+                }
+                values.push(parts.next()?);
+            }
+            parts.next().is_none().then_some((i, values))
+        })
+}
+
 /// A tag value safe inside a dotted stat name: dots and anything unusual become `_`.
 pub fn tag(value: &str) -> String {
     let cleaned: String = value
@@ -191,6 +287,25 @@ pub fn status_class(status: u32) -> &'static str {
 mod tests {
     use super::*;
     use crate::filter::mock::MockHost;
+
+    #[test]
+    fn a_name_is_found_in_its_family_with_its_label_values() {
+        let (i, values) =
+            family_of("tollgate.requests.api.chat.provider.openai.model.gpt-4o.status.2xx")
+                .unwrap();
+        assert_eq!(FAMILIES[i].1, "tollgate.requests");
+        assert_eq!(values, ["chat", "openai", "gpt-4o", "2xx"]);
+        assert_eq!(family_of("tollgate.cache.hits"), Some((7, vec![])));
+        // Labels out of order, missing, extra, or a name of no family.
+        assert_eq!(
+            family_of("tollgate.requests.provider.openai.api.chat.model.m.status.2xx"),
+            None
+        );
+        assert_eq!(family_of("tollgate.fallbacks"), None);
+        assert_eq!(family_of("tollgate.fallbacks.provider.a.extra.b"), None);
+        assert_eq!(family_of("tollgate.cache.hitsx"), None);
+        assert_eq!(family_of("tollgate.unknown"), None);
+    }
 
     #[test]
     fn a_request_shape_is_named_once_and_counted_under_its_names() {

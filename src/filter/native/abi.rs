@@ -101,6 +101,9 @@ pub const METADATA_DYNAMIC: u32 = 0;
 /// The endpoint Envoy picked for the current attempt (its LbEndpoint metadata).
 pub const METADATA_HOST: u32 = 3;
 
+/// envoy_dynamic_module_type_metrics_result_Success.
+pub const METRICS_OK: u32 = 0;
+
 /// envoy_dynamic_module_type_http_callout_init_result_Success.
 pub const CALLOUT_STARTED: u32 = 0;
 /// envoy_dynamic_module_type_http_callout_result_Success.
@@ -227,6 +230,73 @@ extern "C" {
         key: Buffer,
         result: *mut Buffer,
     ) -> bool;
+
+    // Metrics: defined only in the configuration's hook (later Envoy says
+    // Frozen), each with its label names; changed with label values in the
+    // same order, from a stream's hook (filter) or the main thread (config).
+    pub fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config: ConfigPtr,
+        name: Buffer,
+        labels: *const Buffer,
+        labels_size: usize,
+        id: *mut usize,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        config: ConfigPtr,
+        name: Buffer,
+        labels: *const Buffer,
+        labels_size: usize,
+        id: *mut usize,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
+        config: ConfigPtr,
+        name: Buffer,
+        labels: *const Buffer,
+        labels_size: usize,
+        id: *mut usize,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter: FilterPtr,
+        id: usize,
+        labels: *const Buffer,
+        labels_size: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_set_gauge(
+        filter: FilterPtr,
+        id: usize,
+        labels: *const Buffer,
+        labels_size: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_record_histogram_value(
+        filter: FilterPtr,
+        id: usize,
+        labels: *const Buffer,
+        labels_size: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        config: ConfigPtr,
+        id: usize,
+        labels: *const Buffer,
+        labels_size: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        config: ConfigPtr,
+        id: usize,
+        labels: *const Buffer,
+        labels_size: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+        config: ConfigPtr,
+        id: usize,
+        labels: *const Buffer,
+        labels_size: usize,
+        value: u64,
+    ) -> u32;
 
     pub fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
     pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;

@@ -4,11 +4,12 @@
 //! because callouts not tied to a stream can only start there.
 
 use super::abi::{self, Buffer, ConfigPtr, FilterPtr, Header};
+use super::metrics::{Metrics, Target};
 use crate::core::header_map::Headers;
 use crate::filter::env::{json_reply_headers, Host, SharedWrite};
 use crate::filter::shared_data::SharedData;
 use std::cell::{Cell, RefCell};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A callout's answer while its hook runs.
@@ -124,6 +125,7 @@ pub struct Stream {
     /// Envoy sends a dynamic module's reply at once, running this filter's
     /// response hooks inside the stage's callback (proxy-wasm defers it).
     reply: RefCell<Option<Reply>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// A local reply's status, headers and body.
@@ -134,12 +136,23 @@ pub struct Reply {
 }
 
 impl Stream {
-    pub fn new(filter: FilterPtr) -> Stream {
+    pub fn new(filter: FilterPtr, metrics: Option<Arc<Metrics>>) -> Stream {
         Stream {
             filter,
             answer: RefCell::default(),
             route_changed: Cell::new(false),
             reply: RefCell::default(),
+            metrics,
+        }
+    }
+
+    fn define(&self, name: &str) -> Option<u32> {
+        self.metrics.as_ref()?.define(name)
+    }
+
+    fn change(&self, id: Option<u32>, value: u64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.change(Target::Filter(self.filter), id, value);
         }
     }
 
@@ -477,21 +490,25 @@ impl Host for Stream {
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
         shared_write(key, value, cas)
     }
-    // Envoy defines a dynamic module's metrics when its configuration
-    // loads; the stages define theirs on first use, so this build exports
-    // none yet.
-    fn define_counter(&self, _name: &str) -> Option<u32> {
-        None
+    // The families were defined when the configuration loaded (`Metrics`).
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        self.define(name)
     }
-    fn define_histogram(&self, _name: &str) -> Option<u32> {
-        None
+    fn define_histogram(&self, name: &str) -> Option<u32> {
+        self.define(name)
     }
-    fn define_gauge(&self, _name: &str) -> Option<u32> {
-        None
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        self.define(name)
     }
-    fn add_to_counter(&self, _id: Option<u32>, _n: u64) {}
-    fn record_value(&self, _id: Option<u32>, _value: u64) {}
-    fn set_gauge(&self, _id: Option<u32>, _value: u64) {}
+    fn add_to_counter(&self, id: Option<u32>, n: u64) {
+        self.change(id, n);
+    }
+    fn record_value(&self, id: Option<u32>, value: u64) {
+        self.change(id, value);
+    }
+    fn set_gauge(&self, id: Option<u32>, value: u64) {
+        self.change(id, value);
+    }
 }
 
 /// The main thread's host for the background work. It has no stream: the
@@ -499,13 +516,15 @@ impl Host for Stream {
 pub struct Main {
     config: ConfigPtr,
     pub answer: RefCell<Answer>,
+    metrics: Arc<Metrics>,
 }
 
 impl Main {
-    pub fn new(config: ConfigPtr) -> Main {
+    pub fn new(config: ConfigPtr, metrics: Arc<Metrics>) -> Main {
         Main {
             config,
             answer: RefCell::default(),
+            metrics,
         }
     }
 }
@@ -587,18 +606,24 @@ impl Host for Main {
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
         shared_write(key, value, cas)
     }
-    fn define_counter(&self, _name: &str) -> Option<u32> {
-        None
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        self.metrics.define(name)
     }
-    fn define_histogram(&self, _name: &str) -> Option<u32> {
-        None
+    fn define_histogram(&self, name: &str) -> Option<u32> {
+        self.metrics.define(name)
     }
-    fn define_gauge(&self, _name: &str) -> Option<u32> {
-        None
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        self.metrics.define(name)
     }
-    fn add_to_counter(&self, _id: Option<u32>, _n: u64) {}
-    fn record_value(&self, _id: Option<u32>, _value: u64) {}
-    fn set_gauge(&self, _id: Option<u32>, _value: u64) {}
+    fn add_to_counter(&self, id: Option<u32>, n: u64) {
+        self.metrics.change(Target::Config(self.config), id, n);
+    }
+    fn record_value(&self, id: Option<u32>, value: u64) {
+        self.metrics.change(Target::Config(self.config), id, value);
+    }
+    fn set_gauge(&self, id: Option<u32>, value: u64) {
+        self.metrics.change(Target::Config(self.config), id, value);
+    }
 }
 
 pub fn now_ns() -> u64 {

@@ -14,11 +14,12 @@
 //! configuration's scheduler, since only the main thread can start a
 //! callout that outlives a stream; shared data is a map in this process;
 //! the stages hand each other their records in the stream's dynamic
-//! metadata. Not yet here: Envoy stats (a dynamic module defines its
-//! metrics when the configuration loads).
+//! metadata; Envoy stats are defined as families when the configuration
+//! loads (`metrics.rs`).
 
 mod abi;
 mod host;
+mod metrics;
 
 use super::attempt_stage::AttemptStage;
 use super::context::{Action, HttpContext};
@@ -31,6 +32,7 @@ use crate::core::config::Config;
 use crate::core::error::GatewayError;
 use abi::{Buffer, ConfigModulePtr, ConfigPtr, FilterModulePtr, FilterPtr, Header, SchedulerPtr};
 use host::{token, Answer, Main, Stream};
+use metrics::Metrics;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
@@ -49,6 +51,7 @@ enum Module {
     /// The shared state and the timer that ticks it.
     Request {
         shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
         ticker: Option<Ticker>,
     },
     Attempt,
@@ -56,9 +59,9 @@ enum Module {
 
 /// The request stage's state, for the attempt stages: the one configured
 /// last (clusters, and so attempt stages, load before listeners).
-static REQUEST_STAGE: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
+static REQUEST_STAGE: Mutex<Option<(Arc<Shared>, Arc<Metrics>)>> = Mutex::new(None);
 
-fn request_stage() -> Option<Arc<Shared>> {
+fn request_stage() -> Option<(Arc<Shared>, Arc<Metrics>)> {
     REQUEST_STAGE
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -142,7 +145,8 @@ fn configure(config_ptr: ConfigPtr, name: &[u8], bytes: &[u8]) -> Result<Module,
         config.models.len(),
         config.sidecar.cluster
     );
-    let main = Main::new(config_ptr);
+    let metrics = Arc::new(Metrics::define_all(config_ptr));
+    let main = Main::new(config_ptr, Arc::clone(&metrics));
     let seed = RandomState::new().build_hasher().finish();
     let shared = Arc::new(Shared::new(
         &main,
@@ -152,9 +156,11 @@ fn configure(config_ptr: ConfigPtr, name: &[u8], bytes: &[u8]) -> Result<Module,
         None,
         seed,
     ));
-    *REQUEST_STAGE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&shared));
+    *REQUEST_STAGE.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((Arc::clone(&shared), Arc::clone(&metrics)));
     Ok(Module::Request {
         shared,
+        metrics,
         ticker: Ticker::start(config_ptr),
     })
 }
@@ -227,7 +233,7 @@ fn guarded<T>(
                 f.broken = true;
             }
             let error = GatewayError::Internal("the gateway filter failed on this request");
-            let host = Stream::new(filter);
+            let host = Stream::new(filter, None);
             host.send_json(error.status(), &error.body(ClientFormat::OpenAi), None);
             if let Some((filter, reply)) = host.finish() {
                 reply.send(filter);
@@ -329,10 +335,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     _event: u64,
 ) {
     // SAFETY: the configuration Envoy made with config_new.
-    if let Some(Module::Request { shared, .. }) = unsafe { borrow::<Module>(module) } {
+    if let Some(Module::Request {
+        shared, metrics, ..
+    }) = unsafe { borrow::<Module>(module) }
+    {
         caught("the background tick", (), || {
             logger::follow_envoy();
-            shared.tick(&Main::new(config_ptr));
+            shared.tick(&Main::new(config_ptr, Arc::clone(metrics)));
         });
     }
 }
@@ -350,10 +359,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     chunks_size: usize,
 ) {
     // SAFETY: the configuration Envoy made with config_new.
-    let Some(Module::Request { shared, .. }) = (unsafe { borrow::<Module>(module) }) else {
+    let Some(Module::Request {
+        shared, metrics, ..
+    }) = (unsafe { borrow::<Module>(module) })
+    else {
         return;
     };
-    let main = Main::new(config_ptr);
+    let main = Main::new(config_ptr, Arc::clone(metrics));
     // SAFETY: Envoy's views, valid during this hook.
     let answer = unsafe {
         Answer::read(
@@ -395,12 +407,16 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 ) -> FilterModulePtr {
     // SAFETY: the configuration Envoy made with config_new.
     let stage = match unsafe { borrow::<Module>(module) } {
-        Some(Module::Request { shared, .. }) => {
+        Some(Module::Request {
+            shared, metrics, ..
+        }) => {
             shared.count_request();
-            Stage::Request(RequestStage::new(Arc::clone(shared), Stream::new(filter)))
+            let host = Stream::new(filter, Some(Arc::clone(metrics)));
+            Stage::Request(RequestStage::new(Arc::clone(shared), host))
         }
         Some(Module::Attempt) => {
-            Stage::Attempt(AttemptStage::new(request_stage(), Stream::new(filter)))
+            let (shared, metrics) = request_stage().unzip();
+            Stage::Attempt(AttemptStage::new(shared, Stream::new(filter, metrics)))
         }
         None => return std::ptr::null_mut(),
     };
