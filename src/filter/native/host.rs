@@ -213,14 +213,17 @@ impl Stream {
 
     /// The size of `body`, without copying it.
     fn body_size(&self, buffered: u32, received: u32) -> usize {
-        // SAFETY: the filter pointer of the running hook.
-        let size =
-            |t| unsafe { abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, t) };
-        let mut total = size(buffered);
+        let mut total = self.size(buffered);
         if !self.received_is_buffered(buffered) {
-            total = total.saturating_add(size(received));
+            total = total.saturating_add(self.size(received));
         }
         total
+    }
+
+    /// Bytes Envoy holds of one body type.
+    fn size(&self, body_type: u32) -> usize {
+        // SAFETY: the filter pointer of the running hook.
+        unsafe { abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, body_type) }
     }
 
     /// Bytes of response body so far (the stage is told the size, as
@@ -267,9 +270,11 @@ impl Stream {
     /// Replaces the body so far with `body`: it goes where Envoy holds the
     /// body (the buffer once one was started, else this hook's chunk).
     fn replace_body(&self, buffered: u32, received: u32, body: &[u8]) -> bool {
-        let mut held = Vec::new();
-        self.chunks(buffered, &mut held);
-        let target = if held.is_empty() { received } else { buffered };
+        let target = if self.size(buffered) == 0 {
+            received
+        } else {
+            buffered
+        };
         // SAFETY: the filter pointer of the running hook; Envoy copies the bytes.
         unsafe {
             abi::envoy_dynamic_module_callback_http_drain_body(self.filter, buffered, usize::MAX);
