@@ -49,6 +49,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,13 +162,20 @@ def measure(s: stack.Stack, letter: str, key: str, body, warmup: int, n: int, tm
             post(conn, body(i), key)
         pid = str(envoy.proc.pid)
         subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+        start = time.monotonic()
         for i in range(warmup, warmup + n):
             post(conn, body(i), key)
+        took = time.monotonic() - start
+        # A dump zeroes the counts: the second one holds as long a window with no requests.
+        subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
+        time.sleep(took)
         subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
     finally:
         envoy.stop()
     parts = split(Path(f"{dump}.1"))
-    return {k: v / n for k, v in parts.items()} | {"total": sum(parts.values()) / n}
+    idle = sum(split(Path(f"{dump}.2")).values())
+    return ({k: v / n for k, v in parts.items()}
+            | {"total": sum(parts.values()) / n, "idle": idle / n})
 
 
 def main():
@@ -242,16 +250,23 @@ def render(rows: dict, args) -> str:
         f"{'module ' + str(args.wasm) if args.wasm else 'commit ' + git_commit()}; "
         f"{args.requests} sequential requests per variant after {args.warmup} of warm-up; "
         "a small chat request as in `make bench`. Instructions per request, in thousands, by where "
-        "the code lives (see bench/instructions.py). Reproduce: `make bench-instructions`.",
+        "the code lives (see bench/instructions.py). Timers: what Envoy ran in an equally long window with no "
+        "requests right after (timers, the filter's tick), per request. Under callgrind a request takes about "
+        "40x longer, so timers that cost nothing per request at full speed weigh here; the last two columns "
+        "leave them out. Reproduce: `make bench-instructions`.",
         "",
-        "| variant | total | Envoy | wasm (V8 code) | native module | libc | b / x |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | total | Envoy | wasm (V8 code) | native module | libc | b / x | timers | total - timers "
+        "| b / x without timers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = rows.get("b", {}).get("total")
+    busy = {letter: r["total"] - r["idle"] for letter, r in rows.items()}
     for letter, r in rows.items():
         ratio = f"{base / r['total']:.2f}" if base else "-"
+        ratio_busy = f"{busy['b'] / busy[letter]:.2f}" if base else "-"
         lines.append(f"| ({letter}) {VARIANTS[letter][0]} | {r['total'] / 1000:.1f} | {r['envoy'] / 1000:.1f} | "
-                     f"{r['wasm'] / 1000:.1f} | {r['module'] / 1000:.1f} | {r['libc'] / 1000:.1f} | {ratio} |")
+                     f"{r['wasm'] / 1000:.1f} | {r['module'] / 1000:.1f} | {r['libc'] / 1000:.1f} | {ratio} | "
+                     f"{r['idle'] / 1000:.1f} | {busy[letter] / 1000:.1f} | {ratio_busy} |")
     return "\n".join(lines) + "\n"
 
 

@@ -341,7 +341,12 @@ def main():
                 before = vm_memory(target) if reads_memory else None
                 sidecar = sidecars.get(envoy_name, stack.sidecar_proc) if reads_memory else None
                 cpu_before = cpu_seconds(sidecar) if sidecar else None
+                envoy_before = cpu_seconds(target.proc) if target else None
                 saturated = wrk(url, body, auth, args.seconds, 16, None, headers, unique)
+                # Envoy's CPU per request at saturation: what a request costs
+                # it, whatever share of the CPU the scheduler left it.
+                envoy_us = ((cpu_seconds(target.proc) - envoy_before) * 1e6 / (saturated["rps"] * args.seconds)
+                            if target and saturated["rps"] else None)
                 paced = wrk(url, body, auth, args.seconds, 4, args.pause_ms, headers, unique)
                 # The memory gauge refreshes every second; the last reports settle (flushed every 200 ms).
                 time.sleep(1.2)
@@ -349,7 +354,7 @@ def main():
                 requests = (saturated["rps"] + paced["rps"]) * args.seconds
                 run = {"rps": saturated["rps"], "p50": paced["p50"], "p99": paced["p99"],
                        "paced_rps": paced["rps"], "errors": saturated["errors"] + paced["errors"],
-                       "mem_before": before, "mem_after": after,
+                       "mem_before": before, "mem_after": after, "envoy_us": envoy_us,
                        "sidecar_us": (cpu_seconds(sidecar) - cpu_before) * 1e6 / requests if sidecar else None}
                 runs[letter].append(run)
                 print(f"  ({letter}) {name}: {run['rps']:.0f} req/s, p50 {run['p50']:.3f} ms, "
@@ -498,6 +503,14 @@ def sidecar_cpu(runs: list[dict]) -> str:
             + " / ".join(f"{r['sidecar_us']:.1f}" for r in runs) + ")")
 
 
+def envoy_cpu(runs: list[dict]) -> str:
+    """The median, then each round's."""
+    if runs[0]["envoy_us"] is None:
+        return "-"
+    return (f"{median(runs, 'envoy_us'):.1f} ("
+            + " / ".join(f"{r['envoy_us']:.1f}" for r in runs) + ")")
+
+
 def mib(v):
     return "-" if v is None else f"{v / 1048576:.1f}"
 
@@ -521,19 +534,21 @@ def table(runs: dict, names: dict, args, context: dict) -> str:
         f"means other work shared the machine). Reproduce: `make bench`.",
         "",
         "Medians over the rounds (errors: the sum; VM memory: before the first round, after the last; "
+        "Envoy CPU: user + system time of the variant's Envoy (all threads) over the saturation run, per request "
+        "(Envoy is CPU-bound there: it moves with req/s, not apart from it); "
         "sidecar CPU: user + system time of the variant's sidecar over its saturation and fixed-rate runs, per "
         "request, the median then each round's).",
         "",
         "| variant | req/s at saturation | per round | req/s at fixed rate | p50 ms | p99 ms | errors "
-        "| VM MiB before/after | sidecar CPU µs/request |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| VM MiB before/after | Envoy CPU µs/request | sidecar CPU µs/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for letter, rs in runs.items():
         per_round = " / ".join(f"{r['rps']:.0f}" for r in rs)
         lines.append(f"| ({letter}) {names[letter]} | {median(rs, 'rps'):.0f} | {per_round} | "
                      f"{median(rs, 'paced_rps'):.0f} | {median(rs, 'p50'):.3f} | {median(rs, 'p99'):.3f} | "
                      f"{sum(r['errors'] for r in rs)} | {mib(rs[0]['mem_before'])} / {mib(rs[-1]['mem_after'])} | "
-                     f"{sidecar_cpu(rs)} |")
+                     f"{envoy_cpu(rs)} | {sidecar_cpu(rs)} |")
     return "\n".join(lines) + "\n"
 
 

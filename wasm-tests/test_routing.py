@@ -165,6 +165,15 @@ def test_usage_and_requests_in_prometheus_stats(stack, key):
     assert after, "request or rejection not counted"
     assert after[output] - before.get(output, 0) == reply.usage.completion_tokens
 
+    # Upstream time is a histogram: it reaches the admin output with Envoy's
+    # stats flush (every 5 s), earlier tests' requests to openai maybe too.
+    upstream_ms = metric("tollgate_upstream_ms_count", provider="openai")
+
+    def timed():
+        now = prometheus(stack)
+        return now if now.get(upstream_ms, 0) > before.get(upstream_ms, 0) else None
+    assert wait_for(timed, timeout=8)[0], "upstream time not recorded"
+
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
 def test_provider_never_sees_gateway_key(stack, key, path):

@@ -54,26 +54,25 @@ impl Headers {
             let name_end = data.checked_add(name_len)?;
             let value_start = name_end.checked_add(1)?;
             let value_end = value_start.checked_add(value_len)?;
-            let utf8 = |from: usize, to: usize| bytes.get(from..to).map(std::str::from_utf8);
-            match (utf8(data, name_end), utf8(value_start, value_end)) {
-                (Some(Ok(_)), Some(Ok(_))) => spans.push((data, name_end, value_start, value_end)),
-                // Kept out: a pair that is not UTF-8 reads as absent.
-                (Some(_), Some(_)) => {}
-                _ => return None,
+            if value_end > bytes.len() {
+                return None;
             }
+            spans.push((data, name_end, value_start, value_end));
             data = value_end.checked_add(1)?;
         }
         Some(Headers { bytes, spans })
     }
 
-    /// A map from name and value views (a native host's headers); a pair
-    /// that is not UTF-8 reads as absent, as in `decode`.
-    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Headers {
-        let mut headers = Headers::default();
+    /// A map from name and value views (a native host's headers).
+    pub fn from_pairs<'a>(
+        pairs: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    ) -> Headers {
+        let size = pairs.clone().map(|(n, v)| n.len() + v.len()).sum();
+        let mut headers = Headers {
+            bytes: Vec::with_capacity(size),
+            spans: Vec::with_capacity(pairs.len()),
+        };
         for (name, value) in pairs {
-            if std::str::from_utf8(name).is_err() || std::str::from_utf8(value).is_err() {
-                continue;
-            }
             let ns = headers.bytes.len();
             headers.bytes.extend_from_slice(name);
             let vs = headers.bytes.len();
@@ -83,16 +82,15 @@ impl Headers {
         headers
     }
 
-    /// The first value of `name` (names are lowercase); `None` when absent
-    /// or not UTF-8. Names are compared as bytes; the value found is
-    /// checked again as it is handed out (safe code cannot carry the
-    /// decode's check), so a lookup reads one value, not every pair.
+    /// The first UTF-8 value of `name` (names are lowercase): a pair that
+    /// is not UTF-8 reads as absent. Names are compared as bytes (a name
+    /// that is not UTF-8 matches none), and only the values of the name
+    /// looked up are checked, not every pair of the map.
     pub fn get(&self, name: &str) -> Option<&str> {
-        let &(_, _, vs, ve) = self
-            .spans
+        self.spans
             .iter()
-            .find(|&&(ns, ne, _, _)| self.bytes.get(ns..ne) == Some(name.as_bytes()))?;
-        std::str::from_utf8(self.bytes.get(vs..ve)?).ok()
+            .filter(|&&(ns, ne, _, _)| self.bytes.get(ns..ne) == Some(name.as_bytes()))
+            .find_map(|&(_, _, vs, ve)| std::str::from_utf8(self.bytes.get(vs..ve)?).ok())
     }
 }
 
@@ -144,5 +142,10 @@ mod tests {
         bad[at] = 0xff;
         let bad = Headers::decode(bad).unwrap();
         assert_eq!((bad.get("a"), bad.get("b")), (Some("x"), None));
+        // A name twice whose first value is not UTF-8: the second is its value.
+        let mut twice = encode(&[("a", "x"), ("a", "y")]);
+        let at = twice.len() - 6;
+        twice[at] = 0xff;
+        assert_eq!(Headers::decode(twice).unwrap().get("a"), Some("y"));
     }
 }

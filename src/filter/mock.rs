@@ -5,7 +5,7 @@ use super::env::{Host, SharedWrite};
 use super::shared_data::SharedData;
 use crate::core::header_map::{self, Headers};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -60,6 +60,8 @@ pub struct MockHost {
     /// Shared-data writes made, and how many found the value changed.
     pub shared_writes: Cell<u32>,
     pub cas_mismatches: Cell<u32>,
+    /// Host calls made, by method name.
+    pub calls: RefCell<BTreeMap<&'static str, u32>>,
 }
 
 impl MockHost {
@@ -136,21 +138,27 @@ fn splice(buffer: &RefCell<Vec<u8>>, size: usize, body: &[u8]) -> bool {
 
 impl Host for MockHost {
     fn request_headers(&self) -> Headers {
+        self.called("request_headers");
         encoded(&self.request_headers.borrow())
     }
     fn request_header(&self, name: &str) -> Option<String> {
+        self.called("request_header");
         header(&self.request_headers.borrow(), name)
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) -> bool {
+        self.called("set_request_header");
         set(&self.request_headers, name, value)
     }
     fn response_headers(&self) -> Headers {
+        self.called("response_headers");
         encoded(&self.response_headers.borrow())
     }
     fn set_response_header(&self, name: &str, value: Option<&str>) -> bool {
+        self.called("set_response_header");
         set(&self.response_headers, name, value)
     }
     fn request_body(&self, size: usize) -> Vec<u8> {
+        self.called("request_body");
         self.request_body
             .borrow()
             .iter()
@@ -159,12 +167,15 @@ impl Host for MockHost {
             .collect()
     }
     fn request_body_size(&self) -> usize {
+        self.called("request_body_size");
         self.request_body.borrow().len()
     }
     fn set_request_body(&self, size: usize, body: &[u8]) -> bool {
+        self.called("set_request_body");
         splice(&self.request_body, size, body)
     }
     fn response_body(&self, size: usize) -> Vec<u8> {
+        self.called("response_body");
         self.response_body
             .borrow()
             .iter()
@@ -173,22 +184,31 @@ impl Host for MockHost {
             .collect()
     }
     fn set_response_body(&self, size: usize, body: &[u8]) -> bool {
+        self.called("set_response_body");
         splice(&self.response_body, size, body)
     }
     fn property(&self, name: &str) -> Option<Vec<u8>> {
+        self.called("property");
         self.properties.borrow().get(name).cloned()
     }
     fn set_property(&self, name: &str, value: &[u8]) -> bool {
+        self.called("set_property");
         self.properties
             .borrow_mut()
             .insert(name.to_string(), value.to_vec());
         true
     }
     fn endpoint_metadata(&self, key: &str) -> Option<String> {
-        let value = self.property(&format!("{ENDPOINT_METADATA}{key}"))?;
+        self.called("endpoint_metadata");
+        let value = self
+            .properties
+            .borrow()
+            .get(&format!("{ENDPOINT_METADATA}{key}"))
+            .cloned()?;
         String::from_utf8(value).ok()
     }
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
+        self.called("send_json");
         self.replies.borrow_mut().push(LocalReply {
             status,
             body: serde_json::from_slice(body).unwrap_or_default(),
@@ -198,6 +218,7 @@ impl Host for MockHost {
         });
     }
     fn send_answer(&self, content_type: &str, headers: &[(&str, &str)], body: &[u8]) {
+        self.called("send_answer");
         let mut all = vec![("content-type".to_string(), content_type.to_string())];
         all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
         self.replies.borrow_mut().push(LocalReply {
@@ -215,6 +236,7 @@ impl Host for MockHost {
         body: &[u8],
         _timeout: Duration,
     ) -> Result<u32, String> {
+        self.called("dispatch");
         let path = headers
             .iter()
             .find(|(n, _)| *n == ":path")
@@ -228,9 +250,11 @@ impl Host for MockHost {
         Ok(callouts.len() as u32)
     }
     fn call_status(&self) -> Option<String> {
+        self.called("call_status");
         self.call_answer.borrow().0.clone()
     }
     fn call_body(&self, size: usize) -> Vec<u8> {
+        self.called("call_body");
         self.call_answer
             .borrow()
             .1
@@ -240,16 +264,20 @@ impl Host for MockHost {
             .collect()
     }
     fn resume_request(&self) -> bool {
+        self.called("resume_request");
         self.resumed.set(self.resumed.get() + 1);
         true
     }
     fn now_ns(&self) -> u64 {
+        self.called("now_ns");
         self.now_ns.get()
     }
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.called("shared_data");
         self.shared.borrow().read(key)
     }
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> SharedWrite {
+        self.called("set_shared_data");
         if let Some(other_worker) = self.before_write.borrow_mut().take() {
             other_worker();
         }
@@ -261,6 +289,48 @@ impl Host for MockHost {
         written
     }
     fn define_counter(&self, name: &str) -> Option<u32> {
+        self.called("define_counter");
+        self.define(name)
+    }
+    fn define_histogram(&self, name: &str) -> Option<u32> {
+        self.called("define_histogram");
+        self.define(name)
+    }
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        self.called("define_gauge");
+        self.define(name)
+    }
+    fn set_gauge(&self, id: Option<u32>, value: u64) {
+        self.called("set_gauge");
+        let name = id.and_then(|id| self.metrics.borrow().get(id as usize).cloned());
+        if let Some(name) = name {
+            self.counters.borrow_mut().insert(name, value);
+        }
+    }
+    fn add_to_counter(&self, id: Option<u32>, n: u64) {
+        self.called("add_to_counter");
+        self.add(id, n);
+    }
+    fn record_value(&self, id: Option<u32>, value: u64) {
+        self.called("record_value");
+        self.add(id, value);
+    }
+}
+
+impl MockHost {
+    fn add(&self, id: Option<u32>, n: u64) {
+        let name = id.and_then(|id| self.metrics.borrow().get(id as usize).cloned());
+        if let Some(name) = name {
+            *self.counters.borrow_mut().entry(name).or_default() += n;
+        }
+    }
+
+    /// Counts a host call by name (`calls`).
+    fn called(&self, name: &'static str) {
+        *self.calls.borrow_mut().entry(name).or_default() += 1;
+    }
+
+    fn define(&self, name: &str) -> Option<u32> {
         // Every metric the stages define must be one the native module
         // defines when its configuration loads.
         assert!(
@@ -270,26 +340,5 @@ impl Host for MockHost {
         let mut metrics = self.metrics.borrow_mut();
         metrics.push(name.to_string());
         Some(metrics.len() as u32 - 1)
-    }
-    fn define_histogram(&self, name: &str) -> Option<u32> {
-        self.define_counter(name)
-    }
-    fn define_gauge(&self, name: &str) -> Option<u32> {
-        self.define_counter(name)
-    }
-    fn set_gauge(&self, id: Option<u32>, value: u64) {
-        let name = id.and_then(|id| self.metrics.borrow().get(id as usize).cloned());
-        if let Some(name) = name {
-            self.counters.borrow_mut().insert(name, value);
-        }
-    }
-    fn add_to_counter(&self, id: Option<u32>, n: u64) {
-        let name = id.and_then(|id| self.metrics.borrow().get(id as usize).cloned());
-        if let Some(name) = name {
-            *self.counters.borrow_mut().entry(name).or_default() += n;
-        }
-    }
-    fn record_value(&self, id: Option<u32>, value: u64) {
-        self.add_to_counter(id, value);
     }
 }

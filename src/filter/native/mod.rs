@@ -145,7 +145,8 @@ fn configure(config_ptr: ConfigPtr, name: &[u8], bytes: &[u8]) -> Result<Module,
         config.models.len(),
         config.sidecar.cluster
     );
-    let metrics = Arc::new(Metrics::define_all(config_ptr));
+    let providers: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
+    let metrics = Arc::new(Metrics::define_all(config_ptr, &providers));
     let main = Main::new(config_ptr, Arc::clone(&metrics));
     let seed = RandomState::new().build_hasher().finish();
     let shared = Arc::new(Shared::new(
