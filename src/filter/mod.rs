@@ -28,7 +28,6 @@ mod route_stage;
 mod shared;
 mod shared_data;
 mod sidecar;
-#[cfg(feature = "wasm")]
 mod size_classes;
 mod stats;
 mod sync;
@@ -45,7 +44,7 @@ fn route_stage_present() -> bool {
 
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 #[global_allocator]
-static ALLOCATOR: size_classes::SizeClasses = size_classes::SizeClasses::new();
+static ALLOCATOR: size_classes::vm::SizeClasses = size_classes::vm::SizeClasses::new();
 
 #[cfg(feature = "wasm")]
 proxy_wasm::main! {{
