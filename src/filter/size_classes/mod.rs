@@ -12,7 +12,8 @@
 //! `vm` is the wasm VM's allocator (one thread), `threads` the native
 //! module's (Envoy's threads).
 
-use std::alloc::Layout;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ptr;
 
 /// Block sizes; every power of two among them is also its blocks' alignment.
 pub(super) const CLASSES: [usize; 16] = [
@@ -57,6 +58,58 @@ pub(super) fn class_of(layout: Layout) -> Option<usize> {
 
 pub(super) fn class_size(class: usize) -> usize {
     CLASSES.get(class).copied().unwrap_or(LARGEST)
+}
+
+/// `alloc_zeroed` for an allocator whose classes are `class`: the
+/// system's (calloc) for the sizes it leaves to the system.
+///
+/// # Safety
+/// As `GlobalAlloc::alloc_zeroed`.
+unsafe fn alloc_zeroed_by(
+    heap: &impl GlobalAlloc,
+    class: fn(Layout) -> Option<usize>,
+    layout: Layout,
+) -> *mut u8 {
+    if class(layout).is_none() {
+        return unsafe { System.alloc_zeroed(layout) };
+    }
+    let block = unsafe { heap.alloc(layout) };
+    if !block.is_null() {
+        unsafe { block.write_bytes(0, layout.size()) };
+    }
+    block
+}
+
+/// `realloc` for an allocator whose classes are `class`: in place within a
+/// class, the system's between two sizes it leaves to the system, else a
+/// new block and a copy.
+///
+/// # Safety
+/// As `GlobalAlloc::realloc`.
+unsafe fn realloc_by(
+    heap: &impl GlobalAlloc,
+    class: fn(Layout) -> Option<usize>,
+    block: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: the caller guarantees `new_size` makes a valid layout.
+    let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+    match (class(layout), class(new_layout)) {
+        (Some(old), Some(new)) if old == new => block,
+        (None, None) => unsafe { System.realloc(block, layout, new_size) },
+        _ => {
+            let moved = unsafe { heap.alloc(new_layout) };
+            if !moved.is_null() {
+                let keep = layout.size().min(new_size);
+                unsafe {
+                    ptr::copy_nonoverlapping(block, moved, keep);
+                    heap.dealloc(block, layout);
+                }
+            }
+            moved
+        }
+    }
 }
 
 #[cfg(any(test, feature = "dynamic-module"))]

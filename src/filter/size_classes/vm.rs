@@ -102,35 +102,12 @@ unsafe impl GlobalAlloc for SizeClasses {
 
     #[inline(never)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if class_of(layout).is_none() {
-            return unsafe { System.alloc_zeroed(layout) };
-        }
-        let block = unsafe { self.alloc(layout) };
-        if !block.is_null() {
-            unsafe { block.write_bytes(0, layout.size()) };
-        }
-        block
+        unsafe { super::alloc_zeroed_by(self, class_of, layout) }
     }
 
     #[inline(never)]
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller guarantees `new_size` makes a valid layout.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        match (class_of(layout), class_of(new_layout)) {
-            (Some(old), Some(new)) if old == new => block,
-            (None, None) => unsafe { System.realloc(block, layout, new_size) },
-            _ => {
-                let moved = unsafe { self.alloc(new_layout) };
-                if !moved.is_null() {
-                    let keep = layout.size().min(new_size);
-                    unsafe {
-                        ptr::copy_nonoverlapping(block, moved, keep);
-                        self.dealloc(block, layout);
-                    }
-                }
-                moved
-            }
-        }
+        unsafe { super::realloc_by(self, class_of, block, layout, new_size) }
     }
 }
 
