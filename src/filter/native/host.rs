@@ -50,9 +50,7 @@ impl Answer {
         }
         Answer { status, body }
     }
-}
 
-impl Answer {
     /// The first `size` bytes of the body.
     fn first_bytes(&self, size: usize) -> Vec<u8> {
         self.body.get(..size).unwrap_or(&self.body).to_vec()

@@ -79,7 +79,7 @@ pub enum Target {
 impl Metrics {
     /// Defines every family, and the provider histograms of `providers`
     /// whole; called in the configuration's hook.
-    pub fn define_all(config: ConfigPtr, providers: &[String]) -> Metrics {
+    pub fn define_all(config: ConfigPtr, providers: &[&str]) -> Metrics {
         let families = FAMILIES
             .iter()
             .map(|&(kind, name, labels)| define_one(config, kind, name, labels))
@@ -105,6 +105,10 @@ impl Metrics {
 
     /// The id of a full metric name, or `None` for a name of no family.
     pub fn define(&self, name: &str) -> Option<u32> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = names.ids.get(name) {
+            return Some(*id);
+        }
         let defined = match self.whole.get(name) {
             Some(&id) => Defined::Whole(id),
             None => {
@@ -112,10 +116,6 @@ impl Metrics {
                 Defined::Labelled(family, values.into_iter().map(str::to_string).collect())
             }
         };
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = names.ids.get(name) {
-            return Some(*id);
-        }
         names.defined.push(defined);
         let id = u32::try_from(names.defined.len()).ok()?;
         names.ids.insert(name.to_string(), id);

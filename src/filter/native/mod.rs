@@ -41,7 +41,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How often the background work runs, as the wasm root context's tick.
 /// Small blocks from per-thread lists: Envoy's allocator cost far more per
 /// allocation, and a request makes about a hundred.
 #[cfg(not(target_arch = "wasm32"))]
@@ -49,6 +48,7 @@ use std::time::Duration;
 static ALLOCATOR: crate::filter::size_classes::threads::ThreadCache =
     crate::filter::size_classes::threads::ThreadCache;
 
+/// How often the background work runs, as the wasm root context's tick.
 const TICK: Duration = Duration::from_millis(100);
 
 /// A configuration of the module: the request stage (the listener's filter),
@@ -152,7 +152,7 @@ fn configure(config_ptr: ConfigPtr, name: &[u8], bytes: &[u8]) -> Result<Module,
         config.models.len(),
         config.sidecar.cluster
     );
-    let providers: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
+    let providers: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     let metrics = Arc::new(Metrics::define_all(config_ptr, &providers));
     let main = Main::new(config_ptr, Arc::clone(&metrics));
     let seed = RandomState::new().build_hasher().finish();
