@@ -69,7 +69,35 @@ PROVIDERS = {
 }
 
 
+# Ports handed out by this process, never handed out twice.
+_HANDED_OUT: set[int] = set()
+
+
+def ephemeral_start() -> int:
+    """Where the kernel's range for outgoing connections' local ports starts."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port to listen on, below the kernel's ephemeral range: a port the
+    kernel picked (bind to 0) can be taken by any outgoing connection (an
+    Envoy's upstream, the sidecar's) before the process meant for it binds
+    it, and Envoy then fails to start with "Address already in use"."""
+    low, high = 20000, ephemeral_start()
+    for _ in range(200):
+        port = secrets.randbelow(max(high - low, 1)) + low
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
