@@ -64,6 +64,10 @@ SLOW_FLUSH = {"flush_interval_ms": 20000}
 VARIANTS = {
     "b": ("Envoy, no Tollgate", dict(bare_cluster="provider_openai")),
     "fl1": ("floor, single stage: the shape, no work", dict(floor_wasm=FLOOR_WASM, chain="single_stage")),
+    "flc": ("(fl1) + every host call (s) makes, no work: the bound for wasm",
+            dict(floor_wasm=FLOOR_WASM, chain="single_stage", plugin_overrides={"calls": "shipped"})),
+    "flr": ("(fl1) + the four reads (s) makes (headers, bodies), no work",
+            dict(floor_wasm=FLOOR_WASM, chain="single_stage", plugin_overrides={"calls": "reads"})),
     "fln": ("floor, native dynamic module: the shape, no work",
             dict(floor_module=FLOOR_MODULE, chain="single_stage")),
     "c0": ("keys and routing (guardrails, tracing, budgets off)",

@@ -127,7 +127,8 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
 
     `bare_cluster` drops the Tollgate filters and routes everything to that
     cluster: the same Envoy without Tollgate, for side-by-side benchmarks.
-    `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place.
+    `floor_wasm` runs that module (bench/floor-filter) in Tollgate's place,
+    configured with `chain` and `plugin_overrides`.
     `floor_module` runs that shared object (bench/floor-module) in Tollgate's
     place as a native dynamic module: chain [floor, router], single stage only.
     `chain="two_stage"` swaps in the fallback chain of two-stage-chain.yaml.
@@ -188,9 +189,10 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         for f in hcm["http_filters"]:
             plugin = f["typed_config"].get("config")
             if plugin and "vm_config" in plugin:
-                # The floor reads only which chain it runs in.
+                # The floor reads which chain it runs in and, from
+                # plugin_overrides, which host calls it makes.
                 plugin["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                           "value": json.dumps({"chain": chain})}
+                                           "value": json.dumps({"chain": chain, **(plugin_overrides or {})})}
                 plugin["vm_config"] = {**plugin["vm_config"], "vm_id": "floor",
                                        "code": {"local": {"filename": str(floor_wasm)}}}
     if floor_module:
