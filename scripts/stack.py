@@ -308,8 +308,9 @@ class Envoy:
                  admin_port: int = 0, listen_address: str = "127.0.0.1", bare_cluster: str | None = None,
                  otlp_port: int | None = None, sidecar_port: int | None = None, floor_wasm: Path | None = None,
                  floor_module: Path | None = None, chain: str | None = None, config: str | None = None,
-                 customize=None):
+                 customize=None, args: tuple[str, ...] = ()):
         self.stack = stack
+        self.args = args  # more of Envoy's command-line options
         self.name = name
         self.port = listen_port or free_port()
         self.admin_port = admin_port or free_port()
@@ -342,7 +343,7 @@ class Envoy:
         envoy = find_envoy() or "envoy"
         cmd = [envoy, "-c", str(self.config_path), "--concurrency", str(self.stack.envoy_workers),
                "--disable-hot-restart", "-l", self.stack.envoy_log_level, "--log-path", str(self.log_path),
-               "--file-flush-interval-msec", "200"]
+               "--file-flush-interval-msec", "200", *self.args]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/ready"), f"envoy {self.name}",
                    timeout=timeout, proc=self.proc, log=self.log_path)

@@ -13,7 +13,10 @@
 //!   for the reports behind it;
 //! - refusals (reports for the audit log only) wait in a lane of their own,
 //!   bounded alike and sent after the billing reports, so a flood of bad
-//!   keys can neither push a billing report out nor hold it back.
+//!   keys can neither push a billing report out nor hold it back;
+//! - when its configuration goes away, a queue sends without waiting for
+//!   the interval (`hurry`) or hands its reports to the configuration that
+//!   replaced it (`adopt`).
 
 use super::budget::UsageReport;
 use super::report_json;
@@ -75,6 +78,8 @@ pub struct ReportQueue {
     batch_limit: usize,
     /// Server errors in a row on the batch at the front.
     attempts: u32,
+    /// Every batch is due at once: the configuration is going away.
+    hurried: bool,
 }
 
 impl ReportQueue {
@@ -89,7 +94,40 @@ impl ReportQueue {
             last_flush_ms: 0,
             batch_limit: max_batch.max(1),
             attempts: 0,
+            hurried: false,
         }
+    }
+
+    /// From now on a batch leaves as soon as none is in flight.
+    pub fn hurry(&mut self) {
+        self.hurried = true;
+    }
+
+    /// Takes `other`'s reports, its batch in flight first (its answer will
+    /// never arrive here, and the sidecar settles a request once, so a
+    /// batch it already took counts once). Returns the reports dropped for
+    /// room, oldest first, as `push` would.
+    pub fn adopt(&mut self, other: &mut ReportQueue) -> u64 {
+        let mut dropped = 0;
+        let (mut bills, mut refusals) = other
+            .in_flight
+            .take()
+            .map(|(mut batch, refusals)| {
+                let refused = batch.split_off(batch.len() - refusals);
+                (batch, refused)
+            })
+            .unwrap_or_default();
+        bills.extend(other.queue.drain(..));
+        refusals.extend(other.refusals.drain(..));
+        for (lane, reports) in [(&mut self.queue, bills), (&mut self.refusals, refusals)] {
+            for report in reports {
+                if lane.len() >= self.max_queued && lane.pop_front().is_some() {
+                    dropped += 1;
+                }
+                lane.push_back(report);
+            }
+        }
+        dropped
     }
 
     /// Reports not yet taken by the sidecar (queued and in flight).
@@ -129,7 +167,8 @@ impl ReportQueue {
     /// The body of the next batch when one is due and none is in flight:
     /// billing reports first, then refusals.
     pub fn next_batch(&mut self, now_ms: u64) -> Option<Vec<u8>> {
-        let due = self.queued() >= self.max_batch
+        let due = self.hurried
+            || self.queued() >= self.max_batch
             || now_ms.saturating_sub(self.last_flush_ms) >= self.flush_interval_ms;
         if self.in_flight.is_some() || self.queued() == 0 || !due {
             return None;
@@ -400,6 +439,48 @@ mod tests {
         assert_eq!(ids(&q.next_batch(1).unwrap()), ["a", "b", "x8"]);
         assert_eq!(q.finish(Delivery::Taken).sent, 3);
         assert_eq!(ids(&q.next_batch(2).unwrap()), ["x9"]);
+    }
+
+    #[test]
+    fn a_hurried_queue_sends_without_waiting_for_the_interval() {
+        let mut q = ReportQueue::new(100, 3, 200);
+        q.push(&report("a", 1));
+        assert!(q.next_batch(1).is_none());
+        q.hurry();
+        assert_eq!(ids(&q.next_batch(1).unwrap()), ["a"]);
+        q.finish(Delivery::Taken);
+        q.push(&report("b", 1));
+        assert_eq!(ids(&q.next_batch(2).unwrap()), ["b"]);
+    }
+
+    #[test]
+    fn adopting_takes_every_report_the_batch_in_flight_first() {
+        let refusal = |id: &str| {
+            let mut r = report(id, 1);
+            r.refused = Some("invalid_api_key".into());
+            r
+        };
+        let mut old = ReportQueue::new(100, 2, 0);
+        for id in ["a", "b", "c"] {
+            old.push(&report(id, 1));
+        }
+        old.push(&refusal("x"));
+        assert_eq!(ids(&old.next_batch(0).unwrap()), ["a", "b"]);
+        let mut new = ReportQueue::new(100, 10, 0);
+        new.push(&report("n", 1));
+        assert_eq!(new.adopt(&mut old), 0);
+        assert_eq!(old.pending(), 0);
+        assert!(old.finish(Delivery::Taken) == Tally::default());
+        assert_eq!(ids(&new.next_batch(0).unwrap()), ["n", "a", "b", "c", "x"]);
+
+        // Past the bound, the oldest go, counted.
+        let mut old = ReportQueue::new(100, 10, 0);
+        for id in ["a", "b", "c"] {
+            old.push(&report(id, 1));
+        }
+        let mut new = ReportQueue::new(2, 10, 0);
+        assert_eq!(new.adopt(&mut old), 1);
+        assert_eq!(ids(&new.next_batch(0).unwrap()), ["b", "c"]);
     }
 
     #[test]

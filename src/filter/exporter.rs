@@ -24,6 +24,8 @@ pub struct Exporter {
     /// Export calls in flight: token and spans carried.
     in_flight: Vec<(u32, usize)>,
     last_flush_ms: u64,
+    /// Every batch is due at once: the configuration is going away.
+    hurried: bool,
     dropped: Option<u32>,
     failures: Option<u32>,
     exported: Option<u32>,
@@ -45,6 +47,7 @@ impl Exporter {
             sizes: VecDeque::new(),
             in_flight: Vec::new(),
             last_flush_ms: 0,
+            hurried: false,
             dropped: host.define_counter("tollgate.trace.spans_dropped"),
             failures: host.define_counter("tollgate.trace.export_failures"),
             exported: host.define_counter("tollgate.trace.spans_exported"),
@@ -69,7 +72,8 @@ impl Exporter {
     pub fn flush(&mut self, host: &impl Host, now_ms: u64) {
         while self.in_flight.len() < self.config.max_in_flight {
             let full = self.sizes.len() >= self.config.max_batch;
-            let due = now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms;
+            let due = self.hurried
+                || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms;
             if self.sizes.is_empty() || !(full || due) {
                 break;
             }
@@ -114,6 +118,36 @@ impl Exporter {
 
     pub fn owns(&self, token: u32) -> bool {
         self.in_flight.iter().any(|(t, _)| *t == token)
+    }
+
+    /// From now on spans leave without waiting for the flush interval.
+    #[cfg(feature = "wasm")]
+    pub fn hurry(&mut self) {
+        self.hurried = true;
+    }
+
+    /// Nothing queued or in flight.
+    pub fn idle(&self) -> bool {
+        self.sizes.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// Takes the queued spans of `other`, whose configuration is going away
+    /// (its exports in flight are the collector's: never sent twice).
+    pub fn adopt(&mut self, other: &mut Exporter) {
+        let room = self.config.max_queue.saturating_sub(self.sizes.len());
+        let take = other.sizes.len().min(room);
+        let bytes: usize = other.sizes.iter().take(take).sum();
+        self.queue
+            .extend(other.queue.drain(..bytes.min(other.queue.len())));
+        self.sizes.extend(other.sizes.drain(..take));
+        let dropped = other.sizes.len();
+        other.sizes.clear();
+        other.queue.clear();
+        if dropped > 0 {
+            log::warn!(
+                "tollgate: span queue full, dropped {dropped} spans of a replaced configuration"
+            );
+        }
     }
 
     /// The collector answered (or the call failed or timed out).

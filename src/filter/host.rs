@@ -88,6 +88,7 @@ extern "C" {
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_done() -> u32;
     fn proxy_get_log_level(level: *mut u32) -> u32;
     fn proxy_get_shared_data(
         key: *const u8,
@@ -307,6 +308,13 @@ pub fn set_tick_period_ms(ms: u64) -> bool {
     let ms = u32::try_from(ms).unwrap_or(u32::MAX);
     // SAFETY: no pointers.
     unsafe { proxy_set_tick_period_milliseconds(ms) == STATUS_OK }
+}
+
+/// Tells Envoy that the root context whose callback is running, which
+/// answered `false` to `on_done`, has finished; false if it was not waiting.
+pub fn done() -> bool {
+    // SAFETY: no pointers.
+    unsafe { proxy_done() == STATUS_OK }
 }
 
 fn define_metric(kind: u32, name: &str) -> Option<u32> {

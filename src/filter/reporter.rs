@@ -3,7 +3,9 @@
 //! (batch bounds, retry until the sidecar takes them, split and drop what it
 //! refuses) are in `core::report_queue`; this adds the calls and metrics.
 //! What can still be lost: reports queued in a worker when Envoy itself
-//! stops, or beyond `max_queued_reports` (counted in
+//! stops (a configuration replaced or removed while Envoy runs sends its
+//! reports first, or hands them to its successor: `Shared::drain` and
+//! `Shared::hand_over`), or beyond `max_queued_reports` (counted in
 //! `tollgate.usage.reports_dropped` and logged). Host calls go through
 //! `env::Host`: none per request unless a report is dropped (the queue
 //! gauge is set on the tick).
@@ -75,6 +77,35 @@ impl Reporter {
 
     pub fn owns(&self, token: u32) -> bool {
         self.in_flight == Some(token)
+    }
+
+    /// From now on each batch leaves as soon as the one before is answered.
+    #[cfg(feature = "wasm")]
+    pub fn hurry(&mut self) {
+        self.queue.hurry();
+    }
+
+    /// Reports queued or in flight.
+    pub fn pending(&self) -> usize {
+        self.queue.pending()
+    }
+
+    /// Nothing queued or in flight.
+    pub fn idle(&self) -> bool {
+        self.pending() == 0
+    }
+
+    /// Takes the reports of `other`, whose configuration is going away.
+    pub fn adopt(&mut self, other: &mut Reporter) {
+        let moved = other.queue.pending();
+        let dropped = self.queue.adopt(&mut other.queue);
+        other.in_flight = None;
+        if moved > 0 {
+            log::info!("tollgate: took {moved} usage reports from a replaced configuration");
+        }
+        if dropped > 0 {
+            log::error!("tollgate: usage report queue full, dropped the {dropped} oldest reports");
+        }
     }
 
     pub fn on_response(&mut self, host: &impl Host, status: Option<String>) {

@@ -4,7 +4,7 @@
 //! "attempt", an upstream filter) uses the request stage's.
 
 use super::attempt_stage::AttemptStage;
-use super::env::Envoy;
+use super::env::{Envoy, Host};
 use super::host;
 use super::request_stage::RequestStage;
 use super::route_headers::Secrets;
@@ -22,6 +22,10 @@ use std::sync::Arc;
 /// The root context's tick: full report and span batches leave at the next
 /// tick, partial ones when their flush interval has passed.
 const TICK_MS: u64 = 100;
+
+/// How long a request stage whose configuration was removed, with no
+/// successor in its VM, keeps sending what it has queued.
+const DRAIN_LIMIT_MS: u64 = 30_000;
 
 /// The wasm linear memory size: what this worker's VM holds.
 #[cfg(target_arch = "wasm32")]
@@ -63,6 +67,12 @@ pub enum Root {
     #[default]
     Unconfigured,
     Request(Arc<Shared>),
+    /// A request stage Envoy is done with (`on_done`), sending what it has
+    /// queued until `until_ms`.
+    Draining {
+        shared: Arc<Shared>,
+        until_ms: u64,
+    },
     Route(Arc<Secrets>),
     Attempt,
 }
@@ -75,9 +85,58 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        if let Root::Request(shared) = self {
-            let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
-            shared.answered(&Envoy, token, status, body_size);
+        let (Root::Request(shared) | Root::Draining { shared, .. }) = self else {
+            return;
+        };
+        let status = host::header(host::CALL_RESPONSE_HEADERS, ":status");
+        shared.answered(&Envoy, token, status, body_size);
+        if matches!(self, Root::Draining { .. }) {
+            self.drain_step();
+        }
+    }
+
+    /// Envoy is done with this root context: its configuration was replaced
+    /// (a listener update) or removed. What it has not sent yet goes to the
+    /// request stage configured after it in this VM, or is sent from here
+    /// before the context goes (`false`: Envoy waits for `host::done`).
+    fn on_done(&mut self) -> bool {
+        let Root::Request(shared) = self else {
+            return true;
+        };
+        let successor = REQUEST_STAGE.with(|s| s.borrow().clone());
+        if let Some(successor) = successor.filter(|s| !Arc::ptr_eq(s, shared)) {
+            if shared.hand_over(&successor) {
+                return true;
+            }
+        }
+        if shared.drain(&Envoy) {
+            return true;
+        }
+        *self = Root::Draining {
+            shared: Arc::clone(shared),
+            until_ms: Envoy.now_ms() + DRAIN_LIMIT_MS,
+        };
+        false
+    }
+}
+
+impl Root {
+    /// A draining request stage's next sends; tells Envoy once it is done.
+    fn drain_step(&mut self) {
+        let Root::Draining { shared, until_ms } = self else {
+            return;
+        };
+        let drained = shared.drain(&Envoy);
+        if drained || Envoy.now_ms() >= *until_ms {
+            if !drained {
+                log::error!(
+                    "tollgate: {} usage reports of a removed configuration were not sent in {} s",
+                    shared.reports_pending(),
+                    DRAIN_LIMIT_MS / 1000
+                );
+            }
+            host::done();
+            *self = Root::Unconfigured;
         }
     }
 }
@@ -144,11 +203,14 @@ impl RootContext for Root {
                 let shared = REQUEST_STAGE.with(|s| s.borrow().clone());
                 Some(Box::new(AttemptStage::new(shared, Envoy)))
             }
-            Root::Unconfigured => Some(Box::new(Unconfigured)),
+            Root::Unconfigured | Root::Draining { .. } => Some(Box::new(Unconfigured)),
         }
     }
 
     fn on_tick(&mut self) {
+        if matches!(self, Root::Draining { .. }) {
+            self.drain_step();
+        }
         if let Root::Request(shared) = self {
             shared.tick(&Envoy);
             // Only VMs that serve requests report: the main thread's VM

@@ -103,6 +103,54 @@ impl Shared {
         self.background.borrow_mut().tick(host, &self.sidecar);
     }
 
+    /// This configuration is going away but can still make calls (wasm: its
+    /// root context is done): from now on reports and spans leave without
+    /// waiting for their flush interval. True once nothing is left to send.
+    #[cfg(feature = "wasm")]
+    pub fn drain(&self, host: &impl Host) -> bool {
+        if let Some(reporter) = &self.reporter {
+            reporter.borrow_mut().hurry();
+        }
+        if let Some(exporter) = &self.exporter {
+            exporter.borrow_mut().hurry();
+        }
+        self.tick(host);
+        self.drained()
+    }
+
+    /// No report or span waits or is in flight.
+    pub fn drained(&self) -> bool {
+        self.reporter.as_ref().is_none_or(|r| r.borrow().idle())
+            && self.exporter.as_ref().is_none_or(|e| e.borrow().idle())
+    }
+
+    /// This configuration is going away: `successor`, the one configured
+    /// after it, takes its reports and spans when it sends them to the same
+    /// place. True once nothing is left here.
+    pub fn hand_over(&self, successor: &Shared) -> bool {
+        let (ours, theirs) = (&self.config.sidecar, &successor.config.sidecar);
+        if (&ours.cluster, &ours.authority) == (&theirs.cluster, &theirs.authority) {
+            if let (Some(from), Some(to)) = (&self.reporter, &successor.reporter) {
+                to.borrow_mut().adopt(&mut from.borrow_mut());
+            }
+        }
+        if let (Some(from), Some(to)) = (&self.exporter, &successor.exporter) {
+            let same = {
+                let (a, b) = (&from.borrow().config, &to.borrow().config);
+                (&a.cluster, &a.authority, &a.path) == (&b.cluster, &b.authority, &b.path)
+            };
+            if same {
+                to.borrow_mut().adopt(&mut from.borrow_mut());
+            }
+        }
+        self.drained()
+    }
+
+    /// Reports not yet taken by the sidecar.
+    pub fn reports_pending(&self) -> usize {
+        self.reporter.as_ref().map_or(0, |r| r.borrow().pending())
+    }
+
     /// The answer to a background callout (`token`), to whichever part sent it.
     pub fn answered(&self, host: &impl Host, token: u32, status: Option<String>, body_size: usize) {
         if self.background.borrow().owns(token) {

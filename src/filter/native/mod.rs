@@ -327,12 +327,38 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(module: Con
     }
     // SAFETY: made by Box::into_raw in config_new; Envoy destroys it once.
     let module = unsafe { Box::from_raw(module as *mut Module) };
-    if let Module::Request {
-        ticker: Some(ticker),
-        ..
-    } = *module
-    {
-        ticker.stop();
+    if let Module::Request { shared, ticker, .. } = *module {
+        if let Some(ticker) = ticker {
+            ticker.stop();
+        }
+        caught(
+            "handing over a replaced configuration's reports",
+            (),
+            || hand_over(&shared),
+        );
+    }
+}
+
+/// A destroyed configuration (a listener update replaced it, or it was
+/// removed) can make no more calls: the request stage configured after it
+/// sends what it had not sent yet.
+fn hand_over(shared: &Arc<Shared>) {
+    let mut slot = REQUEST_STAGE.lock().unwrap_or_else(|p| p.into_inner());
+    let successor = match &*slot {
+        Some((current, _)) if Arc::ptr_eq(current, shared) => {
+            // Removed, not replaced: attempt stages no longer find it.
+            *slot = None;
+            None
+        }
+        other => other.as_ref().map(|(current, _)| Arc::clone(current)),
+    };
+    drop(slot);
+    let handed = successor.is_some_and(|s| shared.hand_over(&s));
+    if !handed && !shared.drained() {
+        log::error!(
+            "tollgate: {} usage reports of a removed configuration were not sent",
+            shared.reports_pending()
+        );
     }
 }
 

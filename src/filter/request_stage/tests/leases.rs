@@ -1,7 +1,7 @@
 //! Budget leases and the shared key cache through MockHost: workers of one
 //! Envoy are RequestStages with their own `Shared` (per-worker state) whose
 //! MockHosts share one shared-data map. On the two-stage chain (the stage
-//! resumes after each callout), but for the last test.
+//! resumes after each callout), but for the last two tests.
 
 use super::*;
 use crate::core::auth::KeyCheck;
@@ -508,4 +508,40 @@ fn a_steady_request_makes_only_the_host_calls_it_needs() {
 fn answer_call(stage: &mut RequestStage<MockHost>, body: &str) {
     assert!(!stage.host.callouts.borrow().is_empty());
     answer(stage, "200", body);
+}
+
+/// A configuration Envoy replaces (a listener update) hands the usage
+/// reports it has not sent to the one configured after it, when both
+/// report to the same sidecar; never to another one.
+#[test]
+fn a_replaced_configuration_hands_its_unsent_reports_to_its_successor() {
+    let old = shared(json!({"budgets": {}}));
+    let answer_body = json!({"id": "c1", "object": "chat.completion", "model": "gpt-4o",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+    .to_string();
+    let mut stage = RequestStage::new(Arc::clone(&old), chat("sk-a", &openai("gpt-4o", "hi")));
+    stage.on_http_request_headers(0, false);
+    answer_call(&mut stage, VALID);
+    body_end(&mut stage);
+    answer_call(&mut stage, &grant("l1", 1000));
+    *stage.host.response_headers.borrow_mut() = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    *stage.host.response_body.borrow_mut() = answer_body.clone().into_bytes();
+    stage.on_http_response_headers(0, false);
+    stage.on_http_response_body(answer_body.len(), true);
+    stage.on_log();
+    assert_eq!(old.reports_pending(), 1);
+
+    let elsewhere =
+        shared(json!({"budgets": {}, "sidecar": {"token_env": TOKEN_ENV, "cluster": "other"}}));
+    assert!(!old.hand_over(&elsewhere));
+    assert_eq!((old.reports_pending(), elsewhere.reports_pending()), (1, 0));
+
+    let successor = shared(json!({"budgets": {}}));
+    assert!(old.hand_over(&successor));
+    assert_eq!((old.reports_pending(), successor.reports_pending()), (0, 1));
+    assert!(old.drained());
 }
