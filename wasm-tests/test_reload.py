@@ -59,6 +59,10 @@ def lds(stack, tmp_path_factory):
                             config=yaml.safe_dump(config, sort_keys=False), args=("--drain-time-s", "1"))
 
     def reconfigure(change):
+        """Changes Tollgate's configuration; `None` removes the listener."""
+        if change is None:
+            write_atomically(lds_path, yaml.safe_dump({"resources": []}))
+            return
         value = tollgate_config(listener)
         tollgate = json.loads(value["value"])
         change(tollgate)
@@ -67,6 +71,51 @@ def lds(stack, tmp_path_factory):
 
     yield envoy, reconfigure
     envoy.stop()
+
+
+class Load:
+    """Two threads calling the gateway until stopped."""
+
+    def __init__(self, client):
+        self.client = client
+        self.answered, self.unanswered, self.failures = [], [], []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run) for _ in range(2)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                self.client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+                self.answered.append(1)
+            except openai.APIConnectionError:
+                # Envoy closes a drained chain's connections; a request sent
+                # on one as it closes gets no answer (and may or may not have
+                # reached the provider).
+                self.unanswered.append(1)
+            except openai.APIError as e:
+                self.failures.append(repr(e))
+
+    def wait(self, more: int):
+        before = len(self.answered)
+        wait_for(lambda: len(self.answered) >= before + more, timeout=10)
+
+    def end(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def all_in_ledger(stack, kid: str, load: Load, extra: int = 0):
+    """Every answer is in the ledger once (`extra`: answers outside `load`)."""
+    expected = len(load.answered) + extra
+    wait_for(lambda: len(ledger(stack, kid)) >= expected, timeout=15, step=0.2)
+    time.sleep(0.5)  # anything more would have settled by now
+    rows = ledger(stack, kid)
+    assert expected <= len(rows) <= expected + len(load.unanswered), \
+        f"{len(rows)} ledger rows for {expected} answers ({len(load.unanswered)} connections closed under a request)"
+    assert len({r["request_id"] for r in rows}) == len(rows)
 
 
 def test_a_listener_update_applies_and_loses_no_answer(stack, lds, make_key):
@@ -78,26 +127,9 @@ def test_a_listener_update_applies_and_loses_no_answer(stack, lds, make_key):
         client.chat.completions.create(model=ALIAS, messages=MESSAGES)
     updates = envoy.stats("listener_manager.lds.update_success").get("listener_manager.lds.update_success", 0)
 
-    # Requests keep flowing, from two threads, while the listener changes.
-    answered, unanswered, failures, stop = [], [], [], threading.Event()
-
-    def load():
-        while not stop.is_set():
-            try:
-                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-                answered.append(1)
-            except openai.APIConnectionError:
-                # Envoy closes the old chain's connections when its drain
-                # ends; a request sent on one as it closes gets no answer
-                # (and may or may not have reached the provider).
-                unanswered.append(1)
-            except openai.APIError as e:
-                failures.append(repr(e))
-
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for t in threads:
-        t.start()
-    wait_for(lambda: len(answered) >= 20, timeout=10)
+    # Requests keep flowing while the listener changes.
+    load = Load(client)
+    load.wait(20)
     reconfigure(lambda c: c["models"].append({"name": ALIAS, "provider": "openai",
                                                "upstream_model": "gpt-4o-mini"}))
     updated, _ = wait_for(lambda: envoy.stats("listener_manager.lds.update_success")
@@ -114,21 +146,33 @@ def test_a_listener_update_applies_and_loses_no_answer(stack, lds, make_key):
     drained, _ = wait_for(lambda: envoy.stats("listener_manager.total_filter_chains_draining")
                           .get("listener_manager.total_filter_chains_draining", 1) == 0, timeout=15)
     assert drained, "the old filter chain did not drain"
-    answered_before_drain = len(answered)
-    wait_for(lambda: len(answered) > answered_before_drain + 20, timeout=10)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert failures == []
+    load.wait(20)
+    load.end()
+    assert load.failures == []
+    # Every answer, under either configuration (and the alias's), is in the
+    # ledger once.
+    all_in_ledger(stack, kid, load, extra=1)
 
-    # Every answer, under either configuration, is in the ledger once.
-    expected = len(answered) + 1
-    wait_for(lambda: len(ledger(stack, kid)) >= expected, timeout=15, step=0.2)
-    time.sleep(0.5)  # anything more would have settled by now
-    rows = ledger(stack, kid)
-    assert expected <= len(rows) <= expected + len(unanswered), \
-        f"{len(rows)} ledger rows for {expected} answers ({len(unanswered)} connections closed under a request)"
-    assert len({r["request_id"] for r in rows}) == len(rows)
+
+def test_a_removed_listener_sends_what_it_has_queued(stack, lds, make_key):
+    """Last in this module: the listener is gone after it."""
+    if stack.chain == "native":
+        pytest.skip("a destroyed native configuration can make no calls; it logs the reports it could not send")
+    envoy, reconfigure = lds
+    key = make_key()
+    kid = key_id(stack, key)
+    load = Load(openai_client(envoy.base_url, key))
+    load.wait(20)
+    reconfigure(None)
+    removed, _ = wait_for(lambda: envoy.stats("listener_manager.listener_removed")
+                          .get("listener_manager.listener_removed", 0) == 1, timeout=10)
+    assert removed, "Envoy did not remove the listener"
+    drained, _ = wait_for(lambda: envoy.stats("listener_manager.total_listeners_draining")
+                          .get("listener_manager.total_listeners_draining", 1) == 0, timeout=15)
+    assert drained, "the listener did not drain"
+    load.end()
+    assert load.failures == []
+    all_in_ledger(stack, kid, load)
 
 
 def answers_alias(client) -> bool:
