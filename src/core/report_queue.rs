@@ -296,6 +296,13 @@ mod tests {
         }
     }
 
+    /// A report for the audit log only: a request refused for its key.
+    fn refusal(id: &str) -> UsageReport {
+        let mut r = report(id, 1);
+        r.refused = Some("invalid_api_key".into());
+        r
+    }
+
     /// The request ids of a batch, read as the sidecar reads it.
     fn ids(body: &[u8]) -> Vec<String> {
         let batch: tollgate_protocol::SettleBatch = serde_json::from_slice(body).unwrap();
@@ -413,11 +420,6 @@ mod tests {
 
     #[test]
     fn refusals_never_push_out_or_hold_back_billing_reports() {
-        let refusal = |id: &str| {
-            let mut r = report(id, 1);
-            r.refused = Some("invalid_api_key".into());
-            r
-        };
         let mut q = ReportQueue::new(2, 3, 0);
         q.push(&report("a", 1));
         q.push(&refusal("x1"));
@@ -455,11 +457,6 @@ mod tests {
 
     #[test]
     fn adopting_takes_every_report_the_batch_in_flight_first() {
-        let refusal = |id: &str| {
-            let mut r = report(id, 1);
-            r.refused = Some("invalid_api_key".into());
-            r
-        };
         let mut old = ReportQueue::new(100, 2, 0);
         for id in ["a", "b", "c"] {
             old.push(&report(id, 1));

@@ -456,10 +456,6 @@ fn a_steady_request_makes_only_the_host_calls_it_needs() {
         "tracing": {"cluster": "otel"},
         "guardrails": {"secrets": {"input": "block", "output": "block"}}
     }));
-    let answer = json!({"id": "c1", "object": "chat.completion", "model": "gpt-4o",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
-    .to_string();
     let mut host = MockHost::default();
     for round in 0..3 {
         host = chat("sk-a", &openai("gpt-4o", "hi")).sharing(&host);
@@ -472,14 +468,7 @@ fn a_steady_request_makes_only_the_host_calls_it_needs() {
         if round == 0 {
             answer_call(&mut stage, &grant("l1", 1000));
         }
-        *stage.host.response_headers.borrow_mut() = vec![
-            (":status".into(), "200".into()),
-            ("content-type".into(), "application/json".into()),
-        ];
-        *stage.host.response_body.borrow_mut() = answer.clone().into_bytes();
-        stage.on_http_response_headers(0, false);
-        stage.on_http_response_body(answer.len(), true);
-        stage.on_log();
+        provider_answers(&mut stage);
         assert_eq!(stage.host.replies.borrow().len(), 0);
         if round == 2 {
             let calls = stage.host.calls.borrow().clone();
@@ -504,6 +493,23 @@ fn a_steady_request_makes_only_the_host_calls_it_needs() {
     }
 }
 
+/// The provider's answer, a small chat completion, in one chunk; then the
+/// stream ends.
+fn provider_answers(stage: &mut RequestStage<MockHost>) {
+    let answer = json!({"id": "c1", "object": "chat.completion", "model": "gpt-4o",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+    .to_string();
+    *stage.host.response_headers.borrow_mut() = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    *stage.host.response_body.borrow_mut() = answer.clone().into_bytes();
+    stage.on_http_response_headers(0, false);
+    stage.on_http_response_body(answer.len(), true);
+    stage.on_log();
+}
+
 /// Answers the one callout in flight.
 fn answer_call(stage: &mut RequestStage<MockHost>, body: &str) {
     assert!(!stage.host.callouts.borrow().is_empty());
@@ -516,23 +522,12 @@ fn answer_call(stage: &mut RequestStage<MockHost>, body: &str) {
 #[test]
 fn a_replaced_configuration_hands_its_unsent_reports_to_its_successor() {
     let old = shared(json!({"budgets": {}}));
-    let answer_body = json!({"id": "c1", "object": "chat.completion", "model": "gpt-4o",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
-    .to_string();
     let mut stage = RequestStage::new(Arc::clone(&old), chat("sk-a", &openai("gpt-4o", "hi")));
     stage.on_http_request_headers(0, false);
     answer_call(&mut stage, VALID);
     body_end(&mut stage);
     answer_call(&mut stage, &grant("l1", 1000));
-    *stage.host.response_headers.borrow_mut() = vec![
-        (":status".into(), "200".into()),
-        ("content-type".into(), "application/json".into()),
-    ];
-    *stage.host.response_body.borrow_mut() = answer_body.clone().into_bytes();
-    stage.on_http_response_headers(0, false);
-    stage.on_http_response_body(answer_body.len(), true);
-    stage.on_log();
+    provider_answers(&mut stage);
     assert_eq!(old.reports_pending(), 1);
 
     let elsewhere =
