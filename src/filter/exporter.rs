@@ -126,9 +126,10 @@ impl Exporter {
         self.hurried = true;
     }
 
-    /// Nothing queued or in flight.
+    /// No span waits to be sent (those in flight are the collector's:
+    /// never resent, so nothing to hand over or wait for).
     pub fn idle(&self) -> bool {
-        self.sizes.is_empty() && self.in_flight.is_empty()
+        self.sizes.is_empty()
     }
 
     /// Takes the queued spans of `other`, whose configuration is going away

@@ -90,11 +90,6 @@ impl Reporter {
         self.queue.pending()
     }
 
-    /// Nothing queued or in flight.
-    pub fn idle(&self) -> bool {
-        self.pending() == 0
-    }
-
     /// Takes the reports of `other`, whose configuration is going away.
     pub fn adopt(&mut self, other: &mut Reporter) {
         let moved = other.queue.pending();

@@ -118,10 +118,9 @@ impl Shared {
         self.drained()
     }
 
-    /// No report or span waits or is in flight.
+    /// No report waits or is in flight, and no span waits.
     pub fn drained(&self) -> bool {
-        self.reporter.as_ref().is_none_or(|r| r.borrow().idle())
-            && self.exporter.as_ref().is_none_or(|e| e.borrow().idle())
+        self.reports_pending() == 0 && self.exporter.as_ref().is_none_or(|e| e.borrow().idle())
     }
 
     /// This configuration is going away: `successor`, the one configured

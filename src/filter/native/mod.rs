@@ -354,11 +354,9 @@ fn hand_over(shared: &Arc<Shared>) {
     };
     drop(slot);
     let handed = successor.is_some_and(|s| shared.hand_over(&s));
-    if !handed && !shared.drained() {
-        log::error!(
-            "tollgate: {} usage reports of a removed configuration were not sent",
-            shared.reports_pending()
-        );
+    let unsent = shared.reports_pending();
+    if !handed && unsent > 0 {
+        log::error!("tollgate: {unsent} usage reports of a removed configuration were not sent");
     }
 }
 
