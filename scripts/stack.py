@@ -170,8 +170,7 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         hcm["http_filters"][0] = native_filter(hcm["http_filters"][0])
         for cluster in resources["clusters"]:
             for options in cluster.get("typed_extension_protocol_options", {}).values():
-                options["http_filters"] = [native_attempt_filter() if "wasm" in f["typed_config"]["@type"] else f
-                                           for f in options.get("http_filters", [])]
+                options["http_filters"] = native_upstream_filters(options.get("http_filters", []))
     elif chain != "single_stage":
         raise ValueError(f"unknown chain {chain!r}: one of {', '.join(CHAINS)}")
     if bare_cluster or floor_wasm or floor_module:
@@ -216,6 +215,10 @@ def plugin_value(tollgate: dict) -> dict:
 
 
 DYNAMIC_MODULE_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+WASM_FILTER = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+# The upstream filter that notes what the attempts that skipped the wasm
+# attempt stage saw (envoy/gateway.yaml).
+SKIPPED_ATTEMPT = "tollgate-skipped-attempt"
 
 
 def native_module() -> dict:
@@ -245,6 +248,20 @@ def native_attempt_filter() -> dict:
                 "filter_name": "attempt"}}
 
 
+def native_upstream_filters(filters: list[dict]) -> list[dict]:
+    """A fallback cluster's upstream filters with the native attempt stage
+    on every attempt in the wasm one's place: no matcher skips it (the
+    native request stage keeps its filter state where Envoy's CEL does not
+    look), so no Lua script stands in for it either."""
+    out = []
+    for f in filters:
+        if wasm_plugins(f):
+            out.append(native_attempt_filter())
+        elif f["name"] != SKIPPED_ATTEMPT:
+            out.append(f)
+    return out
+
+
 def floor_module_filter(module: Path) -> dict:
     """bench/floor-module's shared object as an HTTP filter (Envoy's
     dynamic_modules extension, loaded from its file)."""
@@ -261,8 +278,20 @@ def upstream_filters(cluster: dict) -> list[dict]:
     return [f for o in options for f in o.get("http_filters", [])]
 
 
+def wasm_plugins(node) -> list[dict]:
+    """The wasm plugin configurations (`config`) in a filter, also those a
+    matcher wraps (the attempt stage's)."""
+    if isinstance(node, list):
+        return [p for item in node for p in wasm_plugins(item)]
+    if not isinstance(node, dict):
+        return []
+    if node.get("@type") == WASM_FILTER:
+        return [node["config"]]
+    return [p for value in node.values() for p in wasm_plugins(value)]
+
+
 def has_wasm_upstream_filter(cluster: dict) -> bool:
-    return any("wasm" in f["typed_config"]["@type"] for f in upstream_filters(cluster))
+    return bool(wasm_plugins(upstream_filters(cluster)))
 
 
 def two_stage_filters(single: dict, wasm: Path) -> list:

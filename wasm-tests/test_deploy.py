@@ -23,7 +23,8 @@ import render_deploy  # conftest puts scripts/ on sys.path
 from conftest import anthropic_client, openai_client, wait_for
 from deps import find_envoy
 from render_deploy import GATEWAY_WASM, Settings
-from stack import PROVIDERS, ROOT, SIDECAR, WASM, free_port, has_wasm_upstream_filter, render, upstream_filters
+from stack import (PROVIDERS, ROOT, SIDECAR, WASM, free_port, has_wasm_upstream_filter, render, upstream_filters,
+                   wasm_plugins)
 
 DEPLOY = ROOT / "deploy"
 S = Settings()
@@ -414,9 +415,9 @@ def kubernetes_config(wasm: Path) -> dict:
     config = docs("kubernetes/envoy.yaml")[0]
     # The request stage and the attempt stages of the fallback clusters.
     upstream = [f for c in config["static_resources"]["clusters"] for f in upstream_filters(c)]
-    for f in [http_filters(config)[0], *upstream]:
-        if "vm_config" in f["typed_config"].get("config", {}):
-            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(wasm)
+    for plugin in wasm_plugins([http_filters(config)[0], *upstream]):
+        if "vm_config" in plugin:
+            plugin["vm_config"]["code"]["local"]["filename"] = str(wasm)
     return config
 
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from conftest import anthropic_client, openai_client, rejected_config, wait_for
-from stack import plugin_value, upstream_filters
+from stack import plugin_value, upstream_filters, wasm_plugins
 from test_budgets import key_id, settled
 
 CHAIN = "gpt-4o-ha"
@@ -210,6 +210,101 @@ def test_a_target_that_refuses_connections_is_passed_over(stack, key):
             model=CHAIN, messages=MESSAGES)
         assert raw.headers["x-tollgate-target"] == AZURE
         assert paths(stack) == [PATHS["azure"]]
+        # The attempt that got no answer counts too.
+        counted, _ = wait_for(lambda: envoy.stats("tollgate").get(
+            "wasmcustom.tollgate.attempts.provider.openai-ha.status.reset") == 1, timeout=3)
+        assert counted
+    finally:
+        envoy.stop()
+
+
+ATTEMPT_LOG = "prepared=%FILTER_STATE(wasm.tollgate.prepared:PLAIN)% attempts=%FILTER_STATE(wasm.tollgate.attempts:PLAIN)%"
+
+
+def with_attempt_log(path):
+    """without_ejection, and an access log of what the attempt stage left
+    in filter state (wasm chains: the native module keeps its own elsewhere)."""
+    def customize(config):
+        without_ejection(config)
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["access_log"] = [{"name": "attempts", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(path), "log_format": {"text_format_source": {"inline_string": ATTEMPT_LOG + "\n"}}}}]
+    return customize
+
+
+def test_an_attempt_on_the_prepared_target_skips_the_attempt_stage(stack, key, tmp_path):
+    """The request stage prepared the request for OpenAI (body, path, key):
+    Envoy's matcher lets the first attempt go to it without the attempt
+    stage; once an attempt needs the stage, every later one runs it."""
+    if stack.chain == "native":
+        pytest.skip("the native attempt stage runs on every attempt (nothing skips it)")
+    log = tmp_path / "attempts.log"
+    envoy = stack.add_envoy("envoy-attempt-log", customize=with_attempt_log(log))
+    try:
+        client = openai_client(envoy.base_url, key)
+        raw = client.chat.completions.with_raw_response.create(model=CHAIN, messages=MESSAGES)
+        assert raw.headers["x-tollgate-target"] == OPENAI
+        (call,) = upstream_calls(stack)
+        assert call["headers"]["authorization"] == "Bearer mock-openai-key"
+        fail(stack, "openai", "500")
+        raw = client.chat.completions.with_raw_response.create(model=CHAIN, messages=MESSAGES)
+        assert raw.headers["x-tollgate-target"] == AZURE
+        lines, _ = wait_for(lambda: (t := log.read_text().splitlines() if log.exists() else []) and len(t) >= 2 and t,
+                            timeout=5)
+        # No attempt stage ran for the first request; for the second, only on Azure.
+        assert lines[0] == "prepared=openai-ha attempts=-"
+        assert lines[1].startswith("prepared= attempts=1@") and lines[1].endswith("=200")
+        counted, _ = wait_for(lambda: envoy.stats("tollgate").get(
+            "wasmcustom.tollgate.attempts.provider.openai-ha.status.5xx") == 1, timeout=3)
+        assert counted
+    finally:
+        envoy.stop()
+
+
+def test_a_first_attempt_on_another_target_than_the_prepared_one_runs_the_attempt_stage(stack, key):
+    """Envoy may send the first attempt elsewhere (the prepared target's
+    endpoints ejected): the matcher sees the endpoint is not the prepared
+    target's, so the attempt stage translates and sets that target's key,
+    and the prepared target's key goes nowhere else."""
+    def customize(config):
+        without_ejection(config)
+        aggregate = next(c for c in config["static_resources"]["clusters"] if c["name"] == "fallback_gpt_4o")
+        aggregate["cluster_type"]["typed_config"]["clusters"] = ["ha_azure", "ha_openai", "ha_anthropic"]
+
+    envoy = stack.add_envoy("envoy-azure-first", customize=customize)
+    try:
+        raw = openai_client(envoy.base_url, key).chat.completions.with_raw_response.create(
+            model=CHAIN, messages=MESSAGES)
+        assert raw.headers["x-tollgate-target"] == AZURE
+        (call,) = upstream_calls(stack)
+        assert call["path"] == PATHS["azure"]
+        assert call["headers"]["api-key"] == "mock-azure-key" and "authorization" not in call["headers"]
+    finally:
+        envoy.stop()
+
+
+def test_a_rate_limited_first_target_is_ejected_and_requests_go_to_the_next(stack, key):
+    """429s from the prepared target (no attempt stage ran) reach outlier
+    detection as 503s all the same: three eject it, and the next requests
+    go to Azure directly."""
+    envoy = stack.add_envoy("envoy-first-ejected")
+    try:
+        fail(stack, "openai", "429", count=1000)
+        client = openai_client(envoy.base_url, key)
+        for _ in range(3):
+            raw = client.chat.completions.with_raw_response.create(model=CHAIN, messages=MESSAGES)
+            assert raw.headers["x-tollgate-target"] == AZURE
+        ejected = envoy.stats("cluster.ha_openai.outlier_detection.ejections_enforced_total")
+        assert ejected.get("cluster.ha_openai.outlier_detection.ejections_enforced_total") == 1
+        stack.mock("DELETE", "/__mock/requests")
+        for _ in range(3):
+            raw = client.chat.completions.with_raw_response.create(model=CHAIN, messages=MESSAGES)
+            assert raw.headers["x-tollgate-target"] == AZURE
+        assert paths(stack) == [PATHS["azure"]] * 3
+        counted, _ = wait_for(lambda: envoy.stats("tollgate").get(
+            "wasmcustom.tollgate.attempts.provider.openai-ha.status.4xx") == 3, timeout=3)
+        assert counted
     finally:
         envoy.stop()
 
@@ -362,9 +457,8 @@ def with_key_pool(config: dict) -> None:
     # Every stage's VM sees the second key (they must stay one VM).
     listener_filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]["http_filters"]
-    for f in listener_filters + [f for c in clusters.values() for f in upstream_filters(c)]:
-        keys = f["typed_config"].get("config", {}).get("vm_config", {}).get("environment_variables", {}).get(
-            "host_env_keys")
+    for plugin in wasm_plugins(listener_filters + [f for c in clusters.values() for f in upstream_filters(c)]):
+        keys = plugin.get("vm_config", {}).get("environment_variables", {}).get("host_env_keys")
         if keys is not None and "OPENAI_API_KEY_2" not in keys:
             keys.append("OPENAI_API_KEY_2")
     plugin = plugin_value(listener_filters[0])

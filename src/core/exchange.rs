@@ -91,6 +91,9 @@ pub struct Plan {
     pub capture_output: bool,
     /// For a model with fallbacks, what the attempt stage needs.
     pub handoff: Option<Handoff>,
+    /// The provider of the target the request is prepared for
+    /// (`fallback::PREPARED`).
+    pub prepared_provider: Option<String>,
 }
 
 impl Plan {
@@ -132,9 +135,13 @@ impl Plan {
             .map_or(route.provider.cluster.as_str(), |c| c.cluster)
             .to_string();
         if let Some(chain) = chain {
-            // The attempt stage sets each attempt's own key: one set here
-            // would reach every target Envoy tries.
-            decision.auth = None;
+            // The key of the target the request is prepared for: Envoy
+            // skips the attempt stage on an attempt that reaches it first
+            // (see `fallback::PREPARED`); every other attempt's stage
+            // clears it and sets its own.
+            if neutral {
+                decision.auth = None;
+            }
             decision.retries = Some(Retries {
                 max_retries: chain.max_attempts.saturating_sub(1),
                 per_try_timeout_ms: chain.attempt_timeout_ms,
@@ -159,6 +166,7 @@ impl Plan {
                 prepared: (!neutral).then_some(c.first),
                 model: exchange.model.clone(),
             }),
+            prepared_provider: (chain.is_some() && !neutral).then(|| route.provider.name.clone()),
         })
     }
 }

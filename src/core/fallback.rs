@@ -25,8 +25,30 @@ pub const ATTEMPTS: &str = "tollgate.attempts";
 /// stage on that target's cluster lets it go as it is.
 pub const DIRECT: &str = "tollgate.direct";
 
+/// Filter state: the provider of the target the request stage prepared
+/// the request for (its body, path and key). Envoy skips the attempt stage
+/// on an attempt that reaches an endpoint of that provider with no key of
+/// its own while this names it (a matcher in the cluster's configuration);
+/// an attempt stage that runs clears it, since it changes the headers.
+pub const PREPARED: &str = "tollgate.prepared";
+
+/// The key in the request's `tollgate` dynamic metadata where the
+/// configuration's Lua script lists the statuses of the failed answers
+/// to attempts that skipped the attempt stage (`429,500`).
+pub const SKIPPED: &str = "skipped";
+
 /// Response header marking a 429 the attempt stage turned into a 503.
 pub const RATE_LIMITED: &str = "x-tollgate-rate-limited";
+
+/// The status the client gets for a response with `status`, `marked`
+/// (RATE_LIMITED) on a chain: a 429 that outlier detection saw as a 503.
+pub fn client_status(status: u32, marked: bool) -> u32 {
+    if marked && status == 503 {
+        429
+    } else {
+        status
+    }
+}
 
 /// The response header naming the target that answered (`provider/model`).
 pub const TARGET_HEADER: &str = "x-tollgate-target";
@@ -195,6 +217,13 @@ impl Handoff {
         routing::target(config, self.api, self.entry, k, &self.model, self.stream)
     }
 
+    /// The name of the `k`-th target's provider (cheaper than its route).
+    pub fn provider<'a>(&self, config: &'a Config, k: usize) -> Option<&'a str> {
+        let first = config.models.get(self.entry)?;
+        let i = *first.targets.get(k)?;
+        Some(config.models.get(i)?.provider.as_str())
+    }
+
     pub fn encode(&self) -> String {
         format!(
             "{}\t{}\t{}\t{}\t{}",
@@ -277,10 +306,141 @@ pub fn attempts(record: &[u8]) -> Vec<Attempt> {
         .collect()
 }
 
+/// What Envoy tells of the attempts that reached the prepared target
+/// while it was prepared, so skipped the attempt stage (and its record):
+/// they all came before the first attempt stage that ran.
+#[derive(Debug, Clone, Copy)]
+pub struct Skipped<'a> {
+    /// The prepared target's index in the chain.
+    pub target: usize,
+    /// When the request was forwarded, the start of the first attempt.
+    pub start_ns: u64,
+    /// The statuses of their failed answers in order, as the Lua script
+    /// listed them (`SKIPPED`: `429,500`).
+    pub failed: &'a str,
+    /// How many attempts Envoy made in all, when known.
+    pub total: Option<u32>,
+    /// The answer's status, when no attempt stage ran and the answer came
+    /// from the prepared target (not from Envoy itself).
+    pub answer: Option<u32>,
+}
+
+/// Every attempt of a request, oldest first: the ones that skipped the
+/// attempt stage, then the `recorded` ones. A skipped attempt that got no
+/// answer (reset, timeout) leaves no status; those are told by the count
+/// and placed before the answer, or after the failed answers when there
+/// is none.
+pub fn with_skipped(recorded: Vec<Attempt>, skipped: &Skipped) -> Vec<Attempt> {
+    let answer = skipped.answer.filter(|_| recorded.is_empty());
+    let mut failed: Vec<u32> = skipped
+        .failed
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    if let Some(status) = answer {
+        // The script lists the answer too when it failed.
+        if failed.last() == Some(&status) {
+            failed.pop();
+        }
+    }
+    let answered = failed.len() + usize::from(answer.is_some());
+    let count = skipped
+        .total
+        .map_or(answered, |n| (n as usize).saturating_sub(recorded.len()))
+        .clamp(answered, MAX_ATTEMPTS as usize);
+    let resets = std::iter::repeat_n(0, count - answered);
+    let statuses: Vec<u32> = match answer {
+        Some(status) => resets
+            .chain(failed)
+            .chain(std::iter::once(status))
+            .collect(),
+        None => failed.into_iter().chain(resets).collect(),
+    };
+    statuses
+        .into_iter()
+        .map(|status| Attempt {
+            target: skipped.target,
+            start_ns: skipped.start_ns,
+            status,
+        })
+        .chain(recorded)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::config::Config;
+
+    fn skipped(failed: &str, total: Option<u32>, answer: Option<u32>) -> Skipped<'_> {
+        Skipped {
+            target: 0,
+            start_ns: 5,
+            failed,
+            total,
+            answer,
+        }
+    }
+
+    fn statuses(attempts: &[Attempt]) -> Vec<(usize, u32)> {
+        attempts.iter().map(|a| (a.target, a.status)).collect()
+    }
+
+    #[test]
+    fn a_prepared_target_that_answers_at_once_is_one_attempt() {
+        let all = with_skipped(Vec::new(), &skipped("", None, Some(200)));
+        assert_eq!(
+            all,
+            vec![Attempt {
+                target: 0,
+                start_ns: 5,
+                status: 200
+            }]
+        );
+    }
+
+    #[test]
+    fn skipped_failures_come_before_the_recorded_attempts() {
+        let recorded = attempts(b"1@9=500,2@12=200");
+        let all = with_skipped(recorded, &skipped("429", Some(3), None));
+        assert_eq!(statuses(&all), [(0, 429), (1, 500), (2, 200)]);
+        assert_eq!(all[0].start_ns, 5);
+    }
+
+    #[test]
+    fn a_skipped_attempt_without_an_answer_is_told_by_the_count() {
+        let recorded = attempts(b"1@9=200");
+        let all = with_skipped(recorded.clone(), &skipped("", Some(2), None));
+        assert_eq!(statuses(&all), [(0, 0), (1, 200)]);
+        // Without the count, only what answered is known.
+        assert_eq!(
+            statuses(&with_skipped(recorded, &skipped("", None, None))),
+            [(1, 200)]
+        );
+    }
+
+    #[test]
+    fn a_failed_answer_of_the_prepared_target_is_listed_once() {
+        // Envoy gave up after two: a reset, then a 500 the client gets.
+        let all = with_skipped(Vec::new(), &skipped("500", Some(2), Some(500)));
+        assert_eq!(statuses(&all), [(0, 0), (0, 500)]);
+        // Envoy answered itself after a 429 and a reset.
+        let all = with_skipped(Vec::new(), &skipped("429", Some(2), None));
+        assert_eq!(statuses(&all), [(0, 429), (0, 0)]);
+    }
+
+    #[test]
+    fn an_unreadable_list_or_count_stays_bounded() {
+        let all = with_skipped(Vec::new(), &skipped("x,,503", Some(u32::MAX), None));
+        assert_eq!(all.len(), MAX_ATTEMPTS as usize);
+        assert_eq!(all[0].status, 503);
+        let recorded = attempts(b"1@9=200");
+        // A count below what was recorded adds nothing.
+        assert_eq!(
+            statuses(&with_skipped(recorded, &skipped("", Some(0), None))),
+            [(1, 200)]
+        );
+    }
 
     const PROVIDERS: &str = r#""providers": [
         {"name": "openai", "kind": "openai", "cluster": "c_openai", "auth": {"type": "env", "var": "O"}},

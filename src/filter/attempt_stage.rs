@@ -26,7 +26,7 @@ use crate::core::routing::Route;
 use crate::filter::stats;
 use std::sync::Arc;
 
-use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED};
+use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, PREPARED, RATE_LIMITED};
 
 pub struct AttemptStage<H: Host> {
     host: H,
@@ -102,6 +102,8 @@ impl<H: Host> AttemptStage<H> {
             .ok_or(GatewayError::Internal(
                 "the endpoint Envoy picked is not on a provider of the model's chain",
             ))?;
+        // This stage changes the headers: no later attempt may skip it.
+        self.host.set_property(PREPARED, b"");
         let earlier = self.host.property(ATTEMPTS).unwrap_or_default();
         let first = earlier.is_empty();
         self.record = String::from_utf8(earlier).unwrap_or_default();
@@ -223,12 +225,9 @@ impl<H: Host> HttpContext for AttemptStage<H> {
             self.host.set_response_header(RATE_LIMITED, None);
         }
         if let Some(shared) = &self.shared {
-            let name = format!(
-                "tollgate.attempts.provider.{}.status.{}",
-                stats::tag(&self.provider),
-                stats::status_class(status)
-            );
-            shared.stats.count(&self.host, &name, 1);
+            shared
+                .stats
+                .count(&self.host, &stats::attempt(&self.provider, status), 1);
         }
         if self.attempt.is_some() {
             // Attempts follow each other: the record is still this one's.

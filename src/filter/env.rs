@@ -56,6 +56,16 @@ pub trait Host {
     /// A string in the `tollgate` metadata of the endpoint Envoy picked
     /// for the current attempt (or the last one, on the response).
     fn endpoint_metadata(&self, key: &str) -> Option<String>;
+    /// A string in the `tollgate` namespace of the request's dynamic
+    /// metadata, where Envoy-side configuration (the Lua script of a
+    /// fallback cluster) notes what it saw.
+    fn request_metadata(&self, key: &str) -> Option<String>;
+    /// How many attempts Envoy's router made for the request, when the
+    /// host tells.
+    fn attempt_count(&self) -> Option<u32>;
+    /// Why the response is what it is (`via_upstream`: a provider's
+    /// answer, not Envoy's own reply), when the host tells.
+    fn response_code_details(&self) -> Option<String>;
     /// Answers the client locally with a JSON body.
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>);
     /// Answers the client locally with `body` of `content_type`, and
@@ -146,6 +156,20 @@ impl Host for Envoy {
             key,
         ];
         host::property(&path).and_then(|v| String::from_utf8(v).ok())
+    }
+    fn request_metadata(&self, key: &str) -> Option<String> {
+        let path = ["metadata", "filter_metadata", "tollgate", key];
+        host::property(&path).and_then(|v| String::from_utf8(v).ok())
+    }
+    fn attempt_count(&self) -> Option<u32> {
+        // An unsigned integer: 8 bytes, little-endian.
+        let bytes: [u8; 8] = host::property(&["upstream", "request_attempt_count"])?
+            .try_into()
+            .ok()?;
+        u32::try_from(u64::from_le_bytes(bytes)).ok()
+    }
+    fn response_code_details(&self) -> Option<String> {
+        host::property(&["response", "code_details"]).and_then(|v| String::from_utf8(v).ok())
     }
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
         host::send_json(status, body, retry_after_s);

@@ -35,6 +35,11 @@ pub type Interleave = Box<dyn FnOnce()>;
 /// Where a test puts the picked endpoint's metadata: a property named
 /// this prefix and the key.
 pub const ENDPOINT_METADATA: &str = "endpoint_metadata.";
+/// Property names standing for the request's `tollgate` dynamic metadata
+/// (a prefix), Envoy's attempt count and its response code details.
+pub const REQUEST_METADATA: &str = "request_metadata.";
+pub const ATTEMPT_COUNT: &str = "attempt_count";
+pub const CODE_DETAILS: &str = "code_details";
 
 #[derive(Default)]
 pub struct MockHost {
@@ -197,6 +202,25 @@ impl Host for MockHost {
             .borrow_mut()
             .insert(name.to_string(), value.to_vec());
         true
+    }
+    fn request_metadata(&self, key: &str) -> Option<String> {
+        self.called("request_metadata");
+        let value = self
+            .properties
+            .borrow()
+            .get(&format!("{REQUEST_METADATA}{key}"))
+            .cloned()?;
+        String::from_utf8(value).ok()
+    }
+    fn attempt_count(&self) -> Option<u32> {
+        self.called("attempt_count");
+        let value = self.properties.borrow().get(ATTEMPT_COUNT).cloned()?;
+        std::str::from_utf8(&value).ok()?.parse().ok()
+    }
+    fn response_code_details(&self) -> Option<String> {
+        self.called("response_code_details");
+        let value = self.properties.borrow().get(CODE_DETAILS).cloned()?;
+        String::from_utf8(value).ok()
     }
     fn endpoint_metadata(&self, key: &str) -> Option<String> {
         self.called("endpoint_metadata");

@@ -7,7 +7,7 @@ use super::context::Action;
 use super::env::Host;
 use crate::core::api::Api;
 use crate::core::content;
-use crate::core::fallback::{RATE_LIMITED, TARGET_HEADER};
+use crate::core::fallback::{self, RATE_LIMITED, TARGET_HEADER};
 use crate::core::guard::stream::SlotGuards;
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
 use crate::core::header_map::Headers;
@@ -75,9 +75,9 @@ impl ResponseState {
             // A 429 the attempt stage reported to Envoy as a 503 (so that
             // outlier detection counts it): the client gets the 429. Only
             // the attempt stage's mark counts, never a provider's.
-            if on_chain && self.status == 503 {
-                self.status = 429;
-                host.set_response_header(":status", Some("429"));
+            if on_chain && fallback::client_status(self.status, true) != self.status {
+                self.status = fallback::client_status(self.status, true);
+                host.set_response_header(":status", Some(&self.status.to_string()));
             }
         }
         if !on_chain && headers.get(TARGET_HEADER).is_some() {

@@ -14,6 +14,7 @@ use super::sidecar::SidecarClient;
 use crate::core::api::ClientFormat;
 use crate::core::config::Config;
 use crate::core::error::GatewayError;
+use crate::core::fallback::PREPARED;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
@@ -155,6 +156,9 @@ impl RootContext for Root {
                 return true;
             }
             _ => {}
+        }
+        if !host::declare_string_property(PREPARED) {
+            log::warn!("tollgate: Envoy did not take {PREPARED} as a string: no attempt will skip the attempt stage");
         }
         let bytes = host::buffer(host::PLUGIN_CONFIGURATION, size);
         let configured = Config::load(&bytes).and_then(|(config, guardrails)| {

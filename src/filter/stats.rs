@@ -273,6 +273,15 @@ pub fn tag(value: &str) -> String {
     }
 }
 
+/// The counter of attempts on `provider` that ended with `status`.
+pub fn attempt(provider: &str, status: u32) -> String {
+    format!(
+        "tollgate.attempts.provider.{}.status.{}",
+        tag(provider),
+        status_class(status)
+    )
+}
+
 pub fn status_class(status: u32) -> &'static str {
     match status {
         200..=299 => "2xx",

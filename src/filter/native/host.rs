@@ -446,6 +446,17 @@ impl Host for Stream {
     fn endpoint_metadata(&self, key: &str) -> Option<String> {
         self.metadata(abi::METADATA_HOST, key)
     }
+    fn request_metadata(&self, key: &str) -> Option<String> {
+        self.metadata(abi::METADATA_DYNAMIC, key)
+    }
+    // The native attempt stage runs on every attempt and records each
+    // (Envoy skips no attempt of it), so these are never needed.
+    fn attempt_count(&self) -> Option<u32> {
+        None
+    }
+    fn response_code_details(&self) -> Option<String> {
+        None
+    }
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
         let retry = retry_after_s.map(|s| s.to_string());
         self.send(status, &json_reply_headers(retry.as_deref()), body);
@@ -570,6 +581,15 @@ impl Host for Main {
         false
     }
     fn endpoint_metadata(&self, _key: &str) -> Option<String> {
+        None
+    }
+    fn request_metadata(&self, _key: &str) -> Option<String> {
+        None
+    }
+    fn attempt_count(&self) -> Option<u32> {
+        None
+    }
+    fn response_code_details(&self) -> Option<String> {
         None
     }
     fn send_json(&self, _status: u32, _body: &[u8], _retry_after_s: Option<u64>) {}

@@ -10,7 +10,7 @@ use crate::core::decision::RouteDecision;
 use crate::core::digest;
 use crate::core::error::GatewayError;
 use crate::core::exchange::{self, Exchange, Plan};
-use crate::core::fallback::{DIRECT, HANDOFF};
+use crate::core::fallback::{DIRECT, HANDOFF, PREPARED};
 use crate::core::request::LlmRequest;
 use crate::core::residency::{self, Pinned};
 use crate::core::routing;
@@ -158,7 +158,10 @@ impl<H: Host> RequestStage<H> {
             }
         }
         if let Some(handoff) = &plan.handoff {
-            if !self.host.set_property(HANDOFF, handoff.encode().as_bytes()) {
+            let prepared = plan.prepared_provider.as_deref().unwrap_or_default();
+            if !self.host.set_property(HANDOFF, handoff.encode().as_bytes())
+                || (!prepared.is_empty() && !self.host.set_property(PREPARED, prepared.as_bytes()))
+            {
                 return Err(GatewayError::Internal(
                     "could not hand the request to the attempt stage",
                 ));

@@ -31,6 +31,7 @@ use crate::core::cache::ClientWish;
 use crate::core::config::Chain;
 use crate::core::error::GatewayError;
 use crate::core::exchange::Exchange;
+use crate::core::fallback::{self, RATE_LIMITED};
 use crate::core::guard::GuardEvent;
 use std::sync::Arc;
 
@@ -382,7 +383,12 @@ impl<H: Host> HttpContext for RequestStage<H> {
             let headers = self.host.response_headers();
             let on_chain = self.fallback.is_some();
             if on_chain {
-                self.follow_served_target();
+                let status = headers
+                    .get(":status")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let marked = headers.get(RATE_LIMITED).is_some();
+                self.follow_served_target(fallback::client_status(status, marked));
             }
             self.cache_on_response();
             self.response.on_headers(&self.host, &headers, on_chain);

@@ -1,11 +1,13 @@
 //! A request on a fallback chain: which target served it, told as the
-//! response starts by the attempt stage's record of the attempts. The
-//! answer is then translated from that target's API and billed at its
-//! model, and the client learns the target from `x-tollgate-target`.
+//! response starts by the attempt stage's record of the attempts, after
+//! the attempts that skipped that stage (on the target the request was
+//! prepared for: `fallback::PREPARED`). The answer is then translated from
+//! that target's API and billed at its model, and the client learns the
+//! target from `x-tollgate-target`.
 
 use super::RequestStage;
-use crate::core::fallback::{self, Attempt, Handoff};
-use crate::core::fallback::{ATTEMPTS, TARGET_HEADER};
+use crate::core::fallback::{self, Attempt, Handoff, Skipped};
+use crate::core::fallback::{ATTEMPTS, SKIPPED, TARGET_HEADER};
 use crate::core::telemetry::FailedAttempt;
 use crate::core::wire::Translation;
 use crate::filter::env::Host;
@@ -22,16 +24,65 @@ pub struct Fallback {
 }
 
 impl<H: Host> RequestStage<H> {
-    /// Points the response side at the target that answered: the last
-    /// attempt the attempt stage recorded, if a response came from it
+    /// Points the response side, answered with `status`, at the target
+    /// that answered: the last attempt, if a response came from it
     /// (otherwise Envoy answered itself, and no target served).
-    pub(super) fn follow_served_target(&mut self) {
+    pub(super) fn follow_served_target(&mut self, status: u32) {
         let Some(fallback) = &mut self.fallback else {
             return;
         };
-        if let Some(record) = self.host.property(ATTEMPTS) {
-            fallback.attempts = fallback::attempts(&record);
+        let recorded = self
+            .host
+            .property(ATTEMPTS)
+            .map(|r| fallback::attempts(&r))
+            .unwrap_or_default();
+        let recorded_len = recorded.len();
+        let (attempts, skipped) = match fallback.handoff.prepared {
+            Some(target) => {
+                let answered = (200..300).contains(&status);
+                // The common case, told without asking Envoy more: no
+                // attempt stage ran and the prepared target answered. (A
+                // failed attempt before it would be seen only if Envoy
+                // came back to that target, when every other one is
+                // ejected: then it goes uncounted.)
+                let at_once = recorded.is_empty() && answered;
+                let (failed, total, answer) = if at_once {
+                    (String::new(), Some(1), Some(status))
+                } else {
+                    let upstream = answered
+                        || self.host.response_code_details().as_deref() == Some("via_upstream");
+                    (
+                        self.host.request_metadata(SKIPPED).unwrap_or_default(),
+                        self.host.attempt_count(),
+                        upstream.then_some(status),
+                    )
+                };
+                let start_ns = self.forwarded.as_ref().map_or(0, |f| f.upstream_start_ns);
+                let skipped = Skipped {
+                    target,
+                    start_ns,
+                    failed: &failed,
+                    total,
+                    answer,
+                };
+                let all = fallback::with_skipped(recorded, &skipped);
+                let skipped = all.len() - recorded_len;
+                (all, skipped)
+            }
+            _ => (recorded, 0),
+        };
+        // The attempt stage counts the attempts it ran that got an
+        // answer; the others are counted here.
+        let config = &self.shared.config;
+        for (i, a) in attempts.iter().enumerate() {
+            if i < skipped || a.status == 0 {
+                if let Some(provider) = fallback.handoff.provider(config, a.target) {
+                    let name = stats::attempt(provider, a.status);
+                    self.shared.stats.count(&self.host, &name, 1);
+                }
+            }
         }
+        fallback.attempts = attempts;
         let Some(served) = fallback.attempts.last().filter(|a| a.status != 0) else {
             return;
         };

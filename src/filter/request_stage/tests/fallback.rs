@@ -4,9 +4,9 @@
 
 use super::*;
 use crate::core::fallback::{self, Attempt, Handoff};
-use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED};
+use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, PREPARED, RATE_LIMITED, SKIPPED};
 use crate::filter::attempt_stage::AttemptStage;
-use crate::filter::mock::ENDPOINT_METADATA;
+use crate::filter::mock::{ATTEMPT_COUNT, CODE_DETAILS, ENDPOINT_METADATA, REQUEST_METADATA};
 
 const OPENAI_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI";
 const OPENAI_2_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI_2";
@@ -48,7 +48,7 @@ fn handoff(stage: &RequestStage<MockHost>) -> Handoff {
 }
 
 #[test]
-fn a_chain_goes_to_its_cluster_with_envoys_attempt_settings_and_no_key() {
+fn a_chain_goes_to_its_cluster_with_envoys_attempt_settings_and_its_first_targets_key() {
     let shared = chain();
     let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
     let host = &stage.host;
@@ -58,8 +58,14 @@ fn a_chain_goes_to_its_cluster_with_envoys_attempt_settings_and_no_key() {
         header(host, "x-envoy-upstream-rq-per-try-timeout-ms").as_deref(),
         Some("1500")
     );
-    // The attempt stage sets each attempt's key; account headers reach no target.
-    assert_eq!(header(host, "authorization"), None);
+    // Prepared for the first target, key included: Envoy skips the
+    // attempt stage on an attempt that reaches it first. Account headers
+    // reach no target.
+    assert_eq!(
+        header(host, "authorization").as_deref(),
+        Some("Bearer sk-openai")
+    );
+    assert_eq!(host.property(PREPARED).as_deref(), Some(&b"openai"[..]));
     assert_eq!(header(host, "openai-organization"), None);
     // The first target speaks the client's API: prepared for it.
     let body: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
@@ -88,6 +94,10 @@ fn a_client_of_another_api_hands_over_its_own_checked_body() {
         body.to_string().as_bytes(),
     );
     let stage = routed(&shared, host);
+    // Prepared for no target: every attempt's stage sets its own key.
+    assert_eq!(header(&stage.host, "x-api-key"), None);
+    assert_eq!(header(&stage.host, "authorization"), None);
+    assert_eq!(stage.host.property(PREPARED), None);
     let sent: Value = serde_json::from_slice(&stage.host.request_body.borrow()).unwrap();
     assert_eq!(sent, body, "each attempt translates it for its own target");
     assert_eq!(
@@ -108,8 +118,10 @@ fn attempt(
     *host.request_headers.borrow_mut() = stage.host.request_headers.borrow().clone();
     *host.request_body.borrow_mut() = stage.host.request_body.borrow().clone();
     host.set_property(HANDOFF, &stage.host.property(HANDOFF).unwrap());
-    if let Some(record) = stage.host.property(ATTEMPTS) {
-        host.set_property(ATTEMPTS, &record);
+    for name in [ATTEMPTS, PREPARED] {
+        if let Some(value) = stage.host.property(name) {
+            host.set_property(name, &value);
+        }
     }
     host.set_property(&format!("{ENDPOINT_METADATA}provider"), provider.as_bytes());
     host.now_ns.set(5_000);
@@ -156,6 +168,136 @@ fn the_first_attempt_on_the_prepared_target_goes_as_it_is_with_its_key() {
             start_ns: 5_000,
             status: 0
         }]
+    );
+    // A stage that ran may change the headers: no later attempt skips it.
+    assert_eq!(host.property(PREPARED).as_deref(), Some(&b""[..]));
+}
+
+/// `stage`'s response as the router passes it on: `status`, with `body`
+/// (an OpenAI answer unless given), and what Envoy's side noted of the
+/// attempts: the attempt stages' record, the statuses the Lua script
+/// listed, the attempt count and the code details.
+fn respond(
+    stage: &mut RequestStage<MockHost>,
+    status: &str,
+    extra: &[(&str, &str)],
+    facts: &[(&str, &str)],
+) {
+    let mut headers = vec![
+        (":status".to_string(), status.to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    *stage.host.response_headers.borrow_mut() = headers;
+    for (name, value) in facts {
+        stage.host.set_property(name, value.as_bytes());
+    }
+    stage.on_http_response_headers(0, false);
+}
+
+#[test]
+fn a_prepared_target_answering_at_once_serves_without_an_attempt_stage() {
+    let shared = chain();
+    let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    stage.host.calls.borrow_mut().clear();
+    respond(&mut stage, "200", &[], &[]);
+    let client = stage.host.response_headers();
+    assert_eq!(client.get("x-tollgate-target"), Some("openai/gpt-4o"));
+    let attempts = &stage.fallback.as_ref().unwrap().attempts;
+    assert_eq!(statuses(attempts), [(0, 200)]);
+    assert_eq!(
+        stage.counter("tollgate.attempts.provider.openai.status.2xx"),
+        1
+    );
+    assert_eq!(stage.counter("tollgate.fallbacks.provider.openai"), 0);
+    // Told without asking Envoy for more.
+    let calls = stage.host.calls.borrow();
+    for asked in ["request_metadata", "attempt_count", "response_code_details"] {
+        assert!(!calls.contains_key(asked), "{asked}");
+    }
+}
+
+fn statuses(attempts: &[Attempt]) -> Vec<(usize, u32)> {
+    attempts.iter().map(|a| (a.target, a.status)).collect()
+}
+
+#[test]
+fn attempts_that_skipped_the_attempt_stage_are_counted_before_the_recorded_ones() {
+    let shared = chain();
+    let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let skipped = format!("{REQUEST_METADATA}{SKIPPED}");
+    // OpenAI answered 429 (the stage skipped), Anthropic 200 (its stage ran).
+    respond(
+        &mut stage,
+        "200",
+        &[],
+        &[
+            (ATTEMPTS, "1@20=200"),
+            (&skipped, "429"),
+            (ATTEMPT_COUNT, "2"),
+        ],
+    );
+    let f = stage.fallback.as_ref().unwrap();
+    assert_eq!(statuses(&f.attempts), [(0, 429), (1, 200)]);
+    assert_eq!(
+        stage.counter("tollgate.attempts.provider.openai.status.4xx"),
+        1
+    );
+    assert_eq!(stage.counter("tollgate.fallbacks.provider.anthropic"), 1);
+    assert_eq!(
+        stage.host.response_headers().get("x-tollgate-target"),
+        Some("anthropic/claude-x")
+    );
+}
+
+#[test]
+fn a_rate_limited_prepared_target_reaches_the_client_as_a_429() {
+    let shared = chain();
+    let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let skipped = format!("{REQUEST_METADATA}{SKIPPED}");
+    // Retries exhausted: the router passes on the Lua script's marked 503.
+    respond(
+        &mut stage,
+        "503",
+        &[(RATE_LIMITED, "1")],
+        &[
+            (&skipped, "429"),
+            (ATTEMPT_COUNT, "1"),
+            (CODE_DETAILS, "via_upstream"),
+        ],
+    );
+    let client = stage.host.response_headers();
+    assert_eq!(client.get(":status"), Some("429"));
+    assert_eq!(client.get(RATE_LIMITED), None);
+    assert_eq!(client.get("x-tollgate-target"), Some("openai/gpt-4o"));
+    assert_eq!(
+        statuses(&stage.fallback.as_ref().unwrap().attempts),
+        [(0, 429)]
+    );
+}
+
+#[test]
+fn envoys_own_reply_after_a_skipped_attempt_names_no_target() {
+    let shared = chain();
+    let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    // A reset, and no retry allowed (the retry budget): Envoy's 503.
+    respond(
+        &mut stage,
+        "503",
+        &[],
+        &[
+            (ATTEMPT_COUNT, "1"),
+            (CODE_DETAILS, "upstream_reset_before_response_started"),
+        ],
+    );
+    assert_eq!(stage.host.response_headers().get("x-tollgate-target"), None);
+    assert_eq!(
+        statuses(&stage.fallback.as_ref().unwrap().attempts),
+        [(0, 0)]
+    );
+    assert_eq!(
+        stage.counter("tollgate.attempts.provider.openai.status.reset"),
+        1
     );
 }
 
