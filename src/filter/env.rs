@@ -56,6 +56,13 @@ pub trait Host {
     /// A string in the `tollgate` metadata of the endpoint Envoy picked
     /// for the current attempt (or the last one, on the response).
     fn endpoint_metadata(&self, key: &str) -> Option<String>;
+    /// Whether Envoy may let an attempt skip the attempt stage
+    /// (`fallback::PREPARED`): the shipped matcher reads the wasm
+    /// filter's filter state; the native module's attempt stage runs on
+    /// every attempt.
+    fn attempts_may_skip_the_attempt_stage(&self) -> bool {
+        true
+    }
     /// A string in the `tollgate` namespace of the request's dynamic
     /// metadata, where Envoy-side configuration (the Lua script of a
     /// fallback cluster) notes what it saw.

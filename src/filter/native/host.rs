@@ -446,6 +446,9 @@ impl Host for Stream {
     fn endpoint_metadata(&self, key: &str) -> Option<String> {
         self.metadata(abi::METADATA_HOST, key)
     }
+    fn attempts_may_skip_the_attempt_stage(&self) -> bool {
+        false
+    }
     fn request_metadata(&self, key: &str) -> Option<String> {
         self.metadata(abi::METADATA_DYNAMIC, key)
     }

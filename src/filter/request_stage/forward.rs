@@ -158,7 +158,10 @@ impl<H: Host> RequestStage<H> {
             }
         }
         if let Some(handoff) = &plan.handoff {
-            let prepared = plan.prepared_provider.as_deref().unwrap_or_default();
+            let prepared = match &plan.prepared_provider {
+                Some(p) if self.host.attempts_may_skip_the_attempt_stage() => p.as_str(),
+                _ => "",
+            };
             if !self.host.set_property(HANDOFF, handoff.encode().as_bytes())
                 || (!prepared.is_empty() && !self.host.set_property(PREPARED, prepared.as_bytes()))
             {

@@ -37,7 +37,8 @@ impl<H: Host> RequestStage<H> {
             .map(|r| fallback::attempts(&r))
             .unwrap_or_default();
         let recorded_len = recorded.len();
-        let (attempts, skipped) = match fallback.handoff.prepared {
+        let may_skip = self.host.attempts_may_skip_the_attempt_stage();
+        let (attempts, skipped) = match fallback.handoff.prepared.filter(|_| may_skip) {
             Some(target) => {
                 let answered = (200..300).contains(&status);
                 // The common case, told without asking Envoy more: no
