@@ -103,7 +103,9 @@ impl<H: Host> AttemptStage<H> {
                 "the endpoint Envoy picked is not on a provider of the model's chain",
             ))?;
         // This stage changes the headers: no later attempt may skip it.
-        self.host.set_property(PREPARED, b"");
+        if self.host.attempts_may_skip_the_attempt_stage() {
+            self.host.set_property(PREPARED, b"");
+        }
         let earlier = self.host.property(ATTEMPTS).unwrap_or_default();
         let first = earlier.is_empty();
         self.record = String::from_utf8(earlier).unwrap_or_default();

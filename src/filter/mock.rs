@@ -205,31 +205,19 @@ impl Host for MockHost {
     }
     fn request_metadata(&self, key: &str) -> Option<String> {
         self.called("request_metadata");
-        let value = self
-            .properties
-            .borrow()
-            .get(&format!("{REQUEST_METADATA}{key}"))
-            .cloned()?;
-        String::from_utf8(value).ok()
+        self.text_property(&format!("{REQUEST_METADATA}{key}"))
     }
     fn attempt_count(&self) -> Option<u32> {
         self.called("attempt_count");
-        let value = self.properties.borrow().get(ATTEMPT_COUNT).cloned()?;
-        std::str::from_utf8(&value).ok()?.parse().ok()
+        self.text_property(ATTEMPT_COUNT)?.parse().ok()
     }
     fn response_code_details(&self) -> Option<String> {
         self.called("response_code_details");
-        let value = self.properties.borrow().get(CODE_DETAILS).cloned()?;
-        String::from_utf8(value).ok()
+        self.text_property(CODE_DETAILS)
     }
     fn endpoint_metadata(&self, key: &str) -> Option<String> {
         self.called("endpoint_metadata");
-        let value = self
-            .properties
-            .borrow()
-            .get(&format!("{ENDPOINT_METADATA}{key}"))
-            .cloned()?;
-        String::from_utf8(value).ok()
+        self.text_property(&format!("{ENDPOINT_METADATA}{key}"))
     }
     fn send_json(&self, status: u32, body: &[u8], retry_after_s: Option<u64>) {
         self.called("send_json");
@@ -347,6 +335,12 @@ impl MockHost {
         if let Some(name) = name {
             *self.counters.borrow_mut().entry(name).or_default() += n;
         }
+    }
+
+    /// A property a test set, as text (standing for what Envoy tells).
+    fn text_property(&self, name: &str) -> Option<String> {
+        let value = self.properties.borrow().get(name).cloned()?;
+        String::from_utf8(value).ok()
     }
 
     /// Counts a host call by name (`calls`).
