@@ -135,10 +135,10 @@ impl Plan {
             .map_or(route.provider.cluster.as_str(), |c| c.cluster)
             .to_string();
         if let Some(chain) = chain {
-            // The key of the target the request is prepared for: Envoy
-            // skips the attempt stage on an attempt that reaches it first
-            // (see `fallback::PREPARED`); every other attempt's stage
-            // clears it and sets its own.
+            // The key of the target the request is prepared for: an
+            // attempt that reaches it before any attempt stage ran goes
+            // without one (`fallback::PREPARED`); every attempt stage
+            // clears it and sets its own target's.
             if neutral {
                 decision.auth = None;
             }

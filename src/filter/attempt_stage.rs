@@ -6,6 +6,10 @@
 //! already prepared it, with its path and its key. Envoy reuses one header
 //! map for every attempt (what one attempt sets, the next sees) but gives
 //! each the request stage's body, so every attempt sets its headers anew.
+//! Envoy creates it only for an attempt that needs it (the matcher in
+//! envoy/gateway.yaml): not for one that reaches the target the request
+//! stage prepared the request for, on an endpoint without a key of its
+//! own, while no attempt stage has run (`fallback::PREPARED`).
 //!
 //! A 429 becomes a 503 on its way to the router, marked, so that Envoy's
 //! outlier detection ejects a rate-limited key or deployment as it does a
