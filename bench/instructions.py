@@ -13,8 +13,9 @@ single-stage floor, (fln) the same floor as a native Envoy dynamic module
 routing only, (c) + guardrails, (s0) + tracing, (s) the shipped config
 (+ budgets), (sa) (s) for a model alias (the body's model rewritten),
 (sf) (sa) for a model with a fallback chain (gpt-4o-ha) whose first
-target answers: what the retry route and the attempt stage cost when
-nothing fails; (su) (s) with each request new,
+target answers: what the retry route and the matcher that lets that
+attempt skip the attempt stage cost when nothing fails; (su) (s) with
+each request new,
 (sm) (su) from a team the shipped config caches (each request a cache
 miss whose answer is stored: (sm) - (su) is what a miss costs), (sh) that
 team repeating one request (cache hits). Each Envoy runs under

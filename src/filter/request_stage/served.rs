@@ -50,8 +50,12 @@ impl<H: Host> RequestStage<H> {
                 let (failed, total, answer) = if at_once {
                     (String::new(), Some(1), Some(status))
                 } else {
-                    let upstream = answered
-                        || self.host.response_code_details().as_deref() == Some("via_upstream");
+                    // The answer is a skipped attempt's if no stage ran,
+                    // unless Envoy replied itself.
+                    let upstream = recorded.is_empty()
+                        && (answered
+                            || self.host.response_code_details().as_deref()
+                                == Some("via_upstream"));
                     (
                         self.host.request_metadata(SKIPPED).unwrap_or_default(),
                         self.host.attempt_count(),
