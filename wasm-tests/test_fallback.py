@@ -309,6 +309,44 @@ def test_a_rate_limited_first_target_is_ejected_and_requests_go_to_the_next(stac
         envoy.stop()
 
 
+def with_retries_on_one_target(config: dict) -> None:
+    """without_ejection, and model gpt-4o-retry: OpenAI alone (ha_openai,
+    one endpoint with no key of its own) tried twice, so a retry lands on
+    the target the request was prepared for."""
+    without_ejection(config)
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    clusters["ha_openai"]["typed_extension_protocol_options"] = clusters["fallback_gpt_4o"][
+        "typed_extension_protocol_options"]
+    plugin = plugin_value(config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]["http_filters"][0])
+    settings = json.loads(plugin["value"])
+    settings["models"].append({"name": "gpt-4o-retry", "provider": "openai-ha", "upstream_model": "gpt-4o",
+                               "cluster": "ha_openai", "max_attempts": 2})
+    plugin["value"] = json.dumps(settings)
+
+
+def test_a_retry_on_the_prepared_target_is_counted_with_the_attempt_it_follows(stack, key):
+    """Only a first attempt may skip the attempt stage: when Envoy tries the
+    prepared target again, the retry runs the stage, so both attempts are
+    counted (the first from the Lua script's note)."""
+    envoy = stack.add_envoy("envoy-retry-one-target", customize=with_retries_on_one_target)
+    try:
+        fail(stack, "openai", "500")
+        raw = openai_client(envoy.base_url, key).chat.completions.with_raw_response.create(
+            model="gpt-4o-retry", messages=MESSAGES)
+        assert raw.headers["x-tollgate-target"] == OPENAI
+        calls = upstream_calls(stack)
+        assert [c["path"] for c in calls] == [PATHS["openai"]] * 2
+        assert {c["headers"]["authorization"] for c in calls} == {"Bearer mock-openai-key"}
+        attempts = "wasmcustom.tollgate.attempts.provider.openai-ha.status.{}"
+        stats, _ = wait_for(lambda: (s := envoy.stats("tollgate")).get(attempts.format("2xx")) == 1 and s,
+                            timeout=3)
+        assert stats, envoy.stats("tollgate")
+        assert stats.get(attempts.format("5xx")) == 1
+    finally:
+        envoy.stop()
+
+
 def test_a_bad_chain_stops_envoy_at_start_up(tmp_path):
     """Cycles and unknown names are configuration errors, reported with the rest."""
     def broken(config):

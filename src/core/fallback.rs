@@ -27,14 +27,15 @@ pub const DIRECT: &str = "tollgate.direct";
 
 /// Filter state: the provider of the target the request stage prepared
 /// the request for (its body, path and key). Envoy skips the attempt stage
-/// on an attempt that reaches an endpoint of that provider with no key of
-/// its own while this names it (a matcher in the cluster's configuration);
-/// an attempt stage that runs clears it, since it changes the headers.
+/// on a first attempt that reaches an endpoint of that provider with no
+/// key of its own while this names it (a matcher in the cluster's
+/// configuration); an attempt stage that runs clears it, since it changes
+/// the headers.
 pub const PREPARED: &str = "tollgate.prepared";
 
 /// The key in the request's `tollgate` dynamic metadata where the
-/// configuration's Lua script lists the statuses of the failed answers
-/// to attempts that skipped the attempt stage (`429,500`).
+/// configuration's Lua script notes the status of a failed answer to a
+/// first attempt that skipped the attempt stage (`429`).
 pub const SKIPPED: &str = "skipped";
 
 /// Response header marking a 429 the attempt stage turned into a 503.
@@ -306,17 +307,17 @@ pub fn attempts(record: &[u8]) -> Vec<Attempt> {
         .collect()
 }
 
-/// What Envoy tells of the attempts that reached the prepared target
-/// while it was prepared, so skipped the attempt stage (and its record):
-/// they all came before the first attempt stage that ran.
+/// What Envoy tells of the first attempt when it may have skipped the
+/// attempt stage (and its record): the only one that can, since the
+/// matcher lets attempt 1 alone go as prepared.
 #[derive(Debug, Clone, Copy)]
 pub struct Skipped<'a> {
     /// The prepared target's index in the chain.
     pub target: usize,
     /// When the request was forwarded, the start of the first attempt.
     pub start_ns: u64,
-    /// The statuses of their failed answers in order, as the Lua script
-    /// listed them (`SKIPPED`: `429,500`).
+    /// The status of its failed answer, as the Lua script noted it
+    /// (`SKIPPED`; empty when it noted none).
     pub failed: &'a str,
     /// How many attempts Envoy made in all, when known.
     pub total: Option<u32>,
@@ -325,46 +326,24 @@ pub struct Skipped<'a> {
     pub answer: Option<u32>,
 }
 
-/// Every attempt of a request, oldest first: the ones that skipped the
-/// attempt stage, then the `recorded` ones. A skipped attempt that got no
-/// answer (reset, timeout) leaves no status; those are told by the count
-/// and placed before the answer, or after the failed answers when there
-/// is none.
+/// Every attempt of a request, oldest first: the first one if it skipped
+/// the attempt stage, then the `recorded` ones. It skipped the stage if
+/// it answered with no attempt recorded, if the Lua script noted its
+/// failure, or if Envoy counts one attempt more than were recorded (a
+/// reset or a timeout, which leaves no status).
 pub fn with_skipped(recorded: Vec<Attempt>, skipped: &Skipped) -> Vec<Attempt> {
+    let failed = skipped.failed.trim().parse::<u32>().ok();
     let answer = skipped.answer.filter(|_| recorded.is_empty());
-    let mut failed: Vec<u32> = skipped
-        .failed
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    if let Some(status) = answer {
-        // The script lists the answer too when it failed.
-        if failed.last() == Some(&status) {
-            failed.pop();
-        }
+    let unrecorded = skipped.total.is_some_and(|n| n as usize > recorded.len());
+    if answer.is_none() && failed.is_none() && !unrecorded {
+        return recorded;
     }
-    let answered = failed.len() + usize::from(answer.is_some());
-    let count = skipped
-        .total
-        .map_or(answered, |n| (n as usize).saturating_sub(recorded.len()))
-        .clamp(answered, MAX_ATTEMPTS as usize);
-    let resets = std::iter::repeat_n(0, count - answered);
-    let statuses: Vec<u32> = match answer {
-        Some(status) => resets
-            .chain(failed)
-            .chain(std::iter::once(status))
-            .collect(),
-        None => failed.into_iter().chain(resets).collect(),
+    let first = Attempt {
+        target: skipped.target,
+        start_ns: skipped.start_ns,
+        status: answer.or(failed).unwrap_or(0),
     };
-    statuses
-        .into_iter()
-        .map(|status| Attempt {
-            target: skipped.target,
-            start_ns: skipped.start_ns,
-            status,
-        })
-        .chain(recorded)
-        .collect()
+    std::iter::once(first).chain(recorded).collect()
 }
 
 #[cfg(test)]
@@ -420,26 +399,32 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_answer_of_the_prepared_target_is_listed_once() {
-        // Envoy gave up after two: a reset, then a 500 the client gets.
-        let all = with_skipped(Vec::new(), &skipped("500", Some(2), Some(500)));
-        assert_eq!(statuses(&all), [(0, 0), (0, 500)]);
-        // Envoy answered itself after a 429 and a reset.
-        let all = with_skipped(Vec::new(), &skipped("429", Some(2), None));
-        assert_eq!(statuses(&all), [(0, 429), (0, 0)]);
+    fn a_failed_answer_of_the_prepared_target_is_one_attempt() {
+        // Retries exhausted or not retried: the client gets its 500.
+        let all = with_skipped(Vec::new(), &skipped("500", Some(1), Some(500)));
+        assert_eq!(statuses(&all), [(0, 500)]);
+        // Envoy answered itself after a 429 (the retry budget was spent).
+        let all = with_skipped(Vec::new(), &skipped("429", Some(1), None));
+        assert_eq!(statuses(&all), [(0, 429)]);
+        // After a reset, with no count: nothing is known of it.
+        assert!(with_skipped(Vec::new(), &skipped("", None, None)).is_empty());
     }
 
     #[test]
-    fn an_unreadable_list_or_count_stays_bounded() {
+    fn at_most_the_first_attempt_is_added_whatever_envoy_tells() {
         let all = with_skipped(Vec::new(), &skipped("x,,503", Some(u32::MAX), None));
-        assert_eq!(all.len(), MAX_ATTEMPTS as usize);
-        assert_eq!(all[0].status, 503);
+        assert_eq!(statuses(&all), [(0, 0)]);
         let recorded = attempts(b"1@9=200");
-        // A count below what was recorded adds nothing.
-        assert_eq!(
-            statuses(&with_skipped(recorded, &skipped("", Some(0), None))),
-            [(1, 200)]
-        );
+        // A count no higher than what was recorded adds nothing.
+        for total in [0, 1] {
+            assert_eq!(
+                statuses(&with_skipped(
+                    recorded.clone(),
+                    &skipped("", Some(total), None)
+                )),
+                [(1, 200)]
+            );
+        }
     }
 
     const PROVIDERS: &str = r#""providers": [

@@ -1,7 +1,7 @@
 //! A request on a fallback chain: which target served it, told as the
 //! response starts by the attempt stage's record of the attempts, after
-//! the attempts that skipped that stage (on the target the request was
-//! prepared for: `fallback::PREPARED`). The answer is then translated from
+//! the first attempt if it skipped that stage (on the target the request
+//! was prepared for: `fallback::PREPARED`). The answer is then translated from
 //! that target's API and billed at its model, and the client learns the
 //! target from `x-tollgate-target`.
 
@@ -42,10 +42,8 @@ impl<H: Host> RequestStage<H> {
             Some(target) => {
                 let answered = (200..300).contains(&status);
                 // The common case, told without asking Envoy more: no
-                // attempt stage ran and the prepared target answered. (A
-                // failed attempt before it would be seen only if Envoy
-                // came back to that target, when every other one is
-                // ejected: then it goes uncounted.)
+                // attempt stage ran and the prepared target answered, so
+                // the first attempt did (every later one runs the stage).
                 let at_once = recorded.is_empty() && answered;
                 let (failed, total, answer) = if at_once {
                     (String::new(), Some(1), Some(status))
