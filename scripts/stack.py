@@ -216,9 +216,6 @@ def plugin_value(tollgate: dict) -> dict:
 
 DYNAMIC_MODULE_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 WASM_FILTER = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-# The upstream filter that notes what the attempts that skipped the wasm
-# attempt stage saw (envoy/gateway.yaml).
-SKIPPED_ATTEMPT = "tollgate-skipped-attempt"
 
 
 def native_module() -> dict:
@@ -250,16 +247,10 @@ def native_attempt_filter() -> dict:
 
 def native_upstream_filters(filters: list[dict]) -> list[dict]:
     """A fallback cluster's upstream filters with the native attempt stage
-    on every attempt in the wasm one's place: no matcher skips it (the
-    native request stage keeps its filter state where Envoy's CEL does not
-    look), so no Lua script stands in for it either."""
-    out = []
-    for f in filters:
-        if wasm_plugins(f):
-            out.append(native_attempt_filter())
-        elif f["name"] != SKIPPED_ATTEMPT:
-            out.append(f)
-    return out
+    on every attempt in the place of the wasm one and the matcher around
+    it: nothing skips it (the native request stage keeps its filter state
+    where Envoy's CEL does not look), so no Lua script stands in for it."""
+    return [native_attempt_filter() if wasm_plugins(f) else f for f in filters]
 
 
 def floor_module_filter(module: Path) -> dict:

@@ -236,7 +236,7 @@ def with_attempt_log(path):
 def test_an_attempt_on_the_prepared_target_skips_the_attempt_stage(stack, key, tmp_path):
     """The request stage prepared the request for OpenAI (body, path, key):
     Envoy's matcher lets the first attempt go to it without the attempt
-    stage; once an attempt needs the stage, every later one runs it."""
+    stage; every later attempt runs it."""
     if stack.chain == "native":
         pytest.skip("the native attempt stage runs on every attempt (nothing skips it)")
     log = tmp_path / "attempts.log"
@@ -254,7 +254,7 @@ def test_an_attempt_on_the_prepared_target_skips_the_attempt_stage(stack, key, t
                             timeout=5)
         # No attempt stage ran for the first request; for the second, only on Azure.
         assert lines[0] == "prepared=openai-ha attempts=-"
-        assert lines[1].startswith("prepared= attempts=1@") and lines[1].endswith("=200")
+        assert lines[1].startswith("prepared=openai-ha attempts=1@") and lines[1].endswith("=200")
         counted, _ = wait_for(lambda: envoy.stats("tollgate").get(
             "wasmcustom.tollgate.attempts.provider.openai-ha.status.5xx") == 1, timeout=3)
         assert counted

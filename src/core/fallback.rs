@@ -28,9 +28,7 @@ pub const DIRECT: &str = "tollgate.direct";
 /// Filter state: the provider of the target the request stage prepared
 /// the request for (its body, path and key). Envoy skips the attempt stage
 /// on a first attempt that reaches an endpoint of that provider with no
-/// key of its own while this names it (a matcher in the cluster's
-/// configuration); an attempt stage that runs clears it, since it changes
-/// the headers.
+/// key of its own (a matcher in the cluster's configuration).
 pub const PREPARED: &str = "tollgate.prepared";
 
 /// The key in the request's `tollgate` dynamic metadata where the

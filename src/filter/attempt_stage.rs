@@ -9,7 +9,7 @@
 //! Envoy creates it only for an attempt that needs it (the matcher in
 //! envoy/gateway.yaml): not for one that reaches the target the request
 //! stage prepared the request for, on an endpoint without a key of its
-//! own, while no attempt stage has run (`fallback::PREPARED`).
+//! own, as the first attempt (`fallback::PREPARED`).
 //!
 //! A 429 becomes a 503 on its way to the router, marked, so that Envoy's
 //! outlier detection ejects a rate-limited key or deployment as it does a
@@ -30,7 +30,7 @@ use crate::core::routing::Route;
 use crate::filter::stats;
 use std::sync::Arc;
 
-use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, PREPARED, RATE_LIMITED};
+use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED};
 
 pub struct AttemptStage<H: Host> {
     host: H,
@@ -106,10 +106,6 @@ impl<H: Host> AttemptStage<H> {
             .ok_or(GatewayError::Internal(
                 "the endpoint Envoy picked is not on a provider of the model's chain",
             ))?;
-        // This stage changes the headers: no later attempt may skip it.
-        if self.host.attempts_may_skip_the_attempt_stage() {
-            self.host.set_property(PREPARED, b"");
-        }
         let earlier = self.host.property(ATTEMPTS).unwrap_or_default();
         let first = earlier.is_empty();
         self.record = String::from_utf8(earlier).unwrap_or_default();
