@@ -25,14 +25,17 @@ pub(super) enum Start {
     Drain,
 }
 
-/// Request headers that make Envoy retry or time out attempts.
-const ENVOY_RETRY_HEADERS: [&str; 6] = [
+/// Request headers that make Envoy retry, time out or answer for the
+/// provider (a timeout of 0 is none at all).
+const ENVOY_RETRY_HEADERS: [&str; 8] = [
     "x-envoy-max-retries",
     "x-envoy-retry-on",
     "x-envoy-retriable-status-codes",
     "x-envoy-retriable-header-names",
     "x-envoy-upstream-rq-per-try-timeout-ms",
     "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
 ];
 
 impl<H: Host> RequestStage<H> {

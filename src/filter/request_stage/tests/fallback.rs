@@ -644,6 +644,8 @@ fn a_clients_retry_headers_never_reach_envoys_router() {
                 ("x-envoy-max-retries", "50"),
                 ("x-envoy-retry-on", "5xx"),
                 ("x-envoy-upstream-rq-per-try-timeout-ms", "1"),
+                ("x-envoy-upstream-rq-timeout-ms", "0"),
+                ("x-envoy-upstream-rq-timeout-alt-response", "204"),
             ],
             &body,
         )
@@ -653,6 +655,8 @@ fn a_clients_retry_headers_never_reach_envoys_router() {
         "x-envoy-max-retries",
         "x-envoy-retry-on",
         "x-envoy-upstream-rq-per-try-timeout-ms",
+        "x-envoy-upstream-rq-timeout-ms",
+        "x-envoy-upstream-rq-timeout-alt-response",
     ] {
         assert_eq!(header(&stage.host, name), None, "{name}");
     }
