@@ -5,7 +5,9 @@ VM (which moves by up to 2x between runs), the count barely moves between
 runs, so a change to the filter can be judged in one run, and a ratio of
 counts predicts the throughput ratio at saturation (bare / x: on 2026-12-02
 the counts gave 0.81 for the floor and 0.32 for (s), where `make bench`
-measured 0.83 and 0.31).
+measured 0.83 and 0.31). Not always: on 2026-12-03 (sf)/(sa) counted 0.84
+and ran at 0.72 and 0.73 (7 and 9 rounds), so a change's time is for
+`make bench` to judge.
 
 Variants (the letters of bench/run.py): (b) bare Envoy, (fl1) the
 single-stage floor, (fln) the same floor as a native Envoy dynamic module
