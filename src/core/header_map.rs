@@ -92,6 +92,13 @@ impl Headers {
             .filter(|&&(ns, ne, _, _)| self.bytes.get(ns..ne) == Some(name.as_bytes()))
             .find_map(|&(_, _, vs, ve)| std::str::from_utf8(self.bytes.get(vs..ve)?).ok())
     }
+
+    /// A response's `:status`; 0 when it is missing or not a number.
+    pub fn status(&self) -> u32 {
+        self.get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
@@ -147,5 +154,14 @@ mod tests {
         let at = twice.len() - 6;
         twice[at] = 0xff;
         assert_eq!(Headers::decode(twice).unwrap().get("a"), Some("y"));
+    }
+
+    #[test]
+    fn a_status_that_is_missing_or_not_a_number_reads_as_0() {
+        let status = |pairs: &[(&str, &str)]| Headers::decode(encode(pairs)).unwrap().status();
+        assert_eq!(status(&[(":status", "429")]), 429);
+        assert_eq!(status(&[(":status", "4x9")]), 0);
+        assert_eq!(status(&[(":status", "-1")]), 0);
+        assert_eq!(status(&[("content-type", "text/plain")]), 0);
     }
 }

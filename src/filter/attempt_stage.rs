@@ -218,10 +218,7 @@ impl<H: Host> HttpContext for AttemptStage<H> {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         let headers = self.host.response_headers();
-        let status = headers
-            .get(":status")
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(0);
+        let status = headers.status();
         if status != 429 && headers.get(RATE_LIMITED).is_some() {
             // A provider's own: only this stage marks.
             self.host.set_response_header(RATE_LIMITED, None);

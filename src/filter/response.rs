@@ -66,10 +66,7 @@ impl ResponseState {
     /// `on_chain`: the request went to a fallback chain or key pool, whose
     /// attempt stage's marks are read.
     pub fn on_headers(&mut self, host: &impl Host, headers: &Headers, on_chain: bool) {
-        self.status = headers
-            .get(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        self.status = headers.status();
         if headers.get(RATE_LIMITED).is_some() {
             host.set_response_header(RATE_LIMITED, None);
             // A 429 the attempt stage reported to Envoy as a 503 (so that

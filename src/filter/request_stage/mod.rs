@@ -383,12 +383,8 @@ impl<H: Host> HttpContext for RequestStage<H> {
             let headers = self.host.response_headers();
             let on_chain = self.fallback.is_some();
             if on_chain {
-                let status = headers
-                    .get(":status")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
                 let marked = headers.get(RATE_LIMITED).is_some();
-                self.follow_served_target(fallback::client_status(status, marked));
+                self.follow_served_target(fallback::client_status(headers.status(), marked));
             }
             self.cache_on_response();
             self.response.on_headers(&self.host, &headers, on_chain);
