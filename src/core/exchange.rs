@@ -91,9 +91,6 @@ pub struct Plan {
     pub capture_output: bool,
     /// For a model with fallbacks, what the attempt stage needs.
     pub handoff: Option<Handoff>,
-    /// The provider of the target the request is prepared for
-    /// (`fallback::PREPARED`).
-    pub prepared_provider: Option<String>,
 }
 
 impl Plan {
@@ -135,10 +132,10 @@ impl Plan {
             .map_or(route.provider.cluster.as_str(), |c| c.cluster)
             .to_string();
         if let Some(chain) = chain {
-            // The key of the target the request is prepared for: an
-            // attempt that reaches it before any attempt stage ran goes
-            // without one (`fallback::PREPARED`); every attempt stage
-            // clears it and sets its own target's.
+            // The key of the target the request is prepared for: a first
+            // attempt that reaches it goes without an attempt stage
+            // (`fallback::PREPARED`); every attempt stage clears it and
+            // sets its own target's.
             if neutral {
                 decision.auth = None;
             }
@@ -166,7 +163,6 @@ impl Plan {
                 prepared: (!neutral).then_some(c.first),
                 model: exchange.model.clone(),
             }),
-            prepared_provider: (chain.is_some() && !neutral).then(|| route.provider.name.clone()),
         })
     }
 }

@@ -158,12 +158,12 @@ impl<H: Host> RequestStage<H> {
             }
         }
         if let Some(handoff) = &plan.handoff {
-            let prepared = match &plan.prepared_provider {
-                Some(p) if self.host.attempts_may_skip_the_attempt_stage() => p.as_str(),
-                _ => "",
-            };
+            let prepared = handoff
+                .prepared
+                .filter(|_| self.host.attempts_may_skip_the_attempt_stage())
+                .and_then(|k| handoff.provider(&self.shared.config, k));
             if !self.host.set_property(HANDOFF, handoff.encode().as_bytes())
-                || (!prepared.is_empty() && !self.host.set_property(PREPARED, prepared.as_bytes()))
+                || prepared.is_some_and(|p| !self.host.set_property(PREPARED, p.as_bytes()))
             {
                 return Err(GatewayError::Internal(
                     "could not hand the request to the attempt stage",
