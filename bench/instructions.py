@@ -9,7 +9,9 @@ measured 0.83 and 0.31). Not always: on 2026-12-03 (sf)/(sa) counted 0.84
 and ran at 0.72 and 0.73 (7 and 9 rounds), so a change's time is for
 `make bench` to judge.
 
-Variants (the letters of bench/run.py): (b) bare Envoy, (fl1) the
+Variants (the letters of bench/run.py): (b) bare Envoy, (bf) (b) through
+gateway.yaml's retry route and an aggregate cluster of the chain's targets
+(codec only upstream), (fl1) the
 single-stage floor, (fln) the same floor as a native Envoy dynamic module
 (bench/floor-module, a shared object instead of wasm), (c0) keys and
 routing only, (c) + guardrails, (s0) + tracing, (s) the shipped config
@@ -60,12 +62,14 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 import stack  # noqa: E402
 from deps import find_envoy  # noqa: E402
-from run import CHAT, FAST_MOCK, FLOOR_WASM, bench_keys, envoy_version, git_commit  # noqa: E402
+from run import CHAT, FAST_MOCK, FLOOR_WASM, bare_fallback, bench_keys, envoy_version, git_commit  # noqa: E402
 from stack import FLOOR_MODULE, NATIVE  # noqa: E402
 
 SLOW_FLUSH = {"flush_interval_ms": 20000}
 VARIANTS = {
     "b": ("Envoy, no Tollgate", dict(bare_cluster="provider_openai")),
+    "bf": ("(b) through the retry route and an aggregate cluster (Envoy's own fallback machinery)",
+           dict(bare_cluster="provider_openai", customize=bare_fallback)),
     "fl1": ("floor, single stage: the shape, no work", dict(floor_wasm=FLOOR_WASM, chain="single_stage")),
     "flc": ("(fl1) + every host call (s) makes, no work: the bound for wasm",
             dict(floor_wasm=FLOOR_WASM, chain="single_stage", plugin_overrides={"calls": "shipped"})),
