@@ -159,10 +159,9 @@ def test_when_every_target_fails_the_client_gets_the_last_error_in_its_format(st
         fail(stack, flavor, "429")
     with pytest.raises(openai.RateLimitError) as err:
         openai_client(gateway.base_url, key).chat.completions.create(model=CHAIN, messages=MESSAGES)
-    # A 429 (the attempt stage's 503 for outlier detection turned back), in OpenAI's format.
+    # The last target's 429 as it came, in OpenAI's format.
     assert err.value.status_code == 429
     assert err.value.response.headers.get("retry-after") == "1"
-    assert "x-tollgate-rate-limited" not in err.value.response.headers
     assert err.value.response.headers["x-tollgate-target"] == CLAUDE
     assert err.value.body["type"] == "rate_limit_error" and err.value.body["code"] == "rate_limit_exceeded"
     # One attempt per target, no more (x-envoy-max-retries: 2).
@@ -285,9 +284,9 @@ def test_a_first_attempt_on_another_target_than_the_prepared_one_runs_the_attemp
 
 
 def test_a_rate_limited_first_target_is_ejected_and_requests_go_to_the_next(stack, key):
-    """429s from the prepared target (no attempt stage ran) reach outlier
-    detection as 503s all the same: three eject it, and the next requests
-    go to Azure directly."""
+    """429s from the prepared target (no attempt stage ran) count for
+    outlier detection as 5xx do (the chain's error_matcher): three eject
+    it, and the next requests go to Azure directly."""
     envoy = stack.add_envoy("envoy-first-ejected")
     try:
         fail(stack, "openai", "429", count=1000)
@@ -295,6 +294,10 @@ def test_a_rate_limited_first_target_is_ejected_and_requests_go_to_the_next(stac
         for _ in range(3):
             raw = client.chat.completions.with_raw_response.create(model=CHAIN, messages=MESSAGES)
             assert raw.headers["x-tollgate-target"] == AZURE
+        # Envoy saw each 429 as it came (not rewritten into a 503) ...
+        retried = envoy.stats("cluster.fallback_gpt_4o.retry.upstream_rq_429")
+        assert retried.get("cluster.fallback_gpt_4o.retry.upstream_rq_429") == 3, retried
+        # ... and its outlier detection counted them (the chain's error_matcher).
         ejected = envoy.stats("cluster.ha_openai.outlier_detection.ejections_enforced_total")
         assert ejected.get("cluster.ha_openai.outlier_detection.ejections_enforced_total") == 1
         stack.mock("DELETE", "/__mock/requests")
@@ -552,8 +555,12 @@ def test_a_rate_limited_key_of_a_pool_is_ejected_and_its_traffic_moves(stack, ke
             assert client.chat.completions.create(model="gpt-4o-pool", messages=MESSAGES).choices
         keys = [r["headers"]["authorization"].removeprefix("Bearer ") for r in upstream_calls(stack)]
         assert set(keys) == {"mock-openai-key", second}
-        # Three 429s in a row (seen by Envoy as 503s) eject the key.
+        # Three 429s in a row eject the key.
         assert keys.count(second) == 3
+        # Envoy saw each 429 as it came (not rewritten into a 503) ...
+        retried = envoy.stats("cluster.ha_openai.retry.upstream_rq_429")
+        assert retried.get("cluster.ha_openai.retry.upstream_rq_429") == 3, retried
+        # ... and its outlier detection counted them (the chain's error_matcher).
         ejected = envoy.stats("cluster.ha_openai.outlier_detection.ejections_enforced_total")
         assert ejected.get("cluster.ha_openai.outlier_detection.ejections_enforced_total") == 1
         stack.mock("DELETE", "/__mock/requests")

@@ -36,19 +36,6 @@ pub const PREPARED: &str = "tollgate.prepared";
 /// first attempt that skipped the attempt stage (`429`).
 pub const SKIPPED: &str = "skipped";
 
-/// Response header marking a 429 the attempt stage turned into a 503.
-pub const RATE_LIMITED: &str = "x-tollgate-rate-limited";
-
-/// The status the client gets for a response with `status`, `marked`
-/// (RATE_LIMITED) on a chain: a 429 that outlier detection saw as a 503.
-pub fn client_status(status: u32, marked: bool) -> u32 {
-    if marked && status == 503 {
-        429
-    } else {
-        status
-    }
-}
-
 /// The response header naming the target that answered (`provider/model`).
 pub const TARGET_HEADER: &str = "x-tollgate-target";
 

@@ -11,9 +11,9 @@
 //! stage prepared the request for, on an endpoint without a key of its
 //! own, as the first attempt (`fallback::PREPARED`).
 //!
-//! A 429 becomes a 503 on its way to the router, marked, so that Envoy's
-//! outlier detection ejects a rate-limited key or deployment as it does a
-//! failing one; the request stage turns it back into a 429 for the client.
+//! A 429 goes to the router as it came: the cluster's outlier detection
+//! counts it as an error (`error_matcher`), so a rate-limited key or
+//! deployment is ejected as a failing one is.
 
 use super::context::{Action, Context, HttpContext};
 use super::env::Host;
@@ -30,7 +30,7 @@ use crate::core::routing::Route;
 use crate::filter::stats;
 use std::sync::Arc;
 
-use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, RATE_LIMITED};
+use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF};
 
 pub struct AttemptStage<H: Host> {
     host: H,
@@ -217,12 +217,7 @@ impl<H: Host> HttpContext for AttemptStage<H> {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        let headers = self.host.response_headers();
-        let status = headers.status();
-        if status != 429 && headers.get(RATE_LIMITED).is_some() {
-            // A provider's own: only this stage marks.
-            self.host.set_response_header(RATE_LIMITED, None);
-        }
+        let status = self.host.response_headers().status();
         if let Some(shared) = &self.shared {
             shared
                 .stats
@@ -232,10 +227,6 @@ impl<H: Host> HttpContext for AttemptStage<H> {
             // Attempts follow each other: the record is still this one's.
             fallback::push_status(&mut self.record, status);
             self.host.set_property(ATTEMPTS, self.record.as_bytes());
-        }
-        if status == 429 {
-            self.host.set_response_header(":status", Some("503"));
-            self.host.set_response_header(RATE_LIMITED, Some("1"));
         }
         Action::Continue
     }

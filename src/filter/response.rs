@@ -7,7 +7,7 @@ use super::context::Action;
 use super::env::Host;
 use crate::core::api::Api;
 use crate::core::content;
-use crate::core::fallback::{self, RATE_LIMITED, TARGET_HEADER};
+use crate::core::fallback::TARGET_HEADER;
 use crate::core::guard::stream::SlotGuards;
 use crate::core::guard::{GuardEvent, Guardrails, Policy};
 use crate::core::header_map::Headers;
@@ -64,19 +64,9 @@ pub struct ResponseState {
 impl ResponseState {
     /// Reads the response `headers` (as the host handed them over);
     /// `on_chain`: the request went to a fallback chain or key pool, whose
-    /// attempt stage's marks are read.
+    /// answering target the request stage names.
     pub fn on_headers(&mut self, host: &impl Host, headers: &Headers, on_chain: bool) {
         self.status = headers.status();
-        if headers.get(RATE_LIMITED).is_some() {
-            host.set_response_header(RATE_LIMITED, None);
-            // A 429 the attempt stage reported to Envoy as a 503 (so that
-            // outlier detection counts it): the client gets the 429. Only
-            // the attempt stage's mark counts, never a provider's.
-            if on_chain && fallback::client_status(self.status, true) != self.status {
-                self.status = fallback::client_status(self.status, true);
-                host.set_response_header(":status", Some(&self.status.to_string()));
-            }
-        }
         if !on_chain && headers.get(TARGET_HEADER).is_some() {
             // Only the gateway names the target (on a chain, it overwrites).
             host.set_response_header(TARGET_HEADER, None);

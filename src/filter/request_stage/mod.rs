@@ -31,7 +31,6 @@ use crate::core::cache::ClientWish;
 use crate::core::config::Chain;
 use crate::core::error::GatewayError;
 use crate::core::exchange::Exchange;
-use crate::core::fallback::{self, RATE_LIMITED};
 use crate::core::guard::GuardEvent;
 use std::sync::Arc;
 
@@ -383,8 +382,7 @@ impl<H: Host> HttpContext for RequestStage<H> {
             let headers = self.host.response_headers();
             let on_chain = self.fallback.is_some();
             if on_chain {
-                let marked = headers.get(RATE_LIMITED).is_some();
-                self.follow_served_target(fallback::client_status(headers.status(), marked));
+                self.follow_served_target(headers.status());
             }
             self.cache_on_response();
             self.response.on_headers(&self.host, &headers, on_chain);

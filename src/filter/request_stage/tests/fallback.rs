@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::core::fallback::{self, Attempt, Handoff};
-use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, PREPARED, RATE_LIMITED, SKIPPED};
+use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, PREPARED, SKIPPED};
 use crate::filter::attempt_stage::AttemptStage;
 use crate::filter::mock::{ATTEMPT_COUNT, CODE_DETAILS, ENDPOINT_METADATA, REQUEST_METADATA};
 
@@ -251,11 +251,11 @@ fn a_rate_limited_prepared_target_reaches_the_client_as_a_429() {
     let shared = chain();
     let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
     let skipped = format!("{REQUEST_METADATA}{SKIPPED}");
-    // Retries exhausted: the router passes on the Lua script's marked 503.
+    // Retries exhausted: the router passes on the provider's 429.
     respond(
         &mut stage,
-        "503",
-        &[(RATE_LIMITED, "1")],
+        "429",
+        &[("retry-after", "1")],
         &[
             (&skipped, "429"),
             (ATTEMPT_COUNT, "1"),
@@ -264,7 +264,7 @@ fn a_rate_limited_prepared_target_reaches_the_client_as_a_429() {
     );
     let client = stage.host.response_headers();
     assert_eq!(client.get(":status"), Some("429"));
-    assert_eq!(client.get(RATE_LIMITED), None);
+    assert_eq!(client.get("retry-after"), Some("1"));
     assert_eq!(client.get("x-tollgate-target"), Some("openai/gpt-4o"));
     assert_eq!(
         statuses(&stage.fallback.as_ref().unwrap().attempts),
@@ -523,7 +523,7 @@ fn a_pinned_request_falls_back_among_its_allowed_targets_on_their_cluster() {
 }
 
 #[test]
-fn a_429_reaches_outlier_detection_as_a_503_and_the_client_as_a_429() {
+fn a_429_is_recorded_and_reaches_the_client_as_it_came() {
     let shared = chain();
     let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
     let mut a = attempt(&shared, &stage, "anthropic");
@@ -534,9 +534,10 @@ fn a_429_reaches_outlier_detection_as_a_503_and_the_client_as_a_429() {
         ("content-type".into(), "application/json".into()),
     ];
     assert_eq!(a.on_http_response_headers(0, false), Action::Continue);
+    // Unchanged for the router: the cluster's outlier detection counts a
+    // 429 itself (error_matcher in envoy/gateway.yaml).
     let upstream = a.host().response_headers();
-    assert_eq!(upstream.get(":status"), Some("503"));
-    assert_eq!(upstream.get(RATE_LIMITED), Some("1"));
+    assert_eq!(upstream.get(":status"), Some("429"));
     assert_eq!(
         fallback::attempts(&a.host().property(ATTEMPTS).unwrap())[0].status,
         429
@@ -556,7 +557,6 @@ fn a_429_reaches_outlier_detection_as_a_503_and_the_client_as_a_429() {
     stage.on_http_response_body(error.len(), true);
     let client = stage.host.response_headers();
     assert_eq!(client.get(":status"), Some("429"));
-    assert_eq!(client.get(RATE_LIMITED), None);
     assert_eq!(client.get("x-tollgate-target"), Some("anthropic/claude-x"));
     // Anthropic's error, in the OpenAI client's format.
     let body: Value = serde_json::from_slice(&stage.host.response_body.borrow()).unwrap();
@@ -598,34 +598,19 @@ fn the_answer_is_read_and_billed_as_the_serving_targets() {
 }
 
 #[test]
-fn a_provider_cannot_forge_the_chains_marks() {
-    // Without a chain, a provider's mark and target header are dropped.
+fn a_provider_cannot_name_the_target() {
+    // Without a chain, a provider's target header is dropped.
     let shared = shared(json!({}));
     let mut stage = authorized(&shared, chat("tg-key", &openai("gpt-4o", "hi")), VALID);
     body_end(&mut stage);
     *stage.host.response_headers.borrow_mut() = vec![
         (":status".into(), "503".into()),
-        (RATE_LIMITED.into(), "1".into()),
         ("x-tollgate-target".into(), "somewhere/else".into()),
     ];
     stage.on_http_response_headers(0, false);
     let client = stage.host.response_headers();
     assert_eq!(client.get(":status"), Some("503"));
-    assert_eq!(client.get(RATE_LIMITED), None);
     assert_eq!(client.get("x-tollgate-target"), None);
-    // On a chain, the attempt stage drops a mark it did not make.
-    let shared = chain();
-    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
-    let mut a = attempt(&shared, &stage, "openai");
-    send(&mut a);
-    *a.host().response_headers.borrow_mut() = vec![
-        (":status".into(), "503".into()),
-        (RATE_LIMITED.into(), "1".into()),
-    ];
-    a.on_http_response_headers(0, false);
-    let upstream = a.host().response_headers();
-    assert_eq!(upstream.get(":status"), Some("503"));
-    assert_eq!(upstream.get(RATE_LIMITED), None);
 }
 
 #[test]
