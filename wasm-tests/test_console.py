@@ -306,7 +306,10 @@ def test_console_key_life_budget_usage_and_invite(browser, sidecar, downloads, t
     c.text_in("#usage-charts .legend", "gpt-4o-mini")
     c.screenshot("usage")
     c.d.find_element(By.ID, "usage-csv").click()
-    c.wait(lambda _: [p for p in downloads.glob("tollgate-usage-model-*.csv")], timeout=15)
+    # Chrome puts an empty file under the final name first and fills it
+    # from a .crdownload: done when that is gone and the file has bytes.
+    c.wait(lambda _: not list(downloads.glob("*.crdownload"))
+           and [p for p in downloads.glob("tollgate-usage-model-*.csv") if p.stat().st_size], timeout=15)
     [path] = downloads.glob("tollgate-usage-model-*.csv")
     rows = list(csv.DictReader(path.read_text().splitlines()))
     assert rows and set(rows[0]) >= {"day", "model", "requests", "cost_usd", "input_tokens"}
