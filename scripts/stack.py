@@ -163,7 +163,7 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
     for secret in resources.get("secrets", []):
         if secret["name"] in mocked_secrets:
             secret["generic_secret"]["secret"] = {"inline_string": mocked_secrets[secret["name"]]}
-    hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = http_connection_manager(resources)
     if chain == "two_stage":
         hcm["http_filters"] = two_stage_filters(hcm["http_filters"][0], wasm)
     elif chain == "native":
@@ -205,6 +205,11 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
     if customize:
         customize(config)
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def http_connection_manager(resources: dict) -> dict:
+    """The gateway listener's HTTP connection manager in `static_resources`."""
+    return resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
 def plugin_value(tollgate: dict) -> dict:
