@@ -25,7 +25,7 @@ $(NATIVE): Cargo.toml Cargo.lock $(shell find src protocol/src -name '*.rs') pro
 	$(CARGO) rustc --profile native -p tollgate --lib --no-default-features --features dynamic-module --crate-type cdylib
 
 # The console's pages are compiled into the sidecar (include_str!).
-$(SIDECAR): Cargo.toml Cargo.lock $(shell find sidecar/src protocol/src -name '*.rs') $(wildcard sidecar/console/*) sidecar/Cargo.toml protocol/Cargo.toml
+$(SIDECAR): Cargo.toml Cargo.lock $(shell find src sidecar/src protocol/src -name '*.rs') $(wildcard sidecar/console/*) sidecar/Cargo.toml protocol/Cargo.toml
 	$(CARGO) build --release -p tollgate-sidecar
 
 $(FLOOR_MODULE): Cargo.toml Cargo.lock $(shell find bench/floor-module/src -name '*.rs') bench/floor-module/Cargo.toml

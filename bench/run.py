@@ -147,9 +147,10 @@ STATIC_ANSWER = json.dumps({
 
 
 def bare_fallback(config: dict):
-    """Bare Envoy sending every request through the template's retry route
-    (its retry policy, as shipped) to an aggregate cluster of the first
-    chain's targets that has no upstream filter but the codec."""
+    """Bare Envoy sending every request through the template's first retry
+    route (the relay route: its retry policy, as shipped) to an aggregate
+    cluster of the first chain's targets that has no upstream filter but
+    the codec."""
     # The placeholders do not matter here, only the route and the cluster.
     template = yaml.safe_load(re.sub(r"\$\{\w+\}", "x", TEMPLATE.read_text()))["static_resources"]
     retry_route = next(r for r in http_connection_manager(template)["route_config"]["virtual_hosts"][0]["routes"]

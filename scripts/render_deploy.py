@@ -132,8 +132,8 @@ def kubernetes_bootstrap(s: Settings) -> dict:
             cluster.update(type="STRICT_DNS", dns_lookup_family="V4_PREFERRED")
             cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [{"endpoint": {"address": {
                 "socket_address": {"address": s.service_host(service), "port_value": port}}}}]}]
-        tls = cluster.get("transport_socket", {}).get("typed_config")
-        if tls:
+        tls = cluster.get("transport_socket", {}).get("typed_config", {})
+        if tls.get("@type", "").endswith(".UpstreamTlsContext"):
             # gateway.yaml leaves certificates unchecked; a cluster's egress must not.
             tls["common_tls_context"] = {"validation_context": {
                 "trusted_ca": {"filename": CA_BUNDLE},

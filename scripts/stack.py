@@ -168,14 +168,16 @@ def render(*, wasm: Path, listen_port: int, admin_port: int, sidecar_port: int, 
         hcm["http_filters"] = two_stage_filters(hcm["http_filters"][0], wasm)
     elif chain == "native":
         hcm["http_filters"][0] = native_filter(hcm["http_filters"][0])
+        without_relay(resources)
         for cluster in resources["clusters"]:
             for options in cluster.get("typed_extension_protocol_options", {}).values():
                 options["http_filters"] = native_upstream_filters(options.get("http_filters", []))
     elif chain != "single_stage":
         raise ValueError(f"unknown chain {chain!r}: one of {', '.join(CHAINS)}")
     if bare_cluster or floor_wasm or floor_module:
-        # Without Tollgate's request stage, no VM for its attempt stage.
+        # Without Tollgate's request stage, no VM for its attempt and relay stages.
         resources["clusters"] = [c for c in resources["clusters"] if not has_wasm_upstream_filter(c)]
+        without_relay(resources)
     if bare_cluster:
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
         # Only the plain route (the retry route serves fallback chains).
@@ -252,9 +254,7 @@ def native_attempt_filter() -> dict:
 
 def native_upstream_filters(filters: list[dict]) -> list[dict]:
     """A fallback cluster's upstream filters with the native attempt stage
-    on every attempt in the place of the wasm one and the matcher around
-    it: nothing skips it (the native request stage keeps its filter state
-    where Envoy's CEL does not look), so no Lua script stands in for it."""
+    in the place of the wasm one."""
     return [native_attempt_filter() if wasm_plugins(f) else f for f in filters]
 
 
@@ -275,8 +275,8 @@ def upstream_filters(cluster: dict) -> list[dict]:
 
 
 def wasm_plugins(node) -> list[dict]:
-    """The wasm plugin configurations (`config`) in a filter, also those a
-    matcher wraps (the attempt stage's)."""
+    """The wasm plugin configurations (`config`) in a filter, also those
+    nested in another's configuration (a matcher's)."""
     if isinstance(node, list):
         return [p for item in node for p in wasm_plugins(item)]
     if not isinstance(node, dict):
@@ -288,6 +288,24 @@ def wasm_plugins(node) -> list[dict]:
 
 def has_wasm_upstream_filter(cluster: dict) -> bool:
     return bool(wasm_plugins(upstream_filters(cluster)))
+
+
+def aggregated(cluster: dict) -> list[str]:
+    """The clusters an aggregate cluster lists (none for another cluster)."""
+    return cluster.get("cluster_type", {}).get("typed_config", {}).get("clusters", [])
+
+
+def without_relay(resources: dict) -> None:
+    """Drops the relay listener (an internal listener, running the wasm
+    relay stage), the relay clusters that reach it and the direct clusters
+    over them: for runs whose request stage takes no direct cluster (the
+    native module) or that have none (bare Envoy, the floors)."""
+    resources["listeners"] = [l for l in resources["listeners"] if "internal_listener" not in l]
+    relays = {c["name"] for c in resources["clusters"]
+              for locality in c.get("load_assignment", {}).get("endpoints", [])
+              for lb in locality["lb_endpoints"] if "envoy_internal_address" in lb["endpoint"]["address"]}
+    resources["clusters"] = [c for c in resources["clusters"]
+                             if c["name"] not in relays and not relays.intersection(aggregated(c))]
 
 
 def two_stage_filters(single: dict, wasm: Path) -> list:

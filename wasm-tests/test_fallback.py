@@ -2,7 +2,10 @@
 falls back from OpenAI to Azure to Anthropic: Envoy retries each failed attempt on
 the next target of an aggregate cluster, the attempt stage (an upstream filter)
 translates the checked request for that target's API and sets its key, and the
-client gets an answer in its own API, told which target served it."""
+client gets an answer in its own API, told which target served it. A request the
+filter prepared for OpenAI takes the model's direct cluster: its first attempt runs
+no upstream filter, and a failed one is retried into the relay listener, which
+tries Azure, then Anthropic (the native module takes the attempt-stage cluster)."""
 
 import json
 import socket
@@ -45,6 +48,13 @@ def clear_faults(stack):
     stack.mock("DELETE", "/__mock/faults")
     yield
     stack.mock("DELETE", "/__mock/faults")
+
+
+def entry_cluster(stack) -> str:
+    """The cluster a prepared gpt-4o-ha request goes to, whose stats count
+    its first attempt and retries: the direct cluster, but on the native
+    module (which does not relay) the attempt-stage cluster."""
+    return "fallback_gpt_4o" if stack.chain == "native" else "direct_gpt_4o"
 
 
 def closed_port() -> int:
@@ -190,8 +200,26 @@ def test_a_hanging_target_times_out_to_the_next(stack, key):
             model=CHAIN, messages=MESSAGES)
         assert raw.headers["x-tollgate-target"] == AZURE
         assert 0.9 <= time.monotonic() - start < 4
-        assert envoy.stats("cluster.fallback_gpt_4o.upstream_rq_per_try_timeout").get(
-            "cluster.fallback_gpt_4o.upstream_rq_per_try_timeout") == 1
+        # The attempt that timed out counts, with no status. (On the direct
+        # cluster Envoy races it with the relay rather than cutting it:
+        # its stats count a retry, not a per-try timeout.)
+        counted, _ = wait_for(lambda: envoy.stats("tollgate").get(
+            "wasmcustom.tollgate.attempts.provider.openai-ha.status.reset") == 1, timeout=3)
+        assert counted, envoy.stats("tollgate")
+        retried = f"cluster.{entry_cluster(stack)}.upstream_rq_retry"
+        assert envoy.stats(retried).get(retried) == 1
+
+        # A later target that hangs is passed over too: the bound is per
+        # attempt, not on the fallback attempts together.
+        stack.mock("DELETE", "/__mock/requests")
+        fail(stack, "openai", "500")
+        fail(stack, "azure", "slow:5000")
+        start = time.monotonic()
+        raw = openai_client(envoy.base_url, key).chat.completions.with_raw_response.create(
+            model=CHAIN, messages=MESSAGES)
+        assert raw.headers["x-tollgate-target"] == CLAUDE
+        assert 0.9 <= time.monotonic() - start < 4
+        assert paths(stack) == [PATHS["openai"], PATHS["azure"], PATHS["anthropic"]]
     finally:
         envoy.stop()
 
@@ -217,29 +245,40 @@ def test_a_target_that_refuses_connections_is_passed_over(stack, key):
         envoy.stop()
 
 
-ATTEMPT_LOG = "prepared=%FILTER_STATE(wasm.tollgate.prepared:PLAIN)% attempts=%FILTER_STATE(wasm.tollgate.attempts:PLAIN)%"
+ATTEMPT_LOG = "attempts=%FILTER_STATE(wasm.tollgate.attempts:PLAIN)% upstream=%UPSTREAM_HOST%"
 
 
-def with_attempt_log(path):
-    """without_ejection, and an access log of what the attempt stage left
-    in filter state (wasm chains: the native module keeps its own elsewhere)."""
+def with_attempt_logs(paths_by_listener: dict):
+    """without_ejection, and an access log per listener (by name) of what
+    the attempt stage left in filter state and where the request went."""
     def customize(config):
         without_ejection(config)
-        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["access_log"] = [{"name": "attempts", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-            "path": str(path), "log_format": {"text_format_source": {"inline_string": ATTEMPT_LOG + "\n"}}}}]
+        for listener in config["static_resources"]["listeners"]:
+            if listener["name"] in paths_by_listener:
+                hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+                hcm["access_log"] = [{"name": "attempts", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": str(paths_by_listener[listener["name"]]),
+                    "log_format": {"text_format_source": {"inline_string": ATTEMPT_LOG + "\n"}}}}]
     return customize
 
 
-def test_an_attempt_on_the_prepared_target_skips_the_attempt_stage(stack, key, tmp_path):
+def log_lines(path, n: int) -> list[str]:
+    lines, _ = wait_for(lambda: (t := path.read_text().splitlines() if path.exists() else []) and len(t) >= n and t,
+                        timeout=5)
+    assert lines, f"fewer than {n} lines in {path}"
+    return lines
+
+
+def test_a_first_attempt_runs_no_attempt_stage_and_the_relay_runs_it_on_the_rest(stack, key, tmp_path):
     """The request stage prepared the request for OpenAI (body, path, key):
-    Envoy's matcher lets the first attempt go to it without the attempt
-    stage; every later attempt runs it."""
+    its first attempt goes through plain Envoy; a failed one is retried into
+    the relay listener, where each attempt runs the attempt stage."""
     if stack.chain == "native":
-        pytest.skip("the native attempt stage runs on every attempt (nothing skips it)")
-    log = tmp_path / "attempts.log"
-    envoy = stack.add_envoy("envoy-attempt-log", customize=with_attempt_log(log))
+        pytest.skip("the native module takes the attempt-stage cluster (it does not relay)")
+    outer, relay = tmp_path / "gateway.log", tmp_path / "relay.log"
+    envoy = stack.add_envoy("envoy-attempt-log", customize=with_attempt_logs({"tollgate": outer,
+                                                                             "tollgate_relay": relay}))
     try:
         client = openai_client(envoy.base_url, key)
         raw = client.chat.completions.with_raw_response.create(model=CHAIN, messages=MESSAGES)
@@ -249,25 +288,33 @@ def test_an_attempt_on_the_prepared_target_skips_the_attempt_stage(stack, key, t
         fail(stack, "openai", "500")
         raw = client.chat.completions.with_raw_response.create(model=CHAIN, messages=MESSAGES)
         assert raw.headers["x-tollgate-target"] == AZURE
-        lines, _ = wait_for(lambda: (t := log.read_text().splitlines() if log.exists() else []) and len(t) >= 2 and t,
-                            timeout=5)
-        # No attempt stage ran for the first request; for the second, only on Azure.
-        assert lines[0] == "prepared=openai-ha attempts=-"
-        assert lines[1].startswith("prepared=openai-ha attempts=1@") and lines[1].endswith("=200")
-        counted, _ = wait_for(lambda: envoy.stats("tollgate").get(
-            "wasmcustom.tollgate.attempts.provider.openai-ha.status.5xx") == 1, timeout=3)
-        assert counted
+        assert "x-tollgate-attempts" not in raw.headers
+        first, second = log_lines(outer, 2)
+        # No attempt stage ran in the gateway listener: the first request
+        # went to the mock, the second ended at the relay ...
+        assert first.startswith("attempts=- upstream=127.0.0.1:"), first
+        assert second.startswith("attempts=- upstream=envoy://"), second
+        # ... whose attempt stage sent it to Azure.
+        (relayed,) = log_lines(relay, 1)
+        assert relayed.startswith("attempts=1@") and "=200 upstream=127.0.0.1:" in relayed, relayed
+        # The direct attempt's 500 is counted (the Lua script's note), and
+        # the relay's answer.
+        attempts = "wasmcustom.tollgate.attempts.provider.{}.status.{}"
+        counted, _ = wait_for(lambda: (s := envoy.stats("tollgate")).get(attempts.format("openai-ha", "5xx")) == 1
+                              and s.get(attempts.format("azure", "2xx")) == 1, timeout=3)
+        assert counted, envoy.stats("tollgate")
     finally:
         envoy.stop()
 
 
 def test_a_first_attempt_on_another_target_than_the_prepared_one_runs_the_attempt_stage(stack, key):
-    """Envoy may send the first attempt elsewhere (the prepared target's
-    endpoints ejected): the matcher sees the endpoint is not the prepared
-    target's, so the attempt stage translates and sets that target's key,
-    and the prepared target's key goes nowhere else."""
+    """On a model without a direct cluster every attempt runs the attempt
+    stage: an attempt that Envoy sends to another target than the one the
+    request was prepared for is translated and gets that target's key, and
+    the prepared target's key goes nowhere else."""
     def customize(config):
         without_ejection(config)
+        set_model_field(config, CHAIN, "direct_cluster", None)
         aggregate = next(c for c in config["static_resources"]["clusters"] if c["name"] == "fallback_gpt_4o")
         aggregate["cluster_type"]["typed_config"]["clusters"] = ["ha_azure", "ha_openai", "ha_anthropic"]
 
@@ -295,8 +342,9 @@ def test_a_rate_limited_first_target_is_ejected_and_requests_go_to_the_next(stac
             raw = client.chat.completions.with_raw_response.create(model=CHAIN, messages=MESSAGES)
             assert raw.headers["x-tollgate-target"] == AZURE
         # Envoy saw each 429 as it came (not rewritten into a 503) ...
-        retried = envoy.stats("cluster.fallback_gpt_4o.retry.upstream_rq_429")
-        assert retried.get("cluster.fallback_gpt_4o.retry.upstream_rq_429") == 3, retried
+        stat = f"cluster.{entry_cluster(stack)}.retry.upstream_rq_429"
+        retried = envoy.stats(stat)
+        assert retried.get(stat) == 3, retried
         # ... and its outlier detection counted them (the chain's error_matcher).
         ejected = envoy.stats("cluster.ha_openai.outlier_detection.ejections_enforced_total")
         assert ejected.get("cluster.ha_openai.outlier_detection.ejections_enforced_total") == 1
@@ -367,7 +415,7 @@ def test_the_retry_budget_keeps_an_outage_from_multiplying_the_load(stack, key, 
     n = 12
     fail(stack, "openai", "slow:400:500", count=n)
     fail(stack, "azure", "slow:400", count=n)
-    stat = "cluster.fallback_gpt_4o.upstream_rq_retry_overflow"
+    stat = f"cluster.{entry_cluster(stack)}.upstream_rq_retry_overflow"
     before = gateway.stats(stat).get(stat, 0)
     client = openai_client(gateway.base_url, key)
 

@@ -170,6 +170,15 @@ pub struct ModelRoute {
     /// several keys or deployments.
     #[serde(default)]
     pub cluster: Option<String>,
+    /// For a chain whose first target the request stage can prepare the
+    /// request for: an Envoy aggregate cluster over that target's provider
+    /// cluster and a relay cluster into the `tollgate_relay` internal
+    /// listener, which tries the other targets. The first attempt then
+    /// runs no upstream filter; a failed one is retried once, into the
+    /// relay. Requests the stage cannot prepare (another API than the
+    /// first target's, a residency pin) go to `cluster`.
+    #[serde(default)]
+    pub direct_cluster: Option<String>,
     /// Attempts Envoy makes for one request on `cluster`, the first
     /// included; default one per target, and at least two (a pool's single
     /// target is retried on another key).

@@ -38,6 +38,10 @@ pub struct RouteDecision {
 pub struct Retries {
     pub max_retries: u32,
     pub per_try_timeout_ms: Option<u64>,
+    /// The request goes to the model's `direct_cluster`: the relay route
+    /// (`x-tollgate-relay`) retries once, into the relay, whose own route
+    /// makes the other attempts; `max_retries` is not sent.
+    pub relay: bool,
 }
 
 impl RouteDecision {
@@ -62,6 +66,9 @@ impl RouteDecision {
             out.push_str(&format!("\nn={}", r.max_retries));
             if let Some(ms) = r.per_try_timeout_ms {
                 out.push_str(&format!("\tt{ms}"));
+            }
+            if r.relay {
+                out.push_str("\tr");
             }
         }
         out
@@ -91,14 +98,20 @@ impl RouteDecision {
                 }
                 "r" => d.remove.push(value.into()),
                 "n" => {
-                    let (n, timeout) = match value.split_once("\tt") {
-                        Some((n, ms)) => (n, Some(ms.parse().ok()?)),
-                        None => (value, None),
+                    let mut f = value.split('\t');
+                    let mut r = Retries {
+                        max_retries: f.next()?.parse().ok()?,
+                        per_try_timeout_ms: None,
+                        relay: false,
                     };
-                    d.retries = Some(Retries {
-                        max_retries: n.parse().ok()?,
-                        per_try_timeout_ms: timeout,
-                    });
+                    for field in f {
+                        match field.split_at_checked(1)? {
+                            ("t", ms) => r.per_try_timeout_ms = Some(ms.parse().ok()?),
+                            ("r", "") => r.relay = true,
+                            _ => return None,
+                        }
+                    }
+                    d.retries = Some(r);
                 }
                 _ => return None,
             }
@@ -135,6 +148,7 @@ mod tests {
             retries: Some(Retries {
                 max_retries: 2,
                 per_try_timeout_ms: Some(1500),
+                relay: true,
             }),
         };
         let no_timeout = RouteDecision {
@@ -142,6 +156,7 @@ mod tests {
             retries: Some(Retries {
                 max_retries: 0,
                 per_try_timeout_ms: None,
+                relay: false,
             }),
             ..RouteDecision::default()
         };
@@ -153,5 +168,6 @@ mod tests {
         assert_eq!(RouteDecision::decode(b""), None);
         assert_eq!(RouteDecision::decode(b"\xff"), None);
         assert_eq!(RouteDecision::decode(b"c=x\nz=1"), None);
+        assert_eq!(RouteDecision::decode(b"c=x\nn=1\tq"), None);
     }
 }

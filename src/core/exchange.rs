@@ -128,20 +128,27 @@ impl Plan {
             .filter(|h| chain.is_some() || !route.provider.pass_headers.iter().any(|p| p == *h))
             .map(|h| h.to_string())
             .collect();
+        // Prepared for the first target: the first attempt may go without
+        // an attempt stage, through the model's direct cluster.
+        let direct = chain
+            .filter(|c| !neutral && c.max_attempts > 1)
+            .and_then(|c| c.direct_cluster);
         decision.cluster = chain
-            .map_or(route.provider.cluster.as_str(), |c| c.cluster)
+            .map_or(route.provider.cluster.as_str(), |c| {
+                direct.unwrap_or(c.cluster)
+            })
             .to_string();
         if let Some(chain) = chain {
             // The key of the target the request is prepared for: a first
-            // attempt that reaches it goes without an attempt stage
-            // (`fallback::PREPARED`); every attempt stage clears it and
-            // sets its own target's.
+            // attempt on the direct cluster goes with it; every attempt
+            // stage clears it and sets its own target's.
             if neutral {
                 decision.auth = None;
             }
             decision.retries = Some(Retries {
                 max_retries: chain.max_attempts.saturating_sub(1),
                 per_try_timeout_ms: chain.attempt_timeout_ms,
+                relay: direct.is_some(),
             });
         }
         let estimated_input = budget::estimate_input_tokens(api, &request.body);

@@ -20,20 +20,17 @@ pub const HANDOFF: &str = "tollgate.fallback";
 /// (`fallback::attempts`): how the request stage learns which target
 /// answered, and what the trace shows of the others.
 pub const ATTEMPTS: &str = "tollgate.attempts";
+/// The response header in which the relay listener's route returns its
+/// attempt stages' record to the gateway listener (which removes it).
+pub const ATTEMPTS_HEADER: &str = "x-tollgate-attempts";
 /// Filter state: the request stage prepared this request for one target
 /// itself (a pinned request sent to one target of a chain), so an attempt
 /// stage on that target's cluster lets it go as it is.
 pub const DIRECT: &str = "tollgate.direct";
 
-/// Filter state: the provider of the target the request stage prepared
-/// the request for (its body, path and key). Envoy skips the attempt stage
-/// on a first attempt that reaches an endpoint of that provider with no
-/// key of its own (a matcher in the cluster's configuration).
-pub const PREPARED: &str = "tollgate.prepared";
-
 /// The key in the request's `tollgate` dynamic metadata where the
-/// configuration's Lua script notes the status of a failed answer to a
-/// first attempt that skipped the attempt stage (`429`).
+/// configuration's Lua script notes the status of a failed answer to the
+/// first attempt on a direct cluster, which runs no attempt stage (`429`).
 pub const SKIPPED: &str = "skipped";
 
 /// The response header naming the target that answered (`provider/model`).
@@ -70,6 +67,15 @@ pub fn expand(models: &mut [ModelRoute], providers: &[Provider]) -> Vec<String> 
             Some(c) if c.trim().is_empty() => {
                 problems.push(format!("{at}: cluster must name an Envoy cluster"))
             }
+            _ => {}
+        }
+        match &m.direct_cluster {
+            Some(_) if m.fallbacks.is_empty() => problems.push(format!(
+                "{at}: direct_cluster needs fallbacks (its relay tries the targets after the first)"
+            )),
+            Some(d) if d.trim().is_empty() || Some(d) == m.cluster.as_ref() => problems.push(
+                format!("{at}: direct_cluster must name an Envoy cluster other than cluster"),
+            ),
             _ => {}
         }
         if m.max_attempts
@@ -292,9 +298,8 @@ pub fn attempts(record: &[u8]) -> Vec<Attempt> {
         .collect()
 }
 
-/// What Envoy tells of the first attempt when it may have skipped the
-/// attempt stage (and its record): the only one that can, since the
-/// matcher lets attempt 1 alone go as prepared.
+/// What Envoy tells of the first attempt on a direct cluster, which runs
+/// no attempt stage (and leaves no record); the relay's attempts do.
 #[derive(Debug, Clone, Copy)]
 pub struct Skipped<'a> {
     /// The prepared target's index in the chain.
@@ -309,17 +314,22 @@ pub struct Skipped<'a> {
     /// The answer's status, when no attempt stage ran and the answer came
     /// from the prepared target (not from Envoy itself).
     pub answer: Option<u32>,
+    /// The answer came through the relay (one of Envoy's attempts), whose
+    /// attempts are the recorded ones.
+    pub relayed: bool,
 }
 
-/// Every attempt of a request, oldest first: the first one if it skipped
-/// the attempt stage, then the `recorded` ones. It skipped the stage if
-/// it answered with no attempt recorded, if the Lua script noted its
-/// failure, or if Envoy counts one attempt more than were recorded (a
-/// reset or a timeout, which leaves no status).
+/// Every attempt of a request, oldest first: the first one if it went
+/// without an attempt stage, then the `recorded` ones (the relay's). It did
+/// if it answered, if the Lua script noted its failure, or if Envoy counts
+/// an attempt besides the relay's (a reset or a timeout, which leaves no
+/// status).
 pub fn with_skipped(recorded: Vec<Attempt>, skipped: &Skipped) -> Vec<Attempt> {
     let failed = skipped.failed.trim().parse::<u32>().ok();
-    let answer = skipped.answer.filter(|_| recorded.is_empty());
-    let unrecorded = skipped.total.is_some_and(|n| n as usize > recorded.len());
+    let answer = skipped.answer.filter(|_| !skipped.relayed);
+    let unrecorded = skipped
+        .total
+        .is_some_and(|n| n > u32::from(skipped.relayed));
     if answer.is_none() && failed.is_none() && !unrecorded {
         return recorded;
     }
@@ -343,6 +353,15 @@ mod tests {
             failed,
             total,
             answer,
+            relayed: false,
+        }
+    }
+
+    /// The relay answered, with the record of its attempts.
+    fn relayed(failed: &str, total: Option<u32>) -> Skipped<'_> {
+        Skipped {
+            relayed: true,
+            ..skipped(failed, total, None)
         }
     }
 
@@ -366,7 +385,7 @@ mod tests {
     #[test]
     fn skipped_failures_come_before_the_recorded_attempts() {
         let recorded = attempts(b"1@9=500,2@12=200");
-        let all = with_skipped(recorded, &skipped("429", Some(3), None));
+        let all = with_skipped(recorded, &relayed("429", Some(2)));
         assert_eq!(statuses(&all), [(0, 429), (1, 500), (2, 200)]);
         assert_eq!(all[0].start_ns, 5);
     }
@@ -374,11 +393,11 @@ mod tests {
     #[test]
     fn a_skipped_attempt_without_an_answer_is_told_by_the_count() {
         let recorded = attempts(b"1@9=200");
-        let all = with_skipped(recorded.clone(), &skipped("", Some(2), None));
+        let all = with_skipped(recorded.clone(), &relayed("", Some(2)));
         assert_eq!(statuses(&all), [(0, 0), (1, 200)]);
         // Without the count, only what answered is known.
         assert_eq!(
-            statuses(&with_skipped(recorded, &skipped("", None, None))),
+            statuses(&with_skipped(recorded, &relayed("", None))),
             [(1, 200)]
         );
     }
@@ -400,12 +419,17 @@ mod tests {
         let all = with_skipped(Vec::new(), &skipped("x,,503", Some(u32::MAX), None));
         assert_eq!(statuses(&all), [(0, 0)]);
         let recorded = attempts(b"1@9=200");
-        // A count no higher than what was recorded adds nothing.
+        // The relay's attempt alone adds nothing (the first target was
+        // ejected, so Envoy went to the relay at once), nor does its
+        // answer's status.
         for total in [0, 1] {
             assert_eq!(
                 statuses(&with_skipped(
                     recorded.clone(),
-                    &skipped("", Some(total), None)
+                    &Skipped {
+                        answer: Some(200),
+                        ..relayed("", Some(total))
+                    }
                 )),
                 [(1, 200)]
             );

@@ -256,6 +256,8 @@ pub fn apply<'a>(
             Chain {
                 entry: c.entry,
                 cluster,
+                // Its region cluster holds the allowed targets only.
+                direct_cluster: None,
                 max_attempts: entry
                     .max_attempts
                     .unwrap_or_else(|| routing::attempts_for(n)),

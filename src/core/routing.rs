@@ -33,6 +33,8 @@ pub struct Chain<'a> {
     pub entry: usize,
     /// The Envoy aggregate cluster over the targets' provider clusters.
     pub cluster: &'a str,
+    /// The model's `direct_cluster`, when the request may take it.
+    pub direct_cluster: Option<&'a str>,
     /// Attempts Envoy may make, the first included.
     pub max_attempts: u32,
     /// Per-attempt wait for the response headers, when configured.
@@ -40,6 +42,13 @@ pub struct Chain<'a> {
     /// The target the route points at: 0, or a later one when a residency
     /// pin leaves the chain's first targets out.
     pub first: usize,
+}
+
+/// The attempts a model with a chain may make: its own `max_attempts`, else
+/// `attempts_for` its targets.
+pub fn chain_attempts(m: &ModelRoute) -> u32 {
+    m.max_attempts
+        .unwrap_or_else(|| attempts_for(m.targets.len()))
 }
 
 /// Attempts for a chain of `targets` targets unless the model says: one
@@ -78,9 +87,8 @@ pub fn resolve<'a>(
     let chain = found.cluster.as_deref().map(|cluster| Chain {
         entry,
         cluster,
-        max_attempts: found
-            .max_attempts
-            .unwrap_or_else(|| attempts_for(found.targets.len())),
+        direct_cluster: found.direct_cluster.as_deref(),
+        max_attempts: chain_attempts(found),
         attempt_timeout_ms: found.attempt_timeout_ms,
         first: 0,
     });

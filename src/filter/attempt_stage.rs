@@ -6,10 +6,10 @@
 //! already prepared it, with its path and its key. Envoy reuses one header
 //! map for every attempt (what one attempt sets, the next sees) but gives
 //! each the request stage's body, so every attempt sets its headers anew.
-//! Envoy creates it only for an attempt that needs it (the matcher in
-//! envoy/gateway.yaml): not for one that reaches the target the request
-//! stage prepared the request for, on an endpoint without a key of its
-//! own, as the first attempt (`fallback::PREPARED`).
+//! It runs on a model's `cluster`, and behind the relay listener, where a
+//! model's `direct_cluster` retries a failed first attempt: there the
+//! hand-over arrives in filter state shared with the relay's connection,
+//! and the first attempt on the prepared target goes as it is.
 //!
 //! A 429 goes to the router as it came: the cluster's outlier detection
 //! counts it as an error (`error_matcher`), so a rate-limited key or
@@ -31,6 +31,14 @@ use crate::filter::stats;
 use std::sync::Arc;
 
 use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF};
+
+/// The request stage's hand-over: in this stream's filter state (the
+/// gateway listener), or shared with this connection (the relay listener).
+pub fn handoff(host: &impl Host) -> Option<Handoff> {
+    host.property(HANDOFF)
+        .or_else(|| host.shared_property(HANDOFF))
+        .and_then(|b| Handoff::decode(&b))
+}
 
 pub struct AttemptStage<H: Host> {
     host: H,
@@ -76,11 +84,7 @@ impl<H: Host> AttemptStage<H> {
     /// as it is, with its key.
     fn begin(&mut self) -> Result<Action, GatewayError> {
         let shared = self.shared()?;
-        let Some(handoff) = self
-            .host
-            .property(HANDOFF)
-            .and_then(|b| Handoff::decode(&b))
-        else {
+        let Some(handoff) = handoff(&self.host) else {
             if self.host.property(DIRECT).is_some() {
                 return Ok(Action::Continue);
             }

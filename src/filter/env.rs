@@ -56,11 +56,18 @@ pub trait Host {
     /// A string in the `tollgate` metadata of the endpoint Envoy picked
     /// for the current attempt (or the last one, on the response).
     fn endpoint_metadata(&self, key: &str) -> Option<String>;
-    /// Whether Envoy may let an attempt skip the attempt stage
-    /// (`fallback::PREPARED`): the shipped matcher reads the wasm
-    /// filter's filter state; the native module's attempt stage runs on
-    /// every attempt.
-    fn attempts_may_skip_the_attempt_stage(&self) -> bool {
+    /// A filter state value the gateway listener shared with this stream's
+    /// connection (`set_filter_state` with `shared_with_upstream`): the
+    /// hand-over, in the relay listener.
+    fn shared_property(&self, name: &str) -> Option<Vec<u8>>;
+    /// The address of the upstream host that answered (`envoy://...` for
+    /// an internal listener, the relay).
+    fn upstream_address(&self) -> Option<String>;
+    /// Whether requests may take a model's `direct_cluster`: its relay
+    /// reads the wasm filter's hand-over from filter state; the native
+    /// module keeps its own in dynamic metadata, so its requests take
+    /// `cluster`, where the attempt stage runs on every attempt.
+    fn can_relay(&self) -> bool {
         true
     }
     /// A string in the `tollgate` namespace of the request's dynamic
@@ -150,6 +157,13 @@ impl Host for Envoy {
     }
     fn property(&self, name: &str) -> Option<Vec<u8>> {
         host::property(&[name])
+    }
+    fn shared_property(&self, name: &str) -> Option<Vec<u8>> {
+        // Plain `[name]` finds only the wasm filter's own values.
+        host::property(&["filter_state", name])
+    }
+    fn upstream_address(&self) -> Option<String> {
+        host::property(&["upstream", "address"]).and_then(|v| String::from_utf8(v).ok())
     }
     fn set_property(&self, name: &str, value: &[u8]) -> bool {
         host::set_property(name, value)

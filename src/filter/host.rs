@@ -71,14 +71,6 @@ extern "C" {
         value: *const u8,
         value_size: usize,
     ) -> u32;
-    fn proxy_call_foreign_function(
-        name: *const u8,
-        name_size: usize,
-        args: *const u8,
-        args_size: usize,
-        results: *mut *mut u8,
-        results_size: *mut usize,
-    ) -> u32;
     #[allow(clippy::too_many_arguments)]
     fn proxy_send_local_response(
         status: u32,
@@ -218,36 +210,6 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     // SAFETY: pointers to live locals and a borrowed str.
     let status = unsafe { proxy_get_property(joined.as_ptr(), joined.len(), &mut data, &mut size) };
     owned(status, data, size)
-}
-
-/// Declares the filter state value `name` a string (Envoy's foreign
-/// function `declare_property`), so that Envoy's matchers (CEL) compare it
-/// with other strings; values are bytes otherwise. Envoy's arguments are a
-/// `DeclarePropertyArguments` message: name (1), type (3) String = 1.
-pub fn declare_string_property(name: &str) -> bool {
-    let function = "declare_property";
-    // The name's length must fit one varint byte.
-    let Some(len) = u8::try_from(name.len()).ok().filter(|&n| n < 0x80) else {
-        return false;
-    };
-    let mut args = Vec::with_capacity(name.len() + 4);
-    args.extend_from_slice(&[0x0a, len]);
-    args.extend_from_slice(name.as_bytes());
-    args.extend_from_slice(&[0x18, 0x01]);
-    let (mut data, mut size) = (null_mut(), 0);
-    // SAFETY: borrowed slices valid for the call; pointers to live locals.
-    let status = unsafe {
-        proxy_call_foreign_function(
-            function.as_ptr(),
-            function.len(),
-            args.as_ptr(),
-            args.len(),
-            &mut data,
-            &mut size,
-        )
-    };
-    drop(owned(status, data, size));
-    status == STATUS_OK
 }
 
 /// Sets a filter state value (one path segment, e.g. `tollgate.route`).

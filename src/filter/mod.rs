@@ -17,6 +17,8 @@ mod leases;
 mod mock;
 #[cfg(feature = "dynamic-module")]
 mod native;
+#[cfg(feature = "wasm")]
+mod relay_stage;
 mod reporter;
 mod request_stage;
 mod response;

@@ -1,11 +1,13 @@
 //! Root context: one per stage per worker VM. The request stage (root_id "")
 //! owns the configuration and the key cache; the route stage (root_id
 //! "route") needs no configuration, and the attempt stage (root_id
-//! "attempt", an upstream filter) uses the request stage's.
+//! "attempt", an upstream filter) and the relay stage (root_id "relay", in
+//! the relay listener) use the request stage's.
 
 use super::attempt_stage::AttemptStage;
 use super::env::{Envoy, Host};
 use super::host;
+use super::relay_stage::RelayStage;
 use super::request_stage::RequestStage;
 use super::route_headers::Secrets;
 use super::route_stage::RouteStage;
@@ -14,7 +16,6 @@ use super::sidecar::SidecarClient;
 use crate::core::api::ClientFormat;
 use crate::core::config::Config;
 use crate::core::error::GatewayError;
-use crate::core::fallback::PREPARED;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
@@ -76,6 +77,7 @@ pub enum Root {
     },
     Route(Arc<Secrets>),
     Attempt,
+    Relay,
 }
 
 impl Context for Root {
@@ -155,10 +157,11 @@ impl RootContext for Root {
                 *self = Root::Attempt;
                 return true;
             }
+            Some(b"relay") => {
+                *self = Root::Relay;
+                return true;
+            }
             _ => {}
-        }
-        if !host::declare_string_property(PREPARED) {
-            log::warn!("tollgate: Envoy did not take {PREPARED} as a string: no attempt will skip the attempt stage");
         }
         let bytes = host::buffer(host::PLUGIN_CONFIGURATION, size);
         let configured = Config::load(&bytes).and_then(|(config, guardrails)| {
@@ -206,6 +209,10 @@ impl RootContext for Root {
             Root::Attempt => {
                 let shared = REQUEST_STAGE.with(|s| s.borrow().clone());
                 Some(Box::new(AttemptStage::new(shared, Envoy)))
+            }
+            Root::Relay => {
+                let shared = REQUEST_STAGE.with(|s| s.borrow().clone());
+                Some(Box::new(RelayStage::new(shared, Envoy)))
             }
             Root::Unconfigured | Root::Draining { .. } => Some(Box::new(Unconfigured)),
         }

@@ -13,6 +13,10 @@ use std::collections::HashMap;
 /// Header the Envoy route's `cluster_header` reads.
 pub const CLUSTER_HEADER: &str = "x-tollgate-cluster";
 
+/// Header that selects the relay route (a model's `direct_cluster`),
+/// which removes it.
+pub const RELAY_HEADER: &str = "x-tollgate-relay";
+
 /// Provider secrets read from the VM environment, once per worker.
 #[derive(Default)]
 pub struct Secrets(Lock<HashMap<String, Option<String>>>);
@@ -34,8 +38,14 @@ pub fn apply(
 ) -> Result<(), GatewayError> {
     apply_provider(host, decision, secrets)?;
     if let Some(r) = &decision.retries {
-        // Envoy strips these from clients; only the gateway sets them.
-        host.set_request_header("x-envoy-max-retries", Some(&r.max_retries.to_string()));
+        // Envoy strips x-envoy-* from clients; only the gateway sets them.
+        // Each selects its route: the relay's retries once, into the relay
+        // (`RELAY_HEADER`, removed by that route).
+        if r.relay {
+            host.set_request_header(RELAY_HEADER, Some("1"));
+        } else {
+            host.set_request_header("x-envoy-max-retries", Some(&r.max_retries.to_string()));
+        }
         if let Some(ms) = r.per_try_timeout_ms {
             host.set_request_header(
                 "x-envoy-upstream-rq-per-try-timeout-ms",

@@ -446,7 +446,14 @@ impl Host for Stream {
     fn endpoint_metadata(&self, key: &str) -> Option<String> {
         self.metadata(abi::METADATA_HOST, key)
     }
-    fn attempts_may_skip_the_attempt_stage(&self) -> bool {
+    // The relay is the wasm filter's (`Host::can_relay`).
+    fn shared_property(&self, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn upstream_address(&self) -> Option<String> {
+        None
+    }
+    fn can_relay(&self) -> bool {
         false
     }
     fn request_metadata(&self, key: &str) -> Option<String> {
@@ -584,6 +591,12 @@ impl Host for Main {
         false
     }
     fn endpoint_metadata(&self, _key: &str) -> Option<String> {
+        None
+    }
+    fn shared_property(&self, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn upstream_address(&self) -> Option<String> {
         None
     }
     fn request_metadata(&self, _key: &str) -> Option<String> {

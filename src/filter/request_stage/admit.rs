@@ -9,6 +9,7 @@ use crate::core::header_map::Headers;
 use crate::core::key;
 use crate::filter::context::Action;
 use crate::filter::env::Host;
+use crate::filter::route_headers::RELAY_HEADER;
 
 /// Oversized bodies are read and discarded up to this many bytes before the
 /// 413 goes out: answering mid-upload makes Envoy close the connection and
@@ -26,8 +27,10 @@ pub(super) enum Start {
 }
 
 /// Request headers that make Envoy retry, time out or answer for the
-/// provider (a timeout of 0 is none at all).
-const ENVOY_RETRY_HEADERS: [&str; 8] = [
+/// provider (a timeout of 0 is none at all), and the one that selects the
+/// relay route, which retries.
+const ENVOY_RETRY_HEADERS: [&str; 9] = [
+    RELAY_HEADER,
     "x-envoy-max-retries",
     "x-envoy-retry-on",
     "x-envoy-retriable-status-codes",

@@ -10,7 +10,7 @@ use crate::core::decision::RouteDecision;
 use crate::core::digest;
 use crate::core::error::GatewayError;
 use crate::core::exchange::{self, Exchange, Plan};
-use crate::core::fallback::{DIRECT, HANDOFF, PREPARED};
+use crate::core::fallback::{DIRECT, HANDOFF};
 use crate::core::request::LlmRequest;
 use crate::core::residency::{self, Pinned};
 use crate::core::routing;
@@ -49,6 +49,9 @@ impl<H: Host> RequestStage<H> {
         let shared = Arc::clone(&self.shared);
         let (mut route, mut chain) =
             routing::resolve(&shared.config, api, &request.model, request.stream)?;
+        if let Some(c) = chain.as_mut().filter(|_| !self.host.can_relay()) {
+            c.direct_cluster = None;
+        }
         let pins = shared
             .config
             .residency
@@ -110,6 +113,7 @@ impl<H: Host> RequestStage<H> {
         if let Some(handoff) = plan.handoff.clone() {
             self.fallback = Some(Fallback {
                 handoff,
+                relay: plan.decision.retries.is_some_and(|r| r.relay),
                 client_wants_usage: api.inbound().wants_stream_usage(&request.body),
                 attempts: Vec::new(),
             });
@@ -158,13 +162,7 @@ impl<H: Host> RequestStage<H> {
             }
         }
         if let Some(handoff) = &plan.handoff {
-            let prepared = handoff
-                .prepared
-                .filter(|_| self.host.attempts_may_skip_the_attempt_stage())
-                .and_then(|k| handoff.provider(&self.shared.config, k));
-            if !self.host.set_property(HANDOFF, handoff.encode().as_bytes())
-                || prepared.is_some_and(|p| !self.host.set_property(PREPARED, p.as_bytes()))
-            {
+            if !self.host.set_property(HANDOFF, handoff.encode().as_bytes()) {
                 return Err(GatewayError::Internal(
                     "could not hand the request to the attempt stage",
                 ));

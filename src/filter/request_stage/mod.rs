@@ -382,7 +382,7 @@ impl<H: Host> HttpContext for RequestStage<H> {
             let headers = self.host.response_headers();
             let on_chain = self.fallback.is_some();
             if on_chain {
-                self.follow_served_target(headers.status());
+                self.follow_served_target(&headers);
             }
             self.cache_on_response();
             self.response.on_headers(&self.host, &headers, on_chain);

@@ -1,13 +1,15 @@
 //! A request on a fallback chain: which target served it, told as the
-//! response starts by the attempt stage's record of the attempts, after
-//! the first attempt if it skipped that stage (on the target the request
-//! was prepared for: `fallback::PREPARED`). The answer is then translated from
-//! that target's API and billed at its model, and the client learns the
-//! target from `x-tollgate-target`.
+//! response starts by the attempt stage's record of the attempts. On a
+//! model's direct cluster the first attempt runs no attempt stage and the
+//! others run behind the relay, whose record comes back in a response
+//! header (`fallback::ATTEMPTS_HEADER`). The answer is then translated
+//! from that target's API and billed at its model, and the client learns
+//! the target from `x-tollgate-target`.
 
 use super::RequestStage;
 use crate::core::fallback::{self, Attempt, Handoff, Skipped};
-use crate::core::fallback::{ATTEMPTS, SKIPPED, TARGET_HEADER};
+use crate::core::fallback::{ATTEMPTS, ATTEMPTS_HEADER, SKIPPED, TARGET_HEADER};
+use crate::core::header_map::Headers;
 use crate::core::telemetry::FailedAttempt;
 use crate::core::wire::Translation;
 use crate::filter::env::Host;
@@ -16,6 +18,8 @@ use crate::filter::stats;
 /// What the response side needs to know about a request on a chain.
 pub struct Fallback {
     pub handoff: Handoff,
+    /// The request went to the model's direct cluster (`Retries::relay`).
+    pub relay: bool,
     /// The client asked for a usage report in its stream (read from its
     /// body, before the gateway asked on its own behalf).
     pub client_wants_usage: bool,
@@ -24,55 +28,22 @@ pub struct Fallback {
 }
 
 impl<H: Host> RequestStage<H> {
-    /// Points the response side, answered with `status`, at the target
+    /// Points the response side, answered with `headers`, at the target
     /// that answered: the last attempt, if a response came from it
     /// (otherwise Envoy answered itself, and no target served).
-    pub(super) fn follow_served_target(&mut self, status: u32) {
-        let Some(fallback) = &mut self.fallback else {
+    pub(super) fn follow_served_target(&mut self, headers: &Headers) {
+        let Some(fallback) = &self.fallback else {
             return;
         };
-        let recorded = self
-            .host
-            .property(ATTEMPTS)
-            .map(|r| fallback::attempts(&r))
-            .unwrap_or_default();
-        let recorded_len = recorded.len();
-        let may_skip = self.host.attempts_may_skip_the_attempt_stage();
-        let (attempts, skipped) = match fallback.handoff.prepared.filter(|_| may_skip) {
-            Some(target) => {
-                let answered = (200..300).contains(&status);
-                // The common case, told without asking Envoy more: no
-                // attempt stage ran and the prepared target answered, so
-                // the first attempt did (every later one runs the stage).
-                let at_once = recorded.is_empty() && answered;
-                let (failed, total, answer) = if at_once {
-                    (String::new(), Some(1), Some(status))
-                } else {
-                    // The answer is a skipped attempt's if no stage ran,
-                    // unless Envoy replied itself.
-                    let upstream = recorded.is_empty()
-                        && (answered
-                            || self.host.response_code_details().as_deref()
-                                == Some("via_upstream"));
-                    (
-                        self.host.request_metadata(SKIPPED).unwrap_or_default(),
-                        self.host.attempt_count(),
-                        upstream.then_some(status),
-                    )
-                };
-                let start_ns = self.forwarded.as_ref().map_or(0, |f| f.upstream_start_ns);
-                let skipped = Skipped {
-                    target,
-                    start_ns,
-                    failed: &failed,
-                    total,
-                    answer,
-                };
-                let all = fallback::with_skipped(recorded, &skipped);
-                let skipped = all.len() - recorded_len;
-                (all, skipped)
+        let (attempts, skipped) = match fallback.handoff.prepared.filter(|_| fallback.relay) {
+            Some(target) => self.direct_attempts(headers, target),
+            None => {
+                let recorded = self.host.property(ATTEMPTS);
+                (fallback::attempts(&recorded.unwrap_or_default()), 0)
             }
-            _ => (recorded, 0),
+        };
+        let Some(fallback) = &mut self.fallback else {
+            return;
         };
         // The attempt stage counts the attempts it ran that got an
         // answer; the others are counted here.
@@ -122,6 +93,53 @@ impl<H: Host> RequestStage<H> {
             f.region = route.region.map(Into::into);
             f.upstream_model = route.upstream_model;
         }
+    }
+
+    /// The attempts of a request on a direct cluster, and how many of them
+    /// (the first, or none) ran no attempt stage: the first attempt on the
+    /// prepared `target`, then the relay's, recorded in its answer.
+    fn direct_attempts(&self, headers: &Headers, target: usize) -> (Vec<Attempt>, usize) {
+        let status = headers.status();
+        let record = headers.get(ATTEMPTS_HEADER);
+        // Only the relay's record counts: a provider could send one too.
+        let relayed = record.is_some()
+            && self.host.set_response_header(ATTEMPTS_HEADER, None)
+            && self
+                .host
+                .upstream_address()
+                .is_some_and(|a| a.starts_with("envoy://"));
+        let recorded = match record.filter(|_| relayed) {
+            Some(r) => fallback::attempts(r.as_bytes()),
+            None => Vec::new(),
+        };
+        let recorded_len = recorded.len();
+        let answered = (200..300).contains(&status);
+        // The common case, told without asking Envoy more: the first
+        // attempt answered.
+        let (failed, total, answer) = if answered && !relayed {
+            (String::new(), Some(1), Some(status))
+        } else {
+            // Not the relay's answer: the first attempt's, unless Envoy
+            // replied itself.
+            let upstream =
+                !relayed && self.host.response_code_details().as_deref() == Some("via_upstream");
+            (
+                self.host.request_metadata(SKIPPED).unwrap_or_default(),
+                self.host.attempt_count(),
+                upstream.then_some(status),
+            )
+        };
+        let skipped = Skipped {
+            target,
+            start_ns: self.forwarded.as_ref().map_or(0, |f| f.upstream_start_ns),
+            failed: &failed,
+            total,
+            answer,
+            relayed,
+        };
+        let all = fallback::with_skipped(recorded, &skipped);
+        let skipped = all.len() - recorded_len;
+        (all, skipped)
     }
 
     /// The attempts before the one that answered, for the trace; each

@@ -4,9 +4,12 @@
 
 use super::*;
 use crate::core::fallback::{self, Attempt, Handoff};
-use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF, PREPARED, SKIPPED};
+use crate::core::fallback::{ATTEMPTS, ATTEMPTS_HEADER, DIRECT, HANDOFF, SKIPPED};
 use crate::filter::attempt_stage::AttemptStage;
-use crate::filter::mock::{ATTEMPT_COUNT, CODE_DETAILS, ENDPOINT_METADATA, REQUEST_METADATA};
+use crate::filter::mock::{
+    ATTEMPT_COUNT, CODE_DETAILS, ENDPOINT_METADATA, REQUEST_METADATA, SHARED, UPSTREAM_ADDRESS,
+};
+use crate::filter::relay_stage::RelayStage;
 
 const OPENAI_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI";
 const OPENAI_2_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI_2";
@@ -14,9 +17,24 @@ const ANTHROPIC_ENV: &str = "TOLLGATE_CHAIN_TEST_ANTHROPIC";
 
 /// `chain` falls back from OpenAI to Anthropic on cluster `fb`.
 fn chain() -> Arc<Shared> {
+    chain_with(json!({}))
+}
+
+/// `chain`, with direct cluster `fb_direct` (its relay tries Anthropic).
+fn direct_chain() -> Arc<Shared> {
+    chain_with(json!({"direct_cluster": "fb_direct"}))
+}
+
+fn chain_with(fields: Value) -> Arc<Shared> {
     std::env::set_var(OPENAI_ENV, "sk-openai");
     std::env::set_var(OPENAI_2_ENV, "sk-openai-2");
     std::env::set_var(ANTHROPIC_ENV, "sk-ant");
+    let mut entry = json!({"name": "chain", "provider": "openai", "upstream_model": "gpt-4o",
+                           "fallbacks": ["claude-x"], "cluster": "fb", "attempt_timeout_ms": 1500});
+    entry
+        .as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
     shared(json!({
         "providers": [
             {"name": "openai", "kind": "openai", "cluster": "c_openai",
@@ -24,11 +42,7 @@ fn chain() -> Arc<Shared> {
             {"name": "anthropic", "kind": "anthropic", "cluster": "c_anthropic",
              "auth": {"type": "env", "var": ANTHROPIC_ENV}}
         ],
-        "models": [
-            {"name": "chain", "provider": "openai", "upstream_model": "gpt-4o",
-             "fallbacks": ["claude-x"], "cluster": "fb", "attempt_timeout_ms": 1500},
-            {"name": "claude-x", "provider": "anthropic"}
-        ]
+        "models": [entry, {"name": "claude-x", "provider": "anthropic"}]
     }))
 }
 
@@ -58,14 +72,13 @@ fn a_chain_goes_to_its_cluster_with_envoys_attempt_settings_and_its_first_target
         header(host, "x-envoy-upstream-rq-per-try-timeout-ms").as_deref(),
         Some("1500")
     );
-    // Prepared for the first target, key included: Envoy skips the
-    // attempt stage on an attempt that reaches it first. Account headers
-    // reach no target.
+    assert_eq!(header(host, "x-tollgate-relay"), None);
+    // Prepared for the first target, key included (its attempt stage
+    // lets it go as it is). Account headers reach no target.
     assert_eq!(
         header(host, "authorization").as_deref(),
         Some("Bearer sk-openai")
     );
-    assert_eq!(host.property(PREPARED).as_deref(), Some(&b"openai"[..]));
     assert_eq!(header(host, "openai-organization"), None);
     // The first target speaks the client's API: prepared for it.
     let body: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
@@ -79,6 +92,49 @@ fn a_chain_goes_to_its_cluster_with_envoys_attempt_settings_and_its_first_target
             prepared: Some(0),
             model: "chain".into()
         }
+    );
+}
+
+#[test]
+fn a_prepared_request_takes_the_direct_cluster_on_the_relay_route() {
+    let shared = direct_chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let host = &stage.host;
+    assert_eq!(
+        header(host, "x-tollgate-cluster").as_deref(),
+        Some("fb_direct")
+    );
+    // The relay route retries once, into the relay, which makes the rest.
+    assert_eq!(header(host, "x-tollgate-relay").as_deref(), Some("1"));
+    assert_eq!(header(host, "x-envoy-max-retries"), None);
+    assert_eq!(
+        header(host, "x-envoy-upstream-rq-per-try-timeout-ms").as_deref(),
+        Some("1500")
+    );
+    assert_eq!(
+        header(host, "authorization").as_deref(),
+        Some("Bearer sk-openai")
+    );
+    assert_eq!(handoff(&stage).prepared, Some(0));
+    // A request that is not prepared for the first target takes the
+    // attempt-stage cluster.
+    let body =
+        json!({"model": "chain", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]});
+    let host = MockHost::request(
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", "tg-key"), ("anthropic-version", "2023-06-01")],
+        body.to_string().as_bytes(),
+    );
+    let stage = routed(&shared, host);
+    assert_eq!(
+        header(&stage.host, "x-tollgate-cluster").as_deref(),
+        Some("fb")
+    );
+    assert_eq!(header(&stage.host, "x-tollgate-relay"), None);
+    assert_eq!(
+        header(&stage.host, "x-envoy-max-retries").as_deref(),
+        Some("1")
     );
 }
 
@@ -97,7 +153,6 @@ fn a_client_of_another_api_hands_over_its_own_checked_body() {
     // Prepared for no target: every attempt's stage sets its own key.
     assert_eq!(header(&stage.host, "x-api-key"), None);
     assert_eq!(header(&stage.host, "authorization"), None);
-    assert_eq!(stage.host.property(PREPARED), None);
     let sent: Value = serde_json::from_slice(&stage.host.request_body.borrow()).unwrap();
     assert_eq!(sent, body, "each attempt translates it for its own target");
     assert_eq!(
@@ -193,7 +248,7 @@ fn respond(
 
 #[test]
 fn a_prepared_target_answering_at_once_serves_without_an_attempt_stage() {
-    let shared = chain();
+    let shared = direct_chain();
     let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
     stage.host.calls.borrow_mut().clear();
     respond(&mut stage, "200", &[], &[]);
@@ -218,21 +273,23 @@ fn statuses(attempts: &[Attempt]) -> Vec<(usize, u32)> {
 }
 
 #[test]
-fn attempts_that_skipped_the_attempt_stage_are_counted_before_the_recorded_ones() {
-    let shared = chain();
+fn the_direct_attempt_is_counted_before_the_relays() {
+    let shared = direct_chain();
     let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
     let skipped = format!("{REQUEST_METADATA}{SKIPPED}");
-    // OpenAI answered 429 (the stage skipped), Anthropic 200 (its stage ran).
+    // OpenAI answered 429 (no attempt stage), then the relay: Anthropic
+    // 200 (its stage ran, behind the relay).
     respond(
         &mut stage,
         "200",
-        &[],
+        &[(ATTEMPTS_HEADER, "1@20=200")],
         &[
-            (ATTEMPTS, "1@20=200"),
             (&skipped, "429"),
             (ATTEMPT_COUNT, "2"),
+            (UPSTREAM_ADDRESS, "envoy://tollgate_relay/"),
         ],
     );
+    assert_eq!(stage.host.response_headers().get(ATTEMPTS_HEADER), None);
     let f = stage.fallback.as_ref().unwrap();
     assert_eq!(statuses(&f.attempts), [(0, 429), (1, 200)]);
     assert_eq!(
@@ -247,8 +304,28 @@ fn attempts_that_skipped_the_attempt_stage_are_counted_before_the_recorded_ones(
 }
 
 #[test]
+fn a_providers_record_of_attempts_is_dropped() {
+    let shared = direct_chain();
+    let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    // OpenAI answered and claims Anthropic did.
+    respond(
+        &mut stage,
+        "200",
+        &[(ATTEMPTS_HEADER, "1@20=200")],
+        &[(UPSTREAM_ADDRESS, "10.0.0.1:443")],
+    );
+    let client = stage.host.response_headers();
+    assert_eq!(client.get("x-tollgate-target"), Some("openai/gpt-4o"));
+    assert_eq!(client.get(ATTEMPTS_HEADER), None);
+    assert_eq!(
+        statuses(&stage.fallback.as_ref().unwrap().attempts),
+        [(0, 200)]
+    );
+}
+
+#[test]
 fn a_rate_limited_prepared_target_reaches_the_client_as_a_429() {
-    let shared = chain();
+    let shared = direct_chain();
     let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
     let skipped = format!("{REQUEST_METADATA}{SKIPPED}");
     // Retries exhausted: the router passes on the provider's 429.
@@ -273,8 +350,8 @@ fn a_rate_limited_prepared_target_reaches_the_client_as_a_429() {
 }
 
 #[test]
-fn envoys_own_reply_after_a_skipped_attempt_names_no_target() {
-    let shared = chain();
+fn envoys_own_reply_after_a_direct_attempt_names_no_target() {
+    let shared = direct_chain();
     let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
     // A reset, and no retry allowed (the retry budget): Envoy's 503.
     respond(
@@ -382,6 +459,60 @@ fn an_endpoint_of_a_pool_brings_its_own_key() {
         header(a.host(), "authorization").as_deref(),
         Some("Bearer sk-openai-2")
     );
+}
+
+/// `stage`'s request as the relay listener gets it: the headers and body
+/// its first attempt went with, the hand-over shared with the connection.
+fn relayed(stage: &RequestStage<MockHost>) -> MockHost {
+    let host = MockHost::default().sharing(&stage.host);
+    *host.request_headers.borrow_mut() = stage.host.request_headers.borrow().clone();
+    *host.request_body.borrow_mut() = stage.host.request_body.borrow().clone();
+    host.set_property(
+        &format!("{SHARED}{HANDOFF}"),
+        &stage.host.property(HANDOFF).unwrap(),
+    );
+    host
+}
+
+#[test]
+fn the_relay_sets_the_attempts_left_and_their_timeout_for_its_route() {
+    let shared = chain_with(json!({"direct_cluster": "fb_direct", "max_attempts": 4}));
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let mut relay = RelayStage::new(Some(Arc::clone(&shared)), relayed(&stage));
+    assert_eq!(relay.on_http_request_headers(0, false), Action::Continue);
+    let host = relay.host();
+    // Four attempts: the direct one, then the relay's first and 2 retries.
+    assert_eq!(header(host, "x-envoy-max-retries").as_deref(), Some("2"));
+    assert_eq!(
+        header(host, "x-envoy-upstream-rq-per-try-timeout-ms").as_deref(),
+        Some("1500")
+    );
+    // Without the hand-over: refused, saying why.
+    let mut lost = RelayStage::new(Some(Arc::clone(&shared)), MockHost::default());
+    assert_eq!(lost.on_http_request_headers(0, false), Action::Pause);
+    let reply = lost.host().reply().unwrap();
+    assert_eq!(reply.status, 500);
+    assert!(reply.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("relay listener without the tollgate request stage's hand-over"));
+}
+
+#[test]
+fn behind_the_relay_an_attempt_reads_the_shared_hand_over() {
+    let shared = direct_chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    let host = relayed(&stage);
+    host.set_property(&format!("{ENDPOINT_METADATA}provider"), b"anthropic");
+    let mut a = AttemptStage::new(Some(Arc::clone(&shared)), host);
+    assert_eq!(send(&mut a), Action::Continue);
+    let host = a.host();
+    assert_eq!(header(host, ":path").as_deref(), Some("/v1/messages"));
+    assert_eq!(header(host, "x-api-key").as_deref(), Some("sk-ant"));
+    assert_eq!(header(host, "authorization"), None);
+    // Its record, for the relay route to return.
+    let record = fallback::attempts(&host.property(ATTEMPTS).unwrap());
+    assert_eq!(statuses(&record), [(1, 0)]);
 }
 
 #[test]
@@ -631,6 +762,7 @@ fn a_clients_retry_headers_never_reach_envoys_router() {
                 ("x-envoy-upstream-rq-per-try-timeout-ms", "1"),
                 ("x-envoy-upstream-rq-timeout-ms", "0"),
                 ("x-envoy-upstream-rq-timeout-alt-response", "204"),
+                ("x-tollgate-relay", "1"),
             ],
             &body,
         )
@@ -642,6 +774,7 @@ fn a_clients_retry_headers_never_reach_envoys_router() {
         "x-envoy-upstream-rq-per-try-timeout-ms",
         "x-envoy-upstream-rq-timeout-ms",
         "x-envoy-upstream-rq-timeout-alt-response",
+        "x-tollgate-relay",
     ] {
         assert_eq!(header(&stage.host, name), None, "{name}");
     }
