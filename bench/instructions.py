@@ -11,14 +11,15 @@ and ran at 0.72 and 0.73 (7 and 9 rounds), so a change's time is for
 
 Variants (the letters of bench/run.py): (b) bare Envoy, (bf) (b) through
 gateway.yaml's retry route and an aggregate cluster of the chain's targets
-(codec only upstream), (fl1) the
+(codec only upstream; the relay route as shipped), (fl1) the
 single-stage floor, (fln) the same floor as a native Envoy dynamic module
 (bench/floor-module, a shared object instead of wasm), (c0) keys and
 routing only, (c) + guardrails, (s0) + tracing, (s) the shipped config
 (+ budgets), (sa) (s) for a model alias (the body's model rewritten),
 (sf) (sa) for a model with a fallback chain (gpt-4o-ha) whose first
-target answers: what the retry route and the matcher that lets that
-attempt skip the attempt stage cost when nothing fails; (su) (s) with
+target answers: what the relay route and the direct cluster (its
+first attempt through no Tollgate upstream filter) cost when nothing
+fails; (su) (s) with
 each request new,
 (sm) (su) from a team the shipped config caches (each request a cache
 miss whose answer is stored: (sm) - (su) is what a miss costs), (sh) that

@@ -39,9 +39,9 @@
         fallback chain costs natively when nothing fails
   (sa)  (s) for a model alias (`fast`: the body's model is rewritten)
   (sf)  (sa) for a model with a fallback chain (`gpt-4o-ha`) whose first
-        target answers: what the retry route and the matcher that lets
-        that attempt skip the attempt stage cost when nothing fails
-        ((sf)/(sa))
+        target answers: what the relay route and the direct cluster
+        (its first attempt through no Tollgate upstream filter) cost
+        when nothing fails ((sf)/(sa))
   (su)  (s) with each request new (a counter in the prompt)
   (sm)  (su) from a key of a team the shipped config caches: every request
         a cache miss (key, index read, answer kept and stored); (sm)-(su)

@@ -295,15 +295,23 @@ def aggregated(cluster: dict) -> list[str]:
     return cluster.get("cluster_type", {}).get("typed_config", {}).get("clusters", [])
 
 
+def relay_clusters(resources: dict) -> set[str]:
+    """The clusters whose endpoints are internal listeners (the relay's)."""
+    return {c["name"] for c in resources["clusters"]
+            for locality in c.get("load_assignment", {}).get("endpoints", [])
+            for lb in locality["lb_endpoints"] if "envoy_internal_address" in lb["endpoint"]["address"]}
+
+
 def without_relay(resources: dict) -> None:
     """Drops the relay listener (an internal listener, running the wasm
-    relay stage), the relay clusters that reach it and the direct clusters
-    over them: for runs whose request stage takes no direct cluster (the
-    native module) or that have none (bare Envoy, the floors)."""
+    relay stage), the relay clusters that reach it, the direct clusters
+    over them and the filter that shares the hand-over with the relay:
+    for runs whose request stage takes no direct cluster (the native
+    module) or that have none (bare Envoy, the floors)."""
+    hcm = http_connection_manager(resources)
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "tollgate-handoff"]
     resources["listeners"] = [l for l in resources["listeners"] if "internal_listener" not in l]
-    relays = {c["name"] for c in resources["clusters"]
-              for locality in c.get("load_assignment", {}).get("endpoints", [])
-              for lb in locality["lb_endpoints"] if "envoy_internal_address" in lb["endpoint"]["address"]}
+    relays = relay_clusters(resources)
     resources["clusters"] = [c for c in resources["clusters"]
                              if c["name"] not in relays and not relays.intersection(aggregated(c))]
 

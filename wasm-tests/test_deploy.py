@@ -23,8 +23,8 @@ import render_deploy  # conftest puts scripts/ on sys.path
 from conftest import anthropic_client, openai_client, wait_for
 from deps import find_envoy
 from render_deploy import GATEWAY_WASM, Settings
-from stack import (PROVIDERS, ROOT, SIDECAR, WASM, free_port, has_wasm_upstream_filter, render, upstream_filters,
-                   wasm_plugins)
+from stack import (PROVIDERS, ROOT, SIDECAR, WASM, free_port, has_wasm_upstream_filter, relay_clusters, render,
+                   wasm_plugins, without_relay)
 
 DEPLOY = ROOT / "deploy"
 S = Settings()
@@ -406,16 +406,16 @@ def test_kubernetes_gateway_carries_the_shipped_chain_and_routes():
     assert http_filters(ours) == http_filters(theirs)
     assert hcm(ours)["route_config"] == hcm(theirs)["route_config"]
     assert ours["admin"]["address"]["socket_address"]["address"] == "127.0.0.1", "admin stays off the pod address"
-    tls = [c["transport_socket"]["typed_config"] for c in ours["static_resources"]["clusters"] if "transport_socket" in c]
+    sockets = [c["transport_socket"]["typed_config"] for c in ours["static_resources"]["clusters"] if "transport_socket" in c]
+    tls = [s for s in sockets if s["@type"].endswith(".UpstreamTlsContext")]
     assert tls and all(t["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
         {"san_type": "DNS", "matcher": {"exact": t["sni"]}}] for t in tls)
 
 
 def kubernetes_config(wasm: Path) -> dict:
     config = docs("kubernetes/envoy.yaml")[0]
-    # The request stage and the attempt stages of the fallback clusters.
-    upstream = [f for c in config["static_resources"]["clusters"] for f in upstream_filters(c)]
-    for plugin in wasm_plugins([http_filters(config)[0], *upstream]):
+    # The request stage, the relay stage and the attempt stages of the fallback clusters.
+    for plugin in wasm_plugins(config["static_resources"]):
         if "vm_config" in plugin:
             plugin["vm_config"]["code"]["local"]["filename"] = str(wasm)
     return config
@@ -427,9 +427,10 @@ def istio_config(filters: list[dict], base: dict, istio_clusters: dict[str, str]
     copy of `base`'s cluster for that destination (no credential_injector:
     Istio's have none)."""
     config = copy.deepcopy(base)
-    # Istio gets no fallback chains (render_deploy.without_chains): no aggregate clusters.
+    # Istio gets no fallback chains (render_deploy.without_chains): no aggregate clusters, no relay.
     resources = config["static_resources"]
     resources["clusters"] = [c for c in resources["clusters"] if not has_wasm_upstream_filter(c)]
+    without_relay(resources)
     conn = hcm(config)
     conn["http_filters"] = filters
     vs = find(objects("istio/single-stage"), "VirtualService")
@@ -506,9 +507,10 @@ def loopback(config: dict, stack, listen: int, admin: int) -> dict:
     listeners[0]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": listen}
     ports = {"tollgate_sidecar": stack.sidecar_port, "otel_collector": stack.otlp_port, "envoy_admin": admin}
     istio = callout_clusters()
+    relays = relay_clusters(config["static_resources"])
     for cluster in config["static_resources"]["clusters"]:
-        if "load_assignment" not in cluster:
-            continue  # an aggregate cluster: its sub-clusters are moved
+        if "load_assignment" not in cluster or cluster["name"] in relays:
+            continue  # an aggregate cluster (its sub-clusters are moved), or a relay to a listener of its own
         port = ports.get(istio.get(cluster["name"], cluster["name"]), stack.mock_port)
         cluster.update(type="STATIC")
         cluster.pop("dns_lookup_family", None)

@@ -61,37 +61,39 @@ impl<H: Host> RequestStage<H> {
             return;
         };
         let h = &fallback.handoff;
-        let config = &self.shared.config;
-        let Ok(route) = h.target(config, served.target) else {
+        if h.prepared != Some(served.target) {
+            // Not the target the request stage routed for: its answer is
+            // read in its own API and billed at its model.
+            let Ok(route) = h.target(&self.shared.config, served.target) else {
+                return;
+            };
+            let translation = Translation {
+                client: h.api,
+                upstream: route.upstream_api,
+                stream: h.stream,
+                client_wants_usage: fallback.client_wants_usage,
+            };
+            self.response.apis = Some((h.api, route.upstream_api));
+            self.response.translation = translation.rewrites().then_some(translation);
+            if let Some(f) = &mut self.forwarded {
+                f.provider.clone_from(&route.provider.name);
+                f.provider_kind = route.provider.kind;
+                f.upstream_api = route.upstream_api;
+                f.region = route.region.map(Into::into);
+                f.upstream_model = route.upstream_model;
+            }
+        }
+        let Some(f) = &self.forwarded else {
             return;
         };
-        let translation = Translation {
-            client: h.api,
-            upstream: route.upstream_api,
-            stream: h.stream,
-            client_wants_usage: fallback.client_wants_usage,
-        };
-        self.response.apis = Some((h.api, route.upstream_api));
-        self.response.translation = translation.rewrites().then_some(translation);
-        let mut target =
-            String::with_capacity(route.provider.name.len() + route.upstream_model.len() + 1);
-        target.push_str(&route.provider.name);
+        let mut target = String::with_capacity(f.provider.len() + f.upstream_model.len() + 1);
+        target.push_str(&f.provider);
         target.push('/');
-        target.push_str(&route.upstream_model);
+        target.push_str(&f.upstream_model);
         self.host.set_response_header(TARGET_HEADER, Some(&target));
         if served.target > 0 {
-            let name = format!(
-                "tollgate.fallbacks.provider.{}",
-                stats::tag(&route.provider.name)
-            );
+            let name = format!("tollgate.fallbacks.provider.{}", stats::tag(&f.provider));
             self.shared.stats.count(&self.host, &name, 1);
-        }
-        if let Some(f) = &mut self.forwarded {
-            f.provider.clone_from(&route.provider.name);
-            f.provider_kind = route.provider.kind;
-            f.upstream_api = route.upstream_api;
-            f.region = route.region.map(Into::into);
-            f.upstream_model = route.upstream_model;
         }
     }
 
