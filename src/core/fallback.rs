@@ -4,7 +4,10 @@
 //! targets' provider clusters, retried with `previous_priorities`, so each
 //! attempt lands on the next provider. The attempt stage (an upstream
 //! filter on that cluster) tells the target by the provider that Envoy
-//! picked, which is why a chain names each provider once.
+//! picked, which is why a chain names each provider once. A request
+//! prepared for the first target may take the model's direct cluster
+//! instead: the first attempt with no upstream filter, the others behind
+//! the relay listener (`Retries::relay`).
 
 use super::api::{Api, APIS};
 use super::config::{Config, ModelRoute, Provider, ProviderAuth};
@@ -187,8 +190,9 @@ fn chain_problems(
     out
 }
 
-/// What the request stage hands the attempt stage about a request whose
-/// model has a fallback chain (filter state `tollgate.fallback`).
+/// What the request stage hands the attempt and relay stages about a
+/// request whose model has a fallback chain (filter state
+/// `tollgate.fallback`, shared with the relay's connection).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handoff {
     /// Index of the client's model entry in `models`.

@@ -1,10 +1,10 @@
 //! The relay stage: Tollgate first in the `tollgate_relay` internal
 //! listener (root_id "relay"), where a model's direct cluster retries a
 //! request whose first attempt failed; the listener's route tries the
-//! chain's other targets, each attempt through the attempt stage. Envoy's
-//! router consumed the gateway listener's retry headers, so this stage sets
-//! them for the relay's route from the request's chain: the attempts left
-//! after the first, and the model's attempt timeout.
+//! chain's other targets, each attempt through the attempt stage. The
+//! gateway listener's route retries once, into the relay; this stage sets
+//! the relay route's retry headers from the request's chain: the attempts
+//! left after the first, and the model's attempt timeout.
 
 use super::attempt_stage::handoff;
 use super::context::{Action, Context, HttpContext};

@@ -103,9 +103,12 @@ impl<H: Host> RequestStage<H> {
     fn direct_attempts(&self, headers: &Headers, target: usize) -> (Vec<Attempt>, usize) {
         let status = headers.status();
         let record = headers.get(ATTEMPTS_HEADER);
+        if record.is_some() {
+            // The gateway's to read, not the client's.
+            self.host.set_response_header(ATTEMPTS_HEADER, None);
+        }
         // Only the relay's record counts: a provider could send one too.
         let relayed = record.is_some()
-            && self.host.set_response_header(ATTEMPTS_HEADER, None)
             && self
                 .host
                 .upstream_address()
