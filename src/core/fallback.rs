@@ -490,7 +490,10 @@ mod tests {
                {"name": "h", "provider": "openai", "max_attempts": 2},
                {"name": "i", "provider": "openai", "cluster": "fi", "attempt_timeout_ms": 0},
                {"name": "f", "provider": "anthropic", "fallbacks": ["g"], "cluster": "ff"},
-               {"name": "g", "provider": "injected"}"#,
+               {"name": "g", "provider": "injected"},
+               {"name": "j", "provider": "openai", "cluster": "fj", "direct_cluster": "dj"},
+               {"name": "k", "provider": "azure", "fallbacks": ["claude-*"], "cluster": "fk", "direct_cluster": "fk"},
+               {"name": "l", "provider": "azure", "fallbacks": ["claude-*"], "cluster": "fl", "direct_cluster": " "}"#,
         )
         .unwrap_err();
         for needle in [
@@ -504,6 +507,9 @@ mod tests {
             "models[6] (`h`): max_attempts and attempt_timeout_ms need cluster",
             "models[7] (`i`): attempt_timeout_ms must be greater than 0",
             "models[8] (`f`): target `g` is on provider `injected`, whose key Envoy injects",
+            "models[10] (`j`): direct_cluster needs fallbacks",
+            "models[11] (`k`): direct_cluster must name an Envoy cluster other than cluster",
+            "models[12] (`l`): direct_cluster must name an Envoy cluster other than cluster",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
