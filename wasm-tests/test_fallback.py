@@ -192,14 +192,17 @@ def test_a_hanging_target_times_out_to_the_next(stack, key):
         without_ejection(config)
         set_model_field(config, CHAIN, "attempt_timeout_ms", 1000)
 
-    envoy = stack.add_envoy("envoy-attempt-timeout", customize=customize)
-    try:
-        fail(stack, "openai", "slow:5000")
+    def served_within_the_bound() -> str:
         start = time.monotonic()
         raw = openai_client(envoy.base_url, key).chat.completions.with_raw_response.create(
             model=CHAIN, messages=MESSAGES)
-        assert raw.headers["x-tollgate-target"] == AZURE
         assert 0.9 <= time.monotonic() - start < 4
+        return raw.headers["x-tollgate-target"]
+
+    envoy = stack.add_envoy("envoy-attempt-timeout", customize=customize)
+    try:
+        fail(stack, "openai", "slow:5000")
+        assert served_within_the_bound() == AZURE
         # The attempt that timed out counts, with no status. (On the direct
         # cluster Envoy races it with the relay rather than cutting it:
         # its stats count a retry, not a per-try timeout.)
@@ -214,11 +217,7 @@ def test_a_hanging_target_times_out_to_the_next(stack, key):
         stack.mock("DELETE", "/__mock/requests")
         fail(stack, "openai", "500")
         fail(stack, "azure", "slow:5000")
-        start = time.monotonic()
-        raw = openai_client(envoy.base_url, key).chat.completions.with_raw_response.create(
-            model=CHAIN, messages=MESSAGES)
-        assert raw.headers["x-tollgate-target"] == CLAUDE
-        assert 0.9 <= time.monotonic() - start < 4
+        assert served_within_the_bound() == CLAUDE
         assert paths(stack) == [PATHS["openai"], PATHS["azure"], PATHS["anthropic"]]
     finally:
         envoy.stop()

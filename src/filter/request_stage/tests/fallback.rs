@@ -95,6 +95,20 @@ fn a_chain_goes_to_its_cluster_with_envoys_attempt_settings_and_its_first_target
     );
 }
 
+/// An Anthropic client's request for `chain` (another API than its first
+/// target's): its body, and the host it arrives on.
+fn anthropic_client_request() -> (Value, MockHost) {
+    let body =
+        json!({"model": "chain", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]});
+    let host = MockHost::request(
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", "tg-key"), ("anthropic-version", "2023-06-01")],
+        body.to_string().as_bytes(),
+    );
+    (body, host)
+}
+
 #[test]
 fn a_prepared_request_takes_the_direct_cluster_on_the_relay_route() {
     let shared = direct_chain();
@@ -118,14 +132,7 @@ fn a_prepared_request_takes_the_direct_cluster_on_the_relay_route() {
     assert_eq!(handoff(&stage).prepared, Some(0));
     // A request that is not prepared for the first target takes the
     // attempt-stage cluster.
-    let body =
-        json!({"model": "chain", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]});
-    let host = MockHost::request(
-        "POST",
-        "/v1/messages",
-        &[("x-api-key", "tg-key"), ("anthropic-version", "2023-06-01")],
-        body.to_string().as_bytes(),
-    );
+    let (body, host) = anthropic_client_request();
     let stage = routed(&shared, host);
     assert_eq!(
         header(&stage.host, "x-tollgate-cluster").as_deref(),
@@ -141,14 +148,7 @@ fn a_prepared_request_takes_the_direct_cluster_on_the_relay_route() {
 #[test]
 fn a_client_of_another_api_hands_over_its_own_checked_body() {
     let shared = chain();
-    let body =
-        json!({"model": "chain", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]});
-    let host = MockHost::request(
-        "POST",
-        "/v1/messages",
-        &[("x-api-key", "tg-key"), ("anthropic-version", "2023-06-01")],
-        body.to_string().as_bytes(),
-    );
+    let (body, host) = anthropic_client_request();
     let stage = routed(&shared, host);
     // Prepared for no target: every attempt's stage sets its own key.
     assert_eq!(header(&stage.host, "x-api-key"), None);
