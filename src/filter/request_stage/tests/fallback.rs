@@ -132,7 +132,7 @@ fn a_prepared_request_takes_the_direct_cluster_on_the_relay_route() {
     assert_eq!(handoff(&stage).prepared, Some(0));
     // A request that is not prepared for the first target takes the
     // attempt-stage cluster.
-    let (body, host) = anthropic_client_request();
+    let (_, host) = anthropic_client_request();
     let stage = routed(&shared, host);
     assert_eq!(
         header(&stage.host, "x-tollgate-cluster").as_deref(),
