@@ -9,8 +9,10 @@
 use super::attempt_stage::handoff;
 use super::context::{Action, Context, HttpContext};
 use super::env::Host;
+use super::route_headers;
 use super::shared::Shared;
 use crate::core::api::ClientFormat;
+use crate::core::decision::Retries;
 use crate::core::error::GatewayError;
 use crate::core::routing;
 use std::sync::Arc;
@@ -53,16 +55,13 @@ impl<H: Host> RelayStage<H> {
                 ),
                 format,
             ))?;
-        // The first attempt was the direct cluster's.
-        let left = routing::chain_attempts(entry).saturating_sub(2);
-        self.host
-            .set_request_header("x-envoy-max-retries", Some(&left.to_string()));
-        if let Some(ms) = entry.attempt_timeout_ms {
-            self.host.set_request_header(
-                "x-envoy-upstream-rq-per-try-timeout-ms",
-                Some(&ms.to_string()),
-            );
-        }
+        let retries = Retries {
+            // The first attempt was the direct cluster's.
+            max_retries: routing::chain_attempts(entry).saturating_sub(2),
+            per_try_timeout_ms: entry.attempt_timeout_ms,
+            relay: false,
+        };
+        route_headers::apply_retries(&self.host, &retries);
         Ok(())
     }
 }

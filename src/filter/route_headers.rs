@@ -6,7 +6,7 @@
 
 use super::env::Host;
 use super::sync::Lock;
-use crate::core::decision::RouteDecision;
+use crate::core::decision::{Retries, RouteDecision};
 use crate::core::error::GatewayError;
 use std::collections::HashMap;
 
@@ -38,20 +38,7 @@ pub fn apply(
 ) -> Result<(), GatewayError> {
     apply_provider(host, decision, secrets)?;
     if let Some(r) = &decision.retries {
-        // Envoy strips x-envoy-* from clients; only the gateway sets them.
-        // Each selects its route: the relay's retries once, into the relay
-        // (`RELAY_HEADER`, removed by that route).
-        if r.relay {
-            host.set_request_header(RELAY_HEADER, Some("1"));
-        } else {
-            host.set_request_header("x-envoy-max-retries", Some(&r.max_retries.to_string()));
-        }
-        if let Some(ms) = r.per_try_timeout_ms {
-            host.set_request_header(
-                "x-envoy-upstream-rq-per-try-timeout-ms",
-                Some(&ms.to_string()),
-            );
-        }
+        apply_retries(host, r);
     }
     // Set last: changing headers makes Envoy pick the route again, now
     // with the provider's cluster.
@@ -61,6 +48,24 @@ pub fn apply(
         ));
     }
     Ok(())
+}
+
+/// Envoy's attempt cap and per-attempt timeout (x-envoy-* headers, which
+/// Envoy strips from clients: only the gateway sets them). Each selects
+/// its route: the relay route retries once, into the relay (`RELAY_HEADER`,
+/// removed by that route).
+pub fn apply_retries(host: &impl Host, r: &Retries) {
+    if r.relay {
+        host.set_request_header(RELAY_HEADER, Some("1"));
+    } else {
+        host.set_request_header("x-envoy-max-retries", Some(&r.max_retries.to_string()));
+    }
+    if let Some(ms) = r.per_try_timeout_ms {
+        host.set_request_header(
+            "x-envoy-upstream-rq-per-try-timeout-ms",
+            Some(&ms.to_string()),
+        );
+    }
 }
 
 /// Everything but the cluster: what the attempt stage sets per attempt,
