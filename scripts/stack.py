@@ -304,12 +304,9 @@ def relay_clusters(resources: dict) -> set[str]:
 
 def without_relay(resources: dict) -> None:
     """Drops the relay listener (an internal listener, running the wasm
-    relay stage), the relay clusters that reach it, the direct clusters
-    over them and the filter that shares the hand-over with the relay:
-    for runs whose request stage takes no direct cluster (the native
-    module) or that have none (bare Envoy, the floors)."""
-    hcm = http_connection_manager(resources)
-    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "tollgate-handoff"]
+    relay stage), the relay clusters that reach it and the direct clusters
+    over them: for runs whose request stage takes no direct cluster (the
+    native module) or that have none (bare Envoy, the floors)."""
     resources["listeners"] = [l for l in resources["listeners"] if "internal_listener" not in l]
     relays = relay_clusters(resources)
     resources["clusters"] = [c for c in resources["clusters"]

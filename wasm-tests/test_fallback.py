@@ -314,6 +314,7 @@ def test_a_first_attempt_on_another_target_than_the_prepared_one_runs_the_attemp
     def customize(config):
         without_ejection(config)
         set_model_field(config, CHAIN, "direct_cluster", None)
+        set_model_field(config, CHAIN, "relay_cluster", None)
         aggregate = next(c for c in config["static_resources"]["clusters"] if c["name"] == "fallback_gpt_4o")
         aggregate["cluster_type"]["typed_config"]["clusters"] = ["ha_azure", "ha_openai", "ha_anthropic"]
 

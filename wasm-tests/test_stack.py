@@ -101,13 +101,12 @@ def test_either_chain_renders_from_the_template():
     single = rendered_filters()
     assert rendered_filters(chain="single_stage") == single
     assert [(f["name"], f["root_id"], f["stop_iteration"]) for f in single] == [
-        ("tollgate", "", True), ("tollgate-handoff", None, False), ("envoy.filters.http.router", None, False)]
+        ("tollgate", "", True), ("envoy.filters.http.router", None, False)]
     assert "chain" not in single[0]["config"], "the shipped config relies on the default"
     two = rendered_filters(chain="two_stage")
     assert [(f["name"], f["root_id"], f["stop_iteration"], f["vm_id"]) for f in two] == [
         ("tollgate", "", False, "tollgate"), ("envoy.filters.http.buffer", None, False, None),
-        ("tollgate-route", "route", False, "tollgate"), ("tollgate-handoff", None, False, None),
-        ("envoy.filters.http.router", None, False, None)]
+        ("tollgate-route", "route", False, "tollgate"), ("envoy.filters.http.router", None, False, None)]
     # The two-stage request stage carries the shipped configuration, marked two_stage.
     assert two[0]["config"] == {**single[0]["config"], "chain": "two_stage"}
     # Overrides still apply on either chain; the floor learns its chain.

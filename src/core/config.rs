@@ -179,6 +179,11 @@ pub struct ModelRoute {
     /// first target's, a residency pin) go to `cluster`.
     #[serde(default)]
     pub direct_cluster: Option<String>,
+    /// With `direct_cluster`: the aggregate cluster over the other targets'
+    /// provider clusters that the relay tries, which the relay endpoint's
+    /// `hostname` names. The relay stage tells the model by it.
+    #[serde(default)]
+    pub relay_cluster: Option<String>,
     /// Attempts Envoy makes for one request on `cluster`, the first
     /// included; default one per target, and at least two (a pool's single
     /// target is retried on another key).

@@ -72,15 +72,7 @@ pub fn expand(models: &mut [ModelRoute], providers: &[Provider]) -> Vec<String> 
             }
             _ => {}
         }
-        match &m.direct_cluster {
-            Some(_) if m.fallbacks.is_empty() => problems.push(format!(
-                "{at}: direct_cluster needs fallbacks (its relay tries the targets after the first)"
-            )),
-            Some(d) if d.trim().is_empty() || Some(d) == m.cluster.as_ref() => problems.push(
-                format!("{at}: direct_cluster must name an Envoy cluster other than cluster"),
-            ),
-            _ => {}
-        }
+        problems.extend(direct_problems(models, i, &at));
         if m.max_attempts
             .is_some_and(|n| !(1..=MAX_ATTEMPTS).contains(&n))
         {
@@ -161,6 +153,52 @@ fn walk(
     Ok(())
 }
 
+/// What is wrong with entry `i`'s direct and relay clusters.
+fn direct_problems(models: &[ModelRoute], i: usize, at: &str) -> Vec<String> {
+    let Some(m) = models.get(i) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    fn named(c: &Option<String>) -> Option<&str> {
+        c.as_deref().map(str::trim)
+    }
+    match (named(&m.direct_cluster), named(&m.relay_cluster)) {
+        (None, None) => return out,
+        (Some(_), None) => out.push(format!(
+            "{at}: direct_cluster needs relay_cluster, the aggregate cluster of the targets after the first that its relay tries (the relay endpoint's hostname)"
+        )),
+        (None, Some(_)) => out.push(format!("{at}: relay_cluster needs direct_cluster")),
+        (Some(d), Some(r)) => {
+            let cluster = named(&m.cluster);
+            if d.is_empty() || Some(d) == cluster {
+                out.push(format!(
+                    "{at}: direct_cluster must name an Envoy cluster other than cluster"
+                ));
+            }
+            if r.is_empty() || Some(r) == cluster || r == d {
+                out.push(format!(
+                    "{at}: relay_cluster must name an Envoy cluster other than cluster and direct_cluster"
+                ));
+            }
+            let shared = models
+                .iter()
+                .take(i)
+                .any(|o| named(&o.relay_cluster) == Some(r));
+            if shared {
+                out.push(format!(
+                    "{at}: relay_cluster `{r}` is another model's too; the relay tells the model by it"
+                ));
+            }
+        }
+    }
+    if m.fallbacks.is_empty() {
+        out.push(format!(
+            "{at}: direct_cluster needs fallbacks (its relay tries the targets after the first)"
+        ));
+    }
+    out
+}
+
 fn chain_problems(
     models: &[ModelRoute],
     providers: &[Provider],
@@ -208,6 +246,37 @@ pub struct Handoff {
 }
 
 impl Handoff {
+    /// The hand-over of a request a model's direct cluster relayed, rebuilt
+    /// from what reaches the relay, so that a healthy first attempt hands
+    /// nothing over: the first attempt went as the request stage prepared
+    /// it for the first target, which speaks the client's API. So the relay
+    /// cluster (`authority`, the relay endpoint's hostname) names the
+    /// model, the `path` prepared for the first target the API (the one it
+    /// ends in), and the body whether it streams. `None` when they do not
+    /// fit a model's direct cluster.
+    pub fn relayed(config: &Config, authority: &str, path: &str, stream: bool) -> Option<Handoff> {
+        let entry = config
+            .models
+            .iter()
+            .position(|m| m.relay_cluster.as_deref() == Some(authority))?;
+        let model = config.models.get(entry)?.name.clone();
+        let path = path.split('?').next().unwrap_or_default();
+        let api = APIS.into_iter().find(|&api| {
+            let tail = api.inbound().path().trim_start_matches("/v1");
+            path.ends_with(tail)
+                && routing::target(config, api, entry, 0, &model, stream)
+                    .is_ok_and(|first| first.upstream_api == api.wire())
+        })?;
+        Some(Handoff {
+            entry,
+            api,
+            stream,
+            prepared: Some(0),
+            // Only the first target, never the relay's, reads it.
+            model,
+        })
+    }
+
     /// The route to the `k`-th target of the request's chain.
     pub fn target<'a>(&self, config: &'a Config, k: usize) -> Result<Route<'a>, GatewayError> {
         routing::target(config, self.api, self.entry, k, &self.model, self.stream)
@@ -491,9 +560,11 @@ mod tests {
                {"name": "i", "provider": "openai", "cluster": "fi", "attempt_timeout_ms": 0},
                {"name": "f", "provider": "anthropic", "fallbacks": ["g"], "cluster": "ff"},
                {"name": "g", "provider": "injected"},
-               {"name": "j", "provider": "openai", "cluster": "fj", "direct_cluster": "dj"},
-               {"name": "k", "provider": "azure", "fallbacks": ["claude-*"], "cluster": "fk", "direct_cluster": "fk"},
-               {"name": "l", "provider": "azure", "fallbacks": ["claude-*"], "cluster": "fl", "direct_cluster": " "}"#,
+               {"name": "j", "provider": "openai", "cluster": "fj", "direct_cluster": "dj", "relay_cluster": "rj"},
+               {"name": "k", "provider": "azure", "fallbacks": ["claude-*"], "cluster": "fk", "direct_cluster": "fk", "relay_cluster": "fk"},
+               {"name": "l", "provider": "azure", "fallbacks": ["claude-*"], "cluster": "fl", "direct_cluster": " ", "relay_cluster": "rj"},
+               {"name": "m", "provider": "azure", "fallbacks": ["claude-*"], "cluster": "fm", "direct_cluster": "dm"},
+               {"name": "n", "provider": "azure", "fallbacks": ["claude-*"], "cluster": "fn", "relay_cluster": "rn"}"#,
         )
         .unwrap_err();
         for needle in [
@@ -510,6 +581,10 @@ mod tests {
             "models[10] (`j`): direct_cluster needs fallbacks",
             "models[11] (`k`): direct_cluster must name an Envoy cluster other than cluster",
             "models[12] (`l`): direct_cluster must name an Envoy cluster other than cluster",
+            "models[11] (`k`): relay_cluster must name an Envoy cluster other than cluster and direct_cluster",
+            "models[12] (`l`): relay_cluster `rj` is another model's too",
+            "models[13] (`m`): direct_cluster needs relay_cluster",
+            "models[14] (`n`): relay_cluster needs direct_cluster",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }

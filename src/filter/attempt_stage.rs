@@ -8,8 +8,8 @@
 //! each the request stage's body, so every attempt sets its headers anew.
 //! It runs on a model's `cluster`, and behind the relay listener, where a
 //! model's `direct_cluster` retries a failed first attempt: there the
-//! hand-over arrives in filter state shared with the relay's connection,
-//! and the first attempt on the prepared target goes as it is.
+//! relay stage rebuilt the hand-over. The first attempt on the prepared
+//! target goes as it is.
 //!
 //! A 429 goes to the router as it came: the cluster's outlier detection
 //! counts it as an error (`error_matcher`), so a rate-limited key or
@@ -32,12 +32,10 @@ use std::sync::Arc;
 
 use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF};
 
-/// The request stage's hand-over: in this stream's filter state (the
-/// gateway listener), or shared with this connection (the relay listener).
-pub fn handoff(host: &impl Host) -> Option<Handoff> {
-    host.property(HANDOFF)
-        .or_else(|| host.shared_property(HANDOFF))
-        .and_then(|b| Handoff::decode(&b))
+/// The hand-over in this stream's filter state: the request stage's (the
+/// gateway listener), or the relay stage's (the relay listener).
+fn handoff(host: &impl Host) -> Option<Handoff> {
+    host.property(HANDOFF).and_then(|b| Handoff::decode(&b))
 }
 
 pub struct AttemptStage<H: Host> {

@@ -56,10 +56,6 @@ pub trait Host {
     /// A string in the `tollgate` metadata of the endpoint Envoy picked
     /// for the current attempt (or the last one, on the response).
     fn endpoint_metadata(&self, key: &str) -> Option<String>;
-    /// A filter state value the gateway listener shared with this stream's
-    /// connection (`set_filter_state` with `shared_with_upstream`): the
-    /// hand-over, in the relay listener.
-    fn shared_property(&self, name: &str) -> Option<Vec<u8>>;
     /// The address of the upstream host that answered (`envoy://...` for
     /// an internal listener, the relay).
     fn upstream_address(&self) -> Option<String>;
@@ -157,10 +153,6 @@ impl Host for Envoy {
     }
     fn property(&self, name: &str) -> Option<Vec<u8>> {
         host::property(&[name])
-    }
-    fn shared_property(&self, name: &str) -> Option<Vec<u8>> {
-        // Plain `[name]` finds only the wasm filter's own values.
-        host::property(&["filter_state", name])
     }
     fn upstream_address(&self) -> Option<String> {
         host::property(&["upstream", "address"]).and_then(|v| String::from_utf8(v).ok())

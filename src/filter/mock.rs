@@ -39,9 +39,7 @@ pub const ENDPOINT_METADATA: &str = "endpoint_metadata.";
 /// (a prefix), Envoy's attempt count and its response code details.
 pub const REQUEST_METADATA: &str = "request_metadata.";
 pub const ATTEMPT_COUNT: &str = "attempt_count";
-/// Where a test puts filter state shared from the gateway listener (a
-/// prefix), and the answering upstream host's address.
-pub const SHARED: &str = "shared.";
+/// Where a test puts the answering upstream host's address.
 pub const UPSTREAM_ADDRESS: &str = "upstream_address";
 pub const CODE_DETAILS: &str = "code_details";
 
@@ -206,13 +204,6 @@ impl Host for MockHost {
             .borrow_mut()
             .insert(name.to_string(), value.to_vec());
         true
-    }
-    fn shared_property(&self, name: &str) -> Option<Vec<u8>> {
-        self.called("shared_property");
-        self.properties
-            .borrow()
-            .get(&format!("{SHARED}{name}"))
-            .cloned()
     }
     fn upstream_address(&self) -> Option<String> {
         self.called("upstream_address");

@@ -447,9 +447,6 @@ impl Host for Stream {
         self.metadata(abi::METADATA_HOST, key)
     }
     // The relay is the wasm filter's (`Host::can_relay`).
-    fn shared_property(&self, _name: &str) -> Option<Vec<u8>> {
-        None
-    }
     fn upstream_address(&self) -> Option<String> {
         None
     }
@@ -591,9 +588,6 @@ impl Host for Main {
         false
     }
     fn endpoint_metadata(&self, _key: &str) -> Option<String> {
-        None
-    }
-    fn shared_property(&self, _name: &str) -> Option<Vec<u8>> {
         None
     }
     fn upstream_address(&self) -> Option<String> {

@@ -161,7 +161,10 @@ impl<H: Host> RequestStage<H> {
                 return Err(GatewayError::Internal("could not rewrite the request body"));
             }
         }
-        if let Some(handoff) = &plan.handoff {
+        // A request on the direct cluster hands nothing over: its first
+        // attempt runs no attempt stage, and the relay rebuilds it.
+        let relay = plan.decision.retries.is_some_and(|r| r.relay);
+        if let Some(handoff) = plan.handoff.as_ref().filter(|_| !relay) {
             if !self.host.set_property(HANDOFF, handoff.encode().as_bytes()) {
                 return Err(GatewayError::Internal(
                     "could not hand the request to the attempt stage",

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! `COST_CONFIG` is a bench variant: `c0` (keys and routing), `c` (+
-//! guardrails), `s0` (+ tracing), `s` (envoy/gateway.yaml as shipped).
+//! guardrails), `s0` (+ tracing), `s` (envoy/gateway.yaml as shipped);
+//! `COST_MODEL` the model asked for (default `gpt-4o-mini`; `fast` and
+//! `gpt-4o-ha` are (sa) and (sf), a model alias and a fallback chain).
 //! Run it twice with different `COST_REQUESTS` and divide the difference,
 //! so set-up does not count.
 use super::*;
@@ -55,9 +57,15 @@ fn request_loop() {
     let n: usize = std::env::var("COST_REQUESTS")
         .map(|s| s.parse().unwrap())
         .unwrap_or(2000);
+    std::env::set_var("OPENAI_API_KEY", "sk-openai");
+    std::env::set_var("ANTHROPIC_API_KEY", "sk-ant");
     let shared = super::shared(shipped(&variant));
     let root = MockHost::default();
-    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence."}]}"#;
+    let model = std::env::var("COST_MODEL").unwrap_or("gpt-4o-mini".into());
+    let body = format!(
+        r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hello in one short sentence."}}]}}"#
+    );
+    let body = body.as_bytes();
     let answer_body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, nice to meet you!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}}"#;
     let grant = json!({"allowed": true, "lease_id": "l1", "ttl_ms": 1_000_000_000u64,
            "budgets": [{"budget_id": "bud_key", "kind": "requests", "granted": 1_000_000_000u64}]})

@@ -7,7 +7,7 @@ use crate::core::fallback::{self, Attempt, Handoff};
 use crate::core::fallback::{ATTEMPTS, ATTEMPTS_HEADER, DIRECT, HANDOFF, SKIPPED};
 use crate::filter::attempt_stage::AttemptStage;
 use crate::filter::mock::{
-    ATTEMPT_COUNT, CODE_DETAILS, ENDPOINT_METADATA, REQUEST_METADATA, SHARED, UPSTREAM_ADDRESS,
+    ATTEMPT_COUNT, CODE_DETAILS, ENDPOINT_METADATA, REQUEST_METADATA, UPSTREAM_ADDRESS,
 };
 use crate::filter::relay_stage::RelayStage;
 
@@ -20,9 +20,10 @@ fn chain() -> Arc<Shared> {
     chain_with(json!({}))
 }
 
-/// `chain`, with direct cluster `fb_direct` (its relay tries Anthropic).
+/// `chain`, with direct cluster `fb_direct` (its relay tries Anthropic on
+/// `fb_rest`).
 fn direct_chain() -> Arc<Shared> {
-    chain_with(json!({"direct_cluster": "fb_direct"}))
+    chain_with(json!({"direct_cluster": "fb_direct", "relay_cluster": "fb_rest"}))
 }
 
 fn chain_with(fields: Value) -> Arc<Shared> {
@@ -129,7 +130,10 @@ fn a_prepared_request_takes_the_direct_cluster_on_the_relay_route() {
         header(host, "authorization").as_deref(),
         Some("Bearer sk-openai")
     );
-    assert_eq!(handoff(&stage).prepared, Some(0));
+    // Nothing handed over: no attempt stage runs, and the relay rebuilds it.
+    assert_eq!(host.property(HANDOFF), None);
+    let f = stage.fallback.as_ref().unwrap();
+    assert_eq!((f.handoff.prepared, f.relay), (Some(0), true));
     // A request that is not prepared for the first target takes the
     // attempt-stage cluster.
     let (_, host) = anthropic_client_request();
@@ -462,47 +466,106 @@ fn an_endpoint_of_a_pool_brings_its_own_key() {
 }
 
 /// `stage`'s request as the relay listener gets it: the headers and body
-/// its first attempt went with, the hand-over shared with the connection.
-fn relayed(stage: &RequestStage<MockHost>) -> MockHost {
+/// its first attempt went with, on the host the relay endpoint names
+/// (the route's `auto_host_rewrite`).
+fn relayed(stage: &RequestStage<MockHost>, authority: &str) -> MockHost {
     let host = MockHost::default().sharing(&stage.host);
-    *host.request_headers.borrow_mut() = stage.host.request_headers.borrow().clone();
+    let mut headers = stage.host.request_headers.borrow().clone();
+    headers.retain(|(n, _)| n != ":authority");
+    headers.push((":authority".into(), authority.into()));
+    *host.request_headers.borrow_mut() = headers;
     *host.request_body.borrow_mut() = stage.host.request_body.borrow().clone();
-    host.set_property(
-        &format!("{SHARED}{HANDOFF}"),
-        &stage.host.property(HANDOFF).unwrap(),
-    );
     host
 }
 
+/// The relay stage's callbacks for a request; what the body callback says.
+fn relay(shared: &Arc<Shared>, host: MockHost) -> RelayStage<MockHost> {
+    let mut relay = RelayStage::new(Some(Arc::clone(shared)), host);
+    assert_eq!(relay.on_http_request_headers(0, false), Action::Pause);
+    let size = relay.host().request_body.borrow().len();
+    relay.on_http_request_body(size, true);
+    relay
+}
+
 #[test]
-fn the_relay_sets_the_attempts_left_and_their_timeout_for_its_route() {
-    let shared = chain_with(json!({"direct_cluster": "fb_direct", "max_attempts": 4}));
+fn the_relay_rebuilds_the_hand_over_and_sets_the_attempts_left_and_their_timeout() {
+    let shared = chain_with(
+        json!({"direct_cluster": "fb_direct", "relay_cluster": "fb_rest",
+                                   "max_attempts": 4}),
+    );
     let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
-    let mut relay = RelayStage::new(Some(Arc::clone(&shared)), relayed(&stage));
-    assert_eq!(relay.on_http_request_headers(0, false), Action::Continue);
+    let relay = relay(&shared, relayed(&stage, "fb_rest"));
     let host = relay.host();
+    assert!(host.reply().is_none(), "{:?}", host.reply());
     // Four attempts: the direct one, then the relay's first and 2 retries.
     assert_eq!(header(host, "x-envoy-max-retries").as_deref(), Some("2"));
     assert_eq!(
         header(host, "x-envoy-upstream-rq-per-try-timeout-ms").as_deref(),
         Some("1500")
     );
-    // Without the hand-over: refused, saying why.
-    let mut lost = RelayStage::new(Some(Arc::clone(&shared)), MockHost::default());
-    assert_eq!(lost.on_http_request_headers(0, false), Action::Pause);
-    let reply = lost.host().reply().unwrap();
+    // What the request stage would have handed over, the client's model
+    // name aside (only the first target, never the relay's, reads it).
+    let f = stage.fallback.as_ref().unwrap();
+    let rebuilt = Handoff::decode(&host.property(HANDOFF).unwrap()).unwrap();
+    assert_eq!(rebuilt, f.handoff);
+    // A streamed Responses call: the path tells the API, the body the stream.
+    let body = json!({"model": "chain", "input": "hi", "stream": true}).to_string();
+    let responses = MockHost::request(
+        "POST",
+        "/v1/responses",
+        &[("authorization", "Bearer tg-key")],
+        body.as_bytes(),
+    );
+    let stage = routed(&shared, responses);
+    let relay = self::relay(&shared, relayed(&stage, "fb_rest"));
+    let rebuilt = Handoff::decode(&relay.host().property(HANDOFF).unwrap()).unwrap();
+    assert_eq!(rebuilt, stage.fallback.as_ref().unwrap().handoff);
+    assert_eq!(
+        (rebuilt.api, rebuilt.stream),
+        (crate::core::api::Api::Responses, true)
+    );
+}
+
+#[test]
+fn a_request_no_direct_cluster_sent_is_refused_by_the_relay_saying_why() {
+    let shared = direct_chain();
+    let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
+    // A host that names no relay cluster: the chain's own, say.
+    let relay = relay(&shared, relayed(&stage, "fb"));
+    let reply = relay.host().reply().unwrap();
     assert_eq!(reply.status, 500);
     assert!(reply.body["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("relay listener without the tollgate request stage's hand-over"));
+        .contains("no model's direct cluster sent"));
+    assert_eq!(relay.host().property(HANDOFF), None);
+    // A path in no API the first target speaks.
+    let host = relayed(&stage, "fb_rest");
+    for (name, value) in host.request_headers.borrow_mut().iter_mut() {
+        if name == ":path" {
+            *value = "/v1/embeddings".into();
+        }
+    }
+    assert_eq!(relay_of(&shared, host).status, 500);
+    // No body.
+    let mut bodiless = RelayStage::new(Some(Arc::clone(&shared)), relayed(&stage, "fb_rest"));
+    assert_eq!(bodiless.on_http_request_headers(0, true), Action::Pause);
+    assert_eq!(bodiless.host().reply().unwrap().status, 500);
+}
+
+fn relay_of(shared: &Arc<Shared>, host: MockHost) -> crate::filter::mock::LocalReply {
+    relay(shared, host).host().reply().unwrap()
 }
 
 #[test]
-fn behind_the_relay_an_attempt_reads_the_shared_hand_over() {
+fn behind_the_relay_an_attempt_reads_the_relays_hand_over() {
     let shared = direct_chain();
     let stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
-    let host = relayed(&stage);
+    let relay = relay(&shared, relayed(&stage, "fb_rest"));
+    let host = MockHost::default().sharing(relay.host());
+    *host.request_headers.borrow_mut() = relay.host().request_headers.borrow().clone();
+    *host.request_body.borrow_mut() = relay.host().request_body.borrow().clone();
+    host.set_property(HANDOFF, &relay.host().property(HANDOFF).unwrap());
     host.set_property(&format!("{ENDPOINT_METADATA}provider"), b"anthropic");
     let mut a = AttemptStage::new(Some(Arc::clone(&shared)), host);
     assert_eq!(send(&mut a), Action::Continue);
