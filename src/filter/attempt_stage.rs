@@ -27,7 +27,6 @@ use crate::core::fallback::{self, Handoff};
 use crate::core::provider::credential_headers;
 use crate::core::request::LlmRequest;
 use crate::core::routing::Route;
-use crate::filter::stats;
 use std::sync::Arc;
 
 use crate::core::fallback::{ATTEMPTS, DIRECT, HANDOFF};
@@ -223,7 +222,7 @@ impl<H: Host> HttpContext for AttemptStage<H> {
         if let Some(shared) = &self.shared {
             shared
                 .stats
-                .count(&self.host, &stats::attempt(&self.provider, status), 1);
+                .count_attempt(&self.host, &self.provider, status);
         }
         if self.attempt.is_some() {
             // Attempts follow each other: the record is still this one's.

@@ -60,9 +60,9 @@ pub trait Host {
     /// an internal listener, the relay).
     fn upstream_address(&self) -> Option<String>;
     /// Whether requests may take a model's `direct_cluster`: its relay
-    /// reads the wasm filter's hand-over from filter state; the native
-    /// module keeps its own in dynamic metadata, so its requests take
-    /// `cluster`, where the attempt stage runs on every attempt.
+    /// listener runs the wasm relay stage, which the native module does
+    /// not have, so its requests take `cluster`, where the attempt stage
+    /// runs on every attempt.
     fn can_relay(&self) -> bool {
         true
     }

@@ -22,12 +22,17 @@ pub const RELAY_HEADER: &str = "x-tollgate-relay";
 pub struct Secrets(Lock<HashMap<String, Option<String>>>);
 
 impl Secrets {
-    fn get(&self, var: &str) -> Option<String> {
-        self.0
-            .borrow_mut()
-            .entry(var.to_string())
-            .or_insert_with(|| std::env::var(var).ok())
-            .clone()
+    /// `prefix` and the secret in `var`: a credential header's value.
+    fn header_value(&self, prefix: &str, var: &str) -> Option<String> {
+        let mut secrets = self.0.borrow_mut();
+        if !secrets.contains_key(var) {
+            secrets.insert(var.to_string(), std::env::var(var).ok());
+        }
+        let secret = secrets.get(var)?.as_deref()?;
+        let mut value = String::with_capacity(prefix.len() + secret.len());
+        value.push_str(prefix);
+        value.push_str(secret);
+        Some(value)
     }
 }
 
@@ -81,7 +86,7 @@ pub fn apply_provider(
         }
     }
     if let Some(auth) = &decision.auth {
-        let Some(secret) = secrets.get(&auth.var) else {
+        let Some(value) = secrets.header_value(&auth.prefix, &auth.var) else {
             log::error!(
                 "tollgate: environment variable {} (provider key) is not visible to the VM; list it in vm_config.environment_variables.host_env_keys",
                 auth.var
@@ -90,7 +95,6 @@ pub fn apply_provider(
                 "provider credential is not configured",
             ));
         };
-        let value = format!("{}{secret}", auth.prefix);
         if !host.set_request_header(&auth.header, Some(&value)) {
             return Err(GatewayError::Internal(
                 "could not set the provider credential",

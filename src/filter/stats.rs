@@ -17,6 +17,10 @@ pub struct Stats {
     /// The metrics of each request shape, by model, so a request's counts
     /// need no name formatting (five names a request otherwise).
     shapes: Lock<HashMap<String, Vec<Shape>>>,
+    /// The attempt counters' ids by provider and status class (the
+    /// configuration's providers bound them), so an attempt's count needs
+    /// no name formatting.
+    attempts: Lock<Vec<(String, &'static str, Option<u32>)>>,
     /// Counter increments made while requests run, by metric id, added to
     /// Envoy's counters on the root context's tick: one host call per
     /// counter and tick instead of one per increment. Counters lag by a tick.
@@ -62,6 +66,25 @@ impl Stats {
         };
         ids.insert(name.to_string(), id);
         id
+    }
+
+    /// Counts an attempt on `provider` that ended with `status`.
+    pub fn count_attempt(&self, host: &impl Host, provider: &str, status: u32) {
+        let class = status_class(status);
+        let known = self
+            .attempts
+            .borrow()
+            .iter()
+            .find(|(p, c, _)| *c == class && p == provider)
+            .map(|(_, _, id)| *id);
+        let id = known.unwrap_or_else(|| {
+            let id = self.id(host, Kind::Counter, &attempt(provider, status));
+            self.attempts
+                .borrow_mut()
+                .push((provider.to_string(), class, id));
+            id
+        });
+        self.add(id, 1);
     }
 
     /// The metrics of a request to `provider` for `model` through `api`

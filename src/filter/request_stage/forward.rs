@@ -114,7 +114,9 @@ impl<H: Host> RequestStage<H> {
             self.fallback = Some(Fallback {
                 handoff,
                 relay: plan.decision.retries.is_some_and(|r| r.relay),
-                client_wants_usage: api.inbound().wants_stream_usage(&request.body),
+                // A stream's option: the rest answer with their usage.
+                client_wants_usage: request.stream
+                    && api.inbound().wants_stream_usage(&request.body),
                 attempts: Vec::new(),
             });
         }

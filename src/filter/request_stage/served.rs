@@ -51,8 +51,9 @@ impl<H: Host> RequestStage<H> {
         for (i, a) in attempts.iter().enumerate() {
             if i < skipped || a.status == 0 {
                 if let Some(provider) = fallback.handoff.provider(config, a.target) {
-                    let name = stats::attempt(provider, a.status);
-                    self.shared.stats.count(&self.host, &name, 1);
+                    self.shared
+                        .stats
+                        .count_attempt(&self.host, provider, a.status);
                 }
             }
         }
