@@ -42,7 +42,7 @@ MID_STREAM_EVENTS = 3  # events sent before a reset-mid-stream or error-mid-stre
 
 # A Tollgate gateway key ("tg-" + 20+ url-safe chars) must never reach a provider.
 GATEWAY_KEY = re.compile(r"tg-[A-Za-z0-9_-]{20,}")
-FAULTS = {"429", "500", "503", "reset", "reset-mid-stream", "error-mid-stream", "bad-sse"}
+FAULTS = {"400", "429", "500", "503", "reset", "reset-mid-stream", "error-mid-stream", "bad-sse"}
 # slow:<ms> answers late; slow:<ms>:<fault> fails late (a 500 after a while, say).
 SLOW_FAULT = re.compile(r"slow:(\d+)(?::(429|500|503|reset))?")
 
@@ -51,11 +51,13 @@ ERRORS = {
     "auth": (401, "invalid_request_error", "invalid_api_key", "authentication_error", "UNAUTHENTICATED"),
     "invalid": (400, "invalid_request_error", None, "invalid_request_error", "INVALID_ARGUMENT"),
     "not_found": (404, "invalid_request_error", None, "not_found_error", "NOT_FOUND"),
+    "400": (400, "invalid_request_error", None, "invalid_request_error", "INVALID_ARGUMENT"),
     "429": (429, "requests", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED"),
     "500": (500, "server_error", None, "api_error", "INTERNAL"),
     "503": (503, "server_error", None, "overloaded_error", "UNAVAILABLE"),
 }
 FAULT_MESSAGES = {
+    "400": "The request is invalid for this model.",
     "429": "Rate limit reached for requests. Please try again in 1s.",
     "500": "The server had an error while processing your request.",
     "503": "The server is overloaded. Please try again later.",

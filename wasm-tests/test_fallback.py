@@ -360,6 +360,24 @@ def test_a_rate_limited_first_target_is_ejected_and_requests_go_to_the_next(stac
         envoy.stop()
 
 
+def test_a_client_error_neither_falls_back_nor_ejects(stack, key):
+    """A 400 is the request's fault, not the target's: the client gets it,
+    no other target is tried, and the error_matcher (429 to 599) does not
+    count it, so a run of them ejects nothing."""
+    envoy = stack.add_envoy("envoy-client-errors")
+    try:
+        fail(stack, "openai", "400", count=4)
+        client = openai_client(envoy.base_url, key)
+        for _ in range(4):
+            with pytest.raises(openai.BadRequestError):
+                client.chat.completions.create(model=CHAIN, messages=MESSAGES)
+        assert paths(stack) == [PATHS["openai"]] * 4
+        stat = "cluster.ha_openai.outlier_detection.ejections_enforced_total"
+        assert envoy.stats(stat).get(stat, 0) == 0
+    finally:
+        envoy.stop()
+
+
 def with_retries_on_one_target(config: dict) -> None:
     """without_ejection, and model gpt-4o-retry: OpenAI alone (ha_openai,
     one endpoint with no key of its own) tried twice, so a retry lands on
