@@ -31,11 +31,6 @@ pub const ATTEMPTS_HEADER: &str = "x-tollgate-attempts";
 /// stage on that target's cluster lets it go as it is.
 pub const DIRECT: &str = "tollgate.direct";
 
-/// The key in the request's `tollgate` dynamic metadata where the
-/// configuration's Lua script notes the status of a failed answer to the
-/// first attempt on a direct cluster, which runs no attempt stage (`429`).
-pub const SKIPPED: &str = "skipped";
-
 /// The response header naming the target that answered (`provider/model`).
 pub const TARGET_HEADER: &str = "x-tollgate-target";
 
@@ -372,16 +367,16 @@ pub fn attempts(record: &[u8]) -> Vec<Attempt> {
 }
 
 /// What Envoy tells of the first attempt on a direct cluster, which runs
-/// no attempt stage (and leaves no record); the relay's attempts do.
+/// no attempt stage (and leaves no record); the relay's attempts do. The
+/// status of a failed one is not told: Envoy counts it
+/// (`retry.upstream_rq_<code>` of the direct cluster), and noting it per
+/// request would cost every healthy one.
 #[derive(Debug, Clone, Copy)]
-pub struct Skipped<'a> {
+pub struct Skipped {
     /// The prepared target's index in the chain.
     pub target: usize,
     /// When the request was forwarded, the start of the first attempt.
     pub start_ns: u64,
-    /// The status of its failed answer, as the Lua script noted it
-    /// (`SKIPPED`; empty when it noted none).
-    pub failed: &'a str,
     /// How many attempts Envoy made in all, when known.
     pub total: Option<u32>,
     /// The answer's status, when no attempt stage ran and the answer came
@@ -394,22 +389,20 @@ pub struct Skipped<'a> {
 
 /// Every attempt of a request, oldest first: the first one if it went
 /// without an attempt stage, then the `recorded` ones (the relay's). It did
-/// if it answered, if the Lua script noted its failure, or if Envoy counts
-/// an attempt besides the relay's (a reset or a timeout, which leaves no
-/// status).
+/// if it answered, or if Envoy counts an attempt besides the relay's (one
+/// that failed, with no status the gateway saw).
 pub fn with_skipped(recorded: Vec<Attempt>, skipped: &Skipped) -> Vec<Attempt> {
-    let failed = skipped.failed.trim().parse::<u32>().ok();
     let answer = skipped.answer.filter(|_| !skipped.relayed);
     let unrecorded = skipped
         .total
         .is_some_and(|n| n > u32::from(skipped.relayed));
-    if answer.is_none() && failed.is_none() && !unrecorded {
+    if answer.is_none() && !unrecorded {
         return recorded;
     }
     let first = Attempt {
         target: skipped.target,
         start_ns: skipped.start_ns,
-        status: answer.or(failed).unwrap_or(0),
+        status: answer.unwrap_or(0),
     };
     std::iter::once(first).chain(recorded).collect()
 }
@@ -419,11 +412,10 @@ mod tests {
     use super::*;
     use crate::core::config::Config;
 
-    fn skipped(failed: &str, total: Option<u32>, answer: Option<u32>) -> Skipped<'_> {
+    fn skipped(total: Option<u32>, answer: Option<u32>) -> Skipped {
         Skipped {
             target: 0,
             start_ns: 5,
-            failed,
             total,
             answer,
             relayed: false,
@@ -431,10 +423,10 @@ mod tests {
     }
 
     /// The relay answered, with the record of its attempts.
-    fn relayed(failed: &str, total: Option<u32>) -> Skipped<'_> {
+    fn relayed(total: Option<u32>) -> Skipped {
         Skipped {
             relayed: true,
-            ..skipped(failed, total, None)
+            ..skipped(total, None)
         }
     }
 
@@ -444,7 +436,7 @@ mod tests {
 
     #[test]
     fn a_prepared_target_that_answers_at_once_is_one_attempt() {
-        let all = with_skipped(Vec::new(), &skipped("", None, Some(200)));
+        let all = with_skipped(Vec::new(), &skipped(None, Some(200)));
         assert_eq!(
             all,
             vec![Attempt {
@@ -456,40 +448,34 @@ mod tests {
     }
 
     #[test]
-    fn skipped_failures_come_before_the_recorded_attempts() {
+    fn a_failed_first_attempt_comes_before_the_relays_told_by_the_count() {
         let recorded = attempts(b"1@9=500,2@12=200");
-        let all = with_skipped(recorded, &relayed("429", Some(2)));
-        assert_eq!(statuses(&all), [(0, 429), (1, 500), (2, 200)]);
+        let all = with_skipped(recorded.clone(), &relayed(Some(2)));
+        // Its status unseen: Envoy's stats have it.
+        assert_eq!(statuses(&all), [(0, 0), (1, 500), (2, 200)]);
         assert_eq!(all[0].start_ns, 5);
-    }
-
-    #[test]
-    fn a_skipped_attempt_without_an_answer_is_told_by_the_count() {
-        let recorded = attempts(b"1@9=200");
-        let all = with_skipped(recorded.clone(), &relayed("", Some(2)));
-        assert_eq!(statuses(&all), [(0, 0), (1, 200)]);
-        // Without the count, only what answered is known.
+        // Without the count, only what the relay recorded is known.
         assert_eq!(
-            statuses(&with_skipped(recorded, &relayed("", None))),
-            [(1, 200)]
+            statuses(&with_skipped(recorded, &relayed(None))),
+            [(1, 500), (2, 200)]
         );
     }
 
     #[test]
     fn a_failed_answer_of_the_prepared_target_is_one_attempt() {
         // Retries exhausted or not retried: the client gets its 500.
-        let all = with_skipped(Vec::new(), &skipped("500", Some(1), Some(500)));
+        let all = with_skipped(Vec::new(), &skipped(Some(1), Some(500)));
         assert_eq!(statuses(&all), [(0, 500)]);
-        // Envoy answered itself after a 429 (the retry budget was spent).
-        let all = with_skipped(Vec::new(), &skipped("429", Some(1), None));
-        assert_eq!(statuses(&all), [(0, 429)]);
-        // After a reset, with no count: nothing is known of it.
-        assert!(with_skipped(Vec::new(), &skipped("", None, None)).is_empty());
+        // Envoy answered itself (a reset, the retry budget spent).
+        let all = with_skipped(Vec::new(), &skipped(Some(1), None));
+        assert_eq!(statuses(&all), [(0, 0)]);
+        // With no count and no answer, nothing is known of it.
+        assert!(with_skipped(Vec::new(), &skipped(None, None)).is_empty());
     }
 
     #[test]
     fn at_most_the_first_attempt_is_added_whatever_envoy_tells() {
-        let all = with_skipped(Vec::new(), &skipped("x,,503", Some(u32::MAX), None));
+        let all = with_skipped(Vec::new(), &skipped(Some(u32::MAX), None));
         assert_eq!(statuses(&all), [(0, 0)]);
         let recorded = attempts(b"1@9=200");
         // The relay's attempt alone adds nothing (the first target was
@@ -501,7 +487,7 @@ mod tests {
                     recorded.clone(),
                     &Skipped {
                         answer: Some(200),
-                        ..relayed("", Some(total))
+                        ..relayed(Some(total))
                     }
                 )),
                 [(1, 200)]

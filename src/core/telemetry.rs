@@ -328,7 +328,12 @@ pub fn with_spans<T>(r: &RequestRecord, encode: impl FnOnce(&[Span]) -> T) -> T 
                 a.upstream_api,
                 a.status,
             ),
-            error: error_type(true, a.status).map(|e| ["HTTP ", &e].concat()),
+            // No status seen: a reset, a timeout, or a failed first
+            // attempt on a direct cluster (Envoy's stats have its code).
+            error: Some(match a.status {
+                0 => "attempt failed, no status seen".to_string(),
+                s => format!("HTTP {s}"),
+            }),
         });
     }
     spans.push(Span {
@@ -355,15 +360,18 @@ fn upstream_attributes<'a>(
     upstream_api: Wire,
     status: u32,
 ) -> Attributes<'a> {
-    vec![
+    let mut attributes = vec![
         ("gen_ai.provider.name", AttrValue::Str(semconv_name)),
         ("tollgate.provider", AttrValue::Str(provider)),
         ("tollgate.upstream_api", AttrValue::Str(upstream_api.name())),
-        (
+    ];
+    if status != 0 {
+        attributes.push((
             "http.response.status_code",
             AttrValue::Int(i64::from(status)),
-        ),
-    ]
+        ));
+    }
+    attributes
 }
 
 #[cfg(test)]
@@ -546,7 +554,11 @@ mod tests {
             assert_eq!((second.start_ns, second.end_ns), (30, 40));
             assert_eq!((answer.start_ns, answer.end_ns), (40, 2_000_000_000));
             assert_eq!(first.error.as_deref(), Some("HTTP 429"));
-            assert_eq!(second.error.as_deref(), Some("HTTP upstream_reset"));
+            assert_eq!(
+                second.error.as_deref(),
+                Some("attempt failed, no status seen")
+            );
+            assert_eq!(attr(second, "http.response.status_code"), None);
             assert_eq!(answer.error, None);
             // The answering attempt keeps the id the provider saw in traceparent.
             assert_eq!(answer.span_id, [3; 8]);

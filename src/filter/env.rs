@@ -66,10 +66,6 @@ pub trait Host {
     fn can_relay(&self) -> bool {
         true
     }
-    /// A string in the `tollgate` namespace of the request's dynamic
-    /// metadata, where Envoy-side configuration (the Lua script of a
-    /// fallback cluster) notes what it saw.
-    fn request_metadata(&self, key: &str) -> Option<String>;
     /// How many attempts Envoy's router made for the request, when the
     /// host tells.
     fn attempt_count(&self) -> Option<u32>;
@@ -168,10 +164,6 @@ impl Host for Envoy {
             "tollgate",
             key,
         ];
-        host::property(&path).and_then(|v| String::from_utf8(v).ok())
-    }
-    fn request_metadata(&self, key: &str) -> Option<String> {
-        let path = ["metadata", "filter_metadata", "tollgate", key];
         host::property(&path).and_then(|v| String::from_utf8(v).ok())
     }
     fn attempt_count(&self) -> Option<u32> {

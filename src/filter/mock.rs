@@ -35,9 +35,8 @@ pub type Interleave = Box<dyn FnOnce()>;
 /// Where a test puts the picked endpoint's metadata: a property named
 /// this prefix and the key.
 pub const ENDPOINT_METADATA: &str = "endpoint_metadata.";
-/// Property names standing for the request's `tollgate` dynamic metadata
-/// (a prefix), Envoy's attempt count and its response code details.
-pub const REQUEST_METADATA: &str = "request_metadata.";
+/// Property names standing for Envoy's attempt count and its response
+/// code details.
 pub const ATTEMPT_COUNT: &str = "attempt_count";
 /// Where a test puts the answering upstream host's address.
 pub const UPSTREAM_ADDRESS: &str = "upstream_address";
@@ -208,10 +207,6 @@ impl Host for MockHost {
     fn upstream_address(&self) -> Option<String> {
         self.called("upstream_address");
         self.text_property(UPSTREAM_ADDRESS)
-    }
-    fn request_metadata(&self, key: &str) -> Option<String> {
-        self.called("request_metadata");
-        self.text_property(&format!("{REQUEST_METADATA}{key}"))
     }
     fn attempt_count(&self) -> Option<u32> {
         self.called("attempt_count");

@@ -311,7 +311,9 @@ pub fn status_class(status: u32) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         500..=599 => "5xx",
-        _ => "reset",
+        // No status seen: a reset, a timeout, or a first attempt on a
+        // direct cluster that failed and was retried into the relay.
+        _ => "failed",
     }
 }
 

@@ -453,9 +453,6 @@ impl Host for Stream {
     fn can_relay(&self) -> bool {
         false
     }
-    fn request_metadata(&self, key: &str) -> Option<String> {
-        self.metadata(abi::METADATA_DYNAMIC, key)
-    }
     // The native attempt stage runs on every attempt and records each
     // (Envoy skips no attempt of it), so these are never needed.
     fn attempt_count(&self) -> Option<u32> {
@@ -591,9 +588,6 @@ impl Host for Main {
         None
     }
     fn upstream_address(&self) -> Option<String> {
-        None
-    }
-    fn request_metadata(&self, _key: &str) -> Option<String> {
         None
     }
     fn attempt_count(&self) -> Option<u32> {

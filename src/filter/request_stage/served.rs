@@ -8,7 +8,7 @@
 
 use super::RequestStage;
 use crate::core::fallback::{self, Attempt, Handoff, Skipped};
-use crate::core::fallback::{ATTEMPTS, ATTEMPTS_HEADER, SKIPPED, TARGET_HEADER};
+use crate::core::fallback::{ATTEMPTS, ATTEMPTS_HEADER, TARGET_HEADER};
 use crate::core::header_map::Headers;
 use crate::core::telemetry::FailedAttempt;
 use crate::core::wire::Translation;
@@ -122,23 +122,18 @@ impl<H: Host> RequestStage<H> {
         let answered = (200..300).contains(&status);
         // The common case, told without asking Envoy more: the first
         // attempt answered.
-        let (failed, total, answer) = if answered && !relayed {
-            (String::new(), Some(1), Some(status))
+        let (total, answer) = if answered && !relayed {
+            (Some(1), Some(status))
         } else {
             // Not the relay's answer: the first attempt's, unless Envoy
             // replied itself.
             let upstream =
                 !relayed && self.host.response_code_details().as_deref() == Some("via_upstream");
-            (
-                self.host.request_metadata(SKIPPED).unwrap_or_default(),
-                self.host.attempt_count(),
-                upstream.then_some(status),
-            )
+            (self.host.attempt_count(), upstream.then_some(status))
         };
         let skipped = Skipped {
             target,
             start_ns: self.forwarded.as_ref().map_or(0, |f| f.upstream_start_ns),
-            failed: &failed,
             total,
             answer,
             relayed,

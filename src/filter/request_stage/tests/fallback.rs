@@ -4,11 +4,9 @@
 
 use super::*;
 use crate::core::fallback::{self, Attempt, Handoff};
-use crate::core::fallback::{ATTEMPTS, ATTEMPTS_HEADER, DIRECT, HANDOFF, SKIPPED};
+use crate::core::fallback::{ATTEMPTS, ATTEMPTS_HEADER, DIRECT, HANDOFF};
 use crate::filter::attempt_stage::AttemptStage;
-use crate::filter::mock::{
-    ATTEMPT_COUNT, CODE_DETAILS, ENDPOINT_METADATA, REQUEST_METADATA, UPSTREAM_ADDRESS,
-};
+use crate::filter::mock::{ATTEMPT_COUNT, CODE_DETAILS, ENDPOINT_METADATA, UPSTREAM_ADDRESS};
 use crate::filter::relay_stage::RelayStage;
 
 const OPENAI_ENV: &str = "TOLLGATE_CHAIN_TEST_OPENAI";
@@ -267,7 +265,7 @@ fn a_prepared_target_answering_at_once_serves_without_an_attempt_stage() {
     assert_eq!(stage.counter("tollgate.fallbacks.provider.openai"), 0);
     // Told without asking Envoy for more.
     let calls = stage.host.calls.borrow();
-    for asked in ["request_metadata", "attempt_count", "response_code_details"] {
+    for asked in ["attempt_count", "response_code_details"] {
         assert!(!calls.contains_key(asked), "{asked}");
     }
 }
@@ -280,24 +278,22 @@ fn statuses(attempts: &[Attempt]) -> Vec<(usize, u32)> {
 fn the_direct_attempt_is_counted_before_the_relays() {
     let shared = direct_chain();
     let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
-    let skipped = format!("{REQUEST_METADATA}{SKIPPED}");
-    // OpenAI answered 429 (no attempt stage), then the relay: Anthropic
-    // 200 (its stage ran, behind the relay).
+    // OpenAI failed (no attempt stage: its status unseen), then the
+    // relay: Anthropic 200 (its stage ran, behind the relay).
     respond(
         &mut stage,
         "200",
         &[(ATTEMPTS_HEADER, "1@20=200")],
         &[
-            (&skipped, "429"),
             (ATTEMPT_COUNT, "2"),
             (UPSTREAM_ADDRESS, "envoy://tollgate_relay/"),
         ],
     );
     assert_eq!(stage.host.response_headers().get(ATTEMPTS_HEADER), None);
     let f = stage.fallback.as_ref().unwrap();
-    assert_eq!(statuses(&f.attempts), [(0, 429), (1, 200)]);
+    assert_eq!(statuses(&f.attempts), [(0, 0), (1, 200)]);
     assert_eq!(
-        stage.counter("tollgate.attempts.provider.openai.status.4xx"),
+        stage.counter("tollgate.attempts.provider.openai.status.failed"),
         1
     );
     assert_eq!(stage.counter("tollgate.fallbacks.provider.anthropic"), 1);
@@ -331,17 +327,12 @@ fn a_providers_record_of_attempts_is_dropped() {
 fn a_rate_limited_prepared_target_reaches_the_client_as_a_429() {
     let shared = direct_chain();
     let mut stage = routed(&shared, chat("tg-key", &openai("chain", "hi")));
-    let skipped = format!("{REQUEST_METADATA}{SKIPPED}");
     // Retries exhausted: the router passes on the provider's 429.
     respond(
         &mut stage,
         "429",
         &[("retry-after", "1")],
-        &[
-            (&skipped, "429"),
-            (ATTEMPT_COUNT, "1"),
-            (CODE_DETAILS, "via_upstream"),
-        ],
+        &[(ATTEMPT_COUNT, "1"), (CODE_DETAILS, "via_upstream")],
     );
     let client = stage.host.response_headers();
     assert_eq!(client.get(":status"), Some("429"));
@@ -373,7 +364,7 @@ fn envoys_own_reply_after_a_direct_attempt_names_no_target() {
         [(0, 0)]
     );
     assert_eq!(
-        stage.counter("tollgate.attempts.provider.openai.status.reset"),
+        stage.counter("tollgate.attempts.provider.openai.status.failed"),
         1
     );
 }
