@@ -13,8 +13,8 @@ use std::collections::HashMap;
 /// Header the Envoy route's `cluster_header` reads.
 pub const CLUSTER_HEADER: &str = "x-tollgate-cluster";
 
-/// Header that selects the relay route (a model's `direct_cluster`),
-/// which removes it.
+/// Header that selects the relay route and names its cluster (a model's
+/// `direct_cluster`) in `CLUSTER_HEADER`'s place; the route removes it.
 pub const RELAY_HEADER: &str = "x-tollgate-relay";
 
 /// Provider secrets read from the VM environment, once per worker.
@@ -46,8 +46,11 @@ pub fn apply(
         apply_retries(host, r);
     }
     // Set last: changing headers makes Envoy pick the route again, now
-    // with the provider's cluster.
-    if !host.set_request_header(CLUSTER_HEADER, Some(&decision.cluster)) {
+    // with the provider's cluster. One header on the direct cluster, which
+    // both selects the relay route and names the cluster.
+    let relay = decision.retries.is_some_and(|r| r.relay);
+    let header = if relay { RELAY_HEADER } else { CLUSTER_HEADER };
+    if !host.set_request_header(header, Some(&decision.cluster)) {
         return Err(GatewayError::Internal(
             "could not select the provider cluster",
         ));
@@ -56,13 +59,11 @@ pub fn apply(
 }
 
 /// Envoy's attempt cap and per-attempt timeout (x-envoy-* headers, which
-/// Envoy strips from clients: only the gateway sets them). Each selects
-/// its route: the relay route retries once, into the relay (`RELAY_HEADER`,
-/// removed by that route).
+/// Envoy strips from clients: only the gateway sets them). The cap selects
+/// the retry route; the relay route (`RELAY_HEADER`) retries once, into
+/// the relay, and takes none.
 pub fn apply_retries(host: &impl Host, r: &Retries) {
-    if r.relay {
-        host.set_request_header(RELAY_HEADER, Some("1"));
-    } else {
+    if !r.relay {
         host.set_request_header("x-envoy-max-retries", Some(&r.max_retries.to_string()));
     }
     if let Some(ms) = r.per_try_timeout_ms {
