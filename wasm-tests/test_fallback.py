@@ -406,9 +406,9 @@ def with_retries_on_one_target(config: dict) -> None:
 
 
 def test_a_retry_on_the_prepared_target_is_counted_with_the_attempt_it_follows(stack, key):
-    """Only a first attempt may skip the attempt stage: when Envoy tries the
-    prepared target again, the retry runs the stage, so both attempts are
-    counted (the first from the Lua script's note)."""
+    """On a cluster with the attempt stage (a pool of one here), a retry on
+    the prepared target runs the stage as the first attempt did: both are
+    counted, with their statuses, and both go with the target's key."""
     envoy = stack.add_envoy("envoy-retry-one-target", customize=with_retries_on_one_target)
     try:
         fail(stack, "openai", "500")

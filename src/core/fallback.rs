@@ -223,9 +223,9 @@ fn chain_problems(
     out
 }
 
-/// What the request stage hands the attempt and relay stages about a
-/// request whose model has a fallback chain (filter state
-/// `tollgate.fallback`, shared with the relay's connection).
+/// What the attempt stages need to know about a request whose model has a
+/// fallback chain (filter state `tollgate.fallback`): set by the request
+/// stage, or behind the relay rebuilt by the relay stage (`relayed`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handoff {
     /// Index of the client's model entry in `models`.
