@@ -51,11 +51,11 @@ ERRORS = {
     "auth": (401, "invalid_request_error", "invalid_api_key", "authentication_error", "UNAUTHENTICATED"),
     "invalid": (400, "invalid_request_error", None, "invalid_request_error", "INVALID_ARGUMENT"),
     "not_found": (404, "invalid_request_error", None, "not_found_error", "NOT_FOUND"),
-    "400": (400, "invalid_request_error", None, "invalid_request_error", "INVALID_ARGUMENT"),
     "429": (429, "requests", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED"),
     "500": (500, "server_error", None, "api_error", "INTERNAL"),
     "503": (503, "server_error", None, "overloaded_error", "UNAVAILABLE"),
 }
+ERRORS["400"] = ERRORS["invalid"]  # the 400 fault: a request the provider calls invalid
 FAULT_MESSAGES = {
     "400": "The request is invalid for this model.",
     "429": "Rate limit reached for requests. Please try again in 1s.",

@@ -81,10 +81,7 @@ impl<H: Host> RelayStage<H> {
     /// path tells it.
     fn fail(&self, error: &GatewayError) -> Action {
         log::warn!("tollgate: relay stage: {}", error.message());
-        let format = match Endpoint::detect("POST", &self.path) {
-            Some(Endpoint::Llm(api)) => api.inbound().format(),
-            _ => api::client_format(None, false),
-        };
+        let format = api::client_format(Endpoint::detect("POST", &self.path), false);
         self.host
             .send_json(error.status(), &error.body(format), error.retry_after_s());
         Action::Pause

@@ -297,7 +297,7 @@ pub fn tag(value: &str) -> String {
 }
 
 /// The counter of attempts on `provider` that ended with `status`.
-pub fn attempt(provider: &str, status: u32) -> String {
+fn attempt(provider: &str, status: u32) -> String {
     format!(
         "tollgate.attempts.provider.{}.status.{}",
         tag(provider),
